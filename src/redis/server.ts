@@ -1,0 +1,96 @@
+// Starts and stops a local redis-server: throwaway ones for tests and the demo, a persistent one for the CLI.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+
+export const REDIS_MISSING_HELP =
+  'redis-server was not found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: `brew install redis`), ' +
+  'or point bos-fleet at an existing Redis with --redis redis://HOST:6379 or REDIS_URL.';
+
+export interface LocalRedis {
+  url: string;
+  port: number;
+  dir: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Waits until Redis answers PING (and has loaded its AOF). */
+export async function waitForRedis(url: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
+    r.on('error', () => undefined);
+    try {
+      await r.connect();
+      if ((await r.ping()) === 'PONG') return;
+    } catch {
+      // not up yet (or still loading the AOF)
+    } finally {
+      r.disconnect();
+    }
+    if (Date.now() > deadline) throw new Error(`redis at ${url} did not answer within ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+export interface StartRedisOptions {
+  dir: string;
+  port?: number;
+  /** Durable by default: AOF, fsync every second. */
+  appendonly?: boolean;
+  /** Keep running after this process exits (the CLI's embedded Redis). */
+  detached?: boolean;
+}
+
+export async function startRedisServer(opts: StartRedisOptions): Promise<LocalRedis> {
+  mkdirSync(opts.dir, { recursive: true });
+  const port = opts.port ?? (await freePort());
+  const args = [
+    '--bind', '127.0.0.1',
+    '--port', String(port),
+    '--dir', opts.dir,
+    '--appendonly', opts.appendonly === false ? 'no' : 'yes',
+    '--appendfsync', 'everysec',
+    '--maxmemory-policy', 'noeviction',
+    '--save', '',
+    '--protected-mode', 'yes',
+    '--logfile', path.join(opts.dir, 'redis.log'),
+  ];
+  const child = spawn('redis-server', args, { stdio: 'ignore', detached: opts.detached ?? false });
+  const spawned = await new Promise<Error | undefined>((resolve) => {
+    child.once('spawn', () => resolve(undefined));
+    child.once('error', (err) => resolve(err));
+  });
+  if (spawned) {
+    throw new Error((spawned as NodeJS.ErrnoException).code === 'ENOENT' ? REDIS_MISSING_HELP : `redis-server failed to start: ${spawned.message}`);
+  }
+  if (opts.detached) child.unref();
+  const url = `redis://127.0.0.1:${port}`;
+  await waitForRedis(url);
+  return {
+    url,
+    port,
+    dir: opts.dir,
+    process: child,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}

@@ -1,0 +1,32 @@
+// Loopback addresses for simulated miners: 127.1.0.1, 127.1.0.2, … skipping .0 and .255 like a farm's DHCP range.
+import net from 'node:net';
+
+export function ipToInt(ip: string): number {
+  const parts = ip.split('.').map(Number);
+  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
+    throw new Error(`address: "${ip}" is not an IPv4 address`);
+  }
+  return ((parts[0]! << 24) >>> 0) + (parts[1]! << 16) + (parts[2]! << 8) + parts[3]!;
+}
+
+export function intToIp(n: number): string {
+  return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+export function isLoopback(host: string): boolean {
+  return (net.isIPv4(host) && host.startsWith('127.')) || host === '::1' || host === 'localhost';
+}
+
+/** `count` loopback addresses from `base` upwards. Refuses anything outside 127.0.0.0/8. */
+export function loopbackAddresses(base: string, count: number): string[] {
+  if (!base.startsWith('127.')) throw new Error(`sim: --base must be a loopback address (127.x.y.z), got "${base}"`);
+  const out: string[] = [];
+  let n = ipToInt(base);
+  while (out.length < count) {
+    const last = n & 255;
+    if (last !== 0 && last !== 255) out.push(intToIp(n));
+    n++;
+    if (((n >>> 24) & 255) !== 127) throw new Error(`sim: ${count} addresses from ${base} leave 127.0.0.0/8`);
+  }
+  return out;
+}

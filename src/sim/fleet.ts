@@ -1,0 +1,301 @@
+// A simulated Braiins OS fleet in this process: one gRPC server, one loopback listener per miner.
+import * as grpc from '@grpc/grpc-js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SERVICE_KEYS, serviceDefinition, type ServiceKey } from '../core/proto.js';
+import type { FleetControl, MutationRecord, SimMinerInfo } from './control.js';
+import type { MinerFaults } from './faults.js';
+import { API_LATEST, API_OLD, SIM_PASSWORD, createMinerState, supportsApi, type SimMinerState } from './miner.js';
+import { METHODS, SimStatusError } from './services.js';
+import { SessionTable } from './sessions.js';
+import { createEndpoint, dropSockets, reconcileListener, type MinerEndpoint } from './transport.js';
+import { MALFORMED_BYTES, PAD_REPLY, RAW_REPLY, wrapServiceDefinition } from './wire.js';
+import { seededRandom } from './prng.js';
+
+export interface SimMinerSpec extends SimMinerInfo {
+  index: number;
+  faults: MinerFaults;
+}
+
+export interface SimTlsOptions {
+  keyPem: Buffer;
+  certPem: Buffer;
+  /** CA that client certificates must chain to; set it to require mTLS. */
+  clientCaPem?: Buffer;
+}
+
+export interface SimFleetOptions {
+  miners: SimMinerSpec[];
+  seed?: number;
+  /** Session inactivity timeout (real miners: 3600 s). */
+  sessionTtlMs?: number;
+  /** How long a miner stays unreachable after Reboot. */
+  rebootDownMs?: number;
+  tls?: SimTlsOptions;
+}
+
+interface MinerRuntime {
+  state: SimMinerState;
+  endpoint: MinerEndpoint;
+  callsSeen: number;
+  callCounts: Record<string, number>;
+  statusListeners: Set<() => void>;
+  rebootTimer?: NodeJS.Timeout;
+}
+
+type Reply = { body: Record<string | symbol, unknown>; header?: grpc.Metadata };
+
+export class SimFleet implements FleetControl {
+  readonly miners: SimMinerInfo[];
+  private readonly byId = new Map<string, MinerRuntime>();
+  private readonly byAuthority = new Map<string, MinerRuntime>();
+  private readonly server = new grpc.Server({ 'grpc.enable_channelz': 0 });
+  private readonly injector: ReturnType<grpc.Server['createConnectionInjector']>;
+  private readonly sessions = new SessionTable();
+  private readonly records: MutationRecord[] = [];
+  private readonly abort = new AbortController();
+  private readonly random: () => number;
+  private readonly sessionTtlMs: number;
+  private readonly rebootDownMs: number;
+  private closed = false;
+
+  private constructor(opts: SimFleetOptions) {
+    this.sessionTtlMs = opts.sessionTtlMs ?? 3_600_000;
+    this.rebootDownMs = opts.rebootDownMs ?? 3_000;
+    this.random = seededRandom((opts.seed ?? 1) * 31 + 7);
+    for (const key of SERVICE_KEYS) this.server.addService(wrapServiceDefinition(serviceDefinition(key)), this.handlersFor(key));
+    const creds = opts.tls
+      ? grpc.ServerCredentials.createSsl(
+          opts.tls.clientCaPem ?? null,
+          [{ private_key: opts.tls.keyPem, cert_chain: opts.tls.certPem }],
+          opts.tls.clientCaPem !== undefined,
+        )
+      : grpc.ServerCredentials.createInsecure();
+    this.injector = this.server.createConnectionInjector(creds);
+    const now = Date.now();
+    for (const spec of opts.miners) {
+      const rt: MinerRuntime = {
+        state: createMinerState({ id: spec.id, index: spec.index, host: spec.host, port: spec.port, faults: spec.faults, seed: opts.seed ?? 1, nowMs: now }),
+        endpoint: createEndpoint(spec.host, spec.port),
+        callsSeen: 0,
+        callCounts: {},
+        statusListeners: new Set(),
+      };
+      this.byId.set(spec.id, rt);
+      this.byAuthority.set(`${spec.host}:${spec.port}`, rt);
+    }
+    this.miners = opts.miners.map(({ id, host, port }) => ({ id, host, port }));
+  }
+
+  static async start(opts: SimFleetOptions): Promise<SimFleet> {
+    const fleet = new SimFleet(opts);
+    const all = [...fleet.byId.values()];
+    for (let i = 0; i < all.length; i += 500) {
+      await Promise.all(all.slice(i, i + 500).map((rt) => fleet.reconcile(rt)));
+    }
+    for (const rt of all) fleet.armRebootLoop(rt);
+    return fleet;
+  }
+
+  private reconcile(rt: MinerRuntime): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return reconcileListener(rt.endpoint, () => rt.state.faults, (s) => this.injector.injectConnection(s));
+  }
+
+  private runtime(minerId: string): MinerRuntime {
+    const rt = this.byId.get(minerId);
+    if (!rt) throw new Error(`sim: no miner "${minerId}"`);
+    return rt;
+  }
+
+  // ---- control surface --------------------------------------------------------------------
+
+  async state(minerId: string): Promise<SimMinerState> {
+    return structuredClone(this.runtime(minerId).state);
+  }
+
+  async setFaults(minerId: string, faults: MinerFaults): Promise<void> {
+    const rt = this.runtime(minerId);
+    const before = rt.state.faults;
+    rt.state.faults = faults;
+    rt.state.password = faults.badAuth ? 'a-different-password' : SIM_PASSWORD;
+    rt.state.apiVersion = faults.oldApi ? API_OLD : API_LATEST;
+    rt.callsSeen = 0;
+    if (Boolean(before.blackhole) !== Boolean(faults.blackhole) || Boolean(before.garbage) !== Boolean(faults.garbage)) {
+      dropSockets(rt.endpoint);
+    }
+    clearTimeout(rt.rebootTimer);
+    this.armRebootLoop(rt);
+    await this.reconcile(rt);
+  }
+
+  async mutations(minerId?: string): Promise<MutationRecord[]> {
+    return this.records.filter((r) => minerId === undefined || r.minerId === minerId);
+  }
+
+  async callCounts(minerId: string): Promise<Record<string, number>> {
+    return { ...this.runtime(minerId).callCounts };
+  }
+
+  async expireSessions(minerId?: string): Promise<void> {
+    this.sessions.expire(minerId);
+  }
+
+  async dropConnections(minerId: string): Promise<void> {
+    dropSockets(this.runtime(minerId).endpoint);
+  }
+
+  async reboot(minerId: string, downMs: number): Promise<void> {
+    const rt = this.runtime(minerId);
+    rt.endpoint.down = true;
+    this.sessions.expire(minerId);
+    await this.reconcile(rt);
+    const timer = setTimeout(() => {
+      rt.endpoint.down = false;
+      const now = Date.now();
+      rt.state.bootedAtMs = now;
+      rt.state.miningSinceMs = now;
+      rt.state.status = 'MINER_STATUS_NORMAL';
+      void this.reconcile(rt);
+    }, downMs);
+    this.abort.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.abort.abort();
+    for (const rt of this.byId.values()) {
+      clearTimeout(rt.rebootTimer);
+      rt.state.faults = { refuse: true };
+    }
+    await Promise.all([...this.byId.values()].map((rt) => reconcileListener(rt.endpoint, () => ({ refuse: true }), () => undefined)));
+    this.injector.destroy();
+    this.server.forceShutdown();
+  }
+
+  private armRebootLoop(rt: MinerRuntime): void {
+    const loop = rt.state.faults.rebootLoop;
+    if (!loop || this.closed) return;
+    rt.rebootTimer = setTimeout(() => {
+      void this.reboot(rt.state.id, loop.downMs).then(() => {
+        rt.rebootTimer = setTimeout(() => this.armRebootLoop(rt), loop.downMs);
+      });
+    }, loop.upMs);
+  }
+
+  // ---- request handling -------------------------------------------------------------------
+
+  /** Applies faults, auth and version rules, then the method's semantics. */
+  private async dispatch(method: string, authority: string, metadata: grpc.Metadata, request: Record<string, unknown>): Promise<Reply | 'hang'> {
+    const rt = this.byAuthority.get(authority);
+    if (!rt) throw new SimStatusError(grpc.status.UNAVAILABLE, `no simulated miner at ${authority}`);
+    const m = rt.state;
+    const spec = METHODS[method];
+    if (!spec) throw new SimStatusError(grpc.status.UNIMPLEMENTED, `unknown method ${method}`);
+    rt.callCounts[method] = (rt.callCounts[method] ?? 0) + 1;
+    rt.callsSeen++;
+    const f = m.faults;
+    if (f.hang) return 'hang';
+    if (f.slow) await sleep(f.slow.latencyMs, undefined, { signal: this.abort.signal });
+    if (f.overloaded) throw new SimStatusError(grpc.status.RESOURCE_EXHAUSTED, 'too many concurrent requests');
+    if (f.flaky) {
+      const failing = f.flaky.failFirst !== undefined ? rt.callsSeen <= f.flaky.failFirst : this.random() < (f.flaky.rate ?? 0);
+      if (failing) throw new SimStatusError(grpc.status.UNAVAILABLE, 'bosminer is restarting');
+    }
+    const now = Date.now();
+    if (spec.since && !supportsApi(m, spec.since[0], spec.since[1])) {
+      throw new SimStatusError(grpc.status.UNIMPLEMENTED, `${method} is not implemented by API ${m.apiVersion.major}.${m.apiVersion.minor}.${m.apiVersion.patch}`);
+    }
+    if (method === 'Login') return this.login(rt, request, now);
+    if (spec.auth) {
+      const token = metadata.get('authorization')[0];
+      const ttl = f.tokenExpiry?.ttlMs ?? this.sessionTtlMs;
+      if (!this.sessions.touch(typeof token === 'string' ? token : undefined, m.id, ttl, now)) {
+        throw new SimStatusError(grpc.status.UNAUTHENTICATED, 'missing or expired authorization token');
+      }
+    }
+    let body: Record<string | symbol, unknown>;
+    try {
+      const statusBefore = m.status;
+      body = spec.impl(m, request, now);
+      if (spec.mutation) this.records.push({ minerId: m.id, method, request, atMs: now, result: 'applied' });
+      if (m.status !== statusBefore) for (const l of rt.statusListeners) l();
+    } catch (err) {
+      if (spec.mutation) this.records.push({ minerId: m.id, method, request, atMs: now, result: 'rejected' });
+      throw err;
+    }
+    if (method === 'Reboot') setTimeout(() => void this.reboot(m.id, this.rebootDownMs), 20).unref();
+    if (f.malformed && method !== 'GetApiVersion') body[RAW_REPLY] = MALFORMED_BYTES;
+    if (f.oversized && method !== 'GetApiVersion') body[PAD_REPLY] = f.oversized.bytes;
+    return { body };
+  }
+
+  private login(rt: MinerRuntime, request: Record<string, unknown>, now: number): Reply {
+    const m = rt.state;
+    if (request['username'] !== m.username || request['password'] !== m.password) {
+      throw new SimStatusError(grpc.status.UNAUTHENTICATED, 'invalid username or password');
+    }
+    const token = this.sessions.create(m.id, now);
+    const ttlS = Math.round((m.faults.tokenExpiry?.ttlMs ?? this.sessionTtlMs) / 1000);
+    if (!supportsApi(m, 1, 1)) {
+      // API < 1.1.0: the token travels only in the response header.
+      const header = new grpc.Metadata();
+      header.set('authorization', token);
+      return { body: {}, header };
+    }
+    return { body: { token, timeoutS: ttlS } };
+  }
+
+  private handlersFor(key: ServiceKey): grpc.UntypedServiceImplementation {
+    const handlers: grpc.UntypedServiceImplementation = {};
+    for (const [name, spec] of Object.entries(METHODS)) {
+      if (spec.service !== key) continue;
+      handlers[name] = name === 'GetMinerStatus' ? this.statusStreamHandler() : this.unaryHandler(name);
+    }
+    return handlers;
+  }
+
+  private unaryHandler(method: string): grpc.handleUnaryCall<Record<string, unknown>, unknown> {
+    return (call, callback) => {
+      this.dispatch(method, call.getHost(), call.metadata, call.request).then(
+        (reply) => {
+          if (reply === 'hang') return;
+          if (reply.header) call.sendMetadata(reply.header);
+          callback(null, reply.body);
+        },
+        (err: unknown) => callback(toServiceError(err)),
+      );
+    };
+  }
+
+  private statusStreamHandler(): grpc.handleServerStreamingCall<Record<string, unknown>, unknown> {
+    return (call) => {
+      this.dispatch('GetMinerStatus', call.getHost(), call.metadata, call.request).then(
+        (reply) => {
+          if (reply === 'hang') return;
+          const rt = this.byAuthority.get(call.getHost());
+          if (!rt) return;
+          let sent = 0;
+          const send = () => {
+            if (call.cancelled || call.destroyed) return;
+            call.write({ status: rt.state.status });
+            sent++;
+            const drop = rt.state.faults.dropStream;
+            if (drop && sent >= drop.afterMessages) setTimeout(() => dropSockets(rt.endpoint), 50).unref();
+          };
+          rt.statusListeners.add(send);
+          call.on('cancelled', () => rt.statusListeners.delete(send));
+          call.on('close', () => rt.statusListeners.delete(send));
+          send();
+        },
+        (err: unknown) => call.emit('error', toServiceError(err)),
+      );
+    };
+  }
+}
+
+function toServiceError(err: unknown): grpc.ServiceError {
+  if (err instanceof SimStatusError) return Object.assign(new Error(err.message), { code: err.code, details: err.message, metadata: new grpc.Metadata() });
+  const message = err instanceof Error ? err.message : String(err);
+  return Object.assign(new Error(message), { code: grpc.status.INTERNAL, details: message, metadata: new grpc.Metadata() });
+}
