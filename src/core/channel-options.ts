@@ -1,0 +1,26 @@
+// grpc-js channel options for miner channels, derived from the core options.
+import type * as grpc from '@grpc/grpc-js';
+import type { CoreOptions } from './options.js';
+import type { TlsMaterial } from './tls.js';
+
+export function minerChannelOptions(opts: CoreOptions, tlsMaterial?: TlsMaterial): grpc.ChannelOptions {
+  return {
+    // Retries belong to src/core/retry.ts alone: one attempt here is one request on the wire.
+    'grpc.enable_retries': 0,
+    'grpc.enable_channelz': 0,
+    'grpc.max_receive_message_length': opts.maxReceiveBytes,
+    'grpc.max_send_message_length': opts.maxReceiveBytes,
+    // Pings no more often than gRPC-core servers accept, and never on idle connections
+    // (they would answer GOAWAY ENHANCE_YOUR_CALM "too_many_pings").
+    'grpc.keepalive_time_ms': opts.pool.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': opts.pool.keepaliveTimeoutMs,
+    'grpc.keepalive_permit_without_calls': 0,
+    'grpc.client_idle_timeout_ms': opts.pool.idleTtlMs,
+    // Quick reconnects: a rebooted miner is usable again within a retry's backoff.
+    'grpc.initial_reconnect_backoff_ms': 250,
+    'grpc.max_reconnect_backoff_ms': 5_000,
+    // Each miner channel has its own subchannel: closing one never disturbs another.
+    'grpc.use_local_subchannel_pool': 1,
+    ...(tlsMaterial?.serverName ? { 'grpc.ssl_target_name_override': tlsMaterial.serverName } : {}),
+  };
+}

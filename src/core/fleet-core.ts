@@ -1,0 +1,77 @@
+// The per-thread core: options, clock, channel pool, login sessions, API-version cache and breaker
+// store, shared by every MinerClient created in this thread.
+import { Breaker } from './breaker.js';
+import { MemoryBreakerStore, type BreakerStore } from './breaker-store.js';
+import { systemClock, type Clock } from './clock.js';
+import { MinerClient, type MinerTarget } from './miner-client.js';
+import type { ApiVersion } from './methods.js';
+import { parseCoreOptions, type CoreOptions, type CoreOptionsInput } from './options.js';
+import { ConnectionPool, type ClientFactory } from './pool.js';
+import { SessionCache } from './sessions.js';
+
+export interface CoreDeps {
+  clock?: Clock;
+  random?: () => number;
+  /** Shared between threads by the workers; in-memory by default. */
+  breakerStore?: BreakerStore;
+  clientFactory?: ClientFactory;
+}
+
+export class FleetCore {
+  readonly options: CoreOptions;
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly pool: ConnectionPool;
+  readonly sessions = new SessionCache();
+  readonly breakerStore: BreakerStore;
+  private readonly versions = new Map<string, { version: ApiVersion; atMs: number }>();
+  /** Methods a miner answered UNIMPLEMENTED to, until its version is read again. */
+  private readonly unsupported = new Map<string, Set<string>>();
+
+  constructor(options: CoreOptionsInput = {}, deps: CoreDeps = {}) {
+    this.options = parseCoreOptions(options);
+    this.clock = deps.clock ?? systemClock;
+    this.random = deps.random ?? Math.random;
+    this.breakerStore = deps.breakerStore ?? new MemoryBreakerStore();
+    this.pool = new ConnectionPool(this.options.pool, this.clock, deps.clientFactory);
+  }
+
+  /** A client for one miner; cheap to create (one per job), state lives in the core. */
+  miner(target: MinerTarget): MinerClient {
+    return new MinerClient(this, target);
+  }
+
+  breaker(minerKey: string): Breaker {
+    return new Breaker(this.breakerStore, minerKey, this.options.breaker, this.clock);
+  }
+
+  cachedVersion(minerKey: string): ApiVersion | undefined {
+    const v = this.versions.get(minerKey);
+    if (!v) return undefined;
+    if (this.clock.now() - v.atMs > this.options.versionCacheTtlMs) {
+      this.versions.delete(minerKey);
+      return undefined;
+    }
+    return v.version;
+  }
+
+  rememberVersion(minerKey: string, version: ApiVersion): void {
+    this.versions.set(minerKey, { version, atMs: this.clock.now() });
+    this.unsupported.delete(minerKey);
+  }
+
+  markUnsupported(minerKey: string, method: string): void {
+    let set = this.unsupported.get(minerKey);
+    if (!set) this.unsupported.set(minerKey, (set = new Set()));
+    set.add(method);
+  }
+
+  isUnsupported(minerKey: string, method: string): boolean {
+    return this.cachedVersion(minerKey) !== undefined && (this.unsupported.get(minerKey)?.has(method) ?? false);
+  }
+
+  /** Closes every channel and timer: the thread can exit afterwards. */
+  close(): void {
+    this.pool.close();
+  }
+}

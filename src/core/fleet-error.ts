@@ -1,0 +1,145 @@
+// FleetError: the one typed error of the core, and the one converter from anything thrown into it.
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import { CODE_INFO, isErrorCode, type ErrorCode } from './error-codes.js';
+
+export interface ErrorContext {
+  minerId?: string;
+  host?: string;
+  port?: number;
+  operation?: string;
+  /** Numeric gRPC status, when the failure came from a call. */
+  grpcCode?: number;
+  attempts?: number;
+  /** False when the request provably never left this host (e.g. connection refused). */
+  mayHaveReachedMiner?: boolean;
+  /** True when the failed operation changes miner state. */
+  mutation?: boolean;
+}
+
+/** The plain-data form that crosses thread and process boundaries. */
+export interface PlainFleetError {
+  name: 'FleetError';
+  code: ErrorCode;
+  message: string;
+  retryable: boolean;
+  suggestion: string;
+  context: ErrorContext;
+}
+
+const TLS_TEXT = /SSL|TLS|certificate|self[- ]signed|unable to verify|Hostname\/IP does not match|ERR_OSSL|alert/i;
+const NEVER_CONNECTED = /No connection established|Waiting for LB pick|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN/;
+
+export class FleetError extends Error {
+  override readonly name = 'FleetError';
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly suggestion: string;
+  readonly context: ErrorContext;
+
+  constructor(code: ErrorCode, message: string, context: ErrorContext = {}) {
+    super(message);
+    this.code = code;
+    this.retryable = CODE_INFO[code].retryable;
+    this.suggestion = CODE_INFO[code].suggestion;
+    this.context = context;
+  }
+
+  /** A copy with more context (e.g. the attempt count, known only to the retry layer). */
+  with(context: ErrorContext): FleetError {
+    return new FleetError(this.code, this.message, { ...this.context, ...context });
+  }
+
+  toPlain(): PlainFleetError {
+    return { name: 'FleetError', code: this.code, message: this.message, retryable: this.retryable, suggestion: this.suggestion, context: { ...this.context } };
+  }
+
+  /**
+   * Turns anything thrown into exactly one FleetError. Uses the gRPC status, the detail text and
+   * whether the request may have reached the miner; never relies on `instanceof` for data that
+   * crossed a thread (a plain `{name: 'FleetError', code}` is recognised by shape).
+   */
+  static from(err: unknown, context: ErrorContext = {}): FleetError {
+    if (err instanceof FleetError) return err.with(context);
+    if (isPlainFleetError(err)) return new FleetError(err.code, err.message, { ...err.context, ...context });
+    const e = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; details?: unknown; message?: unknown; name?: unknown };
+    const details = typeof e.details === 'string' ? e.details : typeof e.message === 'string' ? e.message : String(err);
+    if (e.name === 'AbortError') return new FleetError('CANCELLED', 'operation aborted', context);
+    if (typeof e.code === 'number' && e.code >= 0 && e.code <= 16) return fromGrpcStatus(e.code, details, context);
+    if (typeof e.code === 'string') return fromErrno(e.code, details, context);
+    return new FleetError('INTERNAL', details, context);
+  }
+}
+
+export function isPlainFleetError(value: unknown): value is PlainFleetError {
+  const v = value as Partial<PlainFleetError> | null;
+  return typeof v === 'object' && v !== null && v.name === 'FleetError' && isErrorCode(v.code) && typeof v.message === 'string';
+}
+
+function fromErrno(code: string, details: string, ctx: ErrorContext): FleetError {
+  switch (code) {
+    case 'ECONNREFUSED':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new FleetError('MINER_UNREACHABLE', details, { mayHaveReachedMiner: false, ...ctx });
+    case 'ETIMEDOUT':
+      return new FleetError('MINER_TIMEOUT', details, ctx);
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return mutationAware('CONNECTION_LOST', details, ctx);
+    case 'ABORT_ERR':
+      return new FleetError('CANCELLED', details, ctx);
+    default:
+      return new FleetError('INTERNAL', `${code}: ${details}`, ctx);
+  }
+}
+
+/** A mutation interrupted after it may have reached the miner has an unknown outcome. */
+function mutationAware(code: ErrorCode, details: string, ctx: ErrorContext): FleetError {
+  if (ctx.mutation && ctx.mayHaveReachedMiner !== false) {
+    return new FleetError('OUTCOME_UNKNOWN', `${details} (the change may or may not have been applied)`, { ...ctx, mayHaveReachedMiner: true });
+  }
+  return new FleetError(code, details, ctx);
+}
+
+function fromGrpcStatus(grpcCode: number, details: string, context: ErrorContext): FleetError {
+  const neverLeft = NEVER_CONNECTED.test(details);
+  const ctx: ErrorContext = { ...context, grpcCode, ...(neverLeft ? { mayHaveReachedMiner: false } : {}) };
+  switch (grpcCode) {
+    case GrpcStatus.UNAVAILABLE:
+      if (TLS_TEXT.test(details)) return new FleetError('TLS_ERROR', details, ctx);
+      if (neverLeft) return new FleetError('MINER_UNREACHABLE', details, ctx);
+      if (/Protocol error|Received HTTP status code|Bad Request|malformed/i.test(details)) return new FleetError('PROTOCOL_ERROR', details, ctx);
+      return mutationAware('CONNECTION_LOST', details, ctx);
+    case GrpcStatus.DEADLINE_EXCEEDED:
+      return neverLeft ? new FleetError('MINER_TIMEOUT', details, ctx) : mutationAware('MINER_TIMEOUT', details, ctx);
+    case GrpcStatus.RESOURCE_EXHAUSTED:
+      return /message larger than max|Received message larger/i.test(details)
+        ? new FleetError('RESPONSE_TOO_LARGE', details, ctx)
+        : new FleetError('MINER_OVERLOADED', details, ctx);
+    case GrpcStatus.UNAUTHENTICATED:
+      return new FleetError('MINER_AUTH_FAILED', details, ctx);
+    case GrpcStatus.PERMISSION_DENIED:
+      return new FleetError('MINER_PERMISSION_DENIED', details, ctx);
+    case GrpcStatus.UNIMPLEMENTED:
+      return new FleetError('UNSUPPORTED_BY_FIRMWARE', details, ctx);
+    case GrpcStatus.INVALID_ARGUMENT:
+    case GrpcStatus.OUT_OF_RANGE:
+    case GrpcStatus.FAILED_PRECONDITION:
+    case GrpcStatus.NOT_FOUND:
+    case GrpcStatus.ALREADY_EXISTS:
+      return new FleetError('INVALID_REQUEST', details, ctx);
+    case GrpcStatus.CANCELLED:
+      return new FleetError('CANCELLED', details, ctx);
+    case GrpcStatus.INTERNAL:
+      // grpc-js reports undecodable replies as INTERNAL "Response message parsing error".
+      return /pars|decod|deserializ/i.test(details) ? new FleetError('PROTOCOL_ERROR', details, ctx) : mutationAware('INTERNAL', details, ctx);
+    case GrpcStatus.UNKNOWN:
+    case GrpcStatus.ABORTED:
+    case GrpcStatus.DATA_LOSS:
+      return mutationAware('CONNECTION_LOST', details, ctx);
+    default:
+      return new FleetError('INTERNAL', details, ctx);
+  }
+}

@@ -1,0 +1,27 @@
+// The core's public surface: a Braiins OS gRPC client that runs in any thread.
+export { FleetCore } from './fleet-core.js';
+export type { CoreDeps } from './fleet-core.js';
+export { MinerClient } from './miner-client.js';
+export type { MinerTarget, CallStats, CallOptions } from './miner-client.js';
+export { FleetError, isPlainFleetError } from './fleet-error.js';
+export type { PlainFleetError, ErrorContext } from './fleet-error.js';
+export { ERROR_CODES, CODE_INFO, isErrorCode } from './error-codes.js';
+export type { ErrorCode } from './error-codes.js';
+export { parseCoreOptions, coreOptionsSchema } from './options.js';
+export type { CoreOptions, CoreOptionsInput } from './options.js';
+export { Breaker } from './breaker.js';
+export type { BreakerState, BreakerOptions } from './breaker.js';
+export { MemoryBreakerStore, SharedBreakerStore, createSharedBreakerTable } from './breaker-store.js';
+export type { BreakerStore, SharedBreakerTable } from './breaker-store.js';
+export { ConnectionPool } from './pool.js';
+export type { PoolStats } from './pool.js';
+export { minerStatusStream } from './status-stream.js';
+export type { StatusUpdate, StatusStreamOptions } from './status-stream.js';
+export { loadTlsMaterial, tlsProfileSchema } from './tls.js';
+export type { TlsProfile, TlsMaterial } from './tls.js';
+export { systemClock, FakeClock } from './clock.js';
+export type { Clock } from './clock.js';
+export { backoffDelayMs } from './backoff.js';
+export { METHODS, versionAtLeast, formatVersion } from './methods.js';
+export type { ApiVersion, MethodName } from './methods.js';
+export type * from './types.js';

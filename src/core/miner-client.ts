@@ -1,0 +1,270 @@
+// A client for one miner: each logical call goes capability check → auth → retry(breaker(attempt)),
+// with a deadline on every attempt and the attempts counted for the outcome.
+import type * as grpc from '@grpc/grpc-js';
+import type { MinerChannel } from './channel.js';
+import { channelCredentials } from './tls.js';
+import { minerChannelOptions } from './channel-options.js';
+import { withBreaker } from './breaker-guard.js';
+import { FleetError, type ErrorContext } from './fleet-error.js';
+import type { FleetCore } from './fleet-core.js';
+import { METHODS, formatVersion, versionAtLeast, type ApiVersion, type MethodName, type MethodSpec } from './methods.js';
+import { invokeUnary } from './rpc.js';
+import { withRetry } from './retry.js';
+import type { Credentials } from './sessions.js';
+import type { TlsMaterial } from './tls.js';
+import type * as T from './types.js';
+
+export interface MinerTarget {
+  id: string;
+  host: string;
+  port: number;
+  credentials: Credentials;
+  tls?: TlsMaterial;
+}
+
+/** What a job reports about its calls: the worst call's attempts, and totals. */
+export interface CallStats {
+  calls: number;
+  attempts: number;
+  maxAttempts: number;
+  logins: number;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Overrides the per-kind attempt timeout. */
+  timeoutMs?: number;
+}
+
+const OLDEST_API: ApiVersion = { major: 1, minor: 0, patch: 0 };
+
+export class MinerClient {
+  readonly key: string;
+  readonly stats: CallStats = { calls: 0, attempts: 0, maxAttempts: 0, logins: 0 };
+  readonly transport: 'plaintext' | 'tls';
+
+  constructor(
+    private readonly core: FleetCore,
+    readonly target: MinerTarget,
+  ) {
+    this.transport = target.tls ? 'tls' : 'plaintext';
+    this.key = `${target.host}:${target.port}${target.tls ? `#${target.tls.id}` : ''}`;
+  }
+
+  private context(operation: string, spec: MethodSpec): ErrorContext {
+    return { minerId: this.target.id, host: this.target.host, port: this.target.port, operation, mutation: spec.mutation };
+  }
+
+  /** The miner's API version (GetApiVersion needs no token), cached per miner. */
+  async apiVersion(opts: CallOptions = {}): Promise<ApiVersion> {
+    const cached = this.core.cachedVersion(this.key);
+    if (cached) return cached;
+    let version: ApiVersion;
+    try {
+      const v = await this.send<T.ApiVersionReply>('GetApiVersion', {}, undefined, opts);
+      version = { major: Number(v.response.major), minor: Number(v.response.minor), patch: Number(v.response.patch) };
+    } catch (err) {
+      if (!(err instanceof FleetError) || err.code !== 'UNSUPPORTED_BY_FIRMWARE') throw err;
+      version = OLDEST_API; // firmware older than the version service itself
+    }
+    this.core.rememberVersion(this.key, version);
+    return version;
+  }
+
+  /** Fails with UNSUPPORTED_BY_FIRMWARE, sending nothing, when the firmware lacks the method. */
+  async supports(method: MethodName, opts: CallOptions = {}): Promise<boolean> {
+    const spec: MethodSpec = METHODS[method];
+    if (!spec.since) return true;
+    return versionAtLeast(await this.apiVersion(opts), spec.since);
+  }
+
+  /** One logical call of `method`. */
+  async call<R>(method: MethodName, request: object = {}, opts: CallOptions = {}): Promise<R> {
+    const spec: MethodSpec = METHODS[method];
+    if (this.core.isUnsupported(this.key, method)) {
+      throw new FleetError('UNSUPPORTED_BY_FIRMWARE', `${method} is not implemented by this miner's firmware (answered UNIMPLEMENTED before)`, {
+        ...this.context(method, spec),
+        mayHaveReachedMiner: false,
+        attempts: 0,
+      });
+    }
+    if (spec.since) {
+      const v = await this.apiVersion(opts);
+      if (!versionAtLeast(v, spec.since)) {
+        throw new FleetError('UNSUPPORTED_BY_FIRMWARE', `${method} needs API ${spec.since.join('.')}, miner speaks ${formatVersion(v)}`, {
+          ...this.context(method, spec),
+          mayHaveReachedMiner: false,
+          attempts: 0,
+        });
+      }
+    }
+    if (!spec.auth) return (await this.send<R>(method, request, undefined, opts)).response;
+    let token = await this.token(opts);
+    let relogged = false;
+    try {
+      return (
+        await this.send<R>(method, request, async () => {
+          // Called when an attempt answered UNAUTHENTICATED: log in again once and replay.
+          if (relogged) return undefined;
+          relogged = true;
+          this.core.sessions.invalidate(this.key, token);
+          token = await this.token(opts);
+          return token;
+        }, opts, () => token)
+      ).response;
+    } catch (err) {
+      const e = FleetError.from(err);
+      if (e.code === 'UNSUPPORTED_BY_FIRMWARE') this.core.markUnsupported(this.key, method);
+      throw e;
+    }
+  }
+
+  /** The cached session token, logging in (once, shared) when there is none. */
+  token(opts: CallOptions = {}): Promise<string> {
+    return this.core.sessions.token(this.key, () => this.login(opts));
+  }
+
+  /** Drops a token the miner refused, so the next token() logs in again. */
+  invalidateToken(token: string): void {
+    this.core.sessions.invalidate(this.key, token);
+  }
+
+  /** This miner's pooled channel. */
+  channel(): MinerChannel {
+    const { tls } = this.target;
+    return this.core.pool.acquire({
+      key: this.key,
+      address: `${this.target.host}:${this.target.port}`,
+      credentials: () => channelCredentials(tls),
+      channelOptions: () => minerChannelOptions(this.core.options, tls),
+      transport: this.transport,
+    });
+  }
+
+  private async login(opts: CallOptions): Promise<string> {
+    this.stats.logins++;
+    const { username, password } = this.target.credentials;
+    try {
+      const r = await this.send<{ token?: string }>('Login', { username, password }, undefined, { ...opts, timeoutMs: this.core.options.loginTimeoutMs });
+      // API ≥ 1.1 returns the token in the body; older ones only in the `authorization` header.
+      const token = r.response.token || String(r.header?.get('authorization')[0] ?? '');
+      if (!token) throw new FleetError('MINER_AUTH_FAILED', 'login answered without a token', this.context('Login', METHODS.Login));
+      return token;
+    } catch (err) {
+      const e = FleetError.from(err);
+      if (e.code === 'MINER_AUTH_FAILED') {
+        // The message names the user, never the password.
+        throw new FleetError('MINER_AUTH_FAILED', `login refused for user "${username}": ${e.message}`, e.context);
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Sends with retries. `reauth` is consulted once when an attempt answers UNAUTHENTICATED;
+   * `currentToken` gives the token each attempt should carry.
+   */
+  private async send<R>(
+    method: MethodName,
+    request: object,
+    reauth: (() => Promise<string | undefined>) | undefined,
+    opts: CallOptions,
+    currentToken?: () => string,
+  ): Promise<{ response: R; header?: grpc.Metadata }> {
+    const spec: MethodSpec = METHODS[method];
+    const o = this.core.options;
+    const ctx = this.context(method, spec);
+    const kindTimeoutMs = opts.timeoutMs ?? (spec.mutation ? o.mutationTimeoutMs : o.readTimeoutMs);
+    const breaker = this.core.breaker(this.key);
+    let attempts = 0;
+    this.stats.calls++;
+    try {
+      const { value } = await withRetry(
+        async ({ remainingMs }) => {
+          attempts++;
+          this.stats.attempts++;
+          return withBreaker(breaker, ctx, async () => {
+            const once = () => this.attemptOnce<R>(method, request, ctx, Math.min(kindTimeoutMs, remainingMs), currentToken?.(), opts.signal);
+            try {
+              return await once();
+            } catch (err) {
+              const e = FleetError.from(err, ctx);
+              if (e.code !== 'MINER_AUTH_FAILED' || !reauth) throw e;
+              const fresh = await reauth();
+              if (fresh === undefined) throw e;
+              attempts++;
+              this.stats.attempts++;
+              return once();
+            }
+          });
+        },
+        { ...o.retry, budgetMs: Math.max(o.callBudgetMs, kindTimeoutMs) },
+        { clock: this.core.clock, random: this.core.random, ...(opts.signal ? { signal: opts.signal } : {}) },
+        { mutation: spec.mutation, idempotent: spec.idempotent },
+      );
+      return value;
+    } catch (err) {
+      throw FleetError.from(err, ctx).with({ attempts });
+    } finally {
+      this.stats.maxAttempts = Math.max(this.stats.maxAttempts, attempts);
+    }
+  }
+
+  private async attemptOnce<R>(
+    method: string,
+    request: object,
+    ctx: ErrorContext,
+    timeoutMs: number,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<{ response: R; header?: grpc.Metadata }> {
+    const o = this.core.options;
+    const channel = this.channel();
+    if (signal?.aborted) throw new FleetError('CANCELLED', 'operation aborted', { ...ctx, mayHaveReachedMiner: false });
+    const ready = await channel.waitReady(Math.min(o.connectTimeoutMs, timeoutMs));
+    if (ready === 'timeout') {
+      this.core.pool.reportFailure(channel);
+      throw new FleetError('MINER_TIMEOUT', `no connection to ${this.target.host}:${this.target.port} within ${Math.min(o.connectTimeoutMs, timeoutMs)} ms`, {
+        ...ctx,
+        mayHaveReachedMiner: false,
+      });
+    }
+    // 'failed' still sends: grpc-js fails the call at once with the real reason (refused, TLS, …).
+    try {
+      const reply = await invokeUnary<R>(channel, method, request, { deadlineMs: timeoutMs, ...(token ? { token } : {}), ...(signal ? { signal } : {}) });
+      this.core.pool.reportSuccess(channel);
+      return reply;
+    } catch (err) {
+      const e = FleetError.from(err, ctx);
+      if (['MINER_UNREACHABLE', 'MINER_TIMEOUT', 'CONNECTION_LOST', 'PROTOCOL_ERROR', 'TLS_ERROR'].includes(e.code)) this.core.pool.reportFailure(channel);
+      throw e;
+    }
+  }
+
+  // ---- typed methods ------------------------------------------------------------------------
+
+  getMinerDetails(o?: CallOptions) { return this.call<T.MinerDetails>('GetMinerDetails', {}, o); }
+  getMinerStats(o?: CallOptions) { return this.call<T.MinerStats>('GetMinerStats', {}, o); }
+  getErrors(o?: CallOptions) { return this.call<{ errors: T.MinerErrorEntry[] }>('GetErrors', {}, o); }
+  getHashboards(o?: CallOptions) { return this.call<{ hashboards: T.Hashboard[] }>('GetHashboards', {}, o); }
+  getCoolingState(o?: CallOptions) { return this.call<T.CoolingState>('GetCoolingState', {}, o); }
+  getPoolGroups(o?: CallOptions) { return this.call<{ poolGroups: T.PoolGroupReadSide[] }>('GetPoolGroups', {}, o); }
+  getTunerState(o?: CallOptions) { return this.call<T.TunerState>('GetTunerState', {}, o); }
+  getMinerConfiguration(o?: CallOptions) { return this.call<T.MinerConfiguration>('GetMinerConfiguration', {}, o); }
+  getConstraints(o?: CallOptions) { return this.call<T.Constraints>('GetConstraints', {}, o); }
+  getLocateDeviceStatus(o?: CallOptions) { return this.call<{ enabled: boolean }>('GetLocateDeviceStatus', {}, o); }
+
+  setPowerTarget(watt: number, o?: CallOptions) {
+    return this.call<{ powerTarget: T.Power | null }>('SetPowerTarget', { saveAction: 'SAVE_ACTION_SAVE_AND_APPLY', powerTarget: { watt } }, o);
+  }
+  setHashrateTarget(terahashPerSecond: number, o?: CallOptions) {
+    return this.call<{ hashrateTarget: T.TeraHashrate | null }>('SetHashrateTarget', { saveAction: 'SAVE_ACTION_SAVE_AND_APPLY', hashrateTarget: { terahashPerSecond } }, o);
+  }
+  setPoolGroups(poolGroups: T.PoolGroupConfiguration[], o?: CallOptions) {
+    return this.call<{ poolGroups: T.PoolGroupConfiguration[] }>('SetPoolGroups', { saveAction: 'SAVE_ACTION_SAVE_AND_APPLY', poolGroups }, o);
+  }
+  pauseMining(o?: CallOptions) { return this.call<{ alreadyPaused: boolean }>('PauseMining', {}, o); }
+  resumeMining(o?: CallOptions) { return this.call<{ alreadyMining: boolean }>('ResumeMining', {}, o); }
+  reboot(o?: CallOptions) { return this.call<Record<string, never>>('Reboot', {}, o); }
+  setLocateDeviceStatus(enable: boolean, o?: CallOptions) { return this.call<{ enabled: boolean }>('SetLocateDeviceStatus', { enable }, o); }
+}

@@ -1,0 +1,126 @@
+// Per-thread pool of miner channels: reuse per miner, LRU eviction past maxConnections (closing the
+// evicted client), idle TTL, health from consecutive failures, stats, and a close() that leaves nothing.
+import * as grpc from '@grpc/grpc-js';
+import { MinerChannel, type ClientLike } from './channel.js';
+import type { Clock } from './clock.js';
+import type { CoreOptions } from './options.js';
+
+export interface PoolTarget {
+  /** Pool key: address plus TLS identity. */
+  key: string;
+  address: string;
+  /** Built only when a channel is created. */
+  credentials: () => grpc.ChannelCredentials;
+  channelOptions: () => grpc.ChannelOptions;
+  transport: 'plaintext' | 'tls';
+}
+
+export interface PoolStats {
+  open: number;
+  idle: number;
+  connecting: number;
+  ready: number;
+  /** Channels in reconnect backoff after a failed connection. */
+  failed: number;
+  created: number;
+  evictions: number;
+  expired: number;
+  rebuilt: number;
+}
+
+export type ClientFactory = (address: string, credentials: grpc.ChannelCredentials, options: grpc.ChannelOptions) => ClientLike;
+
+const grpcClientFactory: ClientFactory = (address, credentials, options) => new grpc.Client(address, credentials, options);
+
+export class ConnectionPool {
+  /** Map order is recency order: the first entry is the least recently used. */
+  private readonly channels = new Map<string, MinerChannel>();
+  private readonly sweepTimer: NodeJS.Timeout;
+  private counters = { created: 0, evictions: 0, expired: 0, rebuilt: 0 };
+  private closed = false;
+
+  constructor(
+    private readonly opts: CoreOptions['pool'],
+    private readonly clock: Clock,
+    private readonly createClient: ClientFactory = grpcClientFactory,
+  ) {
+    this.sweepTimer = setInterval(() => this.sweep(), opts.sweepIntervalMs);
+    this.sweepTimer.unref();
+  }
+
+  /** The miner's channel, created if missing, expired or unhealthy; marks it most recently used. */
+  acquire(target: PoolTarget): MinerChannel {
+    if (this.closed) throw new Error('connection pool is closed');
+    const now = this.clock.now();
+    let ch = this.channels.get(target.key);
+    if (ch) {
+      this.channels.delete(target.key);
+      if (now - ch.lastUsedAtMs > this.opts.idleTtlMs || ch.state === 'closed') {
+        ch.close();
+        this.counters.expired++;
+        ch = undefined;
+      } else if (ch.consecutiveFailures >= this.opts.unhealthyAfterFailures) {
+        ch.close();
+        this.counters.rebuilt++;
+        ch = undefined;
+      }
+    }
+    if (!ch) {
+      ch = new MinerChannel(target.key, this.createClient(target.address, target.credentials(), target.channelOptions()), target.transport, now);
+      this.counters.created++;
+    }
+    ch.lastUsedAtMs = now;
+    this.channels.set(target.key, ch);
+    while (this.channels.size > this.opts.maxConnections) {
+      const [oldestKey, oldest] = this.channels.entries().next().value as [string, MinerChannel];
+      this.channels.delete(oldestKey);
+      oldest.close();
+      this.counters.evictions++;
+    }
+    return ch;
+  }
+
+  reportSuccess(ch: MinerChannel): void {
+    ch.consecutiveFailures = 0;
+  }
+
+  /** A transport-level failure on this channel (counts toward rebuilding it). */
+  reportFailure(ch: MinerChannel): void {
+    ch.consecutiveFailures++;
+  }
+
+  has(key: string): boolean {
+    return this.channels.has(key);
+  }
+
+  /** Closes channels idle longer than the TTL. */
+  sweep(): void {
+    const now = this.clock.now();
+    for (const [key, ch] of this.channels) {
+      if (now - ch.lastUsedAtMs > this.opts.idleTtlMs) {
+        this.channels.delete(key);
+        ch.close();
+        this.counters.expired++;
+      }
+    }
+  }
+
+  stats(): PoolStats {
+    const s: PoolStats = { open: this.channels.size, idle: 0, connecting: 0, ready: 0, failed: 0, ...this.counters };
+    for (const ch of this.channels.values()) {
+      const st = ch.state;
+      if (st === 'idle') s.idle++;
+      else if (st === 'connecting') s.connecting++;
+      else if (st === 'ready') s.ready++;
+      else if (st === 'backoff') s.failed++;
+    }
+    return s;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.sweepTimer);
+    for (const ch of this.channels.values()) ch.close();
+    this.channels.clear();
+  }
+}

@@ -1,0 +1,302 @@
+// Unit tests of the core's pieces: fake clock, injected randomness, no network, no real sleeps.
+import * as grpc from '@grpc/grpc-js';
+import { describe, expect, it } from 'vitest';
+import { backoffDelayMs } from '../src/core/backoff.js';
+import { Breaker, type BreakerOptions } from '../src/core/breaker.js';
+import { MemoryBreakerStore, SharedBreakerStore, createSharedBreakerTable } from '../src/core/breaker-store.js';
+import { withBreaker } from '../src/core/breaker-guard.js';
+import { FakeClock } from '../src/core/clock.js';
+import { FleetError } from '../src/core/fleet-error.js';
+import { parseCoreOptions } from '../src/core/options.js';
+import { ConnectionPool } from '../src/core/pool.js';
+import type { ClientLike } from '../src/core/channel.js';
+import { shouldRetry, withRetry } from '../src/core/retry.js';
+
+const grpcErr = (code: grpc.status, details: string) => Object.assign(new Error(details), { code, details });
+
+describe('backoff', () => {
+  it('is capped exponential with full jitter', () => {
+    const opts = { baseDelayMs: 100, maxDelayMs: 1_000 };
+    expect(backoffDelayMs(1, { ...opts, random: () => 0 })).toBe(0);
+    expect(backoffDelayMs(1, { ...opts, random: () => 0.999 })).toBe(99);
+    expect(backoffDelayMs(3, { ...opts, random: () => 0.999 })).toBe(399);
+    expect(backoffDelayMs(10, { ...opts, random: () => 0.999 })).toBe(999); // capped
+    const seen = new Set(Array.from({ length: 50 }, (_, i) => backoffDelayMs(4, { ...opts, random: () => i / 50 })));
+    expect(seen.size).toBeGreaterThan(40); // jitter spreads the delays
+    for (const d of seen) expect(d).toBeLessThan(800);
+  });
+});
+
+describe('FleetError.from', () => {
+  it.each([
+    [grpc.status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED 127.1.0.1:50051', 'MINER_UNREACHABLE', false],
+    [grpc.status.UNAVAILABLE, 'Connection dropped', 'CONNECTION_LOST', true],
+    [grpc.status.UNAVAILABLE, 'Protocol error', 'PROTOCOL_ERROR', true],
+    [grpc.status.UNAVAILABLE, 'No connection established. Last error: Error: self-signed certificate', 'TLS_ERROR', false],
+    [grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded after 0.300s,Waiting for LB pick', 'MINER_TIMEOUT', false],
+    [grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded after 5.001s,remote_addr=127.1.0.1:50051', 'MINER_TIMEOUT', true],
+    [grpc.status.RESOURCE_EXHAUSTED, 'Received message larger than max (5242880 vs 524288)', 'RESPONSE_TOO_LARGE', true],
+    [grpc.status.RESOURCE_EXHAUSTED, 'too many concurrent requests', 'MINER_OVERLOADED', true],
+    [grpc.status.UNAUTHENTICATED, 'invalid username or password', 'MINER_AUTH_FAILED', true],
+    [grpc.status.PERMISSION_DENIED, 'denied', 'MINER_PERMISSION_DENIED', true],
+    [grpc.status.UNIMPLEMENTED, 'not implemented', 'UNSUPPORTED_BY_FIRMWARE', true],
+    [grpc.status.INVALID_ARGUMENT, 'power target [0W] not in allowed range [1700, 6500]', 'INVALID_REQUEST', true],
+    [grpc.status.INTERNAL, 'Response message parsing error', 'PROTOCOL_ERROR', true],
+    [grpc.status.CANCELLED, 'Cancelled on client', 'CANCELLED', true],
+  ] as const)('status %i "%s" → %s', (code, details, expected, reached) => {
+    const e = FleetError.from(grpcErr(code, details), { minerId: 'm1' });
+    expect(e.code).toBe(expected);
+    expect(e.context.minerId).toBe('m1');
+    expect(e.context.mayHaveReachedMiner !== false).toBe(reached);
+    expect(e.suggestion.length).toBeGreaterThan(20);
+  });
+
+  it('a mutation interrupted after it may have arrived is OUTCOME_UNKNOWN; one that never left is not', () => {
+    expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'Connection dropped'), { mutation: true }).code).toBe('OUTCOME_UNKNOWN');
+    expect(FleetError.from(grpcErr(grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded after 5s'), { mutation: true }).code).toBe('OUTCOME_UNKNOWN');
+    expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED'), { mutation: true }).code).toBe('MINER_UNREACHABLE');
+  });
+
+  it('maps Node errnos and survives a structured clone (no instanceof needed)', () => {
+    expect(FleetError.from(Object.assign(new Error('x'), { code: 'EHOSTUNREACH' })).code).toBe('MINER_UNREACHABLE');
+    expect(FleetError.from(Object.assign(new Error('x'), { code: 'ECONNRESET' })).code).toBe('CONNECTION_LOST');
+    const plain = structuredClone(new FleetError('CIRCUIT_OPEN', 'open', { minerId: 'm9', attempts: 0 }).toPlain());
+    const back = FleetError.from(plain);
+    expect(back.code).toBe('CIRCUIT_OPEN');
+    expect(back.context.minerId).toBe('m9');
+    expect(FleetError.from('weird').code).toBe('INTERNAL');
+  });
+});
+
+describe('retry', () => {
+  const policy = { maxAttempts: 3, baseDelayMs: 100, maxDelayMs: 1_000, budgetMs: 10_000 };
+  const read = { mutation: false, idempotent: true };
+
+  it('classifies: reads retry on retryable codes; mutations only if unsent or idempotent', () => {
+    const unreachable = new FleetError('MINER_UNREACHABLE', 'refused', { mayHaveReachedMiner: false });
+    const lost = new FleetError('CONNECTION_LOST', 'dropped');
+    expect(shouldRetry(unreachable, read)).toBe(true);
+    expect(shouldRetry(new FleetError('INVALID_REQUEST', 'x'), read)).toBe(false);
+    expect(shouldRetry(new FleetError('CIRCUIT_OPEN', 'x'), read)).toBe(false);
+    expect(shouldRetry(unreachable, { mutation: true, idempotent: false })).toBe(true);
+    expect(shouldRetry(lost, { mutation: true, idempotent: false })).toBe(false);
+    expect(shouldRetry(lost, { mutation: true, idempotent: true })).toBe(true);
+    expect(shouldRetry(new FleetError('OUTCOME_UNKNOWN', 'x'), { mutation: true, idempotent: true })).toBe(false);
+  });
+
+  it('retries UNAVAILABLE with backoff waits and reports the attempts', async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const p = withRetry(
+      async () => {
+        calls++;
+        if (calls < 3) throw grpcErr(grpc.status.UNAVAILABLE, 'Connection dropped');
+        return 'ok';
+      },
+      policy,
+      { clock, random: () => 0.5 },
+      read,
+    );
+    await clock.advance(10_000);
+    await expect(p).resolves.toEqual({ value: 'ok', attempts: 3 });
+  });
+
+  it('does not retry INVALID_ARGUMENT', async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const p = withRetry(async () => {
+      calls++;
+      throw grpcErr(grpc.status.INVALID_ARGUMENT, 'out of range');
+    }, policy, { clock }, read);
+    await expect(p).rejects.toMatchObject({ code: 'INVALID_REQUEST', context: { attempts: 1 } });
+    expect(calls).toBe(1);
+  });
+
+  it('stops when the budget cannot fit another attempt', async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const p = withRetry(
+      async () => {
+        calls++;
+        await clock.sleep(900);
+        throw grpcErr(grpc.status.UNAVAILABLE, 'Connection dropped');
+      },
+      { ...policy, maxAttempts: 10, budgetMs: 2_000 },
+      { clock, random: () => 0.99 },
+      read,
+    );
+    p.catch(() => undefined);
+    await clock.advance(20_000);
+    await expect(p).rejects.toMatchObject({ code: 'CONNECTION_LOST' });
+    expect(calls).toBe(2);
+  });
+});
+
+const BREAKER: BreakerOptions = { failureThreshold: 3, windowMs: 10_000, openMs: 5_000, halfOpenSuccesses: 2, probeLeaseMs: 30_000 };
+
+describe.each([
+  ['memory', () => new MemoryBreakerStore()],
+  ['shared', () => new SharedBreakerStore(createSharedBreakerTable(64))],
+])('breaker (%s store)', (_name, makeStore) => {
+  it('opens on N failures within the rolling window, not on N spread out', async () => {
+    const clock = new FakeClock();
+    const b = new Breaker(makeStore(), 'm1', BREAKER, clock);
+    b.failure();
+    await clock.advance(6_000);
+    b.failure();
+    await clock.advance(6_000); // the first failure left the window
+    expect(b.failure()).toBe(false);
+    expect(b.state).toBe('CLOSED');
+    expect(b.failure()).toBe(true);
+    expect(b.state).toBe('OPEN');
+    expect(b.admit()).toBe('rejected');
+  });
+
+  it('half-open lets exactly one probe through and closes after M successes', async () => {
+    const clock = new FakeClock();
+    const b = new Breaker(makeStore(), 'm1', BREAKER, clock);
+    for (let i = 0; i < 3; i++) b.failure();
+    await clock.advance(5_000);
+    expect(b.state).toBe('HALF_OPEN');
+    expect(b.admit()).toBe('probe');
+    expect(b.admit()).toBe('rejected'); // a second caller while the probe is out
+    b.success();
+    expect(b.state).toBe('HALF_OPEN'); // M = 2
+    expect(b.admit()).toBe('probe');
+    b.success();
+    expect(b.state).toBe('CLOSED');
+    expect(b.admit()).toBe('allowed');
+  });
+
+  it('a failed probe reopens; a released probe frees the slot', async () => {
+    const clock = new FakeClock();
+    const b = new Breaker(makeStore(), 'm1', BREAKER, clock);
+    for (let i = 0; i < 3; i++) b.failure();
+    await clock.advance(5_000);
+    expect(b.admit()).toBe('probe');
+    b.failure();
+    expect(b.state).toBe('OPEN');
+    await clock.advance(5_000);
+    expect(b.admit()).toBe('probe');
+    b.release();
+    expect(b.admit()).toBe('probe');
+  });
+
+  it('only miner-side failures count (our INVALID_REQUEST never opens it)', async () => {
+    const clock = new FakeClock();
+    const b = new Breaker(makeStore(), 'm1', { ...BREAKER, failureThreshold: 1 }, clock);
+    await expect(withBreaker(b, {}, async () => Promise.reject(grpcErr(grpc.status.INVALID_ARGUMENT, 'bad')))).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+    expect(b.state).toBe('CLOSED');
+    await expect(withBreaker(b, {}, async () => Promise.reject(grpcErr(grpc.status.UNAVAILABLE, 'No connection established')))).rejects.toMatchObject({ code: 'MINER_UNREACHABLE' });
+    expect(b.state).toBe('OPEN');
+    let ran = false;
+    await expect(withBreaker(b, { minerId: 'm1' }, async () => { ran = true; })).rejects.toMatchObject({ code: 'CIRCUIT_OPEN' });
+    expect(ran).toBe(false);
+  });
+});
+
+describe('shared breaker table', () => {
+  it('is one state for every Breaker over the same table (as threads share it)', () => {
+    const table = createSharedBreakerTable(128);
+    const clock = new FakeClock();
+    const a = new Breaker(new SharedBreakerStore(table), 'miner-7', BREAKER, clock);
+    const b = new Breaker(new SharedBreakerStore(structuredClone(table)), 'miner-7', BREAKER, clock);
+    for (let i = 0; i < 3; i++) a.failure();
+    expect(b.state).toBe('OPEN'); // a SharedArrayBuffer survives structuredClone as the same memory
+    expect(new Breaker(new SharedBreakerStore(table), 'miner-8', BREAKER, clock).state).toBe('CLOSED');
+  });
+});
+
+class FakeClient implements ClientLike {
+  closed = false;
+  state = grpc.connectivityState.IDLE;
+  getChannel() {
+    return { getConnectivityState: () => this.state };
+  }
+  close() {
+    this.closed = true;
+  }
+}
+
+describe('connection pool', () => {
+  const poolOpts = parseCoreOptions({ pool: { maxConnections: 2, idleTtlMs: 1_000, unhealthyAfterFailures: 2 } }).pool;
+  const target = (key: string) => ({
+    key,
+    address: key,
+    credentials: () => grpc.credentials.createInsecure(),
+    channelOptions: () => ({}),
+    transport: 'plaintext' as const,
+  });
+  const setup = () => {
+    const clock = new FakeClock();
+    const made: FakeClient[] = [];
+    const pool = new ConnectionPool(poolOpts, clock, () => {
+      const c = new FakeClient();
+      made.push(c);
+      return c;
+    });
+    return { clock, made, pool };
+  };
+
+  it('reuses the channel of the same miner', () => {
+    const { pool, made } = setup();
+    expect(pool.acquire(target('a'))).toBe(pool.acquire(target('a')));
+    expect(made.length).toBe(1);
+    pool.close();
+  });
+
+  it('evicts and closes the least recently used at max size', () => {
+    const { pool, made } = setup();
+    pool.acquire(target('a'));
+    pool.acquire(target('b'));
+    pool.acquire(target('a')); // a is now most recent
+    pool.acquire(target('c'));
+    expect(pool.has('b')).toBe(false);
+    expect(made[1]?.closed).toBe(true);
+    expect(made[0]?.closed).toBe(false);
+    expect(pool.stats()).toMatchObject({ open: 2, evictions: 1, created: 3 });
+    pool.close();
+    expect(made.every((c) => c.closed)).toBe(true);
+  });
+
+  it('expires idle channels after the TTL; use refreshes it', async () => {
+    const { pool, made, clock } = setup();
+    pool.acquire(target('a'));
+    await clock.advance(800);
+    pool.acquire(target('a')); // refresh
+    await clock.advance(800);
+    pool.sweep();
+    expect(pool.has('a')).toBe(true);
+    await clock.advance(1_001);
+    pool.sweep();
+    expect(pool.has('a')).toBe(false);
+    expect(made[0]?.closed).toBe(true);
+    expect(pool.stats().expired).toBe(1);
+    pool.close();
+  });
+
+  it('rebuilds a channel after the unhealthy threshold and reports states', () => {
+    const { pool, made } = setup();
+    const ch = pool.acquire(target('a'));
+    made[0]!.state = grpc.connectivityState.TRANSIENT_FAILURE;
+    expect(pool.stats()).toMatchObject({ failed: 1, ready: 0 });
+    pool.reportFailure(ch);
+    expect(pool.acquire(target('a'))).toBe(ch);
+    pool.reportFailure(ch);
+    const rebuilt = pool.acquire(target('a'));
+    expect(rebuilt).not.toBe(ch);
+    expect(made[0]?.closed).toBe(true);
+    expect(pool.stats().rebuilt).toBe(1);
+    pool.close();
+  });
+});
+
+describe('core options', () => {
+  it('fills documented defaults and names a bad option with its value', () => {
+    expect(parseCoreOptions().connectTimeoutMs).toBe(3_000);
+    expect(parseCoreOptions().retry.maxAttempts).toBe(3);
+    expect(() => parseCoreOptions({ connectTimeoutMs: -5 })).toThrow(/options\.connectTimeoutMs .*\(got -5\)/);
+    expect(() => parseCoreOptions({ pool: { keepaliveTimeMs: 10_000 } })).toThrow(/options\.pool\.keepaliveTimeMs .*10000/);
+    expect(() => parseCoreOptions({ bogus: 1 } as never)).toThrow(/options/);
+  });
+});
