@@ -5,8 +5,10 @@ export type ChannelState = 'idle' | 'connecting' | 'ready' | 'backoff' | 'closed
 
 /** The slice of grpc.Client the pool uses (a fake in unit tests). */
 export interface ClientLike {
-  getChannel(): { getConnectivityState(tryToConnect: boolean): grpc.connectivityState };
-  watchConnectivityState?(current: grpc.connectivityState, deadline: number, cb: (err?: Error) => void): void;
+  getChannel(): {
+    getConnectivityState(tryToConnect: boolean): grpc.connectivityState;
+    watchConnectivityState?(current: grpc.connectivityState, deadline: number, cb: (err?: Error) => void): void;
+  };
   close(): void;
 }
 
@@ -63,12 +65,13 @@ export class MinerChannel {
     return new Promise((resolve) => {
       const step = () => {
         if (this.current === 'closed') return resolve('failed');
-        const s = this.client.getChannel().getConnectivityState(true);
+        const channel = this.client.getChannel();
+        const s = channel.getConnectivityState(true);
         const mapped = this.transition(FROM_GRPC[s] ?? 'idle');
         if (mapped === 'ready') return resolve('ready');
         if (mapped === 'backoff' || mapped === 'closed') return resolve('failed');
-        if (!this.client.watchConnectivityState || nowMs() >= deadline) return resolve('timeout');
-        this.client.watchConnectivityState(s, deadline, (err) => (err ? resolve('timeout') : step()));
+        if (!channel.watchConnectivityState || nowMs() >= deadline) return resolve('timeout');
+        channel.watchConnectivityState(s, deadline, (err) => (err ? resolve('timeout') : step()));
       };
       step();
     });

@@ -109,8 +109,9 @@ function fromGrpcStatus(grpcCode: number, details: string, context: ErrorContext
   switch (grpcCode) {
     case GrpcStatus.UNAVAILABLE:
       if (TLS_TEXT.test(details)) return new FleetError('TLS_ERROR', details, ctx);
-      if (neverLeft) return new FleetError('MINER_UNREACHABLE', details, ctx);
+      // "No connection established. Last error: Protocol error": something that is not gRPC answered.
       if (/Protocol error|Received HTTP status code|Bad Request|malformed/i.test(details)) return new FleetError('PROTOCOL_ERROR', details, ctx);
+      if (neverLeft) return new FleetError('MINER_UNREACHABLE', details, ctx);
       return mutationAware('CONNECTION_LOST', details, ctx);
     case GrpcStatus.DEADLINE_EXCEEDED:
       return neverLeft ? new FleetError('MINER_TIMEOUT', details, ctx) : mutationAware('MINER_TIMEOUT', details, ctx);

@@ -19,6 +19,8 @@ const write = (service: ServiceKey, idempotent: boolean, since?: MethodSpec['sin
 export const METHODS = {
   GetApiVersion: { service: 'version', mutation: false, idempotent: true, auth: false },
   Login: { service: 'auth', mutation: false, idempotent: true, auth: false },
+  /** Server stream: used by status-stream.ts, never as a unary call. */
+  GetMinerStatus: read('miner'),
   GetMinerDetails: read('miner'),
   GetMinerStats: read('miner'),
   GetErrors: read('miner', [1, 2, 0]),

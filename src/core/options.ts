@@ -52,6 +52,8 @@ export const coreOptionsSchema = z
         maxReconnects: z.number().int().nonnegative().default(10),
         reconnectBaseDelayMs: z.number().int().nonnegative().default(500),
         reconnectMaxDelayMs: z.number().int().positive().default(15_000),
+        /** A subscription up this long counts as healthy: earlier drops are forgiven. */
+        stableAfterMs: z.number().int().positive().default(30_000),
       })
       .prefault({}),
   })

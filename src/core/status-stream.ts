@@ -32,6 +32,7 @@ export async function* minerStatusStream(core: FleetCore, miner: MinerClient, op
     if (opts.signal?.aborted) return;
     let call: grpc.ClientReadableStream<unknown> | undefined;
     let token: string | undefined;
+    let subscribedAtMs: number | undefined;
     try {
       token = await miner.token(opts.signal ? { signal: opts.signal } : {});
       const channel = miner.channel();
@@ -44,9 +45,9 @@ export async function* minerStatusStream(core: FleetCore, miner: MinerClient, op
       const onAbort = () => call?.cancel();
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       subscription++;
+      subscribedAtMs = core.clock.now();
       try {
         for await (const msg of call as AsyncIterable<{ status: string }>) {
-          failuresInRow = 0;
           yield { status: msg.status, subscription };
         }
       } finally {
@@ -61,6 +62,8 @@ export async function* minerStatusStream(core: FleetCore, miner: MinerClient, op
       // A refused token (expired session) is dropped and the next subscription logs in again.
       if (err.code === 'MINER_AUTH_FAILED' && token) miner.invalidateToken(token);
       if (!RECONNECTABLE.has(err.code) && err.code !== 'MINER_AUTH_FAILED') throw err;
+      // A subscription that stayed up long enough was healthy: the count of drops in a row restarts.
+      if (subscribedAtMs !== undefined && core.clock.now() - subscribedAtMs >= o.stableAfterMs) failuresInRow = 0;
       failuresInRow++;
       if (failuresInRow > maxReconnects) throw err.with({ attempts: failuresInRow });
       const delay = backoffDelayMs(failuresInRow, { baseDelayMs: o.reconnectBaseDelayMs, maxDelayMs: o.reconnectMaxDelayMs, random: core.random });

@@ -10,6 +10,7 @@ import { SessionTable } from './sessions.js';
 import { createEndpoint, dropSockets, reconcileListener, type MinerEndpoint } from './transport.js';
 import { MALFORMED_BYTES, PAD_REPLY, RAW_REPLY, wrapServiceDefinition } from './wire.js';
 import { seededRandom } from './prng.js';
+import { policedConnection, type PingPolicy, type PingStats } from './ping-policy.js';
 
 export interface SimMinerSpec extends SimMinerInfo {
   index: number;
@@ -31,6 +32,8 @@ export interface SimFleetOptions {
   /** How long a miner stays unreachable after Reboot. */
   rebootDownMs?: number;
   tls?: SimTlsOptions;
+  /** Enforce gRPC-core's keepalive policy (GOAWAY too_many_pings) on every connection. */
+  pingPolicy?: PingPolicy;
 }
 
 interface MinerRuntime {
@@ -57,10 +60,14 @@ export class SimFleet implements FleetControl {
   private readonly sessionTtlMs: number;
   private readonly rebootDownMs: number;
   private closed = false;
+  private readonly pingPolicy: PingPolicy | undefined;
+  /** Keepalive pings seen, strikes and GOAWAYs sent (when a ping policy is enforced). */
+  readonly pingStats: PingStats = { pings: 0, strikes: 0, goaways: 0 };
 
   private constructor(opts: SimFleetOptions) {
     this.sessionTtlMs = opts.sessionTtlMs ?? 3_600_000;
     this.rebootDownMs = opts.rebootDownMs ?? 3_000;
+    this.pingPolicy = opts.pingPolicy;
     this.random = seededRandom((opts.seed ?? 1) * 31 + 7);
     for (const key of SERVICE_KEYS) this.server.addService(wrapServiceDefinition(serviceDefinition(key)), this.handlersFor(key));
     const creds = opts.tls
@@ -98,7 +105,10 @@ export class SimFleet implements FleetControl {
 
   private reconcile(rt: MinerRuntime): Promise<void> {
     if (this.closed) return Promise.resolve();
-    return reconcileListener(rt.endpoint, () => rt.state.faults, (s) => this.injector.injectConnection(s));
+    const policy = this.pingPolicy;
+    return reconcileListener(rt.endpoint, () => rt.state.faults, (s) =>
+      this.injector.injectConnection(policy ? policedConnection(s, policy, this.pingStats) : s),
+    );
   }
 
   private runtime(minerId: string): MinerRuntime {

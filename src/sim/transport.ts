@@ -14,6 +14,7 @@ export interface MinerEndpoint {
 
 export type InjectFn = (socket: net.Socket) => void;
 
+
 export function createEndpoint(host: string, port: number): MinerEndpoint {
   return { host, port, sockets: new Set(), down: false };
 }
