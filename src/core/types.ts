@@ -7,10 +7,11 @@ export interface Temperature { degreeC: number }
 
 export interface ApiVersionReply { major: number; minor: number; patch: number; pre: string; build: string }
 
+// protobufjs keeps "last_5m" as is (it camel-cases only "_" + letter).
 export interface RealHashrate {
-  last5s: GigaHashrate | null; last15s: GigaHashrate | null; last30s: GigaHashrate | null; last1m: GigaHashrate | null;
-  last5m: GigaHashrate | null; last15m: GigaHashrate | null; last30m: GigaHashrate | null; last1h: GigaHashrate | null;
-  last24h: GigaHashrate | null; sinceRestart: GigaHashrate | null;
+  last_5s: GigaHashrate | null; last_15s: GigaHashrate | null; last_30s: GigaHashrate | null; last_1m: GigaHashrate | null;
+  last_5m: GigaHashrate | null; last_15m: GigaHashrate | null; last_30m: GigaHashrate | null; last_1h: GigaHashrate | null;
+  last_24h: GigaHashrate | null; sinceRestart: GigaHashrate | null;
 }
 
 export interface WorkSolverStats {

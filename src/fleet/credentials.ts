@@ -1,0 +1,43 @@
+// Credential profiles: from a JSON file ({profile: {username, password}}) or, for `default`, the
+// environment (BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD). Jobs carry only the profile name.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import type { Credentials } from '../core/sessions.js';
+
+const fileSchema = z.record(z.string().min(1), z.object({ username: z.string().min(1), password: z.string() }).strict());
+
+export type CredentialProfiles = Map<string, Credentials>;
+
+export function loadCredentialProfiles(file: string | undefined, env: NodeJS.ProcessEnv = process.env): CredentialProfiles {
+  const profiles: CredentialProfiles = new Map();
+  if (env['BOS_FLEET_USERNAME'] !== undefined) {
+    profiles.set('default', { username: env['BOS_FLEET_USERNAME'], password: env['BOS_FLEET_PASSWORD'] ?? '' });
+  }
+  if (!file) return profiles;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new Error(`credentials file ${file}: cannot read it as JSON (${reason})`);
+  }
+  const parsed = fileSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    // Never echo a value here: it could be a password.
+    throw new Error(`credentials file ${file}: ${issue?.path.join('.') || '(top level)'} ${issue?.message ?? 'is invalid'}; expected {"profile": {"username": "...", "password": "..."}}`);
+  }
+  for (const [name, c] of Object.entries(parsed.data)) profiles.set(name, c);
+  return profiles;
+}
+
+/** Checks every profile an inventory names exists, before anything is enqueued. */
+export function missingProfiles(needed: Iterable<string>, profiles: CredentialProfiles): string[] {
+  return [...new Set(needed)].filter((p) => !profiles.has(p));
+}
+
+export function credentialsHelp(file: string | undefined): string {
+  return file
+    ? `add them to ${file}`
+    : 'pass --credentials FILE (JSON {"profile": {"username", "password"}}) or set BOS_FLEET_USERNAME and BOS_FLEET_PASSWORD for the "default" profile';
+}

@@ -1,0 +1,28 @@
+// The job payload: plain data, validated on both sides of Redis. It names a credentials profile,
+// never a password.
+import { z } from 'zod';
+
+export const OPERATIONS = ['poll'] as const;
+export type Operation = (typeof OPERATIONS)[number];
+
+export const minerTargetSchema = z.object({
+  minerId: z.string().min(1),
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535),
+  site: z.string(),
+  tags: z.array(z.string()),
+  credentials: z.string().min(1),
+});
+
+export type JobTarget = z.infer<typeof minerTargetSchema>;
+
+export const jobDataSchema = z.object({
+  runId: z.string().min(1),
+  operation: z.enum(OPERATIONS),
+  target: minerTargetSchema,
+  /** Per-attempt deadline requested for this run (ms); core defaults when absent. */
+  timeoutMs: z.number().int().positive().optional(),
+  params: z.record(z.string(), z.unknown()).default({}),
+});
+
+export type JobData = z.infer<typeof jobDataSchema>;

@@ -1,0 +1,22 @@
+// Redis key names. Everything lives under one hash-tagged prefix so it also works on Redis Cluster.
+
+export const DEFAULT_PREFIX = '{bosfleet}';
+export const QUEUE_NAME = 'jobs';
+
+export function keys(prefix: string = DEFAULT_PREFIX) {
+  return {
+    /** BullMQ's own prefix for the queue. */
+    bullPrefix: prefix,
+    runs: `${prefix}:runs`,
+    run: (runId: string) => `${prefix}:run:${runId}`,
+    outcomes: (runId: string) => `${prefix}:outcomes:${runId}`,
+    counts: (runId: string) => `${prefix}:counts:${runId}`,
+  };
+}
+
+export type Keys = ReturnType<typeof keys>;
+
+/** BullMQ job ids may not contain ':' nor be all digits; ours are `<runId>.<minerId>`. */
+export function jobId(runId: string, minerId: string): string {
+  return `${runId}.${minerId}`;
+}

@@ -1,0 +1,54 @@
+// The outcome written for every miner of a run, and the run summary derived from outcomes.
+import type { ErrorCode } from '../core/error-codes.js';
+
+export interface Outcome {
+  runId: string;
+  minerId: string;
+  host: string;
+  port: number;
+  operation: string;
+  status: 'ok' | 'failed';
+  code: 'OK' | ErrorCode;
+  /** In-call attempts of the call that needed the most (1 = no retry). */
+  attempts: number;
+  /** BullMQ job attempts (1 = the first run of the job). */
+  jobAttempts: number;
+  durationMs: number;
+  finishedAt: string;
+  transport: 'plaintext' | 'tls';
+  error?: { message: string; suggestion: string };
+  data?: unknown;
+}
+
+export interface RunSummary {
+  total: number;
+  done: number;
+  counts: Record<string, number>;
+  p50DurationMs: number;
+  p95DurationMs: number;
+  /** Miners finished per second, from the run's creation to its last outcome. */
+  throughputPerS: number;
+  elapsedMs: number;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
+}
+
+export function summarize(outcomes: Outcome[], total: number, createdAtMs: number): RunSummary {
+  const counts: Record<string, number> = {};
+  for (const o of outcomes) counts[o.code] = (counts[o.code] ?? 0) + 1;
+  const durations = outcomes.map((o) => o.durationMs).sort((a, b) => a - b);
+  const lastMs = outcomes.reduce((m, o) => Math.max(m, Date.parse(o.finishedAt)), createdAtMs);
+  const elapsedMs = Math.max(1, lastMs - createdAtMs);
+  return {
+    total,
+    done: outcomes.length,
+    counts,
+    p50DurationMs: percentile(durations, 50),
+    p95DurationMs: percentile(durations, 95),
+    throughputPerS: outcomes.length / (elapsedMs / 1000),
+    elapsedMs,
+  };
+}

@@ -1,0 +1,65 @@
+// The producer: turns an inventory and an operation into a run record and one job per miner,
+// enqueued in chunks with deterministic job ids (enqueuing the same run twice adds nothing).
+import type { Queue } from 'bullmq';
+import { jobId } from '../fleet/keys.js';
+import type { JobData, Operation } from '../fleet/job.js';
+import { newRunId, type RunRecord, type RunStore } from '../fleet/run-store.js';
+import type { Inventory } from './inventory.js';
+
+export interface EnqueueOptions {
+  operation: Operation;
+  params?: Record<string, unknown>;
+  runId?: string;
+  timeoutMs?: number;
+  /** BullMQ attempts per job (job-level retries for retryable codes). */
+  jobAttempts?: number;
+  jobBackoffMs?: number;
+  chunkSize?: number;
+}
+
+export const DEFAULT_JOB_ATTEMPTS = 3;
+
+export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inventory, opts: EnqueueOptions): Promise<RunRecord> {
+  const now = Date.now();
+  const wanted: RunRecord = {
+    runId: opts.runId ?? newRunId(now),
+    operation: opts.operation,
+    params: opts.params ?? {},
+    inventoryFile: inventory.file,
+    inventoryDigest: inventory.digest,
+    createdAt: new Date(now).toISOString(),
+    createdAtMs: now,
+    total: inventory.targets.length,
+  };
+  const { record } = await store.createRun(wanted);
+  if (record.inventoryDigest !== wanted.inventoryDigest || record.operation !== wanted.operation) {
+    throw new Error(`run ${record.runId} already exists with a different ${record.operation !== wanted.operation ? 'operation' : 'inventory'}; use a new run id`);
+  }
+  const chunkSize = opts.chunkSize ?? 1_000;
+  for (let i = 0; i < inventory.targets.length; i += chunkSize) {
+    const chunk = inventory.targets.slice(i, i + chunkSize);
+    await queue.addBulk(
+      chunk.map((target) => {
+        const data: JobData = {
+          runId: record.runId,
+          operation: opts.operation,
+          target,
+          params: record.params,
+          ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+        };
+        return {
+          name: opts.operation,
+          data,
+          opts: {
+            jobId: jobId(record.runId, target.minerId),
+            attempts: opts.jobAttempts ?? DEFAULT_JOB_ATTEMPTS,
+            backoff: { type: 'exponential', delay: opts.jobBackoffMs ?? 2_000, jitter: 0.5 },
+            removeOnComplete: { age: 24 * 3600, count: 200_000 },
+            removeOnFail: { age: 7 * 24 * 3600 },
+          },
+        };
+      }),
+    );
+  }
+  return record;
+}

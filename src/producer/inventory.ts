@@ -1,0 +1,122 @@
+// Inventory files (CSV with a header row, or JSON): validated whole — one bad row rejects the file,
+// and every error names the file, the line (or index) and the field with its bad value.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { z } from 'zod';
+import type { JobTarget } from '../fleet/job.js';
+import { parseCsv } from './csv.js';
+
+const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+export const inventoryEntrySchema = z.object({
+  id: z
+    .string()
+    .trim()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1–128 characters of letters, digits, ".", "_" or "-"')
+    .refine((v) => !/^\d+$/.test(v), 'must not be all digits'),
+  host: z
+    .string()
+    .trim()
+    .refine((v) => net.isIP(v) !== 0 || (HOSTNAME.test(v) && !/^[\d.]+$/.test(v)), 'is not an IP address or hostname'),
+  port: z.coerce.number().int().min(1).max(65535).default(50051),
+  site: z.string().trim().default(''),
+  tags: z
+    .union([z.array(z.string()), z.string()])
+    .default([])
+    .transform((v) => (Array.isArray(v) ? v : v.split(';')).map((t) => t.trim()).filter(Boolean)),
+  credentials: z.string().trim().min(1).default('default'),
+});
+
+export interface Inventory {
+  file: string;
+  targets: JobTarget[];
+  /** sha256 of the normalized targets: identifies the target set in run records and audits. */
+  digest: string;
+}
+
+export class InventoryError extends Error {
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+  ) {
+    super(`inventory ${file} rejected (${problems.length} problem${problems.length === 1 ? '' : 's'}, nothing enqueued):\n  ${problems.slice(0, 20).join('\n  ')}${problems.length > 20 ? `\n  … and ${problems.length - 20} more` : ''}`);
+  }
+}
+
+interface RawRow {
+  where: string;
+  record: Record<string, unknown>;
+}
+
+function rowsFromCsv(text: string): RawRow[] {
+  const rows = parseCsv(text);
+  const header = rows.shift();
+  if (!header) return [];
+  const names = header.fields.map((h) => h.trim().toLowerCase());
+  if (!names.includes('id') || !names.includes('host')) {
+    throw new Error(`line ${header.line}: the header row must name at least "id" and "host" (got ${names.join(',')})`);
+  }
+  return rows.map((r) => {
+    if (r.fields.length > names.length) throw new Error(`line ${r.line}: ${r.fields.length} fields, the header has ${names.length}`);
+    const record: Record<string, unknown> = {};
+    names.forEach((n, i) => {
+      const v = r.fields[i];
+      if (v !== undefined && v.trim() !== '') record[n] = v;
+    });
+    return { where: `line ${r.line}`, record };
+  });
+}
+
+function rowsFromJson(text: string): RawRow[] {
+  const data: unknown = JSON.parse(text);
+  const list = Array.isArray(data) ? data : (data as { miners?: unknown })?.miners;
+  if (!Array.isArray(list)) throw new Error('JSON inventory must be an array of miners (or {"miners": [...]})');
+  return list.map((record, i) => ({ where: `entry ${i}`, record: (record ?? {}) as Record<string, unknown> }));
+}
+
+export function parseInventory(text: string, file: string): Inventory {
+  let rows: RawRow[];
+  try {
+    rows = /^\s*[[{]/.test(text) ? rowsFromJson(text) : rowsFromCsv(text);
+  } catch (err) {
+    throw new InventoryError(file, [(err as Error).message]);
+  }
+  const problems: string[] = [];
+  const targets: JobTarget[] = [];
+  const seenIds = new Map<string, string>();
+  const seenHosts = new Map<string, string>();
+  for (const { where, record } of rows) {
+    const r = inventoryEntrySchema.safeParse(record);
+    if (!r.success) {
+      for (const issue of r.error.issues) {
+        const field = issue.path.join('.') || '(row)';
+        problems.push(`${where}: field ${field}: ${JSON.stringify(record[field] ?? null)} ${issue.message}`);
+      }
+      continue;
+    }
+    const e = r.data;
+    const hostKey = `${e.host}:${e.port}`;
+    const dupId = seenIds.get(e.id);
+    const dupHost = seenHosts.get(hostKey);
+    if (dupId) problems.push(`${where}: field id: "${e.id}" duplicates ${dupId}`);
+    if (dupHost) problems.push(`${where}: field host: "${hostKey}" duplicates ${dupHost}`);
+    seenIds.set(e.id, where);
+    seenHosts.set(hostKey, where);
+    targets.push({ minerId: e.id, host: e.host, port: e.port, site: e.site, tags: e.tags, credentials: e.credentials });
+  }
+  if (rows.length === 0) problems.push('no miners in the file');
+  if (problems.length > 0) throw new InventoryError(file, problems);
+  const digest = createHash('sha256').update(JSON.stringify(targets)).digest('hex');
+  return { file, targets, digest };
+}
+
+export function loadInventory(file: string): Inventory {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new InventoryError(file, [`cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`]);
+  }
+  return parseInventory(text, file);
+}

@@ -1,0 +1,85 @@
+// All-in-one: enqueue a run, work it with a local worker, wait for every outcome, summarize.
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { CoreOptionsInput } from '../core/options.js';
+import type { TlsProfile } from '../core/tls.js';
+import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fleet/credentials.js';
+import type { Operation } from '../fleet/job.js';
+import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
+import { summarize, type RunSummary } from '../fleet/outcome.js';
+import { RunStore, type RunRecord } from '../fleet/run-store.js';
+import { startWorker } from '../workers/worker.js';
+import { enqueueRun } from './enqueue.js';
+import type { Inventory } from './inventory.js';
+import { waitForRun, type Progress } from './wait.js';
+
+export interface LocalRunOptions {
+  redisUrl: string;
+  prefix?: string;
+  inventory: Inventory;
+  operation: Operation;
+  params?: Record<string, unknown>;
+  credentials: CredentialProfiles;
+  credentialsFile?: string;
+  threads: number;
+  concurrency: number;
+  timeoutMs?: number;
+  jobAttempts?: number;
+  jobBackoffMs?: number;
+  coreOptions?: CoreOptionsInput;
+  tlsBySite?: Record<string, TlsProfile>;
+  onProgress?: (p: Progress) => void;
+  /** Enqueue only: the work is left to separate `bos-fleet worker` processes. */
+  enqueueOnly?: boolean;
+}
+
+/** Fails before anything is enqueued when the inventory names an unknown credentials profile. */
+export function assertProfiles(inventory: Inventory, credentials: CredentialProfiles, file?: string): void {
+  const missing = missingProfiles(inventory.targets.map((t) => t.credentials), credentials);
+  if (missing.length) {
+    throw new Error(`inventory ${inventory.file}: credentials profile${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')} not found: ${credentialsHelp(file)}`);
+  }
+}
+
+export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
+  assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
+  const prefix = opts.prefix ?? DEFAULT_PREFIX;
+  const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
+  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+  try {
+    return await enqueueRun(queue, new RunStore(redis, prefix), opts.inventory, {
+      operation: opts.operation,
+      ...(opts.params ? { params: opts.params } : {}),
+      ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+      ...(opts.jobAttempts ? { jobAttempts: opts.jobAttempts } : {}),
+      ...(opts.jobBackoffMs !== undefined ? { jobBackoffMs: opts.jobBackoffMs } : {}),
+    });
+  } finally {
+    await queue.close();
+    redis.disconnect();
+  }
+}
+
+export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunRecord; summary: RunSummary }> {
+  const record = await enqueueOnly(opts);
+  const prefix = opts.prefix ?? DEFAULT_PREFIX;
+  const worker = await startWorker({
+    redisUrl: opts.redisUrl,
+    prefix,
+    threads: opts.threads,
+    concurrency: opts.concurrency,
+    credentials: opts.credentials,
+    ...(opts.coreOptions ? { coreOptions: opts.coreOptions } : {}),
+    ...(opts.tlsBySite ? { tlsBySite: opts.tlsBySite } : {}),
+  });
+  const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
+  try {
+    const store = new RunStore(redis, prefix);
+    await waitForRun(store, record.runId, record.total, opts.onProgress ? { onProgress: opts.onProgress } : {});
+    const outcomes = await store.getOutcomes(record.runId);
+    return { record, summary: summarize(outcomes, record.total, record.createdAtMs) };
+  } finally {
+    await worker.close();
+    redis.disconnect();
+  }
+}

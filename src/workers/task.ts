@@ -1,0 +1,69 @@
+// One job's work on the miner, as plain data in and out: runs in a Piscina thread or inline.
+// Each thread has its own FleetCore (channels, sessions); breaker state is the shared table.
+import { FleetCore } from '../core/fleet-core.js';
+import { SharedBreakerStore, type SharedBreakerTable } from '../core/breaker-store.js';
+import { FleetError, type PlainFleetError } from '../core/fleet-error.js';
+import type { CoreOptionsInput } from '../core/options.js';
+import type { Credentials } from '../core/sessions.js';
+import { loadTlsMaterial, type TlsMaterial, type TlsProfile } from '../core/tls.js';
+import type { JobData } from '../fleet/job.js';
+import { pollMiner } from './ops/poll.js';
+
+/** Plain data handed to every thread in workerData. */
+export interface TaskRunnerConfig {
+  coreOptions: CoreOptionsInput;
+  breakerTable: SharedBreakerTable;
+  credentials: [string, Credentials][];
+  /** TLS profile per site ('*' for every site); absent = plaintext. */
+  tlsBySite?: Record<string, TlsProfile>;
+}
+
+export interface TaskInput {
+  job: JobData;
+}
+
+export interface TaskResult {
+  ok: boolean;
+  code: string;
+  attempts: number;
+  durationMs: number;
+  transport: 'plaintext' | 'tls';
+  data?: unknown;
+  error?: PlainFleetError;
+}
+
+export type TaskRunner = ((input: TaskInput) => Promise<TaskResult>) & { close(): void };
+
+export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
+  const core = new FleetCore(config.coreOptions, { breakerStore: new SharedBreakerStore(config.breakerTable) });
+  const credentials = new Map(config.credentials);
+  const tls = new Map<string, TlsMaterial>();
+  for (const [site, profile] of Object.entries(config.tlsBySite ?? {})) tls.set(site, loadTlsMaterial(profile, `site:${site}`));
+
+  const run = async ({ job }: TaskInput): Promise<TaskResult> => {
+    const started = Date.now();
+    const t = job.target;
+    const siteTls = tls.get(t.site) ?? tls.get('*');
+    const transport = siteTls ? 'tls' : 'plaintext';
+    const creds = credentials.get(t.credentials);
+    if (!creds) {
+      const error = new FleetError('INVALID_JOB', `credentials profile "${t.credentials}" is not known to this worker`, { minerId: t.minerId, host: t.host, operation: job.operation, attempts: 0 });
+      return { ok: false, code: error.code, attempts: 0, durationMs: 0, transport, error: error.toPlain() };
+    }
+    const miner = core.miner({ id: t.minerId, host: t.host, port: t.port, credentials: creds, ...(siteTls ? { tls: siteTls } : {}) });
+    const callOpts = job.timeoutMs ? { timeoutMs: job.timeoutMs } : {};
+    try {
+      let data: unknown;
+      switch (job.operation) {
+        case 'poll':
+          data = await pollMiner(miner, callOpts);
+          break;
+      }
+      return { ok: true, code: 'OK', attempts: Math.max(1, miner.stats.maxAttempts), durationMs: Date.now() - started, transport, data };
+    } catch (err) {
+      const e = FleetError.from(err, { minerId: t.minerId, host: t.host, port: t.port });
+      return { ok: false, code: e.code, attempts: e.context.attempts ?? miner.stats.maxAttempts, durationMs: Date.now() - started, transport, error: e.toPlain() };
+    }
+  };
+  return Object.assign(run, { close: () => core.close() });
+}

@@ -1,0 +1,35 @@
+// Test fleets: a simulated fleet plus the matching inventory and credentials.
+import { SimFleet } from '../../src/sim/fleet.js';
+import type { MinerFaults } from '../../src/sim/faults.js';
+import { loopbackAddresses } from '../../src/sim/addresses.js';
+import { SIM_PASSWORD, SIM_USERNAME } from '../../src/sim/miner.js';
+import { inventoryCsv } from '../../src/sim/plan.js';
+import { parseInventory, type Inventory } from '../../src/producer/inventory.js';
+import type { CredentialProfiles } from '../../src/fleet/credentials.js';
+
+export interface TestFleet {
+  fleet: SimFleet;
+  inventory: Inventory;
+  credentials: CredentialProfiles;
+}
+
+/** `faultsOf(i)` gives miner i its faults; addresses start at `base`. */
+export async function startTestFleet(count: number, base: string, faultsOf: (i: number) => MinerFaults = () => ({}), opts: { rebootDownMs?: number } = {}): Promise<TestFleet> {
+  const hosts = loopbackAddresses(base, count);
+  const fleet = await SimFleet.start({
+    miners: hosts.map((host, index) => ({ id: `m${String(index).padStart(4, '0')}`, index, host, port: 50051, faults: faultsOf(index) })),
+    ...(opts.rebootDownMs ? { rebootDownMs: opts.rebootDownMs } : {}),
+  });
+  const inventory = parseInventory(inventoryCsv(fleet.miners.map((m, index) => ({ ...m, index }))), `${base}.csv`);
+  return { fleet, inventory, credentials: new Map([['default', { username: SIM_USERNAME, password: SIM_PASSWORD }]]) };
+}
+
+/** Short deadlines and job backoffs so failing miners settle quickly in tests. */
+export const FAST_CORE = {
+  connectTimeoutMs: 400,
+  readTimeoutMs: 800,
+  mutationTimeoutMs: 800,
+  loginTimeoutMs: 800,
+  callBudgetMs: 3_000,
+  retry: { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 50 },
+};
