@@ -1,12 +1,20 @@
 // The bos-fleet command line.
 import { Command, CommanderError } from 'commander';
+import { registerDemo } from './demo-command.js';
+import { registerPoll } from './poll-command.js';
+import { registerRuns } from './runs-command.js';
 import { registerSim } from './sim-command.js';
+import { registerWorker } from './worker-command.js';
 
 const program = new Command('bos-fleet')
   .description('Fleet executor for Braiins OS mining farms: polls, config pushes and staged rollouts')
   .version('0.1.0')
   .showHelpAfterError();
 
+registerDemo(program);
+registerPoll(program);
+registerWorker(program);
+registerRuns(program);
 registerSim(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

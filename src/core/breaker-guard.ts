@@ -7,7 +7,11 @@ import { FleetError, type ErrorContext } from './fleet-error.js';
 export async function withBreaker<T>(breaker: Breaker, ctx: ErrorContext, attempt: () => Promise<T>): Promise<T> {
   const admission = breaker.admit();
   if (admission === 'rejected') {
-    throw new FleetError('CIRCUIT_OPEN', `circuit open for ${ctx.minerId ?? ctx.host}: recent calls kept failing`, { ...ctx, mayHaveReachedMiner: false });
+    const why = breaker.lastFailure;
+    throw new FleetError('CIRCUIT_OPEN', `circuit open for ${ctx.minerId ?? ctx.host}: recent calls kept failing${why ? ` (last: ${why})` : ''}`, {
+      ...ctx,
+      mayHaveReachedMiner: false,
+    });
   }
   try {
     const value = await attempt();
@@ -16,7 +20,7 @@ export async function withBreaker<T>(breaker: Breaker, ctx: ErrorContext, attemp
   } catch (raw) {
     const err = FleetError.from(raw, ctx);
     const minerFault = CODE_INFO[err.code].minerFault || (err.code === 'OUTCOME_UNKNOWN' && err.context.grpcCode !== undefined);
-    if (minerFault) breaker.failure();
+    if (minerFault) breaker.failure(err.code);
     else if (admission === 'probe') breaker.release();
     throw err;
   }

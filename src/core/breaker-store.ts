@@ -10,6 +10,8 @@ export interface BreakerRecord {
   halfOpenOk: number;
   /** Times of recent failures, oldest first. */
   failures: number[];
+  /** Index in ERROR_CODES of the last miner failure (-1: none), to say why the breaker opened. */
+  lastFailure: number;
 }
 
 export interface BreakerStore {
@@ -18,7 +20,7 @@ export interface BreakerStore {
   update<T>(key: string, fn: (rec: BreakerRecord) => T): T;
 }
 
-const fresh = (): BreakerRecord => ({ state: 0, openedAtMs: 0, probeStartedAtMs: 0, halfOpenOk: 0, failures: [] });
+const fresh = (): BreakerRecord => ({ state: 0, openedAtMs: 0, probeStartedAtMs: 0, halfOpenOk: 0, failures: [], lastFailure: -1 });
 
 export class MemoryBreakerStore implements BreakerStore {
   private readonly records = new Map<string, BreakerRecord>();
@@ -30,7 +32,7 @@ export class MemoryBreakerStore implements BreakerStore {
   update<T>(key: string, fn: (rec: BreakerRecord) => T): T {
     const rec = this.records.get(key) ?? fresh();
     const result = fn(rec);
-    if (rec.state === 0 && rec.failures.length === 0) this.records.delete(key);
+    if (rec.state === 0 && rec.failures.length === 0 && rec.lastFailure < 0) this.records.delete(key);
     else this.records.set(key, rec);
     return result;
   }
@@ -49,6 +51,7 @@ const I_STATE = 3;
 const I_OK = 4;
 const I_COUNT = 5;
 const I_USED = 6;
+const I_LAST = 7;
 const INTS = 8;
 const D_OPENED = 0;
 const D_PROBE = 1;
@@ -131,6 +134,7 @@ export class SharedBreakerStore implements BreakerStore {
       probeStartedAtMs: this.f64[d + D_PROBE] ?? 0,
       halfOpenOk: this.i32[b + I_OK] ?? 0,
       failures,
+      lastFailure: (this.i32[b + I_LAST] ?? 0) - 1,
     };
   }
 
@@ -141,6 +145,7 @@ export class SharedBreakerStore implements BreakerStore {
     this.i32[b + I_STATE] = rec.state;
     this.i32[b + I_OK] = rec.halfOpenOk;
     this.i32[b + I_COUNT] = failures.length;
+    this.i32[b + I_LAST] = rec.lastFailure + 1;
     this.f64[d + D_OPENED] = rec.openedAtMs;
     this.f64[d + D_PROBE] = rec.probeStartedAtMs;
     failures.forEach((t, k) => (this.f64[d + D_RING + k] = t));

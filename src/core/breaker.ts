@@ -2,6 +2,7 @@
 // OPEN fails fast for openMs, then HALF_OPEN lets exactly one probe through; M successes close it.
 import type { Clock } from './clock.js';
 import type { BreakerRecord, BreakerStore } from './breaker-store.js';
+import { ERROR_CODES, type ErrorCode } from './error-codes.js';
 
 export type BreakerState = 'CLOSED' | 'OPEN' | 'HALF_OPEN';
 
@@ -65,10 +66,16 @@ export class Breaker {
     });
   }
 
+  /** Why it last failed (for the CIRCUIT_OPEN message), if known. */
+  get lastFailure(): ErrorCode | undefined {
+    return ERROR_CODES[this.store.read(this.key).lastFailure];
+  }
+
   /** Records a miner failure; true when this failure opened the breaker. */
-  failure(): boolean {
+  failure(code?: ErrorCode): boolean {
     const now = this.clock.now();
     return this.store.update(this.key, (rec) => {
+      if (code) rec.lastFailure = ERROR_CODES.indexOf(code);
       if (rec.state === HALF_OPEN || rec.state === OPEN) {
         const wasOpen = rec.state === OPEN;
         rec.state = OPEN;
@@ -100,6 +107,7 @@ export class Breaker {
 
 function resetClosed(rec: BreakerRecord): void {
   rec.state = CLOSED;
+  rec.lastFailure = -1;
   rec.failures = [];
   rec.halfOpenOk = 0;
   rec.probeStartedAtMs = 0;

@@ -49,12 +49,16 @@ export async function withRetry<T>(
   classify: { mutation: boolean; idempotent: boolean },
 ): Promise<{ value: T; attempts: number }> {
   const started = deps.clock.now();
+  let previous: FleetError | undefined;
   for (let attempt = 1; ; attempt++) {
     const remainingMs = policy.budgetMs - (deps.clock.now() - started);
     try {
       return { value: await fn({ attempt, remainingMs }), attempts: attempt };
     } catch (raw) {
       const err = FleetError.from(raw).with({ attempts: attempt });
+      // Our own retries opened the breaker: the truthful cause is the failure before it.
+      if (err.code === 'CIRCUIT_OPEN' && previous) throw previous;
+      previous = err;
       if (attempt >= policy.maxAttempts || !shouldRetry(err, classify)) throw err;
       const delay = backoffDelayMs(attempt, { baseDelayMs: policy.baseDelayMs, maxDelayMs: policy.maxDelayMs, random: deps.random });
       // Retry only if the wait still leaves a useful slice of the budget for the next attempt.

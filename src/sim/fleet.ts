@@ -1,5 +1,6 @@
 // A simulated Braiins OS fleet in this process: one gRPC server, one loopback listener per miner.
 import * as grpc from '@grpc/grpc-js';
+import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SERVICE_KEYS, serviceDefinition, type ServiceKey } from '../core/proto.js';
 import type { FleetControl, MutationRecord, SimMinerInfo } from './control.js';
@@ -68,6 +69,7 @@ export class SimFleet implements FleetControl {
     this.sessionTtlMs = opts.sessionTtlMs ?? 3_600_000;
     this.rebootDownMs = opts.rebootDownMs ?? 3_000;
     this.pingPolicy = opts.pingPolicy;
+    setMaxListeners(0, this.abort.signal); // one listener per in-flight slow call
     this.random = seededRandom((opts.seed ?? 1) * 31 + 7);
     for (const key of SERVICE_KEYS) this.server.addService(wrapServiceDefinition(serviceDefinition(key)), this.handlersFor(key));
     const creds = opts.tls

@@ -33,6 +33,22 @@ function outcomeOf(data: JobData, result: TaskResult, jobAttempts: number): Outc
   };
 }
 
+/**
+ * When the last job attempt was skipped by an open breaker, the previous attempt's real failure
+ * (kept by BullMQ as failedReason "CODE: message") is the truthful outcome.
+ */
+function withEarlierCause(result: TaskResult, failedReason: string | undefined): TaskResult {
+  if (result.code !== 'CIRCUIT_OPEN' || !result.error || !failedReason) return result;
+  const m = /^([A-Z_]+): (.*)$/s.exec(failedReason);
+  const code = m?.[1];
+  if (!code || !isErrorCode(code) || code === 'CIRCUIT_OPEN') return result;
+  return {
+    ...result,
+    code,
+    error: { ...result.error, code, message: `${m[2]} (next attempt skipped: circuit open)`, retryable: CODE_INFO[code].retryable, suggestion: CODE_INFO[code].suggestion },
+  };
+}
+
 function failedTask(code: ErrorCode, message: string): TaskResult {
   return { ok: false, code, attempts: 0, durationMs: 0, transport: 'plaintext', error: { name: 'FleetError', code, message, retryable: CODE_INFO[code].retryable, suggestion: CODE_INFO[code].suggestion, context: {} } };
 }
@@ -63,7 +79,8 @@ export function createProcessor({ store, executor }: ProcessorDeps) {
       // BullMQ re-runs the job after its backoff; only the final attempt writes the outcome.
       throw new Error(`${result.code}: ${result.error?.message ?? ''}`);
     }
-    await store.writeOutcome(outcomeOf(data, result, jobAttempts));
+    const final = withEarlierCause(result, job.failedReason);
+    await store.writeOutcome(outcomeOf(data, final, jobAttempts));
     if (!result.ok) throw new UnrecoverableError(`${result.code}: ${result.error?.message ?? ''}`);
     return { code: result.code };
   };

@@ -1,0 +1,46 @@
+// Pieces shared by the CLI commands: Redis connection with a durability check, options parsing.
+import { readFileSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { z } from 'zod';
+import { tlsProfileSchema, type TlsProfile } from '../core/tls.js';
+import { checkDurability } from '../redis/durability.js';
+import { resolveRedisUrl } from '../redis/resolve.js';
+
+export async function connectRedis(flag: string | undefined, opts: { refuseVolatile?: boolean; allowVolatile?: boolean } = {}): Promise<{ url: string; redis: Redis }> {
+  const url = await resolveRedisUrl(flag);
+  const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true });
+  redis.on('error', () => undefined);
+  try {
+    await redis.connect();
+  } catch (err) {
+    redis.disconnect();
+    throw new Error(`cannot connect to Redis at ${url}: ${(err as Error).message}`);
+  }
+  const report = await checkDurability(redis);
+  if (report.problems.length) {
+    const banner = report.problems.map((p) => `bos-fleet: WARNING: ${p}`).join('\n');
+    if (opts.refuseVolatile && !opts.allowVolatile) {
+      redis.disconnect();
+      throw new Error(`${banner}\nbos-fleet: refusing to run a worker on a Redis that can lose jobs; fix it or pass --allow-volatile-redis`);
+    }
+    process.stderr.write(`${banner}\n`);
+  }
+  return { url, redis };
+}
+
+/** `--tls FILE`: JSON {site: {caFile, certFile?, keyFile?, serverName?}}, '*' for every site. */
+export function loadTlsSites(file: string | undefined): Record<string, TlsProfile> | undefined {
+  if (!file) return undefined;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`--tls ${file}: cannot read it as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const r = z.record(z.string(), tlsProfileSchema).safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new Error(`--tls ${file}: ${issue?.path.join('.') || '(top level)'} ${issue?.message ?? 'is invalid'}`);
+  }
+  return r.data;
+}

@@ -1,0 +1,71 @@
+// `bos-fleet poll`: poll every miner of an inventory and report a typed outcome for each.
+import type { Command } from 'commander';
+import { loadTlsMaterial } from '../core/tls.js';
+import { loadCredentialProfiles } from '../fleet/credentials.js';
+import { loadInventory } from '../producer/inventory.js';
+import { enqueueOnly, runLocal } from '../producer/run-local.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_THREADS } from '../workers/worker.js';
+import { connectRedis, loadTlsSites } from './common.js';
+import { nonNegativeInt, positiveInt } from './parse.js';
+import { progressRenderer, summaryText } from './render.js';
+
+export interface PollCliOptions {
+  inventory: string;
+  credentials?: string;
+  redis?: string;
+  concurrency: number;
+  threads: number;
+  timeoutMs?: number;
+  json?: boolean;
+  enqueueOnly?: boolean;
+  tls?: string;
+}
+
+export function registerPoll(program: Command): void {
+  program
+    .command('poll')
+    .description('poll every miner of an inventory: status, hashrate, power, temperatures, pools, errors')
+    .requiredOption('--inventory <file>', 'inventory CSV (header row) or JSON: id, host, port, site, tags, credentials')
+    .option('--credentials <file>', 'credential profiles JSON {"profile": {"username", "password"}} (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
+    .option('--redis <url>', 'Redis URL (default: REDIS_URL, else an embedded redis-server)')
+    .option('--concurrency <n>', 'jobs in flight at once', positiveInt('--concurrency'), DEFAULT_CONCURRENCY)
+    .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', nonNegativeInt('--threads'), DEFAULT_THREADS)
+    .option('--timeout-ms <n>', 'deadline of each call attempt, connect included', positiveInt('--timeout-ms'))
+    .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
+    .option('--json', 'print one JSON object {runId, total, counts, durationMs}')
+    .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes')
+    .action(async (opts: PollCliOptions) => {
+      const inventory = loadInventory(opts.inventory);
+      const credentials = loadCredentialProfiles(opts.credentials);
+      const tlsBySite = loadTlsSites(opts.tls);
+      for (const [site, profile] of Object.entries(tlsBySite ?? {})) loadTlsMaterial(profile, site); // fail now, not in a thread
+      const { url, redis } = await connectRedis(opts.redis);
+      redis.disconnect();
+      const common = {
+        redisUrl: url,
+        inventory,
+        operation: 'poll' as const,
+        credentials,
+        ...(opts.credentials ? { credentialsFile: opts.credentials } : {}),
+        threads: opts.threads,
+        concurrency: opts.concurrency,
+        ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+        ...(tlsBySite ? { tlsBySite } : {}),
+      };
+      if (opts.enqueueOnly) {
+        const record = await enqueueOnly(common);
+        console.log(opts.json ? JSON.stringify({ runId: record.runId, total: record.total }) : record.runId);
+        return;
+      }
+      const bar = opts.json ? undefined : progressRenderer();
+      const started = Date.now();
+      const { record, summary } = await runLocal({ ...common, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
+      bar?.done();
+      if (opts.json) {
+        console.log(JSON.stringify({ runId: record.runId, total: record.total, counts: summary.counts, durationMs: Date.now() - started }));
+      } else {
+        console.log(summaryText(record, summary));
+        console.log(`\ndetails: bos-fleet results ${record.runId}${opts.redis ? ` --redis ${opts.redis}` : ''} [--failed] [--format table|json|csv]`);
+      }
+    });
+}

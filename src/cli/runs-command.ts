@@ -1,0 +1,57 @@
+// `bos-fleet runs` and `bos-fleet results RUN_ID`.
+import { InvalidArgumentError, type Command } from 'commander';
+import { summarize } from '../fleet/outcome.js';
+import { RunStore } from '../fleet/run-store.js';
+import { connectRedis } from './common.js';
+import { positiveInt } from './parse.js';
+import { outcomesText, summaryText } from './render.js';
+
+export function registerRuns(program: Command): void {
+  program
+    .command('runs')
+    .description('list recent runs with their progress')
+    .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
+    .option('--limit <n>', 'how many runs', positiveInt('--limit'), 20)
+    .option('--json', 'print JSON')
+    .action(async (opts: { redis?: string; limit: number; json?: boolean }) => {
+      const { redis } = await connectRedis(opts.redis);
+      try {
+        const store = new RunStore(redis);
+        const runs = await store.listRuns(opts.limit);
+        const rows = await Promise.all(runs.map(async (r) => ({ ...r, ...(await store.getCounts(r.runId)) })));
+        if (opts.json) return console.log(JSON.stringify(rows.map(({ params: _p, ...r }) => r), null, 2));
+        if (rows.length === 0) return console.log('no runs yet');
+        console.log(`${'RUN'.padEnd(34)}  ${'OPERATION'.padEnd(10)}  ${'CREATED'.padEnd(24)}  ${'DONE'.padStart(13)}  OK`);
+        for (const r of rows) {
+          console.log(`${r.runId.padEnd(34)}  ${r.operation.padEnd(10)}  ${r.createdAt.padEnd(24)}  ${`${r.done}/${r.total}`.padStart(13)}  ${r.counts['OK'] ?? 0}`);
+        }
+      } finally {
+        redis.disconnect();
+      }
+    });
+
+  program
+    .command('results <runId>')
+    .description("a run's outcomes, one per miner")
+    .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
+    .option('--format <format>', 'table | json | csv', (v: string) => {
+      if (v !== 'table' && v !== 'json' && v !== 'csv') throw new InvalidArgumentError(`--format must be table, json or csv, got "${v}"`);
+      return v;
+    }, 'table')
+    .option('--failed', 'only miners whose outcome is not OK')
+    .action(async (runId: string, opts: { redis?: string; format: 'table' | 'json' | 'csv'; failed?: boolean }) => {
+      const { redis } = await connectRedis(opts.redis);
+      try {
+        const store = new RunStore(redis);
+        const record = await store.getRun(runId);
+        if (!record) throw new Error(`no run "${runId}" (see bos-fleet runs)`);
+        let outcomes = await store.getOutcomes(runId);
+        const summary = summarize(outcomes, record.total, record.createdAtMs);
+        if (opts.failed) outcomes = outcomes.filter((o) => o.status !== 'ok');
+        console.log(outcomesText(outcomes, opts.format));
+        if (opts.format === 'table') console.log(`\n${summaryText(record, summary)}`);
+      } finally {
+        redis.disconnect();
+      }
+    });
+}

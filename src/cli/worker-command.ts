@@ -1,0 +1,50 @@
+// `bos-fleet worker`: a long-running worker process; several may run on several hosts.
+import type { Command } from 'commander';
+import { loadTlsMaterial } from '../core/tls.js';
+import { loadCredentialProfiles } from '../fleet/credentials.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, startWorker } from '../workers/worker.js';
+import { connectRedis, loadTlsSites } from './common.js';
+import { nonNegativeInt, positiveInt } from './parse.js';
+
+export function registerWorker(program: Command): void {
+  program
+    .command('worker')
+    .description('work queued jobs until SIGTERM / SIGINT (in-flight jobs finish first; none is lost)')
+    .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
+    .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', nonNegativeInt('--threads'), DEFAULT_THREADS)
+    .option('--concurrency <n>', 'jobs in flight at once', positiveInt('--concurrency'), DEFAULT_CONCURRENCY)
+    .option('--credentials <file>', 'credential profiles JSON (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
+    .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
+    .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
+    .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
+    .action(async (opts: { redis?: string; threads: number; concurrency: number; credentials?: string; tls?: string; lockMs: number; allowVolatileRedis?: boolean }) => {
+      const credentials = loadCredentialProfiles(opts.credentials);
+      if (credentials.size === 0) {
+        process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): every job will fail INVALID_JOB\n');
+      }
+      const tlsBySite = loadTlsSites(opts.tls);
+      for (const [site, profile] of Object.entries(tlsBySite ?? {})) loadTlsMaterial(profile, site);
+      const { url, redis } = await connectRedis(opts.redis, { refuseVolatile: true, allowVolatile: opts.allowVolatileRedis ?? false });
+      redis.disconnect();
+      const running = await startWorker({
+        redisUrl: url,
+        threads: opts.threads,
+        concurrency: opts.concurrency,
+        credentials,
+        lockDurationMs: opts.lockMs,
+        stalledIntervalMs: Math.max(1_000, Math.floor(opts.lockMs / 2)),
+        ...(tlsBySite ? { tlsBySite } : {}),
+      });
+      console.log(`worker: ${process.pid} on ${url}, threads ${opts.threads}, concurrency ${opts.concurrency}`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          console.log(`worker: ${sig}, finishing in-flight jobs…`);
+          resolve();
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      await running.close();
+      console.log('worker: stopped');
+    });
+}
