@@ -1,5 +1,6 @@
 // `bos-fleet poll`: poll every miner of an inventory and report a typed outcome for each.
 import type { Command } from 'commander';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadTlsMaterial } from '../core/tls.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { loadInventory } from '../producer/inventory.js';
@@ -19,6 +20,7 @@ export interface PollCliOptions {
   json?: boolean;
   enqueueOnly?: boolean;
   tls?: string;
+  prefix: string;
 }
 
 export function registerPoll(program: Command): void {
@@ -33,6 +35,7 @@ export function registerPoll(program: Command): void {
     .option('--timeout-ms <n>', 'deadline of each call attempt, connect included', positiveInt('--timeout-ms'))
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--json', 'print one JSON object {runId, total, counts, durationMs}')
+    .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
     .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes')
     .action(async (opts: PollCliOptions) => {
       const inventory = loadInventory(opts.inventory);
@@ -43,6 +46,7 @@ export function registerPoll(program: Command): void {
       redis.disconnect();
       const common = {
         redisUrl: url,
+        prefix: opts.prefix,
         inventory,
         operation: 'poll' as const,
         credentials,

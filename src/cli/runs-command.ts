@@ -1,5 +1,6 @@
 // `bos-fleet runs` and `bos-fleet results RUN_ID`.
 import { InvalidArgumentError, type Command } from 'commander';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { summarize } from '../fleet/outcome.js';
 import { RunStore } from '../fleet/run-store.js';
 import { connectRedis } from './common.js';
@@ -13,10 +14,11 @@ export function registerRuns(program: Command): void {
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--limit <n>', 'how many runs', positiveInt('--limit'), 20)
     .option('--json', 'print JSON')
-    .action(async (opts: { redis?: string; limit: number; json?: boolean }) => {
+    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .action(async (opts: { redis?: string; limit: number; json?: boolean; prefix: string }) => {
       const { redis } = await connectRedis(opts.redis);
       try {
-        const store = new RunStore(redis);
+        const store = new RunStore(redis, opts.prefix);
         const runs = await store.listRuns(opts.limit);
         const rows = await Promise.all(runs.map(async (r) => ({ ...r, ...(await store.getCounts(r.runId)) })));
         if (opts.json) return console.log(JSON.stringify(rows.map(({ params: _p, ...r }) => r), null, 2));
@@ -39,10 +41,11 @@ export function registerRuns(program: Command): void {
       return v;
     }, 'table')
     .option('--failed', 'only miners whose outcome is not OK')
-    .action(async (runId: string, opts: { redis?: string; format: 'table' | 'json' | 'csv'; failed?: boolean }) => {
+    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .action(async (runId: string, opts: { redis?: string; format: 'table' | 'json' | 'csv'; failed?: boolean; prefix: string }) => {
       const { redis } = await connectRedis(opts.redis);
       try {
-        const store = new RunStore(redis);
+        const store = new RunStore(redis, opts.prefix);
         const record = await store.getRun(runId);
         if (!record) throw new Error(`no run "${runId}" (see bos-fleet runs)`);
         let outcomes = await store.getOutcomes(runId);

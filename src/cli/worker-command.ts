@@ -1,5 +1,6 @@
 // `bos-fleet worker`: a long-running worker process; several may run on several hosts.
 import type { Command } from 'commander';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadTlsMaterial } from '../core/tls.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, startWorker } from '../workers/worker.js';
@@ -17,7 +18,8 @@ export function registerWorker(program: Command): void {
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
     .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
-    .action(async (opts: { redis?: string; threads: number; concurrency: number; credentials?: string; tls?: string; lockMs: number; allowVolatileRedis?: boolean }) => {
+    .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
+    .action(async (opts: { redis?: string; threads: number; concurrency: number; credentials?: string; tls?: string; lockMs: number; allowVolatileRedis?: boolean; prefix: string }) => {
       const credentials = loadCredentialProfiles(opts.credentials);
       if (credentials.size === 0) {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): every job will fail INVALID_JOB\n');
@@ -28,6 +30,7 @@ export function registerWorker(program: Command): void {
       redis.disconnect();
       const running = await startWorker({
         redisUrl: url,
+        prefix: opts.prefix,
         threads: opts.threads,
         concurrency: opts.concurrency,
         credentials,

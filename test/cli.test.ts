@@ -1,0 +1,75 @@
+// The bos-fleet command line as an operator runs it: poll --json, results, runs, bad input.
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inventoryCsv } from '../src/sim/plan.js';
+import type { Outcome } from '../src/fleet/outcome.js';
+import { runCli, writeFleetFiles } from './helpers/cli.js';
+import { startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+
+let tf: TestFleet;
+let files: ReturnType<typeof writeFleetFiles>;
+beforeAll(async () => {
+  tf = await startTestFleet(12, '127.12.0.1', (i) => (i === 3 ? { refuse: true } : i === 5 ? { oldApi: true } : {}));
+  files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
+});
+afterAll(async () => {
+  await tf.fleet.close();
+  rmSync(files.dir, { recursive: true, force: true });
+});
+
+describe('bos-fleet poll', () => {
+  it('--json prints {runId, total, counts, durationMs}; results and runs read it back', async () => {
+    const prefix = uniquePrefix('cli');
+    const base = ['--redis', redisUrl(), '--prefix', prefix];
+    const r = await runCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--timeout-ms', '800', '--json', ...base]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as { runId: string; total: number; counts: Record<string, number>; durationMs: number };
+    expect(Object.keys(out).sort()).toEqual(['counts', 'durationMs', 'runId', 'total']);
+    expect(out).toMatchObject({ total: 12, counts: { OK: 11, MINER_UNREACHABLE: 1 } });
+
+    const json = await runCli(['results', out.runId, '--format', 'json', ...base]);
+    const outcomes = JSON.parse(json.stdout) as Outcome[];
+    expect(outcomes.length).toBe(12);
+    expect(Object.keys(outcomes[0]!).sort()).toEqual(['attempts', 'code', 'data', 'durationMs', 'finishedAt', 'host', 'jobAttempts', 'minerId', 'operation', 'port', 'runId', 'status', 'transport']);
+    const failed = await runCli(['results', out.runId, '--failed', '--format', 'csv', ...base]);
+    const lines = failed.stdout.trim().split('\n');
+    expect(lines.length).toBe(2);
+    expect(lines[1]).toContain('MINER_UNREACHABLE');
+    const table = await runCli(['results', out.runId, ...base]);
+    expect(table.stdout).toMatch(/MINER_UNREACHABLE .*Nothing answers/);
+
+    const runs = await runCli(['runs', '--json', ...base]);
+    expect(JSON.parse(runs.stdout)).toMatchObject([{ runId: out.runId, operation: 'poll', total: 12, done: 12 }]);
+  });
+
+  it('a bad inventory is rejected whole with file, line, field and value; nothing is enqueued', async () => {
+    const prefix = uniquePrefix('bad');
+    const bad = path.join(files.dir, 'bad.csv');
+    writeFileSync(bad, 'id,host\nm1,127.12.0.1\nm2,not a host\n');
+    const r = await runCli(['poll', '--inventory', bad, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`inventory ${bad} rejected`);
+    expect(r.stderr).toContain('line 3: field host: "not a host" is not an IP address or hostname');
+    const redis = new Redis(redisUrl());
+    expect(await redis.keys(`${prefix}*`)).toEqual([]);
+    redis.disconnect();
+  });
+
+  it('an unknown credentials profile is named before anything is enqueued', async () => {
+    const inv = path.join(files.dir, 'profiles.csv');
+    writeFileSync(inv, 'id,host,credentials\nm1,127.12.0.1,site-b\n');
+    const r = await runCli(['poll', '--inventory', inv, '--redis', redisUrl(), '--prefix', uniquePrefix('prof')], { BOS_FLEET_USERNAME: '' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/credentials profile "site-b" not found/);
+  });
+
+  it('bad options name the option and the value', async () => {
+    const r = await runCli(['poll', '--inventory', files.inventory, '--threads', '-1']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('--threads must be a whole number ≥ 0, got "-1"');
+  });
+});

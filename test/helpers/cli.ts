@@ -1,0 +1,44 @@
+// Runs the built CLI (dist/) as a separate process, as an operator would.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../../src/core/proto.js';
+import { SIM_PASSWORD, SIM_USERNAME } from '../../src/sim/miner.js';
+
+export const CLI = path.join(PACKAGE_ROOT, 'bin', 'bos-fleet.js');
+
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess & { output: () => { stdout: string; stderr: string } } {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, BOS_FLEET_HOME: path.join(os.tmpdir(), 'bos-fleet-test-home'), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d) => (stdout += d));
+  child.stderr?.on('data', (d) => (stderr += d));
+  return Object.assign(child, { output: () => ({ stdout, stderr }) });
+}
+
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawnCli(args, env);
+  const code = await new Promise<number | null>((resolve) => {
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', (c) => {
+      clearTimeout(t);
+      resolve(c);
+    });
+  });
+  return { code, ...child.output() };
+}
+
+export function exited(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.on('exit', (c) => resolve(c))));
+}
+
+/** Writes an inventory and a credentials file for a test fleet; returns their paths. */
+export function writeFleetFiles(inventoryText: string): { dir: string; inventory: string; credentials: string } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-cli-'));
+  const inventory = path.join(dir, 'farm.csv');
+  const credentials = path.join(dir, 'creds.json');
+  writeFileSync(inventory, inventoryText);
+  writeFileSync(credentials, JSON.stringify({ default: { username: SIM_USERNAME, password: SIM_PASSWORD } }));
+  return { dir, inventory, credentials };
+}

@@ -1,0 +1,82 @@
+// Inventory and credentials input: every error names the file, the line and field, and the value.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadCredentialProfiles, missingProfiles } from '../src/fleet/credentials.js';
+import { InventoryError, loadInventory, parseInventory } from '../src/producer/inventory.js';
+import { parseCsv } from '../src/producer/csv.js';
+
+describe('inventory', () => {
+  it('reads CSV with defaults (port 50051, credentials default) and ;-separated tags', () => {
+    const inv = parseInventory('id,host,port,site,tags,credentials\nm1,10.0.0.1,,site-a,rack-1;row-2,\nm2,miner-2.farm.local,50052,site-b,,ops\n', 'farm.csv');
+    expect(inv.targets).toEqual([
+      { minerId: 'm1', host: '10.0.0.1', port: 50051, site: 'site-a', tags: ['rack-1', 'row-2'], credentials: 'default' },
+      { minerId: 'm2', host: 'miner-2.farm.local', port: 50052, site: 'site-b', tags: [], credentials: 'ops' },
+    ]);
+    expect(inv.digest).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('reads JSON (an array or {miners: [...]}) with tags as an array', () => {
+    const inv = parseInventory(JSON.stringify({ miners: [{ id: 'a', host: '10.0.0.9', tags: ['x'] }] }), 'farm.json');
+    expect(inv.targets[0]).toMatchObject({ minerId: 'a', port: 50051, tags: ['x'] });
+  });
+
+  it('rejects the whole file and names file, line, field and value of each problem', () => {
+    const text = 'id,host,port\nm1,10.0.0.1,50051\nm2,999.1.1.1,50051\nm3,10.0.0.3,70000\nm1,10.0.0.4,\n,10.0.0.5,\nm6,10.0.0.1,50051\n';
+    let err: InventoryError | undefined;
+    try {
+      parseInventory(text, 'farm.csv');
+    } catch (e) {
+      err = e as InventoryError;
+    }
+    expect(err).toBeInstanceOf(InventoryError);
+    expect(err?.message).toContain('inventory farm.csv rejected');
+    expect(err?.message).toContain('nothing enqueued');
+    expect(err?.problems).toEqual([
+      'line 3: field host: "999.1.1.1" is not an IP address or hostname',
+      expect.stringMatching(/^line 4: field port: "70000" .*65535/),
+      'line 5: field id: "m1" duplicates line 2',
+      expect.stringMatching(/^line 6: field id: null /),
+      'line 7: field host: "10.0.0.1:50051" duplicates line 2',
+    ]);
+  });
+
+  it('refuses ids BullMQ cannot use and a header without id/host', () => {
+    expect(() => parseInventory('id,host\na:b,10.0.0.1\n', 'f.csv')).toThrow(/line 2: field id: "a:b" must be/);
+    expect(() => parseInventory('id,host\n12345,10.0.0.1\n', 'f.csv')).toThrow(/must not be all digits/);
+    expect(() => parseInventory('name,ip\nx,10.0.0.1\n', 'f.csv')).toThrow(/header row must name at least "id" and "host"/);
+    expect(() => loadInventory('/nonexistent/farm.csv')).toThrow(/inventory \/nonexistent\/farm.csv rejected.*cannot read the file \(ENOENT\)/s);
+  });
+
+  it('parses quoted CSV fields', () => {
+    expect(parseCsv('a,"b,c","d ""e"""\r\n1,2,3')).toEqual([
+      { line: 1, fields: ['a', 'b,c', 'd "e"'] },
+      { line: 2, fields: ['1', '2', '3'] },
+    ]);
+  });
+});
+
+describe('credential profiles', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-creds-'));
+
+  it('come from a file and the environment; missing ones are named', () => {
+    const file = path.join(dir, 'creds.json');
+    writeFileSync(file, JSON.stringify({ ops: { username: 'admin', password: 'secret' } }));
+    const profiles = loadCredentialProfiles(file, { BOS_FLEET_USERNAME: 'root', BOS_FLEET_PASSWORD: 'pw' });
+    expect(profiles.get('default')).toEqual({ username: 'root', password: 'pw' });
+    expect(profiles.get('ops')).toEqual({ username: 'admin', password: 'secret' });
+    expect(missingProfiles(['ops', 'site-b', 'site-b'], profiles)).toEqual(['site-b']);
+  });
+
+  it('a malformed file is refused without echoing any value', () => {
+    const file = path.join(dir, 'bad.json');
+    writeFileSync(file, JSON.stringify({ ops: { username: 'admin', password: 42 } }));
+    expect(() => loadCredentialProfiles(file, {})).toThrow(/credentials file .*bad.json: ops\.password/);
+    try {
+      loadCredentialProfiles(file, {});
+    } catch (e) {
+      expect(String(e)).not.toContain('42');
+    }
+  });
+});
