@@ -30,14 +30,22 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
 end
 return 0`;
 
+type WithOutcomeCommand = Redis & {
+  bosFleetWriteOutcome(outcomes: string, counts: string, minerId: string, json: string, code: string): Promise<number>;
+};
+
 export class RunStore {
   readonly k: Keys;
+  private readonly redisCmd: WithOutcomeCommand;
 
   constructor(
     readonly redis: Redis,
     prefix?: string,
   ) {
     this.k = keys(prefix);
+    // EVALSHA after the first call instead of sending the script with every outcome.
+    if (!('bosFleetWriteOutcome' in redis)) redis.defineCommand('bosFleetWriteOutcome', { numberOfKeys: 2, lua: WRITE_OUTCOME });
+    this.redisCmd = redis as WithOutcomeCommand;
   }
 
   /** Stores the record unless the run exists; returns the stored one (the first wins). */
@@ -62,7 +70,7 @@ export class RunStore {
 
   /** Writes the miner's outcome if it has none yet; false when one was already there. */
   async writeOutcome(outcome: Outcome): Promise<boolean> {
-    const r = await this.redis.eval(WRITE_OUTCOME, 2, this.k.outcomes(outcome.runId), this.k.counts(outcome.runId), outcome.minerId, JSON.stringify(outcome), outcome.code);
+    const r = await this.redisCmd.bosFleetWriteOutcome(this.k.outcomes(outcome.runId), this.k.counts(outcome.runId), outcome.minerId, JSON.stringify(outcome), outcome.code);
     return r === 1;
   }
 

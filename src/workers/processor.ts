@@ -68,9 +68,12 @@ export function createProcessor({ store, executor }: ProcessorDeps) {
       throw new UnrecoverableError(`INVALID_JOB: ${message}`);
     }
     const data = parsed.data;
-    // At-least-once delivery: a job that already has an outcome never touches the miner again.
-    const existing = await store.getOutcome(data.runId, data.target.minerId);
-    if (existing) return { code: existing.code, skipped: true };
+    // At-least-once delivery: a job delivered again (after a stall or a failed attempt) that already
+    // has an outcome never touches the miner again. A first delivery cannot have one: skip the read.
+    if (job.attemptsMade > 0 || job.stalledCounter > 0) {
+      const existing = await store.getOutcome(data.runId, data.target.minerId);
+      if (existing) return { code: existing.code, skipped: true };
+    }
 
     const result = await executor.run({ job: data });
     const maxAttempts = job.opts.attempts ?? 1;

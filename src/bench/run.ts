@@ -1,0 +1,126 @@
+// `npm run bench`: (a) bos-fleet's full pipeline vs (b) a bare grpc-js client vs (c) the naive peer
+// loop, on simulated fleets of 1,000 and 10,000 miners (100,000 with --huge), plus (a) with 10% of
+// miners blackholed, twice (breakers closed, then open). Writes bench-results/latest.json.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../core/proto.js';
+import { startRedisServer } from '../redis/server.js';
+import { SimCluster } from '../sim/cluster.js';
+import { planFleet } from '../sim/plan.js';
+import type { ModeResult } from './measure.js';
+import type { ModeConfig } from './mode.js';
+
+interface BenchArgs {
+  sizes: number[];
+  threads: number[];
+  concurrency: number;
+  timeoutMs: number;
+  blackholeSize: number;
+  out: string;
+}
+
+function parseArgs(argv: string[]): BenchArgs {
+  const get = (name: string) => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const list = (v: string | undefined, d: number[]) => (v ? v.split(',').map((x) => Number(x)) : d);
+  const sizes = list(get('--sizes'), [1_000, 10_000]);
+  if (argv.includes('--huge')) sizes.push(100_000);
+  return {
+    sizes,
+    threads: list(get('--threads'), [0, 2]),
+    concurrency: Number(get('--concurrency') ?? 200),
+    timeoutMs: Number(get('--timeout-ms') ?? 5_000),
+    blackholeSize: Number(get('--blackhole-size') ?? 1_000),
+    out: get('--out') ?? path.join(PACKAGE_ROOT, 'bench-results', 'latest.json'),
+  };
+}
+
+let configSeq = 0;
+
+function runMode(cfg: ModeConfig, dir: string): Promise<ModeResult[]> {
+  const configFile = path.join(dir, `mode-${++configSeq}.json`);
+  writeFileSync(configFile, JSON.stringify(cfg));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'dist', 'bench', 'mode.js'), configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.on('exit', (code) => {
+      const results = out
+        .split('\n')
+        .filter((l) => l.startsWith('BENCH '))
+        .map((l) => JSON.parse(l.slice(6)) as ModeResult);
+      if (code !== 0 || results.length === 0) reject(new Error(`bench mode ${cfg.label} exited with ${code}`));
+      else resolve(results);
+    });
+  });
+}
+
+function row(r: ModeResult): string {
+  const counts = Object.entries(r.counts)
+    .map(([c, n]) => `${c} ${n}`)
+    .join(', ');
+  return `${r.label.padEnd(34)} ${String(r.n).padStart(7)} ${`${(r.durationMs / 1000).toFixed(2)} s`.padStart(10)} ${String(r.minersPerS).padStart(9)} ${`${r.p50Ms}`.padStart(7)} ${`${r.p99Ms}`.padStart(7)} ${String(r.peakRssMb).padStart(7)} ${String(r.cpuMs).padStart(7)}  ${counts}`;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-bench-'));
+  const redis = await startRedisServer({ dir });
+  const results: ModeResult[] = [];
+  const ratios: Record<string, number> = {};
+  const simStartMs: Record<string, number> = {};
+  console.log(`${'mode'.padEnd(34)} ${'miners'.padStart(7)} ${'time'.padStart(10)} ${'miners/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'RSS MB'.padStart(7)} ${'CPU ms'.padStart(7)}  outcomes`);
+  const record = (rs: ModeResult[]) => {
+    for (const r of rs) {
+      results.push(r);
+      console.log(row(r));
+    }
+    return rs;
+  };
+  try {
+    for (const n of args.sizes) {
+      const t0 = Date.now();
+      const sim = await SimCluster.start({ miners: planFleet({ miners: n, base: '127.20.0.1' }) });
+      simStartMs[String(n)] = Date.now() - t0;
+      const targets = sim.miners.map((m) => ({ id: m.id, host: m.host, port: m.port }));
+      const base = { redisUrl: redis.url, targets, concurrency: args.concurrency, timeoutMs: args.timeoutMs, repeat: 1 };
+      try {
+        const pipelines = [];
+        for (const threads of args.threads) {
+          pipelines.push(...record(await runMode({ ...base, mode: 'pipeline', label: `(a) bos-fleet --threads ${threads} n=${n}`, threads }, dir)));
+        }
+        record(await runMode({ ...base, mode: 'core', label: `(a0) core alone, no queue n=${n}`, threads: 0 }, dir));
+        const [bare] = record(await runMode({ ...base, mode: 'bare', label: `(b) bare grpc-js n=${n}`, threads: 0 }, dir));
+        const [naive] = record(await runMode({ ...base, mode: 'naive', label: `(c) naive peer loop n=${n}`, threads: 0 }, dir));
+        const a = pipelines.reduce((best, r) => (r.durationMs < best.durationMs ? r : best));
+        if (bare && naive) {
+          ratios[`n=${n} (a)/(b) time`] = Math.round((a.durationMs / bare.durationMs) * 100) / 100;
+          ratios[`n=${n} (c)/(a) time`] = Math.round((naive.durationMs / a.durationMs) * 100) / 100;
+        }
+        if (n === args.blackholeSize) {
+          const hole = targets.filter((_, i) => i % 10 === 0);
+          for (const t of hole) await sim.setFaults(t.id, { blackhole: true });
+          record(await runMode({ ...base, repeat: 2, mode: 'pipeline', label: `(a) 10% blackholed n=${n}`, threads: args.threads[0] ?? 0 }, dir));
+        }
+      } finally {
+        await sim.close();
+      }
+    }
+  } finally {
+    await redis.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log('\nratios (time):', JSON.stringify(ratios));
+  mkdirSync(path.dirname(args.out), { recursive: true });
+  writeFileSync(
+    args.out,
+    JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, args, simStartMs, results, ratios }, null, 2) + '\n',
+  );
+  console.log(`written to ${args.out}`);
+}
+
+await main();
