@@ -34,6 +34,8 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Overrides the per-kind attempt timeout. */
   timeoutMs?: number;
+  /** The miner is expected to be down (rebooting): failures do not count against its breaker. */
+  expectOutage?: boolean;
 }
 
 const OLDEST_API: ApiVersion = { major: 1, minor: 0, patch: 0 };
@@ -183,7 +185,8 @@ export class MinerClient {
         async ({ remainingMs }) => {
           attempts++;
           this.stats.attempts++;
-          return withBreaker(breaker, ctx, async () => {
+          const guard = opts.expectOutage ? <V>(_b: unknown, _c: unknown, fn: () => Promise<V>) => fn() : withBreaker;
+          return guard(breaker, ctx, async () => {
             const once = () => this.attemptOnce<R>(method, request, ctx, Math.min(kindTimeoutMs, remainingMs), currentToken?.(), opts.signal);
             try {
               return await once();

@@ -2,8 +2,9 @@
 // never a password.
 import { z } from 'zod';
 
-export const OPERATIONS = ['poll'] as const;
+export const OPERATIONS = ['poll', 'power-target', 'hashrate-target', 'pools', 'pause', 'resume', 'reboot', 'locate-on', 'locate-off'] as const;
 export type Operation = (typeof OPERATIONS)[number];
+export type MutationOperation = Exclude<Operation, 'poll'>;
 
 export const minerTargetSchema = z.object({
   minerId: z.string().min(1),

@@ -2,7 +2,7 @@
 // enqueued in chunks with deterministic job ids (enqueuing the same run twice adds nothing).
 import type { Queue } from 'bullmq';
 import { jobId } from '../fleet/keys.js';
-import type { JobData, Operation } from '../fleet/job.js';
+import type { JobData, JobTarget, Operation } from '../fleet/job.js';
 import { newRunId, type RunRecord, type RunStore } from '../fleet/run-store.js';
 import type { Inventory } from './inventory.js';
 
@@ -15,6 +15,8 @@ export interface EnqueueOptions {
   jobAttempts?: number;
   jobBackoffMs?: number;
   chunkSize?: number;
+  /** Per-miner params (merged over `params`), e.g. a rollback's per-miner target value. */
+  paramsFor?: (target: JobTarget) => Record<string, unknown>;
 }
 
 export const DEFAULT_JOB_ATTEMPTS = 3;
@@ -44,7 +46,7 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
           runId: record.runId,
           operation: opts.operation,
           target,
-          params: record.params,
+          params: opts.paramsFor ? { ...record.params, ...opts.paramsFor(target) } : record.params,
           ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
         };
         return {

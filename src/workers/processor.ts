@@ -1,6 +1,8 @@
 // The BullMQ processor: validates the job, skips miners that already have an outcome (a stalled job
 // running again), runs the task, and decides from the typed code whether BullMQ should retry.
-import { UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import type { RolloutStore } from '../rollout/store.js';
+import { acquireSiteSlot, releaseSiteSlot } from '../rollout/site-limit.js';
 import { CODE_INFO, isErrorCode, type ErrorCode } from '../core/error-codes.js';
 import { jobDataSchema, type JobData } from '../fleet/job.js';
 import type { Outcome } from '../fleet/outcome.js';
@@ -11,6 +13,9 @@ import type { TaskResult } from './task.js';
 export interface ProcessorDeps {
   store: RunStore;
   executor: Executor;
+  rollouts: RolloutStore;
+  /** How long a per-site slot is leased (a dead worker's slot frees itself after this). */
+  siteLeaseMs?: number;
 }
 
 function outcomeOf(data: JobData, result: TaskResult, jobAttempts: number): Outcome {
@@ -53,8 +58,13 @@ function failedTask(code: ErrorCode, message: string): TaskResult {
   return { ok: false, code, attempts: 0, durationMs: 0, transport: 'plaintext', error: { name: 'FleetError', code, message, retryable: CODE_INFO[code].retryable, suggestion: CODE_INFO[code].suggestion, context: {} } };
 }
 
-export function createProcessor({ store, executor }: ProcessorDeps) {
-  return async (job: Job): Promise<{ code: string; skipped?: boolean }> => {
+async function delay(job: Job, token: string | undefined, ms: number): Promise<never> {
+  await job.moveToDelayed(Date.now() + ms + Math.floor(Math.random() * ms), token);
+  throw new DelayedError();
+}
+
+export function createProcessor({ store, executor, rollouts, siteLeaseMs = 120_000 }: ProcessorDeps) {
+  return async (job: Job, token?: string): Promise<{ code: string; skipped?: boolean }> => {
     const parsed = jobDataSchema.safeParse(job.data);
     const jobAttempts = job.attemptsMade + 1;
     if (!parsed.success) {
@@ -75,7 +85,29 @@ export function createProcessor({ store, executor }: ProcessorDeps) {
       if (existing) return { code: existing.code, skipped: true };
     }
 
-    const result = await executor.run({ job: data });
+    // A rollout's miner job: honour pause / abort, and the per-site in-flight limit.
+    const rolloutId = typeof data.params['rolloutId'] === 'string' ? data.params['rolloutId'] : undefined;
+    let siteSlot: string | undefined;
+    if (rolloutId) {
+      const st = await rollouts.status(rolloutId);
+      if (st?.state === 'paused') await delay(job, token, 1_000);
+      if (st?.state === 'aborted' || st?.state === 'halted') {
+        const result = failedTask('CANCELLED', `rollout ${rolloutId} was ${st.state} before this miner was changed`);
+        await store.writeOutcome(outcomeOf(data, result, jobAttempts));
+        return { code: 'CANCELLED' };
+      }
+      const limit = data.params['maxInFlightPerSite'];
+      if (typeof limit === 'number' && limit > 0) {
+        siteSlot = rollouts.siteKey(rolloutId, data.target.site || '-');
+        if (!(await acquireSiteSlot(store.redis, siteSlot, String(job.id), limit, siteLeaseMs))) await delay(job, token, 250);
+      }
+    }
+    let result: TaskResult;
+    try {
+      result = await executor.run({ job: data });
+    } finally {
+      if (siteSlot) await releaseSiteSlot(store.redis, siteSlot, String(job.id));
+    }
     const maxAttempts = job.opts.attempts ?? 1;
     const retryable = !result.ok && (result.error?.retryable ?? false);
     if (retryable && jobAttempts < maxAttempts) {

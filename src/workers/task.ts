@@ -8,6 +8,8 @@ import type { Credentials } from '../core/sessions.js';
 import { loadTlsMaterial, type TlsMaterial, type TlsProfile } from '../core/tls.js';
 import type { JobData } from '../fleet/job.js';
 import { pollMiner } from './ops/poll.js';
+import { mutateMiner } from './ops/mutate.js';
+import { mutationSpecSchema } from './ops/mutation-spec.js';
 
 /** Plain data handed to every thread in workerData. */
 export interface TaskRunnerConfig {
@@ -16,6 +18,8 @@ export interface TaskRunnerConfig {
   credentials: [string, Credentials][];
   /** TLS profile per site ('*' for every site); absent = plaintext. */
   tlsBySite?: Record<string, TlsProfile>;
+  /** How long a mutation waits for a rebooted miner to come back. */
+  rebootWaitMs?: number;
 }
 
 export interface TaskInput {
@@ -54,10 +58,20 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
     const callOpts = job.timeoutMs ? { timeoutMs: job.timeoutMs } : {};
     try {
       let data: unknown;
-      switch (job.operation) {
-        case 'poll':
-          data = await pollMiner(miner, callOpts);
-          break;
+      if (job.operation === 'poll') {
+        data = await pollMiner(miner, callOpts);
+      } else {
+        const spec = mutationSpecSchema.safeParse(job.params['mutation']);
+        if (!spec.success) {
+          throw new FleetError('INVALID_JOB', `params.mutation: ${spec.error.issues[0]?.message ?? 'invalid'}`, { minerId: t.minerId, attempts: 0 });
+        }
+        data = await mutateMiner(miner, spec.data, {
+          target: t,
+          credentials,
+          dryRun: job.params['dryRun'] === true,
+          callOpts,
+          rebootWaitMs: config.rebootWaitMs ?? 300_000,
+        });
       }
       return { ok: true, code: 'OK', attempts: Math.max(1, miner.stats.maxAttempts), durationMs: Date.now() - started, transport, data };
     } catch (err) {

@@ -1,6 +1,8 @@
 // A bos-fleet worker: a BullMQ Worker whose jobs run on an executor (Piscina threads or inline),
 // with a breaker table shared by all of its threads. close() drains in-flight jobs first.
-import { Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
+import { CONTROL_QUEUE, createControlProcessor } from '../rollout/control.js';
+import { RolloutStore } from '../rollout/store.js';
 import { Redis } from 'ioredis';
 import { createSharedBreakerTable } from '../core/breaker-store.js';
 import type { CoreOptionsInput } from '../core/options.js';
@@ -24,10 +26,13 @@ export interface WorkerOptions {
   /** BullMQ lock: a job whose worker died runs again after this (and the stall check). */
   lockDurationMs?: number;
   stalledIntervalMs?: number;
+  /** How long a mutation waits for a rebooted miner to come back. */
+  rebootWaitMs?: number;
 }
 
 export interface RunningWorker {
   worker: Worker;
+  control: Worker;
   executor: Executor;
   close(): Promise<void>;
 }
@@ -47,11 +52,13 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       breakerTable: createSharedBreakerTable(),
       credentials: [...opts.credentials.entries()],
       ...(opts.tlsBySite ? { tlsBySite: opts.tlsBySite } : {}),
+      ...(opts.rebootWaitMs ? { rebootWaitMs: opts.rebootWaitMs } : {}),
     },
     opts.threads,
     opts.concurrency,
   );
-  const worker = new Worker(QUEUE_NAME, createProcessor({ store: new RunStore(storeRedis, prefix), executor }), {
+  const rollouts = new RolloutStore(storeRedis, prefix);
+  const worker = new Worker(QUEUE_NAME, createProcessor({ store: new RunStore(storeRedis, prefix), executor, rollouts }), {
     connection,
     prefix,
     concurrency: opts.concurrency,
@@ -59,18 +66,37 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     stalledInterval: opts.stalledIntervalMs ?? 30_000,
     maxStalledCount: 5,
   });
+  // Rollout control jobs (wave starts, failure gates) run in every worker process; BullMQ hands
+  // each job to exactly one of them.
+  const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
+  const controlQueue = new Queue(CONTROL_QUEUE, { connection: storeRedis, prefix });
+  const controlConnection = connection.duplicate();
+  controlConnection.on('error', () => undefined);
+  const control = new Worker(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), {
+    connection: controlConnection,
+    prefix,
+    concurrency: 4,
+    lockDuration: opts.lockDurationMs ?? 30_000,
+    stalledInterval: opts.stalledIntervalMs ?? 30_000,
+  });
+  control.on('error', () => undefined);
   worker.on('error', (err) => {
     if (!/ECONNREFUSED|Connection is closed|ECONNRESET/.test(String(err))) console.error(`worker: ${err.message}`);
   });
   let closing: Promise<void> | undefined;
   return {
     worker,
+    control,
     executor,
     close: () =>
       (closing ??= (async () => {
+        await control.close();
         await worker.close();
+        await jobsQueue.close();
+        await controlQueue.close();
         await executor.close();
         connection.disconnect();
+        controlConnection.disconnect();
         storeRedis.disconnect();
       })()),
   };

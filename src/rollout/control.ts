@@ -1,0 +1,104 @@
+// Drives rollouts with BullMQ control jobs: a `wave` job enqueues one wave's miner jobs (idempotent:
+// deterministic job ids), `gate` jobs wait for every outcome of the wave, then apply the failure gate
+// and either start the next wave (after --pause-between), complete, or halt.
+import { Queue, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
+import { RunStore } from '../fleet/run-store.js';
+import { enqueueRun } from '../producer/enqueue.js';
+import { appendAudit } from './audit.js';
+import { RolloutStore, TERMINAL, waveRunId, type RolloutRecord } from './store.js';
+
+export const CONTROL_QUEUE = 'control';
+const GATE_POLL_MS = 300;
+
+export interface ControlJobData {
+  rolloutId: string;
+  wave: number;
+  seq?: number;
+}
+
+export function waveTargets(rec: RolloutRecord, wave: number) {
+  return rec.targets.slice(wave === 0 ? 0 : (rec.waveEnds[wave - 1] ?? 0), rec.waveEnds[wave] ?? 0);
+}
+
+export async function addWaveJob(control: Queue, rolloutId: string, wave: number, delayMs: number, suffix = ''): Promise<void> {
+  await control.add('wave', { rolloutId, wave } satisfies ControlJobData, { jobId: `${rolloutId}.wave.${wave}${suffix}`, delay: Math.max(0, delayMs), removeOnComplete: { age: 86_400 }, removeOnFail: { age: 7 * 86_400 } });
+}
+
+export async function addGateJob(control: Queue, rolloutId: string, wave: number, seq: number | string, delayMs = GATE_POLL_MS): Promise<void> {
+  await control.add('gate', { rolloutId, wave, seq: typeof seq === 'number' ? seq : 0 } satisfies ControlJobData, {
+    jobId: `${rolloutId}.gate.${wave}.${seq}`,
+    delay: delayMs,
+    removeOnComplete: true,
+    removeOnFail: { age: 86_400 },
+  });
+}
+
+export function createControlProcessor(deps: { redis: Redis; prefix: string; jobs: Queue; control: Queue }) {
+  const store = new RolloutStore(deps.redis, deps.prefix);
+  const runs = new RunStore(deps.redis, deps.prefix);
+
+  async function startWave(rec: RolloutRecord, wave: number): Promise<void> {
+    const st = await store.status(rec.rolloutId);
+    if (!st || TERMINAL.includes(st.state) || st.state === 'paused') return;
+    if (st.state === 'scheduled' && (await store.transition(rec.rolloutId, ['scheduled'], 'running'))) {
+      await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.running', subject: rec.rolloutId, targetDigest: rec.inventoryDigest }, deps.prefix);
+    }
+    const targets = waveTargets(rec, wave);
+    const digest = createHash('sha256').update(JSON.stringify(targets)).digest('hex');
+    await enqueueRun(deps.jobs, runs, { file: `rollout ${rec.rolloutId} wave ${wave}`, targets, digest }, {
+      operation: rec.operation,
+      runId: waveRunId(rec.rolloutId, wave),
+      params: { rolloutId: rec.rolloutId, wave, mutation: rec.spec, ...(rec.maxInFlightPerSite ? { maxInFlightPerSite: rec.maxInFlightPerSite } : {}) },
+      ...(rec.specByMiner ? { paramsFor: (t) => ({ mutation: rec.specByMiner?.[t.minerId] ?? rec.spec }) } : {}),
+      ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}),
+    });
+    await store.setWave(rec.rolloutId, wave);
+    await addGateJob(deps.control, rec.rolloutId, wave, 0);
+  }
+
+  async function gate(rec: RolloutRecord, wave: number, seq: number): Promise<void> {
+    const st = await store.status(rec.rolloutId);
+    if (!st || TERMINAL.includes(st.state)) return;
+    const runId = waveRunId(rec.rolloutId, wave);
+    const { done } = await runs.getCounts(runId);
+    const total = waveTargets(rec, wave).length;
+    if (done < total) return addGateJob(deps.control, rec.rolloutId, wave, seq + 1);
+    // Every miner of the wave has an outcome: gate on the failures of all finished waves.
+    let doneAll = 0;
+    let failedAll = 0;
+    const waves = [];
+    for (let w = 0; w <= wave; w++) {
+      const c = await runs.getCounts(waveRunId(rec.rolloutId, w));
+      const ok = c.counts['OK'] ?? 0;
+      doneAll += c.done;
+      failedAll += c.done - ok;
+      waves.push({ index: w, miners: waveTargets(rec, w).length, counts: c.counts });
+    }
+    const rate = doneAll ? failedAll / doneAll : 0;
+    await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.wave', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { wave, counts: waves[wave]?.counts, failureRate: rate } }, deps.prefix);
+    if (doneAll >= rec.minSample && rate > rec.maxFailureRate) {
+      const reason = `wave ${wave}: failure rate ${(rate * 100).toFixed(1)}% (${failedAll}/${doneAll}) above the ${(rec.maxFailureRate * 100).toFixed(1)}% gate`;
+      if (await store.transition(rec.rolloutId, ['running', 'paused'], 'halted', reason)) {
+        await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.halted', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { reason, waves } }, deps.prefix);
+      }
+      return;
+    }
+    if (wave === rec.waveEnds.length - 1) {
+      if (await store.transition(rec.rolloutId, ['running'], 'completed')) {
+        await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.completed', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { waves } }, deps.prefix);
+      }
+      return;
+    }
+    if (st.state === 'paused') return; // `rollout resume` re-runs this gate
+    await addWaveJob(deps.control, rec.rolloutId, wave + 1, rec.pauseBetweenMs);
+  }
+
+  return async (job: Job<ControlJobData>): Promise<void> => {
+    const rec = await store.get(job.data.rolloutId);
+    if (!rec) return;
+    if (job.name === 'wave') await startWave(rec, job.data.wave);
+    else if (job.name === 'gate') await gate(rec, job.data.wave, job.data.seq ?? 0);
+  };
+}

@@ -1,0 +1,194 @@
+// Creating rollouts (and rollbacks), and reading their progress.
+import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { JobTarget, MutationOperation } from '../fleet/job.js';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { RunStore } from '../fleet/run-store.js';
+import type { MutationData } from '../workers/ops/mutate.js';
+import type { MutationSpec } from '../workers/ops/mutation-spec.js';
+import { appendAudit } from './audit.js';
+import { CONTROL_QUEUE, addGateJob, addWaveJob, waveTargets } from './control.js';
+import { RolloutStore, TERMINAL, waveRunId, type RolloutRecord, type RolloutState } from './store.js';
+import { waveBounds } from './waves.js';
+
+export interface RolloutPlan {
+  operation: MutationOperation;
+  spec: MutationSpec;
+  specByMiner?: Record<string, MutationSpec>;
+  targets: JobTarget[];
+  inventoryDigest: string;
+  waves: number[];
+  maxFailureRate: number;
+  minSample: number;
+  pauseBetweenMs: number;
+  maxInFlightPerSite?: number;
+  startAtMs?: number;
+  actor: string;
+  rollbackOf?: string;
+  timeoutMs?: number;
+}
+
+export interface RolloutReport {
+  rolloutId: string;
+  state: RolloutState;
+  reason?: string;
+  operation: string;
+  waves: { index: number; miners: number; counts: Record<string, number> }[];
+  counts: Record<string, number>;
+}
+
+export function newRolloutId(nowMs = Date.now()): string {
+  const t = new Date(nowMs).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `ro-${t}-${randomBytes(3).toString('hex')}`;
+}
+
+function control(redis: Redis, prefix: string): Queue {
+  return new Queue(CONTROL_QUEUE, { connection: redis, prefix });
+}
+
+export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEFAULT_PREFIX): Promise<RolloutRecord> {
+  const now = Date.now();
+  const startAtMs = plan.startAtMs ?? now;
+  const record: RolloutRecord = {
+    rolloutId: newRolloutId(now),
+    operation: plan.operation,
+    spec: plan.spec,
+    ...(plan.specByMiner ? { specByMiner: plan.specByMiner } : {}),
+    targets: plan.targets,
+    inventoryDigest: plan.inventoryDigest,
+    waveEnds: waveBounds(plan.targets.length, plan.waves),
+    waves: plan.waves,
+    maxFailureRate: plan.maxFailureRate,
+    minSample: plan.minSample,
+    pauseBetweenMs: plan.pauseBetweenMs,
+    ...(plan.maxInFlightPerSite ? { maxInFlightPerSite: plan.maxInFlightPerSite } : {}),
+    startAtMs,
+    createdAt: new Date(now).toISOString(),
+    actor: plan.actor,
+    ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}),
+    ...(plan.timeoutMs ? { timeoutMs: plan.timeoutMs } : {}),
+  };
+  const store = new RolloutStore(redis, prefix);
+  await store.create(record, startAtMs > now ? 'scheduled' : 'running');
+  await appendAudit(
+    redis,
+    {
+      actor: plan.actor,
+      action: plan.rollbackOf ? 'rollout.rollback' : 'rollout.start',
+      subject: record.rolloutId,
+      targetDigest: plan.inventoryDigest,
+      details: { operation: plan.operation, spec: plan.spec, miners: plan.targets.length, waves: plan.waves, startAt: new Date(startAtMs).toISOString(), ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}) },
+    },
+    prefix,
+  );
+  const q = control(redis, prefix);
+  await addWaveJob(q, record.rolloutId, 0, startAtMs - now);
+  await q.close();
+  return record;
+}
+
+export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<RolloutReport | undefined> {
+  const store = new RolloutStore(redis, prefix);
+  const rec = await store.get(rolloutId);
+  const st = await store.status(rolloutId);
+  if (!rec || !st) return undefined;
+  const runs = new RunStore(redis, prefix);
+  const counts: Record<string, number> = {};
+  const waves = [];
+  for (let w = 0; w < rec.waveEnds.length; w++) {
+    const c = await runs.getCounts(waveRunId(rolloutId, w));
+    for (const [code, n] of Object.entries(c.counts)) counts[code] = (counts[code] ?? 0) + n;
+    waves.push({ index: w, miners: waveTargets(rec, w).length, counts: c.counts });
+  }
+  return { rolloutId, state: st.state, ...(st.reason ? { reason: st.reason } : {}), operation: rec.operation, waves, counts };
+}
+
+export async function waitForRollout(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX, onTick?: (r: RolloutReport) => void): Promise<RolloutReport> {
+  for (;;) {
+    const r = await rolloutReport(redis, rolloutId, prefix);
+    if (!r) throw new Error(`no rollout "${rolloutId}"`);
+    onTick?.(r);
+    if (TERMINAL.includes(r.state)) return r;
+    await new Promise((res) => setTimeout(res, 300));
+  }
+}
+
+export async function changeRolloutState(redis: Redis, rolloutId: string, action: 'pause' | 'resume' | 'abort', actor: string, prefix = DEFAULT_PREFIX): Promise<RolloutState> {
+  const store = new RolloutStore(redis, prefix);
+  const rec = await store.get(rolloutId);
+  if (!rec) throw new Error(`no rollout "${rolloutId}" (see bos-fleet rollout status)`);
+  const moves: Record<typeof action, [RolloutState[], RolloutState]> = {
+    pause: [['running', 'scheduled'], 'paused'],
+    resume: [['paused'], 'running'],
+    abort: [['running', 'paused', 'scheduled'], 'aborted'],
+  };
+  const [from, to] = moves[action];
+  if (!(await store.transition(rolloutId, from, to))) {
+    const st = await store.status(rolloutId);
+    throw new Error(`rollout ${rolloutId} is ${st?.state}: cannot ${action} it`);
+  }
+  await appendAudit(redis, { actor, action: `rollout.${action}`, subject: rolloutId, targetDigest: rec.inventoryDigest }, prefix);
+  if (action === 'resume') {
+    const st = await store.status(rolloutId);
+    const q = control(redis, prefix);
+    // The gate of the current wave decides again: it advances if the wave is done, or waits.
+    if ((st?.wave ?? -1) < 0) await addWaveJob(q, rolloutId, 0, Math.max(0, rec.startAtMs - Date.now()), `.r${Date.now()}`);
+    else await addGateJob(q, rolloutId, st?.wave ?? 0, `r${Date.now()}`, 0);
+    await q.close();
+  }
+  return to;
+}
+
+/** The per-miner specs that put every miner the rollout changed back to its recorded `before`. */
+export async function rollbackPlanFor(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<{ rec: RolloutRecord; targets: JobTarget[]; specByMiner: Record<string, MutationSpec>; skipped: string[] }> {
+  const store = new RolloutStore(redis, prefix);
+  const rec = await store.get(rolloutId);
+  if (!rec) throw new Error(`no rollout "${rolloutId}"`);
+  if (rec.operation === 'reboot') throw new Error('a reboot cannot be rolled back');
+  const runs = new RunStore(redis, prefix);
+  const byId = new Map(rec.targets.map((t) => [t.minerId, t]));
+  const targets: JobTarget[] = [];
+  const specByMiner: Record<string, MutationSpec> = {};
+  const skipped: string[] = [];
+  for (let w = 0; w < rec.waveEnds.length; w++) {
+    for (const o of await runs.getOutcomes(waveRunId(rolloutId, w))) {
+      const data = o.data as MutationData | undefined;
+      if (o.status !== 'ok' || data?.change !== 'applied') continue;
+      const spec = restoreSpec(rec.spec, data.before);
+      const target = byId.get(o.minerId);
+      if (!spec || !target) {
+        skipped.push(o.minerId);
+        continue;
+      }
+      targets.push(target);
+      specByMiner[o.minerId] = spec;
+    }
+  }
+  return { rec, targets, specByMiner, skipped };
+}
+
+function restoreSpec(spec: MutationSpec, before: unknown): MutationSpec | undefined {
+  const b = (before ?? {}) as Record<string, unknown>;
+  switch (spec.kind) {
+    case 'power-target':
+      return typeof b['powerTargetWatts'] === 'number' ? { kind: 'power-target', watts: b['powerTargetWatts'] } : undefined;
+    case 'hashrate-target':
+      return typeof b['hashrateTargetThs'] === 'number' ? { kind: 'hashrate-target', terahashPerSecond: b['hashrateTargetThs'] } : undefined;
+    case 'pools': {
+      const groups = (b['groups'] as { name: string; quota: number | null; fixedShareRatio: number | null; pools: { url: string; user: string; enabled: boolean }[] }[] | undefined) ?? [];
+      if (groups.length === 0) return undefined;
+      return {
+        kind: 'pools',
+        groups: groups.map((g) => ({ name: g.name, ...(g.fixedShareRatio !== null ? { fixedShareRatio: g.fixedShareRatio } : { quota: g.quota ?? 1 }), pools: g.pools })),
+      };
+    }
+    case 'pause':
+    case 'resume':
+      return b['minerStatus'] === 'PAUSED' ? { kind: 'pause' } : b['minerStatus'] === 'NORMAL' ? { kind: 'resume' } : undefined;
+    case 'locate':
+      return typeof b['locateOn'] === 'boolean' ? { kind: 'locate', enable: b['locateOn'] } : undefined;
+    case 'reboot':
+      return undefined;
+  }
+}

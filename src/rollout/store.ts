@@ -1,0 +1,109 @@
+// Rollouts in Redis: the immutable record (targets, spec, waves, gates) and the mutable state,
+// changed only through guarded transitions (so several workers never move a rollout twice).
+import type { Redis } from 'ioredis';
+import type { JobTarget, MutationOperation } from '../fleet/job.js';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import type { MutationSpec } from '../workers/ops/mutation-spec.js';
+
+export type RolloutState = 'scheduled' | 'running' | 'paused' | 'halted' | 'completed' | 'aborted' | 'failed';
+export const TERMINAL: readonly RolloutState[] = ['halted', 'completed', 'aborted', 'failed'];
+
+export interface RolloutRecord {
+  rolloutId: string;
+  operation: MutationOperation;
+  spec: MutationSpec;
+  /** Per-miner specs (a rollback restores each miner's own `before`). */
+  specByMiner?: Record<string, MutationSpec>;
+  targets: JobTarget[];
+  inventoryDigest: string;
+  /** End index (exclusive) of each wave in `targets`. */
+  waveEnds: number[];
+  waves: number[];
+  maxFailureRate: number;
+  minSample: number;
+  pauseBetweenMs: number;
+  maxInFlightPerSite?: number;
+  startAtMs: number;
+  createdAt: string;
+  actor: string;
+  rollbackOf?: string;
+  timeoutMs?: number;
+}
+
+export interface RolloutStatus {
+  state: RolloutState;
+  /** Index of the wave running or last finished (-1 before the first). */
+  wave: number;
+  reason?: string;
+  updatedAt: string;
+}
+
+// Sets the state only if the current one is among the allowed; returns 1 on change.
+const TRANSITION = `
+local cur = redis.call('HGET', KEYS[1], 'state')
+for i = 2, #ARGV do
+  if ARGV[i] == cur then
+    redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updatedAt', KEYS[2])
+    return 1
+  end
+end
+return 0`;
+
+export class RolloutStore {
+  constructor(
+    readonly redis: Redis,
+    readonly prefix = DEFAULT_PREFIX,
+  ) {}
+
+  private recordKey(id: string) {
+    return `${this.prefix}:rollout:${id}`;
+  }
+  private stateKey(id: string) {
+    return `${this.prefix}:rollout:${id}:state`;
+  }
+  private listKey() {
+    return `${this.prefix}:rollouts`;
+  }
+  siteKey(id: string, site: string) {
+    return `${this.prefix}:rollout:${id}:site:${site}`;
+  }
+
+  async create(record: RolloutRecord, initial: RolloutState): Promise<boolean> {
+    const created = (await this.redis.setnx(this.recordKey(record.rolloutId), JSON.stringify(record))) === 1;
+    if (created) {
+      await this.redis.hset(this.stateKey(record.rolloutId), { state: initial, wave: '-1', updatedAt: new Date().toISOString() });
+      await this.redis.zadd(this.listKey(), Date.now(), record.rolloutId);
+    }
+    return created;
+  }
+
+  async get(id: string): Promise<RolloutRecord | undefined> {
+    const raw = await this.redis.get(this.recordKey(id));
+    return raw ? (JSON.parse(raw) as RolloutRecord) : undefined;
+  }
+
+  async status(id: string): Promise<RolloutStatus | undefined> {
+    const h = await this.redis.hgetall(this.stateKey(id));
+    if (!h['state']) return undefined;
+    return { state: h['state'] as RolloutState, wave: Number(h['wave'] ?? -1), ...(h['reason'] ? { reason: h['reason'] } : {}), updatedAt: h['updatedAt'] ?? '' };
+  }
+
+  /** Moves to `to` only from one of `from`; false when another actor got there first. */
+  async transition(id: string, from: readonly RolloutState[], to: RolloutState, reason?: string): Promise<boolean> {
+    const changed = (await this.redis.eval(TRANSITION, 2, this.stateKey(id), new Date().toISOString(), to, ...from)) === 1;
+    if (changed && reason !== undefined) await this.redis.hset(this.stateKey(id), 'reason', reason);
+    return changed;
+  }
+
+  async setWave(id: string, wave: number): Promise<void> {
+    await this.redis.hset(this.stateKey(id), 'wave', String(wave), 'updatedAt', new Date().toISOString());
+  }
+
+  async list(limit = 50): Promise<string[]> {
+    return this.redis.zrevrange(this.listKey(), 0, limit - 1);
+  }
+}
+
+export function waveRunId(rolloutId: string, wave: number): string {
+  return `${rolloutId}-w${wave}`;
+}

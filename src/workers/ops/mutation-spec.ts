@@ -1,0 +1,70 @@
+// What a mutation job asks for, as validated plain data. Pool passwords are references to
+// credential profiles, resolved in the worker: no password is ever stored in Redis.
+import { z } from 'zod';
+
+export const poolSpecSchema = z
+  .object({
+    url: z.string().min(1),
+    user: z.string().default(''),
+    /** Name of a credentials profile whose password is the pool password. */
+    passwordRef: z.string().min(1).optional(),
+    enabled: z.boolean().default(true),
+  })
+  .strict();
+
+export const poolGroupSpecSchema = z
+  .object({
+    name: z.string().min(1),
+    quota: z.number().int().positive().optional(),
+    fixedShareRatio: z.number().min(0).max(1).optional(),
+    pools: z.array(poolSpecSchema).min(1),
+  })
+  .strict();
+
+export type PoolGroupSpec = z.infer<typeof poolGroupSpecSchema>;
+
+export const mutationSpecSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('power-target'), watts: z.number().int().positive() }),
+  z.object({ kind: z.literal('hashrate-target'), terahashPerSecond: z.number().positive() }),
+  z.object({ kind: z.literal('pools'), groups: z.array(poolGroupSpecSchema).min(1) }),
+  z.object({ kind: z.literal('pause') }),
+  z.object({ kind: z.literal('resume') }),
+  /** Idempotent reboot: done once the miner has booted after `notBeforeMs` (the request time). */
+  z.object({ kind: z.literal('reboot'), notBeforeMs: z.number().int().nonnegative() }),
+  z.object({ kind: z.literal('locate'), enable: z.boolean() }),
+]);
+
+export type MutationSpec = z.infer<typeof mutationSpecSchema>;
+
+export const ACTIONS = ['pause', 'resume', 'reboot', 'locate-on', 'locate-off'] as const;
+export type Action = (typeof ACTIONS)[number];
+
+export function actionSpec(action: Action, nowMs: number): MutationSpec {
+  switch (action) {
+    case 'pause':
+      return { kind: 'pause' };
+    case 'resume':
+      return { kind: 'resume' };
+    case 'reboot':
+      return { kind: 'reboot', notBeforeMs: nowMs };
+    case 'locate-on':
+      return { kind: 'locate', enable: true };
+    case 'locate-off':
+      return { kind: 'locate', enable: false };
+  }
+}
+
+export function describeSpec(spec: MutationSpec): string {
+  switch (spec.kind) {
+    case 'power-target':
+      return `power target ${spec.watts} W`;
+    case 'hashrate-target':
+      return `hashrate target ${spec.terahashPerSecond} TH/s`;
+    case 'pools':
+      return `pools (${spec.groups.length} group${spec.groups.length === 1 ? '' : 's'})`;
+    case 'locate':
+      return `locate ${spec.enable ? 'on' : 'off'}`;
+    default:
+      return spec.kind;
+  }
+}

@@ -1,0 +1,145 @@
+// Staged rollouts on real Redis + the simulator: waves, exactly-once writes, gates, rollback.
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RunStore } from '../src/fleet/run-store.js';
+import { readAudit } from '../src/rollout/audit.js';
+import { rollbackPlanFor, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
+import { waveRunId } from '../src/rollout/store.js';
+import { startWorker, type RunningWorker } from '../src/workers/worker.js';
+import type { MutationData } from '../src/workers/ops/mutate.js';
+import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+
+const COUNT = 200;
+let tf: TestFleet;
+let redis: Redis;
+beforeAll(async () => {
+  tf = await startTestFleet(COUNT, '127.14.0.1');
+  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+});
+afterAll(async () => {
+  redis.disconnect();
+  await tf.fleet.close();
+});
+
+async function withWorker<T>(prefix: string, fn: (w: RunningWorker) => Promise<T>): Promise<T> {
+  const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 32, credentials: tf.credentials, coreOptions: FAST_CORE });
+  try {
+    return await fn(w);
+  } finally {
+    await w.close();
+  }
+}
+
+const plan = (watts: number, extra: Partial<RolloutPlan> = {}): RolloutPlan => ({
+  operation: 'power-target',
+  spec: { kind: 'power-target', watts },
+  targets: tf.inventory.targets,
+  inventoryDigest: tf.inventory.digest,
+  waves: [0.1, 0.5, 1],
+  maxFailureRate: 0.05,
+  minSample: 10,
+  pauseBetweenMs: 0,
+  actor: 'test',
+  ...extra,
+});
+
+async function writes(method = 'SetPowerTarget') {
+  return (await tf.fleet.mutations()).filter((r) => r.method === method);
+}
+
+describe('power-target rollout', () => {
+  it('completes in waves; each miner gets exactly one SetPowerTarget with before/after; a repeat writes nothing', async () => {
+    const prefix = uniquePrefix('ro');
+    const writesBefore = (await writes()).length;
+    const report = await withWorker(prefix, async () => {
+      const rec = await startRollout(redis, plan(2500), prefix);
+      return waitForRollout(redis, rec.rolloutId, prefix);
+    });
+    expect(report.state).toBe('completed');
+    expect(report.waves.map((w) => w.miners)).toEqual([20, 80, 100]);
+    expect(report.counts).toEqual({ OK: COUNT });
+
+    const all = (await writes()).slice(writesBefore);
+    expect(all.length).toBe(COUNT);
+    expect(new Set(all.map((r) => r.minerId)).size).toBe(COUNT);
+    expect(all.every((r) => (r.request as { powerTarget: { watt: number } }).powerTarget.watt === 2500 && r.result === 'applied')).toBe(true);
+    const store = new RunStore(redis, prefix);
+    const o = (await store.getOutcomes(waveRunId(report.rolloutId, 0)))[0]!;
+    const state = await tf.fleet.state(o.minerId);
+    expect(o.data as MutationData).toEqual({ change: 'applied', before: { powerTargetWatts: state.model.defaultPowerW }, after: { powerTargetWatts: 2500 }, verified: true });
+
+    // Starting the same rollout again sends no write at all.
+    const again = await withWorker(prefix, async () => waitForRollout(redis, (await startRollout(redis, plan(2500), prefix)).rolloutId, prefix));
+    expect(again.state).toBe('completed');
+    expect((await writes()).length - writesBefore).toBe(COUNT);
+    const unchanged = await store.getOutcomes(waveRunId(again.rolloutId, 2));
+    expect(unchanged.every((x) => (x.data as MutationData).change === 'unchanged')).toBe(true);
+
+    const audit = await readAudit(redis, prefix);
+    expect(audit.map((a) => a.action)).toEqual(expect.arrayContaining(['rollout.start', 'rollout.wave', 'rollout.completed']));
+  });
+
+  it('halts after the first wave when a quarter refuse the value, then rollback restores the changed miners', async () => {
+    const prefix = uniquePrefix('halt');
+    const before = await Promise.all(tf.fleet.miners.map((m) => tf.fleet.state(m.id)));
+    const writesBefore = (await writes()).length;
+    // The S21s (about a quarter of this fleet) only accept 2000 W and up.
+    const report = await withWorker(prefix, async () => waitForRollout(redis, (await startRollout(redis, plan(1900), prefix)).rolloutId, prefix));
+    expect(report.state).toBe('halted');
+    expect(report.reason).toMatch(/wave 0: failure rate .* above the 5.0% gate/);
+    expect(report.waves[1]?.counts).toEqual({});
+    const wave0 = new Set(tf.inventory.targets.slice(0, 20).map((t) => t.minerId));
+    const newWrites = (await writes()).slice(writesBefore);
+    expect(newWrites.every((w) => wave0.has(w.minerId))).toBe(true); // nothing outside the finished wave
+    expect(newWrites.every((w) => w.result === 'applied')).toBe(true); // refusals were caught before sending
+    const refused = report.waves[0]?.counts['INVALID_REQUEST'] ?? 0;
+    expect(refused).toBeGreaterThan(1);
+    expect(newWrites.length).toBe(20 - refused);
+
+    // Rollback: every changed miner back to its recorded before.
+    const rb = await rollbackPlanFor(redis, report.rolloutId, prefix);
+    expect(rb.targets.length).toBe(20 - refused);
+    const back = await withWorker(prefix, async () =>
+      waitForRollout(redis, (await startRollout(redis, { ...plan(0), spec: rb.rec.spec, specByMiner: rb.specByMiner, targets: rb.targets, rollbackOf: report.rolloutId }, prefix)).rolloutId, prefix),
+    );
+    expect(back.state).toBe('completed');
+    for (const t of rb.targets) {
+      const now = await tf.fleet.state(t.minerId);
+      const was = before.find((s) => s.id === t.minerId)!;
+      expect(now.powerTargetW).toBe(was.powerTargetW);
+    }
+    expect((await readAudit(redis, prefix)).map((a) => a.action)).toEqual(expect.arrayContaining(['rollout.halted', 'rollout.rollback']));
+  });
+});
+
+describe('rollout control', () => {
+  it('pause holds the next wave, resume continues, abort cancels the rest', async () => {
+    const prefix = uniquePrefix('ctl');
+    await withWorker(prefix, async () => {
+      const { changeRolloutState } = await import('../src/rollout/create.js');
+      const rec = await startRollout(redis, plan(2600, { pauseBetweenMs: 800 }), prefix);
+      // Wave 0 finishes, then the rollout waits out --pause-between: pause it there.
+      await until(async () => ((await rolloutReport(redis, rec.rolloutId, prefix))?.waves[0]?.counts['OK'] ?? 0) === 20);
+      await changeRolloutState(redis, rec.rolloutId, 'pause', 'test', prefix);
+      await new Promise((r) => setTimeout(r, 1_500));
+      const paused = await rolloutReport(redis, rec.rolloutId, prefix);
+      expect(paused?.state).toBe('paused');
+      expect(paused?.waves[1]?.counts).toEqual({});
+      await changeRolloutState(redis, rec.rolloutId, 'resume', 'test', prefix);
+      await until(async () => Object.keys((await rolloutReport(redis, rec.rolloutId, prefix))?.waves[1]?.counts ?? {}).length > 0);
+      await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
+      const end = await waitForRollout(redis, rec.rolloutId, prefix);
+      expect(end.state).toBe('aborted');
+      expect(end.waves[2]?.counts).toEqual({});
+    });
+  });
+});
+
+async function until(cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
