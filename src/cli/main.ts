@@ -1,7 +1,9 @@
 // The bos-fleet command line.
 import { Command, CommanderError } from 'commander';
+import { registerAudit } from './audit-command.js';
 import { registerDemo } from './demo-command.js';
 import { registerPoll } from './poll-command.js';
+import { registerRollout } from './rollout-command.js';
 import { registerRuns } from './runs-command.js';
 import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
@@ -15,6 +17,8 @@ registerDemo(program);
 registerPoll(program);
 registerWorker(program);
 registerRuns(program);
+registerRollout(program);
+registerAudit(program);
 registerSim(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -68,3 +68,11 @@ export function describeSpec(spec: MutationSpec): string {
       return spec.kind;
   }
 }
+
+/** The operation name a spec is reported under in outcomes and rollouts. */
+export function operationOf(spec: MutationSpec): 'power-target' | 'hashrate-target' | 'pools' | 'pause' | 'resume' | 'reboot' | 'locate-on' | 'locate-off' {
+  if (spec.kind === 'locate') return spec.enable ? 'locate-on' : 'locate-off';
+  return spec.kind;
+}
+
+export const poolsFileSchema = z.union([z.array(poolGroupSpecSchema).min(1), z.object({ groups: z.array(poolGroupSpecSchema).min(1) }).transform((v) => v.groups)]);

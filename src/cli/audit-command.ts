@@ -1,0 +1,30 @@
+// `bos-fleet audit`: the append-only log of rollouts, rollbacks, aborts and schedule changes.
+import type { Command } from 'commander';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { readAudit } from '../rollout/audit.js';
+import { connectRedis } from './common.js';
+import { positiveInt } from './parse.js';
+
+export function registerAudit(program: Command): void {
+  program
+    .command('audit')
+    .description('show the audit log (append-only: the CLI never edits or deletes it)')
+    .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
+    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--limit <n>', 'most recent entries', positiveInt('--limit'), 200)
+    .option('--json', 'print JSON')
+    .action(async (opts: { redis?: string; prefix: string; limit: number; json?: boolean }) => {
+      const { redis } = await connectRedis(opts.redis);
+      try {
+        const entries = await readAudit(redis, opts.prefix, opts.limit);
+        if (opts.json) return console.log(JSON.stringify(entries, null, 2));
+        if (entries.length === 0) return console.log('audit log is empty');
+        for (const e of entries) {
+          const details = e.details ? ` ${JSON.stringify(e.details)}` : '';
+          console.log(`${e.at}  ${e.actor.padEnd(12)} ${e.action.padEnd(20)} ${e.subject}${e.targetDigest ? ` targets:${e.targetDigest.slice(0, 12)}` : ''}${details}`);
+        }
+      } finally {
+        redis.disconnect();
+      }
+    });
+}

@@ -1,0 +1,196 @@
+// `bos-fleet rollout start|status|pause|resume|abort|rollback`.
+import { createInterface } from 'node:readline/promises';
+import type { Command } from 'commander';
+import { loadCredentialProfiles, type CredentialProfiles } from '../fleet/credentials.js';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { RunStore } from '../fleet/run-store.js';
+import { loadInventory } from '../producer/inventory.js';
+import { assertProfiles, runLocal } from '../producer/run-local.js';
+import { defaultActor } from '../rollout/audit.js';
+import { changeRolloutState, rollbackPlanFor, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
+import { RolloutStore } from '../rollout/store.js';
+import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
+import type { MutationData } from '../workers/ops/mutate.js';
+import { startWorker } from '../workers/worker.js';
+import { connectRedis } from './common.js';
+import { positiveInt } from './parse.js';
+import { gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+
+/** Rollouts over more miners than this ask for confirmation unless --yes. */
+export const CONFIRM_THRESHOLD = 50;
+
+interface CommonFlags {
+  redis?: string;
+  credentials?: string;
+  prefix: string;
+  json?: boolean;
+  actor?: string;
+}
+
+interface RunFlags extends CommonFlags, GateFlags {
+  yes?: boolean;
+  wait?: boolean;
+  localWorker: boolean;
+}
+
+function common(cmd: Command): Command {
+  return cmd
+    .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
+    .option('--credentials <file>', 'credential profiles JSON (miner logins and pool passwordRef targets)')
+    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--actor <name>', 'who is acting, for the audit log (default: the OS user)')
+    .option('--json', 'print JSON');
+}
+
+function runOptions(cmd: Command): Command {
+  return common(cmd)
+    .option('--waves <list>', 'cumulative fractions of the inventory per wave', '1%,10%,50%,100%')
+    .option('--max-failure-rate <pct>', 'halt when failed/done exceeds this', '5%')
+    .option('--min-sample <n>', 'outcomes needed before the failure gate applies', positiveInt('--min-sample'), 10)
+    .option('--pause-between <duration>', 'wait between waves (e.g. 30s, 10m)', '0s')
+    .option('--max-in-flight-per-site <n>', 'miners changed at once per site', positiveInt('--max-in-flight-per-site'))
+    .option('--yes', `do not ask for confirmation (asked above ${CONFIRM_THRESHOLD} miners)`)
+    .option('--wait', 'wait until the rollout ends and print its result')
+    .option('--no-local-worker', 'with --wait: rely on separate `bos-fleet worker` processes only');
+}
+
+async function confirm(miners: number, what: string, yes: boolean | undefined): Promise<void> {
+  if (yes || miners <= CONFIRM_THRESHOLD) return;
+  if (!process.stdin.isTTY) throw new Error(`this rollout changes ${miners} miners (${what}); pass --yes to confirm`);
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  const answer = await rl.question(`Change ${miners} miners (${what})? Type "yes" to continue: `);
+  rl.close();
+  if (answer.trim() !== 'yes') throw new Error('not confirmed: nothing was changed');
+}
+
+function reportText(r: RolloutReport): string {
+  const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.reason ? ` (${r.reason})` : ''}`];
+  for (const w of r.waves) {
+    const counts = Object.entries(w.counts).map(([c, n]) => `${c} ${n}`).join(', ') || 'not started';
+    lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);
+  }
+  return lines.join('\n');
+}
+
+function jsonReport(r: RolloutReport) {
+  return { rolloutId: r.rolloutId, state: r.state, waves: r.waves, counts: r.counts };
+}
+
+async function launch(plan: RolloutPlan, flags: RunFlags, credentials: CredentialProfiles): Promise<void> {
+  const { url, redis } = await connectRedis(flags.redis);
+  try {
+    const rec = await startRollout(redis, plan, flags.prefix);
+    if (!flags.wait) {
+      console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} started (${rec.waveEnds.length} waves); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
+      return;
+    }
+    const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, concurrency: 100, credentials }) : undefined;
+    try {
+      let last = '';
+      const report = await waitForRollout(redis, rec.rolloutId, flags.prefix, (r) => {
+        const line = reportText(r);
+        if (!flags.json && line !== last && process.stderr.isTTY) process.stderr.write(`\x1b[2K${line.split('\n').join(' | ')}\r`);
+        last = line;
+      });
+      if (!flags.json && process.stderr.isTTY) process.stderr.write('\n');
+      console.log(flags.json ? JSON.stringify(jsonReport(report)) : reportText(report));
+      if (report.state !== 'completed') process.exitCode = 2;
+    } finally {
+      await worker?.close();
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export function registerRollout(program: Command): void {
+  const ro = program.command('rollout').description('staged config changes: waves that halt themselves, verification, rollback');
+
+  runOptions(ro.command('start').description('change a setting on every miner of an inventory, in waves'))
+    .requiredOption('--inventory <file>', 'inventory CSV or JSON')
+    .option('--power-target <watts>', 'set this power target (W)')
+    .option('--hashrate-target <ths>', 'set this hashrate target (TH/s)')
+    .option('--pools <file>', 'set these pool groups (JSON; url/user may use {minerId}, {host}, {site}; passwords as passwordRef)')
+    .option('--action <action>', 'pause | resume | reboot | locate-on | locate-off')
+    .option('--at <iso-time>', 'start at this time instead of now')
+    .option('--dry-run', 'read every miner and print what would change; change nothing')
+    .action(async (flags: RunFlags & OperationFlags & { inventory: string; at?: string; dryRun?: boolean }) => {
+      const inventory = loadInventory(flags.inventory);
+      const spec = specFromFlags(flags);
+      const gates = gatesFromFlags(flags);
+      const startAtMs = parseAt(flags.at);
+      const credentials = loadCredentialProfiles(flags.credentials);
+      if (flags.dryRun || (flags.wait && flags.localWorker)) assertProfiles(inventory, credentials, flags.credentials);
+      if (flags.dryRun) return dryRun(flags, inventory, spec, credentials);
+      await confirm(inventory.targets.length, describeSpec(spec), flags.yes);
+      const plan: RolloutPlan = { operation: operationOf(spec), spec, targets: inventory.targets, inventoryDigest: inventory.digest, ...gates, actor: flags.actor ?? defaultActor(), ...(startAtMs ? { startAtMs } : {}) };
+      await launch(plan, flags, credentials);
+    });
+
+  common(ro.command('status [rolloutId]').description('a rollout: each wave with its miners and counts by code (no id: recent rollouts)')).action(async (id: string | undefined, flags: CommonFlags) => {
+    const { redis } = await connectRedis(flags.redis);
+    try {
+      const ids = id ? [id] : await new RolloutStore(redis, flags.prefix).list(20);
+      const reports = [];
+      for (const rid of ids) {
+        const r = await rolloutReport(redis, rid, flags.prefix);
+        if (!r) throw new Error(`no rollout "${rid}"`);
+        reports.push(r);
+      }
+      if (flags.json) console.log(JSON.stringify(id ? jsonReport(reports[0] as RolloutReport) : reports.map(jsonReport)));
+      else console.log(reports.map(reportText).join('\n\n') || 'no rollouts yet');
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  for (const action of ['pause', 'resume', 'abort'] as const) {
+    common(ro.command(`${action} <rolloutId>`).description(action === 'abort' ? 'stop scheduling new miners (those not yet changed get CANCELLED)' : `${action} a rollout`)).action(async (id: string, flags: CommonFlags) => {
+      const { redis } = await connectRedis(flags.redis);
+      try {
+        const state = await changeRolloutState(redis, id, action, flags.actor ?? defaultActor(), flags.prefix);
+        console.log(flags.json ? JSON.stringify({ rolloutId: id, state }) : `rollout ${id}: ${state}`);
+      } finally {
+        redis.disconnect();
+      }
+    });
+  }
+
+  runOptions(ro.command('rollback <rolloutId>').description("restore every miner the rollout changed to its recorded `before`, as a rollout of its own")).action(async (id: string, flags: RunFlags) => {
+    const { redis } = await connectRedis(flags.redis);
+    let plan: RolloutPlan;
+    try {
+      const rb = await rollbackPlanFor(redis, id, flags.prefix);
+      if (rb.targets.length === 0) throw new Error(`rollout ${id} changed no miner: nothing to roll back`);
+      const first = rb.specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
+      await confirm(rb.targets.length, `roll back ${describeSpec(rb.rec.spec)}`, flags.yes);
+      plan = { operation: operationOf(first), spec: first, specByMiner: rb.specByMiner, targets: rb.targets, inventoryDigest: rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id };
+      if (rb.skipped.length) process.stderr.write(`bos-fleet: ${rb.skipped.length} changed miners have no restorable before value and are left as they are: ${rb.skipped.slice(0, 10).join(', ')}\n`);
+    } finally {
+      redis.disconnect();
+    }
+    await launch(plan, flags, loadCredentialProfiles(flags.credentials));
+  });
+}
+
+async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventory>, spec: MutationSpec, credentials: CredentialProfiles): Promise<void> {
+  const { url, redis } = await connectRedis(flags.redis);
+  try {
+    const { record } = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, concurrency: 100 });
+    const outcomes = (await new RunStore(redis, flags.prefix).getOutcomes(record.runId)).sort((a, b) => a.minerId.localeCompare(b.minerId));
+    const rows = outcomes.map((o) => {
+      const d = o.data as MutationData | undefined;
+      return { minerId: o.minerId, host: o.host, result: o.status === 'ok' ? (d?.change ?? 'unknown') : 'refused', code: o.code, before: d?.before, after: d?.after, ...(o.error ? { reason: o.error.message } : {}) };
+    });
+    if (flags.json) return console.log(JSON.stringify({ dryRun: true, runId: record.runId, miners: rows }));
+    console.log(`dry run of ${describeSpec(spec)} on ${rows.length} miners: nothing was changed`);
+    for (const r of rows) {
+      const detail = r.result === 'refused' ? `${r.code}: ${r.reason}` : `${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`;
+      console.log(`${r.minerId.padEnd(14)} ${r.host.padEnd(16)} ${r.result.padEnd(11)} ${detail}`);
+    }
+    const tally = rows.reduce<Record<string, number>>((acc, r) => ({ ...acc, [r.result]: (acc[r.result] ?? 0) + 1 }), {});
+    console.log(`\n${Object.entries(tally).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+  } finally {
+    redis.disconnect();
+  }
+}

@@ -1,0 +1,72 @@
+// Turns `rollout start` flags into a validated mutation spec and gate settings.
+import { readFileSync } from 'node:fs';
+import { actionSpec, ACTIONS, operationOf, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
+import { parseDurationMs, parsePercent, parseWaves } from '../rollout/waves.js';
+
+export interface OperationFlags {
+  powerTarget?: string;
+  hashrateTarget?: string;
+  pools?: string;
+  action?: string;
+}
+
+export interface GateFlags {
+  waves: string;
+  maxFailureRate: string;
+  minSample: number;
+  pauseBetween: string;
+  maxInFlightPerSite?: number;
+}
+
+export function specFromFlags(f: OperationFlags, nowMs = Date.now()): MutationSpec {
+  const given = (['powerTarget', 'hashrateTarget', 'pools', 'action'] as const).filter((k) => f[k] !== undefined);
+  if (given.length !== 1) {
+    throw new Error(`give exactly one of --power-target, --hashrate-target, --pools, --action (got ${given.length ? given.map((g) => `--${g.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ') : 'none'})`);
+  }
+  if (f.powerTarget !== undefined) {
+    const watts = Number(f.powerTarget);
+    if (!Number.isInteger(watts) || watts <= 0) throw new Error(`--power-target must be a whole number of watts, got "${f.powerTarget}"`);
+    return { kind: 'power-target', watts };
+  }
+  if (f.hashrateTarget !== undefined) {
+    const ths = Number(f.hashrateTarget);
+    if (!Number.isFinite(ths) || ths <= 0) throw new Error(`--hashrate-target must be a positive number of TH/s, got "${f.hashrateTarget}"`);
+    return { kind: 'hashrate-target', terahashPerSecond: ths };
+  }
+  if (f.pools !== undefined) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(readFileSync(f.pools, 'utf8'));
+    } catch (err) {
+      throw new Error(`--pools ${f.pools}: cannot read it as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    const r = poolsFileSchema.safeParse(raw);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      throw new Error(`--pools ${f.pools}: ${issue?.path.join('.') || '(top level)'}: ${issue?.message ?? 'invalid'} (expected [{"name", "quota"?, "pools": [{"url", "user", "passwordRef"?, "enabled"?}]}])`);
+    }
+    return { kind: 'pools', groups: r.data };
+  }
+  if (!(ACTIONS as readonly string[]).includes(f.action ?? '')) throw new Error(`--action must be one of ${ACTIONS.join(', ')}, got "${f.action}"`);
+  return actionSpec(f.action as Action, nowMs);
+}
+
+export function gatesFromFlags(g: GateFlags) {
+  return {
+    waves: parseWaves(g.waves),
+    maxFailureRate: parsePercent(g.maxFailureRate, '--max-failure-rate'),
+    minSample: g.minSample,
+    pauseBetweenMs: parseDurationMs(g.pauseBetween, '--pause-between'),
+    ...(g.maxInFlightPerSite ? { maxInFlightPerSite: g.maxInFlightPerSite } : {}),
+  };
+}
+
+export function parseAt(text: string | undefined, nowMs = Date.now()): number | undefined {
+  if (text === undefined) return undefined;
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new Error(`--at must be an ISO time like 2026-11-24T14:00:00Z, got "${text}"`);
+  if (t < nowMs - 60_000) throw new Error(`--at "${text}" is in the past`);
+  return t;
+}
+
+export { operationOf };

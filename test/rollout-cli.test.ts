@@ -1,0 +1,97 @@
+// Rollouts through the CLI and worker processes: SIGKILL mid-rollout, dry runs, old firmware, contracts.
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rolloutReport } from '../src/rollout/create.js';
+import { inventoryCsv } from '../src/sim/plan.js';
+import { exited, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
+import { startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+
+const COUNT = 60;
+let tf: TestFleet;
+let files: ReturnType<typeof writeFleetFiles>;
+let redis: Redis;
+beforeAll(async () => {
+  // Every 10th miner speaks API 1.0.0; every reply takes 100 ms so a rollout can be interrupted.
+  tf = await startTestFleet(COUNT, '127.15.0.1', (i) => (i % 10 === 9 ? { oldApi: true, slow: { latencyMs: 100 } } : { slow: { latencyMs: 100 } }));
+  files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
+  redis = new Redis(redisUrl());
+});
+afterAll(async () => {
+  redis.disconnect();
+  await tf.fleet.close();
+  rmSync(files.dir, { recursive: true, force: true });
+});
+
+async function until(cond: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const appliedWrites = async (method: string) => (await tf.fleet.mutations()).filter((r) => r.method === method && r.result === 'applied');
+
+describe('bos-fleet rollout', () => {
+  it('--dry-run reads every miner, prints the diff and sends zero writes', async () => {
+    const before = (await tf.fleet.mutations()).length;
+    const r = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', uniquePrefix('dry'), '--power-target', '2400', '--dry-run', '--json']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as { dryRun: boolean; miners: { minerId: string; result: string; before: unknown; after: unknown }[] };
+    expect(out.miners.length).toBe(COUNT);
+    expect(out.miners[0]).toMatchObject({ result: 'would-apply', after: { powerTargetWatts: 2400 } });
+    expect((await tf.fleet.mutations()).length).toBe(before);
+  });
+
+  it('refuses a large rollout without --yes when nobody can confirm', async () => {
+    const r = await runCli(['rollout', 'start', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', uniquePrefix('yes'), '--action', 'locate-on']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('this rollout changes 60 miners (locate on); pass --yes to confirm');
+  });
+
+  it('pools on API 1.0.0 miners: UNSUPPORTED_BY_FIRMWARE with no write; --wait --json prints the contract', async () => {
+    const pools = path.join(files.dir, 'pools.json');
+    writeFileSync(pools, JSON.stringify([{ name: 'Main', pools: [{ url: 'stratum+tcp://pool.example:3333', user: 'farm.{minerId}', passwordRef: 'default' }] }]));
+    const r = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', uniquePrefix('pools'), '--pools', pools, '--waves', '100%', '--max-failure-rate', '50%', '--yes', '--wait', '--json']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as { rolloutId: string; state: string; waves: { index: number; miners: number; counts: Record<string, number> }[]; counts: Record<string, number> };
+    expect(Object.keys(out).sort()).toEqual(['counts', 'rolloutId', 'state', 'waves']);
+    expect(out).toMatchObject({ state: 'completed', waves: [{ index: 0, miners: 60 }], counts: { OK: 54, UNSUPPORTED_BY_FIRMWARE: 6 } });
+    const writes = await appliedWrites('SetPoolGroups');
+    const old = new Set(tf.fleet.miners.filter((_, i) => i % 10 === 9).map((m) => m.id));
+    expect(writes.filter((w) => old.has(w.minerId))).toEqual([]);
+    const sample = await tf.fleet.state(tf.fleet.miners[0]!.id);
+    expect(sample.poolGroups[0]?.pools[0]).toMatchObject({ user: `farm.${tf.fleet.miners[0]!.id}`, password: 'sim-password' });
+  });
+
+  it('a worker SIGKILLed mid-rollout and restarted: 0 double-applies, 0 miners without an outcome', async () => {
+    const prefix = uniquePrefix('rokill');
+    const before = await appliedWrites('SetPowerTarget');
+    const started = await runCli(['rollout', 'start', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2200', '--waves', '20%,100%', '--yes', '--json']);
+    expect(started.code).toBe(0);
+    const { rolloutId } = JSON.parse(started.stdout) as { rolloutId: string };
+    const workerArgs = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '6', '--lock-ms', '2000'];
+    const first = spawnCli(workerArgs);
+    await until(async () => ((await rolloutReport(redis, rolloutId, prefix))?.counts['OK'] ?? 0) >= 20);
+    first.kill('SIGKILL');
+    await exited(first);
+    const second = spawnCli(workerArgs);
+    await until(async () => (await rolloutReport(redis, rolloutId, prefix))?.state === 'completed', 90_000);
+    second.kill('SIGTERM');
+    await exited(second);
+    const report = await rolloutReport(redis, rolloutId, prefix);
+    expect(report?.counts).toEqual({ OK: COUNT });
+    const writes = (await appliedWrites('SetPowerTarget')).slice(before.length).filter((w) => (w.request as { powerTarget: { watt: number } }).powerTarget.watt === 2200);
+    const perMiner = new Map<string, number>();
+    for (const w of writes) perMiner.set(w.minerId, (perMiner.get(w.minerId) ?? 0) + 1);
+    expect(perMiner.size).toBe(COUNT);
+    expect([...perMiner.values()].every((n) => n === 1)).toBe(true);
+    const status = await runCli(['rollout', 'status', rolloutId, '--redis', redisUrl(), '--prefix', prefix]);
+    expect(status.stdout).toMatch(/completed/);
+    const audit = await runCli(['audit', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+    expect((JSON.parse(audit.stdout) as { action: string }[]).map((a) => a.action)).toEqual(expect.arrayContaining(['rollout.start', 'rollout.completed']));
+  });
+});
