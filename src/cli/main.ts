@@ -5,6 +5,7 @@ import { registerDemo } from './demo-command.js';
 import { registerPoll } from './poll-command.js';
 import { registerRollout } from './rollout-command.js';
 import { registerRuns } from './runs-command.js';
+import { registerSchedule } from './schedule-command.js';
 import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
 
@@ -19,6 +20,7 @@ registerWorker(program);
 registerRuns(program);
 registerRollout(program);
 registerAudit(program);
+registerSchedule(program);
 registerSim(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

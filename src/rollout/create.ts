@@ -27,6 +27,8 @@ export interface RolloutPlan {
   actor: string;
   rollbackOf?: string;
   timeoutMs?: number;
+  /** A deterministic id (a scheduled tick's): starting it twice starts it once. */
+  rolloutId?: string;
 }
 
 export interface RolloutReport {
@@ -51,7 +53,7 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
   const now = Date.now();
   const startAtMs = plan.startAtMs ?? now;
   const record: RolloutRecord = {
-    rolloutId: newRolloutId(now),
+    rolloutId: plan.rolloutId ?? newRolloutId(now),
     operation: plan.operation,
     spec: plan.spec,
     ...(plan.specByMiner ? { specByMiner: plan.specByMiner } : {}),
@@ -70,7 +72,9 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
     ...(plan.timeoutMs ? { timeoutMs: plan.timeoutMs } : {}),
   };
   const store = new RolloutStore(redis, prefix);
-  await store.create(record, startAtMs > now ? 'scheduled' : 'running');
+  if (!(await store.create(record, startAtMs > now ? 'scheduled' : 'running'))) {
+    return (await store.get(record.rolloutId)) ?? record; // already started (a tick delivered twice)
+  }
   await appendAudit(
     redis,
     {

@@ -3,6 +3,7 @@
 import { Queue, Worker } from 'bullmq';
 import { CONTROL_QUEUE, createControlProcessor } from '../rollout/control.js';
 import { RolloutStore } from '../rollout/store.js';
+import { SCHEDULE_QUEUE, createScheduleProcessor } from '../rollout/schedules.js';
 import { Redis } from 'ioredis';
 import { createSharedBreakerTable } from '../core/breaker-store.js';
 import type { CoreOptionsInput } from '../core/options.js';
@@ -80,6 +81,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     stalledInterval: opts.stalledIntervalMs ?? 30_000,
   });
   control.on('error', () => undefined);
+  const scheduleConnection = connection.duplicate();
+  scheduleConnection.on('error', () => undefined);
+  const schedules = new Worker(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), {
+    connection: scheduleConnection,
+    prefix,
+    concurrency: 2,
+    lockDuration: opts.lockDurationMs ?? 30_000,
+    stalledInterval: opts.stalledIntervalMs ?? 30_000,
+  });
+  schedules.on('error', () => undefined);
   worker.on('error', (err) => {
     if (!/ECONNREFUSED|Connection is closed|ECONNRESET/.test(String(err))) console.error(`worker: ${err.message}`);
   });
@@ -90,6 +101,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     executor,
     close: () =>
       (closing ??= (async () => {
+        await schedules.close();
         await control.close();
         await worker.close();
         await jobsQueue.close();
@@ -97,6 +109,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         await executor.close();
         connection.disconnect();
         controlConnection.disconnect();
+        scheduleConnection.disconnect();
         storeRedis.disconnect();
       })()),
   };

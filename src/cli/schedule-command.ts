@@ -1,0 +1,131 @@
+// `bos-fleet schedule add poll|rollout`, `schedule list`, `schedule remove ID`.
+import type { Command } from 'commander';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { loadInventory } from '../producer/inventory.js';
+import { defaultActor } from '../rollout/audit.js';
+import { addSchedule, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
+import { parseDurationMs } from '../rollout/waves.js';
+import { describeSpec } from '../workers/ops/mutation-spec.js';
+import { connectRedis } from './common.js';
+import { positiveInt } from './parse.js';
+import { gatesFromFlags, operationOf, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+
+interface AddFlags {
+  inventory: string;
+  every?: string;
+  cron?: string;
+  tz?: string;
+  id?: string;
+  redis?: string;
+  prefix: string;
+  actor?: string;
+  timeoutMs?: number;
+  json?: boolean;
+}
+
+function addOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--inventory <file>', 'inventory CSV or JSON (read now; the schedule keeps this target set)')
+    .option('--every <duration>', 'fire every interval (e.g. 60s, 15m)')
+    .option('--cron <pattern>', 'fire on a cron pattern (e.g. "0 14 * * *")')
+    .option('--tz <zone>', 'time zone of the cron pattern (e.g. Europe/Prague)')
+    .option('--id <id>', 'schedule id (default: generated)')
+    .option('--timeout-ms <n>', 'deadline of each call attempt', positiveInt('--timeout-ms'))
+    .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
+    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--actor <name>', 'who is acting, for the audit log')
+    .option('--json', 'print JSON');
+}
+
+function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
+  if (Boolean(flags.every) === Boolean(flags.cron)) throw new Error('give exactly one of --every and --cron');
+  if (flags.tz && !flags.cron) throw new Error('--tz goes with --cron');
+  if (flags.id !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(flags.id)) throw new Error(`--id must be 1–64 letters, digits, "_" or "-", got "${flags.id}"`);
+  const everyMs = flags.every ? parseDurationMs(flags.every, '--every') : undefined;
+  if (everyMs !== undefined && everyMs < 1_000) throw new Error(`--every must be at least 1s, got "${flags.every}"`);
+  const inventory = loadInventory(flags.inventory);
+  return {
+    scheduleId: flags.id ?? newScheduleId(),
+    kind,
+    ...(everyMs ? { everyMs } : {}),
+    ...(flags.cron ? { cron: flags.cron } : {}),
+    ...(flags.tz ? { tz: flags.tz } : {}),
+    targets: inventory.targets,
+    inventoryFile: inventory.file,
+    inventoryDigest: inventory.digest,
+    ...(flags.timeoutMs ? { timeoutMs: flags.timeoutMs } : {}),
+    actor: flags.actor ?? defaultActor(),
+    createdAt: new Date().toISOString(),
+  };
+}
+
+async function save(def: ScheduleDef, flags: AddFlags): Promise<void> {
+  const { redis } = await connectRedis(flags.redis);
+  try {
+    await addSchedule(redis, def, flags.prefix);
+    const when = def.everyMs ? `every ${def.everyMs / 1000}s` : `cron "${def.cron}"${def.tz ? ` (${def.tz})` : ''}`;
+    console.log(flags.json ? JSON.stringify({ scheduleId: def.scheduleId }) : `schedule ${def.scheduleId}: ${def.kind} of ${def.targets.length} miners, ${when}; carried out by \`bos-fleet worker\` processes`);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export function registerSchedule(program: Command): void {
+  const sc = program.command('schedule').description('recurring polls and rollouts (BullMQ job schedulers: each tick fires once, however many workers run)');
+  const add = sc.command('add').description('add a schedule');
+
+  addOptions(add.command('poll').description('poll an inventory on a schedule')).action(async (flags: AddFlags) => save(baseDef(flags, 'poll'), flags));
+
+  addOptions(add.command('rollout').description('start a rollout on a schedule (e.g. curtailment: lower at 14:00, restore at 18:00)'))
+    .option('--power-target <watts>', 'set this power target (W)')
+    .option('--hashrate-target <ths>', 'set this hashrate target (TH/s)')
+    .option('--pools <file>', 'set these pool groups (JSON)')
+    .option('--action <action>', 'pause | resume | reboot | locate-on | locate-off')
+    .option('--waves <list>', 'cumulative fractions per wave', '1%,10%,50%,100%')
+    .option('--max-failure-rate <pct>', 'halt above this failure rate', '5%')
+    .option('--min-sample <n>', 'outcomes before the gate applies', positiveInt('--min-sample'), 10)
+    .option('--pause-between <duration>', 'wait between waves', '0s')
+    .option('--max-in-flight-per-site <n>', 'miners changed at once per site', positiveInt('--max-in-flight-per-site'))
+    .action(async (flags: AddFlags & OperationFlags & GateFlags) => {
+      const spec = specFromFlags(flags);
+      if (spec.kind === 'reboot') throw new Error('scheduled reboots are not supported: start them with `bos-fleet rollout start --action reboot`');
+      const def: ScheduleDef = { ...baseDef(flags, 'rollout'), rollout: { operation: operationOf(spec), spec, ...gatesFromFlags(flags) } };
+      await save(def, flags);
+    });
+
+  sc.command('list')
+    .description('list schedules with their next tick')
+    .option('--redis <url>', 'Redis URL')
+    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--json', 'print JSON')
+    .action(async (flags: { redis?: string; prefix: string; json?: boolean }) => {
+      const { redis } = await connectRedis(flags.redis);
+      try {
+        const list = await listSchedules(redis, flags.prefix);
+        if (flags.json) return console.log(JSON.stringify(list.map(({ targets, ...d }) => ({ ...d, miners: targets.length }))));
+        if (list.length === 0) return console.log('no schedules');
+        for (const d of list) {
+          const when = d.everyMs ? `every ${d.everyMs / 1000}s` : `cron "${d.cron}"${d.tz ? ` ${d.tz}` : ''}`;
+          const what = d.kind === 'poll' ? 'poll' : `rollout ${d.rollout ? describeSpec(d.rollout.spec) : ''}`;
+          console.log(`${d.scheduleId.padEnd(16)} ${what.padEnd(28)} ${String(d.targets.length).padStart(6)} miners  ${when.padEnd(24)} next ${d.nextAt ?? '?'}`);
+        }
+      } finally {
+        redis.disconnect();
+      }
+    });
+
+  sc.command('remove <scheduleId>')
+    .description('remove a schedule (ticks already started run to their end)')
+    .option('--redis <url>', 'Redis URL')
+    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--actor <name>', 'who is acting, for the audit log')
+    .action(async (id: string, flags: { redis?: string; prefix: string; actor?: string }) => {
+      const { redis } = await connectRedis(flags.redis);
+      try {
+        await removeSchedule(redis, id, flags.actor ?? defaultActor(), flags.prefix);
+        console.log(`schedule ${id} removed`);
+      } finally {
+        redis.disconnect();
+      }
+    });
+}

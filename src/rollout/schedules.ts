@@ -1,0 +1,127 @@
+// Schedules: BullMQ job schedulers that start a poll run or a rollout on every tick. BullMQ hands
+// each tick to exactly one worker. Ticks missed while every worker was down are NOT replayed: the one
+// pending tick fires late when a worker returns, and the schedule continues from then.
+import { randomBytes } from 'node:crypto';
+import { Queue, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { JobTarget, MutationOperation } from '../fleet/job.js';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { RunStore } from '../fleet/run-store.js';
+import { enqueueRun } from '../producer/enqueue.js';
+import type { MutationSpec } from '../workers/ops/mutation-spec.js';
+import { appendAudit } from './audit.js';
+import { startRollout } from './create.js';
+
+export const SCHEDULE_QUEUE = 'schedules';
+
+export interface ScheduleDef {
+  scheduleId: string;
+  kind: 'poll' | 'rollout';
+  everyMs?: number;
+  cron?: string;
+  tz?: string;
+  targets: JobTarget[];
+  inventoryFile: string;
+  inventoryDigest: string;
+  timeoutMs?: number;
+  rollout?: {
+    operation: MutationOperation;
+    spec: MutationSpec;
+    waves: number[];
+    maxFailureRate: number;
+    minSample: number;
+    pauseBetweenMs: number;
+    maxInFlightPerSite?: number;
+  };
+  actor: string;
+  createdAt: string;
+}
+
+const defKey = (prefix: string, id: string) => `${prefix}:schedule:${id}`;
+const listKey = (prefix: string) => `${prefix}:schedules`;
+
+export function newScheduleId(): string {
+  return `sch-${randomBytes(4).toString('hex')}`;
+}
+
+export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAULT_PREFIX): Promise<void> {
+  if (!def.everyMs === !def.cron) throw new Error('a schedule needs exactly one of --every and --cron');
+  await redis.set(defKey(prefix, def.scheduleId), JSON.stringify(def));
+  await redis.sadd(listKey(prefix), def.scheduleId);
+  const q = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix });
+  try {
+    await q.upsertJobScheduler(def.scheduleId, def.everyMs ? { every: def.everyMs } : { pattern: def.cron as string, ...(def.tz ? { tz: def.tz } : {}) }, {
+      name: 'tick',
+      data: { scheduleId: def.scheduleId },
+      opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
+    });
+  } finally {
+    await q.close();
+  }
+  await appendAudit(redis, { actor: def.actor, action: 'schedule.add', subject: def.scheduleId, targetDigest: def.inventoryDigest, details: { kind: def.kind, every: def.everyMs, cron: def.cron, tz: def.tz, rollout: def.rollout } }, prefix);
+}
+
+export async function removeSchedule(redis: Redis, scheduleId: string, actor: string, prefix = DEFAULT_PREFIX): Promise<void> {
+  const def = await getSchedule(redis, scheduleId, prefix);
+  if (!def) throw new Error(`no schedule "${scheduleId}" (see bos-fleet schedule list)`);
+  const q = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix });
+  try {
+    await q.removeJobScheduler(scheduleId);
+  } finally {
+    await q.close();
+  }
+  await redis.del(defKey(prefix, scheduleId));
+  await redis.srem(listKey(prefix), scheduleId);
+  await appendAudit(redis, { actor, action: 'schedule.remove', subject: scheduleId, targetDigest: def.inventoryDigest }, prefix);
+}
+
+export async function getSchedule(redis: Redis, scheduleId: string, prefix = DEFAULT_PREFIX): Promise<ScheduleDef | undefined> {
+  const raw = await redis.get(defKey(prefix, scheduleId));
+  return raw ? (JSON.parse(raw) as ScheduleDef) : undefined;
+}
+
+export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Promise<(ScheduleDef & { nextAt?: string })[]> {
+  const ids = (await redis.smembers(listKey(prefix))).sort();
+  const q = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix });
+  try {
+    const out = [];
+    for (const id of ids) {
+      const def = await getSchedule(redis, id, prefix);
+      if (!def) continue;
+      const s = await q.getJobScheduler(id);
+      out.push({ ...def, ...(s?.next ? { nextAt: new Date(s.next).toISOString() } : {}) });
+    }
+    return out;
+  } finally {
+    await q.close();
+  }
+}
+
+/** The tick's time, from the scheduler job id (`repeat:<schedulerId>:<millis>`). */
+function tickMillis(job: Job): string {
+  const last = String(job.id ?? '').split(':').pop() ?? '';
+  return /^\d+$/.test(last) ? last : String(job.timestamp);
+}
+
+export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jobs: Queue }) {
+  const runs = new RunStore(deps.redis, deps.prefix);
+  return async (job: Job<{ scheduleId: string }>): Promise<{ started: string } | undefined> => {
+    const def = await getSchedule(deps.redis, job.data.scheduleId, deps.prefix);
+    if (!def) return undefined;
+    // One id per tick: a tick delivered twice (stalled worker) starts its run once.
+    const id = `${def.scheduleId}-${tickMillis(job)}`;
+    const inventory = { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest };
+    if (def.kind === 'poll') {
+      await enqueueRun(deps.jobs, runs, inventory, { operation: 'poll', runId: id, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}) });
+      return { started: id };
+    }
+    const r = def.rollout;
+    if (!r) return undefined;
+    await startRollout(
+      deps.redis,
+      { ...r, targets: def.targets, inventoryDigest: def.inventoryDigest, actor: `schedule:${def.scheduleId}`, rolloutId: id, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}) },
+      deps.prefix,
+    );
+    return { started: id };
+  };
+}

@@ -1,0 +1,81 @@
+// Schedules: one run per tick however many workers run; ticks missed while all workers were down
+// collapse into one late tick.
+import { rmSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RunStore } from '../src/fleet/run-store.js';
+import { startWorker } from '../src/workers/worker.js';
+import { inventoryCsv } from '../src/sim/plan.js';
+import { readAudit } from '../src/rollout/audit.js';
+import { runCli, writeFleetFiles } from './helpers/cli.js';
+import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+
+let tf: TestFleet;
+let files: ReturnType<typeof writeFleetFiles>;
+let redis: Redis;
+beforeAll(async () => {
+  tf = await startTestFleet(5, '127.16.0.1');
+  files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
+  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+});
+afterAll(async () => {
+  redis.disconnect();
+  await tf.fleet.close();
+  rmSync(files.dir, { recursive: true, force: true });
+});
+
+const worker = (prefix: string) => startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 8, credentials: tf.credentials, coreOptions: FAST_CORE });
+const scheduleRuns = async (store: RunStore, id: string) => (await store.listRuns(100)).filter((r) => r.runId.startsWith(`${id}-`));
+
+describe('schedule add poll --every', () => {
+  it('fires once per tick with two workers running, and each run polls every miner once', async () => {
+    const prefix = uniquePrefix('sched');
+    const store = new RunStore(redis, prefix);
+    const [a, b] = await Promise.all([worker(prefix), worker(prefix)]);
+    const added = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '1s', '--id', 'every-second', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(added.code).toBe(0);
+    const t0 = Date.now();
+    await new Promise((r) => setTimeout(r, 4_200));
+    const removed = await runCli(['schedule', 'remove', 'every-second', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(removed.code).toBe(0);
+    const elapsedTicks = Math.floor((Date.now() - t0) / 1000) + 1;
+    await new Promise((r) => setTimeout(r, 800)); // let the last run finish
+    await Promise.all([a.close(), b.close()]);
+    const runs = await scheduleRuns(store, 'every-second');
+    expect(runs.length).toBeGreaterThanOrEqual(3);
+    expect(runs.length).toBeLessThanOrEqual(elapsedTicks);
+    const ticks = runs.map((r) => Number(r.runId.split('-').pop()));
+    expect(new Set(ticks).size).toBe(runs.length); // no tick started twice
+    for (const r of runs) expect((await store.getCounts(r.runId)).counts).toEqual({ OK: 5 });
+    const actions = (await readAudit(redis, prefix)).map((e) => e.action);
+    expect(actions).toEqual(['schedule.add', 'schedule.remove']);
+  });
+
+  it('ticks missed while every worker was down are not replayed: one late tick, then on schedule', async () => {
+    const prefix = uniquePrefix('missed');
+    const store = new RunStore(redis, prefix);
+    await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '1s', '--id', 'missed', '--redis', redisUrl(), '--prefix', prefix]);
+    await new Promise((r) => setTimeout(r, 3_500)); // three or four ticks pass with no worker
+    expect(await scheduleRuns(store, 'missed')).toEqual([]);
+    const workerStart = Date.now();
+    const w = await worker(prefix);
+    await new Promise((r) => setTimeout(r, 2_500));
+    const ticks = (await scheduleRuns(store, 'missed')).map((r) => Number(r.runId.split('-').pop()));
+    // Of the ticks due while no worker ran, exactly one fired (late); later ones ran on schedule.
+    expect(ticks.filter((t) => t < workerStart).length).toBe(1);
+    expect(ticks.filter((t) => t >= workerStart).length).toBeGreaterThanOrEqual(1);
+    await runCli(['schedule', 'remove', 'missed', '--redis', redisUrl(), '--prefix', prefix]);
+    await w.close();
+  });
+
+  it('list shows the schedule; bad options are named', async () => {
+    const prefix = uniquePrefix('list');
+    await runCli(['schedule', 'add', 'rollout', '--inventory', files.inventory, '--cron', '0 14 * * *', '--tz', 'Europe/Prague', '--power-target', '2000', '--id', 'curtail', '--redis', redisUrl(), '--prefix', prefix]);
+    const list = await runCli(['schedule', 'list', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(JSON.parse(list.stdout)).toMatchObject([{ scheduleId: 'curtail', kind: 'rollout', cron: '0 14 * * *', tz: 'Europe/Prague', miners: 5 }]);
+    expect(JSON.parse(list.stdout)[0].nextAt).toMatch(/T12:00:00|T13:00:00/); // 14:00 Prague in UTC
+    const bad = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', 'soon', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(bad.stderr).toContain('--every must be a duration like 30s, 10m or 1h, got "soon"');
+  });
+});
