@@ -136,6 +136,34 @@ describe('rollout control', () => {
   });
 });
 
+describe('rollout timing and limits', () => {
+  it('--at starts it later; --max-in-flight-per-site 1 changes one miner at a time per site', async () => {
+    const prefix = uniquePrefix('at');
+    const sites = tf.inventory.targets.slice(0, 8); // sites a and b alternate
+    const startAtMs = Date.now() + 1_500;
+    const writesBefore = (await writes()).length;
+    const report = await withWorker(prefix, async () => {
+      const rec = await startRollout(redis, plan(2450, { targets: sites, waves: [1], maxInFlightPerSite: 1, startAtMs }), prefix);
+      expect((await rolloutReport(redis, rec.rolloutId, prefix))?.state).toBe('scheduled');
+      return waitForRollout(redis, rec.rolloutId, prefix);
+    });
+    expect(report.state).toBe('completed');
+    const ours = (await writes()).slice(writesBefore);
+    expect(ours.length).toBe(8);
+    expect(Math.min(...ours.map((w) => w.atMs))).toBeGreaterThanOrEqual(startAtMs);
+    // With one slot per site, the miners of a site were changed strictly one after another.
+    const store = new RunStore(redis, prefix);
+    const outcomes = await store.getOutcomes(waveRunId(report.rolloutId, 0));
+    for (const site of ['site-a', 'site-b']) {
+      const spans = outcomes
+        .filter((o) => tf.inventory.targets.find((t) => t.minerId === o.minerId)?.site === site)
+        .map((o) => ({ end: Date.parse(o.finishedAt), start: Date.parse(o.finishedAt) - o.durationMs }))
+        .sort((a, b) => a.start - b.start);
+      for (let k = 1; k < spans.length; k++) expect(spans[k]!.start).toBeGreaterThanOrEqual(spans[k - 1]!.end - 5);
+    }
+  });
+});
+
 async function until(cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {

@@ -18,6 +18,10 @@ interface BenchArgs {
   concurrency: number;
   timeoutMs: number;
   blackholeSize: number;
+  /** Which modes to run: a (pipeline), a0 (core alone), b (bare), c (naive). */
+  modes: string[];
+  /** Sizes at which only (a) runs (100,000 with --huge: the baselines would take most of an hour). */
+  pipelineOnly: number[];
   out: string;
 }
 
@@ -28,8 +32,14 @@ function parseArgs(argv: string[]): BenchArgs {
   };
   const list = (v: string | undefined, d: number[]) => (v ? v.split(',').map((x) => Number(x)) : d);
   const sizes = list(get('--sizes'), [1_000, 10_000]);
-  if (argv.includes('--huge')) sizes.push(100_000);
+  const pipelineOnly: number[] = [];
+  if (argv.includes('--huge')) {
+    sizes.push(100_000);
+    pipelineOnly.push(100_000);
+  }
   return {
+    modes: (get('--modes') ?? 'a,a0,b,c').split(','),
+    pipelineOnly,
     sizes,
     threads: list(get('--threads'), [0, 2]),
     concurrency: Number(get('--concurrency') ?? 200),
@@ -89,15 +99,16 @@ async function main(): Promise<void> {
       const targets = sim.miners.map((m) => ({ id: m.id, host: m.host, port: m.port }));
       const base = { redisUrl: redis.url, targets, concurrency: args.concurrency, timeoutMs: args.timeoutMs, repeat: 1 };
       try {
-        const pipelines = [];
-        for (const threads of args.threads) {
+        const want = (m: string) => args.modes.includes(m) && (m === 'a' || !args.pipelineOnly.includes(n));
+        const pipelines: ModeResult[] = [];
+        for (const threads of want('a') ? args.threads : []) {
           pipelines.push(...record(await runMode({ ...base, mode: 'pipeline', label: `(a) bos-fleet --threads ${threads} n=${n}`, threads }, dir)));
         }
-        record(await runMode({ ...base, mode: 'core', label: `(a0) core alone, no queue n=${n}`, threads: 0 }, dir));
-        const [bare] = record(await runMode({ ...base, mode: 'bare', label: `(b) bare grpc-js n=${n}`, threads: 0 }, dir));
-        const [naive] = record(await runMode({ ...base, mode: 'naive', label: `(c) naive peer loop n=${n}`, threads: 0 }, dir));
-        const a = pipelines.reduce((best, r) => (r.durationMs < best.durationMs ? r : best));
-        if (bare && naive) {
+        if (want('a0')) record(await runMode({ ...base, mode: 'core', label: `(a0) core alone, no queue n=${n}`, threads: 0 }, dir));
+        const [bare] = want('b') ? record(await runMode({ ...base, mode: 'bare', label: `(b) bare grpc-js n=${n}`, threads: 0 }, dir)) : [];
+        const [naive] = want('c') ? record(await runMode({ ...base, mode: 'naive', label: `(c) naive peer loop n=${n}`, threads: 0 }, dir)) : [];
+        const a = pipelines.reduce<ModeResult | undefined>((best, r) => (!best || r.durationMs < best.durationMs ? r : best), undefined);
+        if (a && bare && naive) {
           ratios[`n=${n} (a)/(b) time`] = Math.round((a.durationMs / bare.durationMs) * 100) / 100;
           ratios[`n=${n} (c)/(a) time`] = Math.round((naive.durationMs / a.durationMs) * 100) / 100;
         }

@@ -17,6 +17,8 @@ export const FAULT_KINDS = [
   'overloaded', // every call answers RESOURCE_EXHAUSTED
   'reboot-loop', // reboots every `upMs`, down for `downMs`
   'old-api', // speaks API 1.0.0
+  'lost-reply', // applies writes but never answers them
+  'drop-writes', // never applies nor answers writes (reads work)
 ] as const;
 
 export type FaultKind = (typeof FAULT_KINDS)[number];
@@ -36,6 +38,8 @@ export interface MinerFaults {
   overloaded?: boolean;
   rebootLoop?: { upMs: number; downMs: number };
   oldApi?: boolean;
+  lostReply?: boolean;
+  dropWrites?: boolean;
 }
 
 export interface FaultMixEntry {
@@ -107,6 +111,10 @@ export function faultFromEntry(entry: FaultMixEntry): MinerFaults {
       return { rebootLoop: { upMs: p ? durationMs(p, 'reboot-loop') : 3000, downMs: 2000 } };
     case 'old-api':
       return { oldApi: true };
+    case 'lost-reply':
+      return { lostReply: true };
+    case 'drop-writes':
+      return { dropWrites: true };
   }
 }
 

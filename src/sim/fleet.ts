@@ -7,7 +7,8 @@ import type { FleetControl, MutationRecord, SimMinerInfo } from './control.js';
 import type { MinerFaults } from './faults.js';
 import { API_LATEST, API_OLD, SIM_PASSWORD, createMinerState, supportsApi, type SimMinerState } from './miner.js';
 import { METHODS, SimStatusError } from './services.js';
-import { SessionTable } from './sessions.js';
+import { toServiceError } from './method-spec.js';
+import { SessionTable, loginReply } from './sessions.js';
 import { createEndpoint, dropSockets, reconcileListener, type MinerEndpoint } from './transport.js';
 import { MALFORMED_BYTES, PAD_REPLY, RAW_REPLY, wrapServiceDefinition } from './wire.js';
 import { seededRandom } from './prng.js';
@@ -218,7 +219,7 @@ export class SimFleet implements FleetControl {
     if (spec.since && !supportsApi(m, spec.since[0], spec.since[1])) {
       throw new SimStatusError(grpc.status.UNIMPLEMENTED, `${method} is not implemented by API ${m.apiVersion.major}.${m.apiVersion.minor}.${m.apiVersion.patch}`);
     }
-    if (method === 'Login') return this.login(rt, request, now);
+    if (method === 'Login') return loginReply(this.sessions, m, request, now, this.sessionTtlMs);
     if (spec.auth) {
       const token = metadata.get('authorization')[0];
       const ttl = f.tokenExpiry?.ttlMs ?? this.sessionTtlMs;
@@ -226,6 +227,7 @@ export class SimFleet implements FleetControl {
         throw new SimStatusError(grpc.status.UNAUTHENTICATED, 'missing or expired authorization token');
       }
     }
+    if (spec.mutation && f.dropWrites) return 'hang';
     let body: Record<string | symbol, unknown>;
     try {
       const statusBefore = m.status;
@@ -237,25 +239,10 @@ export class SimFleet implements FleetControl {
       throw err;
     }
     if (method === 'Reboot') setTimeout(() => void this.reboot(m.id, this.rebootDownMs), 20).unref();
+    if (spec.mutation && f.lostReply) return 'hang'; // applied, but the answer never comes
     if (f.malformed && method !== 'GetApiVersion') body[RAW_REPLY] = MALFORMED_BYTES;
     if (f.oversized && method !== 'GetApiVersion') body[PAD_REPLY] = f.oversized.bytes;
     return { body };
-  }
-
-  private login(rt: MinerRuntime, request: Record<string, unknown>, now: number): Reply {
-    const m = rt.state;
-    if (request['username'] !== m.username || request['password'] !== m.password) {
-      throw new SimStatusError(grpc.status.UNAUTHENTICATED, 'invalid username or password');
-    }
-    const token = this.sessions.create(m.id, now);
-    const ttlS = Math.round((m.faults.tokenExpiry?.ttlMs ?? this.sessionTtlMs) / 1000);
-    if (!supportsApi(m, 1, 1)) {
-      // API < 1.1.0: the token travels only in the response header.
-      const header = new grpc.Metadata();
-      header.set('authorization', token);
-      return { body: {}, header };
-    }
-    return { body: { token, timeoutS: ttlS } };
   }
 
   private handlersFor(key: ServiceKey): grpc.UntypedServiceImplementation {
@@ -304,10 +291,4 @@ export class SimFleet implements FleetControl {
       );
     };
   }
-}
-
-function toServiceError(err: unknown): grpc.ServiceError {
-  if (err instanceof SimStatusError) return Object.assign(new Error(err.message), { code: err.code, details: err.message, metadata: new grpc.Metadata() });
-  const message = err instanceof Error ? err.message : String(err);
-  return Object.assign(new Error(message), { code: grpc.status.INTERNAL, details: message, metadata: new grpc.Metadata() });
 }

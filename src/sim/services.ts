@@ -1,31 +1,10 @@
 // Braiins OS API semantics served by the simulator: one implementation per method, on plain miner state.
 import * as grpc from '@grpc/grpc-js';
-import {
-  currentPowerW,
-  currentRealGhs,
-  efficiencyJth,
-  type SimMinerState,
-  type SimPoolGroup,
-} from './miner.js';
+import { currentPowerW, currentRealGhs, efficiencyJth, type SimMinerState } from './miner.js';
+import { SimStatusError, type MethodSpec } from './method-spec.js';
+import { POOL_METHODS, poolGroupConfig, requireApplyAction } from './pool-service.js';
 
-/** Raised by an implementation to answer with a gRPC status. */
-export class SimStatusError extends Error {
-  constructor(
-    readonly code: grpc.status,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-export interface MethodSpec {
-  service: 'version' | 'auth' | 'miner' | 'cooling' | 'pool' | 'performance' | 'configuration' | 'actions';
-  /** Minimal API version (major, minor) that has the method. */
-  since?: [number, number];
-  auth: boolean;
-  mutation?: boolean;
-  impl: (m: SimMinerState, req: Record<string, unknown>, nowMs: number) => Record<string, unknown>;
-}
+export { SimStatusError, type MethodSpec };
 
 const gh = (v: number) => ({ gigahashPerSecond: v });
 const temp = (v: number) => ({ degreeC: v });
@@ -51,53 +30,6 @@ function workStats(realGhs: number, nominalGhs: number) {
     bestShare: 0,
     bestShareStr: '1.2G',
   };
-}
-
-function poolGroupConfig(g: SimPoolGroup) {
-  return {
-    uid: g.uid,
-    name: g.name,
-    ...(g.fixedShareRatio !== undefined ? { fixedShareRatio: { value: g.fixedShareRatio } } : { quota: { value: g.quota ?? 1 } }),
-    pools: g.pools.map((p) => ({ uid: p.uid, url: p.url, user: p.user, enabled: p.enabled })),
-  };
-}
-
-const POOL_URL = /^(stratum2?\+(tcp|ssl|tls)):\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/\S*)?$/;
-
-interface PoolGroupInput {
-  uid?: string | null;
-  name?: string;
-  quota?: { value?: number } | null;
-  fixedShareRatio?: { value?: number } | null;
-  pools?: { uid?: string | null; url?: string; user?: string; password?: string | null; enabled?: boolean | null }[];
-}
-
-function toSimGroup(input: PoolGroupInput, gi: number): SimPoolGroup {
-  if (!input.name) throw new SimStatusError(grpc.status.INVALID_ARGUMENT, `pool group ${gi}: name is required`);
-  const pools = (input.pools ?? []).map((p, pi) => {
-    if (!p.url || !POOL_URL.test(p.url)) {
-      throw new SimStatusError(grpc.status.INVALID_ARGUMENT, `pool group "${input.name}" pool ${pi}: invalid url "${p.url ?? ''}"`);
-    }
-    return {
-      uid: p.uid ?? `pool-${gi}-${pi}`,
-      url: p.url,
-      user: p.user ?? '',
-      ...(p.password != null ? { password: p.password } : {}),
-      enabled: p.enabled ?? true,
-    };
-  });
-  if (pools.length === 0) throw new SimStatusError(grpc.status.INVALID_ARGUMENT, `pool group "${input.name}": at least one pool is required`);
-  const group: SimPoolGroup = { uid: input.uid ?? `pg-${gi}`, name: input.name, pools };
-  if (input.fixedShareRatio) group.fixedShareRatio = input.fixedShareRatio.value ?? 0;
-  else group.quota = input.quota?.value ?? 1;
-  return group;
-}
-
-function requireApplyAction(req: Record<string, unknown>): void {
-  const action = req['saveAction'];
-  if (action !== undefined && action !== 'SAVE_ACTION_SAVE' && action !== 'SAVE_ACTION_SAVE_AND_APPLY' && action !== 'SAVE_ACTION_SAVE_AND_FORCE_APPLY' && action !== 'SAVE_ACTION_UNSPECIFIED') {
-    throw new SimStatusError(grpc.status.INVALID_ARGUMENT, `unknown save action ${String(action)}`);
-  }
 }
 
 export function constraintsOf(m: SimMinerState) {
@@ -187,58 +119,7 @@ export const METHODS: Record<string, MethodSpec> = {
       highestTemperature: { location: 'SENSOR_LOCATION_CHIP', temperature: temp(Math.max(...m.hashboards.map((b) => b.chipTempC))) },
     }),
   },
-  GetPoolGroups: {
-    service: 'pool',
-    auth: true,
-    impl: (m) => ({
-      poolGroups: m.poolGroups.map((g, gi) => ({
-        name: g.name,
-        uid: g.uid,
-        ...(g.fixedShareRatio !== undefined ? { fixedShareRatio: { value: g.fixedShareRatio } } : { quota: { value: g.quota ?? 1 } }),
-        pools: g.pools.map((p, pi) => {
-          const active = gi === 0 && pi === g.pools.findIndex((x) => x.enabled) && m.status === 'MINER_STATUS_NORMAL';
-          return {
-            uid: p.uid,
-            url: p.url,
-            user: p.user,
-            enabled: p.enabled,
-            alive: p.enabled,
-            active,
-            stats: active
-              ? { acceptedShares: m.acceptedShares, rejectedShares: m.rejectedShares, staleShares: 0, lastDifficulty: 65536, generatedWork: 0, bestShareStr: '1.2G' }
-              : { acceptedShares: 0, rejectedShares: 0, staleShares: 0, lastDifficulty: 0, generatedWork: 0, bestShareStr: '' },
-          };
-        }),
-      })),
-    }),
-  },
-  SetPoolGroups: {
-    service: 'pool',
-    since: [1, 2],
-    auth: true,
-    mutation: true,
-    impl: (m, req) => {
-      requireApplyAction(req);
-      const groups = ((req['poolGroups'] as PoolGroupInput[] | undefined) ?? []).map(toSimGroup);
-      if (groups.length === 0) throw new SimStatusError(grpc.status.INVALID_ARGUMENT, 'at least one pool group is required');
-      m.poolGroups = groups;
-      return { poolGroups: groups.map(poolGroupConfig) };
-    },
-  },
-  UpdatePoolGroup: {
-    service: 'pool',
-    auth: true,
-    mutation: true,
-    impl: (m, req) => {
-      requireApplyAction(req);
-      const input = req['group'] as PoolGroupInput | undefined;
-      const idx = m.poolGroups.findIndex((g) => g.uid === input?.uid);
-      if (!input || idx < 0) throw new SimStatusError(grpc.status.NOT_FOUND, `pool group "${input?.uid ?? ''}" not found`);
-      const group = toSimGroup(input, idx);
-      m.poolGroups[idx] = group;
-      return { group: poolGroupConfig(group) };
-    },
-  },
+  ...POOL_METHODS,
   GetTunerState: {
     service: 'performance',
     auth: true,

@@ -1,6 +1,6 @@
 // A bos-fleet worker: a BullMQ Worker whose jobs run on an executor (Piscina threads or inline),
 // with a breaker table shared by all of its threads. close() drains in-flight jobs first.
-import { Queue, Worker } from 'bullmq';
+import { Queue, Worker, type Job, type WorkerOptions as BullWorkerOptions } from 'bullmq';
 import { CONTROL_QUEUE, createControlProcessor } from '../rollout/control.js';
 import { RolloutStore } from '../rollout/store.js';
 import { SCHEDULE_QUEUE, createScheduleProcessor } from '../rollout/schedules.js';
@@ -59,41 +59,32 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     opts.concurrency,
   );
   const rollouts = new RolloutStore(storeRedis, prefix);
-  const worker = new Worker(QUEUE_NAME, createProcessor({ store: new RunStore(storeRedis, prefix), executor, rollouts }), {
-    connection,
-    prefix,
-    concurrency: opts.concurrency,
-    lockDuration: opts.lockDurationMs ?? 30_000,
-    stalledInterval: opts.stalledIntervalMs ?? 30_000,
-    maxStalledCount: 5,
-  });
-  // Rollout control jobs (wave starts, failure gates) run in every worker process; BullMQ hands
-  // each job to exactly one of them.
+  const connections: Redis[] = [];
+  // Each BullMQ Worker gets its own blocking connection; every one is closed by close().
+  const consume = <D, R>(queue: string, processor: (job: Job<D>, token?: string) => Promise<R>, concurrency: number, extra: Partial<BullWorkerOptions> = {}) => {
+    const conn = connections.length === 0 ? connection : connection.duplicate();
+    conn.on('error', () => undefined);
+    connections.push(conn);
+    const w = new Worker<D, R>(queue, processor, {
+      connection: conn,
+      prefix,
+      concurrency,
+      lockDuration: opts.lockDurationMs ?? 30_000,
+      stalledInterval: opts.stalledIntervalMs ?? 30_000,
+      ...extra,
+    });
+    w.on('error', (err) => {
+      if (!/ECONNREFUSED|Connection is closed|ECONNRESET/.test(String(err))) console.error(`worker (${queue}): ${err.message}`);
+    });
+    return w;
+  };
+  const worker = consume(QUEUE_NAME, createProcessor({ store: new RunStore(storeRedis, prefix), executor, rollouts }), opts.concurrency, { maxStalledCount: 5 });
+  // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
+  // process; BullMQ hands each job to exactly one of them.
   const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
   const controlQueue = new Queue(CONTROL_QUEUE, { connection: storeRedis, prefix });
-  const controlConnection = connection.duplicate();
-  controlConnection.on('error', () => undefined);
-  const control = new Worker(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), {
-    connection: controlConnection,
-    prefix,
-    concurrency: 4,
-    lockDuration: opts.lockDurationMs ?? 30_000,
-    stalledInterval: opts.stalledIntervalMs ?? 30_000,
-  });
-  control.on('error', () => undefined);
-  const scheduleConnection = connection.duplicate();
-  scheduleConnection.on('error', () => undefined);
-  const schedules = new Worker(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), {
-    connection: scheduleConnection,
-    prefix,
-    concurrency: 2,
-    lockDuration: opts.lockDurationMs ?? 30_000,
-    stalledInterval: opts.stalledIntervalMs ?? 30_000,
-  });
-  schedules.on('error', () => undefined);
-  worker.on('error', (err) => {
-    if (!/ECONNREFUSED|Connection is closed|ECONNRESET/.test(String(err))) console.error(`worker: ${err.message}`);
-  });
+  const control = consume(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), 4);
+  const schedules = consume(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), 2);
   let closing: Promise<void> | undefined;
   return {
     worker,
@@ -107,9 +98,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         await jobsQueue.close();
         await controlQueue.close();
         await executor.close();
-        connection.disconnect();
-        controlConnection.disconnect();
-        scheduleConnection.disconnect();
+        for (const c of connections) c.disconnect();
         storeRedis.disconnect();
       })()),
   };

@@ -58,37 +58,56 @@ function desiredPools(groups: PoolGroupSpec[], ctx: MutateContext): PoolState {
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 const statusOf = (d: T.MinerDetails) => d.status.replace('MINER_STATUS_', '');
 
+/** An absolute tuner target (power or hashrate): state `{[key]: value | null}`, checked against the model's range. */
+function targetKind(
+  ctx: MutateContext,
+  t: {
+    key: string;
+    value: number;
+    what: [name: string, unit: string];
+    current: (m: MinerClient) => Promise<number | null>;
+    range: (m: MinerClient) => Promise<[number | undefined, number | undefined]>;
+    write: (m: MinerClient) => Promise<unknown>;
+  },
+): MutationKind<unknown> {
+  const read = async (m: MinerClient) => ({ [t.key]: await t.current(m) });
+  return {
+    read,
+    desired: () => ({ [t.key]: t.value }),
+    equal: sameJson,
+    validate: async (m) => rangeCheck(ctx, t.what[0], t.what[1], t.value, ...(await t.range(m))),
+    write: async (m) => void (await t.write(m)),
+    settle: read,
+  };
+}
+
 export function mutationKind(spec: MutationSpec, ctx: MutateContext): MutationKind<unknown> {
   const o = ctx.callOpts;
   switch (spec.kind) {
-    case 'power-target': {
-      const read = async (m: MinerClient) => ({ powerTargetWatts: (await m.getTunerState(o)).powerTargetModeState?.currentTarget?.watt ?? null });
-      return {
-        read,
-        desired: () => ({ powerTargetWatts: spec.watts }),
-        equal: sameJson,
-        validate: async (m) => {
+    case 'power-target':
+      return targetKind(ctx, {
+        key: 'powerTargetWatts',
+        value: spec.watts,
+        what: ['power target', 'W'],
+        current: async (m) => (await m.getTunerState(o)).powerTargetModeState?.currentTarget?.watt ?? null,
+        range: async (m) => {
           const c = (await m.getConstraints(o)).tunerConstraints?.powerTarget;
-          rangeCheck(ctx, 'power target', 'W', spec.watts, c?.min?.watt, c?.max?.watt);
+          return [c?.min?.watt, c?.max?.watt];
         },
-        write: async (m) => void (await m.setPowerTarget(spec.watts, o)),
-        settle: read,
-      } satisfies MutationKind<{ powerTargetWatts: number | null }> as MutationKind<unknown>;
-    }
-    case 'hashrate-target': {
-      const read = async (m: MinerClient) => ({ hashrateTargetThs: (await m.getTunerState(o)).hashrateTargetModeState?.currentTarget?.terahashPerSecond ?? null });
-      return {
-        read,
-        desired: () => ({ hashrateTargetThs: spec.terahashPerSecond }),
-        equal: sameJson,
-        validate: async (m) => {
+        write: (m) => m.setPowerTarget(spec.watts, o),
+      });
+    case 'hashrate-target':
+      return targetKind(ctx, {
+        key: 'hashrateTargetThs',
+        value: spec.terahashPerSecond,
+        what: ['hashrate target', 'TH/s'],
+        current: async (m) => (await m.getTunerState(o)).hashrateTargetModeState?.currentTarget?.terahashPerSecond ?? null,
+        range: async (m) => {
           const c = (await m.getConstraints(o)).tunerConstraints?.hashrateTarget;
-          rangeCheck(ctx, 'hashrate target', 'TH/s', spec.terahashPerSecond, c?.min?.terahashPerSecond, c?.max?.terahashPerSecond);
+          return [c?.min?.terahashPerSecond, c?.max?.terahashPerSecond];
         },
-        write: async (m) => void (await m.setHashrateTarget(spec.terahashPerSecond, o)),
-        settle: read,
-      } satisfies MutationKind<{ hashrateTargetThs: number | null }> as MutationKind<unknown>;
-    }
+        write: (m) => m.setHashrateTarget(spec.terahashPerSecond, o),
+      });
     case 'pools': {
       const read = async (m: MinerClient) => poolState((await m.getPoolGroups(o)).poolGroups);
       return {
