@@ -45,8 +45,15 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const connection = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
   const storeRedis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
-  connection.on('error', () => undefined); // reconnects on its own; BullMQ reports via 'error'
-  storeRedis.on('error', () => undefined);
+  // ioredis reconnects on its own; say so once every 10 s instead of once per failed attempt.
+  let lastWarnMs = 0;
+  const warnRedis = (err: Error) => {
+    if (Date.now() - lastWarnMs < 10_000) return;
+    lastWarnMs = Date.now();
+    console.error(`worker: Redis unreachable (${err.message}); retrying — no job is lost while it is down`);
+  };
+  connection.on('error', warnRedis);
+  storeRedis.on('error', warnRedis);
   const executor = createExecutor(
     {
       coreOptions: opts.coreOptions ?? {},
@@ -83,6 +90,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // process; BullMQ hands each job to exactly one of them.
   const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
   const controlQueue = new Queue(CONTROL_QUEUE, { connection: storeRedis, prefix });
+  for (const q of [jobsQueue, controlQueue]) q.on('error', () => undefined); // storeRedis reports
   const control = consume(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), 4);
   const schedules = consume(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), 2);
   let closing: Promise<void> | undefined;
