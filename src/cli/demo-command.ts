@@ -4,6 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { Redis } from 'ioredis';
+import { RunStore } from '../fleet/run-store.js';
 import { parseInventory } from '../producer/inventory.js';
 import { runLocal } from '../producer/run-local.js';
 import { startRedisServer } from '../redis/server.js';
@@ -44,13 +46,11 @@ export function registerDemo(program: Command): void {
         });
         bar.done();
         console.log(`\n${summaryText(record, summary)}\n`);
-        const { RunStore } = await import('../fleet/run-store.js');
-        const { Redis } = await import('ioredis');
         const r = new Redis(redis.url);
         const outcomes = await new RunStore(r).getOutcomes(record.runId);
         r.disconnect();
         const sample = [...outcomes.filter((o) => o.code === 'OK').slice(0, 3), ...outcomes.filter((o) => o.code !== 'OK').slice(0, 5)];
-        console.log(`a few miners (all ${outcomes.length} outcomes: bos-fleet results ${record.runId} with --redis while Redis runs):\n${outcomesText(sample, 'table')}`);
+        console.log(`a few of the ${outcomes.length} outcomes (the demo's Redis goes away with it; after a real \`bos-fleet poll\`, \`bos-fleet results RUN_ID\` shows them all):\n${outcomesText(sample, 'table')}`);
       } finally {
         await fleet.close();
         await redis.stop();
