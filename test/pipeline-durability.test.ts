@@ -16,6 +16,7 @@ import { startWorker } from '../src/workers/worker.js';
 import { exited, spawnCli, writeFleetFiles } from './helpers/cli.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
 
 const COUNT = 60;
 let tf: TestFleet;
@@ -38,13 +39,6 @@ async function outcomeCount(store: RunStore, runId: string): Promise<number> {
   return (await store.getCounts(runId)).done;
 }
 
-async function until(cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function expectExactlyOneOutcomeEach(store: RunStore, runId: string): Promise<void> {
   const outcomes = await store.getOutcomes(runId);

@@ -8,6 +8,7 @@ import { inventoryCsv } from '../src/sim/plan.js';
 import { exited, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
 import { startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
 
 const COUNT = 60;
 let tf: TestFleet;
@@ -25,13 +26,6 @@ afterAll(async () => {
   rmSync(files.dir, { recursive: true, force: true });
 });
 
-async function until(cond: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const appliedWrites = async (method: string) => (await tf.fleet.mutations()).filter((r) => r.method === method && r.result === 'applied');
 

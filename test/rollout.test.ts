@@ -9,6 +9,7 @@ import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import type { MutationData } from '../src/workers/ops/mutate.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
 
 const COUNT = 200;
 let tf: TestFleet;
@@ -164,10 +165,3 @@ describe('rollout timing and limits', () => {
   });
 });
 
-async function until(cond: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
