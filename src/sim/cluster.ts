@@ -109,6 +109,9 @@ export class SimCluster implements FleetControl {
   dropConnections(minerId: string): Promise<void> {
     return this.shard(minerId).call('dropConnections', minerId);
   }
+  floodStatus(minerId: string, count: number, padBytes?: number): Promise<void> {
+    return this.shard(minerId).call('floodStatus', minerId, count, padBytes);
+  }
   async close(): Promise<void> {
     await Promise.all(
       this.shards.map(async (s) => {

@@ -25,5 +25,7 @@ export interface FleetControl {
   expireSessions(minerId?: string): Promise<void>;
   reboot(minerId: string, downMs: number): Promise<void>;
   dropConnections(minerId: string): Promise<void>;
+  /** Sends `count` status messages (each padded by `padBytes`) to the miner's open status streams. */
+  floodStatus(minerId: string, count: number, padBytes?: number): Promise<void>;
   close(): Promise<void>;
 }

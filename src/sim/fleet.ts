@@ -43,7 +43,7 @@ interface MinerRuntime {
   endpoint: MinerEndpoint;
   callsSeen: number;
   callCounts: Record<string, number>;
-  statusListeners: Set<() => void>;
+  statusListeners: Set<(padBytes?: number) => void>;
   rebootTimer?: NodeJS.Timeout;
 }
 
@@ -155,6 +155,11 @@ export class SimFleet implements FleetControl {
 
   async dropConnections(minerId: string): Promise<void> {
     dropSockets(this.runtime(minerId).endpoint);
+  }
+
+  async floodStatus(minerId: string, count: number, padBytes = 0): Promise<void> {
+    const rt = this.runtime(minerId);
+    for (let i = 0; i < count; i++) for (const send of rt.statusListeners) send(padBytes);
   }
 
   async reboot(minerId: string, downMs: number): Promise<void> {
@@ -275,9 +280,9 @@ export class SimFleet implements FleetControl {
           const rt = this.byAuthority.get(call.getHost());
           if (!rt) return;
           let sent = 0;
-          const send = () => {
+          const send = (padBytes = 0) => {
             if (call.cancelled || call.destroyed) return;
-            call.write({ status: rt.state.status });
+            call.write(padBytes ? { status: rt.state.status, [PAD_REPLY]: padBytes } : { status: rt.state.status });
             sent++;
             const drop = rt.state.faults.dropStream;
             if (drop && sent >= drop.afterMessages) setTimeout(() => dropSockets(rt.endpoint), 50).unref();
