@@ -37,6 +37,8 @@ export interface ModeResult {
   peakRssMb: number;
   /** CPU time of the executor process (user + system, all threads). */
   cpuMs: number;
+  /** CPU time Redis used during the mode (ms; split evenly over repeated runs). */
+  redisCpuMs?: number;
   counts: Record<string, number>;
 }
 

@@ -2,7 +2,7 @@
 // loop, on simulated fleets of 1,000 and 10,000 miners (100,000 with --huge), plus (a) with 10% of
 // miners blackholed, twice (breakers closed, then open). Writes bench-results/latest.json.
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../core/proto.js';
@@ -49,6 +49,17 @@ function parseArgs(argv: string[]): BenchArgs {
   };
 }
 
+/** CPU time (ms) a process has used so far, from /proc (Linux); 0 elsewhere. */
+function processCpuMs(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
+    return Math.round((ticks * 1000) / 100);
+  } catch {
+    return 0;
+  }
+}
+
 let configSeq = 0;
 
 function runMode(cfg: ModeConfig, dir: string): Promise<ModeResult[]> {
@@ -73,7 +84,7 @@ function row(r: ModeResult): string {
   const counts = Object.entries(r.counts)
     .map(([c, n]) => `${c} ${n}`)
     .join(', ');
-  return `${r.label.padEnd(34)} ${String(r.n).padStart(7)} ${`${(r.durationMs / 1000).toFixed(2)} s`.padStart(10)} ${String(r.minersPerS).padStart(9)} ${`${r.p50Ms}`.padStart(7)} ${`${r.p99Ms}`.padStart(7)} ${String(r.peakRssMb).padStart(7)} ${String(r.cpuMs).padStart(7)}  ${counts}`;
+  return `${r.label.padEnd(34)} ${String(r.n).padStart(7)} ${`${(r.durationMs / 1000).toFixed(2)} s`.padStart(10)} ${String(r.minersPerS).padStart(9)} ${`${r.p50Ms}`.padStart(7)} ${`${r.p99Ms}`.padStart(7)} ${String(r.peakRssMb).padStart(7)} ${String(r.cpuMs).padStart(7)} ${String(r.redisCpuMs ?? 0).padStart(7)}  ${counts}`;
 }
 
 async function main(): Promise<void> {
@@ -83,8 +94,13 @@ async function main(): Promise<void> {
   const results: ModeResult[] = [];
   const ratios: Record<string, number> = {};
   const simStartMs: Record<string, number> = {};
-  console.log(`${'mode'.padEnd(34)} ${'miners'.padStart(7)} ${'time'.padStart(10)} ${'miners/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'RSS MB'.padStart(7)} ${'CPU ms'.padStart(7)}  outcomes`);
+  console.log(`${'mode'.padEnd(34)} ${'miners'.padStart(7)} ${'time'.padStart(10)} ${'miners/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'RSS MB'.padStart(7)} ${'CPU ms'.padStart(7)} ${'Redis'.padStart(7)}  outcomes`);
+  // Redis's own CPU per mode: the queue's cost that the executor's CPU figure does not show.
+  let redisCpuMark = processCpuMs(redis.process.pid);
   const record = (rs: ModeResult[]) => {
+    const redisCpuMs = processCpuMs(redis.process.pid) - redisCpuMark;
+    redisCpuMark += redisCpuMs;
+    for (const r of rs) r.redisCpuMs = Math.round(redisCpuMs / rs.length);
     for (const r of rs) {
       results.push(r);
       console.log(row(r));
