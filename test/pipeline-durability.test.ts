@@ -15,7 +15,7 @@ import { inventoryCsv } from '../src/sim/plan.js';
 import { startWorker } from '../src/workers/worker.js';
 import { exited, spawnCli, writeFleetFiles } from './helpers/cli.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
-import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { crashAndRestart, redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
 const COUNT = 60;
@@ -132,10 +132,7 @@ describe('Redis restarted mid-run (AOF)', () => {
       const record = await enqueueOnly({ redisUrl: server.url, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
       await new Promise((r) => setTimeout(r, 1_200)); // the enqueue reaches the AOF (fsync every second)
       await until(async () => (await outcomeCount(store, record.runId)) >= 10);
-      server.process.kill('SIGKILL');
-      await exited(server.process);
-      await new Promise((r) => setTimeout(r, 1_000));
-      server = await startRedisServer({ dir, port: server.port });
+      server = await crashAndRestart(server);
       await waitForRun(store, record.runId, COUNT, { intervalMs: 200 });
       await expectExactlyOneOutcomeEach(store, record.runId);
     } finally {

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rolloutReport } from '../src/rollout/create.js';
 import { inventoryCsv } from '../src/sim/plan.js';
 import { exited, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
-import { startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { appliedWritesPerMiner, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
@@ -63,7 +63,6 @@ describe('bos-fleet rollout', () => {
 
   it('a worker SIGKILLed mid-rollout and restarted: 0 double-applies, 0 miners without an outcome', async () => {
     const prefix = uniquePrefix('rokill');
-    const before = await appliedWrites('SetPowerTarget');
     const started = await runCli(['rollout', 'start', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2200', '--waves', '20%,100%', '--yes', '--json']);
     expect(started.code).toBe(0);
     const { rolloutId } = JSON.parse(started.stdout) as { rolloutId: string };
@@ -78,9 +77,8 @@ describe('bos-fleet rollout', () => {
     await exited(second);
     const report = await rolloutReport(redis, rolloutId, prefix);
     expect(report?.counts).toEqual({ OK: COUNT });
-    const writes = (await appliedWrites('SetPowerTarget')).slice(before.length).filter((w) => (w.request as { powerTarget: { watt: number } }).powerTarget.watt === 2200);
-    const perMiner = new Map<string, number>();
-    for (const w of writes) perMiner.set(w.minerId, (perMiner.get(w.minerId) ?? 0) + 1);
+    // Only this test writes 2200 W.
+    const perMiner = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', (r) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2200);
     expect(perMiner.size).toBe(COUNT);
     expect([...perMiner.values()].every((n) => n === 1)).toBe(true);
     const status = await runCli(['rollout', 'status', rolloutId, '--redis', redisUrl(), '--prefix', prefix]);

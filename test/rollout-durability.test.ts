@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rolloutReport, startRollout, waitForRollout } from '../src/rollout/create.js';
 import { startRedisServer } from '../src/redis/server.js';
 import { startWorker } from '../src/workers/worker.js';
-import { exited } from './helpers/cli.js';
-import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { crashAndRestart } from './helpers/redis.js';
+import { FAST_CORE, appliedWritesPerMiner, startTestFleet, type TestFleet } from './helpers/fleet.js';
 
 const COUNT = 60;
 let tf: TestFleet;
@@ -39,16 +39,11 @@ describe('rollout × Redis restart', () => {
       await new Promise((r) => setTimeout(r, 1_200)); // the rollout record reaches the AOF
       const deadline = Date.now() + 30_000;
       while (((await rolloutReport(redis, rec.rolloutId))?.counts['OK'] ?? 0) < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      server.process.kill('SIGKILL');
-      await exited(server.process);
-      await new Promise((r) => setTimeout(r, 1_000));
-      server = await startRedisServer({ dir, port: server.port });
+      server = await crashAndRestart(server);
       const report = await waitForRollout(redis, rec.rolloutId);
       expect(report.state).toBe('completed');
       expect(report.counts).toEqual({ OK: COUNT });
-      const writes = (await tf.fleet.mutations()).filter((m) => m.method === 'SetPowerTarget' && m.result === 'applied');
-      const perMiner = new Map<string, number>();
-      for (const w of writes) perMiner.set(w.minerId, (perMiner.get(w.minerId) ?? 0) + 1);
+      const perMiner = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget');
       expect(perMiner.size).toBe(COUNT);
       expect([...perMiner.values()].every((n) => n === 1)).toBe(true);
     } finally {

@@ -1,7 +1,8 @@
 // Turns `rollout start` flags into a validated mutation spec and gate settings.
 import { readFileSync } from 'node:fs';
 import { actionSpec, ACTIONS, operationOf, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
-import { parseDurationMs, parsePercent, parseWaves } from '../rollout/waves.js';
+import { parseDurationMs } from '../fleet/ids-and-durations.js';
+import { parsePercent, parseWaves } from '../rollout/waves.js';
 
 export interface OperationFlags {
   powerTarget?: string;

@@ -4,7 +4,7 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadInventory } from '../producer/inventory.js';
 import { defaultActor } from '../rollout/audit.js';
 import { addSchedule, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
-import { parseDurationMs } from '../rollout/waves.js';
+import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
 import { connectRedis } from './common.js';
 import { positiveInt } from './parse.js';

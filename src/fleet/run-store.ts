@@ -1,6 +1,6 @@
 // Runs and outcomes in Redis: the run record, the list of runs, and one outcome per miner per run
 // (written at most once, so a job that runs again after a stall never doubles the counts).
-import { randomBytes } from 'node:crypto';
+import { timestampedId } from './ids-and-durations.js';
 import type { Redis } from 'ioredis';
 import { keys, type Keys } from './keys.js';
 import type { Outcome } from './outcome.js';
@@ -17,8 +17,7 @@ export interface RunRecord {
 }
 
 export function newRunId(nowMs = Date.now()): string {
-  const t = new Date(nowMs).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  return `run-${t}-${randomBytes(3).toString('hex')}`;
+  return timestampedId('run', nowMs);
 }
 
 // HSETNX the outcome; only the first writer bumps the counters.

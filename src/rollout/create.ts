@@ -1,5 +1,5 @@
 // Creating rollouts (and rollbacks), and reading their progress.
-import { randomBytes } from 'node:crypto';
+import { timestampedId } from '../fleet/ids-and-durations.js';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
@@ -41,8 +41,7 @@ export interface RolloutReport {
 }
 
 export function newRolloutId(nowMs = Date.now()): string {
-  const t = new Date(nowMs).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-  return `ro-${t}-${randomBytes(3).toString('hex')}`;
+  return timestampedId('ro', nowMs);
 }
 
 function control(redis: Redis, prefix: string): Queue {

@@ -1,4 +1,4 @@
-// Wave plans (`1%,10%,50%,100%`: cumulative fractions of the inventory), percentages and durations.
+// Wave plans (`1%,10%,50%,100%`: cumulative fractions of the inventory) and percentages.
 
 export function parsePercent(text: string, option: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(text);
@@ -26,12 +26,4 @@ export function waveBounds(n: number, fractions: number[]): number[] {
     if (ends.length === 0 || end > (ends[ends.length - 1] as number)) ends.push(end);
   }
   return ends;
-}
-
-export function parseDurationMs(text: string, option: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
-  if (!m) throw new Error(`${option} must be a duration like 30s, 10m or 1h, got "${text}"`);
-  const n = Number(m[1]);
-  const unit = m[2] ?? 's';
-  return Math.round(unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000);
 }

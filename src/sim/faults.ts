@@ -1,6 +1,7 @@
 // Fault kinds a simulated miner can be told to have, and the `offline=2%,slow=5%:800ms` spec parser.
 import { z } from 'zod';
 import { seededRandom } from './prng.js';
+import { parseDurationMs } from '../fleet/ids-and-durations.js';
 
 export const FAULT_KINDS = [
   'refuse', // nothing listens on the miner's address
@@ -49,12 +50,7 @@ export interface FaultMixEntry {
   param?: string;
 }
 
-const durationMs = (text: string, field: string): number => {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!m) throw new Error(`faults: ${field} must be a duration like 800ms or 2s, got "${text}"`);
-  const n = Number(m[1]);
-  return m[2] === 's' ? n * 1000 : m[2] === 'm' ? n * 60_000 : n;
-};
+const durationMs = (text: string, field: string): number => parseDurationMs(text, field, { defaultUnit: 'ms', example: '800ms or 2s' });
 
 /** Parses `offline=2%,slow=5%:800ms,flaky=3%,old-api=10%`. `offline` is an alias of `refuse`. */
 export function parseFaultSpec(spec: string): FaultMixEntry[] {

@@ -4,6 +4,7 @@ import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { RolloutStore } from '../rollout/store.js';
 import { acquireSiteSlot, releaseSiteSlot } from '../rollout/site-limit.js';
 import { CODE_INFO, isErrorCode, type ErrorCode } from '../core/error-codes.js';
+import { FleetError } from '../core/fleet-error.js';
 import { jobDataSchema, type JobData } from '../fleet/job.js';
 import type { Outcome } from '../fleet/outcome.js';
 import type { RunStore } from '../fleet/run-store.js';
@@ -55,7 +56,7 @@ function withEarlierCause(result: TaskResult, failedReason: string | undefined):
 }
 
 function failedTask(code: ErrorCode, message: string): TaskResult {
-  return { ok: false, code, attempts: 0, durationMs: 0, transport: 'plaintext', error: { name: 'FleetError', code, message, retryable: CODE_INFO[code].retryable, suggestion: CODE_INFO[code].suggestion, context: {} } };
+  return { ok: false, code, attempts: 0, durationMs: 0, transport: 'plaintext', error: new FleetError(code, message).toPlain() };
 }
 
 async function delay(job: Job, token: string | undefined, ms: number): Promise<never> {

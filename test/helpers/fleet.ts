@@ -33,3 +33,12 @@ export const FAST_CORE = {
   callBudgetMs: 3_000,
   retry: { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 50 },
 };
+
+/** How many times each miner got an applied `method` write (optionally only those matching). */
+export async function appliedWritesPerMiner(fleet: SimFleet, method: string, match: (request: unknown) => boolean = () => true): Promise<Map<string, number>> {
+  const perMiner = new Map<string, number>();
+  for (const w of await fleet.mutations()) {
+    if (w.method === method && w.result === 'applied' && match(w.request)) perMiner.set(w.minerId, (perMiner.get(w.minerId) ?? 0) + 1);
+  }
+  return perMiner;
+}
