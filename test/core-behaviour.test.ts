@@ -106,6 +106,20 @@ describe('pool and retries', () => {
     await expect(m.setPowerTarget(2000)).rejects.toMatchObject({ code: 'OUTCOME_UNKNOWN', context: { attempts: 1, mayHaveReachedMiner: true } });
   });
 
+  it('an abort signal cancels a call in flight at once, without waiting for its deadline', async () => {
+    core = testCore();
+    const m = core.miner(simTarget('hang-write', host('hang-write')));
+    await fleet.setFaults('hang-write', {});
+    await m.getMinerDetails();
+    await fleet.setFaults('hang-write', { hang: true });
+    const ac = new AbortController();
+    const started = Date.now();
+    setTimeout(() => ac.abort(), 100);
+    await expect(m.getMinerStats({ signal: ac.signal, timeoutMs: 5_000 })).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    await fleet.setFaults('hang-write', {});
+  });
+
   it('a non-idempotent Reboot is retried only while the miner provably never got it', async () => {
     core = testCore();
     const m = core.miner(simTarget('reboot-refused', host('reboot-refused')));

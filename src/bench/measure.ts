@@ -39,6 +39,8 @@ export interface ModeResult {
   cpuMs: number;
   /** CPU time Redis used during the mode (ms; split evenly over repeated runs). */
   redisCpuMs?: number;
+  /** CPU time the simulator's shard processes used during the mode (ms; split evenly over repeated runs). */
+  simCpuMs?: number;
   counts: Record<string, number>;
 }
 

@@ -51,8 +51,9 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
       const started = Date.now();
       const record = await enqueueRun(queue, store, inventory, { operation: 'poll', timeoutMs: cfg.timeoutMs, jobBackoffMs: 500 });
       await waitForRun(store, record.runId, record.total, { intervalMs: 100 });
-      const durationMs = Date.now() - started;
       const outcomes = await store.getOutcomes(record.runId);
+      // Enqueue → last outcome written (its finishedAt), not → when the polling wait noticed it.
+      const durationMs = Math.max(...outcomes.map((o) => Date.parse(o.finishedAt))) - started;
       const counts: Record<string, number> = {};
       for (const o of outcomes) counts[o.code] = (counts[o.code] ?? 0) + 1;
       results.push(result('pipeline', `${cfg.label}${cfg.repeat > 1 ? ` #${i + 1}` : ''}`, cfg.targets.length, durationMs, outcomes.map((o) => o.durationMs), rss.stop(), rss.cpuMs(), counts));

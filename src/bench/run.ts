@@ -22,6 +22,8 @@ interface BenchArgs {
   modes: string[];
   /** Sizes at which only (a) runs (100,000 with --huge: the baselines would take most of an hour). */
   pipelineOnly: number[];
+  /** Each mode runs this many times, in rotated order; its reported figure is the median run. */
+  rounds: number;
   out: string;
 }
 
@@ -45,6 +47,7 @@ function parseArgs(argv: string[]): BenchArgs {
     concurrency: Number(get('--concurrency') ?? 200),
     timeoutMs: Number(get('--timeout-ms') ?? 5_000),
     blackholeSize: Number(get('--blackhole-size') ?? 1_000),
+    rounds: Number(get('--rounds') ?? 3),
     out: get('--out') ?? path.join(PACKAGE_ROOT, 'bench-results', 'latest.json'),
   };
 }
@@ -60,13 +63,21 @@ function processCpuMs(pid: number | undefined): number {
   }
 }
 
+/** The run with the median duration (the upper median for an even count). */
+function median(runs: ModeResult[]): ModeResult | undefined {
+  const sorted = [...runs].sort((x, y) => x.durationMs - y.durationMs);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
 let configSeq = 0;
 
 function runMode(cfg: ModeConfig, dir: string): Promise<ModeResult[]> {
   const configFile = path.join(dir, `mode-${++configSeq}.json`);
   writeFileSync(configFile, JSON.stringify(cfg));
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'dist', 'bench', 'mode.js'), configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // BOS_FLEET_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles each mode's process.
+    const nodeArgs = (process.env['BOS_FLEET_BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, path.join(PACKAGE_ROOT, 'dist', 'bench', 'mode.js'), configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.on('exit', (code) => {
@@ -84,7 +95,7 @@ function row(r: ModeResult): string {
   const counts = Object.entries(r.counts)
     .map(([c, n]) => `${c} ${n}`)
     .join(', ');
-  return `${r.label.padEnd(34)} ${String(r.n).padStart(7)} ${`${(r.durationMs / 1000).toFixed(2)} s`.padStart(10)} ${String(r.minersPerS).padStart(9)} ${`${r.p50Ms}`.padStart(7)} ${`${r.p99Ms}`.padStart(7)} ${String(r.peakRssMb).padStart(7)} ${String(r.cpuMs).padStart(7)} ${String(r.redisCpuMs ?? 0).padStart(7)}  ${counts}`;
+  return `${r.label.padEnd(34)} ${String(r.n).padStart(7)} ${`${(r.durationMs / 1000).toFixed(2)} s`.padStart(10)} ${String(r.minersPerS).padStart(9)} ${`${r.p50Ms}`.padStart(7)} ${`${r.p99Ms}`.padStart(7)} ${String(r.peakRssMb).padStart(7)} ${String(r.cpuMs).padStart(7)} ${String(r.redisCpuMs ?? 0).padStart(7)} ${String(r.simCpuMs ?? 0).padStart(7)}  ${counts}`;
 }
 
 async function main(): Promise<void> {
@@ -94,16 +105,24 @@ async function main(): Promise<void> {
   const results: ModeResult[] = [];
   const ratios: Record<string, number> = {};
   const simStartMs: Record<string, number> = {};
-  console.log(`${'mode'.padEnd(34)} ${'miners'.padStart(7)} ${'time'.padStart(10)} ${'miners/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'RSS MB'.padStart(7)} ${'CPU ms'.padStart(7)} ${'Redis'.padStart(7)}  outcomes`);
+  console.log(`${'mode'.padEnd(34)} ${'miners'.padStart(7)} ${'time'.padStart(10)} ${'miners/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'RSS MB'.padStart(7)} ${'CPU ms'.padStart(7)} ${'Redis'.padStart(7)} ${'sim'.padStart(7)}  outcomes`);
   // Redis's own CPU per mode: the queue's cost that the executor's CPU figure does not show.
+  // The simulator's CPU likewise: it shares the cores with the executor on this machine.
   let redisCpuMark = processCpuMs(redis.process.pid);
-  const record = (rs: ModeResult[]) => {
+  let simPids: number[] = [];
+  const simCpu = () => simPids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
+  let simCpuMark = 0;
+  const summary: ModeResult[] = [];
+  const record = (rs: ModeResult[], note = '') => {
     const redisCpuMs = processCpuMs(redis.process.pid) - redisCpuMark;
     redisCpuMark += redisCpuMs;
+    const simCpuMs = simCpu() - simCpuMark;
+    simCpuMark += simCpuMs;
     for (const r of rs) r.redisCpuMs = Math.round(redisCpuMs / rs.length);
+    for (const r of rs) r.simCpuMs = Math.round(simCpuMs / rs.length);
     for (const r of rs) {
       results.push(r);
-      console.log(row(r));
+      console.log(row({ ...r, label: r.label + note }));
     }
     return rs;
   };
@@ -112,18 +131,44 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       const sim = await SimCluster.start({ miners: planFleet({ miners: n, base: '127.20.0.1' }) });
       simStartMs[String(n)] = Date.now() - t0;
+      simPids = sim.pids();
+      simCpuMark = simCpu();
       const targets = sim.miners.map((m) => ({ id: m.id, host: m.host, port: m.port }));
       const base = { redisUrl: redis.url, targets, concurrency: args.concurrency, timeoutMs: args.timeoutMs, repeat: 1 };
       try {
         const want = (m: string) => args.modes.includes(m) && (m === 'a' || !args.pipelineOnly.includes(n));
-        const pipelines: ModeResult[] = [];
-        for (const threads of want('a') ? args.threads : []) {
-          pipelines.push(...record(await runMode({ ...base, mode: 'pipeline', label: `(a) bos-fleet --threads ${threads} n=${n}`, threads }, dir)));
+        const configs: ModeConfig[] = [
+          ...(want('a') ? args.threads : []).map((threads): ModeConfig => ({ ...base, mode: 'pipeline', label: `(a) bos-fleet --threads ${threads} n=${n}`, threads })),
+          ...(want('a0') ? [{ ...base, mode: 'core', label: `(a0) core alone, no queue n=${n}`, threads: 0 } satisfies ModeConfig] : []),
+          ...(want('b') ? [{ ...base, mode: 'bare', label: `(b) bare grpc-js n=${n}`, threads: 0 } satisfies ModeConfig] : []),
+          ...(want('c') ? [{ ...base, mode: 'naive', label: `(c) naive peer loop n=${n}`, threads: 0 } satisfies ModeConfig] : []),
+        ];
+        // Warm-up: untimed bare polls of every miner until the simulator's CPU per pass settles (JIT, heap
+        // sizing), so no mode pays the simulator's warm-up. At most 4 passes.
+        for (let pass = 0, last = Infinity; pass < 4; pass++) {
+          const mark = simCpu();
+          await runMode({ ...base, mode: 'bare', label: `warm-up n=${n}`, threads: 0 }, dir);
+          const used = simCpu() - mark;
+          console.log(`warm-up pass ${pass + 1} n=${n}: simulator CPU ${used} ms`);
+          if (used > last * 0.9) break;
+          last = used;
         }
-        if (want('a0')) record(await runMode({ ...base, mode: 'core', label: `(a0) core alone, no queue n=${n}`, threads: 0 }, dir));
-        const [bare] = want('b') ? record(await runMode({ ...base, mode: 'bare', label: `(b) bare grpc-js n=${n}`, threads: 0 }, dir)) : [];
-        const [naive] = want('c') ? record(await runMode({ ...base, mode: 'naive', label: `(c) naive peer loop n=${n}`, threads: 0 }, dir)) : [];
-        const a = pipelines.reduce<ModeResult | undefined>((best, r) => (!best || r.durationMs < best.durationMs ? r : best), undefined);
+        simCpuMark = simCpu();
+        redisCpuMark = processCpuMs(redis.process.pid);
+        // Rounds, each in a rotated order (no mode always runs first or last); a mode's figure is its median round.
+        const runs = new Map<string, ModeResult[]>(configs.map((c) => [c.label, []]));
+        const rounds = args.pipelineOnly.includes(n) ? 1 : args.rounds;
+        for (let round = 0; round < rounds; round++) {
+          for (let i = 0; i < configs.length; i++) {
+            const cfg = configs[(i + round) % configs.length] as ModeConfig;
+            runs.get(cfg.label)?.push(...record(await runMode(cfg, dir), rounds > 1 ? ` [round ${round + 1}]` : ''));
+          }
+        }
+        const medians = new Map(configs.map((c) => [c.mode === 'pipeline' ? `${c.mode}-${c.threads}` : c.mode, median(runs.get(c.label) ?? [])]));
+        for (const m of medians.values()) if (m) summary.push(m);
+        const a = [...medians.entries()].filter(([k]) => k.startsWith('pipeline')).reduce<ModeResult | undefined>((best, [, r]) => (r && (!best || r.durationMs < best.durationMs) ? r : best), undefined);
+        const bare = medians.get('bare');
+        const naive = medians.get('naive');
         if (a && bare && naive) {
           ratios[`n=${n} (a)/(b) time`] = Math.round((a.durationMs / bare.durationMs) * 100) / 100;
           ratios[`n=${n} (c)/(a) time`] = Math.round((naive.durationMs / a.durationMs) * 100) / 100;
@@ -131,7 +176,7 @@ async function main(): Promise<void> {
         if (n === args.blackholeSize) {
           const hole = targets.filter((_, i) => i % 10 === 0);
           for (const t of hole) await sim.setFaults(t.id, { blackhole: true });
-          record(await runMode({ ...base, repeat: 2, mode: 'pipeline', label: `(a) 10% blackholed n=${n}`, threads: args.threads[0] ?? 0 }, dir));
+          summary.push(...record(await runMode({ ...base, repeat: 2, mode: 'pipeline', label: `(a) 10% blackholed n=${n}`, threads: args.threads[0] ?? 0 }, dir)));
         }
       } finally {
         await sim.close();
@@ -141,11 +186,13 @@ async function main(): Promise<void> {
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
   }
-  console.log('\nratios (time):', JSON.stringify(ratios));
+  console.log(`\nmedian of ${args.rounds} rounds:`);
+  for (const r of summary) console.log(row(r));
+  console.log('\nratios (time, medians):', JSON.stringify(ratios));
   mkdirSync(path.dirname(args.out), { recursive: true });
   writeFileSync(
     args.out,
-    JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, args, simStartMs, results, ratios }, null, 2) + '\n',
+    JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, args, simStartMs, summary, ratios, runs: results }, null, 2) + '\n',
   );
   console.log(`written to ${args.out}`);
 }

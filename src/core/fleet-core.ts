@@ -7,6 +7,7 @@ import { MinerClient, type MinerTarget } from './miner-client.js';
 import type { ApiVersion } from './methods.js';
 import { parseCoreOptions, type CoreOptions, type CoreOptionsInput } from './options.js';
 import { ConnectionPool, type ClientFactory } from './pool.js';
+import type { RetryDeps } from './retry.js';
 import { SessionCache } from './sessions.js';
 
 export interface CoreDeps {
@@ -24,6 +25,8 @@ export class FleetCore {
   readonly pool: ConnectionPool;
   readonly sessions = new SessionCache();
   readonly breakerStore: BreakerStore;
+  /** Clock and randomness for in-call retries (one object, not one per call). */
+  readonly retryDeps: RetryDeps;
   private readonly versions = new Map<string, { version: ApiVersion; atMs: number }>();
   /** Methods a miner answered UNIMPLEMENTED to, until its version is read again. */
   private readonly unsupported = new Map<string, Set<string>>();
@@ -32,6 +35,7 @@ export class FleetCore {
     this.options = parseCoreOptions(options);
     this.clock = deps.clock ?? systemClock;
     this.random = deps.random ?? Math.random;
+    this.retryDeps = { clock: this.clock, random: this.random };
     this.breakerStore = deps.breakerStore ?? new MemoryBreakerStore();
     this.pool = new ConnectionPool(this.options.pool, this.clock, deps.clientFactory);
   }

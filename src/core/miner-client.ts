@@ -4,12 +4,13 @@ import type * as grpc from '@grpc/grpc-js';
 import type { MinerChannel } from './channel.js';
 import { channelCredentials } from './tls.js';
 import { minerChannelOptions } from './channel-options.js';
-import { withBreaker } from './breaker-guard.js';
+import { admitAttempt, settleFailure } from './breaker-guard.js';
+import type { Breaker } from './breaker.js';
 import { FleetError, type ErrorContext } from './fleet-error.js';
 import type { FleetCore } from './fleet-core.js';
 import { METHODS, formatVersion, versionAtLeast, type ApiVersion, type MethodName, type MethodSpec } from './methods.js';
-import { invokeUnary } from './rpc.js';
-import { withRetry } from './retry.js';
+import { invokeUnary, type UnaryReply } from './rpc.js';
+import { withRetry, type RetryContext } from './retry.js';
 import type { Credentials } from './sessions.js';
 import type { TlsMaterial } from './tls.js';
 import type * as T from './types.js';
@@ -40,10 +41,14 @@ export interface CallOptions {
 
 const OLDEST_API: ApiVersion = { major: 1, minor: 0, patch: 0 };
 
+/** Codes that say the connection itself is bad: the pool counts them towards rebuilding the channel. */
+const TRANSPORT_FAULTS: ReadonlySet<string> = new Set(['MINER_UNREACHABLE', 'MINER_TIMEOUT', 'CONNECTION_LOST', 'PROTOCOL_ERROR', 'TLS_ERROR']);
+
 export class MinerClient {
   readonly key: string;
   readonly stats: CallStats = { calls: 0, attempts: 0, maxAttempts: 0, logins: 0 };
   readonly transport: 'plaintext' | 'tls';
+  private breakerOf: Breaker | undefined;
 
   constructor(
     private readonly core: FleetCore,
@@ -91,7 +96,7 @@ export class MinerClient {
       });
     }
     if (spec.since) {
-      const v = await this.apiVersion(opts);
+      const v = this.core.cachedVersion(this.key) ?? (await this.apiVersion(opts));
       if (!versionAtLeast(v, spec.since)) {
         throw new FleetError('UNSUPPORTED_BY_FIRMWARE', `${method} needs API ${spec.since.join('.')}, miner speaks ${formatVersion(v)}`, {
           ...this.context(method, spec),
@@ -101,7 +106,7 @@ export class MinerClient {
       }
     }
     if (!spec.auth) return (await this.send<R>(method, request, undefined, opts)).response;
-    let token = await this.token(opts);
+    let token = this.core.sessions.cached(this.key) ?? (await this.token(opts));
     let relogged = false;
     try {
       return (
@@ -164,7 +169,8 @@ export class MinerClient {
 
   /**
    * Sends with retries. `reauth` is consulted once when an attempt answers UNAUTHENTICATED;
-   * `currentToken` gives the token each attempt should carry.
+   * `currentToken` gives the token each attempt should carry. Hot path: one async frame per attempt
+   * (breaker admission and settlement are synchronous), no wait when the channel is already ready.
    */
   private async send<R>(
     method: MethodName,
@@ -172,44 +178,45 @@ export class MinerClient {
     reauth: (() => Promise<string | undefined>) | undefined,
     opts: CallOptions,
     currentToken?: () => string,
-  ): Promise<{ response: R; header?: grpc.Metadata }> {
+  ): Promise<UnaryReply<R>> {
     const spec: MethodSpec = METHODS[method];
     const o = this.core.options;
     const ctx = this.context(method, spec);
     const kindTimeoutMs = opts.timeoutMs ?? (spec.mutation ? o.mutationTimeoutMs : o.readTimeoutMs);
-    const breaker = this.core.breaker(this.key);
+    // A miner expected to be down (rebooting) is not judged by its breaker.
+    const breaker = opts.expectOutage ? undefined : (this.breakerOf ??= this.core.breaker(this.key));
+    const captureHeader = method === 'Login';
     let attempts = 0;
     this.stats.calls++;
-    try {
-      const { value } = await withRetry(
-        async ({ remainingMs }) => {
+    const attempt = async ({ remainingMs }: RetryContext): Promise<UnaryReply<R>> => {
+      attempts++;
+      this.stats.attempts++;
+      const admission = breaker && admitAttempt(breaker, ctx);
+      const timeoutMs = Math.min(kindTimeoutMs, remainingMs);
+      try {
+        let reply: UnaryReply<R>;
+        try {
+          reply = await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal, captureHeader);
+        } catch (err) {
+          const e = FleetError.from(err, ctx);
+          if (e.code !== 'MINER_AUTH_FAILED' || !reauth || (await reauth()) === undefined) throw e;
           attempts++;
           this.stats.attempts++;
-          const guard = opts.expectOutage ? <V>(_b: unknown, _c: unknown, fn: () => Promise<V>) => fn() : withBreaker;
-          return guard(breaker, ctx, async () => {
-            const once = () => this.attemptOnce<R>(method, request, ctx, Math.min(kindTimeoutMs, remainingMs), currentToken?.(), opts.signal);
-            try {
-              return await once();
-            } catch (err) {
-              const e = FleetError.from(err, ctx);
-              if (e.code !== 'MINER_AUTH_FAILED' || !reauth) throw e;
-              const fresh = await reauth();
-              if (fresh === undefined) throw e;
-              attempts++;
-              this.stats.attempts++;
-              return once();
-            }
-          });
-        },
-        { ...o.retry, budgetMs: Math.max(o.callBudgetMs, kindTimeoutMs) },
-        { clock: this.core.clock, random: this.core.random, ...(opts.signal ? { signal: opts.signal } : {}) },
-        { mutation: spec.mutation, idempotent: spec.idempotent },
-      );
+          reply = await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal, captureHeader);
+        }
+        breaker?.success();
+        return reply;
+      } catch (raw) {
+        throw breaker && admission ? settleFailure(breaker, admission, raw, ctx) : raw;
+      }
+    };
+    try {
+      const { value } = await withRetry(attempt, { ...o.retry, budgetMs: Math.max(o.callBudgetMs, kindTimeoutMs) }, opts.signal ? { ...this.core.retryDeps, signal: opts.signal } : this.core.retryDeps, spec);
       return value;
     } catch (err) {
       throw FleetError.from(err, ctx).with({ attempts });
     } finally {
-      this.stats.maxAttempts = Math.max(this.stats.maxAttempts, attempts);
+      if (attempts > this.stats.maxAttempts) this.stats.maxAttempts = attempts;
     }
   }
 
@@ -220,26 +227,25 @@ export class MinerClient {
     timeoutMs: number,
     token: string | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<{ response: R; header?: grpc.Metadata }> {
-    const o = this.core.options;
+    captureHeader: boolean,
+  ): Promise<UnaryReply<R>> {
     const channel = this.channel();
     if (signal?.aborted) throw new FleetError('CANCELLED', 'operation aborted', { ...ctx, mayHaveReachedMiner: false });
-    const ready = await channel.waitReady(Math.min(o.connectTimeoutMs, timeoutMs));
-    if (ready === 'timeout') {
-      this.core.pool.reportFailure(channel);
-      throw new FleetError('MINER_TIMEOUT', `no connection to ${this.target.host}:${this.target.port} within ${Math.min(o.connectTimeoutMs, timeoutMs)} ms`, {
-        ...ctx,
-        mayHaveReachedMiner: false,
-      });
+    if (channel.state !== 'ready') {
+      const connectMs = Math.min(this.core.options.connectTimeoutMs, timeoutMs);
+      if ((await channel.waitReady(connectMs)) === 'timeout') {
+        this.core.pool.reportFailure(channel);
+        throw new FleetError('MINER_TIMEOUT', `no connection to ${this.target.host}:${this.target.port} within ${connectMs} ms`, { ...ctx, mayHaveReachedMiner: false });
+      }
+      // 'failed' still sends: grpc-js fails the call at once with the real reason (refused, TLS, …).
     }
-    // 'failed' still sends: grpc-js fails the call at once with the real reason (refused, TLS, …).
     try {
-      const reply = await invokeUnary<R>(channel, method, request, { deadlineMs: timeoutMs, ...(token ? { token } : {}), ...(signal ? { signal } : {}) });
+      const reply = await invokeUnary<R>(channel, method, request, timeoutMs, token, signal, captureHeader);
       this.core.pool.reportSuccess(channel);
       return reply;
     } catch (err) {
       const e = FleetError.from(err, ctx);
-      if (['MINER_UNREACHABLE', 'MINER_TIMEOUT', 'CONNECTION_LOST', 'PROTOCOL_ERROR', 'TLS_ERROR'].includes(e.code)) this.core.pool.reportFailure(channel);
+      if (TRANSPORT_FAULTS.has(e.code)) this.core.pool.reportFailure(channel);
       throw e;
     }
   }

@@ -10,6 +10,11 @@ export type LoginFn = () => Promise<string>;
 export class SessionCache {
   private readonly entries = new Map<string, { token?: string; pending?: Promise<string> }>();
 
+  /** The cached token, if there is one (no login). */
+  cached(minerKey: string): string | undefined {
+    return this.entries.get(minerKey)?.token;
+  }
+
   /** The cached token, or the result of a single shared login. */
   async token(minerKey: string, login: LoginFn): Promise<string> {
     let e = this.entries.get(minerKey);

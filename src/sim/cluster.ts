@@ -79,6 +79,11 @@ export class SimCluster implements FleetControl {
     return new SimCluster(shards, shardOf, opts.miners.map(({ id, host, port }) => ({ id, host, port })));
   }
 
+  /** Process ids of the shard processes (the benchmark reads their CPU time). */
+  pids(): number[] {
+    return this.shards.flatMap((s) => (s.child.pid === undefined ? [] : [s.child.pid]));
+  }
+
   private shard(minerId: string): Shard {
     const s = this.shardOf.get(minerId);
     if (!s) throw new Error(`sim: no miner "${minerId}"`);

@@ -34,23 +34,21 @@ const maxOf = (values: (number | null | undefined)[]): number | null => {
 export async function pollMiner(miner: MinerClient, opts: CallOptions = {}): Promise<PollSnapshot> {
   const version = await miner.apiVersion(opts);
   const unsupported: string[] = [];
-  const optional = async <R>(method: MethodName, fn: () => Promise<R>): Promise<R | null> => {
-    try {
-      return await fn();
-    } catch (err) {
+  // A method the firmware lacks resolves to null and is listed; any other failure stays a failure.
+  const optional = <R>(method: MethodName, call: Promise<R>): Promise<R | null> =>
+    call.catch((err: unknown) => {
       if (FleetError.from(err).code !== 'UNSUPPORTED_BY_FIRMWARE') throw err;
       unsupported.push(method);
       return null;
-    }
-  };
+    });
   const settled = await Promise.allSettled([
     miner.getMinerDetails(opts),
     miner.getMinerStats(opts),
-    optional('GetHashboards', () => miner.getHashboards(opts)),
-    optional('GetCoolingState', () => miner.getCoolingState(opts)),
-    optional('GetPoolGroups', () => miner.getPoolGroups(opts)),
-    optional('GetTunerState', () => miner.getTunerState(opts)),
-    optional('GetErrors', () => miner.getErrors(opts)),
+    optional('GetHashboards', miner.getHashboards(opts)),
+    optional('GetCoolingState', miner.getCoolingState(opts)),
+    optional('GetPoolGroups', miner.getPoolGroups(opts)),
+    optional('GetTunerState', miner.getTunerState(opts)),
+    optional('GetErrors', miner.getErrors(opts)),
   ] as const);
   const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (failed) throw failed.reason;
