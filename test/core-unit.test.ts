@@ -205,6 +205,25 @@ describe('shared breaker table', () => {
     expect(b.state).toBe('OPEN'); // a SharedArrayBuffer survives structuredClone as the same memory
     expect(new Breaker(new SharedBreakerStore(table), 'miner-8', BREAKER, clock).state).toBe('CLOSED');
   });
+
+  it('peekState (the lock-free hot-path read) sees what the locked updates wrote, past colliding slots', async () => {
+    const table = createSharedBreakerTable(4); // 4 slots: keys collide and probe onwards
+    const clock = new FakeClock();
+    const store = new SharedBreakerStore(table);
+    const keys = ['m-a', 'm-b', 'm-c', 'm-d'];
+    for (const k of keys) store.update(k, () => undefined); // claim every slot
+    const breaker = new Breaker(store, 'm-c', BREAKER, clock);
+    for (let i = 0; i < 3; i++) breaker.failure();
+    expect(keys.map((k) => store.peekState(k))).toEqual([0, 0, 1, 0]);
+    expect(store.peekState('not-there')).toBe(0);
+    expect(breaker.admit()).toBe('rejected');
+    await clock.advance(BREAKER.openMs);
+    expect(breaker.admit()).toBe('probe');
+    expect(store.peekState('m-c')).toBe(2);
+    breaker.success();
+    breaker.success();
+    expect(breaker.state).toBe('CLOSED');
+  });
 });
 
 class FakeClient implements ClientLike {

@@ -16,6 +16,11 @@ export interface BreakerRecord {
 
 export interface BreakerStore {
   read(key: string): BreakerRecord;
+  /**
+   * The record's state (0 CLOSED, 1 OPEN, 2 HALF_OPEN) read without locking or copying: the hot
+   * path's check. A change racing with it is ordered as if it happened just after.
+   */
+  peekState(key: string): number;
   /** Atomically reads, changes (in place) and writes the record of `key`. */
   update<T>(key: string, fn: (rec: BreakerRecord) => T): T;
 }
@@ -27,6 +32,10 @@ export class MemoryBreakerStore implements BreakerStore {
 
   read(key: string): BreakerRecord {
     return structuredClone(this.records.get(key) ?? fresh());
+  }
+
+  peekState(key: string): number {
+    return this.records.get(key)?.state ?? 0;
   }
 
   update<T>(key: string, fn: (rec: BreakerRecord) => T): T {
@@ -116,6 +125,18 @@ export class SharedBreakerStore implements BreakerStore {
       if (!used) return -1; // not present (and not claiming)
     }
     return -1;
+  }
+
+  peekState(key: string): number {
+    const h1 = hash(key, 2166136261);
+    const h2 = hash(key, 0x9e3779b9);
+    const start = (h1 >>> 0) % this.table.slots;
+    for (let p = 0; p < PROBES; p++) {
+      const base = ((start + p) % this.table.slots) * INTS;
+      if (Atomics.load(this.i32, base + I_USED) !== 1) return 0; // never claimed: a fresh, closed breaker
+      if (Atomics.load(this.i32, base + I_H1) === h1 && Atomics.load(this.i32, base + I_H2) === h2) return Atomics.load(this.i32, base + I_STATE);
+    }
+    return 0;
   }
 
   private unlock(slot: number): void {

@@ -41,6 +41,7 @@ export class Breaker {
 
   /** Asks to send one call. 'probe' means this call is the single half-open probe. */
   admit(): Admission {
+    if (this.store.peekState(this.key) === CLOSED) return 'allowed'; // the common case: no lock, no copy
     const now = this.clock.now();
     return this.store.update(this.key, (rec) => {
       if (rec.state === CLOSED) return 'allowed';
@@ -58,6 +59,7 @@ export class Breaker {
   }
 
   success(): void {
+    if (this.store.peekState(this.key) !== HALF_OPEN) return; // only a probe's success changes anything
     this.store.update(this.key, (rec) => {
       if (rec.state !== HALF_OPEN) return;
       rec.probeStartedAtMs = 0;
