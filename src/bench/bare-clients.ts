@@ -28,14 +28,27 @@ function tokenOf(r: { response: Record<string, unknown>; header?: grpc.Metadata 
   return (r.response['token'] as string) || String(r.header?.get('authorization')[0] ?? '');
 }
 
-/** (b): one kept-open channel per miner; version, login, then the reads in parallel. */
-export async function barePoll(clients: Map<string, grpc.Client>, t: BareTarget, creds: { username: string; password: string }, timeoutMs: number): Promise<void> {
+/** What (b) remembers about a miner between polls, as the core does: its token and API version. */
+export interface BareSession {
+  token: string;
+  old: boolean;
+}
+
+/**
+ * (b): one kept-open channel per miner; version and login on the first poll (remembered after, as
+ * the core remembers them), then the reads in parallel.
+ */
+export async function barePoll(clients: Map<string, grpc.Client>, known: Map<string, BareSession>, t: BareTarget, creds: { username: string; password: string }, timeoutMs: number): Promise<void> {
   const key = `${t.host}:${t.port}`;
   let c = clients.get(key);
   if (!c) clients.set(key, (c = new grpc.Client(key, grpc.credentials.createInsecure(), OPTIONS)));
-  const v = await unary(c, 'GetApiVersion', {}, undefined, timeoutMs);
-  const token = tokenOf(await unary(c, 'Login', creds, undefined, timeoutMs));
-  const old = Number(v.response['major']) === 1 && Number(v.response['minor']) < 2;
+  let session = known.get(key);
+  if (!session) {
+    const v = await unary(c, 'GetApiVersion', {}, undefined, timeoutMs);
+    const token = tokenOf(await unary(c, 'Login', creds, undefined, timeoutMs));
+    known.set(key, (session = { token, old: Number(v.response['major']) === 1 && Number(v.response['minor']) < 2 }));
+  }
+  const { token, old } = session;
   await Promise.all(POLL_READS.filter((m) => !(old && m === 'GetErrors')).map((m) => unary(c, m, {}, token, timeoutMs)));
 }
 

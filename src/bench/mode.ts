@@ -13,7 +13,7 @@ import { inventoryCsv } from '../sim/plan.js';
 import { startWorker } from '../workers/worker.js';
 import { pollMiner } from '../workers/ops/poll.js';
 import { FleetCore } from '../core/fleet-core.js';
-import { barePoll, naivePoll, type BareTarget } from './bare-clients.js';
+import { barePoll, naivePoll, type BareSession, type BareTarget } from './bare-clients.js';
 import { forEachLimited, result, rssSampler, type ModeResult } from './measure.js';
 
 export interface ModeConfig {
@@ -24,8 +24,19 @@ export interface ModeConfig {
   concurrency: number;
   threads: number;
   timeoutMs: number;
-  /** Pipeline only: run the same inventory this many times with one worker (breakers carry over). */
+  /**
+   * Polls the whole fleet this many times in one process: the pipeline with one long-running worker
+   * (channels, tokens, API versions and breakers carry over), the core with one FleetCore, the bare
+   * client with its kept-open channels and the token and version it already read.
+   */
   repeat: number;
+  /** Names of the repeated polls in result labels (e.g. cold, warm); `#1`, `#2`, … otherwise. */
+  phases?: string[];
+}
+
+function phaseLabel(cfg: ModeConfig, i: number): string {
+  const name = cfg.phases?.[i] ?? (cfg.repeat > 1 ? `#${i + 1}` : '');
+  return name ? `${cfg.label} ${name}` : cfg.label;
 }
 
 const creds = { username: SIM_USERNAME, password: SIM_PASSWORD };
@@ -56,7 +67,7 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
       const durationMs = Math.max(...outcomes.map((o) => Date.parse(o.finishedAt))) - started;
       const counts: Record<string, number> = {};
       for (const o of outcomes) counts[o.code] = (counts[o.code] ?? 0) + 1;
-      results.push(result('pipeline', `${cfg.label}${cfg.repeat > 1 ? ` #${i + 1}` : ''}`, cfg.targets.length, durationMs, outcomes.map((o) => o.durationMs), rss.stop(), rss.cpuMs(), counts));
+      results.push(result('pipeline', phaseLabel(cfg, i), cfg.targets.length, durationMs, outcomes.map((o) => o.durationMs), rss.stop(), rss.cpuMs(), counts));
     }
   } finally {
     await worker.close();
@@ -69,29 +80,32 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
 
 async function baseline(cfg: ModeConfig): Promise<ModeResult[]> {
   const clients = new Map<string, grpc.Client>();
+  const known = new Map<string, BareSession>();
   const core = cfg.mode === 'core' ? new FleetCore({ pool: { maxConnections: 8_192 }, readTimeoutMs: cfg.timeoutMs }) : undefined;
-  const latencies: number[] = [];
-  const counts: Record<string, number> = {};
-  const rss = rssSampler();
-  const started = Date.now();
-  await forEachLimited(cfg.targets, cfg.concurrency, async (t) => {
-    const t0 = Date.now();
-    try {
-      if (core) await pollMiner(core.miner({ id: t.id, host: t.host, port: t.port, credentials: creds }));
-      else await (cfg.mode === 'bare' ? barePoll(clients, t, creds, cfg.timeoutMs) : naivePoll(t, creds, cfg.timeoutMs));
-      counts['OK'] = (counts['OK'] ?? 0) + 1;
-    } catch (err) {
-      const code = `grpc-${(err as grpc.ServiceError).code ?? '?'}`;
-      counts[code] = (counts[code] ?? 0) + 1;
-    }
-    latencies.push(Date.now() - t0);
-  });
-  const durationMs = Date.now() - started;
-  const peak = rss.stop();
-  const cpuMs = rss.cpuMs();
+  const results: ModeResult[] = [];
+  for (let i = 0; i < cfg.repeat; i++) {
+    const latencies: number[] = [];
+    const counts: Record<string, number> = {};
+    const rss = rssSampler();
+    const started = Date.now();
+    await forEachLimited(cfg.targets, cfg.concurrency, async (t) => {
+      const t0 = Date.now();
+      try {
+        if (core) await pollMiner(core.miner({ id: t.id, host: t.host, port: t.port, credentials: creds }));
+        else await (cfg.mode === 'bare' ? barePoll(clients, known, t, creds, cfg.timeoutMs) : naivePoll(t, creds, cfg.timeoutMs));
+        counts['OK'] = (counts['OK'] ?? 0) + 1;
+      } catch (err) {
+        const code = `grpc-${(err as grpc.ServiceError).code ?? '?'}`;
+        counts[code] = (counts[code] ?? 0) + 1;
+      }
+      latencies.push(Date.now() - t0);
+    });
+    const durationMs = Date.now() - started;
+    results.push(result(cfg.mode, phaseLabel(cfg, i), cfg.targets.length, durationMs, latencies, rss.stop(), rss.cpuMs(), counts));
+  }
   for (const c of clients.values()) c.close();
   core?.close();
-  return [result(cfg.mode, cfg.label, cfg.targets.length, durationMs, latencies, peak, cpuMs, counts)];
+  return results;
 }
 
 const cfg = JSON.parse(readFileSync(process.argv[2] ?? '', 'utf8')) as ModeConfig;
