@@ -71,5 +71,8 @@ describe('bos-fleet poll', () => {
     const r = await runCli(['poll', '--inventory', files.inventory, '--threads', '-1']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('--threads must be a whole number ≥ 0, got "-1"');
+    const w = await runCli(['worker', '--max-connections', '0']);
+    expect(w.code).not.toBe(0);
+    expect(w.stderr).toContain('--max-connections must be a positive integer, got "0"');
   });
 });

@@ -71,7 +71,7 @@ describe('worker process', () => {
     const prefix = uniquePrefix('kill');
     const store = new RunStore(redis, prefix);
     const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
-    const args = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--threads', '0', '--lock-ms', '2000'];
+    const args = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--threads', '0', '--max-connections', '64', '--lock-ms', '2000'];
     const first = spawnCli(args);
     await until(async () => (await outcomeCount(store, record.runId)) >= 10);
     first.kill('SIGKILL');

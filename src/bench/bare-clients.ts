@@ -52,10 +52,16 @@ export async function barePoll(clients: Map<string, grpc.Client>, known: Map<str
   await Promise.all(POLL_READS.filter((m) => !(old && m === 'GetErrors')).map((m) => unary(c, m, {}, token, timeoutMs)));
 }
 
-/** (c): what peers do: a new channel for every call, a login for every poll. */
-export async function naivePoll(t: BareTarget, creds: { username: string; password: string }, timeoutMs: number): Promise<void> {
+/**
+ * (c): what peers do: a new channel for every call, a login for every poll. With grpc-js's defaults a
+ * new channel quietly shares the connection of another open channel to the same address through the
+ * process-wide subchannel pool (kept until its 10-20 s sweep). `ownConnection` gives every channel its
+ * own connection instead, as a new channel gets in clients without such a pool (grpc-go's Dial per call).
+ */
+export async function naivePoll(t: BareTarget, creds: { username: string; password: string }, timeoutMs: number, ownConnection = false): Promise<void> {
+  const options = ownConnection ? { ...OPTIONS, 'grpc.use_local_subchannel_pool': 1 } : OPTIONS;
   const once = async (method: string, request: object, token?: string) => {
-    const c = new grpc.Client(`${t.host}:${t.port}`, grpc.credentials.createInsecure(), OPTIONS);
+    const c = new grpc.Client(`${t.host}:${t.port}`, grpc.credentials.createInsecure(), options);
     try {
       return await unary(c, method, request, token, timeoutMs);
     } finally {

@@ -17,7 +17,7 @@ import { barePoll, naivePoll, type BareSession, type BareTarget } from './bare-c
 import { forEachLimited, result, rssSampler, type ModeResult } from './measure.js';
 
 export interface ModeConfig {
-  mode: 'pipeline' | 'core' | 'bare' | 'naive';
+  mode: 'pipeline' | 'core' | 'bare' | 'naive' | 'naive-own';
   label: string;
   redisUrl: string;
   targets: (BareTarget & { id: string })[];
@@ -41,6 +41,15 @@ function phaseLabel(cfg: ModeConfig, i: number): string {
 
 const creds = { username: SIM_USERNAME, password: SIM_PASSWORD };
 
+/**
+ * The pool size the benchmark runs with (`bos-fleet worker --max-connections`): every miner's channel
+ * kept open up to 16,384 (under the 20,000 fd limit), 8,192 for larger fleets (which then reconnect
+ * on each poll: a least-recently-used pool cycled in order keeps none).
+ */
+function maxConnectionsFor(n: number): number {
+  return n <= 16_384 ? 16_384 : 8_192;
+}
+
 async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
   const prefix = `${DEFAULT_PREFIX.slice(0, -1)}-bench-${process.pid}}`;
   const redis = new Redis(cfg.redisUrl, { maxRetriesPerRequest: null });
@@ -53,7 +62,7 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
     threads: cfg.threads,
     concurrency: cfg.concurrency,
     credentials: new Map([['default', creds]]),
-    coreOptions: { pool: { maxConnections: 8_192 } },
+    coreOptions: { pool: { maxConnections: maxConnectionsFor(cfg.targets.length) } },
   });
   const results: ModeResult[] = [];
   try {
@@ -81,7 +90,7 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
 async function baseline(cfg: ModeConfig): Promise<ModeResult[]> {
   const clients = new Map<string, grpc.Client>();
   const known = new Map<string, BareSession>();
-  const core = cfg.mode === 'core' ? new FleetCore({ pool: { maxConnections: 8_192 }, readTimeoutMs: cfg.timeoutMs }) : undefined;
+  const core = cfg.mode === 'core' ? new FleetCore({ pool: { maxConnections: maxConnectionsFor(cfg.targets.length) }, readTimeoutMs: cfg.timeoutMs }) : undefined;
   const results: ModeResult[] = [];
   for (let i = 0; i < cfg.repeat; i++) {
     const latencies: number[] = [];
@@ -92,7 +101,8 @@ async function baseline(cfg: ModeConfig): Promise<ModeResult[]> {
       const t0 = Date.now();
       try {
         if (core) await pollMiner(core.miner({ id: t.id, host: t.host, port: t.port, credentials: creds }));
-        else await (cfg.mode === 'bare' ? barePoll(clients, known, t, creds, cfg.timeoutMs) : naivePoll(t, creds, cfg.timeoutMs));
+        else if (cfg.mode === 'bare') await barePoll(clients, known, t, creds, cfg.timeoutMs);
+        else await naivePoll(t, creds, cfg.timeoutMs, cfg.mode === 'naive-own');
         counts['OK'] = (counts['OK'] ?? 0) + 1;
       } catch (err) {
         const code = `grpc-${(err as grpc.ServiceError).code ?? '?'}`;

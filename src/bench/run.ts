@@ -18,7 +18,7 @@ interface BenchArgs {
   concurrency: number;
   timeoutMs: number;
   blackholeSize: number;
-  /** Which modes to run: a (pipeline), a0 (core alone), b (bare), c (naive). */
+  /** Which modes to run: a (pipeline), a0 (core alone), b (bare), c (naive), c2 (naive, own connection per call). */
   modes: string[];
   /** Sizes at which only (a) runs (100,000 with --huge: the baselines would take most of an hour). */
   pipelineOnly: number[];
@@ -40,7 +40,7 @@ function parseArgs(argv: string[]): BenchArgs {
     pipelineOnly.push(100_000);
   }
   return {
-    modes: (get('--modes') ?? 'a,a0,b,c').split(','),
+    modes: (get('--modes') ?? 'a,a0,b,c,c2').split(','),
     pipelineOnly,
     sizes,
     threads: list(get('--threads'), [0, 2]),
@@ -140,16 +140,18 @@ async function main(): Promise<void> {
         // (a), (a0) and (b) poll the fleet twice in one process: cold (connect, read the version, log in)
         // and warm (a farm's next poll: kept-open channels, known token and version). (c) has nothing
         // to keep: every poll of the naive loop is the same.
-        const twice = { repeat: 2, phases: ['cold', 'warm'] };
+        const twice = args.pipelineOnly.includes(n) ? { repeat: 1, phases: ['cold'] } : { repeat: 2, phases: ['cold', 'warm'] };
         const configs: ModeConfig[] = [
           ...(want('a') ? args.threads : []).map((threads): ModeConfig => ({ ...base, ...twice, mode: 'pipeline', label: `(a) bos-fleet --threads ${threads} n=${n}`, threads })),
           ...(want('a0') ? [{ ...base, ...twice, mode: 'core', label: `(a0) core alone, no queue n=${n}`, threads: 0 } satisfies ModeConfig] : []),
           ...(want('b') ? [{ ...base, ...twice, mode: 'bare', label: `(b) bare grpc-js n=${n}`, threads: 0 } satisfies ModeConfig] : []),
           ...(want('c') ? [{ ...base, mode: 'naive', label: `(c) naive peer loop n=${n}`, threads: 0 } satisfies ModeConfig] : []),
+          ...(want('c2') ? [{ ...base, mode: 'naive-own', label: `(c2) naive, own connection/call n=${n}`, threads: 0 } satisfies ModeConfig] : []),
         ];
         // Warm-up: untimed bare polls of every miner until the simulator's CPU per pass settles (JIT, heap
-        // sizing), so no mode pays the simulator's warm-up. At most 4 passes.
-        for (let pass = 0, last = Infinity; pass < 4; pass++) {
+        // sizing), so no mode pays the simulator's warm-up. At most 4 passes; none at pipeline-only sizes
+        // (a pass over 100,000 miners takes minutes, and (a) has nothing there to be compared with).
+        for (let pass = 0, last = Infinity; pass < (args.pipelineOnly.includes(n) ? 0 : 4); pass++) {
           const mark = simCpu();
           await runMode({ ...base, mode: 'bare', label: `warm-up n=${n}`, threads: 0 }, dir);
           const used = simCpu() - mark;
@@ -171,11 +173,13 @@ async function main(): Promise<void> {
         const medians = [...runs.values()].map((rs) => median(rs)).filter((r): r is ModeResult => r !== undefined);
         summary.push(...medians);
         const naive = medians.find((r) => r.mode === 'naive');
+        const naiveOwn = medians.find((r) => r.mode === 'naive-own');
         for (const phase of ['cold', 'warm']) {
           const a = medians.filter((r) => r.mode === 'pipeline' && r.label.endsWith(phase)).sort((x, y) => x.durationMs - y.durationMs)[0];
           const bare = medians.find((r) => r.mode === 'bare' && r.label.endsWith(phase));
           if (a && bare) ratios[`n=${n} ${phase}: (a)/(b) time`] = Math.round((a.durationMs / bare.durationMs) * 100) / 100;
           if (a && naive) ratios[`n=${n} ${phase}: (c)/(a) time`] = Math.round((naive.durationMs / a.durationMs) * 100) / 100;
+          if (a && naiveOwn) ratios[`n=${n} ${phase}: (c2)/(a) time`] = Math.round((naiveOwn.durationMs / a.durationMs) * 100) / 100;
         }
         if (n === args.blackholeSize) {
           const hole = targets.filter((_, i) => i % 10 === 0);

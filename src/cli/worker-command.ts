@@ -16,10 +16,11 @@ export function registerWorker(program: Command): void {
     .option('--concurrency <n>', 'jobs in flight at once', positiveInt('--concurrency'), DEFAULT_CONCURRENCY)
     .option('--credentials <file>', 'credential profiles JSON (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
+    .option('--max-connections <n>', 'miner channels kept open per thread between polls (least recently used closed beyond; keep threads × n under the fd limit)', positiveInt('--max-connections'), 4_096)
     .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
     .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
-    .action(async (opts: { redis?: string; threads: number; concurrency: number; credentials?: string; tls?: string; lockMs: number; allowVolatileRedis?: boolean; prefix: string }) => {
+    .action(async (opts: { redis?: string; threads: number; concurrency: number; credentials?: string; tls?: string; lockMs: number; maxConnections: number; allowVolatileRedis?: boolean; prefix: string }) => {
       const credentials = loadCredentialProfiles(opts.credentials);
       if (credentials.size === 0) {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): every job will fail INVALID_JOB\n');
@@ -34,6 +35,7 @@ export function registerWorker(program: Command): void {
         threads: opts.threads,
         concurrency: opts.concurrency,
         credentials,
+        coreOptions: { pool: { maxConnections: opts.maxConnections } },
         lockDurationMs: opts.lockMs,
         stalledIntervalMs: Math.max(1_000, Math.floor(opts.lockMs / 2)),
         ...(tlsBySite ? { tlsBySite } : {}),
