@@ -36,7 +36,7 @@ function parseArgs(argv: string[]): BenchArgs {
   const sizes = list(get('--sizes'), [1_000, 10_000]);
   const pipelineOnly: number[] = [];
   if (argv.includes('--huge')) {
-    sizes.push(100_000);
+    if (!sizes.includes(100_000)) sizes.push(100_000);
     pipelineOnly.push(100_000);
   }
   return {
