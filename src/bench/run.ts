@@ -194,7 +194,7 @@ async function main(): Promise<void> {
     await redis.stop();
     rmSync(dir, { recursive: true, force: true });
   }
-  console.log(`\nmedian of ${args.rounds} rounds:`);
+  console.log(`\nmedian of ${args.rounds} rounds (1 at pipeline-only sizes):`);
   for (const r of summary) console.log(row(r));
   console.log('\nratios (time, medians):', JSON.stringify(ratios));
   mkdirSync(path.dirname(args.out), { recursive: true });
