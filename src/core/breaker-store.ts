@@ -102,11 +102,15 @@ export class SharedBreakerStore implements BreakerStore {
     this.stride = D_RING + table.ringSize;
   }
 
+  /** The key's two hashes (its identity in a slot) and the slot its probe run starts at. */
+  private place(key: string): { h1: number; h2: number; start: number } {
+    const h1 = hash(key, 2166136261);
+    return { h1, h2: hash(key, 0x9e3779b9), start: (h1 >>> 0) % this.table.slots };
+  }
+
   /** Finds (or claims) the key's slot and returns it locked; -1 when the probe run is full. */
   private lockSlot(key: string, claim: boolean): number {
-    const h1 = hash(key, 2166136261);
-    const h2 = hash(key, 0x9e3779b9);
-    const start = (h1 >>> 0) % this.table.slots;
+    const { h1, h2, start } = this.place(key);
     for (let p = 0; p < PROBES; p++) {
       const slot = (start + p) % this.table.slots;
       const base = slot * INTS;
@@ -128,9 +132,7 @@ export class SharedBreakerStore implements BreakerStore {
   }
 
   peekState(key: string): number {
-    const h1 = hash(key, 2166136261);
-    const h2 = hash(key, 0x9e3779b9);
-    const start = (h1 >>> 0) % this.table.slots;
+    const { h1, h2, start } = this.place(key);
     for (let p = 0; p < PROBES; p++) {
       const base = ((start + p) % this.table.slots) * INTS;
       if (Atomics.load(this.i32, base + I_USED) !== 1) return 0; // never claimed: a fresh, closed breaker

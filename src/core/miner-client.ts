@@ -185,7 +185,6 @@ export class MinerClient {
     const kindTimeoutMs = opts.timeoutMs ?? (spec.mutation ? o.mutationTimeoutMs : o.readTimeoutMs);
     // A miner expected to be down (rebooting) is not judged by its breaker.
     const breaker = opts.expectOutage ? undefined : (this.breakerOf ??= this.core.breaker(this.key));
-    const captureHeader = method === 'Login';
     let attempts = 0;
     this.stats.calls++;
     const attempt = async ({ remainingMs }: RetryContext): Promise<UnaryReply<R>> => {
@@ -196,13 +195,13 @@ export class MinerClient {
       try {
         let reply: UnaryReply<R>;
         try {
-          reply = await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal, captureHeader);
+          reply = await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal);
         } catch (err) {
           const e = FleetError.from(err, ctx);
           if (e.code !== 'MINER_AUTH_FAILED' || !reauth || (await reauth()) === undefined) throw e;
           attempts++;
           this.stats.attempts++;
-          reply = await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal, captureHeader);
+          reply = await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal);
         }
         breaker?.success();
         return reply;
@@ -227,7 +226,6 @@ export class MinerClient {
     timeoutMs: number,
     token: string | undefined,
     signal: AbortSignal | undefined,
-    captureHeader: boolean,
   ): Promise<UnaryReply<R>> {
     const channel = this.channel();
     if (signal?.aborted) throw new FleetError('CANCELLED', 'operation aborted', { ...ctx, mayHaveReachedMiner: false });
@@ -240,7 +238,7 @@ export class MinerClient {
       // 'failed' still sends: grpc-js fails the call at once with the real reason (refused, TLS, …).
     }
     try {
-      const reply = await invokeUnary<R>(channel, method, request, timeoutMs, token, signal, captureHeader);
+      const reply = await invokeUnary<R>(channel, method, request, timeoutMs, token, signal, method === 'Login');
       this.core.pool.reportSuccess(channel);
       return reply;
     } catch (err) {
