@@ -6,7 +6,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
-import { RunStore } from '../src/fleet/run-store.js';
+import { OUTCOME_BATCH_MAX, RunStore } from '../src/fleet/run-store.js';
+import type { Outcome } from '../src/fleet/outcome.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
 import { enqueueOnly } from '../src/producer/run-local.js';
 import { waitForRun } from '../src/producer/wait.js';
@@ -63,6 +64,46 @@ describe('producer', () => {
     await expect(enqueueRun(queue, store, other, { operation: 'poll', runId: first.runId })).rejects.toThrow(/already exists with a different inventory/);
     await queue.obliterate({ force: true });
     await queue.close();
+  });
+});
+
+describe('outcome writes', () => {
+  it('outcomes finishing together go in one call per run and batch; the first per miner wins, counts never double', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-outcomes-'));
+    const server = await startRedisServer({ dir }); // its own Redis: the command count below is ours alone
+    const own = new Redis(server.url);
+    const store = new RunStore(own);
+    const outcome = (runId: string, i: number, code: Outcome['code']): Outcome => ({
+      runId, minerId: `m${i}`, host: '127.0.0.1', port: 50051, operation: 'poll', status: code === 'OK' ? 'ok' : 'failed',
+      code, attempts: 1, jobAttempts: 1, durationMs: 1, finishedAt: new Date().toISOString(), transport: 'plaintext',
+    });
+    try {
+      const n = OUTCOME_BATCH_MAX + 44;
+      const evalshaCalls = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.info('commandstats'))?.[1] ?? 0);
+      await store.writeOutcome(outcome('run-x', 0, 'OK')); // loads the script (EVAL, then EVALSHA)
+      const before = await evalshaCalls();
+      const writes = [
+        ...Array.from({ length: n }, (_, i) => store.writeOutcome(outcome('run-a', i, i % 2 ? 'OK' : 'MINER_TIMEOUT'))),
+        ...Array.from({ length: 50 }, (_, i) => store.writeOutcome(outcome('run-a', i, 'AUTH_FAILED'))), // the same miners again
+        ...Array.from({ length: n }, (_, i) => store.writeOutcome(outcome('run-b', i, 'OK'))),
+      ];
+      const written = await Promise.all(writes);
+      expect(written.slice(0, n).every(Boolean)).toBe(true);
+      expect(written.slice(n, n + 50).some(Boolean)).toBe(false);
+      expect(written.slice(n + 50).every(Boolean)).toBe(true);
+      // 2 runs × 2 batches (OUTCOME_BATCH_MAX + the rest) instead of 2n + 50 calls.
+      expect((await evalshaCalls()) - before).toBe(4);
+      expect(await store.getCounts('run-a')).toEqual({ done: n, counts: { OK: n / 2, MINER_TIMEOUT: n / 2 } });
+      expect(await store.getCounts('run-b')).toEqual({ done: n, counts: { OK: n } });
+      expect((await store.getOutcome('run-a', 'm0'))?.code).toBe('MINER_TIMEOUT');
+      // A write after a failed connection is reported to its caller, not lost silently.
+      own.disconnect();
+      await expect(store.writeOutcome(outcome('run-c', 0, 'OK'))).rejects.toThrow(/closed/i);
+    } finally {
+      own.disconnect();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -20,22 +20,39 @@ export function newRunId(nowMs = Date.now()): string {
   return timestampedId('run', nowMs);
 }
 
-// HSETNX the outcome; only the first writer bumps the counters.
-const WRITE_OUTCOME = `
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
-  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-  redis.call('HINCRBY', KEYS[2], '_done', 1)
-  return 1
+// HSETNX each outcome (ARGV: minerId, json, code, minerId, json, code, …); only the first writer
+// of a miner's outcome bumps the counters. Returns 1 (written) or 0 (already there) per outcome.
+const WRITE_OUTCOMES = `
+local written = {}
+for i = 1, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('HINCRBY', KEYS[2], ARGV[i + 2], 1)
+    redis.call('HINCRBY', KEYS[2], '_done', 1)
+    written[#written + 1] = 1
+  else
+    written[#written + 1] = 0
+  end
 end
-return 0`;
+return written`;
 
 type WithOutcomeCommand = Redis & {
-  bosFleetWriteOutcome(outcomes: string, counts: string, minerId: string, json: string, code: string): Promise<number>;
+  bosFleetWriteOutcomes(outcomes: string, counts: string, ...minerJsonCode: string[]): Promise<number[]>;
 };
+
+interface PendingOutcome {
+  outcome: Outcome;
+  json: string;
+  resolve(written: boolean): void;
+  reject(err: unknown): void;
+}
+
+/** Outcomes of one run sent in one script call at most (bounds the time Redis spends in it). */
+export const OUTCOME_BATCH_MAX = 256;
 
 export class RunStore {
   readonly k: Keys;
   private readonly redisCmd: WithOutcomeCommand;
+  private pending: PendingOutcome[] = [];
 
   constructor(
     readonly redis: Redis,
@@ -43,7 +60,7 @@ export class RunStore {
   ) {
     this.k = keys(prefix);
     // EVALSHA after the first call instead of sending the script with every outcome.
-    if (!('bosFleetWriteOutcome' in redis)) redis.defineCommand('bosFleetWriteOutcome', { numberOfKeys: 2, lua: WRITE_OUTCOME });
+    if (!('bosFleetWriteOutcomes' in redis)) redis.defineCommand('bosFleetWriteOutcomes', { numberOfKeys: 2, lua: WRITE_OUTCOMES });
     this.redisCmd = redis as WithOutcomeCommand;
   }
 
@@ -67,10 +84,41 @@ export class RunStore {
     return runs.filter((r): r is RunRecord => r !== undefined);
   }
 
-  /** Writes the miner's outcome if it has none yet; false when one was already there. */
-  async writeOutcome(outcome: Outcome): Promise<boolean> {
-    const r = await this.redisCmd.bosFleetWriteOutcome(this.k.outcomes(outcome.runId), this.k.counts(outcome.runId), outcome.minerId, JSON.stringify(outcome), outcome.code);
-    return r === 1;
+  /**
+   * Writes the miner's outcome if it has none yet; false when one was already there. Resolves once
+   * Redis has it. Outcomes written in the same turn of the event loop (jobs finishing together) go
+   * to Redis in one script call per run: one round trip instead of one each.
+   */
+  writeOutcome(outcome: Outcome): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ outcome, json: JSON.stringify(outcome), resolve, reject });
+      if (this.pending.length === 1) setImmediate(this.flushOutcomes);
+    });
+  }
+
+  private readonly flushOutcomes = (): void => {
+    const batch = this.pending;
+    this.pending = [];
+    const byRun = new Map<string, PendingOutcome[]>();
+    for (const p of batch) {
+      let group = byRun.get(p.outcome.runId);
+      if (!group) byRun.set(p.outcome.runId, (group = []));
+      group.push(p);
+      if (group.length === OUTCOME_BATCH_MAX) {
+        this.sendOutcomes(p.outcome.runId, group);
+        byRun.delete(p.outcome.runId);
+      }
+    }
+    for (const [runId, group] of byRun) this.sendOutcomes(runId, group);
+  };
+
+  private sendOutcomes(runId: string, group: PendingOutcome[]): void {
+    const args: string[] = [];
+    for (const p of group) args.push(p.outcome.minerId, p.json, p.outcome.code);
+    this.redisCmd.bosFleetWriteOutcomes(this.k.outcomes(runId), this.k.counts(runId), ...args).then(
+      (written) => group.forEach((p, i) => p.resolve(written[i] === 1)),
+      (err: unknown) => group.forEach((p) => p.reject(err)),
+    );
   }
 
   async getOutcome(runId: string, minerId: string): Promise<Outcome | undefined> {
