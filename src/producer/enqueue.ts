@@ -14,12 +14,19 @@ export interface EnqueueOptions {
   /** BullMQ attempts per job (job-level retries for retryable codes). */
   jobAttempts?: number;
   jobBackoffMs?: number;
+  /** Jobs per addBulk (one Redis transaction each). */
   chunkSize?: number;
   /** Per-miner params (merged over `params`), e.g. a rollback's per-miner target value. */
   paramsFor?: (target: JobTarget) => Record<string, unknown>;
 }
 
 export const DEFAULT_JOB_ATTEMPTS = 3;
+export const DEFAULT_CHUNK_SIZE = 250;
+/**
+ * The first addBulk is this small so that workers start on the first miners at once instead of
+ * waiting for a whole chunk's transaction (Redis runs it atomically, blocking every other client).
+ */
+export const FIRST_CHUNK_SIZE = 25;
 
 export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inventory, opts: EnqueueOptions): Promise<RunRecord> {
   const now = Date.now();
@@ -37,9 +44,10 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
   if (record.inventoryDigest !== wanted.inventoryDigest || record.operation !== wanted.operation) {
     throw new Error(`run ${record.runId} already exists with a different ${record.operation !== wanted.operation ? 'operation' : 'inventory'}; use a new run id`);
   }
-  const chunkSize = opts.chunkSize ?? 1_000;
-  for (let i = 0; i < inventory.targets.length; i += chunkSize) {
-    const chunk = inventory.targets.slice(i, i + chunkSize);
+  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  for (let i = 0; i < inventory.targets.length; ) {
+    const chunk = inventory.targets.slice(i, i + (i === 0 ? Math.min(FIRST_CHUNK_SIZE, chunkSize) : chunkSize));
+    i += chunk.length;
     await queue.addBulk(
       chunk.map((target) => {
         const data: JobData = {

@@ -61,8 +61,9 @@ export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
 }
 
 export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunRecord; summary: RunSummary }> {
-  const record = await enqueueOnly(opts);
+  assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
+  // The worker is up before the enqueue starts, so it works the first miners while the rest go in.
   const worker = await startWorker({
     redisUrl: opts.redisUrl,
     prefix,
@@ -74,6 +75,7 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
   });
   const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
   try {
+    const record = await enqueueOnly(opts);
     const store = new RunStore(redis, prefix);
     await waitForRun(store, record.runId, record.total, opts.onProgress ? { onProgress: opts.onProgress } : {});
     const outcomes = await store.getOutcomes(record.runId);
