@@ -3,6 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FleetError, minerStatusStream, type FleetCore } from '../src/core/index.js';
 import { loopbackAddresses } from '../src/sim/addresses.js';
 import { SimFleet } from '../src/sim/fleet.js';
+import { freePort } from '../src/redis/server.js';
 import { simTarget, testCore } from './helpers/core.js';
 
 const NAMES = ['expiry', 'concurrent', 'old', 'skew', 'reuse', 'invalid', 'breaker', 'hang-write', 'reboot-refused', 'stream', 'dropper'] as const;
@@ -76,6 +77,19 @@ describe('pool and retries', () => {
     core = testCore();
     for (let i = 0; i < 5; i++) await core.miner(simTarget('reuse', host('reuse'))).getMinerStats();
     expect(core.pool.stats()).toMatchObject({ open: 1, created: 1, ready: 1 });
+  });
+
+  it('a miner named by hostname is reached through DNS (IP literals skip the resolver)', async () => {
+    const port = await freePort();
+    const named = await SimFleet.start({ miners: [{ id: 'named', index: 0, host: 'localhost', port, faults: {} }] });
+    try {
+      core = testCore();
+      const stats = await core.miner(simTarget('named', 'localhost', port)).getMinerStats();
+      expect(stats).toBeDefined();
+      expect((await named.callCounts('named'))['GetMinerStats']).toBe(1);
+    } finally {
+      await named.close();
+    }
   });
 
   it('INVALID_ARGUMENT is not retried and does not count against the miner', async () => {

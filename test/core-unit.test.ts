@@ -8,6 +8,7 @@ import { withBreaker } from '../src/core/breaker-guard.js';
 import { FakeClock } from '../src/core/clock.js';
 import { FleetError } from '../src/core/fleet-error.js';
 import { parseCoreOptions } from '../src/core/options.js';
+import { grpcTarget } from '../src/core/channel-options.js';
 import { ConnectionPool } from '../src/core/pool.js';
 import type { ClientLike } from '../src/core/channel.js';
 import { shouldRetry, withRetry } from '../src/core/retry.js';
@@ -307,6 +308,15 @@ describe('connection pool', () => {
     expect(made[0]?.closed).toBe(true);
     expect(pool.stats().rebuilt).toBe(1);
     pool.close();
+  });
+});
+
+describe('grpc target', () => {
+  it('sends IP literals to the ip resolver and hostnames to DNS', () => {
+    expect(grpcTarget('10.1.2.3', 50051)).toBe('ipv4:10.1.2.3:50051');
+    expect(grpcTarget('fd00::17', 50051)).toBe('ipv6:[fd00::17]:50051');
+    expect(grpcTarget('miner-17.site-a.example', 50052)).toBe('miner-17.site-a.example:50052');
+    expect(grpcTarget('localhost', 50051)).toBe('localhost:50051');
   });
 });
 

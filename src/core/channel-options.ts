@@ -1,4 +1,5 @@
 // grpc-js channel options for miner channels, derived from the core options.
+import { isIP } from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import type { CoreOptions } from './options.js';
 import type { TlsMaterial } from './tls.js';
@@ -23,4 +24,20 @@ export function minerChannelOptions(opts: CoreOptions, tlsMaterial?: TlsMaterial
     'grpc.use_local_subchannel_pool': 1,
     ...(tlsMaterial?.serverName ? { 'grpc.ssl_target_name_override': tlsMaterial.serverName } : {}),
   };
+}
+
+/**
+ * The grpc-js target for a miner. IP literals (a farm's usual inventory) use grpc-js's ipv4:/ipv6:
+ * resolver: the default DNS resolver would build a c-ares resolver per channel for an address that
+ * needs no lookup (~0.15 ms of CPU each). Hostnames are resolved by DNS as before.
+ */
+export function grpcTarget(host: string, port: number): string {
+  switch (isIP(host)) {
+    case 4:
+      return `ipv4:${host}:${port}`;
+    case 6:
+      return `ipv6:[${host}]:${port}`;
+    default:
+      return `${host}:${port}`;
+  }
 }

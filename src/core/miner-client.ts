@@ -3,7 +3,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { MinerChannel } from './channel.js';
 import { channelCredentials } from './tls.js';
-import { minerChannelOptions } from './channel-options.js';
+import { grpcTarget, minerChannelOptions } from './channel-options.js';
 import { admitAttempt, settleFailure } from './breaker-guard.js';
 import type { Breaker } from './breaker.js';
 import { FleetError, type ErrorContext } from './fleet-error.js';
@@ -141,7 +141,7 @@ export class MinerClient {
     const { tls } = this.target;
     return this.core.pool.acquire({
       key: this.key,
-      address: `${this.target.host}:${this.target.port}`,
+      address: grpcTarget(this.target.host, this.target.port),
       credentials: () => channelCredentials(tls),
       channelOptions: () => minerChannelOptions(this.core.options, tls),
       transport: this.transport,
