@@ -84,7 +84,7 @@ describe('outcome writes', () => {
       const before = await evalshaCalls();
       const writes = [
         ...Array.from({ length: n }, (_, i) => store.writeOutcome(outcome('run-a', i, i % 2 ? 'OK' : 'MINER_TIMEOUT'))),
-        ...Array.from({ length: 50 }, (_, i) => store.writeOutcome(outcome('run-a', i, 'AUTH_FAILED'))), // the same miners again
+        ...Array.from({ length: 50 }, (_, i) => store.writeOutcome(outcome('run-a', i, 'MINER_AUTH_FAILED'))), // the same miners again
         ...Array.from({ length: n }, (_, i) => store.writeOutcome(outcome('run-b', i, 'OK'))),
       ];
       const written = await Promise.all(writes);

@@ -73,7 +73,7 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
       await waitForRun(store, record.runId, record.total, { intervalMs: 100 });
       const outcomes = await store.getOutcomes(record.runId);
       // Enqueue → last outcome written (its finishedAt), not → when the polling wait noticed it.
-      const durationMs = Math.max(...outcomes.map((o) => Date.parse(o.finishedAt))) - started;
+      const durationMs = outcomes.reduce((last, o) => Math.max(last, Date.parse(o.finishedAt)), started) - started;
       const counts: Record<string, number> = {};
       for (const o of outcomes) counts[o.code] = (counts[o.code] ?? 0) + 1;
       results.push(result('pipeline', phaseLabel(cfg, i), cfg.targets.length, durationMs, outcomes.map((o) => o.durationMs), rss.stop(), rss.cpuMs(), counts));

@@ -1,12 +1,11 @@
 // Guards attempts with the miner's circuit breaker: OPEN fails fast with no traffic; only
-// miner-side failures count against the miner. admitAttempt/settleFailure are the synchronous
-// halves the core's hot path uses; withBreaker wraps one attempt with both.
+// miner-side failures count against the miner.
 import type { Admission, Breaker } from './breaker.js';
 import { CODE_INFO } from './error-codes.js';
 import { FleetError, type ErrorContext } from './fleet-error.js';
 
 /** Admits one attempt, or throws CIRCUIT_OPEN (nothing is sent). */
-export function admitAttempt(breaker: Breaker, ctx: ErrorContext): Exclude<Admission, 'rejected'> {
+function admitAttempt(breaker: Breaker, ctx: ErrorContext): Exclude<Admission, 'rejected'> {
   const admission = breaker.admit();
   if (admission === 'rejected') {
     const why = breaker.lastFailure;
@@ -19,7 +18,7 @@ export function admitAttempt(breaker: Breaker, ctx: ErrorContext): Exclude<Admis
 }
 
 /** Records a failed attempt (miner faults only; a probe that failed for another reason frees its slot). */
-export function settleFailure(breaker: Breaker, admission: Exclude<Admission, 'rejected'>, raw: unknown, ctx: ErrorContext): FleetError {
+function settleFailure(breaker: Breaker, admission: Exclude<Admission, 'rejected'>, raw: unknown, ctx: ErrorContext): FleetError {
   const err = FleetError.from(raw, ctx);
   const minerFault = CODE_INFO[err.code].minerFault || (err.code === 'OUTCOME_UNKNOWN' && err.context.grpcCode !== undefined);
   if (minerFault) breaker.failure(err.code);
@@ -27,13 +26,30 @@ export function settleFailure(breaker: Breaker, admission: Exclude<Admission, 'r
   return err;
 }
 
-export async function withBreaker<T>(breaker: Breaker, ctx: ErrorContext, attempt: () => Promise<T>): Promise<T> {
-  const admission = admitAttempt(breaker, ctx);
+/**
+ * Runs one attempt under the breaker. Not an async function: on the core's hot path it adds no
+ * async frame of its own, only the settlement of the attempt's promise.
+ */
+export function withBreaker<T>(breaker: Breaker, ctx: ErrorContext, attempt: () => Promise<T>): Promise<T> {
+  let admission: Exclude<Admission, 'rejected'>;
+  let running: Promise<T>;
   try {
-    const value = await attempt();
-    breaker.success();
-    return value;
-  } catch (raw) {
-    throw settleFailure(breaker, admission, raw, ctx);
+    admission = admitAttempt(breaker, ctx);
+  } catch (err) {
+    return Promise.reject(err);
   }
+  try {
+    running = attempt();
+  } catch (err) {
+    running = Promise.reject(err);
+  }
+  return running.then(
+    (value) => {
+      breaker.success();
+      return value;
+    },
+    (raw: unknown) => {
+      throw settleFailure(breaker, admission, raw, ctx);
+    },
+  );
 }

@@ -2,9 +2,10 @@
 // with a deadline on every attempt and the attempts counted for the outcome.
 import type * as grpc from '@grpc/grpc-js';
 import type { MinerChannel } from './channel.js';
+import type { PoolTarget } from './pool.js';
 import { channelCredentials } from './tls.js';
 import { grpcTarget, minerChannelOptions } from './channel-options.js';
-import { admitAttempt, settleFailure } from './breaker-guard.js';
+import { withBreaker } from './breaker-guard.js';
 import type { Breaker } from './breaker.js';
 import { FleetError, type ErrorContext } from './fleet-error.js';
 import type { FleetCore } from './fleet-core.js';
@@ -49,6 +50,7 @@ export class MinerClient {
   readonly stats: CallStats = { calls: 0, attempts: 0, maxAttempts: 0, logins: 0 };
   readonly transport: 'plaintext' | 'tls';
   private breakerOf: Breaker | undefined;
+  private poolTarget: PoolTarget | undefined;
 
   constructor(
     private readonly core: FleetCore,
@@ -138,14 +140,19 @@ export class MinerClient {
 
   /** This miner's pooled channel. */
   channel(): MinerChannel {
+    return this.core.pool.acquire((this.poolTarget ??= this.makePoolTarget()));
+  }
+
+  /** How the pool finds or builds this miner's channel (built once per client, not per attempt). */
+  private makePoolTarget(): PoolTarget {
     const { tls } = this.target;
-    return this.core.pool.acquire({
+    return {
       key: this.key,
       address: grpcTarget(this.target.host, this.target.port),
       credentials: () => channelCredentials(tls),
       channelOptions: () => minerChannelOptions(this.core.options, tls),
       transport: this.transport,
-    });
+    };
   }
 
   private async login(opts: CallOptions): Promise<string> {
@@ -170,7 +177,7 @@ export class MinerClient {
   /**
    * Sends with retries. `reauth` is consulted once when an attempt answers UNAUTHENTICATED;
    * `currentToken` gives the token each attempt should carry. Hot path: one async frame per attempt
-   * (breaker admission and settlement are synchronous), no wait when the channel is already ready.
+   * (the breaker guard adds none), no wait when the channel is already ready.
    */
   private async send<R>(
     method: MethodName,
@@ -187,27 +194,22 @@ export class MinerClient {
     const breaker = opts.expectOutage ? undefined : (this.breakerOf ??= this.core.breaker(this.key));
     let attempts = 0;
     this.stats.calls++;
-    const attempt = async ({ remainingMs }: RetryContext): Promise<UnaryReply<R>> => {
+    const attempt = ({ remainingMs }: RetryContext): Promise<UnaryReply<R>> => {
       attempts++;
       this.stats.attempts++;
-      const admission = breaker && admitAttempt(breaker, ctx);
       const timeoutMs = Math.min(kindTimeoutMs, remainingMs);
-      try {
-        let reply: UnaryReply<R>;
+      const sendOnce = async (): Promise<UnaryReply<R>> => {
         try {
-          reply = await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal);
+          return await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal);
         } catch (err) {
           const e = FleetError.from(err, ctx);
           if (e.code !== 'MINER_AUTH_FAILED' || !reauth || (await reauth()) === undefined) throw e;
           attempts++;
           this.stats.attempts++;
-          reply = await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal);
+          return this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal);
         }
-        breaker?.success();
-        return reply;
-      } catch (raw) {
-        throw breaker && admission ? settleFailure(breaker, admission, raw, ctx) : raw;
-      }
+      };
+      return breaker ? withBreaker(breaker, ctx, sendOnce) : sendOnce();
     };
     try {
       const { value } = await withRetry(attempt, { ...o.retry, budgetMs: Math.max(o.callBudgetMs, kindTimeoutMs) }, opts.signal ? { ...this.core.retryDeps, signal: opts.signal } : this.core.retryDeps, spec);

@@ -43,6 +43,11 @@ export function assertProfiles(inventory: Inventory, credentials: CredentialProf
 
 export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
   assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
+  return enqueueChecked(opts);
+}
+
+/** The enqueue itself, for callers that checked the profiles already. */
+async function enqueueChecked(opts: LocalRunOptions): Promise<RunRecord> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
   const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
@@ -75,7 +80,7 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
   });
   const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
   try {
-    const record = await enqueueOnly(opts);
+    const record = await enqueueChecked(opts);
     const store = new RunStore(redis, prefix);
     await waitForRun(store, record.runId, record.total, opts.onProgress ? { onProgress: opts.onProgress } : {});
     const outcomes = await store.getOutcomes(record.runId);
