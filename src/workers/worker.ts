@@ -21,6 +21,8 @@ export interface WorkerOptions {
   threads: number;
   /** Jobs in flight in this process. */
   concurrency: number;
+  /** BullMQ consumers sharing `concurrency` (default: one per {@link JOBS_PER_CONSUMER} jobs). */
+  consumers?: number;
   credentials: CredentialProfiles;
   coreOptions?: CoreOptionsInput;
   tlsBySite?: Record<string, TlsProfile>;
@@ -32,7 +34,8 @@ export interface WorkerOptions {
 }
 
 export interface RunningWorker {
-  worker: Worker;
+  /** The consumers of the miner-job queue (together `concurrency` jobs in flight). */
+  workers: Worker[];
   control: Worker;
   executor: Executor;
   close(): Promise<void>;
@@ -40,6 +43,21 @@ export interface RunningWorker {
 
 export const DEFAULT_THREADS = 0;
 export const DEFAULT_CONCURRENCY = 200;
+
+/**
+ * Jobs one BullMQ consumer holds at most. A BullMQ Worker fetches jobs one Redis round trip after
+ * another and hands them to its processor only when its slots are full or the queue is empty: one
+ * consumer of 200 leaves the executor waiting ~200 round trips at the start of every run. Several
+ * smaller consumers fill their slots side by side (each fetch re-adds the queue's marker, which wakes
+ * the next blocked consumer).
+ */
+export const JOBS_PER_CONSUMER = 25;
+
+/** `concurrency` split over consumers: as even as possible, summing to `concurrency`. */
+export function consumerSlots(concurrency: number, consumers = Math.ceil(concurrency / JOBS_PER_CONSUMER)): number[] {
+  const n = Math.max(1, Math.min(consumers, concurrency));
+  return Array.from({ length: n }, (_, i) => Math.floor(concurrency / n) + (i < concurrency % n ? 1 : 0));
+}
 
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
@@ -85,7 +103,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     });
     return w;
   };
-  const worker = consume(QUEUE_NAME, createProcessor({ store: new RunStore(storeRedis, prefix), executor, rollouts }), opts.concurrency, { maxStalledCount: 5 });
+  const processor = createProcessor({ store: new RunStore(storeRedis, prefix), executor, rollouts });
+  const workers = consumerSlots(opts.concurrency, opts.consumers).map((slots) => consume(QUEUE_NAME, processor, slots, { maxStalledCount: 5 }));
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
   // process; BullMQ hands each job to exactly one of them.
   const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
@@ -95,14 +114,14 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const schedules = consume(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), 2);
   let closing: Promise<void> | undefined;
   return {
-    worker,
+    workers,
     control,
     executor,
     close: () =>
       (closing ??= (async () => {
         await schedules.close();
         await control.close();
-        await worker.close();
+        await Promise.all(workers.map((w) => w.close()));
         await jobsQueue.close();
         await controlQueue.close();
         await executor.close();

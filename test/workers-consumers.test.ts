@@ -1,0 +1,84 @@
+// A worker process splits its job concurrency over several BullMQ consumers (they fill their slots
+// side by side at the start of a run): together they never hold more than --concurrency jobs, and
+// every job still runs once.
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { enqueueRun } from '../src/producer/enqueue.js';
+import { waitForRun } from '../src/producer/wait.js';
+import { consumerSlots, JOBS_PER_CONSUMER, startWorker } from '../src/workers/worker.js';
+import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+
+describe('consumerSlots', () => {
+  it('splits concurrency evenly, one consumer per JOBS_PER_CONSUMER jobs by default', () => {
+    expect(consumerSlots(200)).toEqual(Array.from({ length: 200 / JOBS_PER_CONSUMER }, () => JOBS_PER_CONSUMER));
+    expect(consumerSlots(16)).toEqual([16]);
+    expect(consumerSlots(60)).toEqual([20, 20, 20]);
+    expect(consumerSlots(10, 3)).toEqual([4, 3, 3]);
+  });
+
+  it('never makes more consumers than jobs, nor fewer than one', () => {
+    expect(consumerSlots(3, 8)).toEqual([1, 1, 1]);
+    expect(consumerSlots(5, 0)).toEqual([5]);
+    for (const c of [1, 7, 25, 26, 199, 200, 1000]) expect(consumerSlots(c).reduce((a, b) => a + b, 0)).toBe(c);
+  });
+});
+
+const COUNT = 60;
+let tf: TestFleet;
+let redis: Redis;
+beforeAll(async () => {
+  // Slow replies keep jobs in flight long enough to overlap.
+  tf = await startTestFleet(COUNT, '127.10.6.1', () => ({ slow: { latencyMs: 120 } }));
+  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+});
+afterAll(async () => {
+  redis.disconnect();
+  await tf.fleet.close();
+});
+
+describe('a worker with several consumers', () => {
+  it('keeps at most --concurrency jobs in flight across its consumers, with more than one consumer busy, and runs every job once', async () => {
+    const prefix = uniquePrefix('consumers');
+    const concurrency = 20;
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency, consumers: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
+    expect(worker.workers.map((w) => w.concurrency)).toEqual([5, 5, 5, 5]);
+    // Count the jobs inside the executor at once (the processor looks `run` up on every job).
+    let inFlight = 0;
+    let maxInFlight = 0;
+    let runs = 0;
+    const run = worker.executor.run.bind(worker.executor);
+    Object.assign(worker.executor, {
+      run: async (input: Parameters<typeof run>[0]) => {
+        runs++;
+        maxInFlight = Math.max(maxInFlight, ++inFlight);
+        try {
+          return await run(input);
+        } finally {
+          inFlight--;
+        }
+      },
+    });
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const store = new RunStore(redis, prefix);
+    try {
+      const record = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
+      await waitForRun(store, record.runId, record.total, { intervalMs: 50 });
+      const outcomes = await store.getOutcomes(record.runId);
+      expect(outcomes.length).toBe(COUNT);
+      expect(new Set(outcomes.map((o) => o.minerId)).size).toBe(COUNT);
+      expect(outcomes.every((o) => o.code === 'OK')).toBe(true);
+      expect(runs).toBe(COUNT);
+      expect(maxInFlight).toBeLessThanOrEqual(concurrency);
+      // One consumer alone holds 5: more in flight means several filled their slots side by side.
+      expect(maxInFlight).toBeGreaterThan(5);
+    } finally {
+      await worker.close();
+      await queue.obliterate({ force: true });
+      await queue.close();
+    }
+  });
+});
