@@ -74,5 +74,8 @@ describe('bos-fleet poll', () => {
     const w = await runCli(['worker', '--max-connections', '0']);
     expect(w.code).not.toBe(0);
     expect(w.stderr).toContain('--max-connections must be a positive integer, got "0"');
+    const c = await runCli(['worker', '--consumers', 'two']);
+    expect(c.code).not.toBe(0);
+    expect(c.stderr).toContain('--consumers must be a positive integer, got "two"');
   });
 });

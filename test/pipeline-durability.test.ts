@@ -112,7 +112,7 @@ describe('worker process', () => {
     const prefix = uniquePrefix('kill');
     const store = new RunStore(redis, prefix);
     const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
-    const args = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--threads', '0', '--max-connections', '64', '--lock-ms', '2000'];
+    const args = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--consumers', '2', '--threads', '0', '--max-connections', '64', '--lock-ms', '2000'];
     const first = spawnCli(args);
     await until(async () => (await outcomeCount(store, record.runId)) >= 10);
     first.kill('SIGKILL');
@@ -130,10 +130,11 @@ describe('worker process', () => {
     const prefix = uniquePrefix('term');
     const store = new RunStore(redis, prefix);
     const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
-    const w = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--threads', '2']);
+    const w = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--consumers', '2', '--threads', '2']);
     await until(async () => (await outcomeCount(store, record.runId)) >= 5);
     w.kill('SIGTERM');
     expect(await exited(w)).toBe(0);
+    expect(w.output().stdout).toContain('concurrency 4 over 2 consumer(s)');
     expect(w.output().stdout).toContain('finishing in-flight jobs');
     const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
     const counts = await queue.getJobCounts('active', 'waiting', 'completed', 'failed', 'delayed');

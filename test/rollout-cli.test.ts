@@ -66,7 +66,7 @@ describe('bos-fleet rollout', () => {
     const started = await runCli(['rollout', 'start', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2200', '--waves', '20%,100%', '--yes', '--json']);
     expect(started.code).toBe(0);
     const { rolloutId } = JSON.parse(started.stdout) as { rolloutId: string };
-    const workerArgs = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '6', '--lock-ms', '2000'];
+    const workerArgs = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '6', '--consumers', '3', '--lock-ms', '2000'];
     const first = spawnCli(workerArgs);
     await until(async () => ((await rolloutReport(redis, rolloutId, prefix))?.counts['OK'] ?? 0) >= 20);
     first.kill('SIGKILL');

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadTlsMaterial } from '../core/tls.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
-import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, startWorker } from '../workers/worker.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker } from '../workers/worker.js';
 import { connectRedis, loadTlsSites } from './common.js';
 import { nonNegativeInt, positiveInt } from './parse.js';
 
@@ -14,13 +14,14 @@ export function registerWorker(program: Command): void {
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', nonNegativeInt('--threads'), DEFAULT_THREADS)
     .option('--concurrency <n>', 'jobs in flight at once', positiveInt('--concurrency'), DEFAULT_CONCURRENCY)
+    .option('--consumers <n>', `BullMQ consumers sharing --concurrency (default: one per ${JOBS_PER_CONSUMER} jobs)`, positiveInt('--consumers'))
     .option('--credentials <file>', 'credential profiles JSON (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--max-connections <n>', 'miner channels kept open per thread between polls (least recently used closed beyond; keep threads × n under the fd limit)', positiveInt('--max-connections'), 4_096)
     .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
     .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
-    .action(async (opts: { redis?: string; threads: number; concurrency: number; credentials?: string; tls?: string; lockMs: number; maxConnections: number; allowVolatileRedis?: boolean; prefix: string }) => {
+    .action(async (opts: { redis?: string; threads: number; concurrency: number; consumers?: number; credentials?: string; tls?: string; lockMs: number; maxConnections: number; allowVolatileRedis?: boolean; prefix: string }) => {
       const credentials = loadCredentialProfiles(opts.credentials);
       if (credentials.size === 0) {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): every job will fail INVALID_JOB\n');
@@ -34,13 +35,14 @@ export function registerWorker(program: Command): void {
         prefix: opts.prefix,
         threads: opts.threads,
         concurrency: opts.concurrency,
+        ...(opts.consumers ? { consumers: opts.consumers } : {}),
         credentials,
         coreOptions: { pool: { maxConnections: opts.maxConnections } },
         lockDurationMs: opts.lockMs,
         stalledIntervalMs: Math.max(1_000, Math.floor(opts.lockMs / 2)),
         ...(tlsBySite ? { tlsBySite } : {}),
       });
-      console.log(`worker: ${process.pid} on ${url}, threads ${opts.threads}, concurrency ${opts.concurrency}`);
+      console.log(`worker: ${process.pid} on ${url}, threads ${opts.threads}, concurrency ${opts.concurrency} over ${running.workers.length} consumer(s)`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           console.log(`worker: ${sig}, finishing in-flight jobs…`);
