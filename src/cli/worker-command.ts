@@ -35,7 +35,7 @@ export function registerWorker(program: Command): void {
         prefix: opts.prefix,
         threads: opts.threads,
         concurrency: opts.concurrency,
-        ...(opts.consumers ? { consumers: opts.consumers } : {}),
+        consumers: opts.consumers,
         credentials,
         coreOptions: { pool: { maxConnections: opts.maxConnections } },
         lockDurationMs: opts.lockMs,
