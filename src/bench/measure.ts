@@ -1,4 +1,31 @@
-// Measurement helpers for the benchmark: peak RSS sampling and latency percentiles.
+// Measurement helpers for the benchmark: peak RSS sampling, CPU time and latency percentiles.
+import { readFileSync } from 'node:fs';
+
+/** CPU time (ms) a process has used so far, from /proc (Linux); 0 elsewhere or once it is gone. */
+export function processCpuMs(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
+    return Math.round((ticks * 1000) / 100);
+  } catch {
+    return 0;
+  }
+}
+
+/** Processes that share the cores with the executor (Redis, the simulator's shards). */
+export interface WatchedPids {
+  redis?: number;
+  sim: number[];
+}
+
+/** CPU the watched processes use from now on: `stop()` returns their use since the start (ms). */
+export function watchedCpu(pids: WatchedPids | undefined): () => { redisCpuMs?: number; simCpuMs?: number } {
+  if (!pids) return () => ({});
+  const sim = () => pids.sim.reduce((sum, pid) => sum + processCpuMs(pid), 0);
+  const redis0 = processCpuMs(pids.redis);
+  const sim0 = sim();
+  return () => ({ redisCpuMs: processCpuMs(pids.redis) - redis0, simCpuMs: sim() - sim0 });
+}
 
 /** Peak RSS while running, and the CPU time this process used (all threads). */
 export function rssSampler(intervalMs = 100): { stop(): number; cpuMs(): number } {
@@ -37,11 +64,13 @@ export interface ModeResult {
   peakRssMb: number;
   /** CPU time of the executor process (user + system, all threads). */
   cpuMs: number;
-  /** CPU time Redis used during the mode (ms; split evenly over repeated runs). */
+  /** CPU time Redis used during this run (ms). */
   redisCpuMs?: number;
-  /** CPU time the simulator's shard processes used during the mode (ms; split evenly over repeated runs). */
+  /** CPU time the simulator's shard processes used during this run (ms). */
   simCpuMs?: number;
   counts: Record<string, number>;
+  /** Which round of the benchmark this run belongs to (1-based). */
+  round?: number;
 }
 
 export function result(mode: string, label: string, n: number, durationMs: number, latencies: number[], peakRss: number, cpuMs: number, counts: Record<string, number>): ModeResult {

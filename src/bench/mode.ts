@@ -14,7 +14,7 @@ import { startWorker } from '../workers/worker.js';
 import { pollMiner } from '../workers/ops/poll.js';
 import { FleetCore } from '../core/fleet-core.js';
 import { barePoll, naivePoll, type BareSession, type BareTarget } from './bare-clients.js';
-import { forEachLimited, result, rssSampler, type ModeResult } from './measure.js';
+import { forEachLimited, result, rssSampler, watchedCpu, type ModeResult, type WatchedPids } from './measure.js';
 
 export interface ModeConfig {
   mode: 'pipeline' | 'core' | 'bare' | 'naive' | 'naive-own';
@@ -32,6 +32,8 @@ export interface ModeConfig {
   repeat: number;
   /** Names of the repeated polls in result labels (e.g. cold, warm); `#1`, `#2`, … otherwise. */
   phases?: string[];
+  /** Redis and the simulator: their CPU is measured per run, like the executor's. */
+  watch?: WatchedPids;
 }
 
 function phaseLabel(cfg: ModeConfig, i: number): string {
@@ -68,15 +70,19 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
   try {
     for (let i = 0; i < cfg.repeat; i++) {
       const rss = rssSampler();
+      const others = watchedCpu(cfg.watch);
       const started = Date.now();
       const record = await enqueueRun(queue, store, inventory, { operation: 'poll', timeoutMs: cfg.timeoutMs, jobBackoffMs: 500 });
       await waitForRun(store, record.runId, record.total, { intervalMs: 100 });
+      // CPU up to the run's end, not the reading of its outcomes below.
+      const cpuMs = rss.cpuMs();
+      const otherCpu = others();
       const outcomes = await store.getOutcomes(record.runId);
       // Enqueue → last outcome written (its finishedAt), not → when the polling wait noticed it.
       const durationMs = outcomes.reduce((last, o) => Math.max(last, Date.parse(o.finishedAt)), started) - started;
       const counts: Record<string, number> = {};
       for (const o of outcomes) counts[o.code] = (counts[o.code] ?? 0) + 1;
-      results.push(result('pipeline', phaseLabel(cfg, i), cfg.targets.length, durationMs, outcomes.map((o) => o.durationMs), rss.stop(), rss.cpuMs(), counts));
+      results.push({ ...result('pipeline', phaseLabel(cfg, i), cfg.targets.length, durationMs, outcomes.map((o) => o.durationMs), rss.stop(), cpuMs, counts), ...otherCpu });
     }
   } finally {
     await worker.close();
@@ -96,6 +102,7 @@ async function baseline(cfg: ModeConfig): Promise<ModeResult[]> {
     const latencies: number[] = [];
     const counts: Record<string, number> = {};
     const rss = rssSampler();
+    const others = watchedCpu(cfg.watch);
     const started = Date.now();
     await forEachLimited(cfg.targets, cfg.concurrency, async (t) => {
       const t0 = Date.now();
@@ -111,7 +118,7 @@ async function baseline(cfg: ModeConfig): Promise<ModeResult[]> {
       latencies.push(Date.now() - t0);
     });
     const durationMs = Date.now() - started;
-    results.push(result(cfg.mode, phaseLabel(cfg, i), cfg.targets.length, durationMs, latencies, rss.stop(), rss.cpuMs(), counts));
+    results.push({ ...result(cfg.mode, phaseLabel(cfg, i), cfg.targets.length, durationMs, latencies, rss.stop(), rss.cpuMs(), counts), ...others() });
   }
   for (const c of clients.values()) c.close();
   core?.close();

@@ -1,7 +1,7 @@
 // `npm run bench`: (a) bos-fleet's full pipeline vs (b) a bare grpc-js client vs (c) the naive peer
 // loop, on simulated fleets of 1,000 and 10,000 miners (100,000 with --huge), plus (a) with 10% of
 // miners blackholed, twice (breakers closed, then open). Writes bench-results/latest.json.
-// `--report FILE` recomputes a results file's ratios (medians and fastest rounds) from its rounds.
+// `--report FILE` recomputes a results file's ratios (medians, fastest and paired rounds) from its rounds.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -10,7 +10,8 @@ import { PACKAGE_ROOT } from '../core/proto.js';
 import { startRedisServer } from '../redis/server.js';
 import { SimCluster } from '../sim/cluster.js';
 import { planFleet } from '../sim/plan.js';
-import type { ModeResult } from './measure.js';
+import { processCpuMs, type ModeResult } from './measure.js';
+import { median, ratiosOf, type Ratios } from './ratios.js';
 import type { ModeConfig } from './mode.js';
 
 interface BenchArgs {
@@ -53,23 +54,6 @@ function parseArgs(argv: string[]): BenchArgs {
   };
 }
 
-/** CPU time (ms) a process has used so far, from /proc (Linux); 0 elsewhere. */
-function processCpuMs(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
-    return Math.round((ticks * 1000) / 100);
-  } catch {
-    return 0;
-  }
-}
-
-/** The run with the median duration (the upper median for an even count). */
-function median(runs: ModeResult[]): ModeResult | undefined {
-  const sorted = [...runs].sort((x, y) => x.durationMs - y.durationMs);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
 let configSeq = 0;
 
 function runMode(cfg: ModeConfig, dir: string): Promise<ModeResult[]> {
@@ -106,20 +90,10 @@ async function main(): Promise<void> {
   const results: ModeResult[] = [];
   const simStartMs: Record<string, number> = {};
   console.log(`${'mode'.padEnd(40)} ${'miners'.padStart(7)} ${'time'.padStart(10)} ${'miners/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'RSS MB'.padStart(7)} ${'CPU ms'.padStart(7)} ${'Redis'.padStart(7)} ${'sim'.padStart(7)}  outcomes`);
-  // Redis's own CPU per mode: the queue's cost that the executor's CPU figure does not show.
-  // The simulator's CPU likewise: it shares the cores with the executor on this machine.
-  let redisCpuMark = processCpuMs(redis.process.pid);
-  let simPids: number[] = [];
-  const simCpu = () => simPids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
-  let simCpuMark = 0;
+  // Each mode's process measures, per run, Redis's CPU (the queue's cost that the executor's CPU figure
+  // does not show) and the simulator's (it shares the cores with the executor on this machine).
   const summary: ModeResult[] = [];
   const record = (rs: ModeResult[], note = '') => {
-    const redisCpuMs = processCpuMs(redis.process.pid) - redisCpuMark;
-    redisCpuMark += redisCpuMs;
-    const simCpuMs = simCpu() - simCpuMark;
-    simCpuMark += simCpuMs;
-    for (const r of rs) r.redisCpuMs = Math.round(redisCpuMs / rs.length);
-    for (const r of rs) r.simCpuMs = Math.round(simCpuMs / rs.length);
     for (const r of rs) {
       results.push(r);
       console.log(row({ ...r, label: r.label + note }));
@@ -131,10 +105,11 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       const sim = await SimCluster.start({ miners: planFleet({ miners: n, base: '127.20.0.1' }) });
       simStartMs[String(n)] = Date.now() - t0;
-      simPids = sim.pids();
-      simCpuMark = simCpu();
+      const simPids = sim.pids();
+      const simCpu = () => simPids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
       const targets = sim.miners.map((m) => ({ id: m.id, host: m.host, port: m.port }));
-      const base = { redisUrl: redis.url, targets, concurrency: args.concurrency, timeoutMs: args.timeoutMs, repeat: 1 };
+      const watch = { sim: simPids, ...(redis.process.pid === undefined ? {} : { redis: redis.process.pid }) };
+      const base = { redisUrl: redis.url, targets, concurrency: args.concurrency, timeoutMs: args.timeoutMs, repeat: 1, watch };
       try {
         const want = (m: string) => args.modes.includes(m) && (m === 'a' || !args.pipelineOnly.includes(n));
         // (a), (a0) and (b) poll the fleet twice in one process: cold (connect, read the version, log in)
@@ -159,15 +134,14 @@ async function main(): Promise<void> {
           if (used > last * 0.9) break;
           last = used;
         }
-        simCpuMark = simCpu();
-        redisCpuMark = processCpuMs(redis.process.pid);
         // Rounds, each in a rotated order (no mode always runs first or last); a mode's figure is its median round.
         const runs = new Map<string, ModeResult[]>();
         const rounds = args.pipelineOnly.includes(n) ? 1 : args.rounds;
         for (let round = 0; round < rounds; round++) {
           for (let i = 0; i < configs.length; i++) {
             const cfg = configs[(i + round) % configs.length] as ModeConfig;
-            for (const r of record(await runMode(cfg, dir), rounds > 1 ? ` [round ${round + 1}]` : '')) runs.set(r.label, [...(runs.get(r.label) ?? []), r]);
+            const rs = (await runMode(cfg, dir)).map((r) => ({ ...r, round: round + 1 }));
+            for (const r of record(rs, rounds > 1 ? ` [round ${round + 1}]` : '')) runs.set(r.label, [...(runs.get(r.label) ?? []), r]);
           }
         }
         summary.push(...[...runs.values()].map((rs) => median(rs)).filter((r): r is ModeResult => r !== undefined));
@@ -186,54 +160,28 @@ async function main(): Promise<void> {
   }
   console.log(`\nmedian of ${args.rounds} rounds (1 at pipeline-only sizes):`);
   for (const r of summary) console.log(row(r));
-  const { ratios, bestRatios } = ratiosOf(results);
-  console.log('\nratios (time, medians):', JSON.stringify(ratios));
-  console.log('ratios (time, fastest rounds):', JSON.stringify(bestRatios));
+  const { ratios, bestRatios, pairedRatios } = ratiosOf(results);
+  printRatios(ratios, bestRatios, pairedRatios);
   mkdirSync(path.dirname(args.out), { recursive: true });
   writeFileSync(
     args.out,
-    JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, args, simStartMs, summary, ratios, bestRatios, runs: results }, null, 2) + '\n',
+    JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, args, simStartMs, summary, ratios, bestRatios, pairedRatios, runs: results }, null, 2) + '\n',
   );
   console.log(`written to ${args.out}`);
 }
 
-/**
- * (a)/(b) and (c)/(a) per size and phase, from every round's result: once with each mode's median
- * round and once with its fastest round (on a shared VM noise only ever slows a run down, so the
- * fastest round is the other fair estimate). (a) is its fastest thread setting.
- */
-function ratiosOf(runs: ModeResult[]): { ratios: Record<string, number>; bestRatios: Record<string, number> } {
-  const byLabel = new Map<string, ModeResult[]>();
-  for (const r of runs) if (!r.label.includes('blackholed')) byLabel.set(r.label, [...(byLabel.get(r.label) ?? []), r]);
-  const pick = (choose: (rs: ModeResult[]) => ModeResult | undefined) => {
-    const chosen = [...byLabel.values()].map(choose).filter((r): r is ModeResult => r !== undefined);
-    const out: Record<string, number> = {};
-    const ratio = (x: number, y: number) => Math.round((x / y) * 100) / 100;
-    for (const n of [...new Set(chosen.map((r) => r.n))]) {
-      const atN = chosen.filter((r) => r.n === n);
-      const naive = atN.find((r) => r.mode === 'naive');
-      const naiveOwn = atN.find((r) => r.mode === 'naive-own');
-      for (const phase of ['cold', 'warm']) {
-        const a = atN.filter((r) => r.mode === 'pipeline' && r.label.endsWith(phase)).sort((x, y) => x.durationMs - y.durationMs)[0];
-        const bare = atN.find((r) => r.mode === 'bare' && r.label.endsWith(phase));
-        if (a && bare) out[`n=${n} ${phase}: (a)/(b) time`] = ratio(a.durationMs, bare.durationMs);
-        if (a && naive) out[`n=${n} ${phase}: (c)/(a) time`] = ratio(naive.durationMs, a.durationMs);
-        if (a && naiveOwn) out[`n=${n} ${phase}: (c2)/(a) time`] = ratio(naiveOwn.durationMs, a.durationMs);
-      }
-    }
-    return out;
-  };
-  const fastest = (rs: ModeResult[]) => [...rs].sort((x, y) => x.durationMs - y.durationMs)[0];
-  return { ratios: pick(median), bestRatios: pick(fastest) };
+function printRatios(ratios: Ratios, bestRatios: Ratios, pairedRatios: Ratios): void {
+  console.log('\nratios (time, medians):', JSON.stringify(ratios));
+  console.log('ratios (time, fastest rounds):', JSON.stringify(bestRatios));
+  console.log('ratios (time, paired: median of each round\'s ratio):', JSON.stringify(pairedRatios));
 }
 
 /** `--report FILE`: recomputes the ratios of a results file from its rounds and writes them back. */
 function report(file: string): void {
   const saved = JSON.parse(readFileSync(file, 'utf8')) as { runs: ModeResult[] } & Record<string, unknown>;
-  const { ratios, bestRatios } = ratiosOf(saved.runs);
-  console.log('ratios (time, medians):', JSON.stringify(ratios));
-  console.log('ratios (time, fastest rounds):', JSON.stringify(bestRatios));
-  writeFileSync(file, JSON.stringify({ ...saved, ratios, bestRatios }, null, 2) + '\n');
+  const { ratios, bestRatios, pairedRatios } = ratiosOf(saved.runs);
+  printRatios(ratios, bestRatios, pairedRatios);
+  writeFileSync(file, JSON.stringify({ ...saved, ratios, bestRatios, pairedRatios }, null, 2) + '\n');
 }
 
 const reportFile = process.argv.indexOf('--report');

@@ -1,0 +1,56 @@
+// The benchmark's ratios, (a)/(b) and (c)/(a) per size and phase, from the runs of every round.
+import type { ModeResult } from './measure.js';
+
+/** The run with the median duration (the upper median for an even count). */
+export function median(runs: ModeResult[]): ModeResult | undefined {
+  const sorted = [...runs].sort((x, y) => x.durationMs - y.durationMs);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+export type Ratios = Record<string, number>;
+
+const ratio = (x: number, y: number) => Math.round((x / y) * 100) / 100;
+
+/** (a)/(b) and (c)/(a) per size and phase from one result per mode. (a) is its fastest thread setting. */
+export function ratiosFor(chosen: ModeResult[]): Ratios {
+  const out: Ratios = {};
+  for (const n of [...new Set(chosen.map((r) => r.n))]) {
+    const atN = chosen.filter((r) => r.n === n);
+    const naive = atN.find((r) => r.mode === 'naive');
+    const naiveOwn = atN.find((r) => r.mode === 'naive-own');
+    for (const phase of ['cold', 'warm']) {
+      const a = atN.filter((r) => r.mode === 'pipeline' && r.label.endsWith(phase)).sort((x, y) => x.durationMs - y.durationMs)[0];
+      const bare = atN.find((r) => r.mode === 'bare' && r.label.endsWith(phase));
+      if (a && bare) out[`n=${n} ${phase}: (a)/(b) time`] = ratio(a.durationMs, bare.durationMs);
+      if (a && naive) out[`n=${n} ${phase}: (c)/(a) time`] = ratio(naive.durationMs, a.durationMs);
+      if (a && naiveOwn) out[`n=${n} ${phase}: (c2)/(a) time`] = ratio(naiveOwn.durationMs, a.durationMs);
+    }
+  }
+  return out;
+}
+
+/**
+ * The ratios three ways, from every round's results: with each mode's median round; with its fastest
+ * round (on a shared VM noise only ever slows a run down, so the fastest round is a fair estimate
+ * too); and paired, the median over rounds of each round's own ratio (the modes of one round run back
+ * to back, so a slow spell of the machine weighs on both sides of a ratio instead of on one).
+ */
+export function ratiosOf(runs: ModeResult[]): { ratios: Ratios; bestRatios: Ratios; pairedRatios: Ratios } {
+  const timed = runs.filter((r) => !r.label.includes('blackholed'));
+  const byLabel = new Map<string, ModeResult[]>();
+  for (const r of timed) byLabel.set(r.label, [...(byLabel.get(r.label) ?? []), r]);
+  const pick = (choose: (rs: ModeResult[]) => ModeResult | undefined) =>
+    ratiosFor([...byLabel.values()].map(choose).filter((r): r is ModeResult => r !== undefined));
+  const fastest = (rs: ModeResult[]) => [...rs].sort((x, y) => x.durationMs - y.durationMs)[0];
+  // Files written before runs carried their round: a label's k-th run is its round k.
+  const seen = new Map<string, number>();
+  const roundOf = new Map(timed.map((r) => [r, r.round ?? seen.set(r.label, (seen.get(r.label) ?? 0) + 1).get(r.label)]));
+  const perRound = new Map<string, number[]>();
+  for (const round of new Set(roundOf.values())) {
+    for (const [key, value] of Object.entries(ratiosFor(timed.filter((r) => roundOf.get(r) === round)))) perRound.set(key, [...(perRound.get(key) ?? []), value]);
+  }
+  const pairedRatios: Ratios = {};
+  for (const [key, values] of perRound) pairedRatios[key] = [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)] as number;
+  return { ratios: pick(median), bestRatios: pick(fastest), pairedRatios };
+}
+

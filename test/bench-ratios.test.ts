@@ -1,0 +1,44 @@
+// The benchmark's ratios: by medians, by fastest rounds, and paired (each round's own ratio, then the median).
+import { describe, expect, it } from 'vitest';
+import type { ModeResult } from '../src/bench/measure.js';
+import { ratiosOf } from '../src/bench/ratios.js';
+
+function run(mode: string, label: string, durationMs: number, round?: number): ModeResult {
+  return { mode, label, n: 1000, durationMs, minersPerS: 0, p50Ms: 0, p99Ms: 0, peakRssMb: 0, cpuMs: 0, counts: {}, ...(round ? { round } : {}) };
+}
+
+// Three rounds; the machine was slow in round 2 for both (a) and (b).
+const rounds: [number, number, number][] = [
+  [1, 1200, 1000],
+  [2, 2400, 2000],
+  [3, 1500, 1100],
+];
+
+function fleet(withRounds: boolean): ModeResult[] {
+  return rounds.flatMap(([round, a, b]) => [
+    run('pipeline', '(a) bos-fleet --threads 0 n=1000 warm', a, withRounds ? round : undefined),
+    run('bare', '(b) bare grpc-js n=1000 warm', b, withRounds ? round : undefined),
+    run('naive', '(c) naive peer loop n=1000', a * 5, withRounds ? round : undefined),
+  ]);
+}
+
+describe('benchmark ratios', () => {
+  it('pairs each round’s (a) with that round’s (b) and (c), then takes the median', () => {
+    const { ratios, bestRatios, pairedRatios } = ratiosOf(fleet(true));
+    // Medians of each mode: (a) 1500 / (b) 1100; fastest: 1200 / 1000.
+    expect(ratios['n=1000 warm: (a)/(b) time']).toBe(1.36);
+    expect(bestRatios['n=1000 warm: (a)/(b) time']).toBe(1.2);
+    // Per round 1.2, 1.2, 1.36 → median 1.2.
+    expect(pairedRatios['n=1000 warm: (a)/(b) time']).toBe(1.2);
+    expect(pairedRatios['n=1000 warm: (c)/(a) time']).toBe(5);
+  });
+
+  it('reads the rounds of a file written before runs carried them from the order of the runs', () => {
+    expect(ratiosOf(fleet(false)).pairedRatios).toEqual(ratiosOf(fleet(true)).pairedRatios);
+  });
+
+  it('leaves the blackholed runs out of every ratio', () => {
+    const runs = [...fleet(true), run('pipeline', '(a) 10% blackholed n=1000 warm', 100, 1)];
+    expect(ratiosOf(runs)).toEqual(ratiosOf(fleet(true)));
+  });
+});
