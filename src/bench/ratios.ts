@@ -1,10 +1,14 @@
 // The benchmark's ratios, (a)/(b) and (c)/(a) per size and phase, from the runs of every round.
 import type { ModeResult } from './measure.js';
 
-/** The run with the median duration (the upper median for an even count). */
+/** The middle item by `by` (the upper middle for an even count). */
+function middle<T>(items: readonly T[], by: (item: T) => number): T | undefined {
+  return [...items].sort((x, y) => by(x) - by(y))[Math.floor(items.length / 2)];
+}
+
+/** The run with the median duration. */
 export function median(runs: ModeResult[]): ModeResult | undefined {
-  const sorted = [...runs].sort((x, y) => x.durationMs - y.durationMs);
-  return sorted[Math.floor(sorted.length / 2)];
+  return middle(runs, (r) => r.durationMs);
 }
 
 export type Ratios = Record<string, number>;
@@ -42,15 +46,21 @@ export function ratiosOf(runs: ModeResult[]): { ratios: Ratios; bestRatios: Rati
   const pick = (choose: (rs: ModeResult[]) => ModeResult | undefined) =>
     ratiosFor([...byLabel.values()].map(choose).filter((r): r is ModeResult => r !== undefined));
   const fastest = (rs: ModeResult[]) => [...rs].sort((x, y) => x.durationMs - y.durationMs)[0];
-  // Files written before runs carried their round: a label's k-th run is its round k.
-  const seen = new Map<string, number>();
-  const roundOf = new Map(timed.map((r) => [r, r.round ?? seen.set(r.label, (seen.get(r.label) ?? 0) + 1).get(r.label)]));
+  // Runs by round. Files written before runs carried their round: a label's k-th run is its round k.
+  const runsOfLabel = new Map<string, number>();
+  const byRound = new Map<number, ModeResult[]>();
+  for (const r of timed) {
+    const kth = (runsOfLabel.get(r.label) ?? 0) + 1;
+    runsOfLabel.set(r.label, kth);
+    const round = r.round ?? kth;
+    byRound.set(round, [...(byRound.get(round) ?? []), r]);
+  }
   const perRound = new Map<string, number[]>();
-  for (const round of new Set(roundOf.values())) {
-    for (const [key, value] of Object.entries(ratiosFor(timed.filter((r) => roundOf.get(r) === round)))) perRound.set(key, [...(perRound.get(key) ?? []), value]);
+  for (const roundRuns of byRound.values()) {
+    for (const [key, value] of Object.entries(ratiosFor(roundRuns))) perRound.set(key, [...(perRound.get(key) ?? []), value]);
   }
   const pairedRatios: Ratios = {};
-  for (const [key, values] of perRound) pairedRatios[key] = [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)] as number;
+  for (const [key, values] of perRound) pairedRatios[key] = middle(values, (v) => v) as number;
   return { ratios: pick(median), bestRatios: pick(fastest), pairedRatios };
 }
 

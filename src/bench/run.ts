@@ -10,7 +10,7 @@ import { PACKAGE_ROOT } from '../core/proto.js';
 import { startRedisServer } from '../redis/server.js';
 import { SimCluster } from '../sim/cluster.js';
 import { planFleet } from '../sim/plan.js';
-import { processCpuMs, type ModeResult } from './measure.js';
+import { watchedCpu, type ModeResult } from './measure.js';
 import { median, ratiosOf, type Ratios } from './ratios.js';
 import type { ModeConfig } from './mode.js';
 
@@ -106,7 +106,6 @@ async function main(): Promise<void> {
       const sim = await SimCluster.start({ miners: planFleet({ miners: n, base: '127.20.0.1' }) });
       simStartMs[String(n)] = Date.now() - t0;
       const simPids = sim.pids();
-      const simCpu = () => simPids.reduce((sum, pid) => sum + processCpuMs(pid), 0);
       const targets = sim.miners.map((m) => ({ id: m.id, host: m.host, port: m.port }));
       const watch = { sim: simPids, ...(redis.process.pid === undefined ? {} : { redis: redis.process.pid }) };
       const base = { redisUrl: redis.url, targets, concurrency: args.concurrency, timeoutMs: args.timeoutMs, repeat: 1, watch };
@@ -127,9 +126,9 @@ async function main(): Promise<void> {
         // sizing), so no mode pays the simulator's warm-up. At most 4 passes; none at pipeline-only sizes
         // (a pass over 100,000 miners takes minutes, and (a) has nothing there to be compared with).
         for (let pass = 0, last = Infinity; pass < (args.pipelineOnly.includes(n) ? 0 : 4); pass++) {
-          const mark = simCpu();
+          const simUse = watchedCpu({ sim: simPids });
           await runMode({ ...base, mode: 'bare', label: `warm-up n=${n}`, threads: 0 }, dir);
-          const used = simCpu() - mark;
+          const used = simUse().simCpuMs ?? 0;
           console.log(`warm-up pass ${pass + 1} n=${n}: simulator CPU ${used} ms`);
           if (used > last * 0.9) break;
           last = used;
