@@ -96,3 +96,33 @@ describe.each([0, 2])('poll with --threads %i', (threads) => {
     expect(dump).not.toContain('sim-password');
   });
 });
+
+describe('a job attempt skipped by an open breaker', () => {
+  it("reports the earlier attempt's failure: its code, in-call attempts and time, not the skip's zero", async () => {
+    const prefix = uniquePrefix('skip');
+    // Miner 1 refuses connections, miner 5 is blackholed. Two failures open a breaker, so each miner's
+    // first job attempt (two in-call attempts) opens its breaker and the second job attempt is skipped.
+    const inventory = { ...tf.inventory, targets: [1, 5].map((i) => tf.inventory.targets[i]!) };
+    const { record } = await runLocal({
+      redisUrl: redisUrl(),
+      prefix,
+      inventory,
+      operation: 'poll',
+      credentials: tf.credentials,
+      threads: 0,
+      concurrency: 4,
+      jobAttempts: 2,
+      jobBackoffMs: 50,
+      coreOptions: { ...FAST_CORE, breaker: { failureThreshold: 2 } },
+    });
+    const outcomes = await new RunStore(redis, prefix).getOutcomes(record.runId);
+    const byId = new Map(outcomes.map((o) => [o.minerId, o] as const));
+    const refused = byId.get(tf.fleet.miners[1]!.id) as Outcome;
+    const blackholed = byId.get(tf.fleet.miners[5]!.id) as Outcome;
+    expect(refused).toMatchObject({ code: 'MINER_UNREACHABLE', attempts: FAST_CORE.retry.maxAttempts, jobAttempts: 2 });
+    expect(blackholed).toMatchObject({ code: 'MINER_TIMEOUT', attempts: FAST_CORE.retry.maxAttempts, jobAttempts: 2 });
+    // Each of its two in-call attempts waited out the connect timeout.
+    expect(blackholed.durationMs).toBeGreaterThanOrEqual(FAST_CORE.retry.maxAttempts * FAST_CORE.connectTimeoutMs);
+    for (const o of [refused, blackholed]) expect(o.error?.message).toMatch(/\(next attempt skipped: circuit open\)$/);
+  });
+});

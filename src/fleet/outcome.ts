@@ -9,10 +9,15 @@ export interface Outcome {
   operation: string;
   status: 'ok' | 'failed';
   code: 'OK' | ErrorCode;
-  /** In-call attempts of the call that needed the most (1 = no retry). */
+  /**
+   * In-call attempts of the call that needed the most (1 = no retry). This, `durationMs` and `error`
+   * are those of the job attempt the outcome reports: the last, or the one before it when the last
+   * was skipped by an open breaker.
+   */
   attempts: number;
   /** BullMQ job attempts (1 = the first run of the job). */
   jobAttempts: number;
+  /** Time that job attempt spent on the miner. */
   durationMs: number;
   finishedAt: string;
   transport: 'plaintext' | 'tls';

@@ -39,19 +39,35 @@ function outcomeOf(data: JobData, result: TaskResult, jobAttempts: number): Outc
   };
 }
 
+const SKIPPED = ' (next attempt skipped: circuit open)';
+
 /**
- * When the last job attempt was skipped by an open breaker, the previous attempt's real failure
- * (kept by BullMQ as failedReason "CODE: message") is the truthful outcome.
+ * How a failed job attempt that BullMQ will run again is kept (its failedReason): the code, the
+ * message, and the attempt's in-call attempts and time, so that a later attempt can report it.
  */
-function withEarlierCause(result: TaskResult, failedReason: string | undefined): TaskResult {
+export function retryReason(result: TaskResult): string {
+  return `${result.code}: ${result.error?.message ?? ''} [${result.attempts} in-call attempt${result.attempts === 1 ? '' : 's'}, ${result.durationMs} ms]`;
+}
+
+const REASON = /^([A-Z_]+): (.*?)(?: \[(\d+) in-call attempts?, (\d+) ms\])?$/s;
+
+/**
+ * When a job attempt was skipped by an open breaker, the previous attempt's real failure (kept by
+ * BullMQ as failedReason, see {@link retryReason}) is the truthful result: its code, message,
+ * in-call attempts and time — not the skipped attempt's zero.
+ */
+export function withEarlierCause(result: TaskResult, failedReason: string | undefined): TaskResult {
   if (result.code !== 'CIRCUIT_OPEN' || !result.error || !failedReason) return result;
-  const m = /^([A-Z_]+): (.*)$/s.exec(failedReason);
+  const m = REASON.exec(failedReason);
   const code = m?.[1];
-  if (!code || !isErrorCode(code) || code === 'CIRCUIT_OPEN') return result;
+  if (!m || !code || !isErrorCode(code) || code === 'CIRCUIT_OPEN') return result;
+  const message = m[2]!.endsWith(SKIPPED) ? m[2]! : `${m[2]}${SKIPPED}`;
   return {
     ...result,
     code,
-    error: { ...result.error, code, message: `${m[2]} (next attempt skipped: circuit open)`, retryable: CODE_INFO[code].retryable, suggestion: CODE_INFO[code].suggestion },
+    ...(m[3] !== undefined ? { attempts: Number(m[3]) } : {}),
+    ...(m[4] !== undefined ? { durationMs: Number(m[4]) } : {}),
+    error: { ...result.error, code, message, retryable: CODE_INFO[code].retryable, suggestion: CODE_INFO[code].suggestion },
   };
 }
 
@@ -111,13 +127,14 @@ export function createProcessor({ store, executor, rollouts, siteLeaseMs = 120_0
     }
     const maxAttempts = job.opts.attempts ?? 1;
     const retryable = !result.ok && (result.error?.retryable ?? false);
+    // An attempt skipped by an open breaker reports (and hands on) the earlier attempt's real failure.
+    const final = withEarlierCause(result, job.failedReason);
     if (retryable && jobAttempts < maxAttempts) {
       // BullMQ re-runs the job after its backoff; only the final attempt writes the outcome.
-      throw new Error(`${result.code}: ${result.error?.message ?? ''}`);
+      throw new Error(retryReason(final));
     }
-    const final = withEarlierCause(result, job.failedReason);
     await store.writeOutcome(outcomeOf(data, final, jobAttempts));
-    if (!result.ok) throw new UnrecoverableError(`${result.code}: ${result.error?.message ?? ''}`);
-    return { code: result.code };
+    if (!final.ok) throw new UnrecoverableError(`${final.code}: ${final.error?.message ?? ''}`);
+    return { code: final.code };
   };
 }
