@@ -77,5 +77,34 @@ describe('bos-fleet poll', () => {
     const c = await runCli(['worker', '--consumers', 'two']);
     expect(c.code).not.toBe(0);
     expect(c.stderr).toContain('--consumers must be a positive integer, got "two"');
+    const m = await runCli(['worker', '--max-receive-bytes', '8388608']);
+    expect(m.code).not.toBe(0);
+    expect(m.stderr).toContain('--max-receive-bytes must be a whole number from 1024 to 4194304, got "8388608"');
+    const e = await runCli(['poll', '--inventory', files.inventory, '--enqueue-only', '--max-receive-bytes', '1048576', '--redis', redisUrl()]);
+    expect(e.code).toBe(1);
+    expect(e.stderr).toContain('with --enqueue-only, pass it to `bos-fleet worker`');
+  });
+});
+
+describe('a miner whose replies exceed the receive limit', () => {
+  let big: TestFleet;
+  let bigFiles: ReturnType<typeof writeFleetFiles>;
+  beforeAll(async () => {
+    big = await startTestFleet(2, '127.12.1.1', (i) => (i === 0 ? { oversized: { bytes: 1024 * 1024 } } : {}));
+    bigFiles = writeFleetFiles(inventoryCsv(big.fleet.miners.map((m, index) => ({ ...m, index }))));
+  });
+  afterAll(async () => {
+    await big.fleet.close();
+    rmSync(bigFiles.dir, { recursive: true, force: true });
+  });
+
+  it('fails RESPONSE_TOO_LARGE with a suggestion the operator can follow, and --max-receive-bytes lets it through', async () => {
+    const base = ['--inventory', bigFiles.inventory, '--credentials', bigFiles.credentials, '--timeout-ms', '2000', '--redis', redisUrl(), '--prefix', uniquePrefix('big')];
+    const r = await runCli(['poll', ...base]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/RESPONSE_TOO_LARGE +1 .*raise --max-receive-bytes of `bos-fleet poll` \/ `bos-fleet worker`/);
+    const raised = await runCli(['poll', ...base, '--max-receive-bytes', String(2 * 1024 * 1024), '--json']);
+    expect(raised.code).toBe(0);
+    expect(JSON.parse(raised.stdout)).toMatchObject({ total: 2, counts: { OK: 2 } });
   });
 });

@@ -7,7 +7,8 @@ import { loadInventory } from '../producer/inventory.js';
 import { enqueueOnly, runLocal } from '../producer/run-local.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS } from '../workers/worker.js';
 import { connectRedis, loadTlsSites } from './common.js';
-import { nonNegativeInt, positiveInt } from './parse.js';
+import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
+import { intInRange, nonNegativeInt, positiveInt } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
 
 export interface PollCliOptions {
@@ -17,6 +18,7 @@ export interface PollCliOptions {
   concurrency: number;
   threads: number;
   timeoutMs?: number;
+  maxReceiveBytes?: number;
   json?: boolean;
   enqueueOnly?: boolean;
   tls?: string;
@@ -33,11 +35,15 @@ export function registerPoll(program: Command): void {
     .option('--concurrency <n>', 'jobs in flight at once', positiveInt('--concurrency'), DEFAULT_CONCURRENCY)
     .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', nonNegativeInt('--threads'), DEFAULT_THREADS)
     .option('--timeout-ms <n>', 'deadline of each call attempt, connect included', positiveInt('--timeout-ms'))
+    .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--json', 'print one JSON object {runId, total, counts, durationMs}')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
     .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes')
     .action(async (opts: PollCliOptions) => {
+      if (opts.enqueueOnly && opts.maxReceiveBytes !== undefined) {
+        throw new Error('--max-receive-bytes is a setting of the workers that poll: with --enqueue-only, pass it to `bos-fleet worker`');
+      }
       const inventory = loadInventory(opts.inventory);
       const credentials = loadCredentialProfiles(opts.credentials);
       const tlsBySite = loadTlsSites(opts.tls);
@@ -55,6 +61,7 @@ export function registerPoll(program: Command): void {
         concurrency: opts.concurrency,
         ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
         ...(tlsBySite ? { tlsBySite } : {}),
+        ...(opts.maxReceiveBytes ? { coreOptions: { maxReceiveBytes: opts.maxReceiveBytes } } : {}),
       };
       if (opts.enqueueOnly) {
         const record = await enqueueOnly(common);

@@ -5,7 +5,8 @@ import { loadTlsMaterial } from '../core/tls.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker } from '../workers/worker.js';
 import { connectRedis, loadTlsSites } from './common.js';
-import { nonNegativeInt, positiveInt } from './parse.js';
+import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
+import { intInRange, nonNegativeInt, positiveInt } from './parse.js';
 
 export function registerWorker(program: Command): void {
   program
@@ -18,10 +19,11 @@ export function registerWorker(program: Command): void {
     .option('--credentials <file>', 'credential profiles JSON (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--max-connections <n>', 'miner channels kept open per thread between polls (least recently used closed beyond; keep threads × n under the fd limit)', positiveInt('--max-connections'), 4_096)
+    .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
     .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
     .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
-    .action(async (opts: { redis?: string; threads: number; concurrency: number; consumers?: number; credentials?: string; tls?: string; lockMs: number; maxConnections: number; allowVolatileRedis?: boolean; prefix: string }) => {
+    .action(async (opts: { redis?: string; threads: number; concurrency: number; consumers?: number; credentials?: string; tls?: string; lockMs: number; maxConnections: number; maxReceiveBytes?: number; allowVolatileRedis?: boolean; prefix: string }) => {
       const credentials = loadCredentialProfiles(opts.credentials);
       if (credentials.size === 0) {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): every job will fail INVALID_JOB\n');
@@ -37,7 +39,7 @@ export function registerWorker(program: Command): void {
         concurrency: opts.concurrency,
         consumers: opts.consumers,
         credentials,
-        coreOptions: { pool: { maxConnections: opts.maxConnections } },
+        coreOptions: { pool: { maxConnections: opts.maxConnections }, ...(opts.maxReceiveBytes ? { maxReceiveBytes: opts.maxReceiveBytes } : {}) },
         lockDurationMs: opts.lockMs,
         stalledIntervalMs: Math.max(1_000, Math.floor(opts.lockMs / 2)),
         ...(tlsBySite ? { tlsBySite } : {}),

@@ -54,7 +54,7 @@ export const CODE_INFO: Record<ErrorCode, CodeInfo> = {
   RESPONSE_TOO_LARGE: {
     retryable: false,
     minerFault: false,
-    suggestion: 'The miner\'s reply exceeded the receive limit: check the firmware, or raise maxReceiveBytes if the reply is legitimate.',
+    suggestion: 'The miner\'s reply exceeded the receive limit (512 KiB unless set): check the firmware; if the reply is legitimate, raise --max-receive-bytes of `bos-fleet poll` / `bos-fleet worker` (up to 4 MiB).',
   },
   MINER_AUTH_FAILED: {
     retryable: false,
@@ -79,7 +79,7 @@ export const CODE_INFO: Record<ErrorCode, CodeInfo> = {
   MINER_OVERLOADED: {
     retryable: true,
     minerFault: true,
-    suggestion: 'The miner is refusing calls for lack of resources: lower --concurrency or try again later.',
+    suggestion: 'The miner is refusing calls for lack of resources (busy: another tool polling it, or a firmware task): bos-fleet already retried with backoff; try again later, and if many miners say so, look for what else is calling them.',
   },
   CIRCUIT_OPEN: {
     retryable: true,
@@ -89,7 +89,7 @@ export const CODE_INFO: Record<ErrorCode, CodeInfo> = {
   TLS_ERROR: {
     retryable: false,
     minerFault: false,
-    suggestion: 'The TLS handshake failed: check the CA bundle, the client certificate and key, and the server name (use a server name override for IP targets).',
+    suggestion: 'The TLS handshake failed: check the --tls file\'s caFile, certFile and keyFile for this site, and its serverName (the name in the miner\'s certificate, needed when the inventory gives an IP).',
   },
   OUTCOME_UNKNOWN: {
     retryable: false,

@@ -1,6 +1,11 @@
 // Core options: one zod schema is the single source of defaults and validation (units in names).
 import { z } from 'zod';
 
+/** The largest miner reply accepted: 512 KiB by default (a status reply is a few KB), 4 MiB at most. */
+export const DEFAULT_RECEIVE_BYTES = 512 * 1024;
+export const MIN_RECEIVE_BYTES = 1024;
+export const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
+
 export const coreOptionsSchema = z
   .object({
     /** Time to establish a connection before a call (a call never waits longer than this to connect). */
@@ -43,8 +48,8 @@ export const coreOptionsSchema = z
         sweepIntervalMs: z.number().int().positive().default(10_000),
       })
       .prefault({}),
-    /** Largest reply accepted; a status reply is a few KB. */
-    maxReceiveBytes: z.number().int().positive().max(4 * 1024 * 1024).default(512 * 1024),
+    /** Largest reply accepted (`--max-receive-bytes`); a status reply is a few KB. */
+    maxReceiveBytes: z.number().int().min(MIN_RECEIVE_BYTES).max(MAX_RECEIVE_BYTES).default(DEFAULT_RECEIVE_BYTES),
     /** How long a miner's API version stays cached. */
     versionCacheTtlMs: z.number().int().positive().default(600_000),
     stream: z
