@@ -80,6 +80,11 @@ describe('bos-fleet poll', () => {
     const m = await runCli(['worker', '--max-receive-bytes', '8388608']);
     expect(m.code).not.toBe(0);
     expect(m.stderr).toContain('--max-receive-bytes must be a whole number from 1024 to 4194304, got "8388608"');
+    const tlsFile = path.join(files.dir, 'tls.json');
+    writeFileSync(tlsFile, JSON.stringify({ 'site-a': { caFile: path.join(files.dir, 'missing-ca.pem') } }));
+    const t = await runCli(['worker', '--tls', tlsFile, '--redis', redisUrl()]);
+    expect(t.code).toBe(1);
+    expect(t.stderr).toContain(`--tls ${tlsFile}: site "site-a": tls.caFile: cannot read "${path.join(files.dir, 'missing-ca.pem')}" (ENOENT)`);
     const e = await runCli(['poll', '--inventory', files.inventory, '--enqueue-only', '--max-receive-bytes', '1048576', '--redis', redisUrl()]);
     expect(e.code).toBe(1);
     expect(e.stderr).toContain('with --enqueue-only, pass it to `bos-fleet worker`');

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
-import { tlsProfileSchema, type TlsProfile } from '../core/tls.js';
+import { loadTlsMaterial, tlsProfileSchema, type TlsProfile } from '../core/tls.js';
 import { checkDurability } from '../redis/durability.js';
 import { resolveRedisUrl } from '../redis/resolve.js';
 
@@ -41,6 +41,14 @@ export function loadTlsSites(file: string | undefined): Record<string, TlsProfil
   if (!r.success) {
     const issue = r.error.issues[0];
     throw new Error(`--tls ${file}: ${issue?.path.join('.') || '(top level)'} ${issue?.message ?? 'is invalid'}`);
+  }
+  // Read and check every site's files now: a bad path fails at start-up, not in a job or a thread.
+  for (const [site, profile] of Object.entries(r.data)) {
+    try {
+      loadTlsMaterial(profile, site);
+    } catch (err) {
+      throw new Error(`--tls ${file}: site "${site}": ${(err as Error).message}`);
+    }
   }
   return r.data;
 }

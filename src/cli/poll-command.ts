@@ -1,7 +1,6 @@
 // `bos-fleet poll`: poll every miner of an inventory and report a typed outcome for each.
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
-import { loadTlsMaterial } from '../core/tls.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { loadInventory } from '../producer/inventory.js';
 import { enqueueOnly, runLocal } from '../producer/run-local.js';
@@ -47,7 +46,6 @@ export function registerPoll(program: Command): void {
       const inventory = loadInventory(opts.inventory);
       const credentials = loadCredentialProfiles(opts.credentials);
       const tlsBySite = loadTlsSites(opts.tls);
-      for (const [site, profile] of Object.entries(tlsBySite ?? {})) loadTlsMaterial(profile, site); // fail now, not in a thread
       const { url, redis } = await connectRedis(opts.redis);
       redis.disconnect();
       const common = {

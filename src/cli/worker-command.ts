@@ -1,7 +1,6 @@
 // `bos-fleet worker`: a long-running worker process; several may run on several hosts.
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
-import { loadTlsMaterial } from '../core/tls.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker } from '../workers/worker.js';
 import { connectRedis, loadTlsSites } from './common.js';
@@ -29,7 +28,6 @@ export function registerWorker(program: Command): void {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): every job will fail INVALID_JOB\n');
       }
       const tlsBySite = loadTlsSites(opts.tls);
-      for (const [site, profile] of Object.entries(tlsBySite ?? {})) loadTlsMaterial(profile, site);
       const { url, redis } = await connectRedis(opts.redis, { refuseVolatile: true, allowVolatile: opts.allowVolatileRedis ?? false });
       redis.disconnect();
       const running = await startWorker({
