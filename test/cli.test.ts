@@ -80,6 +80,9 @@ describe('bos-fleet poll', () => {
     const m = await runCli(['worker', '--max-receive-bytes', '8388608']);
     expect(m.code).not.toBe(0);
     expect(m.stderr).toContain('--max-receive-bytes must be a whole number from 1024 to 4194304, got "8388608"');
+    const down = await runCli(['runs', '--redis', 'redis://127.0.0.1:1']);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toContain('cannot connect to Redis at redis://127.0.0.1:1: connect ECONNREFUSED 127.0.0.1:1 (check --redis, and that redis-server runs there)');
     const tlsFile = path.join(files.dir, 'tls.json');
     writeFileSync(tlsFile, JSON.stringify({ 'site-a': { caFile: path.join(files.dir, 'missing-ca.pem') } }));
     const t = await runCli(['worker', '--tls', tlsFile, '--redis', redisUrl()]);

@@ -4,17 +4,24 @@ import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { loadTlsMaterial, tlsProfileSchema, type TlsProfile } from '../core/tls.js';
 import { checkDurability } from '../redis/durability.js';
-import { resolveRedisUrl } from '../redis/resolve.js';
+import { resolveRedisUrl, stateDir } from '../redis/resolve.js';
 
 export async function connectRedis(flag: string | undefined, opts: { refuseVolatile?: boolean; allowVolatile?: boolean } = {}): Promise<{ url: string; redis: Redis }> {
   const url = await resolveRedisUrl(flag);
   const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true });
-  redis.on('error', () => undefined);
+  // connect() rejects with a bare "Connection is closed."; the reason (ECONNREFUSED, …) is the error event's.
+  let cause: Error | undefined;
+  redis.on('error', (err: Error) => (cause ??= err));
   try {
     await redis.connect();
   } catch (err) {
     redis.disconnect();
-    throw new Error(`cannot connect to Redis at ${url}: ${(err as Error).message}`);
+    const hint = flag
+      ? 'check --redis, and that redis-server runs there'
+      : process.env['REDIS_URL']
+        ? 'check REDIS_URL, and that redis-server runs there'
+        : `the embedded redis-server (data in ${stateDir()}) did not answer`;
+    throw new Error(`cannot connect to Redis at ${url}: ${(cause ?? (err as Error)).message} (${hint})`);
   }
   const report = await checkDurability(redis);
   if (report.problems.length) {
