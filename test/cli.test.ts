@@ -67,6 +67,21 @@ describe('bos-fleet poll', () => {
     expect(r.stderr).toMatch(/credentials profile "site-b" not found/);
   });
 
+  it('--enqueue-only needs no passwords here (the workers hold them) and leaves the jobs queued', async () => {
+    const prefix = uniquePrefix('enq');
+    const noCreds = { BOS_FLEET_USERNAME: '', BOS_FLEET_PASSWORD: '' };
+    const r = await runCli(['poll', '--inventory', files.inventory, '--enqueue-only', '--json', '--redis', redisUrl(), '--prefix', prefix], noCreds);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const { runId, total } = JSON.parse(r.stdout) as { runId: string; total: number };
+    expect(total).toBe(12);
+    const runs = await runCli(['runs', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(JSON.parse(runs.stdout)).toMatchObject([{ runId, total: 12, done: 0 }]);
+    const redis = new Redis(redisUrl());
+    expect(await redis.llen(`${prefix}:jobs:wait`)).toBe(12);
+    redis.disconnect();
+  });
+
   it('bad options name the option and the value', async () => {
     const r = await runCli(['poll', '--inventory', files.inventory, '--threads', '-1']);
     expect(r.code).not.toBe(0);

@@ -41,8 +41,13 @@ export function assertProfiles(inventory: Inventory, credentials: CredentialProf
   }
 }
 
+/**
+ * Enqueues for separate workers. The passwords may live only on the worker hosts: the profiles are
+ * checked here when this process has any (a typo fails before anything is enqueued); without any,
+ * a profile no worker knows ends as that miner's INVALID_JOB outcome, naming the profile.
+ */
 export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
-  assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
+  if (opts.credentials.size > 0) assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
   return enqueueChecked(opts);
 }
 
