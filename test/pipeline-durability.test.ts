@@ -143,6 +143,35 @@ describe('worker process', () => {
     await queue.close();
   });
 
+  it('poll interrupted by Ctrl-C: in-flight jobs finish, the rest stay queued, a worker completes the run once', async () => {
+    const prefix = uniquePrefix('int');
+    const store = new RunStore(redis, prefix);
+    const poll = spawnCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--concurrency', '4', '--json']);
+    let runId = '';
+    await until(async () => {
+      runId = (await store.listRuns(1))[0]?.runId ?? '';
+      return runId !== '' && (await outcomeCount(store, runId)) >= 5;
+    });
+    poll.kill('SIGINT');
+    expect(await exited(poll)).toBe(130);
+    const { stdout, stderr } = poll.output();
+    const printed = JSON.parse(stdout) as { runId: string; total: number; counts: Record<string, number> };
+    const done = await outcomeCount(store, runId);
+    expect(done).toBeLessThan(COUNT);
+    expect(printed).toMatchObject({ runId, total: COUNT, counts: { OK: done } });
+    expect(stderr).toContain(`interrupted: ${COUNT - done} of ${COUNT} miners not polled; their jobs stay queued`);
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const counts = await queue.getJobCounts('active', 'waiting');
+    await queue.close();
+    expect(counts['active']).toBe(0);
+    expect((counts['waiting'] ?? 0) + done).toBe(COUNT);
+    const w = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '8']);
+    await until(async () => (await outcomeCount(store, runId)) >= COUNT);
+    w.kill('SIGTERM');
+    expect(await exited(w)).toBe(0);
+    await expectExactlyOneOutcomeEach(store, runId);
+  });
+
   it('refuses a Redis that can lose jobs unless told otherwise', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-volatile-'));
     const volatile = await startRedisServer({ dir, appendonly: false });

@@ -59,3 +59,28 @@ export function loadTlsSites(file: string | undefined): Record<string, TlsProfil
   }
   return r.data;
 }
+
+/**
+ * Ctrl-C (or SIGTERM) while a command works: the first asks it to stop cleanly (`what` says what that
+ * means), a second quits at once. `dispose()` removes the handlers.
+ */
+export function interruptible(what: string): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (controller.signal.aborted) {
+      process.stderr.write(`\nbos-fleet: ${sig} again: quitting now\n`);
+      process.exit(130);
+    }
+    process.stderr.write(`\nbos-fleet: ${sig}: ${what} (${sig} again to quit now)\n`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}

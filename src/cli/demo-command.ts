@@ -8,8 +8,8 @@ import { Redis } from 'ioredis';
 import { RunStore } from '../fleet/run-store.js';
 import { parseInventory } from '../producer/inventory.js';
 import { runLocal } from '../producer/run-local.js';
-import { startRedisServer } from '../redis/server.js';
-import { inventoryCsv, startSimFleet, SIM_PASSWORD, SIM_USERNAME } from '../sim/index.js';
+import { startRedisServer, type LocalRedis } from '../redis/server.js';
+import { inventoryCsv, startSimFleet, SIM_PASSWORD, SIM_USERNAME, type FleetControl } from '../sim/index.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS } from '../workers/worker.js';
 import { nonNegativeInt, positiveInt } from './parse.js';
 import { outcomesText, progressRenderer, summaryText } from './render.js';
@@ -27,13 +27,28 @@ export function registerDemo(program: Command): void {
     .action(async (opts: { miners: number; faults: string; threads: number; concurrency: number }) => {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-demo-'));
       console.log(`demo: starting a throwaway redis-server and ${opts.miners} simulated miners (faults: ${opts.faults})`);
-      const redis = await startRedisServer({ dir });
-      const fleet = await startSimFleet({ miners: opts.miners, faults: opts.faults, base: '127.1.0.1' });
+      // Ctrl-C: nothing of a demo is worth finishing (and a terminal's Ctrl-C has stopped its Redis
+      // already): remove the simulated farm, its Redis and its files, and quit.
+      let redis: LocalRedis | undefined;
+      let fleet: FleetControl | undefined;
+      const cleanUp = async () => {
+        await fleet?.close();
+        await redis?.stop();
+        rmSync(dir, { recursive: true, force: true });
+      };
+      const onSignal = (sig: NodeJS.Signals) => {
+        process.stderr.write(`\ndemo: ${sig}: removing the simulated farm and its Redis\n`);
+        void cleanUp().finally(() => process.exit(130));
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const server = (redis = await startRedisServer({ dir }));
+      const farm = (fleet = await startSimFleet({ miners: opts.miners, faults: opts.faults, base: '127.1.0.1' }));
       try {
-        const inventory = parseInventory(inventoryCsv(fleet.miners), path.join(dir, 'farm.csv'));
+        const inventory = parseInventory(inventoryCsv(farm.miners), path.join(dir, 'farm.csv'));
         const bar = progressRenderer();
         const { record, summary } = await runLocal({
-          redisUrl: redis.url,
+          redisUrl: server.url,
           inventory,
           operation: 'poll',
           credentials: new Map([['default', { username: SIM_USERNAME, password: SIM_PASSWORD }]]),
@@ -46,15 +61,15 @@ export function registerDemo(program: Command): void {
         });
         bar.done();
         console.log(`\n${summaryText(record, summary)}\n`);
-        const r = new Redis(redis.url);
+        const r = new Redis(server.url);
         const outcomes = await new RunStore(r).getOutcomes(record.runId);
         r.disconnect();
         const sample = [...outcomes.filter((o) => o.code === 'OK').slice(0, 3), ...outcomes.filter((o) => o.code !== 'OK').slice(0, 5)];
         console.log(`a few of the ${outcomes.length} outcomes (the demo's Redis goes away with it; after a real \`bos-fleet poll\`, \`bos-fleet results RUN_ID\` shows them all):\n${outcomesText(sample, 'table')}`);
       } finally {
-        await fleet.close();
-        await redis.stop();
-        rmSync(dir, { recursive: true, force: true });
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await cleanUp();
       }
     });
 }

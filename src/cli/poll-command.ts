@@ -5,7 +5,7 @@ import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { loadInventory } from '../producer/inventory.js';
 import { enqueueOnly, runLocal } from '../producer/run-local.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS } from '../workers/worker.js';
-import { connectRedis, loadTlsSites } from './common.js';
+import { connectRedis, interruptible, loadTlsSites } from './common.js';
 import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, nonNegativeInt, positiveInt } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
@@ -68,13 +68,19 @@ export function registerPoll(program: Command): void {
       }
       const bar = opts.json ? undefined : progressRenderer();
       const started = Date.now();
-      const { record, summary } = await runLocal({ ...common, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
+      const stop = interruptible('stopping: the jobs in flight finish, the rest stay queued');
+      const { record, summary, interrupted } = await runLocal({ ...common, signal: stop.signal, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) }).finally(() => stop.dispose());
       bar?.done();
       if (opts.json) {
         console.log(JSON.stringify({ runId: record.runId, total: record.total, counts: summary.counts, durationMs: Date.now() - started }));
       } else {
         console.log(summaryText(record, summary));
         console.log(`\ndetails: bos-fleet results ${record.runId}${opts.redis ? ` --redis ${opts.redis}` : ''} [--failed] [--format table|json|csv]`);
+      }
+      if (interrupted) {
+        const left = record.total - summary.done;
+        process.stderr.write(`bos-fleet: interrupted: ${left} of ${record.total} miners not polled; their jobs stay queued in Redis and \`bos-fleet worker\` polls them (\`bos-fleet runs\` shows the run's progress)\n`);
+        process.exitCode = 130;
       }
     });
 }

@@ -31,6 +31,11 @@ export interface LocalRunOptions {
   onProgress?: (p: Progress) => void;
   /** Enqueue only: the work is left to separate `bos-fleet worker` processes. */
   enqueueOnly?: boolean;
+  /**
+   * Stops the run early (Ctrl-C): the local worker finishes its in-flight jobs and the rest stay
+   * queued for any `bos-fleet worker`; the summary covers the outcomes written so far.
+   */
+  signal?: AbortSignal;
 }
 
 /** Fails before anything is enqueued when the inventory names an unknown credentials profile. */
@@ -70,7 +75,7 @@ async function enqueueChecked(opts: LocalRunOptions): Promise<RunRecord> {
   }
 }
 
-export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunRecord; summary: RunSummary }> {
+export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunRecord; summary: RunSummary; interrupted: boolean }> {
   assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   // The worker is up before the enqueue starts, so it works the first miners while the rest go in.
@@ -87,9 +92,14 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
   try {
     const record = await enqueueChecked(opts);
     const store = new RunStore(redis, prefix);
-    await waitForRun(store, record.runId, record.total, opts.onProgress ? { onProgress: opts.onProgress } : {});
+    const progress = await waitForRun(store, record.runId, record.total, {
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    // Interrupted: in-flight jobs finish (their outcomes count below); the rest stay queued.
+    if (progress.done < record.total) await worker.close();
     const outcomes = await store.getOutcomes(record.runId);
-    return { record, summary: summarize(outcomes, record.total, record.createdAtMs) };
+    return { record, summary: summarize(outcomes, record.total, record.createdAtMs), interrupted: outcomes.length < record.total };
   } finally {
     await worker.close();
     redis.disconnect();
