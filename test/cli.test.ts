@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inventoryCsv } from '../src/sim/plan.js';
+import { RunStore } from '../src/fleet/run-store.js';
 import type { Outcome } from '../src/fleet/outcome.js';
 import { runCli, writeFleetFiles } from './helpers/cli.js';
 import { startTestFleet, type TestFleet } from './helpers/fleet.js';
@@ -35,6 +36,14 @@ describe('bos-fleet poll', () => {
     const outcomes = JSON.parse(json.stdout) as Outcome[];
     expect(outcomes.length).toBe(12);
     expect(Object.keys(outcomes[0]!).sort()).toEqual(['attempts', 'code', 'data', 'durationMs', 'finishedAt', 'host', 'jobAttempts', 'minerId', 'operation', 'port', 'runId', 'status', 'transport']);
+    // `results` reads in batches (HKEYS, then HMGET per batch), in miner-id order.
+    const redis = new Redis(redisUrl());
+    const batches: string[][] = [];
+    for await (const b of new RunStore(redis, prefix).outcomeBatches(out.runId, 5)) batches.push(b.map((o) => o.minerId));
+    redis.disconnect();
+    expect(batches.map((b) => b.length)).toEqual([5, 5, 2]);
+    expect(batches.flat()).toEqual(outcomes.map((o) => o.minerId));
+    expect(batches.flat()).toEqual([...batches.flat()].sort());
     const failed = await runCli(['results', out.runId, '--failed', '--format', 'csv', ...base]);
     const lines = failed.stdout.trim().split('\n');
     expect(lines.length).toBe(2);

@@ -77,12 +77,19 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
       // CPU up to the run's end, not the reading of its outcomes below.
       const cpuMs = rss.cpuMs();
       const otherCpu = others();
-      const outcomes = await store.getOutcomes(record.runId);
-      // Enqueue → last outcome written (its finishedAt), not → when the polling wait noticed it.
-      const durationMs = outcomes.reduce((last, o) => Math.max(last, Date.parse(o.finishedAt)), started) - started;
+      // Read in batches, as `bos-fleet results` does: the executor's RSS is the run's, not the reading's.
+      const latencies: number[] = [];
       const counts: Record<string, number> = {};
-      for (const o of outcomes) counts[o.code] = (counts[o.code] ?? 0) + 1;
-      results.push({ ...result('pipeline', phaseLabel(cfg, i), cfg.targets.length, durationMs, outcomes.map((o) => o.durationMs), rss.stop(), cpuMs, counts), ...otherCpu });
+      let lastMs = started;
+      for await (const batch of store.outcomeBatches(record.runId)) {
+        for (const o of batch) {
+          latencies.push(o.durationMs);
+          counts[o.code] = (counts[o.code] ?? 0) + 1;
+          lastMs = Math.max(lastMs, Date.parse(o.finishedAt));
+        }
+      }
+      // Enqueue → last outcome written (its finishedAt), not → when the polling wait noticed it.
+      results.push({ ...result('pipeline', phaseLabel(cfg, i), cfg.targets.length, lastMs - started, latencies, rss.stop(), cpuMs, counts), ...otherCpu });
     }
   } finally {
     await worker.close();

@@ -1,6 +1,6 @@
 // Terminal output: a progress line, the run summary table, and results as table / JSON / CSV.
 import { CODE_INFO, isErrorCode } from '../core/error-codes.js';
-import type { Outcome, RunSummary } from '../fleet/outcome.js';
+import { byMinerId, type Outcome, type RunSummary } from '../fleet/outcome.js';
 import type { RunRecord } from '../fleet/run-store.js';
 import type { Progress } from '../producer/wait.js';
 
@@ -51,26 +51,74 @@ function csvCell(v: unknown): string {
   return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-export function outcomesText(outcomes: Outcome[], format: 'table' | 'json' | 'csv'): string {
-  const sorted = [...outcomes].sort((a, b) => a.minerId.localeCompare(b.minerId));
-  if (format === 'json') return JSON.stringify(sorted, null, 2);
-  if (format === 'csv') {
-    const rows = sorted.map((o) => CSV_COLUMNS.map((c) => csvCell(c === 'message' ? o.error?.message : o[c])).join(','));
-    return [CSV_COLUMNS.join(','), ...rows].join('\n');
+interface TableRow {
+  id: string;
+  host: string;
+  code: string;
+  tries: string;
+  time: string;
+  detail: string;
+}
+
+function tableRow(o: Outcome): TableRow {
+  const d = o.data as { model?: string; hashrate?: { realGhs5m?: number | null }; power?: { consumptionWatts?: number | null } } | undefined;
+  const detail = o.error
+    ? o.error.message
+    : d?.model
+      ? `${d.model}  ${((d.hashrate?.realGhs5m ?? 0) / 1000).toFixed(1)} TH/s  ${d.power?.consumptionWatts ?? '?'} W`
+      : '';
+  return { id: o.minerId, host: `${o.host}:${o.port}`, code: o.code, tries: `${o.attempts}/${o.jobAttempts}`, time: fmtMs(o.durationMs), detail };
+}
+
+function tableText(rows: TableRow[]): string {
+  let idW = 5;
+  let hostW = 4;
+  let codeW = 4;
+  for (const r of rows) {
+    idW = Math.max(idW, r.id.length);
+    hostW = Math.max(hostW, r.host.length);
+    codeW = Math.max(codeW, r.code.length);
   }
-  const idW = Math.max(5, ...sorted.map((o) => o.minerId.length));
-  const hostW = Math.max(4, ...sorted.map((o) => `${o.host}:${o.port}`.length));
-  const codeW = Math.max(4, ...sorted.map((o) => o.code.length));
   return [
     `${'MINER'.padEnd(idW)}  ${'HOST'.padEnd(hostW)}  ${'CODE'.padEnd(codeW)}  TRIES  ${'TIME'.padStart(8)}  DETAIL`,
-    ...sorted.map((o) => {
-      const d = o.data as { model?: string; hashrate?: { realGhs5m?: number | null }; power?: { consumptionWatts?: number | null } } | undefined;
-      const detail = o.error
-        ? o.error.message
-        : d?.model
-          ? `${d.model}  ${((d.hashrate?.realGhs5m ?? 0) / 1000).toFixed(1)} TH/s  ${d.power?.consumptionWatts ?? '?'} W`
-          : '';
-      return `${o.minerId.padEnd(idW)}  ${`${o.host}:${o.port}`.padEnd(hostW)}  ${o.code.padEnd(codeW)}  ${`${o.attempts}/${o.jobAttempts}`.padStart(5)}  ${fmtMs(o.durationMs).padStart(8)}  ${detail}`;
-    }),
+    ...rows.map((r) => `${r.id.padEnd(idW)}  ${r.host.padEnd(hostW)}  ${r.code.padEnd(codeW)}  ${r.tries.padStart(5)}  ${r.time.padStart(8)}  ${r.detail}`),
   ].join('\n');
+}
+
+const csvRow = (o: Outcome) => CSV_COLUMNS.map((c) => csvCell(c === 'message' ? o.error?.message : o[c])).join(',');
+/** An outcome as an element of a 2-space-indented JSON array (as JSON.stringify(array, null, 2) gives it). */
+const jsonElement = (o: Outcome) => `  ${JSON.stringify(o, null, 2).replace(/\n/g, '\n  ')}`;
+
+export function outcomesText(outcomes: Outcome[], format: 'table' | 'json' | 'csv'): string {
+  const sorted = [...outcomes].sort((a, b) => byMinerId(a.minerId, b.minerId));
+  if (format === 'json') return sorted.length ? `[\n${sorted.map(jsonElement).join(',\n')}\n]` : '[]';
+  if (format === 'csv') return [CSV_COLUMNS.join(','), ...sorted.map(csvRow)].join('\n');
+  return tableText(sorted.map(tableRow));
+}
+
+/**
+ * Writes outcomes as they are read, batch by batch, in the same text as {@link outcomesText}: JSON and
+ * CSV stream (the JSON of a few hundred thousand polls is larger than one string may be); the table
+ * keeps only its rows' text, for the column widths. `keep` filters what is written.
+ */
+export async function writeOutcomes(
+  batches: AsyncIterable<Outcome[]>,
+  format: 'table' | 'json' | 'csv',
+  write: (text: string) => Promise<void>,
+  keep: (o: Outcome) => boolean = () => true,
+): Promise<void> {
+  const rows: TableRow[] = [];
+  let written = 0;
+  if (format === 'csv') await write(CSV_COLUMNS.join(','));
+  for await (const batch of batches) {
+    const kept = batch.filter(keep);
+    if (kept.length === 0) continue;
+    if (format === 'table') rows.push(...kept.map(tableRow));
+    else if (format === 'csv') await write(`\n${kept.map(csvRow).join('\n')}`);
+    else await write(`${written ? ',\n' : '[\n'}${kept.map(jsonElement).join(',\n')}`);
+    written += kept.length;
+  }
+  if (format === 'table') await write(tableText(rows));
+  else if (format === 'json') await write(written ? '\n]' : '[]');
+  await write('\n');
 }

@@ -1,11 +1,16 @@
 // `bos-fleet runs` and `bos-fleet results RUN_ID`.
 import { InvalidArgumentError, type Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
-import { summarize } from '../fleet/outcome.js';
+import { SummaryBuilder } from '../fleet/outcome.js';
 import { RunStore } from '../fleet/run-store.js';
 import { connectRedis } from './common.js';
 import { positiveInt } from './parse.js';
-import { outcomesText, summaryText } from './render.js';
+import { summaryText, writeOutcomes } from './render.js';
+
+/** Writes to stdout, waiting while its buffer is full (a large run piped into a slow reader). */
+function writeStdout(text: string): Promise<void> {
+  return new Promise((resolve) => (process.stdout.write(text) ? resolve() : process.stdout.once('drain', resolve)));
+}
 
 export function registerRuns(program: Command): void {
   program
@@ -48,11 +53,16 @@ export function registerRuns(program: Command): void {
         const store = new RunStore(redis, opts.prefix);
         const record = await store.getRun(runId);
         if (!record) throw new Error(`no run "${runId}" (see bos-fleet runs)`);
-        let outcomes = await store.getOutcomes(runId);
-        const summary = summarize(outcomes, record.total, record.createdAtMs);
-        if (opts.failed) outcomes = outcomes.filter((o) => o.status !== 'ok');
-        console.log(outcomesText(outcomes, opts.format));
-        if (opts.format === 'table') console.log(`\n${summaryText(record, summary)}`);
+        // Streamed: a run of hundreds of thousands of miners is never held whole.
+        const summary = new SummaryBuilder(record.total, record.createdAtMs);
+        const batches = async function* () {
+          for await (const batch of store.outcomeBatches(runId)) {
+            for (const o of batch) summary.add(o);
+            yield batch;
+          }
+        };
+        await writeOutcomes(batches(), opts.format, writeStdout, opts.failed ? (o) => o.status !== 'ok' : undefined);
+        if (opts.format === 'table') await writeStdout(`\n${summaryText(record, summary.build())}\n`);
       } finally {
         redis.disconnect();
       }

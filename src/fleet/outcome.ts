@@ -41,19 +41,45 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
 }
 
+/** Miner ids in the order results are shown (code-unit order: fast, and the same everywhere). */
+export const byMinerId = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Builds a run's summary from its outcomes one at a time (a run of any size, without holding them). */
+export class SummaryBuilder {
+  private readonly counts: Record<string, number> = {};
+  private readonly durations: number[] = [];
+  private lastMs: number;
+
+  constructor(
+    private readonly total: number,
+    private readonly createdAtMs: number,
+  ) {
+    this.lastMs = createdAtMs;
+  }
+
+  add(o: Outcome): void {
+    this.counts[o.code] = (this.counts[o.code] ?? 0) + 1;
+    this.durations.push(o.durationMs);
+    this.lastMs = Math.max(this.lastMs, Date.parse(o.finishedAt));
+  }
+
+  build(): RunSummary {
+    const durations = this.durations.sort((a, b) => a - b);
+    const elapsedMs = Math.max(1, this.lastMs - this.createdAtMs);
+    return {
+      total: this.total,
+      done: durations.length,
+      counts: { ...this.counts },
+      p50DurationMs: percentile(durations, 50),
+      p95DurationMs: percentile(durations, 95),
+      throughputPerS: durations.length / (elapsedMs / 1000),
+      elapsedMs,
+    };
+  }
+}
+
 export function summarize(outcomes: Outcome[], total: number, createdAtMs: number): RunSummary {
-  const counts: Record<string, number> = {};
-  for (const o of outcomes) counts[o.code] = (counts[o.code] ?? 0) + 1;
-  const durations = outcomes.map((o) => o.durationMs).sort((a, b) => a - b);
-  const lastMs = outcomes.reduce((m, o) => Math.max(m, Date.parse(o.finishedAt)), createdAtMs);
-  const elapsedMs = Math.max(1, lastMs - createdAtMs);
-  return {
-    total,
-    done: outcomes.length,
-    counts,
-    p50DurationMs: percentile(durations, 50),
-    p95DurationMs: percentile(durations, 95),
-    throughputPerS: outcomes.length / (elapsedMs / 1000),
-    elapsedMs,
-  };
+  const builder = new SummaryBuilder(total, createdAtMs);
+  for (const o of outcomes) builder.add(o);
+  return builder.build();
 }

@@ -3,7 +3,7 @@
 import { timestampedId } from './ids-and-durations.js';
 import type { Redis } from 'ioredis';
 import { keys, type Keys } from './keys.js';
-import type { Outcome } from './outcome.js';
+import { byMinerId, SummaryBuilder, type Outcome, type RunSummary } from './outcome.js';
 
 export interface RunRecord {
   runId: string;
@@ -124,6 +124,26 @@ export class RunStore {
   async getOutcome(runId: string, minerId: string): Promise<Outcome | undefined> {
     const raw = await this.redis.hget(this.k.outcomes(runId), minerId);
     return raw ? (JSON.parse(raw) as Outcome) : undefined;
+  }
+
+  /**
+   * A run's outcomes in miner-id order, `batch` at a time: a run of hundreds of thousands of miners is
+   * read without holding all of it (HKEYS, then HMGET per batch).
+   */
+  async *outcomeBatches(runId: string, batch = 1_000): AsyncGenerator<Outcome[]> {
+    const key = this.k.outcomes(runId);
+    const ids = (await this.redis.hkeys(key)).sort(byMinerId);
+    for (let i = 0; i < ids.length; i += batch) {
+      const raws = await this.redis.hmget(key, ...ids.slice(i, i + batch));
+      yield raws.filter((raw): raw is string => raw !== null).map((raw) => JSON.parse(raw) as Outcome);
+    }
+  }
+
+  /** The run's summary, built from its outcomes batch by batch. */
+  async summarize(record: RunRecord): Promise<RunSummary> {
+    const builder = new SummaryBuilder(record.total, record.createdAtMs);
+    for await (const batch of this.outcomeBatches(record.runId)) for (const o of batch) builder.add(o);
+    return builder.build();
   }
 
   async getOutcomes(runId: string): Promise<Outcome[]> {

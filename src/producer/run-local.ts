@@ -6,7 +6,7 @@ import type { TlsProfile } from '../core/tls.js';
 import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fleet/credentials.js';
 import type { Operation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
-import { summarize, type RunSummary } from '../fleet/outcome.js';
+import type { RunSummary } from '../fleet/outcome.js';
 import { RunStore, type RunRecord } from '../fleet/run-store.js';
 import { startWorker } from '../workers/worker.js';
 import { enqueueRun } from './enqueue.js';
@@ -98,8 +98,8 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
     });
     // Interrupted: in-flight jobs finish (their outcomes count below); the rest stay queued.
     if (progress.done < record.total) await worker.close();
-    const outcomes = await store.getOutcomes(record.runId);
-    return { record, summary: summarize(outcomes, record.total, record.createdAtMs), interrupted: outcomes.length < record.total };
+    const summary = await store.summarize(record);
+    return { record, summary, interrupted: summary.done < record.total };
   } finally {
     await worker.close();
     redis.disconnect();
