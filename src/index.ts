@@ -11,7 +11,7 @@ export { loadCredentialProfiles } from './fleet/credentials.js';
 export type { CredentialProfiles } from './fleet/credentials.js';
 export { RunStore } from './fleet/run-store.js';
 export type { RunRecord } from './fleet/run-store.js';
-export { summarize } from './fleet/outcome.js';
+export { summarize, SummaryBuilder } from './fleet/outcome.js';
 export type { Outcome, RunSummary } from './fleet/outcome.js';
 export type { JobData, JobTarget, Operation } from './fleet/job.js';
 export { startWorker } from './workers/worker.js';
