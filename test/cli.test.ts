@@ -91,6 +91,19 @@ describe('bos-fleet poll', () => {
     redis.disconnect();
   });
 
+  it('--keep-runs 1: a new poll deletes the finished ones before it', async () => {
+    const two = path.join(files.dir, 'two.csv');
+    writeFileSync(two, inventoryCsv(tf.fleet.miners.slice(0, 2).map((m, index) => ({ ...m, index }))));
+    const base = ['--inventory', two, '--credentials', files.credentials, '--timeout-ms', '800', '--json', '--redis', redisUrl(), '--prefix', uniquePrefix('keep')];
+    const first = JSON.parse((await runCli(['poll', ...base])).stdout) as { runId: string };
+    const second = await runCli(['poll', ...base, '--keep-runs', '1']);
+    expect(second.code).toBe(0);
+    const { runId } = JSON.parse(second.stdout) as { runId: string };
+    const runs = JSON.parse((await runCli(['runs', '--json', ...base.slice(-4)])).stdout) as { runId: string }[];
+    expect(runs.map((r) => r.runId)).toEqual([runId]);
+    expect((await runCli(['results', first.runId, ...base.slice(-4)])).stderr).toContain(`no run "${first.runId}"`);
+  });
+
   it('bad options name the option and the value', async () => {
     const r = await runCli(['poll', '--inventory', files.inventory, '--threads', '-1']);
     expect(r.code).not.toBe(0);
@@ -107,6 +120,9 @@ describe('bos-fleet poll', () => {
     const down = await runCli(['runs', '--redis', 'redis://127.0.0.1:1']);
     expect(down.code).toBe(1);
     expect(down.stderr).toContain('cannot connect to Redis at redis://127.0.0.1:1: connect ECONNREFUSED 127.0.0.1:1 (check --redis, and that redis-server runs there)');
+    const keep = await runCli(['poll', '--inventory', files.inventory, '--keep-for', 'a week']);
+    expect(keep.code).toBe(1);
+    expect(keep.stderr).toContain('--keep-for must be a duration like 24h or 7d, got "a week"');
     const tlsFile = path.join(files.dir, 'tls.json');
     writeFileSync(tlsFile, JSON.stringify({ 'site-a': { caFile: path.join(files.dir, 'missing-ca.pem') } }));
     const t = await runCli(['worker', '--tls', tlsFile, '--redis', redisUrl()]);

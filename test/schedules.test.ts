@@ -51,6 +51,24 @@ describe('schedule add poll --every', () => {
     expect(actions).toEqual(['schedule.add', 'schedule.remove']);
   });
 
+  it('--keep-runs 2: Redis keeps only the newest finished runs of the schedule', async () => {
+    const prefix = uniquePrefix('keep');
+    const store = new RunStore(redis, prefix);
+    const w = await worker(prefix);
+    const added = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '1s', '--id', 'kept', '--keep-runs', '2', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(added.code).toBe(0);
+    await new Promise((r) => setTimeout(r, 5_200)); // five or six ticks
+    await runCli(['schedule', 'remove', 'kept', '--redis', redisUrl(), '--prefix', prefix]);
+    await new Promise((r) => setTimeout(r, 800));
+    await w.close();
+    // Each new run deletes the finished ones beyond the newest two (a run still polling is spared).
+    const runs = await scheduleRuns(store, 'kept');
+    expect(runs.length).toBeGreaterThanOrEqual(2);
+    expect(runs.length).toBeLessThanOrEqual(3);
+    const kept = new Set(runs.map((r) => r.runId));
+    expect((await redis.keys(`${prefix}:outcomes:*`)).every((k) => kept.has(k.slice(`${prefix}:outcomes:`.length)))).toBe(true);
+  });
+
   it('ticks missed while every worker was down are not replayed: one late tick, then on schedule', async () => {
     const prefix = uniquePrefix('missed');
     const store = new RunStore(redis, prefix);

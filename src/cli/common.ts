@@ -1,10 +1,14 @@
 // Pieces shared by the CLI commands: Redis connection with a durability check, options parsing.
 import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { loadTlsMaterial, tlsProfileSchema, type TlsProfile } from '../core/tls.js';
 import { checkDurability } from '../redis/durability.js';
 import { resolveRedisUrl, stateDir } from '../redis/resolve.js';
+import { parseDurationMs } from '../fleet/ids-and-durations.js';
+import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/run-store.js';
+import { positiveInt } from './parse.js';
 
 export async function connectRedis(flag: string | undefined, opts: { refuseVolatile?: boolean; allowVolatile?: boolean } = {}): Promise<{ url: string; redis: Redis }> {
   const url = await resolveRedisUrl(flag);
@@ -82,5 +86,26 @@ export function interruptible(what: string): { signal: AbortSignal; dispose(): v
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     },
+  };
+}
+
+export interface RetentionFlags {
+  keepRuns?: number;
+  keepFor?: string;
+}
+
+/** `--keep-runs` / `--keep-for` of the commands that create poll runs. */
+export function retentionOptions(cmd: Command): Command {
+  return cmd
+    .option('--keep-runs <n>', `finished poll runs kept in Redis, newest first; older ones are deleted (default ${DEFAULT_RETENTION.keepRuns})`, positiveInt('--keep-runs'))
+    .option('--keep-for <duration>', 'finished poll runs older than this are deleted (e.g. 24h, 7d; default 7d)');
+}
+
+/** The policy the flags ask for, over the defaults; undefined when neither flag is given. */
+export function retentionFrom(flags: RetentionFlags): RetentionPolicy | undefined {
+  if (flags.keepRuns === undefined && flags.keepFor === undefined) return undefined;
+  return {
+    keepRuns: flags.keepRuns ?? DEFAULT_RETENTION.keepRuns,
+    keepForMs: flags.keepFor === undefined ? DEFAULT_RETENTION.keepForMs : parseDurationMs(flags.keepFor, '--keep-for', { example: '24h or 7d' }),
   };
 }

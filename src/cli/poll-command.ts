@@ -5,12 +5,12 @@ import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { loadInventory } from '../producer/inventory.js';
 import { enqueueOnly, runLocal } from '../producer/run-local.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS } from '../workers/worker.js';
-import { connectRedis, interruptible, loadTlsSites } from './common.js';
+import { connectRedis, interruptible, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
 import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, nonNegativeInt, positiveInt } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
 
-export interface PollCliOptions {
+export interface PollCliOptions extends RetentionFlags {
   inventory: string;
   credentials?: string;
   redis?: string;
@@ -25,7 +25,7 @@ export interface PollCliOptions {
 }
 
 export function registerPoll(program: Command): void {
-  program
+  const poll = program
     .command('poll')
     .description('poll every miner of an inventory: status, hashrate, power, temperatures, pools, errors')
     .requiredOption('--inventory <file>', 'inventory CSV (header row) or JSON: id, host, port, site, tags, credentials')
@@ -38,49 +38,51 @@ export function registerPoll(program: Command): void {
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--json', 'print one JSON object {runId, total, counts, durationMs}')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
-    .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes')
-    .action(async (opts: PollCliOptions) => {
-      if (opts.enqueueOnly && opts.maxReceiveBytes !== undefined) {
-        throw new Error('--max-receive-bytes is a setting of the workers that poll: with --enqueue-only, pass it to `bos-fleet worker`');
-      }
-      const inventory = loadInventory(opts.inventory);
-      const credentials = loadCredentialProfiles(opts.credentials);
-      const tlsBySite = loadTlsSites(opts.tls);
-      const { url, redis } = await connectRedis(opts.redis);
-      redis.disconnect();
-      const common = {
-        redisUrl: url,
-        prefix: opts.prefix,
-        inventory,
-        operation: 'poll' as const,
-        credentials,
-        ...(opts.credentials ? { credentialsFile: opts.credentials } : {}),
-        threads: opts.threads,
-        concurrency: opts.concurrency,
-        ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
-        ...(tlsBySite ? { tlsBySite } : {}),
-        ...(opts.maxReceiveBytes ? { coreOptions: { maxReceiveBytes: opts.maxReceiveBytes } } : {}),
-      };
-      if (opts.enqueueOnly) {
-        const record = await enqueueOnly(common);
-        console.log(opts.json ? JSON.stringify({ runId: record.runId, total: record.total }) : record.runId);
-        return;
-      }
-      const bar = opts.json ? undefined : progressRenderer();
-      const started = Date.now();
-      const stop = interruptible('stopping: the jobs in flight finish, the rest stay queued');
-      const { record, summary, interrupted } = await runLocal({ ...common, signal: stop.signal, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) }).finally(() => stop.dispose());
-      bar?.done();
-      if (opts.json) {
-        console.log(JSON.stringify({ runId: record.runId, total: record.total, counts: summary.counts, durationMs: Date.now() - started }));
-      } else {
-        console.log(summaryText(record, summary));
-        console.log(`\ndetails: bos-fleet results ${record.runId}${opts.redis ? ` --redis ${opts.redis}` : ''} [--failed] [--format table|json|csv]`);
-      }
-      if (interrupted) {
-        const left = record.total - summary.done;
-        process.stderr.write(`bos-fleet: interrupted: ${left} of ${record.total} miners not polled; their jobs stay queued in Redis and \`bos-fleet worker\` polls them (\`bos-fleet runs\` shows the run's progress)\n`);
-        process.exitCode = 130;
-      }
-    });
+    .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes');
+  retentionOptions(poll).action(async (opts: PollCliOptions) => {
+    if (opts.enqueueOnly && opts.maxReceiveBytes !== undefined) {
+      throw new Error('--max-receive-bytes is a setting of the workers that poll: with --enqueue-only, pass it to `bos-fleet worker`');
+    }
+    const retention = retentionFrom(opts);
+    const inventory = loadInventory(opts.inventory);
+    const credentials = loadCredentialProfiles(opts.credentials);
+    const tlsBySite = loadTlsSites(opts.tls);
+    const { url, redis } = await connectRedis(opts.redis);
+    redis.disconnect();
+    const common = {
+      redisUrl: url,
+      prefix: opts.prefix,
+      inventory,
+      operation: 'poll' as const,
+      credentials,
+      ...(opts.credentials ? { credentialsFile: opts.credentials } : {}),
+      threads: opts.threads,
+      concurrency: opts.concurrency,
+      ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+      ...(tlsBySite ? { tlsBySite } : {}),
+      ...(opts.maxReceiveBytes ? { coreOptions: { maxReceiveBytes: opts.maxReceiveBytes } } : {}),
+      ...(retention ? { retention } : {}),
+    };
+    if (opts.enqueueOnly) {
+      const record = await enqueueOnly(common);
+      console.log(opts.json ? JSON.stringify({ runId: record.runId, total: record.total }) : record.runId);
+      return;
+    }
+    const bar = opts.json ? undefined : progressRenderer();
+    const started = Date.now();
+    const stop = interruptible('stopping: the jobs in flight finish, the rest stay queued');
+    const { record, summary, interrupted } = await runLocal({ ...common, signal: stop.signal, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) }).finally(() => stop.dispose());
+    bar?.done();
+    if (opts.json) {
+      console.log(JSON.stringify({ runId: record.runId, total: record.total, counts: summary.counts, durationMs: Date.now() - started }));
+    } else {
+      console.log(summaryText(record, summary));
+      console.log(`\ndetails: bos-fleet results ${record.runId}${opts.redis ? ` --redis ${opts.redis}` : ''} [--failed] [--format table|json|csv]`);
+    }
+    if (interrupted) {
+      const left = record.total - summary.done;
+      process.stderr.write(`bos-fleet: interrupted: ${left} of ${record.total} miners not polled; their jobs stay queued in Redis and \`bos-fleet worker\` polls them (\`bos-fleet runs\` shows the run's progress)\n`);
+      process.exitCode = 130;
+    }
+  });
 }

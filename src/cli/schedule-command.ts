@@ -6,11 +6,11 @@ import { defaultActor } from '../rollout/audit.js';
 import { addSchedule, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
-import { connectRedis } from './common.js';
+import { connectRedis, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
 import { positiveInt } from './parse.js';
 import { gatesFromFlags, operationOf, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 
-interface AddFlags {
+interface AddFlags extends RetentionFlags {
   inventory: string;
   every?: string;
   cron?: string;
@@ -74,7 +74,10 @@ export function registerSchedule(program: Command): void {
   const sc = program.command('schedule').description('recurring polls and rollouts (BullMQ job schedulers: each tick fires once, however many workers run)');
   const add = sc.command('add').description('add a schedule');
 
-  addOptions(add.command('poll').description('poll an inventory on a schedule')).action(async (flags: AddFlags) => save(baseDef(flags, 'poll'), flags));
+  retentionOptions(addOptions(add.command('poll').description('poll an inventory on a schedule'))).action(async (flags: AddFlags) => {
+    const retention = retentionFrom(flags);
+    return save({ ...baseDef(flags, 'poll'), ...(retention ? { retention } : {}) }, flags);
+  });
 
   addOptions(add.command('rollout').description('start a rollout on a schedule (e.g. curtailment: lower at 14:00, restore at 18:00)'))
     .option('--power-target <watts>', 'set this power target (W)')

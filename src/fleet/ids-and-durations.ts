@@ -7,11 +7,12 @@ export function timestampedId(prefix: string, nowMs = Date.now()): string {
   return `${prefix}-${t}-${randomBytes(3).toString('hex')}`;
 }
 
-/** `800ms`, `30s`, `10m`, `1h`; a bare number is in `defaultUnit`. The error names the option. */
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** `800ms`, `30s`, `10m`, `1h`, `7d`; a bare number is in `defaultUnit`. The error names the option. */
 export function parseDurationMs(text: string, option: string, opts: { defaultUnit?: 'ms' | 's'; example?: string } = {}): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
   if (!m) throw new Error(`${option} must be a duration like ${opts.example ?? '30s, 10m or 1h'}, got "${text}"`);
-  const n = Number(m[1]);
-  const unit = m[2] ?? opts.defaultUnit ?? 's';
-  return Math.round(unit === 'ms' ? n : unit === 's' ? n * 1000 : unit === 'm' ? n * 60_000 : n * 3_600_000);
+  const unit = (m[2] ?? opts.defaultUnit ?? 's') as keyof typeof UNIT_MS;
+  return Math.round(Number(m[1]) * UNIT_MS[unit]);
 }

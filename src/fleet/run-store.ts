@@ -46,6 +46,17 @@ interface PendingOutcome {
   reject(err: unknown): void;
 }
 
+/**
+ * How many finished poll runs Redis keeps (a 100,000-miner poll's outcomes take ~150 MB there): the
+ * newest `keepRuns`, and none older than `keepForMs`. Runs of changes are always kept.
+ */
+export interface RetentionPolicy {
+  keepRuns: number;
+  keepForMs: number;
+}
+
+export const DEFAULT_RETENTION: RetentionPolicy = { keepRuns: 20, keepForMs: 7 * 24 * 3_600_000 };
+
 /** Outcomes of one run sent in one script call at most (bounds the time Redis spends in it). */
 export const OUTCOME_BATCH_MAX = 256;
 
@@ -71,6 +82,38 @@ export class RunStore {
     const stored = await this.getRun(record.runId);
     if (!stored) throw new Error(`run ${record.runId} vanished while being created`);
     return { record: stored, created };
+  }
+
+  /**
+   * Deletes finished poll runs beyond `policy` (record, outcomes, counts): all but the newest
+   * `keepRuns` poll runs, and those older than `keepForMs`. A run still in progress is never deleted
+   * (its workers would write into it), nor a run of a change (a rollback reads its outcomes).
+   * Returns the deleted run ids.
+   */
+  async pruneRuns(policy: RetentionPolicy, nowMs = Date.now()): Promise<string[]> {
+    const ids = await this.redis.zrevrange(this.k.runs, 0, -1); // newest first
+    if (ids.length === 0) return [];
+    const read = this.redis.pipeline();
+    for (const id of ids) read.hget(this.k.run(id), 'record').hget(this.k.counts(id), '_done');
+    const replies = (await read.exec()) ?? [];
+    const doomed: string[] = [];
+    let polls = 0;
+    ids.forEach((id, i) => {
+      const [recordErr, raw] = replies[2 * i] ?? [];
+      const [, done] = replies[2 * i + 1] ?? [];
+      if (recordErr || typeof raw !== 'string') return;
+      const record = JSON.parse(raw) as RunRecord;
+      if (record.operation !== 'poll') return;
+      polls++;
+      const finished = Number(done ?? 0) >= record.total;
+      if (finished && (polls > policy.keepRuns || nowMs - record.createdAtMs > policy.keepForMs)) doomed.push(id);
+    });
+    if (doomed.length === 0) return [];
+    const del = this.redis.multi();
+    // UNLINK: Redis frees a 100,000-field hash in the background instead of blocking on it.
+    for (const id of doomed) del.unlink(this.k.run(id), this.k.outcomes(id), this.k.counts(id)).zrem(this.k.runs, id);
+    await del.exec();
+    return doomed;
   }
 
   async getRun(runId: string): Promise<RunRecord | undefined> {

@@ -3,7 +3,7 @@
 import type { Queue } from 'bullmq';
 import { jobId } from '../fleet/keys.js';
 import type { JobData, JobTarget, Operation } from '../fleet/job.js';
-import { newRunId, type RunRecord, type RunStore } from '../fleet/run-store.js';
+import { DEFAULT_RETENTION, newRunId, type RetentionPolicy, type RunRecord, type RunStore } from '../fleet/run-store.js';
 import type { Inventory } from './inventory.js';
 
 export interface EnqueueOptions {
@@ -18,6 +18,8 @@ export interface EnqueueOptions {
   chunkSize?: number;
   /** Per-miner params (merged over `params`), e.g. a rollback's per-miner target value. */
   paramsFor?: (target: JobTarget) => Record<string, unknown>;
+  /** Finished poll runs kept in Redis; older ones are deleted when a new poll run is created. */
+  retention?: RetentionPolicy;
 }
 
 export const DEFAULT_JOB_ATTEMPTS = 3;
@@ -40,7 +42,7 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
     createdAtMs: now,
     total: inventory.targets.length,
   };
-  const { record } = await store.createRun(wanted);
+  const { record, created } = await store.createRun(wanted);
   if (record.inventoryDigest !== wanted.inventoryDigest || record.operation !== wanted.operation) {
     throw new Error(`run ${record.runId} already exists with a different ${record.operation !== wanted.operation ? 'operation' : 'inventory'}; use a new run id`);
   }
@@ -70,6 +72,12 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
         };
       }),
     );
+  }
+  if (created && record.operation === 'poll') {
+    // The run is enqueued whatever happens here: a failed clean-up is said, not thrown.
+    await store.pruneRuns(opts.retention ?? DEFAULT_RETENTION, now).catch((err: unknown) => {
+      console.error(`bos-fleet: run ${record.runId} is enqueued, but deleting old poll runs failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
   }
   return record;
 }

@@ -7,7 +7,7 @@ import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fl
 import type { Operation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import type { RunSummary } from '../fleet/outcome.js';
-import { RunStore, type RunRecord } from '../fleet/run-store.js';
+import { RunStore, type RetentionPolicy, type RunRecord } from '../fleet/run-store.js';
 import { startWorker } from '../workers/worker.js';
 import { enqueueRun } from './enqueue.js';
 import type { Inventory } from './inventory.js';
@@ -26,6 +26,8 @@ export interface LocalRunOptions {
   timeoutMs?: number;
   jobAttempts?: number;
   jobBackoffMs?: number;
+  /** Finished poll runs kept in Redis (older ones are deleted as this one is created). */
+  retention?: RetentionPolicy;
   coreOptions?: CoreOptionsInput;
   tlsBySite?: Record<string, TlsProfile>;
   onProgress?: (p: Progress) => void;
@@ -68,6 +70,7 @@ async function enqueueChecked(opts: LocalRunOptions): Promise<RunRecord> {
       ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
       ...(opts.jobAttempts ? { jobAttempts: opts.jobAttempts } : {}),
       ...(opts.jobBackoffMs !== undefined ? { jobBackoffMs: opts.jobBackoffMs } : {}),
+      ...(opts.retention ? { retention: opts.retention } : {}),
     });
   } finally {
     await queue.close();

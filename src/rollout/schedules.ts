@@ -6,7 +6,7 @@ import { Queue, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
-import { RunStore } from '../fleet/run-store.js';
+import { RunStore, type RetentionPolicy } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
@@ -24,6 +24,8 @@ export interface ScheduleDef {
   inventoryFile: string;
   inventoryDigest: string;
   timeoutMs?: number;
+  /** A poll schedule's retention of its finished runs (default: DEFAULT_RETENTION of fleet/run-store). */
+  retention?: RetentionPolicy;
   rollout?: {
     operation: MutationOperation;
     spec: MutationSpec;
@@ -112,7 +114,12 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     const id = `${def.scheduleId}-${tickMillis(job)}`;
     const inventory = { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest };
     if (def.kind === 'poll') {
-      await enqueueRun(deps.jobs, runs, inventory, { operation: 'poll', runId: id, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}) });
+      await enqueueRun(deps.jobs, runs, inventory, {
+        operation: 'poll',
+        runId: id,
+        ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}),
+        ...(def.retention ? { retention: def.retention } : {}),
+      });
       return { started: id };
     }
     const r = def.rollout;
