@@ -52,7 +52,7 @@ export function registerRuns(program: Command): void {
       try {
         const store = new RunStore(redis, opts.prefix);
         const record = await store.getRun(runId);
-        if (!record) throw new Error(`no run "${runId}" (see bos-fleet runs)`);
+        if (!record) throw new Error(`no run "${runId}" (see bos-fleet runs; finished poll runs beyond --keep-runs / --keep-for are deleted)`);
         // Streamed: a run of hundreds of thousands of miners is never held whole.
         const summary = new SummaryBuilder(record.total, record.createdAtMs);
         const batches = async function* () {
