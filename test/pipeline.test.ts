@@ -1,5 +1,7 @@
 // End to end on a real Redis and the simulator: producer → BullMQ → workers → one outcome per miner.
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
 import type { Outcome } from '../src/fleet/outcome.js';
@@ -114,7 +116,12 @@ describe('a job attempt skipped by an open breaker', () => {
       jobAttempts: 2,
       jobBackoffMs: 50,
       coreOptions: { ...FAST_CORE, breaker: { failureThreshold: 2 } },
+      keepFinishedJobs: 1,
     });
+    // BullMQ keeps a bounded number of failed jobs (their outcomes are the run's): here 1 of the 2.
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    expect((await queue.getJobCounts('failed'))['failed']).toBe(1);
+    await queue.close();
     const outcomes = await new RunStore(redis, prefix).getOutcomes(record.runId);
     const byId = new Map(outcomes.map((o) => [o.minerId, o] as const));
     const refused = byId.get(tf.fleet.miners[1]!.id) as Outcome;

@@ -20,7 +20,15 @@ export interface EnqueueOptions {
   paramsFor?: (target: JobTarget) => Record<string, unknown>;
   /** Finished poll runs kept in Redis; older ones are deleted when a new poll run is created. */
   retention?: RetentionPolicy;
+  /** BullMQ's finished jobs kept, completed and failed each (their outcomes are in the run). */
+  keepFinishedJobs?: number;
 }
+
+/**
+ * Finished BullMQ jobs kept per state (completed, failed): enough to make a re-enqueue of a recent run
+ * a no-op, bounded so that a farm's every-minute polls cannot fill Redis with failed jobs.
+ */
+export const KEEP_FINISHED_JOBS = 200_000;
 
 export const DEFAULT_JOB_ATTEMPTS = 3;
 export const DEFAULT_CHUNK_SIZE = 250;
@@ -66,8 +74,8 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
             jobId: jobId(record.runId, target.minerId),
             attempts: opts.jobAttempts ?? DEFAULT_JOB_ATTEMPTS,
             backoff: { type: 'exponential', delay: opts.jobBackoffMs ?? 2_000, jitter: 0.5 },
-            removeOnComplete: { age: 24 * 3600, count: 200_000 },
-            removeOnFail: { age: 7 * 24 * 3600 },
+            removeOnComplete: { age: 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
+            removeOnFail: { age: 7 * 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
           },
         };
       }),

@@ -28,6 +28,8 @@ export interface LocalRunOptions {
   jobBackoffMs?: number;
   /** Finished poll runs kept in Redis (older ones are deleted as this one is created). */
   retention?: RetentionPolicy;
+  /** BullMQ's finished jobs kept per state (default KEEP_FINISHED_JOBS). */
+  keepFinishedJobs?: number;
   coreOptions?: CoreOptionsInput;
   tlsBySite?: Record<string, TlsProfile>;
   onProgress?: (p: Progress) => void;
@@ -71,6 +73,7 @@ async function enqueueChecked(opts: LocalRunOptions): Promise<RunRecord> {
       ...(opts.jobAttempts ? { jobAttempts: opts.jobAttempts } : {}),
       ...(opts.jobBackoffMs !== undefined ? { jobBackoffMs: opts.jobBackoffMs } : {}),
       ...(opts.retention ? { retention: opts.retention } : {}),
+      ...(opts.keepFinishedJobs ? { keepFinishedJobs: opts.keepFinishedJobs } : {}),
     });
   } finally {
     await queue.close();
