@@ -112,7 +112,7 @@ describe('worker process', () => {
     const prefix = uniquePrefix('kill');
     const store = new RunStore(redis, prefix);
     const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
-    const args = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--consumers', '2', '--threads', '0', '--max-connections', '64', '--lock-ms', '2000'];
+    const args = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--consumers', '2', '--threads', '0', '--max-connections', '64', '--lock-ms', '2000', '--report-every', '1s'];
     const first = spawnCli(args);
     await until(async () => (await outcomeCount(store, record.runId)) >= 10);
     first.kill('SIGKILL');
@@ -124,6 +124,9 @@ describe('worker process', () => {
     second.kill('SIGTERM');
     expect(await exited(second)).toBe(0);
     await expectExactlyOneOutcomeEach(store, record.runId);
+    // The worker logs what it did: every second while busy, and in total when it stops.
+    expect(second.output().stdout).toMatch(/worker: last 1s: \d+ outcomes? \(OK \d+\)/);
+    expect(second.output().stdout).toMatch(/worker: stopped after \d+ outcomes \(OK \d+\)/);
   });
 
   it('SIGTERM finishes in-flight jobs and leaves the rest queued', async () => {
@@ -136,6 +139,8 @@ describe('worker process', () => {
     expect(await exited(w)).toBe(0);
     expect(w.output().stdout).toContain('concurrency 4 over 2 consumer(s)');
     expect(w.output().stdout).toContain('finishing in-flight jobs');
+    const done = await outcomeCount(store, record.runId);
+    expect(w.output().stdout).toContain(`worker: stopped after ${done} outcomes (OK ${done})`);
     const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
     const counts = await queue.getJobCounts('active', 'waiting', 'completed', 'failed', 'delayed');
     expect(counts['active']).toBe(0); // nothing left half-done

@@ -3,6 +3,8 @@ import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker } from '../workers/worker.js';
+import { activityText, totalOutcomes, watchActivity, type Activity } from '../workers/activity.js';
+import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { connectRedis, loadTlsSites } from './common.js';
 import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, nonNegativeInt, positiveInt } from './parse.js';
@@ -22,7 +24,9 @@ export function registerWorker(program: Command): void {
     .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
     .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
-    .action(async (opts: { redis?: string; threads: number; concurrency: number; consumers?: number; credentials?: string; tls?: string; lockMs: number; maxConnections: number; maxReceiveBytes?: number; allowVolatileRedis?: boolean; prefix: string }) => {
+    .option('--report-every <duration>', 'log what was done this often, when anything was (0 = only at exit)', '60s')
+    .action(async (opts: { redis?: string; threads: number; concurrency: number; consumers?: number; credentials?: string; tls?: string; lockMs: number; maxConnections: number; maxReceiveBytes?: number; allowVolatileRedis?: boolean; prefix: string; reportEvery: string }) => {
+      const reportEveryMs = parseDurationMs(opts.reportEvery, '--report-every', { example: '60s or 5m' });
       const credentials = loadCredentialProfiles(opts.credentials);
       if (credentials.size === 0) {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): every job will fail INVALID_JOB\n');
@@ -43,6 +47,18 @@ export function registerWorker(program: Command): void {
         ...(tlsBySite ? { tlsBySite } : {}),
       });
       console.log(`worker: ${process.pid} on ${url}, threads ${opts.threads}, concurrency ${opts.concurrency} over ${running.workers.length} consumer(s)`);
+      const activity = watchActivity(running.workers);
+      const total: Activity = { outcomes: {}, retries: 0 };
+      const tally = () => {
+        const a = activity.take();
+        for (const [code, n] of Object.entries(a.outcomes)) total.outcomes[code] = (total.outcomes[code] ?? 0) + n;
+        total.retries += a.retries;
+        return a;
+      };
+      const report = reportEveryMs > 0 ? setInterval(() => {
+        const a = tally();
+        if (totalOutcomes(a) || a.retries) console.log(`worker: last ${opts.reportEvery}: ${activityText(a)}`);
+      }, reportEveryMs) : undefined;
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           console.log(`worker: ${sig}, finishing in-flight jobs…`);
@@ -52,6 +68,8 @@ export function registerWorker(program: Command): void {
         process.once('SIGINT', () => stop('SIGINT'));
       });
       await running.close();
-      console.log('worker: stopped');
+      if (report) clearInterval(report);
+      tally();
+      console.log(`worker: stopped after ${activityText(total)}`);
     });
 }
