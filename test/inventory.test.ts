@@ -1,8 +1,8 @@
 // Inventory and credentials input: every error names the file, the line and field, and the value.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadCredentialProfiles, missingProfiles } from '../src/fleet/credentials.js';
 import { InventoryError, loadInventory, parseInventory } from '../src/producer/inventory.js';
 import { parseCsv } from '../src/producer/csv.js';
@@ -59,6 +59,7 @@ describe('inventory', () => {
 
 describe('credential profiles', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-creds-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('come from a file and the environment; missing ones are named', () => {
     const file = path.join(dir, 'creds.json');
