@@ -1,7 +1,7 @@
 // Results output: streamed batch by batch, it is the same text as the whole list formatted at once.
 import { describe, expect, it } from 'vitest';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { outcomesText, writeOutcomes } from '../src/cli/render.js';
+import { outcomesText, progressRenderer, writeOutcomes } from '../src/cli/render.js';
 
 function outcome(i: number): Outcome {
   const ok = i % 3 !== 0;
@@ -46,5 +46,34 @@ describe('results output', () => {
     expect(outcomesText(all, 'json')).toBe(JSON.stringify(all, null, 2));
     expect(JSON.parse(await streamed(all, 'json', 7))).toEqual(all);
     expect(outcomesText([], 'json')).toBe('[]');
+  });
+});
+
+describe('progress', () => {
+  const p = (done: number, counts: Record<string, number>) => ({ done, total: 100, counts });
+
+  it('off a terminal, logs a plain line at most every logEveryMs while the counts move', () => {
+    let t = 0;
+    const lines: string[] = [];
+    const bar = progressRenderer({ isTTY: false, write: (s: string) => lines.push(s) > 0 }, { logEveryMs: 10_000, now: () => t });
+    bar.update(p(5, { OK: 5 })); // too soon
+    t = 10_000;
+    bar.update(p(40, { OK: 38, MINER_TIMEOUT: 2 }));
+    t = 15_000;
+    bar.update(p(60, { OK: 58, MINER_TIMEOUT: 2 })); // too soon
+    t = 30_000;
+    bar.update(p(40, { OK: 38, MINER_TIMEOUT: 2 })); // nothing moved
+    bar.update(p(100, { OK: 97, MINER_TIMEOUT: 3 }));
+    bar.done();
+    expect(lines).toEqual(['progress: 40/100  OK 38  MINER_TIMEOUT 2\n', 'progress: 100/100  OK 97  MINER_TIMEOUT 3\n']);
+  });
+
+  it('on a terminal, redraws one bar and ends it with a newline', () => {
+    const out: string[] = [];
+    const bar = progressRenderer({ isTTY: true, write: (s: string) => out.push(s) > 0 });
+    bar.update(p(50, { OK: 50 }));
+    bar.update(p(50, { OK: 50 })); // unchanged: not redrawn
+    bar.done();
+    expect(out).toEqual([`\r\x1b[2K[${'#'.repeat(15)}${'.'.repeat(15)}] 50/100  OK 50`, '\n']);
   });
 });

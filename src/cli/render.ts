@@ -6,19 +6,37 @@ import type { Progress } from '../producer/wait.js';
 
 const fmtMs = (ms: number) => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`);
 
-/** A one-line progress bar on a TTY (stderr), redrawn in place; silent elsewhere. */
-export function progressRenderer(stream: NodeJS.WriteStream = process.stderr): { update(p: Progress): void; done(): void } {
+/**
+ * Progress on stderr: on a TTY a one-line bar redrawn in place; elsewhere (cron, a service's log) a
+ * plain line every `logEveryMs` while the counts move, so a long run is not silent until its end.
+ */
+export function progressRenderer(
+  stream: Pick<NodeJS.WriteStream, 'isTTY' | 'write'> = process.stderr,
+  opts: { logEveryMs?: number; now?: () => number } = {},
+): { update(p: Progress): void; done(): void } {
+  const logEveryMs = opts.logEveryMs ?? 10_000;
+  const now = opts.now ?? Date.now;
   let last = '';
+  let loggedAt = now();
+  let loggedDone = 0;
+  const countsText = (p: Progress) =>
+    Object.entries(p.counts)
+      .sort(([a], [b]) => (a === 'OK' ? -1 : b === 'OK' ? 1 : a.localeCompare(b)))
+      .map(([c, n]) => `${c} ${n}`)
+      .join('  ');
   return {
     update(p) {
-      if (!stream.isTTY) return;
+      if (!stream.isTTY) {
+        if (p.done > loggedDone && now() - loggedAt >= logEveryMs) {
+          stream.write(`progress: ${p.done}/${p.total}  ${countsText(p)}\n`);
+          loggedAt = now();
+          loggedDone = p.done;
+        }
+        return;
+      }
       const width = 30;
       const filled = p.total ? Math.round((p.done / p.total) * width) : width;
-      const counts = Object.entries(p.counts)
-        .sort(([a], [b]) => (a === 'OK' ? -1 : b === 'OK' ? 1 : a.localeCompare(b)))
-        .map(([c, n]) => `${c} ${n}`)
-        .join('  ');
-      const line = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${p.done}/${p.total}  ${counts}`;
+      const line = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${p.done}/${p.total}  ${countsText(p)}`;
       if (line !== last) stream.write(`\r\x1b[2K${line}`);
       last = line;
     },
