@@ -23,6 +23,8 @@ describe('worker activity', () => {
     expect(taken).toEqual({ outcomes: { OK: 2, MINER_AUTH_FAILED: 1, MINER_TIMEOUT: 1, INTERNAL: 1 }, retries: 1 });
     expect(activityText(taken)).toBe('5 outcomes (OK 2, MINER_AUTH_FAILED 1, MINER_TIMEOUT 1, INTERNAL 1), 1 attempt to run again');
     expect(activity.take()).toEqual({ outcomes: {}, retries: 0 });
+    a.emit('completed', job(1, 3), { code: 'OK' });
+    expect(activity.total()).toEqual({ outcomes: { OK: 3, MINER_AUTH_FAILED: 1, MINER_TIMEOUT: 1, INTERNAL: 1 }, retries: 1 });
     expect(activityText({ outcomes: { OK: 12_345 }, retries: 0 })).toBe('12,345 outcomes (OK 12,345)');
   });
 });

@@ -5,6 +5,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
+import { SummaryBuilder } from '../fleet/outcome.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import { parseInventory } from '../producer/inventory.js';
 import { waitForRun } from '../producer/wait.js';
@@ -78,18 +79,11 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
       const cpuMs = rss.cpuMs();
       const otherCpu = others();
       // Read in batches, as `bos-fleet results` does: the executor's RSS is the run's, not the reading's.
-      const latencies: number[] = [];
-      const counts: Record<string, number> = {};
-      let lastMs = started;
-      for await (const batch of store.outcomeBatches(record.runId)) {
-        for (const o of batch) {
-          latencies.push(o.durationMs);
-          counts[o.code] = (counts[o.code] ?? 0) + 1;
-          lastMs = Math.max(lastMs, Date.parse(o.finishedAt));
-        }
-      }
+      const outcomes = new SummaryBuilder(record.total, started);
+      for await (const batch of store.outcomeBatches(record.runId)) for (const o of batch) outcomes.add(o);
       // Enqueue → last outcome written (its finishedAt), not → when the polling wait noticed it.
-      results.push({ ...result('pipeline', phaseLabel(cfg, i), cfg.targets.length, lastMs - started, latencies, rss.stop(), cpuMs, counts), ...otherCpu });
+      const { elapsedMs, counts } = outcomes.build();
+      results.push({ ...result('pipeline', phaseLabel(cfg, i), cfg.targets.length, elapsedMs, [...outcomes.durations], rss.stop(), cpuMs, counts), ...otherCpu });
     }
   } finally {
     await worker.close();

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker } from '../workers/worker.js';
-import { activityText, totalOutcomes, watchActivity, type Activity } from '../workers/activity.js';
+import { activityText, totalOutcomes, watchActivity } from '../workers/activity.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { connectRedis, loadTlsSites } from './common.js';
 import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
@@ -48,15 +48,8 @@ export function registerWorker(program: Command): void {
       });
       console.log(`worker: ${process.pid} on ${url}, threads ${opts.threads}, concurrency ${opts.concurrency} over ${running.workers.length} consumer(s)`);
       const activity = watchActivity(running.workers);
-      const total: Activity = { outcomes: {}, retries: 0 };
-      const tally = () => {
-        const a = activity.take();
-        for (const [code, n] of Object.entries(a.outcomes)) total.outcomes[code] = (total.outcomes[code] ?? 0) + n;
-        total.retries += a.retries;
-        return a;
-      };
       const report = reportEveryMs > 0 ? setInterval(() => {
-        const a = tally();
+        const a = activity.take();
         if (totalOutcomes(a) || a.retries) console.log(`worker: last ${opts.reportEvery}: ${activityText(a)}`);
       }, reportEveryMs) : undefined;
       await new Promise<void>((resolve) => {
@@ -69,7 +62,6 @@ export function registerWorker(program: Command): void {
       });
       await running.close();
       if (report) clearInterval(report);
-      tally();
-      console.log(`worker: stopped after ${activityText(total)}`);
+      console.log(`worker: stopped after ${activityText(activity.total())}`);
     });
 }

@@ -47,7 +47,7 @@ export const byMinerId = (a: string, b: string): number => (a < b ? -1 : a > b ?
 /** Builds a run's summary from its outcomes one at a time (a run of any size, without holding them). */
 export class SummaryBuilder {
   private readonly counts: Record<string, number> = {};
-  private readonly durations: number[] = [];
+  private readonly durationsMs: number[] = [];
   private lastMs: number;
 
   constructor(
@@ -59,12 +59,17 @@ export class SummaryBuilder {
 
   add(o: Outcome): void {
     this.counts[o.code] = (this.counts[o.code] ?? 0) + 1;
-    this.durations.push(o.durationMs);
+    this.durationsMs.push(o.durationMs);
     this.lastMs = Math.max(this.lastMs, Date.parse(o.finishedAt));
   }
 
+  /** Every outcome's duration so far (ms), in the order added. */
+  get durations(): readonly number[] {
+    return this.durationsMs;
+  }
+
   build(): RunSummary {
-    const durations = this.durations.sort((a, b) => a - b);
+    const durations = [...this.durationsMs].sort((a, b) => a - b);
     const elapsedMs = Math.max(1, this.lastMs - this.createdAtMs);
     return {
       total: this.total,

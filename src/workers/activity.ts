@@ -21,9 +21,13 @@ export function activityText(a: Activity): string {
   return `${total.toLocaleString('en-US')} outcome${total === 1 ? '' : 's'}${codes ? ` (${codes})` : ''}${a.retries ? `, ${a.retries.toLocaleString('en-US')} attempt${a.retries === 1 ? '' : 's'} to run again` : ''}`;
 }
 
-/** Counts from the consumers' events; `take()` returns the counts since the last take. */
-export function watchActivity(workers: Worker[]): { take(): Activity } {
+/**
+ * Counts from the consumers' events: `take()` returns the counts since the last take, `total()` all
+ * of them since the start.
+ */
+export function watchActivity(workers: Worker[]): { take(): Activity; total(): Activity } {
   let current: Activity = { outcomes: {}, retries: 0 };
+  const sum: Activity = { outcomes: {}, retries: 0 };
   const add = (code: string) => (current.outcomes[code] = (current.outcomes[code] ?? 0) + 1);
   for (const w of workers) {
     w.on('completed', (_job: Job, result: { code?: string; skipped?: boolean } | undefined) => {
@@ -35,11 +39,18 @@ export function watchActivity(workers: Worker[]): { take(): Activity } {
       else current.retries++;
     });
   }
+  const take = (): Activity => {
+    const taken = current;
+    current = { outcomes: {}, retries: 0 };
+    for (const [code, n] of Object.entries(taken.outcomes)) sum.outcomes[code] = (sum.outcomes[code] ?? 0) + n;
+    sum.retries += taken.retries;
+    return taken;
+  };
   return {
-    take() {
-      const taken = current;
-      current = { outcomes: {}, retries: 0 };
-      return taken;
+    take,
+    total() {
+      take();
+      return sum;
     },
   };
 }
