@@ -1,8 +1,10 @@
 // With neither --redis nor REDIS_URL, bos-fleet runs its own persistent redis-server.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { embeddedRedisUrl, withStartLock } from '../src/redis/resolve.js';
+import { startRedisServer } from '../src/redis/server.js';
 import { runCli } from './helpers/cli.js';
 
 const home = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-home-'));
@@ -30,5 +32,43 @@ describe('embedded Redis', () => {
     const missing = await runCli(['runs'], { BOS_FLEET_HOME: path.join(home, 'other'), REDIS_URL: '', PATH: '/nonexistent' });
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('apt-get install redis-server');
+  });
+});
+
+describe('embedded Redis started by commands running together', () => {
+  it('is started once: the others wait and use it (no second redis-server on the same data)', async () => {
+    const dir = path.join(home, 'together');
+    const urls = await Promise.all([1, 2, 3, 4].map(() => embeddedRedisUrl(dir)));
+    expect(new Set(urls).size).toBe(1);
+    expect(existsSync(path.join(dir, 'redis', 'start.lock'))).toBe(false);
+    const info = JSON.parse(readFileSync(path.join(dir, 'redis', 'embedded.json'), 'utf8')) as { pid: number; url: string };
+    expect(info.url).toBe(urls[0]);
+    process.kill(info.pid, 'SIGTERM');
+  });
+
+  it('takes over a start lock left by a command that died', async () => {
+    const lock = path.join(home, 'dead.lock');
+    writeFileSync(lock, '999999999\n'); // no such process
+    await expect(withStartLock(lock, async () => 'ran')).resolves.toBe('ran');
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it('waits for a live holder, and says who holds the lock when it never lets go', async () => {
+    const lock = path.join(home, 'live.lock');
+    writeFileSync(lock, `${process.pid}\n`); // this very process: alive
+    await expect(withStartLock(lock, async () => 'ran', 300)).rejects.toThrow(`bos-fleet (pid ${process.pid}) has been starting the embedded Redis`);
+    rmSync(lock);
+  });
+
+  it('a redis-server that exits at once is reported at once, with its reason', async () => {
+    const dir = path.join(home, 'busy');
+    const first = await startRedisServer({ dir: path.join(home, 'first') });
+    const started = Date.now();
+    try {
+      await expect(startRedisServer({ dir, port: first.port })).rejects.toThrow(/redis-server exited \(code 1\) before answering on redis:\/\/127\.0\.0\.1:\d+: .*(Address already in use|bind)/i);
+      expect(Date.now() - started).toBeLessThan(5_000);
+    } finally {
+      await first.stop();
+    }
   });
 });

@@ -1,6 +1,6 @@
 // Starts and stops a local redis-server: throwaway ones for tests and the demo, a persistent one for the CLI.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -28,15 +28,18 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-/** Waits until Redis answers PING (and has loaded its AOF). */
-export async function waitForRedis(url: string, timeoutMs = 15_000): Promise<void> {
+/**
+ * Waits until Redis answers PING (and has loaded its AOF); with `pid`, until that very process answers
+ * (not another Redis already on the port).
+ */
+export async function waitForRedis(url: string, timeoutMs = 15_000, pid?: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
     r.on('error', () => undefined);
     try {
       await r.connect();
-      if ((await r.ping()) === 'PONG') return;
+      if ((await r.ping()) === 'PONG' && (pid === undefined || (await r.info('server')).includes(`process_id:${pid}\r`))) return;
     } catch {
       // not up yet (or still loading the AOF)
     } finally {
@@ -45,6 +48,22 @@ export async function waitForRedis(url: string, timeoutMs = 15_000): Promise<voi
     if (Date.now() > deadline) throw new Error(`redis at ${url} did not answer within ${timeoutMs} ms`);
     await new Promise((res) => setTimeout(res, 50));
   }
+}
+
+/** The last warnings of a redis-server's log (lines marked `#`), or where to look. */
+function redisLogReason(dir: string): string {
+  const logFile = path.join(dir, 'redis.log');
+  try {
+    const warnings = readFileSync(logFile, 'utf8')
+      .split('\n')
+      .filter((l) => / # /.test(l))
+      .slice(-2)
+      .map((l) => l.replace(/^.*? # /, ''));
+    if (warnings.length) return `${warnings.join('; ')} (log: ${logFile})`;
+  } catch {
+    // no log yet
+  }
+  return `see ${logFile}`;
 }
 
 export interface StartRedisOptions {
@@ -80,7 +99,17 @@ export async function startRedisServer(opts: StartRedisOptions): Promise<LocalRe
   }
   if (opts.detached) child.unref();
   const url = `redis://127.0.0.1:${port}`;
-  await waitForRedis(url);
+  // A redis-server that exits at once (port taken, bad dir, broken AOF) is said at once, with its reason.
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code, signal) => reject(new Error(`redis-server exited (${signal ?? `code ${code}`}) before answering on ${url}: ${redisLogReason(opts.dir)}`))),
+  );
+  exited.catch(() => undefined);
+  try {
+    await Promise.race([waitForRedis(url, 15_000, child.pid), exited]);
+  } catch (err) {
+    child.kill('SIGKILL'); // never leave a server behind that did not come up
+    throw err;
+  }
   return {
     url,
     port,
