@@ -35,7 +35,7 @@ export function registerPoll(program: Command): void {
     .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', nonNegativeInt('--threads'), DEFAULT_THREADS)
     .option('--timeout-ms <n>', 'deadline of each call attempt, connect included', positiveInt('--timeout-ms'))
     .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
-    .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
+    .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}; those sites are polled over TLS only, by any worker')
     .option('--json', 'print one JSON object {runId, total, counts, durationMs}')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
     .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes');

@@ -29,7 +29,7 @@ export function registerWorker(program: Command): void {
       const reportEveryMs = parseDurationMs(opts.reportEvery, '--report-every', { example: '60s or 5m' });
       const credentials = loadCredentialProfiles(opts.credentials);
       if (credentials.size === 0) {
-        process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): every job will fail INVALID_JOB\n');
+        process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): this worker hands every job to workers that have their profiles, and one that no running worker has ends INVALID_JOB\n');
       }
       const tlsBySite = loadTlsSites(opts.tls);
       const { url, redis } = await connectRedis(opts.redis, { refuseVolatile: true, allowVolatile: opts.allowVolatileRedis ?? false });

@@ -23,6 +23,8 @@ export const jobDataSchema = z.object({
   target: minerTargetSchema,
   /** Per-attempt deadline requested for this run (ms); core defaults when absent. */
   timeoutMs: z.number().int().positive().optional(),
+  /** The run asked for TLS to this miner's site: a worker without TLS material for it never connects in plaintext. */
+  tls: z.boolean().optional(),
   params: z.record(z.string(), z.unknown()).default({}),
 });
 

@@ -22,6 +22,8 @@ export interface EnqueueOptions {
   retention?: RetentionPolicy;
   /** BullMQ's finished jobs kept, completed and failed each (their outcomes are in the run). */
   keepFinishedJobs?: number;
+  /** Sites (`*` = all) whose miners must be reached over TLS: their jobs say so to every worker. */
+  tlsSites?: readonly string[];
 }
 
 /**
@@ -66,6 +68,7 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
           target,
           params: opts.paramsFor ? { ...record.params, ...opts.paramsFor(target) } : record.params,
           ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+          ...(opts.tlsSites && (opts.tlsSites.includes(target.site) || opts.tlsSites.includes('*')) ? { tls: true } : {}),
         };
         return {
           name: opts.operation,

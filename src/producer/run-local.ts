@@ -74,6 +74,7 @@ async function enqueueChecked(opts: LocalRunOptions): Promise<RunRecord> {
       ...(opts.jobBackoffMs !== undefined ? { jobBackoffMs: opts.jobBackoffMs } : {}),
       ...(opts.retention ? { retention: opts.retention } : {}),
       ...(opts.keepFinishedJobs ? { keepFinishedJobs: opts.keepFinishedJobs } : {}),
+      ...(opts.tlsBySite ? { tlsSites: Object.keys(opts.tlsBySite) } : {}),
     });
   } finally {
     await queue.close();

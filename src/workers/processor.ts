@@ -10,6 +10,7 @@ import type { Outcome } from '../fleet/outcome.js';
 import type { RunStore } from '../fleet/run-store.js';
 import type { Executor } from './executor.js';
 import type { TaskResult } from './task.js';
+import { missingFor, type WorkerRegistry } from './registry.js';
 
 export interface ProcessorDeps {
   store: RunStore;
@@ -17,6 +18,8 @@ export interface ProcessorDeps {
   rollouts: RolloutStore;
   /** How long a per-site slot is leased (a dead worker's slot frees itself after this). */
   siteLeaseMs?: number;
+  /** This worker's capabilities, and the other live workers': a job this one cannot do goes to one that can. */
+  registry: WorkerRegistry;
 }
 
 function outcomeOf(data: JobData, result: TaskResult, jobAttempts: number): Outcome {
@@ -80,7 +83,10 @@ async function delay(job: Job, token: string | undefined, ms: number): Promise<n
   throw new DelayedError();
 }
 
-export function createProcessor({ store, executor, rollouts, siteLeaseMs = 120_000 }: ProcessorDeps) {
+/** How soon a job this worker cannot do is offered again (to any worker; one that can takes it). */
+export const HAND_BACK_MS = 200;
+
+export function createProcessor({ store, executor, rollouts, registry, siteLeaseMs = 120_000 }: ProcessorDeps) {
   return async (job: Job, token?: string): Promise<{ code: string; skipped?: boolean }> => {
     const parsed = jobDataSchema.safeParse(job.data);
     const jobAttempts = job.attemptsMade + 1;
@@ -100,6 +106,17 @@ export function createProcessor({ store, executor, rollouts, siteLeaseMs = 120_0
     if (job.attemptsMade > 0 || job.stalledCounter > 0) {
       const existing = await store.getOutcome(data.runId, data.target.minerId);
       if (existing) return { code: existing.code, skipped: true };
+    }
+
+    // A job this worker lacks the password or the TLS material for: handed back (no attempt used) while
+    // another live worker can do it — a miner is never failed, nor reached in plaintext, for this
+    // worker's configuration. When none can, its outcome says what is missing.
+    const missing = missingFor(data, registry.caps);
+    if (missing) {
+      if (await registry.anotherCanRun(data)) await delay(job, token, HAND_BACK_MS);
+      const result = failedTask('INVALID_JOB', `no running worker has ${missing}: give the workers the profile (--credentials) or TLS file (--tls) this inventory needs`);
+      await store.writeOutcome(outcomeOf(data, result, jobAttempts));
+      throw new UnrecoverableError(`INVALID_JOB: ${result.error?.message ?? ''}`);
     }
 
     // A rollout's miner job: honour pause / abort, and the per-site in-flight limit.

@@ -13,6 +13,7 @@ import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import { createExecutor, type Executor } from './executor.js';
 import { createProcessor } from './processor.js';
+import { WorkerRegistry } from './registry.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -103,7 +104,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     });
     return w;
   };
-  const processor = createProcessor({ store: new RunStore(storeRedis, prefix), executor, rollouts });
+  const registry = new WorkerRegistry(storeRedis, prefix, { profiles: [...opts.credentials.keys()], tlsSites: Object.keys(opts.tlsBySite ?? {}) });
+  await registry.start();
+  const processor = createProcessor({ store: new RunStore(storeRedis, prefix), executor, rollouts, registry });
   const workers = consumerSlots(opts.concurrency, opts.consumers).map((slots) => consume(QUEUE_NAME, processor, slots, { maxStalledCount: 5 }));
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
   // process; BullMQ hands each job to exactly one of them.
@@ -125,6 +128,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         await jobsQueue.close();
         await controlQueue.close();
         await executor.close();
+        await registry.stop();
         for (const c of connections) c.disconnect();
         storeRedis.disconnect();
       })()),

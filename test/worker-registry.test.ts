@@ -1,0 +1,120 @@
+// Workers with different configurations on one queue: a worker handed a job it cannot do (no password
+// for the miner's profile, no TLS material for a site the run asked TLS for) gives it back to a worker
+// that can; when none can, the miner's outcome says what is missing — never a plaintext connection.
+import { rmSync } from 'node:fs';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { enqueueRun } from '../src/producer/enqueue.js';
+import { parseInventory, type Inventory } from '../src/producer/inventory.js';
+import { waitForRun } from '../src/producer/wait.js';
+import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
+import { startWorker, type RunningWorker } from '../src/workers/worker.js';
+import { WorkerRegistry } from '../src/workers/registry.js';
+import { makeTestCerts } from './helpers/certs.js';
+import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+
+const COUNT = 16;
+const simCreds = { username: SIM_USERNAME, password: SIM_PASSWORD };
+let tf: TestFleet;
+let redis: Redis;
+/** The fleet's inventory with every odd miner on profile "site2". */
+let inventory: Inventory;
+
+beforeAll(async () => {
+  tf = await startTestFleet(COUNT, '127.21.0.1');
+  redis = new Redis(redisUrl());
+  const csv = ['id,host,port,site,tags,credentials', ...tf.fleet.miners.map((m, i) => `${m.id},${m.host},${m.port},${i % 2 ? 'site-b' : 'site-a'},,${i % 2 ? 'site2' : 'default'}`)].join('\n');
+  inventory = parseInventory(csv, 'two-profiles.csv');
+});
+afterAll(async () => {
+  redis.disconnect();
+  await tf.fleet.close();
+});
+
+async function run(prefix: string, workers: RunningWorker[], opts: { tlsSites?: string[] } = {}) {
+  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+  const store = new RunStore(redis, prefix);
+  try {
+    const record = await enqueueRun(queue, store, inventory, { operation: 'poll', jobAttempts: 1, ...opts });
+    await waitForRun(store, record.runId, record.total, { intervalMs: 50 });
+    return new Map((await store.getOutcomes(record.runId)).map((o) => [o.minerId, o] as const));
+  } finally {
+    await Promise.all(workers.map((w) => w.close()));
+    await queue.close();
+  }
+}
+
+const worker = (prefix: string, profiles: Record<string, typeof simCreds>, extra: Partial<Parameters<typeof startWorker>[0]> = {}) =>
+  startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: new Map(Object.entries(profiles)), coreOptions: FAST_CORE, ...extra });
+
+describe('a job this worker cannot do', () => {
+  it('goes to a live worker that has the profile: every miner is polled, none fails for a missing password', async () => {
+    const prefix = uniquePrefix('reg');
+    // The first worker knows only "default"; both take jobs from the start.
+    const plain = await worker(prefix, { default: simCreds });
+    const full = await worker(prefix, { default: simCreds, site2: simCreds });
+    const outcomes = await run(prefix, [plain, full]);
+    expect(outcomes.size).toBe(COUNT);
+    expect([...outcomes.values()].filter((o) => o.code !== 'OK').map((o) => `${o.minerId} ${o.code} ${o.error?.message}`)).toEqual([]);
+  });
+
+  it('when no live worker has the profile, the outcome names it (and nothing reaches the miner)', async () => {
+    const prefix = uniquePrefix('reg');
+    const outcomes = await run(prefix, [await worker(prefix, { default: simCreds })]);
+    const m1 = tf.fleet.miners[1]!;
+    expect(outcomes.get(m1.id)).toMatchObject({ code: 'INVALID_JOB', jobAttempts: 1 });
+    expect(outcomes.get(m1.id)?.error?.message).toMatch(/no running worker has credentials profile "site2"/);
+    expect(outcomes.get(tf.fleet.miners[0]!.id)?.code).toBe('OK');
+  });
+
+  it('a run that asked for TLS is never polled in plaintext by a worker without TLS for the site', async () => {
+    const prefix = uniquePrefix('reg');
+    const both = { default: simCreds, site2: simCreds };
+    const before = await tf.fleet.callCounts(tf.fleet.miners[0]!.id);
+    // TLS asked for site-a only; this worker has none.
+    const alone = await run(prefix, [await worker(prefix, both)], { tlsSites: ['site-a'] });
+    const a = alone.get(tf.fleet.miners[0]!.id);
+    expect(a).toMatchObject({ code: 'INVALID_JOB' });
+    expect(a?.error?.message).toMatch(/no running worker has TLS for site "site-a"/);
+    expect(alone.get(tf.fleet.miners[1]!.id)?.code).toBe('OK'); // site-b: plaintext as asked
+    expect(await tf.fleet.callCounts(tf.fleet.miners[0]!.id)).toEqual(before);
+
+    // With a worker that has TLS for the site, it takes those jobs: the simulator speaks plaintext,
+    // so its TLS handshake fails (TLS_ERROR) — and still no request reached the miner in plaintext.
+    const certs = makeTestCerts('127.21.0.1');
+    try {
+      const prefix2 = uniquePrefix('reg');
+      const noTls = await worker(prefix2, both);
+      const tls = await worker(prefix2, both, { tlsBySite: { 'site-a': { caFile: certs.caFile } } });
+      const mixed = await run(prefix2, [noTls, tls], { tlsSites: ['site-a'] });
+      expect(mixed.get(tf.fleet.miners[0]!.id)).toMatchObject({ code: 'TLS_ERROR', transport: 'tls' });
+      expect(await tf.fleet.callCounts(tf.fleet.miners[0]!.id)).toEqual(before);
+    } finally {
+      rmSync(certs.dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the worker registry', () => {
+  it('lists live workers by what they can do and forgets stopped ones', async () => {
+    const prefix = uniquePrefix('reg');
+    const a = new WorkerRegistry(redis, prefix, { profiles: ['default'], tlsSites: [] });
+    const b = new WorkerRegistry(redis, prefix, { profiles: ['default', 'site2'], tlsSites: ['*'] });
+    await a.start();
+    await b.start();
+    const job = (credentials: string, tls = false) => ({ target: { minerId: 'm', host: '127.0.0.1', port: 50051, site: 's', tags: [], credentials }, tls });
+    expect(await a.anotherCanRun(job('site2', true))).toBe(true);
+    expect(await b.anotherCanRun(job('site2'))).toBe(false);
+    expect(await b.anotherCanRun(job('default'))).toBe(true);
+    await b.stop();
+    const c = new WorkerRegistry(redis, prefix, { profiles: [], tlsSites: [] }); // fresh: no cached view
+    expect(await c.anotherCanRun(job('site2'))).toBe(false);
+    expect(await c.anotherCanRun(job('default'))).toBe(true);
+    await a.stop();
+    expect(await redis.smembers(`${prefix}:workers`)).toEqual([]);
+  });
+});
