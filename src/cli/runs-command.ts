@@ -1,6 +1,8 @@
 // `bos-fleet runs` and `bos-fleet results RUN_ID`.
 import { InvalidArgumentError, type Command } from 'commander';
-import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { Queue } from 'bullmq';
+import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
+import { cancelRun } from '../producer/cancel.js';
 import { SummaryBuilder } from '../fleet/outcome.js';
 import { RunStore } from '../fleet/run-store.js';
 import { connectRedis } from './common.js';
@@ -33,6 +35,29 @@ export function registerRuns(program: Command): void {
           console.log(`${r.runId.padEnd(34)}  ${r.operation.padEnd(10)}  ${r.createdAt.padEnd(24)}  ${`${r.done}/${r.total}`.padStart(13)}  ${r.counts['OK'] ?? 0}`);
         }
       } finally {
+        redis.disconnect();
+      }
+    });
+
+  program
+    .command('cancel <runId>')
+    .description("drop what is left of a poll run: its queued miners get a CANCELLED outcome; miners being polled finish")
+    .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
+    .option('--json', 'print one JSON object {runId, cancelled, done, total}')
+    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .action(async (runId: string, opts: { redis?: string; json?: boolean; prefix: string }) => {
+      const { redis } = await connectRedis(opts.redis);
+      const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: opts.prefix });
+      try {
+        const r = await cancelRun(queue, new RunStore(redis, opts.prefix), runId);
+        if (opts.json) return console.log(JSON.stringify(r));
+        const left = r.total - r.done;
+        console.log(
+          `run ${r.runId}: ${r.cancelled} queued miner${r.cancelled === 1 ? '' : 's'} cancelled (outcome CANCELLED); ${r.done}/${r.total} have an outcome` +
+            (left > 0 ? `, the other ${left} are being polled now and end with their own` : ''),
+        );
+      } finally {
+        await queue.close();
         redis.disconnect();
       }
     });

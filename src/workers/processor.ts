@@ -22,7 +22,7 @@ export interface ProcessorDeps {
   registry: WorkerRegistry;
 }
 
-function outcomeOf(data: JobData, result: TaskResult, jobAttempts: number): Outcome {
+export function outcomeOf(data: JobData, result: TaskResult, jobAttempts: number): Outcome {
   const code = result.ok ? 'OK' : isErrorCode(result.code) ? result.code : 'INTERNAL';
   return {
     runId: data.runId,
@@ -74,7 +74,7 @@ export function withEarlierCause(result: TaskResult, failedReason: string | unde
   };
 }
 
-function failedTask(code: ErrorCode, message: string): TaskResult {
+export function failedTask(code: ErrorCode, message: string): TaskResult {
   return { ok: false, code, attempts: 0, durationMs: 0, transport: 'plaintext', error: new FleetError(code, message).toPlain() };
 }
 

@@ -1,0 +1,45 @@
+// Cancels what is left of a poll run: its queued jobs are removed and each of those miners gets a
+// CANCELLED outcome, so the run still ends with exactly one outcome per miner. Jobs already running
+// finish normally (BullMQ will not remove a locked job), and a miner that has an outcome keeps it.
+import type { Queue } from 'bullmq';
+import { jobDataSchema } from '../fleet/job.js';
+import type { RunStore } from '../fleet/run-store.js';
+import { failedTask, outcomeOf } from '../workers/processor.js';
+
+export interface CancelResult {
+  runId: string;
+  /** Queued jobs removed, each miner given a CANCELLED outcome. */
+  cancelled: number;
+  /** Miners with an outcome now (cancelled ones included); the others are being polled right now. */
+  done: number;
+  total: number;
+}
+
+/** Queued job states a cancel removes from. */
+const QUEUED = ['waiting', 'delayed', 'prioritized'] as const;
+
+export async function cancelRun(queue: Queue, store: RunStore, runId: string, batch = 500): Promise<CancelResult> {
+  const record = await store.getRun(runId);
+  if (!record) throw new Error(`no run "${runId}" (see bos-fleet runs)`);
+  if (record.operation !== 'poll') {
+    throw new Error(`run ${runId} is a ${record.operation} run of a rollout: stop it with \`bos-fleet rollout abort\` (it records which miners were changed)`);
+  }
+  // Job ids are `<runId>.<minerId>`: only this run's are touched.
+  const ids = (await queue.getRanges([...QUEUED], 0, -1)).filter((id) => id.startsWith(`${runId}.`));
+  let cancelled = 0;
+  for (let i = 0; i < ids.length; i += batch) {
+    await Promise.all(
+      ids.slice(i, i + batch).map(async (id) => {
+        const job = await queue.getJob(id);
+        const parsed = jobDataSchema.safeParse(job?.data);
+        // Taken by a worker since the listing (or gone): it ends with its own outcome.
+        if (!job || !parsed.success || (await queue.remove(id)) !== 1) return;
+        const earlier = job.failedReason ? `; its last attempt failed: ${job.failedReason}` : '';
+        const result = failedTask('CANCELLED', `run cancelled by the operator before this miner was polled${earlier}`);
+        // Never replaces an outcome written meanwhile.
+        if (await store.writeOutcome(outcomeOf(parsed.data, result, job.attemptsMade))) cancelled++;
+      }),
+    );
+  }
+  return { runId, cancelled, done: (await store.getCounts(runId)).done, total: record.total };
+}

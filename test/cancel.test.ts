@@ -1,0 +1,82 @@
+// `bos-fleet cancel RUN`: a poll run's queued miners get a CANCELLED outcome and leave the queue; miners
+// being polled finish with their own outcome; every miner still ends with exactly one outcome.
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { cancelRun } from '../src/producer/cancel.js';
+import { enqueueRun } from '../src/producer/enqueue.js';
+import { waitForRun } from '../src/producer/wait.js';
+import { startWorker } from '../src/workers/worker.js';
+import { runCli } from './helpers/cli.js';
+import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+
+const COUNT = 20;
+let tf: TestFleet;
+let redis: Redis;
+beforeAll(async () => {
+  // Every reply takes 600 ms: a worker of concurrency 4 is still busy when the run is cancelled.
+  tf = await startTestFleet(COUNT, '127.22.0.1', () => ({ slow: { latencyMs: 600 } }));
+  redis = new Redis(redisUrl());
+});
+afterAll(async () => {
+  redis.disconnect();
+  await tf.fleet.close();
+});
+
+function setup() {
+  const prefix = uniquePrefix('cancel');
+  return { prefix, queue: new Queue(QUEUE_NAME, { connection: redis, prefix }), store: new RunStore(redis, prefix) };
+}
+
+describe('cancelling a poll run', () => {
+  it('gives its queued miners a CANCELLED outcome, lets the running ones finish, and leaves nothing queued', async () => {
+    const { prefix, queue, store } = setup();
+    const record = await enqueueRun(queue, store, tf.inventory, { operation: 'poll', jobAttempts: 1 });
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: { ...FAST_CORE, readTimeoutMs: 5_000, callBudgetMs: 10_000 } });
+    try {
+      // Wait until the worker holds its first jobs, then cancel.
+      for (let i = 0; i < 100 && (await queue.getActiveCount()) < 4; i++) await new Promise((r) => setTimeout(r, 20));
+      const r = await cancelRun(queue, store, record.runId);
+      expect(r.cancelled).toBeGreaterThanOrEqual(COUNT - 8);
+      expect(r.cancelled).toBeLessThanOrEqual(COUNT - 4);
+      await waitForRun(store, record.runId, COUNT, { intervalMs: 50 });
+      const outcomes = await store.getOutcomes(record.runId);
+      expect(new Set(outcomes.map((o) => o.minerId)).size).toBe(COUNT);
+      const counts = (await store.getCounts(record.runId)).counts;
+      expect(counts).toEqual({ CANCELLED: r.cancelled, OK: COUNT - r.cancelled });
+      const cancelled = outcomes.find((o) => o.code === 'CANCELLED');
+      expect(cancelled).toMatchObject({ status: 'failed', operation: 'poll', port: 50051, jobAttempts: 0 });
+      expect(cancelled?.error?.message).toMatch(/run cancelled by the operator before this miner was polled/);
+      expect(await queue.getRanges(['waiting', 'delayed', 'prioritized', 'active'])).toEqual([]);
+      // Cancelling again changes nothing.
+      expect(await cancelRun(queue, store, record.runId)).toEqual({ runId: record.runId, cancelled: 0, done: COUNT, total: COUNT });
+    } finally {
+      await worker.close();
+      await queue.close();
+    }
+  });
+
+  it('from the CLI: counts in JSON; an unknown run and a rollout run are refused with the way out', async () => {
+    const { prefix, queue, store } = setup();
+    const poll = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
+    const push = await enqueueRun(queue, store, tf.inventory, { operation: 'pause', params: { rolloutId: 'r1' } });
+    await queue.close();
+    const env = { REDIS_URL: redisUrl() };
+    const ok = await runCli(['cancel', poll.runId, '--prefix', prefix, '--json'], env);
+    expect(ok.code).toBe(0);
+    expect(JSON.parse(ok.stdout)).toEqual({ runId: poll.runId, cancelled: COUNT, done: COUNT, total: COUNT });
+    const text = await runCli(['cancel', poll.runId, '--prefix', prefix], env);
+    expect(text.stdout).toContain(`run ${poll.runId}: 0 queued miners cancelled (outcome CANCELLED); ${COUNT}/${COUNT} have an outcome`);
+
+    const unknown = await runCli(['cancel', 'run-nope', '--prefix', prefix], env);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('no run "run-nope"');
+    const rollout = await runCli(['cancel', push.runId, '--prefix', prefix], env);
+    expect(rollout.code).toBe(1);
+    expect(rollout.stderr).toContain('bos-fleet rollout abort');
+    expect((await store.getCounts(push.runId)).done).toBe(0); // untouched
+  });
+});
