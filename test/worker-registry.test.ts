@@ -1,7 +1,9 @@
 // Workers with different configurations on one queue: a worker handed a job it cannot do (no password
 // for the miner's profile, no TLS material for a site the run asked TLS for) gives it back to a worker
 // that can; when none can, the miner's outcome says what is missing — never a plaintext connection.
-import { rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +16,7 @@ import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import { WorkerRegistry } from '../src/workers/registry.js';
 import { makeTestCerts } from './helpers/certs.js';
+import { runCli } from './helpers/cli.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 
@@ -23,11 +26,12 @@ let tf: TestFleet;
 let redis: Redis;
 /** The fleet's inventory with every odd miner on profile "site2". */
 let inventory: Inventory;
+let csv: string;
 
 beforeAll(async () => {
   tf = await startTestFleet(COUNT, '127.21.0.1');
   redis = new Redis(redisUrl());
-  const csv = ['id,host,port,site,tags,credentials', ...tf.fleet.miners.map((m, i) => `${m.id},${m.host},${m.port},${i % 2 ? 'site-b' : 'site-a'},,${i % 2 ? 'site2' : 'default'}`)].join('\n');
+  csv = ['id,host,port,site,tags,credentials', ...tf.fleet.miners.map((m, i) => `${m.id},${m.host},${m.port},${i % 2 ? 'site-b' : 'site-a'},,${i % 2 ? 'site2' : 'default'}`)].join('\n');
   inventory = parseInventory(csv, 'two-profiles.csv');
 });
 afterAll(async () => {
@@ -116,5 +120,35 @@ describe('the worker registry', () => {
     expect(await c.anotherCanRun(job('default'))).toBe(true);
     await a.stop();
     expect(await redis.smembers(`${prefix}:workers`)).toEqual([]);
+  });
+});
+
+describe('bos-fleet workers, and poll --enqueue-only', () => {
+  it('lists the running workers, and warns when none runs or none has what some miners need', async () => {
+    const prefix = uniquePrefix('reg');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-reg-'));
+    const file = path.join(dir, 'farm.csv');
+    writeFileSync(file, csv);
+    const env = { REDIS_URL: redisUrl() }; // no passwords here: they live on the workers
+    try {
+      expect((await runCli(['workers', '--prefix', prefix], env)).stdout).toContain('no worker running');
+      const alone = await runCli(['poll', '--inventory', file, '--enqueue-only', '--prefix', prefix], env);
+      expect(alone.code).toBe(0);
+      expect(alone.stderr).toContain('WARNING: no `bos-fleet worker` is running on this Redis and prefix');
+
+      const w = await worker(prefix, { default: simCreds });
+      try {
+        const listed = await runCli(['workers', '--prefix', prefix, '--json'], env);
+        expect(JSON.parse(listed.stdout)).toEqual([expect.objectContaining({ host: os.hostname(), pid: process.pid, concurrency: 4, threads: 0, profiles: ['default'], tlsSites: [] })]);
+        expect((await runCli(['workers', '--prefix', prefix], env)).stdout).toMatch(new RegExp(`${process.pid}\\s+4\\s+0\\s+\\S+\\s+default / -`));
+        const lacking = await runCli(['poll', '--inventory', file, '--enqueue-only', '--prefix', prefix], env);
+        expect(lacking.stderr).toContain(`no running worker (1) has what some miners need, so they will end INVALID_JOB unless a worker that has it starts: ${COUNT / 2} miners need credentials profile "site2"`);
+      } finally {
+        await w.close();
+      }
+      expect((await runCli(['workers', '--prefix', prefix], env)).stdout).toContain('no worker running');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -4,6 +4,7 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker } from '../workers/worker.js';
 import { activityText, totalOutcomes, watchActivity } from '../workers/activity.js';
+import { listWorkers } from '../workers/registry.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { connectRedis, loadTlsSites } from './common.js';
 import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
@@ -63,5 +64,26 @@ export function registerWorker(program: Command): void {
       await running.close();
       if (report) clearInterval(report);
       console.log(`worker: stopped after ${activityText(activity.total())}`);
+    });
+
+  program
+    .command('workers')
+    .description('the bos-fleet workers running on this Redis: host, pid, concurrency, the profiles and TLS sites they have')
+    .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
+    .option('--json', 'print JSON')
+    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .action(async (opts: { redis?: string; json?: boolean; prefix: string }) => {
+      const { redis } = await connectRedis(opts.redis);
+      try {
+        const workers = (await listWorkers(redis, opts.prefix)).sort((a, b) => a.host.localeCompare(b.host) || a.pid - b.pid);
+        if (opts.json) return console.log(JSON.stringify(workers, null, 2));
+        if (workers.length === 0) return console.log('no worker running (start one with `bos-fleet worker`)');
+        console.log(`${'HOST'.padEnd(24)}  ${'PID'.padStart(7)}  ${'CONC'.padStart(5)}  ${'THR'.padStart(3)}  ${'STARTED'.padEnd(24)}  PROFILES / TLS SITES`);
+        for (const w of workers) {
+          console.log(`${w.host.padEnd(24)}  ${String(w.pid).padStart(7)}  ${String(w.concurrency).padStart(5)}  ${String(w.threads).padStart(3)}  ${w.startedAt.padEnd(24)}  ${w.profiles.join(',') || '-'} / ${w.tlsSites.join(',') || '-'}`);
+        }
+      } finally {
+        redis.disconnect();
+      }
     });
 }

@@ -11,6 +11,9 @@ export function keys(prefix: string = DEFAULT_PREFIX) {
     run: (runId: string) => `${prefix}:run:${runId}`,
     outcomes: (runId: string) => `${prefix}:outcomes:${runId}`,
     counts: (runId: string) => `${prefix}:counts:${runId}`,
+    /** Ids of the workers that announced themselves; each one's record expires unless refreshed. */
+    workers: `${prefix}:workers`,
+    worker: (id: string) => `${prefix}:worker:${id}`,
   };
 }
 

@@ -114,7 +114,7 @@ export function createProcessor({ store, executor, rollouts, registry, siteLease
     const missing = missingFor(data, registry.caps);
     if (missing) {
       if (await registry.anotherCanRun(data)) await delay(job, token, HAND_BACK_MS);
-      const result = failedTask('INVALID_JOB', `no running worker has ${missing}: give the workers the profile (--credentials) or TLS file (--tls) this inventory needs`);
+      const result = failedTask('INVALID_JOB', `no running worker has ${missing}${data.tls ? ' (the run asked for TLS: never polled in plaintext)' : ''}: give the workers the profile (--credentials) or TLS file (--tls) this inventory needs`);
       await store.writeOutcome(outcomeOf(data, result, jobAttempts));
       throw new UnrecoverableError(`INVALID_JOB: ${result.error?.message ?? ''}`);
     }

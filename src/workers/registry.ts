@@ -2,14 +2,36 @@
 // that a worker handed a job it cannot do gives it back to one that can instead of failing the miner.
 // Names only: a profile's name is in every job already; no password or key is ever written here.
 import { randomUUID } from 'node:crypto';
+import os from 'node:os';
 import type { Redis } from 'ioredis';
 import type { JobData } from '../fleet/job.js';
+import { keys, type Keys } from '../fleet/keys.js';
 
 export interface WorkerCapabilities {
   /** Credentials profile names this worker has passwords for. */
   profiles: string[];
   /** Sites this worker has TLS material for (`*` = every site). */
   tlsSites: string[];
+}
+
+/** What a live worker says about itself. */
+export interface WorkerInfo extends WorkerCapabilities {
+  id: string;
+  host: string;
+  pid: number;
+  startedAt: string;
+  concurrency: number;
+  threads: number;
+}
+
+/** The live workers on this Redis and prefix (dead ones are forgotten on the way). */
+export async function listWorkers(redis: Redis, prefix: string): Promise<WorkerInfo[]> {
+  const k = keys(prefix);
+  const ids = await redis.smembers(k.workers);
+  const raw = ids.length ? await redis.mget(ids.map((id) => k.worker(id))) : [];
+  const dead = ids.filter((_, i) => raw[i] === null);
+  if (dead.length) await redis.srem(k.workers, ...dead);
+  return raw.filter((r): r is string => r !== null).map((r) => JSON.parse(r) as WorkerInfo);
 }
 
 /** A live worker's record expires after this unless refreshed (every third of it). */
@@ -19,7 +41,7 @@ export const REGISTRY_TTL_MS = 30_000;
 export function missingFor(data: Pick<JobData, 'target' | 'tls'>, caps: WorkerCapabilities): string | undefined {
   if (!caps.profiles.includes(data.target.credentials)) return `credentials profile "${data.target.credentials}"`;
   if (data.tls && !caps.tlsSites.includes(data.target.site) && !caps.tlsSites.includes('*')) {
-    return `TLS for site "${data.target.site || '-'}" (the run asked for TLS; this worker would connect in plaintext)`;
+    return `TLS for site "${data.target.site || '-'}"`;
   }
   return undefined;
 }
@@ -28,19 +50,17 @@ export class WorkerRegistry {
   readonly id = randomUUID();
   private timer: NodeJS.Timeout | undefined;
   private others: { atMs: number; caps: WorkerCapabilities[] } | undefined;
+  private readonly info: WorkerInfo;
+  private readonly k: Keys;
 
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
     readonly caps: WorkerCapabilities,
-  ) {}
-
-  private get setKey(): string {
-    return `${this.prefix}:workers`;
-  }
-
-  private key(id: string): string {
-    return `${this.prefix}:worker:${id}`;
+    about: { concurrency: number; threads: number } = { concurrency: 0, threads: 0 },
+  ) {
+    this.k = keys(prefix);
+    this.info = { id: this.id, host: os.hostname(), pid: process.pid, startedAt: new Date().toISOString(), ...about, ...caps };
   }
 
   /** Announces this worker now and every third of the TTL until stop(). */
@@ -51,22 +71,18 @@ export class WorkerRegistry {
   }
 
   private async announce(): Promise<void> {
-    await this.redis.multi().set(this.key(this.id), JSON.stringify(this.caps), 'PX', REGISTRY_TTL_MS).sadd(this.setKey, this.id).exec();
+    await this.redis.multi().set(this.k.worker(this.id), JSON.stringify(this.info), 'PX', REGISTRY_TTL_MS).sadd(this.k.workers, this.id).exec();
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
-    await this.redis.multi().del(this.key(this.id)).srem(this.setKey, this.id).exec().catch(() => undefined);
+    await this.redis.multi().del(this.k.worker(this.id)).srem(this.k.workers, this.id).exec().catch(() => undefined);
   }
 
-  /** The capabilities of the other live workers (read at most once a second; dead ones are forgotten). */
+  /** The other live workers (read at most once a second). */
   private async otherWorkers(): Promise<WorkerCapabilities[]> {
     if (this.others && Date.now() - this.others.atMs < 1_000) return this.others.caps;
-    const ids = (await this.redis.smembers(this.setKey)).filter((id) => id !== this.id);
-    const raw = ids.length ? await this.redis.mget(ids.map((id) => this.key(id))) : [];
-    const dead = ids.filter((_, i) => raw[i] === null);
-    if (dead.length) await this.redis.srem(this.setKey, ...dead);
-    const caps = raw.filter((r): r is string => r !== null).map((r) => JSON.parse(r) as WorkerCapabilities);
+    const caps = (await listWorkers(this.redis, this.prefix)).filter((w) => w.id !== this.id);
     this.others = { atMs: Date.now(), caps };
     return caps;
   }

@@ -104,7 +104,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     });
     return w;
   };
-  const registry = new WorkerRegistry(storeRedis, prefix, { profiles: [...opts.credentials.keys()], tlsSites: Object.keys(opts.tlsBySite ?? {}) });
+  const registry = new WorkerRegistry(storeRedis, prefix, { profiles: [...opts.credentials.keys()], tlsSites: Object.keys(opts.tlsBySite ?? {}) }, { concurrency: opts.concurrency, threads: opts.threads });
   await registry.start();
   const processor = createProcessor({ store: new RunStore(storeRedis, prefix), executor, rollouts, registry });
   const workers = consumerSlots(opts.concurrency, opts.consumers).map((slots) => consume(QUEUE_NAME, processor, slots, { maxStalledCount: 5 }));
