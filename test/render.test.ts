@@ -49,6 +49,23 @@ describe('results output', () => {
   });
 });
 
+describe('csv', () => {
+  it('quotes what needs it and makes a miner message that looks like a formula inert', () => {
+    const o = (message: string): Outcome => ({ ...outcome(0), error: { message, suggestion: 's' } });
+    const rows = outcomesText([o('=HYPERLINK("http://x","y")'), o('-1 boards'), o('carriage\rreturn'), o('plain, text')], 'csv').split('\n').slice(1);
+    const messages = rows.map((r) => r.slice(r.indexOf('plaintext,') + 'plaintext,'.length));
+    expect(messages).toEqual([`"'=HYPERLINK(""http://x"",""y"")"`, `'-1 boards`, `"carriage\rreturn"`, `"plain, text"`]);
+  });
+});
+
+describe('table', () => {
+  it('shows the control characters of a miner message, never sends them to the terminal', () => {
+    const text = outcomesText([{ ...outcome(0), error: { message: 'boom\u001b[2J\u0007\nnext', suggestion: 's' } }], 'table');
+    expect(text.split('\n')[1]).toMatch(/boom\\x1b\[2J\\x07\\x0anext$/);
+    expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f]/);
+  });
+});
+
 describe('progress', () => {
   const p = (done: number, counts: Record<string, number>) => ({ done, total: 100, counts });
 

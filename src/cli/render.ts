@@ -66,8 +66,17 @@ const CSV_COLUMNS = ['runId', 'minerId', 'host', 'port', 'operation', 'status', 
 
 function csvCell(v: unknown): string {
   const s = v === undefined || v === null ? '' : String(v);
-  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
+
+/**
+ * Free text that came from a miner (its error messages): a leading `=`, `+`, `-`, `@` or tab is made
+ * inert with a `'`, so a spreadsheet opening the CSV never runs it as a formula.
+ */
+export const inertText = (s: string | undefined): string | undefined => (s !== undefined && /^[=+\-@\t\r]/.test(s) ? `'${s}` : s);
+
+/** Text from a miner shown on a terminal: control characters (escape sequences) are shown, never obeyed. */
+export const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 
 interface TableRow {
   id: string;
@@ -85,7 +94,7 @@ function tableRow(o: Outcome): TableRow {
     : d?.model
       ? `${d.model}  ${((d.hashrate?.realGhs5m ?? 0) / 1000).toFixed(1)} TH/s  ${d.power?.consumptionWatts ?? '?'} W`
       : '';
-  return { id: o.minerId, host: `${o.host}:${o.port}`, code: o.code, tries: `${o.attempts}/${o.jobAttempts}`, time: fmtMs(o.durationMs), detail };
+  return { id: o.minerId, host: `${o.host}:${o.port}`, code: o.code, tries: `${o.attempts}/${o.jobAttempts}`, time: fmtMs(o.durationMs), detail: printable(detail) };
 }
 
 function tableText(rows: TableRow[]): string {
@@ -103,7 +112,7 @@ function tableText(rows: TableRow[]): string {
   ].join('\n');
 }
 
-const csvRow = (o: Outcome) => CSV_COLUMNS.map((c) => csvCell(c === 'message' ? o.error?.message : o[c])).join(',');
+const csvRow = (o: Outcome) => CSV_COLUMNS.map((c) => csvCell(c === 'message' ? inertText(o.error?.message) : o[c])).join(',');
 /** An outcome as an element of a 2-space-indented JSON array (as JSON.stringify(array, null, 2) gives it). */
 const jsonElement = (o: Outcome) => `  ${JSON.stringify(o, null, 2).replace(/\n/g, '\n  ')}`;
 

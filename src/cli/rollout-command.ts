@@ -12,6 +12,7 @@ import { RolloutStore } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
+import { printable } from './render.js';
 import { connectRedis } from './common.js';
 import { positiveInt } from './parse.js';
 import { gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
@@ -186,7 +187,7 @@ async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventor
     console.log(`dry run of ${describeSpec(spec)} on ${rows.length} miners: nothing was changed`);
     for (const r of rows) {
       const detail = r.result === 'refused' ? `${r.code}: ${r.reason}` : `${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`;
-      console.log(`${r.minerId.padEnd(14)} ${r.host.padEnd(16)} ${r.result.padEnd(11)} ${detail}`);
+      console.log(`${r.minerId.padEnd(14)} ${r.host.padEnd(16)} ${r.result.padEnd(11)} ${printable(detail)}`);
     }
     const tally = rows.reduce<Record<string, number>>((acc, r) => ({ ...acc, [r.result]: (acc[r.result] ?? 0) + 1 }), {});
     console.log(`\n${Object.entries(tally).map(([k, n]) => `${k} ${n}`).join(', ')}`);
