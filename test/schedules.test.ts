@@ -10,6 +10,7 @@ import { readAudit } from '../src/rollout/audit.js';
 import { runCli, writeFleetFiles } from './helpers/cli.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
 
 let tf: TestFleet;
 let files: ReturnType<typeof writeFleetFiles>;
@@ -84,6 +85,38 @@ describe('schedule add poll --every', () => {
     expect(ticks.filter((t) => t >= workerStart).length).toBeGreaterThanOrEqual(1);
     await runCli(['schedule', 'remove', 'missed', '--redis', redisUrl(), '--prefix', prefix]);
     await w.close();
+  });
+
+  it('a tick never starts a run beside the previous one: slower polls than the interval skip ticks, counted in list', async () => {
+    // Every reply takes 1.5 s: a poll takes 1.5 s warm (4.5 s cold: version, login, reads); the interval is 1 s.
+    const slow = await startTestFleet(3, '127.16.1.1', () => ({ slow: { latencyMs: 1_500 } }));
+    const dir = writeFleetFiles(inventoryCsv(slow.fleet.miners.map((m, index) => ({ ...m, index }))));
+    const prefix = uniquePrefix('overlap');
+    const store = new RunStore(redis, prefix);
+    const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 8, credentials: slow.credentials, coreOptions: { ...FAST_CORE, readTimeoutMs: 3_000, loginTimeoutMs: 3_000, callBudgetMs: 6_000 } });
+    try {
+      await runCli(['schedule', 'add', 'poll', '--inventory', dir.inventory, '--every', '1s', '--id', 'slow', '--redis', redisUrl(), '--prefix', prefix]);
+      await new Promise((r) => setTimeout(r, 5_500));
+      const listed = await runCli(['schedule', 'list', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+      await runCli(['schedule', 'remove', 'slow', '--redis', redisUrl(), '--prefix', prefix]);
+      const [entry] = JSON.parse(listed.stdout) as { skipped: number; last: string }[];
+      expect(entry?.skipped).toBeGreaterThanOrEqual(2);
+      await until(async () => (await Promise.all((await scheduleRuns(store, 'slow')).map(async (r) => (await store.getCounts(r.runId)).done === r.total))).every(Boolean), 15_000);
+      const runs = (await scheduleRuns(store, 'slow')).sort((a, b) => a.createdAtMs - b.createdAtMs);
+      expect(runs.length).toBeGreaterThanOrEqual(1);
+      expect(runs.length).toBeLessThanOrEqual(3);
+      expect(runs.at(-1)?.runId).toBe(entry?.last);
+      // Each run starts after the one before has its last outcome.
+      for (let k = 1; k < runs.length; k++) {
+        const before = await store.getOutcomes(runs[k - 1]!.runId);
+        expect(runs[k]!.createdAtMs).toBeGreaterThanOrEqual(Math.max(...before.map((o) => Date.parse(o.finishedAt))));
+      }
+      for (const r of runs) expect((await store.getCounts(r.runId)).counts).toEqual({ OK: 3 });
+    } finally {
+      await w.close();
+      await slow.fleet.close();
+      rmSync(dir.dir, { recursive: true, force: true });
+    }
   });
 
   it('list shows the schedule; bad options are named', async () => {

@@ -11,6 +11,7 @@ import { enqueueRun } from '../producer/enqueue.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
 import { startRollout } from './create.js';
+import { RolloutStore, TERMINAL } from './store.js';
 
 export const SCHEDULE_QUEUE = 'schedules';
 
@@ -41,6 +42,20 @@ export interface ScheduleDef {
 
 const defKey = (prefix: string, id: string) => `${prefix}:schedule:${id}`;
 const listKey = (prefix: string) => `${prefix}:schedules`;
+/** A schedule's tick state: `last` (the run or rollout its last tick started), `skipped`, `skippedAt`. */
+const tickKey = (prefix: string, id: string) => `${prefix}:schedule:${id}:ticks`;
+
+export interface TickState {
+  last?: string;
+  /** Ticks skipped because the schedule's previous run or rollout had not finished. */
+  skipped: number;
+  skippedAt?: string;
+}
+
+async function tickState(redis: Redis, prefix: string, id: string): Promise<TickState> {
+  const h = await redis.hgetall(tickKey(prefix, id));
+  return { ...(h['last'] ? { last: h['last'] } : {}), skipped: Number(h['skipped'] ?? 0), ...(h['skippedAt'] ? { skippedAt: h['skippedAt'] } : {}) };
+}
 
 export function newScheduleId(): string {
   return `sch-${randomBytes(4).toString('hex')}`;
@@ -72,7 +87,7 @@ export async function removeSchedule(redis: Redis, scheduleId: string, actor: st
   } finally {
     await q.close();
   }
-  await redis.del(defKey(prefix, scheduleId));
+  await redis.del(defKey(prefix, scheduleId), tickKey(prefix, scheduleId));
   await redis.srem(listKey(prefix), scheduleId);
   await appendAudit(redis, { actor, action: 'schedule.remove', subject: scheduleId, targetDigest: def.inventoryDigest }, prefix);
 }
@@ -82,7 +97,7 @@ export async function getSchedule(redis: Redis, scheduleId: string, prefix = DEF
   return raw ? (JSON.parse(raw) as ScheduleDef) : undefined;
 }
 
-export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Promise<(ScheduleDef & { nextAt?: string })[]> {
+export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Promise<(ScheduleDef & TickState & { nextAt?: string })[]> {
   const ids = (await redis.smembers(listKey(prefix))).sort();
   const q = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix });
   try {
@@ -91,7 +106,7 @@ export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Prom
       const def = await getSchedule(redis, id, prefix);
       if (!def) continue;
       const s = await q.getJobScheduler(id);
-      out.push({ ...def, ...(s?.next ? { nextAt: new Date(s.next).toISOString() } : {}) });
+      out.push({ ...def, ...(await tickState(redis, prefix, id)), ...(s?.next ? { nextAt: new Date(s.next).toISOString() } : {}) });
     }
     return out;
   } finally {
@@ -107,11 +122,35 @@ function tickMillis(job: Job): string {
 
 export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jobs: Queue }) {
   const runs = new RunStore(deps.redis, deps.prefix);
-  return async (job: Job<{ scheduleId: string }>): Promise<{ started: string } | undefined> => {
+  const rollouts = new RolloutStore(deps.redis, deps.prefix);
+  /** What of the schedule's previous run or rollout is still going, if anything. */
+  const unfinished = async (def: ScheduleDef, last: string | undefined): Promise<string | undefined> => {
+    if (!last) return undefined;
+    if (def.kind === 'poll') {
+      const record = await runs.getRun(last);
+      if (!record) return undefined; // deleted by retention: long finished
+      const { done } = await runs.getCounts(last);
+      return done < record.total ? `run ${last} has ${record.total - done} of ${record.total} miners to go` : undefined;
+    }
+    const st = await rollouts.status(last);
+    return st && !TERMINAL.includes(st.state) ? `rollout ${last} is ${st.state}` : undefined;
+  };
+  return async (job: Job<{ scheduleId: string }>): Promise<{ started?: string; skipped?: string } | undefined> => {
     const def = await getSchedule(deps.redis, job.data.scheduleId, deps.prefix);
     if (!def) return undefined;
     // One id per tick: a tick delivered twice (stalled worker) starts its run once.
     const id = `${def.scheduleId}-${tickMillis(job)}`;
+    // A tick never starts a run or rollout beside the schedule's previous one: a poll that takes longer
+    // than the interval would otherwise pile runs up in Redis without end, and two rollouts of one
+    // schedule would change the same miners at once. The tick is skipped, counted and said.
+    const { last } = await tickState(deps.redis, deps.prefix, def.scheduleId);
+    const busy = last === id ? undefined : await unfinished(def, last);
+    if (busy) {
+      await deps.redis.multi().hincrby(tickKey(deps.prefix, def.scheduleId), 'skipped', 1).hset(tickKey(deps.prefix, def.scheduleId), 'skippedAt', new Date().toISOString()).exec();
+      console.error(`bos-fleet: schedule ${def.scheduleId}: tick skipped, ${busy}`);
+      return { skipped: id };
+    }
+    await deps.redis.hset(tickKey(deps.prefix, def.scheduleId), 'last', id);
     const inventory = { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest };
     if (def.kind === 'poll') {
       await enqueueRun(deps.jobs, runs, inventory, {
