@@ -61,6 +61,18 @@ describe('bos-fleet rollout', () => {
     expect(sample.poolGroups[0]?.pools[0]).toMatchObject({ user: `farm.${tf.fleet.miners[0]!.id}`, password: 'sim-password' });
   });
 
+  it('a second rollout of the same setting on the same miners is refused while the first is unfinished; --allow-overlap starts it', async () => {
+    const prefix = uniquePrefix('clash');
+    const args = ['rollout', 'start', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2200', '--yes', '--json'];
+    const first = await runCli(args); // no worker: it stays running
+    expect(first.code).toBe(0);
+    const { rolloutId } = JSON.parse(first.stdout) as { rolloutId: string };
+    const refused = await runCli(args);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`rollout ${rolloutId} (power-target, running) already changes the tuner target of ${COUNT} of these ${COUNT} miners`);
+    expect((await runCli([...args, '--allow-overlap'])).code).toBe(0);
+  });
+
   it('a worker SIGKILLed mid-rollout and restarted: 0 double-applies, 0 miners without an outcome', async () => {
     const prefix = uniquePrefix('rokill');
     const started = await runCli(['rollout', 'start', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2200', '--waves', '20%,100%', '--yes', '--json']);

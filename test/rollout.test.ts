@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
 import { readAudit } from '../src/rollout/audit.js';
-import { rollbackPlanFor, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
+import { changeRolloutState, rollbackPlanFor, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
 import { waveRunId } from '../src/rollout/store.js';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import type { MutationData } from '../src/workers/ops/mutate.js';
@@ -165,3 +165,26 @@ describe('rollout timing and limits', () => {
   });
 });
 
+
+describe('unfinished rollouts of one setting on the same miners', () => {
+  it('are refused side by side (naming the other and the shared miners) unless allowed; other settings and finished ones do not count', async () => {
+    const prefix = uniquePrefix('overlap');
+    const first = tf.inventory.targets.slice(0, 10);
+    const second = tf.inventory.targets.slice(5, 15);
+    // No worker runs: the first rollout stays running.
+    const a = await startRollout(redis, plan(2500, { targets: first }), prefix);
+    await expect(startRollout(redis, plan(2600, { targets: second }), prefix)).rejects.toThrow(
+      `rollout ${a.rolloutId} (power-target, running) already changes the tuner target of 5 of these 10 miners: wait for it to end, stop it (bos-fleet rollout abort ${a.rolloutId}), or pass --allow-overlap`,
+    );
+    // A hashrate target is the same tuner setting; pools are another one.
+    await expect(startRollout(redis, plan(0, { operation: 'hashrate-target', spec: { kind: 'hashrate-target', terahashPerSecond: 100 }, targets: second }), prefix)).rejects.toThrow('already changes the tuner target');
+    await expect(startRollout(redis, plan(0, { operation: 'locate-on', spec: { kind: 'locate', enable: true }, targets: second }), prefix)).resolves.toBeDefined();
+    await expect(startRollout(redis, plan(2600, { targets: tf.inventory.targets.slice(20, 30) }), prefix)).resolves.toBeDefined(); // no shared miner
+    await expect(startRollout(redis, plan(2600, { targets: second, allowOverlap: true }), prefix)).resolves.toBeDefined();
+    // Aborted (finished): no longer in the way.
+    const prefix2 = uniquePrefix('overlap');
+    const b = await startRollout(redis, plan(2500, { targets: first }), prefix2);
+    await changeRolloutState(redis, b.rolloutId, 'abort', 'test', prefix2);
+    await expect(startRollout(redis, plan(2600, { targets: second }), prefix2)).resolves.toBeDefined();
+  });
+});

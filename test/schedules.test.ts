@@ -105,7 +105,7 @@ describe('schedule add poll --every', () => {
       const runs = (await scheduleRuns(store, 'slow')).sort((a, b) => a.createdAtMs - b.createdAtMs);
       expect(runs.length).toBeGreaterThanOrEqual(1);
       expect(runs.length).toBeLessThanOrEqual(3);
-      expect(runs.at(-1)?.runId).toBe(entry?.last);
+      expect(runs.map((r) => r.runId)).toContain(entry?.last); // (a tick may start one more before the removal)
       // Each run starts after the one before has its last outcome.
       for (let k = 1; k < runs.length; k++) {
         const before = await store.getOutcomes(runs[k - 1]!.runId);

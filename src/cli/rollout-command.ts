@@ -30,6 +30,7 @@ interface CommonFlags {
 
 interface RunFlags extends CommonFlags, GateFlags {
   yes?: boolean;
+  allowOverlap?: boolean;
   wait?: boolean;
   localWorker: boolean;
 }
@@ -51,6 +52,7 @@ function runOptions(cmd: Command): Command {
     .option('--pause-between <duration>', 'wait between waves (e.g. 30s, 10m)', '0s')
     .option('--max-in-flight-per-site <n>', 'miners changed at once per site', positiveInt('--max-in-flight-per-site'))
     .option('--yes', `do not ask for confirmation (asked above ${CONFIRM_THRESHOLD} miners)`)
+    .option('--allow-overlap', 'start even though an unfinished rollout changes the same setting on some of these miners')
     .option('--wait', 'wait until the rollout ends and print its result')
     .option('--no-local-worker', 'with --wait: rely on separate `bos-fleet worker` processes only');
 }
@@ -124,7 +126,7 @@ export function registerRollout(program: Command): void {
       if (flags.dryRun || (flags.wait && flags.localWorker)) assertProfiles(inventory, credentials, flags.credentials);
       if (flags.dryRun) return dryRun(flags, inventory, spec, credentials);
       await confirm(inventory.targets.length, describeSpec(spec), flags.yes);
-      const plan: RolloutPlan = { operation: operationOf(spec), spec, targets: inventory.targets, inventoryDigest: inventory.digest, ...gates, actor: flags.actor ?? defaultActor(), ...(startAtMs ? { startAtMs } : {}) };
+      const plan: RolloutPlan = { operation: operationOf(spec), spec, targets: inventory.targets, inventoryDigest: inventory.digest, ...gates, actor: flags.actor ?? defaultActor(), ...(startAtMs ? { startAtMs } : {}), ...(flags.allowOverlap ? { allowOverlap: true } : {}) };
       await launch(plan, flags, credentials);
     });
 
@@ -165,7 +167,7 @@ export function registerRollout(program: Command): void {
       if (rb.targets.length === 0) throw new Error(`rollout ${id} changed no miner: nothing to roll back`);
       const first = rb.specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
       await confirm(rb.targets.length, `roll back ${describeSpec(rb.rec.spec)}`, flags.yes);
-      plan = { operation: operationOf(first), spec: first, specByMiner: rb.specByMiner, targets: rb.targets, inventoryDigest: rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id };
+      plan = { operation: operationOf(first), spec: first, specByMiner: rb.specByMiner, targets: rb.targets, inventoryDigest: rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id, ...(flags.allowOverlap ? { allowOverlap: true } : {}) };
       if (rb.skipped.length) process.stderr.write(`bos-fleet: ${rb.skipped.length} changed miners have no restorable before value and are left as they are: ${rb.skipped.slice(0, 10).join(', ')}\n`);
     } finally {
       redis.disconnect();

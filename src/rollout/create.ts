@@ -29,6 +29,38 @@ export interface RolloutPlan {
   timeoutMs?: number;
   /** A deterministic id (a scheduled tick's): starting it twice starts it once. */
   rolloutId?: string;
+  /** Start even though an unfinished rollout changes the same setting on some of these miners. */
+  allowOverlap?: boolean;
+}
+
+/** The setting each operation changes: two unfinished rollouts of one setting on one miner fight. */
+const SETTING: Record<MutationOperation, string> = {
+  'power-target': 'tuner target',
+  'hashrate-target': 'tuner target',
+  pools: 'pools',
+  pause: 'mining state',
+  resume: 'mining state',
+  reboot: 'reboot',
+  'locate-on': 'locate LED',
+  'locate-off': 'locate LED',
+};
+
+/** Refused start: an unfinished rollout already changes the same setting on some of the miners. */
+export class RolloutOverlapError extends Error {}
+
+/** The first unfinished rollout (newest first) that changes the plan's setting on any of its miners. */
+async function overlapping(store: RolloutStore, plan: RolloutPlan): Promise<{ rolloutId: string; operation: string; state: RolloutState; shared: number } | undefined> {
+  const mine = new Set(plan.targets.map((t) => t.minerId));
+  for (const id of await store.list(1_000)) {
+    if (id === plan.rolloutId || id === plan.rollbackOf) continue;
+    const st = await store.status(id);
+    if (!st || TERMINAL.includes(st.state)) continue;
+    const rec = await store.get(id);
+    if (!rec || SETTING[rec.operation] !== SETTING[plan.operation]) continue;
+    const shared = rec.targets.filter((t) => mine.has(t.minerId)).length;
+    if (shared > 0) return { rolloutId: id, operation: rec.operation, state: st.state, shared };
+  }
+  return undefined;
 }
 
 export interface RolloutReport {
@@ -71,6 +103,13 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
     ...(plan.timeoutMs ? { timeoutMs: plan.timeoutMs } : {}),
   };
   const store = new RolloutStore(redis, prefix);
+  const clash = plan.allowOverlap ? undefined : await overlapping(store, plan);
+  if (clash && !(await store.get(record.rolloutId))) {
+    throw new RolloutOverlapError(
+      `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) already changes the ${SETTING[plan.operation]} of ${clash.shared} of these ${plan.targets.length} miners: ` +
+        `wait for it to end, stop it (bos-fleet rollout abort ${clash.rolloutId}), or pass --allow-overlap`,
+    );
+  }
   if (!(await store.create(record, startAtMs > now ? 'scheduled' : 'running'))) {
     return (await store.get(record.rolloutId)) ?? record; // already started (a tick delivered twice)
   }

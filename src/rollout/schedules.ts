@@ -10,7 +10,7 @@ import { RunStore, type RetentionPolicy } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
-import { startRollout } from './create.js';
+import { RolloutOverlapError, startRollout } from './create.js';
 import { RolloutStore, TERMINAL } from './store.js';
 
 export const SCHEDULE_QUEUE = 'schedules';
@@ -144,12 +144,13 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     // than the interval would otherwise pile runs up in Redis without end, and two rollouts of one
     // schedule would change the same miners at once. The tick is skipped, counted and said.
     const { last } = await tickState(deps.redis, deps.prefix, def.scheduleId);
-    const busy = last === id ? undefined : await unfinished(def, last);
-    if (busy) {
+    const skip = async (why: string) => {
       await deps.redis.multi().hincrby(tickKey(deps.prefix, def.scheduleId), 'skipped', 1).hset(tickKey(deps.prefix, def.scheduleId), 'skippedAt', new Date().toISOString()).exec();
-      console.error(`bos-fleet: schedule ${def.scheduleId}: tick skipped, ${busy}`);
+      console.error(`bos-fleet: schedule ${def.scheduleId}: tick skipped, ${why}`);
       return { skipped: id };
-    }
+    };
+    const busy = last === id ? undefined : await unfinished(def, last);
+    if (busy) return skip(busy);
     await deps.redis.hset(tickKey(deps.prefix, def.scheduleId), 'last', id);
     const inventory = { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest };
     if (def.kind === 'poll') {
@@ -163,11 +164,17 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     }
     const r = def.rollout;
     if (!r) return undefined;
-    await startRollout(
-      deps.redis,
-      { ...r, targets: def.targets, inventoryDigest: def.inventoryDigest, actor: `schedule:${def.scheduleId}`, rolloutId: id, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}) },
-      deps.prefix,
-    );
+    try {
+      await startRollout(
+        deps.redis,
+        { ...r, targets: def.targets, inventoryDigest: def.inventoryDigest, actor: `schedule:${def.scheduleId}`, rolloutId: id, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}) },
+        deps.prefix,
+      );
+    } catch (err) {
+      // Another unfinished rollout changes the same setting on these miners: not beside it.
+      if (err instanceof RolloutOverlapError) return skip(err.message);
+      throw err;
+    }
     return { started: id };
   };
 }
