@@ -1,5 +1,5 @@
 // Inventory and credentials input: every error names the file, the line and field, and the value.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -63,11 +63,24 @@ describe('credential profiles', () => {
 
   it('come from a file and the environment; missing ones are named', () => {
     const file = path.join(dir, 'creds.json');
-    writeFileSync(file, JSON.stringify({ ops: { username: 'admin', password: 'secret' } }));
+    writeFileSync(file, JSON.stringify({ ops: { username: 'admin', password: 'secret' } }), { mode: 0o600 });
     const profiles = loadCredentialProfiles(file, { BOS_FLEET_USERNAME: 'root', BOS_FLEET_PASSWORD: 'pw' });
     expect(profiles.get('default')).toEqual({ username: 'root', password: 'pw' });
     expect(profiles.get('ops')).toEqual({ username: 'admin', password: 'secret' });
     expect(missingProfiles(['ops', 'site-b', 'site-b'], profiles)).toEqual(['site-b']);
+  });
+
+  it('a file other users can read is loaded with a warning saying how to fix it; mode 600 is quiet', () => {
+    const file = path.join(dir, 'open.json');
+    writeFileSync(file, JSON.stringify({ ops: { username: 'admin', password: 'secret' } }), { mode: 0o644 });
+    chmodSync(file, 0o644);
+    const warnings: string[] = [];
+    expect(loadCredentialProfiles(file, {}, (m) => warnings.push(m)).get('ops')).toEqual({ username: 'admin', password: 'secret' });
+    expect(warnings).toEqual([`credentials file ${file} can be read by other users (mode 0644): chmod 600 ${file}`]);
+    chmodSync(file, 0o600);
+    warnings.length = 0;
+    loadCredentialProfiles(file, {}, (m) => warnings.push(m));
+    expect(warnings).toEqual([]);
   });
 
   it('a malformed file is refused without echoing any value', () => {

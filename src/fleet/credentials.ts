@@ -1,6 +1,6 @@
 // Credential profiles: from a JSON file ({profile: {username, password}}) or, for `default`, the
 // environment (BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD). Jobs carry only the profile name.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import type { Credentials } from '../core/sessions.js';
 
@@ -8,7 +8,19 @@ const fileSchema = z.record(z.string().min(1), z.object({ username: z.string().m
 
 export type CredentialProfiles = Map<string, Credentials>;
 
-export function loadCredentialProfiles(file: string | undefined, env: NodeJS.ProcessEnv = process.env): CredentialProfiles {
+/** Why a credentials file is too open (readable or writable by group or others), if it is. */
+export function looseModeWarning(file: string): string | undefined {
+  if (process.platform === 'win32') return undefined;
+  const mode = statSync(file).mode & 0o777;
+  if ((mode & 0o077) === 0) return undefined;
+  return `credentials file ${file} can be read by other users (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 ${file}`;
+}
+
+export function loadCredentialProfiles(
+  file: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+  warn: (message: string) => void = (m) => process.stderr.write(`bos-fleet: WARNING: ${m}\n`),
+): CredentialProfiles {
   const profiles: CredentialProfiles = new Map();
   if (env['BOS_FLEET_USERNAME'] !== undefined) {
     profiles.set('default', { username: env['BOS_FLEET_USERNAME'], password: env['BOS_FLEET_PASSWORD'] ?? '' });
@@ -28,6 +40,8 @@ export function loadCredentialProfiles(file: string | undefined, env: NodeJS.Pro
     throw new Error(`credentials file ${file}: ${issue?.path.join('.') || '(top level)'} ${issue?.message ?? 'is invalid'}; expected {"profile": {"username": "...", "password": "..."}}`);
   }
   for (const [name, c] of Object.entries(parsed.data)) profiles.set(name, c);
+  const loose = looseModeWarning(file);
+  if (loose) warn(loose);
   return profiles;
 }
 

@@ -39,6 +39,6 @@ export function writeFleetFiles(inventoryText: string): { dir: string; inventory
   const inventory = path.join(dir, 'farm.csv');
   const credentials = path.join(dir, 'creds.json');
   writeFileSync(inventory, inventoryText);
-  writeFileSync(credentials, JSON.stringify({ default: { username: SIM_USERNAME, password: SIM_PASSWORD } }));
+  writeFileSync(credentials, JSON.stringify({ default: { username: SIM_USERNAME, password: SIM_PASSWORD } }), { mode: 0o600 });
   return { dir, inventory, credentials };
 }
