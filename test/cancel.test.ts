@@ -9,7 +9,8 @@ import { cancelRun } from '../src/producer/cancel.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { startWorker } from '../src/workers/worker.js';
-import { runCli } from './helpers/cli.js';
+import { exited, runCli, spawnCli } from './helpers/cli.js';
+import { parseInventory } from '../src/producer/inventory.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 
@@ -78,5 +79,19 @@ describe('cancelling a poll run', () => {
     expect(rollout.code).toBe(1);
     expect(rollout.stderr).toContain('bos-fleet rollout abort');
     expect((await store.getCounts(push.runId)).done).toBe(0); // untouched
+  });
+});
+
+describe('a reader that stops early', () => {
+  it('`bos-fleet results RUN | head` ends quietly with 0, not with an EPIPE trace', async () => {
+    const { prefix, queue, store } = setup();
+    const many = parseInventory(['id,host', ...Array.from({ length: 3_000 }, (_, i) => `m${i},127.22.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`)].join('\n'), 'many.csv');
+    const record = await enqueueRun(queue, store, many, { operation: 'poll' });
+    await cancelRun(queue, store, record.runId); // 3,000 CANCELLED outcomes to print
+    await queue.close();
+    const child = spawnCli(['results', record.runId, '--format', 'json', '--prefix', prefix], { REDIS_URL: redisUrl() });
+    child.stdout?.once('data', () => child.stdout?.destroy()); // like `head`: read a little, close the pipe
+    expect(await exited(child)).toBe(0);
+    expect(child.output().stderr).toBe('');
   });
 });

@@ -23,6 +23,12 @@ registerAudit(program);
 registerSchedule(program);
 registerSim(program);
 
+// A reader that stops early (`bos-fleet results RUN | head`) ends the command quietly, not with a trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode);
   console.error(`bos-fleet: ${err instanceof Error ? err.message : String(err)}`);
