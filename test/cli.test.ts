@@ -108,13 +108,13 @@ describe('bos-fleet poll', () => {
   it('bad options name the option and the value', async () => {
     const r = await runCli(['poll', '--inventory', files.inventory, '--threads', '-1']);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toContain('--threads must be a whole number ≥ 0, got "-1"');
+    expect(r.stderr).toContain('--threads must be a whole number from 0 to 256, got "-1"');
     const w = await runCli(['worker', '--max-connections', '0']);
     expect(w.code).not.toBe(0);
     expect(w.stderr).toContain('--max-connections must be a positive integer, got "0"');
     const c = await runCli(['worker', '--consumers', 'two']);
     expect(c.code).not.toBe(0);
-    expect(c.stderr).toContain('--consumers must be a positive integer, got "two"');
+    expect(c.stderr).toContain('--consumers must be a whole number from 1 to 1000, got "two"');
     const m = await runCli(['worker', '--max-receive-bytes', '8388608']);
     expect(m.code).not.toBe(0);
     expect(m.stderr).toContain('--max-receive-bytes must be a whole number from 1024 to 4194304, got "8388608"');

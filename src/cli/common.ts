@@ -109,3 +109,29 @@ export function retentionFrom(flags: RetentionFlags): RetentionPolicy | undefine
     keepForMs: flags.keepFor === undefined ? DEFAULT_RETENTION.keepForMs : parseDurationMs(flags.keepFor, '--keep-for', { example: '24h or 7d' }),
   };
 }
+
+/** This process's soft limit on open files (Linux: /proc/self/limits), if it can be read. */
+export function openFilesLimit(limitsText?: string): number | undefined {
+  let text = limitsText;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/limits', 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(text);
+  if (!m?.[1] || m[1] === 'unlimited') return undefined;
+  return Number(m[1]);
+}
+
+/**
+ * Says when the miner channels a worker may keep open (every thread its own pool) and its Redis
+ * connections could exceed the open-files limit: past it, connects fail with EMFILE mid-run.
+ */
+export function descriptorWarning(o: { threads: number; maxConnections: number; consumers: number }, limit = openFilesLimit()): string | undefined {
+  if (limit === undefined) return undefined;
+  const needed = Math.max(1, o.threads) * o.maxConnections + 2 * o.consumers + 64;
+  if (needed <= limit) return undefined;
+  return `up to ${needed} open files may be needed (${Math.max(1, o.threads)} thread(s) × --max-connections ${o.maxConnections} miner channels, 2 Redis connections per BullMQ consumer × ${o.consumers}), above this process's limit of ${limit} (ulimit -n): lower --max-connections or raise the limit`;
+}

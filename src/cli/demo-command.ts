@@ -10,8 +10,8 @@ import { parseInventory } from '../producer/inventory.js';
 import { runLocal } from '../producer/run-local.js';
 import { startRedisServer, type LocalRedis } from '../redis/server.js';
 import { inventoryCsv, startSimFleet, SIM_PASSWORD, SIM_USERNAME, type FleetControl } from '../sim/index.js';
-import { DEFAULT_CONCURRENCY, DEFAULT_THREADS } from '../workers/worker.js';
-import { nonNegativeInt, positiveInt } from './parse.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS } from '../workers/worker.js';
+import { intInRange, positiveInt } from './parse.js';
 import { outcomesText, progressRenderer, summaryText } from './render.js';
 
 export const DEMO_FAULTS = 'offline=2%,blackhole=1%,slow=5%:800ms,flaky=3%,old-api=10%,bad-auth=1%,overloaded=1%';
@@ -22,8 +22,8 @@ export function registerDemo(program: Command): void {
     .description('simulate a 1,000-miner farm with faults on loopback, poll it end to end, print the summary, clean up')
     .option('--miners <n>', 'simulated miners', positiveInt('--miners'), 1_000)
     .option('--faults <spec>', 'fault mix', DEMO_FAULTS)
-    .option('--threads <n>', 'worker threads', nonNegativeInt('--threads'), DEFAULT_THREADS)
-    .option('--concurrency <n>', 'jobs in flight', positiveInt('--concurrency'), DEFAULT_CONCURRENCY)
+    .option('--threads <n>', 'worker threads', intInRange('--threads', 0, MAX_THREADS), DEFAULT_THREADS)
+    .option('--concurrency <n>', 'jobs in flight', intInRange('--concurrency', 1, MAX_CONCURRENCY), DEFAULT_CONCURRENCY)
     .action(async (opts: { miners: number; faults: string; threads: number; concurrency: number }) => {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-demo-'));
       console.log(`demo: starting a throwaway redis-server and ${opts.miners} simulated miners (faults: ${opts.faults})`);

@@ -9,14 +9,6 @@ export function positiveInt(name: string) {
   };
 }
 
-export function nonNegativeInt(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a whole number ≥ 0, got "${value}"`);
-    return n;
-  };
-}
-
 export function intInRange(name: string, min: number, max: number) {
   return (value: string): number => {
     const n = Number(value);

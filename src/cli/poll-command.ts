@@ -4,10 +4,10 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { loadInventory } from '../producer/inventory.js';
 import { enqueueOnly, runLocal } from '../producer/run-local.js';
-import { DEFAULT_CONCURRENCY, DEFAULT_THREADS } from '../workers/worker.js';
-import { connectRedis, interruptible, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
-import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
-import { intInRange, nonNegativeInt, positiveInt } from './parse.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS, consumerSlots } from '../workers/worker.js';
+import { connectRedis, descriptorWarning, interruptible, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
+import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
+import { intInRange, positiveInt } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
 import { listWorkers, missingFor, type WorkerInfo } from '../workers/registry.js';
 import type { Inventory } from '../producer/inventory.js';
@@ -53,8 +53,8 @@ export function registerPoll(program: Command): void {
     .requiredOption('--inventory <file>', 'inventory CSV (header row) or JSON: id, host, port, site, tags, credentials')
     .option('--credentials <file>', 'credential profiles JSON {"profile": {"username", "password"}} (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else an embedded redis-server)')
-    .option('--concurrency <n>', 'jobs in flight at once', positiveInt('--concurrency'), DEFAULT_CONCURRENCY)
-    .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', nonNegativeInt('--threads'), DEFAULT_THREADS)
+    .option('--concurrency <n>', 'jobs in flight at once', intInRange('--concurrency', 1, MAX_CONCURRENCY), DEFAULT_CONCURRENCY)
+    .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', intInRange('--threads', 0, MAX_THREADS), DEFAULT_THREADS)
     .option('--timeout-ms <n>', 'deadline of each call attempt, connect included', positiveInt('--timeout-ms'))
     .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}; those sites are polled over TLS only, by any worker')
@@ -69,6 +69,8 @@ export function registerPoll(program: Command): void {
     const inventory = loadInventory(opts.inventory);
     const credentials = loadCredentialProfiles(opts.credentials);
     const tlsBySite = loadTlsSites(opts.tls);
+    const fds = opts.enqueueOnly ? undefined : descriptorWarning({ threads: opts.threads, maxConnections: DEFAULT_MAX_CONNECTIONS, consumers: consumerSlots(opts.concurrency).length });
+    if (fds) process.stderr.write(`bos-fleet: WARNING: ${fds}\n`);
     const { url, redis } = await connectRedis(opts.redis);
     if (!opts.enqueueOnly) redis.disconnect();
     const common = {

@@ -2,25 +2,25 @@
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
-import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker } from '../workers/worker.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, consumerSlots, startWorker, MAX_CONCURRENCY, MAX_THREADS, MAX_CONSUMERS } from '../workers/worker.js';
 import { activityText, totalOutcomes, watchActivity } from '../workers/activity.js';
 import { listWorkers } from '../workers/registry.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
-import { connectRedis, loadTlsSites } from './common.js';
-import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
-import { intInRange, nonNegativeInt, positiveInt } from './parse.js';
+import { connectRedis, descriptorWarning, loadTlsSites } from './common.js';
+import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
+import { intInRange, positiveInt } from './parse.js';
 
 export function registerWorker(program: Command): void {
   program
     .command('worker')
     .description('work queued jobs until SIGTERM / SIGINT (in-flight jobs finish first; none is lost)')
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
-    .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', nonNegativeInt('--threads'), DEFAULT_THREADS)
-    .option('--concurrency <n>', 'jobs in flight at once', positiveInt('--concurrency'), DEFAULT_CONCURRENCY)
-    .option('--consumers <n>', `BullMQ consumers sharing --concurrency (default: one per ${JOBS_PER_CONSUMER} jobs)`, positiveInt('--consumers'))
+    .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', intInRange('--threads', 0, MAX_THREADS), DEFAULT_THREADS)
+    .option('--concurrency <n>', 'jobs in flight at once', intInRange('--concurrency', 1, MAX_CONCURRENCY), DEFAULT_CONCURRENCY)
+    .option('--consumers <n>', `BullMQ consumers sharing --concurrency (default: one per ${JOBS_PER_CONSUMER} jobs)`, intInRange('--consumers', 1, MAX_CONSUMERS))
     .option('--credentials <file>', 'credential profiles JSON (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
-    .option('--max-connections <n>', 'miner channels kept open per thread between polls (least recently used closed beyond; keep threads × n under the fd limit)', positiveInt('--max-connections'), 4_096)
+    .option('--max-connections <n>', 'miner channels kept open per thread between polls (least recently used closed beyond; keep threads × n under the fd limit)', positiveInt('--max-connections'), DEFAULT_MAX_CONNECTIONS)
     .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
     .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
     .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
@@ -33,6 +33,8 @@ export function registerWorker(program: Command): void {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): this worker hands every job to workers that have their profiles, and one that no running worker has ends INVALID_JOB\n');
       }
       const tlsBySite = loadTlsSites(opts.tls);
+      const fds = descriptorWarning({ threads: opts.threads, maxConnections: opts.maxConnections, consumers: consumerSlots(opts.concurrency, opts.consumers).length });
+      if (fds) process.stderr.write(`bos-fleet: WARNING: ${fds}\n`);
       const { url, redis } = await connectRedis(opts.redis, { refuseVolatile: true, allowVolatile: opts.allowVolatileRedis ?? false });
       redis.disconnect();
       const running = await startWorker({

@@ -3,6 +3,8 @@ import { z } from 'zod';
 
 /** The largest miner reply accepted: 512 KiB by default (a status reply is a few KB), 4 MiB at most. */
 export const DEFAULT_RECEIVE_BYTES = 512 * 1024;
+/** Miner channels a thread keeps open between polls (least recently used closed beyond). */
+export const DEFAULT_MAX_CONNECTIONS = 4_096;
 export const MIN_RECEIVE_BYTES = 1024;
 export const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
 
@@ -37,7 +39,7 @@ export const coreOptionsSchema = z
     pool: z
       .object({
         /** Open channels kept per thread; the least recently used is closed beyond it. */
-        maxConnections: z.number().int().positive().default(4_096),
+        maxConnections: z.number().int().positive().default(DEFAULT_MAX_CONNECTIONS),
         /** A channel unused for this long is closed. */
         idleTtlMs: z.number().int().positive().default(120_000),
         /** Consecutive transport failures after which a channel is rebuilt. */

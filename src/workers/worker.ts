@@ -44,6 +44,10 @@ export interface RunningWorker {
 
 export const DEFAULT_THREADS = 0;
 export const DEFAULT_CONCURRENCY = 200;
+/** Upper bounds of the CLI's flags: beyond them a process runs out of descriptors or memory, not faster. */
+export const MAX_THREADS = 256;
+export const MAX_CONCURRENCY = 10_000;
+export const MAX_CONSUMERS = 1_000;
 
 /**
  * Jobs one BullMQ consumer holds at most. A BullMQ Worker fetches jobs one Redis round trip after

@@ -1,0 +1,40 @@
+// Flag bounds and the open-files check: a worker configured past what its process can hold is told so
+// at start-up instead of failing with EMFILE mid-run.
+import { describe, expect, it } from 'vitest';
+import { descriptorWarning, openFilesLimit } from '../src/cli/common.js';
+import { runCli } from './helpers/cli.js';
+
+const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
+Max processes             95442                95442                processes
+Max open files            20000                20000                files
+Max locked memory         8388608              8388608              bytes
+`;
+
+describe('open files', () => {
+  it('reads the soft limit from /proc/self/limits text (none when unlimited or unreadable)', () => {
+    expect(openFilesLimit(LIMITS)).toBe(20_000);
+    expect(openFilesLimit(LIMITS.replace('Max open files            20000', 'Max open files            unlimited'))).toBeUndefined();
+    expect(openFilesLimit('')).toBeUndefined();
+    if (process.platform === 'linux') expect(openFilesLimit()).toBeGreaterThan(0);
+  });
+
+  it('warns when threads × --max-connections plus Redis connections exceed the limit, naming the figures', () => {
+    expect(descriptorWarning({ threads: 0, maxConnections: 16_384, consumers: 8 }, 20_000)).toBeUndefined();
+    expect(descriptorWarning({ threads: 2, maxConnections: 16_384, consumers: 8 }, 20_000)).toBe(
+      "up to 32848 open files may be needed (2 thread(s) × --max-connections 16384 miner channels, 2 Redis connections per BullMQ consumer × 8), above this process's limit of 20000 (ulimit -n): lower --max-connections or raise the limit",
+    );
+    expect(descriptorWarning({ threads: 2, maxConnections: 16_384, consumers: 8 }, 65_536)).toBeUndefined();
+  });
+});
+
+describe('flag bounds', () => {
+  it('refuses a concurrency, thread or consumer count no process can hold, naming the range', async () => {
+    const concurrency = await runCli(['worker', '--concurrency', '1000000']);
+    expect(concurrency.code).not.toBe(0);
+    expect(concurrency.stderr).toContain('--concurrency must be a whole number from 1 to 10000, got "1000000"');
+    const threads = await runCli(['poll', '--inventory', 'x.csv', '--threads', '999']);
+    expect(threads.stderr).toContain('--threads must be a whole number from 0 to 256, got "999"');
+    const consumers = await runCli(['worker', '--consumers', '0']);
+    expect(consumers.stderr).toContain('--consumers must be a whole number from 1 to 1000, got "0"');
+  });
+});
