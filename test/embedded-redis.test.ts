@@ -8,13 +8,28 @@ import { startRedisServer } from '../src/redis/server.js';
 import { runCli } from './helpers/cli.js';
 
 const home = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-home-'));
-afterAll(() => {
+/** Embedded Redis servers started under `home`: stopped, and waited for, before `home` is removed. */
+const started = new Set<number>();
+const remember = (dir: string) => {
   try {
-    const info = JSON.parse(readFileSync(path.join(home, 'redis', 'embedded.json'), 'utf8')) as { pid: number };
-    process.kill(info.pid, 'SIGTERM');
+    started.add((JSON.parse(readFileSync(path.join(dir, 'redis', 'embedded.json'), 'utf8')) as { pid: number }).pid);
   } catch {
     // not started
   }
+};
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+afterAll(async () => {
+  remember(home);
+  for (const pid of started) if (alive(pid)) process.kill(pid, 'SIGTERM');
+  // A Redis still shutting down writes its log and AOF: remove the directory only once it is gone.
+  for (let i = 0; i < 100 && [...started].some(alive); i++) await new Promise((r) => setTimeout(r, 50));
   rmSync(home, { recursive: true, force: true });
 });
 
@@ -43,7 +58,7 @@ describe('embedded Redis started by commands running together', () => {
     expect(existsSync(path.join(dir, 'redis', 'start.lock'))).toBe(false);
     const info = JSON.parse(readFileSync(path.join(dir, 'redis', 'embedded.json'), 'utf8')) as { pid: number; url: string };
     expect(info.url).toBe(urls[0]);
-    process.kill(info.pid, 'SIGTERM');
+    started.add(info.pid);
   });
 
   it('takes over a start lock left by a command that died', async () => {
