@@ -15,6 +15,8 @@ import { waitForRun } from '../src/producer/wait.js';
 import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import { WorkerRegistry } from '../src/workers/registry.js';
+import { createTaskRunner } from '../src/workers/task.js';
+import { createSharedBreakerTable } from '../src/core/breaker-store.js';
 import { makeTestCerts } from './helpers/certs.js';
 import { runCli } from './helpers/cli.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
@@ -99,6 +101,22 @@ describe('a job this worker cannot do', () => {
       expect(await tf.fleet.callCounts(tf.fleet.miners[0]!.id)).toEqual(before);
     } finally {
       rmSync(certs.dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the task runner, below the hand-back', () => {
+  it('never reaches a miner without the password, nor in plaintext for a run that asked for TLS', async () => {
+    const runner = createTaskRunner({ coreOptions: FAST_CORE, breakerTable: createSharedBreakerTable(64), credentials: [['default', simCreds]] });
+    try {
+      const m = tf.fleet.miners[2]!;
+      const before = await tf.fleet.callCounts(m.id);
+      const job = (credentials: string, tls: boolean) => ({ runId: 'r', operation: 'poll' as const, target: { minerId: m.id, host: m.host, port: m.port, site: 'site-a', tags: [], credentials }, params: {}, tls });
+      expect(await runner({ job: job('default', true) })).toMatchObject({ code: 'INVALID_JOB', error: { message: 'this worker has no TLS for site "site-a"' } });
+      expect(await runner({ job: job('site2', false) })).toMatchObject({ code: 'INVALID_JOB', error: { message: 'this worker has no credentials profile "site2"' } });
+      expect(await tf.fleet.callCounts(m.id)).toEqual(before);
+    } finally {
+      runner.close();
     }
   });
 });

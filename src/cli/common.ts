@@ -131,7 +131,8 @@ export function openFilesLimit(limitsText?: string): number | undefined {
  */
 export function descriptorWarning(o: { threads: number; maxConnections: number; consumers: number }, limit = openFilesLimit()): string | undefined {
   if (limit === undefined) return undefined;
-  const needed = Math.max(1, o.threads) * o.maxConnections + 2 * o.consumers + 64;
+  const pools = Math.max(1, o.threads); // --threads 0: one pool, in the main thread
+  const needed = pools * o.maxConnections + 2 * o.consumers + 64;
   if (needed <= limit) return undefined;
-  return `up to ${needed} open files may be needed (${Math.max(1, o.threads)} thread(s) × --max-connections ${o.maxConnections} miner channels, 2 Redis connections per BullMQ consumer × ${o.consumers}), above this process's limit of ${limit} (ulimit -n): lower --max-connections or raise the limit`;
+  return `up to ${needed} open files may be needed (${pools} thread(s) × --max-connections ${o.maxConnections} miner channels, 2 Redis connections per BullMQ consumer × ${o.consumers}), above this process's limit of ${limit} (ulimit -n): lower --max-connections or raise the limit`;
 }

@@ -11,7 +11,7 @@ import { intInRange, positiveInt } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
 import { listWorkers, missingFor, type WorkerInfo } from '../workers/registry.js';
 import type { Inventory } from '../producer/inventory.js';
-import type { TlsProfile } from '../core/tls.js';
+import { siteHasTls, type TlsProfile } from '../core/tls.js';
 
 /**
  * After an enqueue-only run: says when no worker is running to take it, or when some of its miners
@@ -22,7 +22,7 @@ export function workersWarning(workers: WorkerInfo[], inventory: Inventory, tlsB
   const tlsSites = Object.keys(tlsBySite ?? {});
   const lacking = new Map<string, number>();
   for (const target of inventory.targets) {
-    const tls = tlsSites.includes(target.site) || tlsSites.includes('*');
+    const tls = siteHasTls(tlsSites, target.site);
     if (workers.some((w) => missingFor({ target, tls }, w) === undefined)) continue;
     const what = missingFor({ target, tls }, workers[0]!) ?? '';
     lacking.set(what, (lacking.get(what) ?? 0) + 1);

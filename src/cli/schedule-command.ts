@@ -110,7 +110,7 @@ export function registerSchedule(program: Command): void {
         for (const d of list) {
           const when = d.everyMs ? `every ${d.everyMs / 1000}s` : `cron "${d.cron}"${d.tz ? ` ${d.tz}` : ''}`;
           const what = d.kind === 'poll' ? 'poll' : `rollout ${d.rollout ? describeSpec(d.rollout.spec) : ''}`;
-          const skipped = d.skipped ? `  ${d.skipped} tick${d.skipped === 1 ? '' : 's'} skipped (the previous one still running; last ${d.skippedAt})` : '';
+          const skipped = d.skipped ? `  ${d.skipped} tick${d.skipped === 1 ? '' : 's'} skipped while a run or rollout was unfinished (last ${d.skippedAt})` : '';
           console.log(`${d.scheduleId.padEnd(16)} ${what.padEnd(28)} ${String(d.targets.length).padStart(6)} miners  ${when.padEnd(24)} next ${d.nextAt ?? '?'}${d.last ? `  last ${d.last}` : ''}${skipped}`);
         }
       } finally {

@@ -5,6 +5,7 @@ import { jobId } from '../fleet/keys.js';
 import type { JobData, JobTarget, Operation } from '../fleet/job.js';
 import { DEFAULT_RETENTION, newRunId, type RetentionPolicy, type RunRecord, type RunStore } from '../fleet/run-store.js';
 import type { Inventory } from './inventory.js';
+import { siteHasTls } from '../core/tls.js';
 
 export interface EnqueueOptions {
   operation: Operation;
@@ -68,7 +69,7 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
           target,
           params: opts.paramsFor ? { ...record.params, ...opts.paramsFor(target) } : record.params,
           ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
-          ...(opts.tlsSites && (opts.tlsSites.includes(target.site) || opts.tlsSites.includes('*')) ? { tls: true } : {}),
+          ...(opts.tlsSites && siteHasTls(opts.tlsSites, target.site) ? { tls: true } : {}),
         };
         return {
           name: opts.operation,

@@ -6,6 +6,7 @@ import os from 'node:os';
 import type { Redis } from 'ioredis';
 import type { JobData } from '../fleet/job.js';
 import { keys, type Keys } from '../fleet/keys.js';
+import { siteHasTls } from '../core/tls.js';
 
 export interface WorkerCapabilities {
   /** Credentials profile names this worker has passwords for. */
@@ -40,9 +41,7 @@ export const REGISTRY_TTL_MS = 30_000;
 /** What this worker lacks to run the job, or undefined when it can run it. */
 export function missingFor(data: Pick<JobData, 'target' | 'tls'>, caps: WorkerCapabilities): string | undefined {
   if (!caps.profiles.includes(data.target.credentials)) return `credentials profile "${data.target.credentials}"`;
-  if (data.tls && !caps.tlsSites.includes(data.target.site) && !caps.tlsSites.includes('*')) {
-    return `TLS for site "${data.target.site || '-'}"`;
-  }
+  if (data.tls && !siteHasTls(caps.tlsSites, data.target.site)) return `TLS for site "${data.target.site || '-'}"`;
   return undefined;
 }
 

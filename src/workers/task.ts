@@ -8,6 +8,7 @@ import type { Credentials } from '../core/sessions.js';
 import { loadTlsMaterial, type TlsMaterial, type TlsProfile } from '../core/tls.js';
 import type { JobData } from '../fleet/job.js';
 import { pollMiner } from './ops/poll.js';
+import { missingFor } from './registry.js';
 import { mutateMiner } from './ops/mutate.js';
 import { mutationSpecSchema } from './ops/mutation-spec.js';
 
@@ -43,15 +44,19 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
   const credentials = new Map(config.credentials);
   const tls = new Map<string, TlsMaterial>();
   for (const [site, profile] of Object.entries(config.tlsBySite ?? {})) tls.set(site, loadTlsMaterial(profile, `site:${site}`));
+  const caps = { profiles: [...credentials.keys()], tlsSites: [...tls.keys()] };
 
   const run = async ({ job }: TaskInput): Promise<TaskResult> => {
     const started = Date.now();
     const t = job.target;
     const siteTls = tls.get(t.site) ?? tls.get('*');
     const transport = siteTls ? 'tls' : 'plaintext';
+    // The processor hands such jobs to a worker that can (registry.ts); here is the last line: no
+    // password, or a run that asked for TLS where this worker has none, never reaches a miner.
+    const missing = missingFor(job, caps);
     const creds = credentials.get(t.credentials);
-    if (!creds) {
-      const error = new FleetError('INVALID_JOB', `credentials profile "${t.credentials}" is not known to this worker`, { minerId: t.minerId, host: t.host, operation: job.operation, attempts: 0 });
+    if (missing || !creds) {
+      const error = new FleetError('INVALID_JOB', `this worker has no ${missing ?? 'credentials'}`, { minerId: t.minerId, host: t.host, operation: job.operation, attempts: 0 });
       return { ok: false, code: error.code, attempts: 0, durationMs: 0, transport, error: error.toPlain() };
     }
     const miner = core.miner({ id: t.minerId, host: t.host, port: t.port, credentials: creds, ...(siteTls ? { tls: siteTls } : {}) });
