@@ -3,9 +3,10 @@ import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { backoffDelayMs } from '../src/core/backoff.js';
 import { Breaker, type BreakerOptions } from '../src/core/breaker.js';
-import { MemoryBreakerStore, SharedBreakerStore, createSharedBreakerTable } from '../src/core/breaker-store.js';
+import { HAS_FAILURES, MemoryBreakerStore, SharedBreakerStore, createSharedBreakerTable } from '../src/core/breaker-store.js';
 import { withBreaker } from '../src/core/breaker-guard.js';
 import { FakeClock } from '../src/core/clock.js';
+import { FleetCore } from '../src/core/fleet-core.js';
 import { FleetError } from '../src/core/fleet-error.js';
 import { parseCoreOptions } from '../src/core/options.js';
 import { grpcTarget } from '../src/core/channel-options.js';
@@ -207,23 +208,105 @@ describe('shared breaker table', () => {
     expect(new Breaker(new SharedBreakerStore(table), 'miner-8', BREAKER, clock).state).toBe('CLOSED');
   });
 
-  it('peekState (the lock-free hot-path read) sees what the locked updates wrote, past colliding slots', async () => {
+  it('peek (the lock-free hot-path read) sees what the locked updates wrote, past colliding slots', async () => {
     const table = createSharedBreakerTable(4); // 4 slots: keys collide and probe onwards
     const clock = new FakeClock();
     const store = new SharedBreakerStore(table);
-    const keys = ['m-a', 'm-b', 'm-c', 'm-d'];
-    for (const k of keys) store.update(k, () => undefined); // claim every slot
+    const others = ['m-a', 'm-b', 'm-d'];
+    for (const k of others) new Breaker(store, k, BREAKER, clock).failure(); // one failure each: a live record
     const breaker = new Breaker(store, 'm-c', BREAKER, clock);
     for (let i = 0; i < 3; i++) breaker.failure();
-    expect(keys.map((k) => store.peekState(k))).toEqual([0, 0, 1, 0]);
-    expect(store.peekState('not-there')).toBe(0);
+    expect(store.liveSlots).toBe(4);
+    expect(['m-a', 'm-b', 'm-c', 'm-d'].map((k) => store.peek(k))).toEqual([HAS_FAILURES, HAS_FAILURES, 1, HAS_FAILURES]);
+    expect(store.peek('not-there')).toBe(0);
     expect(breaker.admit()).toBe('rejected');
     await clock.advance(BREAKER.openMs);
     expect(breaker.admit()).toBe('probe');
-    expect(store.peekState('m-c')).toBe(2);
+    expect(store.peek('m-c')).toBe(2);
     breaker.success();
     breaker.success();
     expect(breaker.state).toBe('CLOSED');
+    expect(store.liveSlots).toBe(3); // closed again: its slot is given back
+  });
+});
+
+describe.each([
+  ['memory', () => new MemoryBreakerStore()],
+  ['shared', () => new SharedBreakerStore(createSharedBreakerTable(64))],
+])('breaker records are forgotten once they no longer matter (%s store)', (_name, makeStore) => {
+  const recorded = (store: MemoryBreakerStore | SharedBreakerStore) => (store instanceof MemoryBreakerStore ? store.size : store.liveSlots);
+
+  it('a miner that failed once is recorded no longer than the window: its next success after it drops the record', async () => {
+    const clock = new FakeClock();
+    const store = makeStore();
+    const b = new Breaker(store, 'm1', BREAKER, clock);
+    b.failure('MINER_TIMEOUT');
+    b.success();
+    expect(recorded(store)).toBe(1); // still inside the window: the failure counts
+    expect(store.peek('m1')).toBe(HAS_FAILURES);
+    await clock.advance(BREAKER.windowMs);
+    b.success();
+    expect(recorded(store)).toBe(0);
+    expect(store.peek('m1')).toBe(0);
+  });
+
+  it('a breaker that closes again gives its record back', async () => {
+    const clock = new FakeClock();
+    const store = makeStore();
+    const b = new Breaker(store, 'm1', { ...BREAKER, halfOpenSuccesses: 1 }, clock);
+    for (let i = 0; i < 3; i++) b.failure();
+    await clock.advance(BREAKER.openMs);
+    expect(b.admit()).toBe('probe');
+    b.success();
+    expect(b.state).toBe('CLOSED');
+    expect(recorded(store)).toBe(0);
+  });
+});
+
+describe('shared breaker table under address churn', () => {
+  it('keeps opening breakers for new miners long after more miners than it has slots have failed and gone', async () => {
+    // 16 slots; 400 miners in 100 waves of 4: each wave's miners fail until their breakers open,
+    // then are never seen again (their addresses moved). Before slots were reclaimed, the 17th
+    // miner onwards got no breaker at all (failed open): its failures never opened anything.
+    const table = createSharedBreakerTable(16);
+    const store = new SharedBreakerStore(table);
+    const clock = new FakeClock();
+    let opened = 0;
+    for (let wave = 0; wave < 100; wave++) {
+      for (let m = 0; m < 4; m++) {
+        const b = new Breaker(store, `10.${wave}.0.${m}:50051`, BREAKER, clock);
+        b.failure('MINER_UNREACHABLE');
+        b.failure('MINER_UNREACHABLE');
+        if (b.failure('MINER_UNREACHABLE')) opened++;
+        expect(b.admit()).toBe('rejected');
+      }
+      await clock.advance(BREAKER.openMs + BREAKER.probeLeaseMs);
+    }
+    expect(opened).toBe(400);
+    expect(store.liveSlots).toBeLessThanOrEqual(16);
+  });
+
+  it('never evicts a breaker that still matters: a full run of recent ones leaves the newcomer without one', () => {
+    const table = createSharedBreakerTable(4);
+    const store = new SharedBreakerStore(table);
+    const clock = new FakeClock();
+    for (let m = 0; m < 4; m++) for (let i = 0; i < 3; i++) new Breaker(store, `m${m}`, BREAKER, clock).failure();
+    const newcomer = new Breaker(store, 'm-new', BREAKER, clock);
+    for (let i = 0; i < 3; i++) newcomer.failure();
+    expect(newcomer.state).toBe('CLOSED'); // failed open: no room
+    for (let m = 0; m < 4; m++) expect(new Breaker(store, `m${m}`, BREAKER, clock).state).toBe('OPEN');
+  });
+});
+
+describe('memory breaker store under address churn', () => {
+  it('stays bounded: records of miners whose failures left the window are dropped as it grows', async () => {
+    const store = new MemoryBreakerStore();
+    const clock = new FakeClock();
+    for (let wave = 0; wave < 20; wave++) {
+      for (let m = 0; m < 1_000; m++) new Breaker(store, `10.${wave}.${m >> 8}.${m & 255}`, BREAKER, clock).failure('MINER_TIMEOUT');
+      await clock.advance(BREAKER.windowMs);
+    }
+    expect(store.size).toBeLessThan(10_000); // 20,000 miners each failed once
   });
 });
 
@@ -327,5 +410,46 @@ describe('core options', () => {
     expect(() => parseCoreOptions({ connectTimeoutMs: -5 })).toThrow(/options\.connectTimeoutMs .*\(got -5\)/);
     expect(() => parseCoreOptions({ pool: { keepaliveTimeMs: 10_000 } })).toThrow(/options\.pool\.keepaliveTimeMs .*10000/);
     expect(() => parseCoreOptions({ bogus: 1 } as never)).toThrow(/options/);
+  });
+});
+
+describe('per-miner state of a long-running thread', () => {
+  it('forgets sessions idle past sessionIdleMs and expired API versions, keeps what is in use', async () => {
+    const clock = new FakeClock();
+    const core = new FleetCore({ sessionIdleMs: 3_600_000, versionCacheTtlMs: 600_000 }, { clock });
+    try {
+      for (let m = 0; m < 100; m++) {
+        await core.sessions.token(`gone-${m}`, async () => `t${m}`);
+        core.rememberVersion(`gone-${m}`, { major: 1, minor: 0, patch: 0 });
+        core.markUnsupported(`gone-${m}`, 'GetErrors');
+      }
+      await core.sessions.token('busy', async () => 'tb');
+      expect(core.minerStateCounts).toEqual({ sessions: 101, versions: 100, unsupported: 100 });
+      for (let minute = 0; minute < 61; minute++) {
+        await clock.advance(60_000);
+        expect(core.sessions.cached('busy')).toBe('tb'); // polled every minute: never idle
+        core.sweepMinerState();
+      }
+      expect(core.minerStateCounts).toEqual({ sessions: 1, versions: 0, unsupported: 0 });
+      expect(core.sessions.cached('gone-1')).toBeUndefined(); // the next call logs in again
+    } finally {
+      core.close();
+    }
+  });
+
+  it('keeps a session whose login is still in flight', async () => {
+    const clock = new FakeClock();
+    const core = new FleetCore({}, { clock });
+    try {
+      let finish: (t: string) => void = () => undefined;
+      const pending = core.sessions.token('slow', () => new Promise<string>((r) => (finish = r)));
+      await clock.advance(7_200_000);
+      core.sweepMinerState();
+      finish('ts');
+      expect(await pending).toBe('ts');
+      expect(core.sessions.cached('slow')).toBe('ts');
+    } finally {
+      core.close();
+    }
   });
 });

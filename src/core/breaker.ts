@@ -1,7 +1,7 @@
 // Per-miner circuit breaker: CLOSED → OPEN after N miner failures within a rolling window,
 // OPEN fails fast for openMs, then HALF_OPEN lets exactly one probe through; M successes close it.
 import type { Clock } from './clock.js';
-import type { BreakerRecord, BreakerStore } from './breaker-store.js';
+import { HAS_FAILURES, type BreakerRecord, type BreakerStore } from './breaker-store.js';
 import { ERROR_CODES, type ErrorCode } from './error-codes.js';
 
 export type BreakerState = 'CLOSED' | 'OPEN' | 'HALF_OPEN';
@@ -39,11 +39,26 @@ export class Breaker {
     return rec.state === HALF_OPEN ? 'HALF_OPEN' : 'CLOSED';
   }
 
+  /**
+   * Whether another miner's record holds nothing that still matters, so it may make room for a new
+   * one: closed with every failure out of the window (it acts as a fresh one), or open with no call
+   * through it for longer than a probe would have taken to come (its miner is gone, or moved).
+   */
+  private readonly evictable = (rec: BreakerRecord): boolean => {
+    const now = this.clock.now();
+    if (rec.state === CLOSED) return rec.failures.every((t) => now - t >= this.opts.windowMs);
+    return now - Math.max(rec.openedAtMs, rec.probeStartedAtMs) >= this.opts.openMs + this.opts.probeLeaseMs;
+  };
+
+  private update<T>(fn: (rec: BreakerRecord) => T): T {
+    return this.store.update(this.key, fn, this.evictable);
+  }
+
   /** Asks to send one call. 'probe' means this call is the single half-open probe. */
   admit(): Admission {
-    if (this.store.peekState(this.key) === CLOSED) return 'allowed'; // the common case: no lock, no copy
+    if ((this.store.peek(this.key) & 3) === CLOSED) return 'allowed'; // the common case: no lock, no copy
     const now = this.clock.now();
-    return this.store.update(this.key, (rec) => {
+    return this.update((rec) => {
       if (rec.state === CLOSED) return 'allowed';
       if (rec.state === OPEN) {
         if (now - rec.openedAtMs < this.opts.openMs) return 'rejected';
@@ -59,8 +74,20 @@ export class Breaker {
   }
 
   success(): void {
-    if (this.store.peekState(this.key) !== HALF_OPEN) return; // only a probe's success changes anything
-    this.store.update(this.key, (rec) => {
+    const peeked = this.store.peek(this.key);
+    if (peeked === CLOSED) return; // the common case: closed, nothing recorded
+    if (peeked === (CLOSED | HAS_FAILURES)) {
+      // Failures that left the window are dropped; when none is left the record is fresh and
+      // gives its room back (a miner that failed once stays recorded no longer than the window).
+      const now = this.clock.now();
+      this.update((rec) => {
+        if (rec.state !== CLOSED) return;
+        rec.failures = rec.failures.filter((t) => now - t < this.opts.windowMs);
+        if (rec.failures.length === 0) rec.lastFailure = -1;
+      });
+      return;
+    }
+    this.update((rec) => {
       if (rec.state !== HALF_OPEN) return;
       rec.probeStartedAtMs = 0;
       rec.halfOpenOk++;
@@ -76,7 +103,7 @@ export class Breaker {
   /** Records a miner failure; true when this failure opened the breaker. */
   failure(code?: ErrorCode): boolean {
     const now = this.clock.now();
-    return this.store.update(this.key, (rec) => {
+    return this.update((rec) => {
       if (code) rec.lastFailure = ERROR_CODES.indexOf(code);
       if (rec.state === HALF_OPEN || rec.state === OPEN) {
         const wasOpen = rec.state === OPEN;
@@ -101,7 +128,7 @@ export class Breaker {
 
   /** The probe ended without saying anything about the miner (e.g. our own bad argument). */
   release(): void {
-    this.store.update(this.key, (rec) => {
+    this.update((rec) => {
       if (rec.state === HALF_OPEN) rec.probeStartedAtMs = 0;
     });
   }

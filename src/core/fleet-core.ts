@@ -10,6 +10,9 @@ import { ConnectionPool, type ClientFactory } from './pool.js';
 import type { RetryDeps } from './retry.js';
 import { SessionCache } from './sessions.js';
 
+/** How often per-miner state is swept (a pass over a few maps; 100,000 miners take a few ms). */
+const MINER_STATE_SWEEP_MS = 60_000;
+
 export interface CoreDeps {
   clock?: Clock;
   random?: () => number;
@@ -23,10 +26,11 @@ export class FleetCore {
   readonly clock: Clock;
   readonly random: () => number;
   readonly pool: ConnectionPool;
-  readonly sessions = new SessionCache();
+  readonly sessions: SessionCache;
   readonly breakerStore: BreakerStore;
   /** Clock and randomness for in-call retries (one object, not one per call). */
   readonly retryDeps: RetryDeps;
+  private readonly stateTimer: NodeJS.Timeout;
   private readonly versions = new Map<string, { version: ApiVersion; atMs: number }>();
   /** Methods a miner answered UNIMPLEMENTED to, until its version is read again. */
   private readonly unsupported = new Map<string, Set<string>>();
@@ -38,6 +42,27 @@ export class FleetCore {
     this.retryDeps = { clock: this.clock, random: this.random };
     this.breakerStore = deps.breakerStore ?? new MemoryBreakerStore();
     this.pool = new ConnectionPool(this.options.pool, this.clock, deps.clientFactory);
+    this.sessions = new SessionCache(() => this.clock.now());
+    this.stateTimer = setInterval(() => this.sweepMinerState(), MINER_STATE_SWEEP_MS);
+    this.stateTimer.unref();
+  }
+
+  /**
+   * Forgets what this thread keeps per miner once it no longer holds: expired API versions (and the
+   * methods found missing under them) and sessions idle past `sessionIdleMs`. A long-running worker
+   * on a farm whose addresses churn keeps memory for the miners it polls, not for every miner it
+   * ever saw. (Channels have the pool's own TTL; breakers forget in their store.)
+   */
+  sweepMinerState(): void {
+    const now = this.clock.now();
+    for (const [key, v] of this.versions) if (now - v.atMs > this.options.versionCacheTtlMs) this.versions.delete(key);
+    for (const key of this.unsupported.keys()) if (!this.versions.has(key)) this.unsupported.delete(key);
+    this.sessions.sweep(this.options.sessionIdleMs);
+  }
+
+  /** Miners this thread keeps something for (for tests and diagnostics). */
+  get minerStateCounts(): { sessions: number; versions: number; unsupported: number } {
+    return { sessions: this.sessions.size, versions: this.versions.size, unsupported: this.unsupported.size };
   }
 
   /** A client for one miner; cheap to create (one per job), state lives in the core. */
@@ -76,6 +101,7 @@ export class FleetCore {
 
   /** Closes every channel and timer: the thread can exit afterwards. */
   close(): void {
+    clearInterval(this.stateTimer);
     this.pool.close();
   }
 }

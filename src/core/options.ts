@@ -54,6 +54,8 @@ export const coreOptionsSchema = z
     maxReceiveBytes: z.number().int().min(MIN_RECEIVE_BYTES).max(MAX_RECEIVE_BYTES).default(DEFAULT_RECEIVE_BYTES),
     /** How long a miner's API version stays cached. */
     versionCacheTtlMs: z.number().int().positive().default(600_000),
+    /** A session unused this long is dropped (real miners end sessions after 3,600 s without calls). */
+    sessionIdleMs: z.number().int().positive().default(3_600_000),
     stream: z
       .object({
         maxReconnects: z.number().int().nonnegative().default(10),
