@@ -1,4 +1,5 @@
 // The benchmark's ratios: by medians, by fastest rounds, and paired (each round's own ratio, then the median).
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import type { ModeResult } from '../src/bench/measure.js';
 import { ratiosOf } from '../src/bench/ratios.js';
@@ -40,5 +41,29 @@ describe('benchmark ratios', () => {
   it('leaves the blackholed runs out of every ratio', () => {
     const runs = [...fleet(true), run('pipeline', '(a) 10% blackholed n=1000 warm', 100, 1)];
     expect(ratiosOf(runs)).toEqual(ratiosOf(fleet(true)));
+  });
+});
+
+describe('npm run bench: its flags', () => {
+  const bench = (...args: string[]) => spawnSync(process.execPath, ['dist/bench/run.js', ...args], { encoding: 'utf8', timeout: 20_000 });
+
+  it('--help prints the usage and runs nothing', () => {
+    const r = bench('--help');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/^usage: npm run bench -- \[options\]/);
+    expect(r.stdout).toContain('--blackhole-size N');
+  });
+
+  it.each([
+    [['--sizes', '1000,abc'], '--sizes must be a whole number from 1 to 100000, got "abc"'],
+    [['--rounds', '0'], '--rounds must be a whole number from 1 to 50, got "0"'],
+    [['--modes', 'a,d'], '--modes: unknown mode "d"'],
+    [['--threads', '2.5'], '--threads must be a whole number from 0 to 256, got "2.5"'],
+    [['--bogus'], "Unknown option '--bogus'"],
+  ])('%j is refused before anything starts, naming the flag and the value', (args, message) => {
+    const r = bench(...args);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(message);
+    expect(r.stdout).toBe('');
   });
 });

@@ -2,6 +2,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startSimFleet, type FleetControl } from '../src/sim/index.js';
+import { SimCluster } from '../src/sim/cluster.js';
+import { planFleet } from '../src/sim/plan.js';
 import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
 import { plainCall, plainClient, plainLogin } from './helpers/plain-client.js';
 
@@ -36,4 +38,17 @@ describe('10,000 simulated miners', () => {
     expect(failures.slice(0, 5)).toEqual([]);
     expect(ok).toBe(10_000);
   }, 180_000);
+});
+
+describe('a simulated fleet whose shard dies (Ctrl-C reaches the whole process group)', () => {
+  it('fails calls to that shard with a clear error, never crashes its controller, and closes', async () => {
+    const sim = await SimCluster.start({ miners: planFleet({ miners: 6, base: '127.3.100.1' }) }, 3);
+    const [first, second] = sim.pids();
+    process.kill(first!, 'SIGINT');
+    await new Promise((r) => setTimeout(r, 300));
+    await expect(sim.callCounts(sim.miners[0]!.id)).rejects.toThrow(/sim shard (exited with SIGINT|is gone)/);
+    await expect(sim.callCounts(sim.miners[3]!.id)).resolves.toBeDefined(); // the other shard still answers
+    await sim.close();
+    expect(() => process.kill(second!, 0)).toThrow(); // closed: no shard left running
+  }, 30_000);
 });

@@ -2,10 +2,11 @@
 // loop, on simulated fleets of 1,000 and 10,000 miners (100,000 with --huge), plus (a) with 10% of
 // miners blackholed, twice (breakers closed, then open). Writes bench-results/latest.json.
 // `--report FILE` recomputes a results file's ratios (medians, fastest and paired rounds) from its rounds.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { parseArgs as nodeParseArgs } from 'node:util';
 import { PACKAGE_ROOT } from '../core/proto.js';
 import { startRedisServer } from '../redis/server.js';
 import { SimCluster } from '../sim/cluster.js';
@@ -29,29 +30,93 @@ interface BenchArgs {
   out: string;
 }
 
-function parseArgs(argv: string[]): BenchArgs {
-  const get = (name: string) => {
-    const i = argv.indexOf(name);
-    return i >= 0 ? argv[i + 1] : undefined;
+const MODES = ['a', 'a0', 'b', 'c', 'c2'];
+
+const USAGE = `usage: npm run bench -- [options]
+
+Polls simulated fleets with (a) bos-fleet's pipeline, (a0) its core alone, (b) a bare grpc-js client,
+(c) the naive peer loop and (c2) the naive loop with a connection per call; prints and writes the
+figures and the ratios (a)/(b) and (c)/(a).
+
+  --sizes N[,N…]          fleet sizes (default 1000,10000; each 1 to 100,000)
+  --huge                  also 100,000 miners, pipeline only, one cold poll
+  --modes M[,M…]          of ${MODES.join(',')} (default all)
+  --threads N[,N…]        (a)'s --threads values (default 0,2; each 0 to 256)
+  --concurrency N         polls in flight, every mode (default 200; 1 to 10,000)
+  --timeout-ms N          per-call timeout (default 5000)
+  --rounds N              runs of each mode per size, in rotated order; figures are medians (default 3; 1 to 50)
+  --blackhole-size N      size at which (a) also runs with 10% of miners blackholed (default 1000; 0: never)
+  --out FILE              results file (default bench-results/latest.json)
+  --report FILE           recompute a results file's ratios from its rounds, run nothing
+  -h, --help              this text`;
+
+/** A bad flag value: the message names the flag and the value. */
+class BenchUsageError extends Error {}
+
+function parseArgs(argv: string[]): BenchArgs & { help: boolean; report?: string } {
+  let values;
+  try {
+    ({ values } = nodeParseArgs({
+      args: argv,
+      strict: true,
+      options: {
+        sizes: { type: 'string' },
+        huge: { type: 'boolean' },
+        modes: { type: 'string' },
+        threads: { type: 'string' },
+        concurrency: { type: 'string' },
+        'timeout-ms': { type: 'string' },
+        rounds: { type: 'string' },
+        'blackhole-size': { type: 'string' },
+        out: { type: 'string' },
+        report: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new BenchUsageError((err as Error).message);
+  }
+  const int = (flag: string, value: string, min: number, max: number): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new BenchUsageError(`--${flag} must be a whole number from ${min} to ${max}, got "${value}"`);
+    return n;
   };
-  const list = (v: string | undefined, d: number[]) => (v ? v.split(',').map((x) => Number(x)) : d);
-  const sizes = list(get('--sizes'), [1_000, 10_000]);
+  const ints = (flag: string, value: string | undefined, d: number[], min: number, max: number): number[] =>
+    value === undefined ? d : value.split(',').map((x) => int(flag, x, min, max));
+  const sizes = ints('sizes', values.sizes, [1_000, 10_000], 1, 100_000);
   const pipelineOnly: number[] = [];
-  if (argv.includes('--huge')) {
+  if (values.huge) {
     if (!sizes.includes(100_000)) sizes.push(100_000);
     pipelineOnly.push(100_000);
   }
+  const modes = (values.modes ?? MODES.join(',')).split(',');
+  for (const m of modes) if (!MODES.includes(m)) throw new BenchUsageError(`--modes: unknown mode "${m}" (modes: ${MODES.join(', ')})`);
   return {
-    modes: (get('--modes') ?? 'a,a0,b,c,c2').split(','),
+    help: values.help ?? false,
+    ...(values.report === undefined ? {} : { report: values.report }),
+    modes,
     pipelineOnly,
     sizes,
-    threads: list(get('--threads'), [0, 2]),
-    concurrency: Number(get('--concurrency') ?? 200),
-    timeoutMs: Number(get('--timeout-ms') ?? 5_000),
-    blackholeSize: Number(get('--blackhole-size') ?? 1_000),
-    rounds: Number(get('--rounds') ?? 3),
-    out: get('--out') ?? path.join(PACKAGE_ROOT, 'bench-results', 'latest.json'),
+    threads: ints('threads', values.threads, [0, 2], 0, 256),
+    concurrency: int('concurrency', values.concurrency ?? '200', 1, 10_000),
+    timeoutMs: int('timeout-ms', values['timeout-ms'] ?? '5000', 1, 600_000),
+    blackholeSize: int('blackhole-size', values['blackhole-size'] ?? '1000', 0, 100_000),
+    rounds: int('rounds', values.rounds ?? '3', 1, 50),
+    out: values.out ?? path.join(PACKAGE_ROOT, 'bench-results', 'latest.json'),
   };
+}
+
+/**
+ * Ctrl-C, SIGTERM, or a reader that went away (`npm run bench | head`): the mode running now is
+ * stopped, and main's cleanup (simulator, Redis, temporary directory) runs before the exit.
+ */
+const interruption = { reason: undefined as string | undefined, exitCode: 0, child: undefined as ChildProcess | undefined };
+
+function interrupt(reason: string, exitCode: number): void {
+  if (interruption.reason) return;
+  interruption.reason = reason;
+  interruption.exitCode = exitCode;
+  interruption.child?.kill('SIGTERM');
 }
 
 let configSeq = 0;
@@ -62,10 +127,14 @@ function runMode(cfg: ModeConfig, dir: string): Promise<ModeResult[]> {
   return new Promise((resolve, reject) => {
     // BOS_FLEET_BENCH_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles each mode's process.
     const nodeArgs = (process.env['BOS_FLEET_BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+    if (interruption.reason) return reject(new Error(`bench interrupted (${interruption.reason})`));
     const child = spawn(process.execPath, [...nodeArgs, path.join(PACKAGE_ROOT, 'dist', 'bench', 'mode.js'), configFile], { stdio: ['ignore', 'pipe', 'inherit'] });
+    interruption.child = child;
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.on('exit', (code) => {
+      interruption.child = undefined;
+      if (interruption.reason) return reject(new Error(`bench interrupted (${interruption.reason})`));
       const results = out
         .split('\n')
         .filter((l) => l.startsWith('BENCH '))
@@ -83,8 +152,7 @@ function row(r: ModeResult): string {
   return `${r.label.padEnd(40)} ${String(r.n).padStart(7)} ${`${(r.durationMs / 1000).toFixed(2)} s`.padStart(10)} ${String(r.minersPerS).padStart(9)} ${`${r.p50Ms}`.padStart(7)} ${`${r.p99Ms}`.padStart(7)} ${String(r.peakRssMb).padStart(7)} ${String(r.cpuMs).padStart(7)} ${String(r.redisCpuMs ?? 0).padStart(7)} ${String(r.simCpuMs ?? 0).padStart(7)}  ${counts}`;
 }
 
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+async function main(args: BenchArgs): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-bench-'));
   const redis = await startRedisServer({ dir });
   const results: ModeResult[] = [];
@@ -183,6 +251,29 @@ function report(file: string): void {
   writeFileSync(file, JSON.stringify({ ...saved, ratios, bestRatios, pairedRatios }, null, 2) + '\n');
 }
 
-const reportFile = process.argv.indexOf('--report');
-if (reportFile >= 0) report(process.argv[reportFile + 1] ?? '');
-else await main();
+let parsed: ReturnType<typeof parseArgs>;
+try {
+  parsed = parseArgs(process.argv.slice(2));
+} catch (err) {
+  if (!(err instanceof BenchUsageError)) throw err;
+  console.error(`bench: ${err.message}\n\n${USAGE}`);
+  process.exit(2);
+}
+if (parsed.help) console.log(USAGE);
+else if (parsed.report !== undefined) report(parsed.report);
+else {
+  process.once('SIGINT', () => interrupt('SIGINT', 130));
+  process.once('SIGTERM', () => interrupt('SIGTERM', 143));
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') interrupt('output closed', 0);
+  });
+  try {
+    await main(parsed);
+  } catch (err) {
+    if (!interruption.reason) throw err;
+  }
+  if (interruption.reason) {
+    console.error(`bench: stopped (${interruption.reason}); simulator, Redis and temporary files cleaned up, no results written`);
+    process.exitCode = interruption.exitCode;
+  }
+}

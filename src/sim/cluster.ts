@@ -31,17 +31,27 @@ class Shard {
       if (msg.ok) p.resolve(msg.result);
       else p.reject(new Error(msg.error ?? 'shard error'));
     });
-    child.on('exit', (code) => {
-      for (const p of this.pending.values()) p.reject(new Error(`sim shard exited with code ${code}`));
+    child.on('exit', (code, signal) => {
+      for (const p of this.pending.values()) p.reject(new Error(`sim shard exited with ${signal ?? `code ${code}`}`));
       this.pending.clear();
     });
+    // A shard that died (e.g. Ctrl-C reaches the whole process group) fails its calls, never the process.
+    child.on('error', () => undefined);
+  }
+
+  get exited(): boolean {
+    return this.child.exitCode !== null || this.child.signalCode !== null;
   }
 
   call<T>(op: string, ...args: unknown[]): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
+      if (this.exited || !this.child.connected) return reject(new Error(`sim shard is gone (${this.exited ? 'exited' : 'disconnected'})`));
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.child.send({ id, op, args });
+      this.child.send({ id, op, args }, (err) => {
+        if (!err || !this.pending.delete(id)) return;
+        reject(err);
+      });
     });
   }
 }
@@ -121,7 +131,7 @@ export class SimCluster implements FleetControl {
     await Promise.all(
       this.shards.map(async (s) => {
         const exited = new Promise<void>((resolve) => {
-          if (s.child.exitCode !== null) resolve();
+          if (s.exited) resolve();
           else s.child.once('exit', () => resolve());
         });
         s.call('close').catch(() => undefined);
