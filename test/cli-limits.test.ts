@@ -2,6 +2,7 @@
 // at start-up instead of failing with EMFILE mid-run.
 import { describe, expect, it } from 'vitest';
 import { descriptorWarning, openFilesLimit } from '../src/cli/common.js';
+import { shownRedisUrl } from '../src/redis/resolve.js';
 import { runCli } from './helpers/cli.js';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
@@ -36,5 +37,29 @@ describe('flag bounds', () => {
     expect(threads.stderr).toContain('--threads must be a whole number from 0 to 256, got "999"');
     const consumers = await runCli(['worker', '--consumers', '0']);
     expect(consumers.stderr).toContain('--consumers must be a whole number from 1 to 1000, got "0"');
+  });
+});
+
+describe('--redis / REDIS_URL', () => {
+  it('a URL that cannot be parsed is named (its password hidden), not reported as a bare "Invalid URL"', async () => {
+    const badPort = await runCli(['runs', '--redis', 'redis://:s3cret@127.0.0.1:99999']);
+    expect(badPort.code).not.toBe(0);
+    expect(badPort.stderr).toContain('--redis is not a valid URL: "redis://:***@127.0.0.1:99999"');
+    expect(badPort.stderr).not.toContain('s3cret');
+    const scheme = await runCli(['runs'], { REDIS_URL: 'http://127.0.0.1:6379' });
+    expect(scheme.stderr).toContain('REDIS_URL must look like redis://host:6379, got "http://127.0.0.1:6379"');
+  });
+
+  it('a Redis that does not answer is named without its password', async () => {
+    const r = await runCli(['runs', '--redis', 'redis://farm:s3cret@127.0.0.1:1/2']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('cannot connect to Redis at redis://farm:***@127.0.0.1:1/2');
+    expect(r.stderr).not.toContain('s3cret');
+  });
+
+  it('shownRedisUrl hides only the password', () => {
+    expect(shownRedisUrl('redis://127.0.0.1:6379/0')).toBe('redis://127.0.0.1:6379/0');
+    expect(shownRedisUrl('rediss://default:p@ss:w0rd@redis.farm:6380')).toBe('rediss://default:***@redis.farm:6380');
+    expect(shownRedisUrl('redis://:only-pass@10.0.0.5')).toBe('redis://:***@10.0.0.5');
   });
 });

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { loadTlsMaterial, tlsProfileSchema, type TlsProfile } from '../core/tls.js';
 import { checkDurability } from '../redis/durability.js';
-import { resolveRedisUrl, stateDir } from '../redis/resolve.js';
+import { resolveRedisUrl, shownRedisUrl, stateDir } from '../redis/resolve.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/run-store.js';
 import { positiveInt } from './parse.js';
@@ -25,7 +25,7 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
       : process.env['REDIS_URL']
         ? 'check REDIS_URL, and that redis-server runs there'
         : `the embedded redis-server (data in ${stateDir()}) did not answer`;
-    throw new Error(`cannot connect to Redis at ${url}: ${(cause ?? (err as Error)).message} (${hint})`);
+    throw new Error(`cannot connect to Redis at ${shownRedisUrl(url)}: ${(cause ?? (err as Error)).message} (${hint})`);
   }
   const report = await checkDurability(redis);
   if (report.problems.length) {

@@ -7,6 +7,7 @@ import { activityText, totalOutcomes, watchActivity } from '../workers/activity.
 import { listWorkers } from '../workers/registry.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { connectRedis, descriptorWarning, loadTlsSites } from './common.js';
+import { shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
 
@@ -49,7 +50,7 @@ export function registerWorker(program: Command): void {
         stalledIntervalMs: Math.max(1_000, Math.floor(opts.lockMs / 2)),
         ...(tlsBySite ? { tlsBySite } : {}),
       });
-      console.log(`worker: ${process.pid} on ${url}, threads ${opts.threads}, concurrency ${opts.concurrency} over ${running.workers.length} consumer(s)`);
+      console.log(`worker: ${process.pid} on ${shownRedisUrl(url)}, threads ${opts.threads}, concurrency ${opts.concurrency} over ${running.workers.length} consumer(s)`);
       const activity = watchActivity(running.workers);
       const report = reportEveryMs > 0 ? setInterval(() => {
         const a = activity.take();
