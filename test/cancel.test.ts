@@ -53,7 +53,7 @@ describe('cancelling a poll run', () => {
       expect(cancelled?.error?.message).toMatch(/run cancelled by the operator before this miner was polled/);
       expect(await queue.getRanges(['waiting', 'delayed', 'prioritized', 'active'])).toEqual([]);
       // Cancelling again changes nothing.
-      expect(await cancelRun(queue, store, record.runId)).toEqual({ runId: record.runId, cancelled: 0, done: COUNT, total: COUNT });
+      expect(await cancelRun(queue, store, record.runId)).toEqual({ runId: record.runId, cancelled: 0, done: COUNT, total: COUNT, neverEnqueued: 0 });
     } finally {
       await worker.close();
       await queue.close();
@@ -68,7 +68,7 @@ describe('cancelling a poll run', () => {
     const env = { REDIS_URL: redisUrl() };
     const ok = await runCli(['cancel', poll.runId, '--prefix', prefix, '--json'], env);
     expect(ok.code).toBe(0);
-    expect(JSON.parse(ok.stdout)).toEqual({ runId: poll.runId, cancelled: COUNT, done: COUNT, total: COUNT });
+    expect(JSON.parse(ok.stdout)).toEqual({ runId: poll.runId, cancelled: COUNT, done: COUNT, total: COUNT, neverEnqueued: 0 });
     const text = await runCli(['cancel', poll.runId, '--prefix', prefix], env);
     expect(text.stdout).toContain(`run ${poll.runId}: 0 queued miners cancelled (outcome CANCELLED); ${COUNT}/${COUNT} have an outcome`);
 

@@ -46,10 +46,16 @@ export function progressRenderer(
   };
 }
 
+/** A run Redis refused part of at enqueue: how much of the inventory it covers, and why. */
+export function cutShort(record: RunRecord): string {
+  return `CUT SHORT: only ${record.total} of the inventory's ${record.inventoryTotal} miners were enqueued (${printable(record.enqueueError ?? 'Redis refused the rest')})`;
+}
+
 export function summaryText(record: RunRecord, summary: RunSummary): string {
   const lines = [
     `run ${record.runId}  ${record.operation}  ${summary.done}/${summary.total} miners in ${fmtMs(summary.elapsedMs)} ` +
       `(${summary.throughputPerS.toFixed(1)} miners/s)  p50 ${fmtMs(summary.p50DurationMs)}  p95 ${fmtMs(summary.p95DurationMs)}`,
+    ...(record.inventoryTotal === undefined ? [] : [cutShort(record)]),
     '',
   ];
   const rows = Object.entries(summary.counts).sort(([a, x], [b, y]) => (a === 'OK' ? -1 : b === 'OK' ? 1 : y - x));

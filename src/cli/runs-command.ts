@@ -32,7 +32,7 @@ export function registerRuns(program: Command): void {
         if (rows.length === 0) return console.log('no runs yet');
         console.log(`${'RUN'.padEnd(34)}  ${'OPERATION'.padEnd(10)}  ${'CREATED'.padEnd(24)}  ${'DONE'.padStart(13)}  OK`);
         for (const r of rows) {
-          console.log(`${r.runId.padEnd(34)}  ${r.operation.padEnd(10)}  ${r.createdAt.padEnd(24)}  ${`${r.done}/${r.total}`.padStart(13)}  ${r.counts['OK'] ?? 0}`);
+          console.log(`${r.runId.padEnd(34)}  ${r.operation.padEnd(10)}  ${r.createdAt.padEnd(24)}  ${`${r.done}/${r.total}`.padStart(13)}  ${r.counts['OK'] ?? 0}${r.inventoryTotal === undefined ? '' : `  (cut short: ${r.total} of ${r.inventoryTotal} enqueued)`}`);
         }
       } finally {
         redis.disconnect();
@@ -43,7 +43,7 @@ export function registerRuns(program: Command): void {
     .command('cancel <runId>')
     .description("drop what is left of a poll run: its queued miners get a CANCELLED outcome; miners being polled finish")
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
-    .option('--json', 'print one JSON object {runId, cancelled, done, total}')
+    .option('--json', 'print one JSON object {runId, cancelled, done, total, neverEnqueued}')
     .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
     .action(async (runId: string, opts: { redis?: string; json?: boolean; prefix: string }) => {
       const { redis } = await connectRedis(opts.redis);
@@ -54,7 +54,8 @@ export function registerRuns(program: Command): void {
         const left = r.total - r.done;
         console.log(
           `run ${r.runId}: ${r.cancelled} queued miner${r.cancelled === 1 ? '' : 's'} cancelled (outcome CANCELLED); ${r.done}/${r.total} have an outcome` +
-            (left > 0 ? `, the other ${left} are being polled now and end with their own` : ''),
+            (left > 0 ? `, the other ${left} are being polled now and end with their own` : '') +
+            (r.neverEnqueued > 0 ? `; ${r.neverEnqueued} miners of its inventory were never enqueued (Redis refused them), so the run now counts ${r.total}` : ''),
         );
       } finally {
         await queue.close();

@@ -14,6 +14,10 @@ export interface RunRecord {
   createdAt: string;
   createdAtMs: number;
   total: number;
+  /** Set when Redis refused part of the run's jobs: the inventory's size (total is what was enqueued). */
+  inventoryTotal?: number;
+  /** Why the run was cut short at enqueue. */
+  enqueueError?: string;
 }
 
 export function newRunId(nowMs = Date.now()): string {
@@ -114,6 +118,19 @@ export class RunStore {
     for (const id of doomed) del.unlink(this.k.run(id), this.k.outcomes(id), this.k.counts(id)).zrem(this.k.runs, id);
     await del.exec();
     return doomed;
+  }
+
+  /** The miners of a run that have an outcome. */
+  outcomeMinerIds(runId: string): Promise<string[]> {
+    return this.redis.hkeys(this.k.outcomes(runId));
+  }
+
+  /** Cuts a run whose enqueue Redis refused part-way down to the miners enqueued, so it can finish. */
+  async closeRunAt(runId: string, enqueued: number, reason: string): Promise<void> {
+    const record = await this.getRun(runId);
+    if (!record) throw new Error(`no run "${runId}"`);
+    const cut: RunRecord = { ...record, total: enqueued, inventoryTotal: record.inventoryTotal ?? record.total, enqueueError: reason };
+    await this.redis.hset(this.k.run(runId), 'record', JSON.stringify(cut));
   }
 
   async getRun(runId: string): Promise<RunRecord | undefined> {

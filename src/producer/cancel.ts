@@ -13,6 +13,11 @@ export interface CancelResult {
   /** Miners with an outcome now (cancelled ones included); the others are being polled right now. */
   done: number;
   total: number;
+  /**
+   * Miners of the run that had no job at all (Redis refused them at enqueue, and could not record
+   * the cut then): the run is cut down to the others now, so it can finish.
+   */
+  neverEnqueued: number;
 }
 
 /** Queued job states a cancel removes from. */
@@ -41,5 +46,18 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
       }),
     );
   }
-  return { runId, cancelled, done: (await store.getCounts(runId)).done, total: record.total };
+  // Miners with neither an outcome nor a job left: their jobs were never enqueued. Cut the run down
+  // to the others, or it would wait for them forever (and never be pruned). Jobs are listed before
+  // outcomes, so a job finishing in between is seen at least once; a miner seen twice counts once.
+  let { done } = await store.getCounts(runId);
+  let neverEnqueued = 0;
+  if (done < record.total) {
+    const prefix = `${runId}.`;
+    const known = new Set((await queue.getRanges([...QUEUED, 'active'], 0, -1)).filter((id) => id.startsWith(prefix)).map((id) => id.slice(prefix.length)));
+    for (const minerId of await store.outcomeMinerIds(runId)) known.add(minerId);
+    neverEnqueued = Math.max(0, record.total - known.size);
+    if (neverEnqueued > 0) await store.closeRunAt(runId, known.size, `${neverEnqueued} miners were never enqueued; the run was cancelled`);
+    done = (await store.getCounts(runId)).done;
+  }
+  return { runId, cancelled, done, total: record.total - neverEnqueued, neverEnqueued };
 }

@@ -6,6 +6,10 @@ import type { JobData, JobTarget, Operation } from '../fleet/job.js';
 import { DEFAULT_RETENTION, newRunId, type RetentionPolicy, type RunRecord, type RunStore } from '../fleet/run-store.js';
 import type { Inventory } from './inventory.js';
 import { siteHasTls } from '../core/tls.js';
+import { headroomProblem, redisMemory } from '../redis/durability.js';
+
+/** Redis refused a run for want of memory (nothing of it was written). */
+export class RedisFullError extends Error {}
 
 export interface EnqueueOptions {
   operation: Operation;
@@ -53,6 +57,8 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
     createdAtMs: now,
     total: inventory.targets.length,
   };
+  // A run that cannot fit is refused whole, before anything is written (an existing run re-enqueued adds nothing).
+  if (!(opts.runId && (await store.getRun(opts.runId)))) await ensureRoom(store, inventory.targets.length, opts.operation === 'poll' ? (opts.retention ?? DEFAULT_RETENTION) : undefined, now);
   const { record, created } = await store.createRun(wanted);
   if (record.inventoryDigest !== wanted.inventoryDigest || record.operation !== wanted.operation) {
     throw new Error(`run ${record.runId} already exists with a different ${record.operation !== wanted.operation ? 'operation' : 'inventory'}; use a new run id`);
@@ -60,30 +66,29 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   for (let i = 0; i < inventory.targets.length; ) {
     const chunk = inventory.targets.slice(i, i + (i === 0 ? Math.min(FIRST_CHUNK_SIZE, chunkSize) : chunkSize));
+    const jobs = chunk.map((target) => {
+      const data: JobData = {
+        runId: record.runId,
+        operation: opts.operation,
+        target,
+        params: opts.paramsFor ? { ...record.params, ...opts.paramsFor(target) } : record.params,
+        ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+        ...(opts.tlsSites && siteHasTls(opts.tlsSites, target.site) ? { tls: true } : {}),
+      };
+      return {
+        name: opts.operation,
+        data,
+        opts: {
+          jobId: jobId(record.runId, target.minerId),
+          attempts: opts.jobAttempts ?? DEFAULT_JOB_ATTEMPTS,
+          backoff: { type: 'exponential', delay: opts.jobBackoffMs ?? 2_000, jitter: 0.5 },
+          removeOnComplete: { age: 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
+          removeOnFail: { age: 7 * 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
+        },
+      };
+    });
+    await addChunk(queue, store, record, i, jobs);
     i += chunk.length;
-    await queue.addBulk(
-      chunk.map((target) => {
-        const data: JobData = {
-          runId: record.runId,
-          operation: opts.operation,
-          target,
-          params: opts.paramsFor ? { ...record.params, ...opts.paramsFor(target) } : record.params,
-          ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
-          ...(opts.tlsSites && siteHasTls(opts.tlsSites, target.site) ? { tls: true } : {}),
-        };
-        return {
-          name: opts.operation,
-          data,
-          opts: {
-            jobId: jobId(record.runId, target.minerId),
-            attempts: opts.jobAttempts ?? DEFAULT_JOB_ATTEMPTS,
-            backoff: { type: 'exponential', delay: opts.jobBackoffMs ?? 2_000, jitter: 0.5 },
-            removeOnComplete: { age: 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
-            removeOnFail: { age: 7 * 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
-          },
-        };
-      }),
-    );
   }
   if (created && record.operation === 'poll') {
     // The run is enqueued whatever happens here: a failed clean-up is said, not thrown.
@@ -92,4 +97,49 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
     });
   }
   return record;
+}
+
+/**
+ * Refuses (RedisFullError) a run that would not fit under Redis's maxmemory. A poll first deletes the
+ * finished poll runs its retention would delete once it is created (keeping one fewer, as it will
+ * count), so lowering --keep-runs makes room on the same command.
+ */
+async function ensureRoom(store: RunStore, miners: number, retention: RetentionPolicy | undefined, now: number): Promise<void> {
+  let problem = headroomProblem(await redisMemory(store.redis), miners);
+  if (!problem || !retention) {
+    if (problem) throw new RedisFullError(`${problem}. Nothing was enqueued.`);
+    return;
+  }
+  const deleted = await store.pruneRuns({ ...retention, keepRuns: Math.max(0, retention.keepRuns - 1) }, now);
+  // UNLINK frees big hashes in the background: give it a moment to show in used_memory.
+  for (let waited = 0; deleted.length > 0 && waited < 2_000 && problem; waited += 100) {
+    await new Promise((r) => setTimeout(r, 100));
+    problem = headroomProblem(await redisMemory(store.redis), miners);
+  }
+  if (problem) throw new RedisFullError(`${problem}. Nothing was enqueued${deleted.length ? ` (${deleted.length} old finished poll run${deleted.length === 1 ? '' : 's'} deleted to make room, not enough)` : ''}.`);
+}
+
+/**
+ * Adds one chunk; when Redis refuses it (out of memory, most often), says which run stopped where,
+ * and closes the run at what was enqueued if Redis still takes that small write, so the run can
+ * finish (and be pruned) instead of waiting forever for miners that were never queued.
+ */
+async function addChunk(queue: Queue, store: RunStore, record: RunRecord, before: number, jobs: { name: string; data: JobData; opts: { jobId: string } }[]): Promise<void> {
+  try {
+    await queue.addBulk(jobs);
+  } catch (err) {
+    // Chunks before this one are in whole; of this one, count the jobs that are there (reads work on a full Redis).
+    let enqueued = before;
+    for (const job of jobs) if (await queue.getJob(job.opts.jobId).catch(() => undefined)) enqueued++;
+    const closed = await store.closeRunAt(record.runId, enqueued, (err as Error).message).then(
+      () => true,
+      () => false,
+    );
+    throw new Error(
+      `run ${record.runId}: Redis refused its jobs after ${enqueued.toLocaleString('en-US')} of ${record.total.toLocaleString('en-US')} miners (${(err as Error).message}). ` +
+        `The ${enqueued.toLocaleString('en-US')} enqueued are polled; the other ${(record.total - enqueued).toLocaleString('en-US')} are not in this run` +
+        (closed ? ' (the run now counts only those enqueued, so it can finish)' : `, and the run shows as unfinished until \`bos-fleet cancel ${record.runId}\` (Redis refused to record the cut too)`) +
+        '. Free or add Redis memory, then poll again.',
+    );
+  }
 }

@@ -28,3 +28,47 @@ export async function checkDurability(redis: Redis): Promise<DurabilityReport> {
   }
   return { appendonly, maxmemoryPolicy, problems };
 }
+
+/**
+ * Redis memory one miner of a run takes: its BullMQ job (~1.8 KB, kept after it finishes) and its
+ * outcome (~1.5 KB with a poll's snapshot), measured with MEMORY USAGE on a 2,000-miner poll.
+ */
+export const REDIS_BYTES_PER_MINER = 3_600;
+
+export interface RedisMemory {
+  usedBytes: number;
+  /** 0: no limit. */
+  maxBytes: number;
+}
+
+/** used_memory and maxmemory from INFO memory; undefined when INFO is refused (some managed Redis). */
+export async function redisMemory(redis: Redis): Promise<RedisMemory | undefined> {
+  let info: string;
+  try {
+    info = await redis.info('memory');
+  } catch {
+    return undefined;
+  }
+  const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
+  const usedBytes = field('used_memory');
+  const maxBytes = field('maxmemory');
+  return Number.isFinite(usedBytes) && Number.isFinite(maxBytes) ? { usedBytes, maxBytes } : undefined;
+}
+
+const mb = (bytes: number) => `${(bytes / 1_048_576).toFixed(bytes < 10 * 1_048_576 ? 1 : 0)} MB`;
+
+/**
+ * Why a run of `miners` would not fit under Redis's maxmemory (with noeviction, Redis refuses writes
+ * once full: a run would stop half enqueued, or its outcomes could not be written), or undefined.
+ */
+export function headroomProblem(mem: RedisMemory | undefined, miners: number): string | undefined {
+  if (!mem || mem.maxBytes === 0) return undefined;
+  const need = miners * REDIS_BYTES_PER_MINER;
+  const free = Math.max(0, mem.maxBytes - mem.usedBytes);
+  if (free >= need) return undefined;
+  return (
+    `Redis has ${mb(free)} free under its maxmemory of ${mb(mem.maxBytes)} (${mb(mem.usedBytes)} used), and a run of ` +
+    `${miners.toLocaleString('en-US')} miners needs about ${mb(need)} (~${(REDIS_BYTES_PER_MINER / 1024).toFixed(1)} KB per miner: its job and its outcome). ` +
+    `Raise maxmemory (CONFIG SET maxmemory, and in redis.conf), or keep fewer finished poll runs (--keep-runs / --keep-for)`
+  );
+}

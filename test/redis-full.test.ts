@@ -1,0 +1,131 @@
+// A Redis with maxmemory and noeviction refuses writes once full. A run that would not fit is refused
+// whole before anything is written; one that Redis refuses part-way is named with what got in.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { cancelRun } from '../src/producer/cancel.js';
+import { RedisFullError, enqueueRun } from '../src/producer/enqueue.js';
+import { parseInventory } from '../src/producer/inventory.js';
+import { headroomProblem, REDIS_BYTES_PER_MINER } from '../src/redis/durability.js';
+import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
+import { cutShort } from '../src/cli/render.js';
+
+let dir: string;
+let server: LocalRedis;
+let redis: Redis;
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-full-'));
+  server = await startRedisServer({ dir });
+  redis = new Redis(server.url, { maxRetriesPerRequest: null });
+});
+afterAll(async () => {
+  redis.disconnect();
+  await server.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const farm = (n: number) => parseInventory(['id,host', ...Array.from({ length: n }, (_, i) => `m${i},127.23.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`)].join('\n'), 'farm.csv');
+const usedBytes = async () => Number(/^used_memory:(\d+)/m.exec(await redis.info('memory'))?.[1]);
+
+describe('a Redis near its maxmemory', () => {
+  it('refuses a run that would not fit, naming the figures, with nothing written', async () => {
+    await redis.config('SET', 'maxmemory', String((await usedBytes()) + 2 * 1_048_576));
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: 'full-a' });
+    const store = new RunStore(redis, 'full-a');
+    try {
+      const err = await enqueueRun(queue, store, farm(2_000), { operation: 'poll' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RedisFullError);
+      expect((err as Error).message).toMatch(/^Redis has 2\.0 MB free under its maxmemory of [\d.]+ MB \([\d.]+ MB used\), and a run of 2,000 miners needs about 6\.9 MB/);
+      expect((err as Error).message).toContain('Nothing was enqueued.');
+      expect(await store.listRuns()).toEqual([]);
+      expect(await queue.count()).toBe(0);
+      // 500 fit: the same Redis takes them.
+      const record = await enqueueRun(queue, store, farm(500), { operation: 'poll' });
+      expect(await queue.count()).toBe(500);
+      expect(record.total).toBe(500);
+    } finally {
+      await queue.close();
+      await redis.config('SET', 'maxmemory', '0');
+    }
+  });
+
+  it('names a run Redis refused part-way: which run, how many miners got in, and the run counts only those if Redis takes that', async () => {
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: 'full-b' });
+    const store = new RunStore(redis, 'full-b');
+    try {
+      // The check passes (no limit yet); then Redis fills up under the run, as when another tenant's data grows.
+      let squeezed = false;
+      const err = await enqueueRun(queue, store, farm(2_000), {
+        operation: 'poll',
+        chunkSize: 100,
+        paramsFor: (t) => {
+          if (t.minerId === 'm500' && !squeezed) {
+            squeezed = true;
+            void usedBytes().then((u) => redis.config('SET', 'maxmemory', String(u)));
+          }
+          return {};
+        },
+      }).catch((e: unknown) => e as Error);
+      expect(err).toBeInstanceOf(Error);
+      const runId = (await store.listRuns())[0]!.runId;
+      const inRedis = await queue.count();
+      expect(inRedis).toBeGreaterThanOrEqual(500);
+      expect(inRedis).toBeLessThan(2_000);
+      expect((err as Error).message).toContain(`run ${runId}: Redis refused its jobs after ${inRedis.toLocaleString('en-US')} of 2,000 miners (OOM command not allowed`);
+      let record = (await store.getRun(runId))!;
+      if ((err as Error).message.includes('the run now counts only those enqueued')) {
+        expect(record).toMatchObject({ total: inRedis, inventoryTotal: 2_000 });
+      } else {
+        // Under OOM even the cut is refused (the usual case): cancel closes the run once Redis has room.
+        expect((err as Error).message).toContain(`the run shows as unfinished until \`bos-fleet cancel ${runId}\``);
+        expect(record.total).toBe(2_000);
+        await redis.config('SET', 'maxmemory', '0');
+        const r = await cancelRun(queue, store, runId);
+        expect(r).toEqual({ runId, cancelled: inRedis, done: inRedis, total: inRedis, neverEnqueued: 2_000 - inRedis });
+        record = (await store.getRun(runId))!;
+        expect(record).toMatchObject({ total: inRedis, inventoryTotal: 2_000 });
+      }
+      expect(cutShort(record)).toMatch(new RegExp(`^CUT SHORT: only ${inRedis} of the inventory's 2000 miners were enqueued \\(`));
+    } finally {
+      await redis.config('SET', 'maxmemory', '0');
+      await queue.close();
+    }
+  });
+
+  it('a poll makes room by deleting the finished poll runs its --keep-runs would delete anyway', async () => {
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: 'full-c' });
+    const store = new RunStore(redis, 'full-c');
+    try {
+      // Two finished 1,000-miner poll runs of yesterday, ~1.5 KB per outcome.
+      for (const [k, runId] of ['old-1', 'old-2'].entries()) {
+        const createdAtMs = Date.now() - 86_400_000 + k;
+        await store.createRun({ runId, operation: 'poll', params: {}, inventoryFile: 'farm.csv', inventoryDigest: 'd', createdAt: new Date(createdAtMs).toISOString(), createdAtMs, total: 1_000 });
+        for (let m = 0; m < 1_000; m++) {
+          await store.writeOutcome({ runId, minerId: `m${m}`, host: '127.0.0.1', port: 50051, operation: 'poll', status: 'failed', code: 'MINER_TIMEOUT', attempts: 3, jobAttempts: 3, durationMs: 5_000, finishedAt: new Date(createdAtMs).toISOString(), transport: 'plaintext', error: { message: 'x'.repeat(1_400), suggestion: 'check the miner' } });
+        }
+      }
+      await redis.config('SET', 'maxmemory', String((await usedBytes()) + 256 * 1024));
+      const refused = await enqueueRun(queue, store, farm(400), { operation: 'poll' }).catch((e: unknown) => e as Error);
+      expect(refused).toBeInstanceOf(RedisFullError); // --keep-runs 20 keeps both: no room
+      expect((await store.listRuns()).map((r) => r.runId).sort()).toEqual(['old-1', 'old-2']);
+      const record = await enqueueRun(queue, store, farm(400), { operation: 'poll', retention: { keepRuns: 1, keepForMs: 7 * 86_400_000 } });
+      expect((await store.listRuns()).map((r) => r.runId)).toEqual([record.runId]); // both old runs went, the new one is in
+      expect(await queue.count()).toBe(400);
+    } finally {
+      await redis.config('SET', 'maxmemory', '0');
+      await queue.close();
+    }
+  });
+
+  it('no limit, or room enough: no problem', () => {
+    expect(headroomProblem({ usedBytes: 10e9, maxBytes: 0 }, 100_000)).toBeUndefined();
+    expect(headroomProblem({ usedBytes: 0, maxBytes: 100_000 * REDIS_BYTES_PER_MINER }, 100_000)).toBeUndefined();
+    expect(headroomProblem({ usedBytes: 1, maxBytes: 100_000 * REDIS_BYTES_PER_MINER }, 100_000)).toMatch(/needs about 343 MB/);
+    expect(headroomProblem(undefined, 100_000)).toBeUndefined(); // INFO refused: nothing to judge by
+  });
+});
