@@ -11,6 +11,8 @@ export function keys(prefix: string = DEFAULT_PREFIX) {
     run: (runId: string) => `${prefix}:run:${runId}`,
     outcomes: (runId: string) => `${prefix}:outcomes:${runId}`,
     counts: (runId: string) => `${prefix}:counts:${runId}`,
+    /** A change run's `before` per miner, written before the miner is written to (see RunStore.journalBefore). */
+    journal: (runId: string) => `${prefix}:journal:${runId}`,
     /** Ids of the workers that announced themselves; each one's record expires unless refreshed. */
     workers: `${prefix}:workers`,
     worker: (id: string) => `${prefix}:worker:${id}`,

@@ -115,9 +115,27 @@ export class RunStore {
     if (doomed.length === 0) return [];
     const del = this.redis.multi();
     // UNLINK: Redis frees a 100,000-field hash in the background instead of blocking on it.
-    for (const id of doomed) del.unlink(this.k.run(id), this.k.outcomes(id), this.k.counts(id)).zrem(this.k.runs, id);
+    for (const id of doomed) del.unlink(this.k.run(id), this.k.outcomes(id), this.k.counts(id), this.k.journal(id)).zrem(this.k.runs, id);
     await del.exec();
     return doomed;
+  }
+
+  /**
+   * Records a miner's state from before a change, just before the change is written to it; an
+   * earlier record wins and is returned. A job that runs again after its worker died between the
+   * write and the outcome (or whose outcome Redis refused) so still reports the change as applied,
+   * with the state from before it — what a rollback restores — instead of "unchanged".
+   */
+  async journalBefore(runId: string, minerId: string, before: unknown): Promise<unknown> {
+    const key = this.k.journal(runId);
+    await this.redis.hsetnx(key, minerId, JSON.stringify({ before: before ?? null }));
+    return (await this.journaled(runId, minerId))?.before;
+  }
+
+  /** The `before` an earlier attempt of this run recorded for the miner, if any. */
+  async journaled(runId: string, minerId: string): Promise<{ before: unknown } | undefined> {
+    const raw = await this.redis.hget(this.k.journal(runId), minerId);
+    return raw ? (JSON.parse(raw) as { before: unknown }) : undefined;
   }
 
   /** The miners of a run that have an outcome. */

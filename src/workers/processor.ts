@@ -11,6 +11,7 @@ import type { RunStore } from '../fleet/run-store.js';
 import type { Executor } from './executor.js';
 import type { TaskResult } from './task.js';
 import { missingFor, type WorkerRegistry } from './registry.js';
+import { unwrittenResult, type MutationData, type PreparedChange } from './ops/mutate.js';
 
 export interface ProcessorDeps {
   store: RunStore;
@@ -83,6 +84,25 @@ async function delay(job: Job, token: string | undefined, ms: number): Promise<n
   throw new DelayedError();
 }
 
+/**
+ * A change job: prepare (read, validate) → journal `before` in Redis → apply (write, read back). The
+ * journal is written before the miner is, so when this job runs again after its worker died between
+ * the write and the outcome, it finds the change made and still reports it as applied, with the
+ * state from before it (a rollback restores that), not as "unchanged" with the new state as before.
+ */
+async function runChange(data: JobData, executor: Executor, store: RunStore): Promise<TaskResult> {
+  const started = Date.now();
+  const prepared = await executor.run({ job: data, phase: 'prepare' });
+  if (!prepared.ok) return prepared;
+  const p = prepared.data as PreparedChange;
+  const journaled = await store.journaled(data.runId, data.target.minerId);
+  const change = journaled && p.equal ? ({ change: 'applied', before: journaled.before, after: p.before, verified: true } satisfies MutationData) : unwrittenResult(p, data.params['dryRun'] === true);
+  if (change) return { ...prepared, data: change };
+  const before = await store.journalBefore(data.runId, data.target.minerId, p.before);
+  const applied = await executor.run({ job: data, phase: 'apply', before });
+  return { ...applied, attempts: Math.max(prepared.attempts, applied.attempts), durationMs: Date.now() - started };
+}
+
 /** How soon a job this worker cannot do is offered again (to any worker; one that can takes it). */
 export const HAND_BACK_MS = 200;
 
@@ -138,7 +158,7 @@ export function createProcessor({ store, executor, rollouts, registry, siteLease
     }
     let result: TaskResult;
     try {
-      result = await executor.run({ job: data });
+      result = data.operation === 'poll' ? await executor.run({ job: data }) : await runChange(data, executor, store);
     } finally {
       if (siteSlot) await releaseSiteSlot(store.redis, siteSlot, String(job.id));
     }

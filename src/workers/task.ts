@@ -9,7 +9,7 @@ import { loadTlsMaterial, type TlsMaterial, type TlsProfile } from '../core/tls.
 import type { JobData } from '../fleet/job.js';
 import { pollMiner } from './ops/poll.js';
 import { missingFor } from './registry.js';
-import { mutateMiner } from './ops/mutate.js';
+import { applyMutation, mutateMiner, prepareMutation } from './ops/mutate.js';
 import { mutationSpecSchema } from './ops/mutation-spec.js';
 
 /** Plain data handed to every thread in workerData. */
@@ -25,6 +25,14 @@ export interface TaskRunnerConfig {
 
 export interface TaskInput {
   job: JobData;
+  /**
+   * A change job runs in two tasks: 'prepare' (read, validate; sends no write; data is a
+   * PreparedChange) and 'apply' (write, read back; data is MutationData), the processor journaling
+   * `before` between them. Without a phase, a change runs whole (no journal).
+   */
+  phase?: 'prepare' | 'apply';
+  /** For 'apply': the state from before the change, as journaled. */
+  before?: unknown;
 }
 
 export interface TaskResult {
@@ -46,7 +54,7 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
   for (const [site, profile] of Object.entries(config.tlsBySite ?? {})) tls.set(site, loadTlsMaterial(profile, `site:${site}`));
   const caps = { profiles: [...credentials.keys()], tlsSites: [...tls.keys()] };
 
-  const run = async ({ job }: TaskInput): Promise<TaskResult> => {
+  const run = async ({ job, phase, before }: TaskInput): Promise<TaskResult> => {
     const started = Date.now();
     const t = job.target;
     const siteTls = tls.get(t.site) ?? tls.get('*');
@@ -70,13 +78,10 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
         if (!spec.success) {
           throw new FleetError('INVALID_JOB', `params.mutation: ${spec.error.issues[0]?.message ?? 'invalid'}`, { minerId: t.minerId, attempts: 0 });
         }
-        data = await mutateMiner(miner, spec.data, {
-          target: t,
-          credentials,
-          dryRun: job.params['dryRun'] === true,
-          callOpts,
-          rebootWaitMs: config.rebootWaitMs ?? 300_000,
-        });
+        const ctx = { target: t, credentials, dryRun: job.params['dryRun'] === true, callOpts, rebootWaitMs: config.rebootWaitMs ?? 300_000 };
+        if (phase === 'prepare') data = await prepareMutation(miner, spec.data, ctx);
+        else if (phase === 'apply') data = await applyMutation(miner, spec.data, ctx, before);
+        else data = await mutateMiner(miner, spec.data, ctx);
       }
       return { ok: true, code: 'OK', attempts: Math.max(1, miner.stats.maxAttempts), durationMs: Date.now() - started, transport, data };
     } catch (err) {

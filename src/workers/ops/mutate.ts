@@ -1,6 +1,8 @@
-// A mutation job on one miner: read `before` → validate (constraints, firmware) → skip if already so →
-// absolute write (SAVE_AND_APPLY) → read back and compare. An interrupted write is settled by the
-// read-back, never by a blind retry. Safe to run again after a stall: it finds the change made.
+// A mutation job on one miner, in two steps: prepare (read `before` → skip if already so → validate
+// constraints and firmware) and apply (absolute write, SAVE_AND_APPLY → read back and compare). The
+// worker journals `before` in Redis between the two, so a job run again after its worker died
+// mid-change still reports the change and the state from before it. An interrupted write is settled
+// by the read-back, never by a blind retry. Safe to run again after a stall: it finds the change made.
 import { FleetError } from '../../core/fleet-error.js';
 import type { CallOptions, MinerClient } from '../../core/miner-client.js';
 import type { Credentials } from '../../core/sessions.js';
@@ -24,13 +26,39 @@ export interface MutateContext {
   rebootWaitMs: number;
 }
 
-export async function mutateMiner(miner: MinerClient, spec: MutationSpec, ctx: MutateContext): Promise<MutationData> {
+/** What a change finds on the miner before writing anything (validated when there is something to write). */
+export interface PreparedChange {
+  before: unknown;
+  desired: unknown;
+  /** Already so: nothing to write. */
+  equal: boolean;
+}
+
+/** Reads the miner's state and, when it differs from the desired one, validates the change. Sends no write. */
+export async function prepareMutation(miner: MinerClient, spec: MutationSpec, ctx: MutateContext): Promise<PreparedChange> {
   const kind: MutationKind<unknown> = mutationKind(spec, ctx);
   const before = await kind.read(miner);
   const desired = kind.desired(before);
-  if (kind.equal(before, desired)) return { change: 'unchanged', before, after: before, verified: true };
+  if (kind.equal(before, desired)) return { before, desired, equal: true };
   await kind.validate(miner, before);
-  if (ctx.dryRun) return { change: 'would-apply', before, after: desired, verified: false };
+  return { before, desired, equal: false };
+}
+
+/** The result of a prepared change that writes nothing: already so, or a dry run. */
+export function unwrittenResult(p: PreparedChange, dryRun: boolean): MutationData | undefined {
+  if (p.equal) return { change: 'unchanged', before: p.before, after: p.before, verified: true };
+  if (dryRun) return { change: 'would-apply', before: p.before, after: p.desired, verified: false };
+  return undefined;
+}
+
+/**
+ * Writes a prepared change (absolute write, SAVE_AND_APPLY) and reads it back. `before` is what the
+ * outcome reports as the state before the change: the journaled one when an earlier attempt of the
+ * job recorded it.
+ */
+export async function applyMutation(miner: MinerClient, spec: MutationSpec, ctx: MutateContext, before: unknown): Promise<MutationData> {
+  const kind: MutationKind<unknown> = mutationKind(spec, ctx);
+  const desired = kind.desired(before);
   try {
     await kind.write(miner);
   } catch (err) {
@@ -56,4 +84,10 @@ export async function mutateMiner(miner: MinerClient, spec: MutationSpec, ctx: M
     });
   }
   return { change: 'applied', before, after, verified: true };
+}
+
+/** Prepare and apply in one go, with no journal (the library entry point; workers journal in between). */
+export async function mutateMiner(miner: MinerClient, spec: MutationSpec, ctx: MutateContext): Promise<MutationData> {
+  const prepared = await prepareMutation(miner, spec, ctx);
+  return unwrittenResult(prepared, ctx.dryRun) ?? (await applyMutation(miner, spec, ctx, prepared.before));
 }
