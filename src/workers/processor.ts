@@ -85,6 +85,27 @@ async function delay(job: Job, token: string | undefined, ms: number): Promise<n
 }
 
 /**
+ * A job that BullMQ failed for good without our processor having written its outcome: it stalled
+ * more often than allowed (its workers kept dying on it), or its last attempt threw something other
+ * than a miner result (e.g. Redis refused the outcome). The run still gets exactly one outcome for
+ * the miner — an INTERNAL one saying what happened — instead of waiting for it forever. An outcome
+ * already there is kept (HSETNX). Returns whether one was written.
+ */
+export async function settleFailedJob(store: RunStore, job: Job | undefined, err: Error): Promise<boolean> {
+  if (!job) return false;
+  const final = err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
+  // Our processor's own final failures start with their code and were written before being thrown.
+  const code = /^([A-Z_]+):/.exec(err.message)?.[1];
+  if (!final || (code !== undefined && isErrorCode(code))) return false;
+  const parsed = jobDataSchema.safeParse(job.data);
+  if (!parsed.success) return false;
+  const why = /stalled more than allowable limit/.test(err.message)
+    ? `its worker stopped while on this miner more often than allowed (killed, out of memory, or cut off from Redis): ${err.message}`
+    : `the job failed outside the miner's result: ${err.message}`;
+  return store.writeOutcome(outcomeOf(parsed.data, failedTask('INTERNAL', why), job.attemptsMade));
+}
+
+/**
  * A change job: prepare (read, validate) → journal `before` in Redis → apply (write, read back). The
  * journal is written before the miner is, so when this job runs again after its worker died between
  * the write and the outcome, it finds the change made and still reports it as applied, with the

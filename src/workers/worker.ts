@@ -12,7 +12,7 @@ import type { CredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import { createExecutor, type Executor } from './executor.js';
-import { createProcessor } from './processor.js';
+import { createProcessor, settleFailedJob } from './processor.js';
 import { WorkerRegistry } from './registry.js';
 
 export interface WorkerOptions {
@@ -30,6 +30,8 @@ export interface WorkerOptions {
   /** BullMQ lock: a job whose worker died runs again after this (and the stall check). */
   lockDurationMs?: number;
   stalledIntervalMs?: number;
+  /** Times a job may stall (its worker died) before BullMQ fails it; it then gets an INTERNAL outcome. */
+  maxStalledCount?: number;
   /** How long a mutation waits for a rebooted miner to come back. */
   rebootWaitMs?: number;
 }
@@ -110,8 +112,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   };
   const registry = new WorkerRegistry(storeRedis, prefix, { profiles: [...opts.credentials.keys()], tlsSites: Object.keys(opts.tlsBySite ?? {}) }, { concurrency: opts.concurrency, threads: opts.threads });
   await registry.start();
-  const processor = createProcessor({ store: new RunStore(storeRedis, prefix), executor, rollouts, registry });
-  const workers = consumerSlots(opts.concurrency, opts.consumers).map((slots) => consume(QUEUE_NAME, processor, slots, { maxStalledCount: 5 }));
+  const store = new RunStore(storeRedis, prefix);
+  const processor = createProcessor({ store, executor, rollouts, registry });
+  const workers = consumerSlots(opts.concurrency, opts.consumers).map((slots) => consume(QUEUE_NAME, processor, slots, { maxStalledCount: opts.maxStalledCount ?? 5 }));
+  for (const w of workers) {
+    w.on('failed', (job, err) => {
+      settleFailedJob(store, job, err).catch((e: unknown) =>
+        console.error(`worker: job ${job?.id ?? '?'} failed (${err.message}) and its outcome could not be written: ${e instanceof Error ? e.message : String(e)}`),
+      );
+    });
+  }
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
   // process; BullMQ hands each job to exactly one of them.
   const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
