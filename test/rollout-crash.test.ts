@@ -9,7 +9,8 @@ import { rollbackPlanFor, startRollout, waitForRollout } from '../src/rollout/cr
 import { waveRunId } from '../src/rollout/store.js';
 import { inventoryCsv } from '../src/sim/plan.js';
 import { exited, spawnCli, writeFleetFiles } from './helpers/cli.js';
-import { startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { startWorker } from '../src/workers/worker.js';
+import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
@@ -75,5 +76,40 @@ describe('a change whose worker dies after writing to the miner', () => {
     }
     const plan = await rollbackPlanFor(redis, rec.rolloutId, prefix);
     expect(plan.targets.map((t) => t.minerId).sort()).toEqual(tf.fleet.miners.map((m) => m.id).sort());
+  }, 90_000);
+
+  it('a change that failed after its write may have landed is rolled back too, to its journaled before', async () => {
+    const prefix = uniquePrefix('uncertain');
+    const [m0, ...rest] = tf.fleet.miners;
+    const was = (await tf.fleet.state(m0!.id)).powerTargetW;
+    // m0 applies the write but never answers it; once the write has landed it drops off the network,
+    // so the read-back that would settle the change fails too: its job ends failed, the change made.
+    await tf.fleet.setFaults(m0!.id, { lostReply: true });
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
+    try {
+      const plan = (spec: { kind: 'power-target'; watts: number }) => ({ operation: 'power-target' as const, spec, targets: tf.inventory.targets, inventoryDigest: tf.inventory.digest, waves: [1], maxFailureRate: 0.5, minSample: 1, pauseBetweenMs: 0, actor: 'test' });
+      const rec = await startRollout(redis, plan({ kind: 'power-target', watts: 2400 }), prefix);
+      await until(async () => (await tf.fleet.mutations()).some((m) => m.minerId === m0!.id && m.method === 'SetPowerTarget' && (m.request as { powerTarget: { watt: number } }).powerTarget.watt === 2400), 30_000, 5);
+      await tf.fleet.setFaults(m0!.id, { blackhole: true });
+      const report = await waitForRollout(redis, rec.rolloutId, prefix);
+      expect(report.counts['OK']).toBe(rest.length);
+      const store = new RunStore(redis, prefix);
+      const failed = (await store.getOutcomes(waveRunId(rec.rolloutId, 0))).find((o) => o.minerId === m0!.id)!;
+      expect(failed.status).toBe('failed');
+
+      const rb = await rollbackPlanFor(redis, rec.rolloutId, prefix);
+      expect(rb.uncertain).toEqual([m0!.id]);
+      expect(rb.targets).toHaveLength(COUNT);
+      expect(rb.specByMiner[m0!.id]).toEqual({ kind: 'power-target', watts: was });
+
+      await tf.fleet.setFaults(m0!.id, {});
+      expect((await tf.fleet.state(m0!.id)).powerTargetW).toBe(2400); // the write had landed
+      const back = await waitForRollout(redis, (await startRollout(redis, { ...plan(rb.rec.spec as { kind: 'power-target'; watts: number }), specByMiner: rb.specByMiner, targets: rb.targets, rollbackOf: rec.rolloutId }, prefix)).rolloutId, prefix);
+      expect(back.counts).toEqual({ OK: COUNT });
+      expect((await tf.fleet.state(m0!.id)).powerTargetW).toBe(was);
+    } finally {
+      await worker.close();
+      await tf.fleet.setFaults(m0!.id, { slow: { latencyMs: 400 } });
+    }
   }, 90_000);
 });

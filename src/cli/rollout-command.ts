@@ -168,6 +168,7 @@ export function registerRollout(program: Command): void {
       const first = rb.specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
       await confirm(rb.targets.length, `roll back ${describeSpec(rb.rec.spec)}`, flags.yes);
       plan = { operation: operationOf(first), spec: first, specByMiner: rb.specByMiner, targets: rb.targets, inventoryDigest: rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id, ...(flags.allowOverlap ? { allowOverlap: true } : {}) };
+      if (rb.uncertain.length) process.stderr.write(`bos-fleet: ${rb.uncertain.length} miners whose change failed after it may have been written are restored too (a miner it never reached reads back unchanged): ${rb.uncertain.slice(0, 10).join(', ')}\n`);
       if (rb.skipped.length) process.stderr.write(`bos-fleet: ${rb.skipped.length} changed miners have no restorable before value and are left as they are: ${rb.skipped.slice(0, 10).join(', ')}\n`);
     } finally {
       redis.disconnect();

@@ -138,6 +138,12 @@ export class RunStore {
     return raw ? (JSON.parse(raw) as { before: unknown }) : undefined;
   }
 
+  /** Every journaled `before` of a run, by miner. */
+  async journalEntries(runId: string): Promise<Map<string, unknown>> {
+    const raw = await this.redis.hgetall(this.k.journal(runId));
+    return new Map(Object.entries(raw).map(([minerId, json]) => [minerId, (JSON.parse(json) as { before: unknown }).before]));
+  }
+
   /** The miners of a run that have an outcome. */
   outcomeMinerIds(runId: string): Promise<string[]> {
     return this.redis.hkeys(this.k.outcomes(runId));

@@ -182,8 +182,16 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
   return to;
 }
 
-/** The per-miner specs that put every miner the rollout changed back to its recorded `before`. */
-export async function rollbackPlanFor(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<{ rec: RolloutRecord; targets: JobTarget[]; specByMiner: Record<string, MutationSpec>; skipped: string[] }> {
+/**
+ * The per-miner specs that put every miner the rollout changed back to its recorded `before`: those
+ * whose change was applied, and those whose change failed after the write may have landed (its
+ * `before` was journaled just before the write; restoring an unchanged miner is a no-op).
+ */
+export async function rollbackPlanFor(
+  redis: Redis,
+  rolloutId: string,
+  prefix = DEFAULT_PREFIX,
+): Promise<{ rec: RolloutRecord; targets: JobTarget[]; specByMiner: Record<string, MutationSpec>; skipped: string[]; uncertain: string[] }> {
   const store = new RolloutStore(redis, prefix);
   const rec = await store.get(rolloutId);
   if (!rec) throw new Error(`no rollout "${rolloutId}"`);
@@ -193,11 +201,19 @@ export async function rollbackPlanFor(redis: Redis, rolloutId: string, prefix = 
   const targets: JobTarget[] = [];
   const specByMiner: Record<string, MutationSpec> = {};
   const skipped: string[] = [];
+  const uncertain: string[] = [];
   for (let w = 0; w < rec.waveEnds.length; w++) {
-    for (const o of await runs.getOutcomes(waveRunId(rolloutId, w))) {
+    const runId = waveRunId(rolloutId, w);
+    const journal = await runs.journalEntries(runId);
+    for (const o of await runs.getOutcomes(runId)) {
       const data = o.data as MutationData | undefined;
-      if (o.status !== 'ok' || data?.change !== 'applied') continue;
-      const spec = restoreSpec(rec.spec, data.before);
+      let before: unknown;
+      if (o.status === 'ok' && data?.change === 'applied') before = data.before;
+      else if (o.status !== 'ok' && journal.has(o.minerId)) {
+        before = journal.get(o.minerId);
+        uncertain.push(o.minerId);
+      } else continue;
+      const spec = restoreSpec(rec.spec, before);
       const target = byId.get(o.minerId);
       if (!spec || !target) {
         skipped.push(o.minerId);
@@ -207,7 +223,7 @@ export async function rollbackPlanFor(redis: Redis, rolloutId: string, prefix = 
       specByMiner[o.minerId] = spec;
     }
   }
-  return { rec, targets, specByMiner, skipped };
+  return { rec, targets, specByMiner, skipped, uncertain };
 }
 
 function restoreSpec(spec: MutationSpec, before: unknown): MutationSpec | undefined {
