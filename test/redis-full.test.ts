@@ -14,6 +14,7 @@ import { parseInventory } from '../src/producer/inventory.js';
 import { headroomProblem, REDIS_BYTES_PER_MINER } from '../src/redis/durability.js';
 import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
 import { cutShort } from '../src/cli/render.js';
+import { runCli } from './helpers/cli.js';
 
 let dir: string;
 let server: LocalRedis;
@@ -119,6 +120,19 @@ describe('a Redis near its maxmemory', () => {
     } finally {
       await redis.config('SET', 'maxmemory', '0');
       await queue.close();
+    }
+  });
+
+  it('every command warns when Redis is over 80% of its maxmemory, with the room left in miners', async () => {
+    const used = await usedBytes();
+    await redis.config('SET', 'maxmemory', String(Math.round(used / 0.9)));
+    try {
+      const r = await runCli(['runs', '--prefix', 'full-d'], { REDIS_URL: server.url });
+      expect(r.stderr).toMatch(/bos-fleet: WARNING: Redis is (8\d|9\d)% full \([\d.]+ MB of its maxmemory [\d.]+ MB\): [\d.]+ MB is room for about [\d,]+ more miners' jobs and outcomes/);
+      await redis.config('SET', 'maxmemory', '0');
+      expect((await runCli(['runs', '--prefix', 'full-d'], { REDIS_URL: server.url })).stderr).not.toContain('full');
+    } finally {
+      await redis.config('SET', 'maxmemory', '0');
     }
   });
 

@@ -72,3 +72,17 @@ export function headroomProblem(mem: RedisMemory | undefined, miners: number): s
     `Raise maxmemory (CONFIG SET maxmemory, and in redis.conf), or keep fewer finished poll runs (--keep-runs / --keep-for)`
   );
 }
+
+/** Above this share of maxmemory, every command warns (with noeviction, a full Redis refuses writes). */
+export const MEMORY_WARN_SHARE = 0.8;
+
+/** A warning line when Redis is close to its maxmemory, or undefined. */
+export function memoryWarning(mem: RedisMemory | undefined): string | undefined {
+  if (!mem || mem.maxBytes === 0 || mem.usedBytes < mem.maxBytes * MEMORY_WARN_SHARE) return undefined;
+  const free = Math.max(0, mem.maxBytes - mem.usedBytes);
+  return (
+    `Redis is ${Math.round((mem.usedBytes / mem.maxBytes) * 100)}% full (${mb(mem.usedBytes)} of its maxmemory ${mb(mem.maxBytes)}): ` +
+    `${mb(free)} is room for about ${Math.floor(free / REDIS_BYTES_PER_MINER).toLocaleString('en-US')} more miners' jobs and outcomes, ` +
+    `and a run that does not fit is refused. Raise maxmemory, or keep fewer finished poll runs (--keep-runs / --keep-for)`
+  );
+}
