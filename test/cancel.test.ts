@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
-import { cancelRun } from '../src/producer/cancel.js';
+import { cancelRun, type CancelResult } from '../src/producer/cancel.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { startWorker } from '../src/workers/worker.js';
@@ -79,6 +79,32 @@ describe('cancelling a poll run', () => {
     expect(rollout.code).toBe(1);
     expect(rollout.stderr).toContain('bos-fleet rollout abort');
     expect((await store.getCounts(push.runId)).done).toBe(0); // untouched
+  });
+});
+
+describe('cancelling a run still being enqueued', () => {
+  it('stops its producer at the next chunk and cuts the run to the miners that got in, each with one outcome', async () => {
+    const { queue, store } = setup();
+    const many = parseInventory(['id,host', ...Array.from({ length: 3_000 }, (_, i) => `m${i},127.22.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`)].join('\n'), 'many.csv');
+    let cancelling: Promise<CancelResult> | undefined;
+    const enqueue = enqueueRun(queue, store, many, {
+      operation: 'poll',
+      chunkSize: 50,
+      paramsFor: (t) => {
+        // The operator cancels while the producer is a third of the way through.
+        if (t.minerId === 'm1000' && !cancelling) cancelling = store.listRuns().then(([run]) => cancelRun(queue, store, run!.runId));
+        return {};
+      },
+    });
+    await expect(enqueue).rejects.toThrow(/^run \S+ was cancelled while being enqueued: [\d,]+ of 3,000 miners were enqueued, the rest never will be$/);
+    const result = await cancelling!;
+    const enqueued = result.total;
+    expect(enqueued).toBeGreaterThanOrEqual(1_000);
+    expect(enqueued).toBeLessThan(3_000);
+    expect(result).toEqual({ runId: result.runId, cancelled: enqueued, done: enqueued, total: enqueued, neverEnqueued: 3_000 - enqueued });
+    expect(await queue.count()).toBe(0); // nothing left queued, nothing added after the cancel
+    expect(await store.getRun(result.runId)).toMatchObject({ total: enqueued, inventoryTotal: 3_000 });
+    expect((await store.getOutcomes(result.runId)).length).toBe(enqueued);
   });
 });
 

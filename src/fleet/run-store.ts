@@ -138,6 +138,22 @@ export class RunStore {
     return raw ? (JSON.parse(raw) as { before: unknown }) : undefined;
   }
 
+  /** Marks every job of the run as enqueued (the producer's last step). */
+  async markEnqueued(runId: string): Promise<void> {
+    await this.redis.hset(this.k.run(runId), 'enqueued', '1');
+  }
+
+  /** Marks the run cancelled: a producer still enqueuing it stops at its next chunk. */
+  async markCancelled(runId: string): Promise<void> {
+    await this.redis.hset(this.k.run(runId), 'cancelled', String(Date.now()));
+  }
+
+  /** Whether the run was fully enqueued, and whether it was cancelled. */
+  async enqueueState(runId: string): Promise<{ enqueued: boolean; cancelled: boolean }> {
+    const [enqueued, cancelled] = await this.redis.hmget(this.k.run(runId), 'enqueued', 'cancelled');
+    return { enqueued: enqueued === '1', cancelled: cancelled !== null };
+  }
+
   /** Every journaled `before` of a run, by miner. */
   async journalEntries(runId: string): Promise<Map<string, unknown>> {
     const raw = await this.redis.hgetall(this.k.journal(runId));

@@ -20,6 +20,9 @@ export interface CancelResult {
   neverEnqueued: number;
 }
 
+/** How long a cancel of a run not marked fully enqueued waits for its producer to notice and stop. */
+const ENQUEUE_SETTLE_MS = 500;
+
 /** Queued job states a cancel removes from. */
 const QUEUED = ['waiting', 'delayed', 'prioritized'] as const;
 
@@ -29,6 +32,10 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
   if (record.operation !== 'poll') {
     throw new Error(`run ${runId} is a ${record.operation} run of a rollout: stop it with \`bos-fleet rollout abort\` (it records which miners were changed)`);
   }
+  // A producer still enqueuing this run stops at its next chunk (a chunk is added in milliseconds).
+  await store.markCancelled(runId);
+  const { enqueued } = await store.enqueueState(runId);
+  if (!enqueued) await new Promise((r) => setTimeout(r, ENQUEUE_SETTLE_MS));
   // Job ids are `<runId>.<minerId>`: only this run's are touched.
   const ids = (await queue.getRanges([...QUEUED], 0, -1)).filter((id) => id.startsWith(`${runId}.`));
   let cancelled = 0;
@@ -46,12 +53,13 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
       }),
     );
   }
-  // Miners with neither an outcome nor a job left: their jobs were never enqueued. Cut the run down
+  // A run not marked fully enqueued (its producer was cancelled, or Redis refused part of it): miners
+  // with neither an outcome nor a job left were never enqueued. Cut the run down
   // to the others, or it would wait for them forever (and never be pruned). Jobs are listed before
   // outcomes, so a job finishing in between is seen at least once; a miner seen twice counts once.
   let { done } = await store.getCounts(runId);
   let neverEnqueued = 0;
-  if (done < record.total) {
+  if (!enqueued && done < record.total) {
     const prefix = `${runId}.`;
     const known = new Set((await queue.getRanges([...QUEUED, 'active'], 0, -1)).filter((id) => id.startsWith(prefix)).map((id) => id.slice(prefix.length)));
     for (const minerId of await store.outcomeMinerIds(runId)) known.add(minerId);

@@ -65,6 +65,10 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
   }
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   for (let i = 0; i < inventory.targets.length; ) {
+    // `bos-fleet cancel` while this run is still being enqueued: stop adding its jobs.
+    if (i > 0 && (await store.enqueueState(record.runId)).cancelled) {
+      throw new Error(`run ${record.runId} was cancelled while being enqueued: ${i.toLocaleString('en-US')} of ${record.total.toLocaleString('en-US')} miners were enqueued, the rest never will be`);
+    }
     const chunk = inventory.targets.slice(i, i + (i === 0 ? Math.min(FIRST_CHUNK_SIZE, chunkSize) : chunkSize));
     const jobs = chunk.map((target) => {
       const data: JobData = {
@@ -90,6 +94,8 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
     await addChunk(queue, store, record, i, jobs);
     i += chunk.length;
   }
+  // Best effort: without the mark, a cancel only takes a moment longer to be sure nothing is still coming.
+  await store.markEnqueued(record.runId).catch(() => undefined);
   if (created && record.operation === 'poll') {
     // The run is enqueued whatever happens here: a failed clean-up is said, not thrown.
     await store.pruneRuns(opts.retention ?? DEFAULT_RETENTION, now).catch((err: unknown) => {
