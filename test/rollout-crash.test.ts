@@ -1,6 +1,7 @@
 // A change's worker killed between its write to the miner and its outcome: the job runs again, and the
 // outcome still says the change was applied, with the miner's value from before the rollout (what a
 // rollback restores) — not "unchanged" with the new value as "before".
+import { rmSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MutationData } from '../src/workers/ops/mutate.js';
@@ -27,6 +28,7 @@ beforeAll(async () => {
 afterAll(async () => {
   redis.disconnect();
   await tf.fleet.close();
+  rmSync(files.dir, { recursive: true, force: true });
 });
 
 describe('a change whose worker dies after writing to the miner', () => {
