@@ -82,6 +82,24 @@ describe('cancelling a poll run', () => {
   });
 });
 
+describe('bos-fleet runs', () => {
+  it('warns when runs are unfinished and no worker is running to finish them, not when one is', async () => {
+    const { prefix, queue, store } = setup();
+    await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
+    const alone = await runCli(['runs', '--prefix', prefix], { REDIS_URL: redisUrl() });
+    expect(alone.stderr).toContain('bos-fleet: WARNING: 1 run is unfinished and no `bos-fleet worker` is running on this Redis and prefix');
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 2, credentials: tf.credentials, coreOptions: FAST_CORE });
+    try {
+      const served = await runCli(['runs', '--prefix', prefix], { REDIS_URL: redisUrl() });
+      expect(served.stderr).not.toContain('WARNING');
+      expect(served.stdout).toContain('/20');
+    } finally {
+      await worker.close();
+      await queue.close();
+    }
+  });
+});
+
 describe('cancelling a run still being enqueued', () => {
   it('stops its producer at the next chunk and cuts the run to the miners that got in, each with one outcome', async () => {
     const { queue, store } = setup();

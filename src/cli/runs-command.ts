@@ -6,6 +6,7 @@ import { cancelRun } from '../producer/cancel.js';
 import { SummaryBuilder } from '../fleet/outcome.js';
 import { RunStore } from '../fleet/run-store.js';
 import { connectRedis } from './common.js';
+import { listWorkers } from '../workers/registry.js';
 import { positiveInt } from './parse.js';
 import { summaryText, writeOutcomes } from './render.js';
 
@@ -30,6 +31,10 @@ export function registerRuns(program: Command): void {
         const rows = await Promise.all(runs.map(async (r) => ({ ...r, ...(await store.getCounts(r.runId)) })));
         if (opts.json) return console.log(JSON.stringify(rows.map(({ params: _p, ...r }) => r), null, 2));
         if (rows.length === 0) return console.log('no runs yet');
+        const unfinished = rows.filter((r) => r.done < r.total).length;
+        if (unfinished > 0 && (await listWorkers(redis, opts.prefix)).length === 0) {
+          process.stderr.write(`bos-fleet: WARNING: ${unfinished} run${unfinished === 1 ? ' is' : 's are'} unfinished and no \`bos-fleet worker\` is running on this Redis and prefix: their miners wait until one starts (or \`bos-fleet cancel RUN_ID\`)\n`);
+        }
         console.log(`${'RUN'.padEnd(34)}  ${'OPERATION'.padEnd(10)}  ${'CREATED'.padEnd(24)}  ${'DONE'.padStart(13)}  OK`);
         for (const r of rows) {
           console.log(`${r.runId.padEnd(34)}  ${r.operation.padEnd(10)}  ${r.createdAt.padEnd(24)}  ${`${r.done}/${r.total}`.padStart(13)}  ${r.counts['OK'] ?? 0}${r.inventoryTotal === undefined ? '' : `  (cut short: ${r.total} of ${r.inventoryTotal} enqueued)`}`);
