@@ -1,6 +1,7 @@
 // A Redis with maxmemory and noeviction refuses writes once full. A run that would not fit is refused
 // whole before anything is written; one that Redis refuses part-way is named with what got in.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
@@ -12,9 +13,10 @@ import { cancelRun } from '../src/producer/cancel.js';
 import { RedisFullError, enqueueRun } from '../src/producer/enqueue.js';
 import { parseInventory } from '../src/producer/inventory.js';
 import { headroomProblem, REDIS_BYTES_PER_MINER } from '../src/redis/durability.js';
-import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
+import { freePort, startRedisServer, waitForRedis, type LocalRedis } from '../src/redis/server.js';
 import { cutShort } from '../src/cli/render.js';
 import { runCli } from './helpers/cli.js';
+import { until } from './helpers/until.js';
 
 let dir: string;
 let server: LocalRedis;
@@ -142,4 +144,39 @@ describe('a Redis near its maxmemory', () => {
     expect(headroomProblem({ usedBytes: 1, maxBytes: 100_000 * REDIS_BYTES_PER_MINER }, 100_000)).toMatch(/needs about 343 MB/);
     expect(headroomProblem(undefined, 100_000)).toBeUndefined(); // INFO refused: nothing to judge by
   });
+});
+
+describe('a Redis that cannot save', () => {
+  it('(MISCONF: disk full or not writable) is named at start-up, with what to do', async () => {
+    // A Redis whose snapshots go to a directory that is gone: its save fails and, with
+    // stop-writes-on-bgsave-error (the default), it refuses writes, as with a full disk.
+    const home = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-misconf-'));
+    const port = await freePort();
+    const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--dir', home, '--save', '3600 1', '--appendonly', 'no', '--enable-protected-configs', 'yes', '--logfile', path.join(home, 'redis.log')], { stdio: 'ignore' });
+    const url = `redis://127.0.0.1:${port}`;
+    let r: Redis | undefined;
+    try {
+      await waitForRedis(url);
+      const c = (r = new Redis(url, { maxRetriesPerRequest: null }));
+      const gone = path.join(home, 'gone');
+      mkdirSync(gone);
+      await r.config('SET', 'dir', gone);
+      rmSync(gone, { recursive: true });
+      await r.bgsave().catch(() => undefined);
+      await until(async () => /rdb_last_bgsave_status:err/.test(await c.info('persistence')), 10_000, 50);
+      await expect(r.set('probe', '1')).rejects.toThrow(/^MISCONF/);
+      const cli = await runCli(['runs'], { REDIS_URL: url });
+      expect(cli.stderr).toContain("bos-fleet: WARNING: Redis's last RDB save failed (rdb_last_bgsave_status:err); with stop-writes-on-bgsave-error yes it refuses every write");
+      await r.config('SET', 'dir', home);
+      await r.bgsave();
+      await until(async () => /rdb_last_bgsave_status:ok/.test(await c.info('persistence')), 10_000, 50);
+      expect((await runCli(['runs'], { REDIS_URL: url })).stderr).not.toContain('save failed');
+    } finally {
+      r?.disconnect();
+      const exited = new Promise((done) => child.once('exit', done));
+      child.kill('SIGKILL');
+      await exited;
+      rmSync(home, { recursive: true, force: true });
+    }
+  }, 30_000);
 });

@@ -86,3 +86,24 @@ export function memoryWarning(mem: RedisMemory | undefined): string | undefined 
     `and a run that does not fit is refused. Raise maxmemory, or keep fewer finished poll runs (--keep-runs / --keep-for)`
   );
 }
+
+/**
+ * Why Redis refuses writes right now for want of persisting them (MISCONF: its disk is full or not
+ * writable), read from INFO persistence; undefined when it saves fine or INFO is refused.
+ */
+export async function persistenceProblem(redis: Redis): Promise<string | undefined> {
+  let info: string;
+  try {
+    info = await redis.info('persistence');
+  } catch {
+    return undefined;
+  }
+  const field = (name: string) => new RegExp(`^${name}:(\\S+)`, 'm').exec(info)?.[1];
+  if (field('aof_enabled') === '1' && field('aof_last_write_status') === 'err') {
+    return 'Redis cannot write its AOF (aof_last_write_status:err), so it refuses every write: its disk is full or not writable (its log says which); free disk space';
+  }
+  if (field('rdb_last_bgsave_status') === 'err') {
+    return 'Redis\'s last RDB save failed (rdb_last_bgsave_status:err); with stop-writes-on-bgsave-error yes it refuses every write until a save succeeds: check its disk and its log';
+  }
+  return undefined;
+}

@@ -14,6 +14,7 @@ import { RunStore } from '../fleet/run-store.js';
 import { createExecutor, type Executor } from './executor.js';
 import { createProcessor, settleFailedJob } from './processor.js';
 import { WorkerRegistry } from './registry.js';
+import { rateLimitedLog } from './error-log.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -105,8 +106,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       stalledInterval: opts.stalledIntervalMs ?? 30_000,
       ...extra,
     });
+    const log = rateLimitedLog((line) => console.error(`worker (${queue}): ${line}`));
     w.on('error', (err) => {
-      if (!/ECONNREFUSED|Connection is closed|ECONNRESET/.test(String(err))) console.error(`worker (${queue}): ${err.message}`);
+      if (!/ECONNREFUSED|Connection is closed|ECONNRESET/.test(String(err))) log(err.message);
     });
     return w;
   };
@@ -115,11 +117,10 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const store = new RunStore(storeRedis, prefix);
   const processor = createProcessor({ store, executor, rollouts, registry });
   const workers = consumerSlots(opts.concurrency, opts.consumers).map((slots) => consume(QUEUE_NAME, processor, slots, { maxStalledCount: opts.maxStalledCount ?? 5 }));
+  const unwritten = rateLimitedLog((line) => console.error(`worker: ${line}`));
   for (const w of workers) {
     w.on('failed', (job, err) => {
-      settleFailedJob(store, job, err).catch((e: unknown) =>
-        console.error(`worker: job ${job?.id ?? '?'} failed (${err.message}) and its outcome could not be written: ${e instanceof Error ? e.message : String(e)}`),
-      );
+      settleFailedJob(store, job, err).catch((e: unknown) => unwritten(`a failed job's outcome could not be written: ${e instanceof Error ? e.message : String(e)}`));
     });
   }
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker

@@ -1,0 +1,33 @@
+// A worker's errors it cannot act on arrive once per job; each kind is printed once per interval.
+import { describe, expect, it } from 'vitest';
+import { errorKind, rateLimitedLog } from '../src/workers/error-log.js';
+import { redisRefusalAdvice } from '../src/producer/enqueue.js';
+
+describe('rate-limited error log', () => {
+  it('prints a kind once, then at most every interval with how many were held back', () => {
+    let t = 0;
+    const lines: string[] = [];
+    const log = rateLimitedLog((l) => lines.push(l), 10_000, () => t);
+    const misconf = (hash: string, line: number) => `MISCONF Errors writing to the AOF file: No space left on device script: ${hash.repeat(40)}, on @user_script:${line}.`;
+    for (let i = 0; i < 2_000; i++) {
+      log(misconf(i % 2 ? 'a' : 'b', 200 + (i % 3)));
+      t += 10;
+    }
+    log('OOM command not allowed when used memory > \'maxmemory\'.');
+    expect(lines).toEqual([
+      'MISCONF Errors writing to the AOF file: No space left on device',
+      'MISCONF Errors writing to the AOF file: No space left on device (999 more like it in the last 10 s)',
+      "OOM command not allowed when used memory > 'maxmemory'.",
+    ]);
+  });
+
+  it('a kind is the message without the script hash and line', () => {
+    expect(errorKind('OOM command not allowed. script: 5ab432e88830d573e2fa33392ffbd4ad25a9b100, on @user_script:589.')).toBe('OOM command not allowed.');
+  });
+
+  it('says what to do about each way Redis refuses a write', () => {
+    expect(redisRefusalAdvice("OOM command not allowed when used memory > 'maxmemory'.")).toMatch(/memory/);
+    expect(redisRefusalAdvice('MISCONF Errors writing to the AOF file: No space left on device')).toMatch(/disk is full or not writable/);
+    expect(redisRefusalAdvice("READONLY You can't write against a read only replica.")).toMatch(/read-only replica/);
+  });
+});
