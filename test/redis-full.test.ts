@@ -15,7 +15,7 @@ import { parseInventory } from '../src/producer/inventory.js';
 import { headroomProblem, REDIS_BYTES_PER_MINER } from '../src/redis/durability.js';
 import { freePort, startRedisServer, waitForRedis, type LocalRedis } from '../src/redis/server.js';
 import { cutShort } from '../src/cli/render.js';
-import { runCli } from './helpers/cli.js';
+import { runCli, writeFleetFiles } from './helpers/cli.js';
 import { until } from './helpers/until.js';
 
 let dir: string;
@@ -167,6 +167,14 @@ describe('a Redis that cannot save', () => {
       await expect(r.set('probe', '1')).rejects.toThrow(/^MISCONF/);
       const cli = await runCli(['runs'], { REDIS_URL: url });
       expect(cli.stderr).toContain("bos-fleet: WARNING: Redis's last RDB save failed (rdb_last_bgsave_status:err); with stop-writes-on-bgsave-error yes it refuses every write");
+      const files = writeFleetFiles('id,host\nm1,127.26.0.1\n');
+      try {
+        const poll = await runCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--enqueue-only'], { REDIS_URL: url });
+        expect(poll.code).toBe(1);
+        expect(poll.stderr).toMatch(/bos-fleet: MISCONF .* — Redis refused a write\. Redis cannot save its data \(its disk is full or not writable: its log says which\) and refuses writes until it can: free disk space\.$/m);
+      } finally {
+        rmSync(files.dir, { recursive: true, force: true });
+      }
       await r.config('SET', 'dir', home);
       await r.bgsave();
       await until(async () => /rdb_last_bgsave_status:ok/.test(await c.info('persistence')), 10_000, 50);

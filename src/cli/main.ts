@@ -8,6 +8,7 @@ import { registerRuns } from './runs-command.js';
 import { registerSchedule } from './schedule-command.js';
 import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
+import { redisRefusalAdvice } from '../producer/enqueue.js';
 
 const program = new Command('bos-fleet')
   .description('Fleet executor for Braiins OS mining farms: polls, config pushes and staged rollouts')
@@ -31,6 +32,9 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode);
-  console.error(`bos-fleet: ${err instanceof Error ? err.message : String(err)}`);
+  const message = err instanceof Error ? err.message : String(err);
+  // Redis refusing a write (full, cannot save, a replica): its bare reply, with what to do about it.
+  const refused = /^(OOM|MISCONF|READONLY)\b/.test(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message).replace(/, then poll again\.$/, '.')}` : '';
+  console.error(`bos-fleet: ${message}${refused}`);
   process.exit(1);
 });
