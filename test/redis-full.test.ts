@@ -15,7 +15,7 @@ import { parseInventory } from '../src/producer/inventory.js';
 import { headroomProblem, REDIS_BYTES_PER_MINER } from '../src/redis/durability.js';
 import { freePort, startRedisServer, waitForRedis, type LocalRedis } from '../src/redis/server.js';
 import { cutShort } from '../src/cli/render.js';
-import { runCli, writeFleetFiles } from './helpers/cli.js';
+import { exited, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
 import { until } from './helpers/until.js';
 
 let dir: string;
@@ -137,6 +137,22 @@ describe('a Redis near its maxmemory', () => {
       await redis.config('SET', 'maxmemory', '0');
     }
   });
+
+  it('a running worker says so when Redis fills up under it (not only at start-up)', async () => {
+    const files = writeFleetFiles('id,host\nm1,127.26.0.2\n');
+    const worker = spawnCli(['worker', '--prefix', 'full-f', '--credentials', files.credentials, '--report-every', '1s', '--concurrency', '2'], { REDIS_URL: server.url });
+    try {
+      await until(async () => worker.output().stdout.includes(' on redis://'), 20_000, 50);
+      expect(worker.output().stderr).not.toContain('WARNING');
+      await redis.config('SET', 'maxmemory', String(Math.round((await usedBytes()) / 0.85)));
+      await until(async () => /worker: WARNING: Redis is \d+% full/.test(worker.output().stderr), 10_000, 100);
+    } finally {
+      await redis.config('SET', 'maxmemory', '0');
+      worker.kill('SIGTERM');
+      await exited(worker);
+      rmSync(files.dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   it('no limit, or room enough: no problem', () => {
     expect(headroomProblem({ usedBytes: 10e9, maxBytes: 0 }, 100_000)).toBeUndefined();

@@ -10,6 +10,36 @@ import { connectRedis, descriptorWarning, loadTlsSites } from './common.js';
 import { shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
+import { Redis } from 'ioredis';
+import { memoryWarning, persistenceProblem, redisMemory } from '../redis/durability.js';
+import { rateLimitedLog } from '../workers/error-log.js';
+
+/** How often a running worker looks at Redis's memory and persistence (at most). */
+const HEALTH_EVERY_MS = 60_000;
+
+function watchRedisHealth(url: string, everyMs: number): { stop(): void } {
+  const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true });
+  redis.on('error', () => undefined); // the worker's own connections report Redis being down
+  // Alike when they differ only in figures (Redis 85% full, then 86%).
+  const warn = rateLimitedLog((line) => process.stderr.write(`worker: WARNING: ${line}\n`), 600_000, Date.now, (m) => m.replace(/[\d.,]+/g, '#'));
+  let checking = false;
+  const timer = setInterval(() => {
+    if (checking) return;
+    checking = true;
+    void (async () => {
+      for (const problem of [memoryWarning(await redisMemory(redis)), await persistenceProblem(redis)]) if (problem) warn(problem);
+    })()
+      .catch(() => undefined)
+      .finally(() => (checking = false));
+  }, everyMs);
+  timer.unref();
+  return {
+    stop: () => {
+      clearInterval(timer);
+      redis.disconnect();
+    },
+  };
+}
 
 export function registerWorker(program: Command): void {
   program
@@ -56,6 +86,9 @@ export function registerWorker(program: Command): void {
         const a = activity.take();
         if (totalOutcomes(a) || a.retries) console.log(`worker: last ${opts.reportEvery}: ${activityText(a)}`);
       }, reportEveryMs) : undefined;
+      // Redis filling up or unable to save is said while it happens, not only at start-up (each kind
+      // at most every 10 minutes), so the worker's log warns before runs are refused.
+      const health = watchRedisHealth(url, Math.min(reportEveryMs || HEALTH_EVERY_MS, HEALTH_EVERY_MS));
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           console.log(`worker: ${sig}, finishing in-flight jobs…`);
@@ -65,6 +98,7 @@ export function registerWorker(program: Command): void {
         process.once('SIGINT', () => stop('SIGINT'));
       });
       await running.close();
+      health.stop();
       if (report) clearInterval(report);
       console.log(`worker: stopped after ${activityText(activity.total())}`);
     });

@@ -10,10 +10,15 @@ export function errorKind(message: string): string {
   return message.replace(/\s*script: [0-9a-f]{40}, on @user_script:\d+\.?/g, '').trim();
 }
 
-export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, now: () => number = Date.now): ErrorLog {
+/**
+ * `kindOf` says which messages are alike (default: the same error kind); the line printed is the
+ * message itself, without script hashes.
+ */
+export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, now: () => number = Date.now, kindOf: (message: string) => string = errorKind): ErrorLog {
   const seen = new Map<string, { atMs: number; held: number }>();
   return (message: string) => {
-    const kind = errorKind(message);
+    const kind = kindOf(message);
+    const text = errorKind(message);
     const t = now();
     const s = seen.get(kind);
     if (s && t - s.atMs < everyMs) {
@@ -23,6 +28,6 @@ export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, 
     const held = s?.held ?? 0;
     seen.set(kind, { atMs: t, held: 0 });
     if (seen.size > 100) seen.delete(seen.keys().next().value as string); // bounded: oldest kind first
-    write(held > 0 ? `${kind} (${held} more like it in the last ${Math.round((t - s!.atMs) / 1000)} s)` : kind);
+    write(held > 0 ? `${text} (${held} more like it in the last ${Math.round((t - s!.atMs) / 1000)} s)` : text);
   };
 }
