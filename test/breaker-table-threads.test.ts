@@ -4,7 +4,7 @@ import { Worker } from 'node:worker_threads';
 import { pathToFileURL } from 'node:url';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SharedBreakerStore, createSharedBreakerTable } from '../src/core/breaker-store.js';
+import { SharedBreakerStore, createSharedBreakerTable } from '../src/core/breaker-table.js';
 
 // Runs in each thread (plain JS against the build: `npm test` builds first).
 const THREAD = `
@@ -34,7 +34,7 @@ import(workerData.module).then(({ SharedBreakerStore }) => {
 describe('shared breaker table across threads', () => {
   it('claims, frees and reuses slots from 3 threads with every counted update kept', async () => {
     const table = createSharedBreakerTable(48); // 16 counted + up to 24 churning miners in 48 slots: long shared runs
-    const module = pathToFileURL(resolve('dist/core/breaker-store.js')).href;
+    const module = pathToFileURL(resolve('dist/core/breaker-table.js')).href;
     const results = await Promise.all(
       [1, 2, 3].map(
         (seed) =>

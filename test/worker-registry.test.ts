@@ -16,7 +16,7 @@ import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import { WorkerRegistry } from '../src/workers/registry.js';
 import { createTaskRunner } from '../src/workers/task.js';
-import { createSharedBreakerTable } from '../src/core/breaker-store.js';
+import { createSharedBreakerTable } from '../src/core/breaker-table.js';
 import { makeTestCerts } from './helpers/certs.js';
 import { runCli } from './helpers/cli.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';

@@ -1,6 +1,6 @@
 // Piscina threads: breaker state is one per miner across all threads of a worker.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSharedBreakerTable } from '../src/core/breaker-store.js';
+import { createSharedBreakerTable } from '../src/core/breaker-table.js';
 import type { JobData } from '../src/fleet/job.js';
 import { createExecutor, type Executor } from '../src/workers/executor.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';

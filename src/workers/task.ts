@@ -1,7 +1,7 @@
 // One job's work on the miner, as plain data in and out: runs in a Piscina thread or inline.
 // Each thread has its own FleetCore (channels, sessions); breaker state is the shared table.
 import { FleetCore } from '../core/fleet-core.js';
-import { SharedBreakerStore, type SharedBreakerTable } from '../core/breaker-store.js';
+import { SharedBreakerStore, type SharedBreakerTable } from '../core/breaker-table.js';
 import { FleetError, type PlainFleetError } from '../core/fleet-error.js';
 import type { CoreOptionsInput } from '../core/options.js';
 import type { Credentials } from '../core/sessions.js';

@@ -5,7 +5,7 @@ import { CONTROL_QUEUE, createControlProcessor } from '../rollout/control.js';
 import { RolloutStore } from '../rollout/store.js';
 import { SCHEDULE_QUEUE, createScheduleProcessor } from '../rollout/schedules.js';
 import { Redis } from 'ioredis';
-import { createSharedBreakerTable } from '../core/breaker-store.js';
+import { createSharedBreakerTable } from '../core/breaker-table.js';
 import type { CoreOptionsInput } from '../core/options.js';
 import type { TlsProfile } from '../core/tls.js';
 import type { CredentialProfiles } from '../fleet/credentials.js';
