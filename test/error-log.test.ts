@@ -1,7 +1,7 @@
 // A worker's errors it cannot act on arrive once per job; each kind is printed once per interval.
 import { describe, expect, it } from 'vitest';
 import { errorKind, rateLimitedLog } from '../src/workers/error-log.js';
-import { redisRefusalAdvice } from '../src/producer/enqueue.js';
+import { redisRefusalAdvice } from '../src/redis/durability.js';
 
 describe('rate-limited error log', () => {
   it('prints a kind once, then at most every interval with how many were held back', () => {

@@ -12,29 +12,23 @@ import { enqueueRun } from '../src/producer/enqueue.js';
 import { enqueueOnly } from '../src/producer/run-local.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { startRedisServer } from '../src/redis/server.js';
-import { inventoryCsv } from '../src/sim/plan.js';
 import { startWorker } from '../src/workers/worker.js';
-import { exited, spawnCli, writeFleetFiles } from './helpers/cli.js';
-import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { exited, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
+import { FAST_CORE, type TestFleet } from './helpers/fleet.js';
 import { crashAndRestart, redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
 const COUNT = 60;
+let cf: CliFleet;
 let tf: TestFleet;
 let redis: Redis;
-let files: ReturnType<typeof writeFleetFiles>;
+let files: FleetFiles;
 
 beforeAll(async () => {
   // Every reply takes 150 ms, so a run lasts long enough to be interrupted.
-  tf = await startTestFleet(COUNT, '127.11.0.1', () => ({ slow: { latencyMs: 150 } }));
-  redis = new Redis(redisUrl());
-  files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
+  ({ tf, redis, files } = cf = await startCliFleet(COUNT, '127.11.0.1', () => ({ slow: { latencyMs: 150 } })));
 });
-afterAll(async () => {
-  redis.disconnect();
-  await tf.fleet.close();
-  rmSync(files.dir, { recursive: true, force: true });
-});
+afterAll(() => cf.close());
 
 async function outcomeCount(store: RunStore, runId: string): Promise<number> {
   return (await store.getCounts(runId)).done;

@@ -1,30 +1,24 @@
 // Rollouts through the CLI and worker processes: SIGKILL mid-rollout, dry runs, old firmware, contracts.
-import { rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rolloutReport } from '../src/rollout/create.js';
-import { inventoryCsv } from '../src/sim/plan.js';
-import { exited, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
-import { appliedWritesPerMiner, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { exited, runCli, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
+import { appliedWritesPerMiner, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
 const COUNT = 60;
+let cf: CliFleet;
 let tf: TestFleet;
-let files: ReturnType<typeof writeFleetFiles>;
+let files: FleetFiles;
 let redis: Redis;
 beforeAll(async () => {
   // Every 10th miner speaks API 1.0.0; every reply takes 100 ms so a rollout can be interrupted.
-  tf = await startTestFleet(COUNT, '127.15.0.1', (i) => (i % 10 === 9 ? { oldApi: true, slow: { latencyMs: 100 } } : { slow: { latencyMs: 100 } }));
-  files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
-  redis = new Redis(redisUrl());
+  ({ tf, redis, files } = cf = await startCliFleet(COUNT, '127.15.0.1', (i: number) => (i % 10 === 9 ? { oldApi: true, slow: { latencyMs: 100 } } : { slow: { latencyMs: 100 } })));
 });
-afterAll(async () => {
-  redis.disconnect();
-  await tf.fleet.close();
-  rmSync(files.dir, { recursive: true, force: true });
-});
+afterAll(() => cf.close());
 
 
 const appliedWrites = async (method: string) => (await tf.fleet.mutations()).filter((r) => r.method === method && r.result === 'applied');

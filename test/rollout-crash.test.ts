@@ -1,35 +1,28 @@
 // A change's worker killed between its write to the miner and its outcome: the job runs again, and the
 // outcome still says the change was applied, with the miner's value from before the rollout (what a
 // rollback restores) — not "unchanged" with the new value as "before".
-import { rmSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MutationData } from '../src/workers/ops/mutate.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { rollbackPlanFor, startRollout, waitForRollout } from '../src/rollout/create.js';
 import { waveRunId } from '../src/rollout/store.js';
-import { inventoryCsv } from '../src/sim/plan.js';
-import { exited, spawnCli, writeFleetFiles } from './helpers/cli.js';
+import { exited, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { startWorker } from '../src/workers/worker.js';
-import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { FAST_CORE, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
 const COUNT = 12;
+let cf: CliFleet;
 let tf: TestFleet;
 let redis: Redis;
-let files: ReturnType<typeof writeFleetFiles>;
+let files: FleetFiles;
 beforeAll(async () => {
   // Every reply takes 400 ms: a worker killed right after a write lands is still reading it back.
-  tf = await startTestFleet(COUNT, '127.24.0.1', () => ({ slow: { latencyMs: 400 } }));
-  redis = new Redis(redisUrl());
-  files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
+  ({ tf, redis, files } = cf = await startCliFleet(COUNT, '127.24.0.1', () => ({ slow: { latencyMs: 400 } })));
 });
-afterAll(async () => {
-  redis.disconnect();
-  await tf.fleet.close();
-  rmSync(files.dir, { recursive: true, force: true });
-});
+afterAll(() => cf.close());
 
 describe('a change whose worker dies after writing to the miner', () => {
   it('reports the change as applied, with the value from before the rollout, so a rollback restores it', async () => {

@@ -7,24 +7,19 @@ import { RunStore } from '../src/fleet/run-store.js';
 import { startWorker } from '../src/workers/worker.js';
 import { inventoryCsv } from '../src/sim/plan.js';
 import { readAudit } from '../src/rollout/audit.js';
-import { runCli, writeFleetFiles } from './helpers/cli.js';
+import { runCli, writeFleetFiles, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
+let cf: CliFleet;
 let tf: TestFleet;
-let files: ReturnType<typeof writeFleetFiles>;
+let files: FleetFiles;
 let redis: Redis;
 beforeAll(async () => {
-  tf = await startTestFleet(5, '127.16.0.1');
-  files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
-  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+  ({ tf, redis, files } = cf = await startCliFleet(5, '127.16.0.1', undefined, { maxRetriesPerRequest: null }));
 });
-afterAll(async () => {
-  redis.disconnect();
-  await tf.fleet.close();
-  rmSync(files.dir, { recursive: true, force: true });
-});
+afterAll(() => cf.close());
 
 const worker = (prefix: string) => startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 8, credentials: tf.credentials, coreOptions: FAST_CORE });
 const scheduleRuns = async (store: RunStore, id: string) => (await store.listRuns(100)).filter((r) => r.runId.startsWith(`${id}-`));

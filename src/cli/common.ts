@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { loadTlsMaterial, tlsProfileSchema, type TlsProfile } from '../core/tls.js';
-import { checkDurability, memoryWarning, persistenceProblem, redisMemory } from '../redis/durability.js';
+import { checkDurability, redisHealthProblems } from '../redis/durability.js';
 import { resolveRedisUrl, shownRedisUrl, stateDir } from '../redis/resolve.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/run-store.js';
@@ -27,10 +27,7 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
         : `the embedded redis-server (data in ${stateDir()}) did not answer`;
     throw new Error(`cannot connect to Redis at ${shownRedisUrl(url)}: ${(cause ?? (err as Error)).message} (${hint})`);
   }
-  const full = memoryWarning(await redisMemory(redis));
-  if (full) process.stderr.write(`bos-fleet: WARNING: ${full}\n`);
-  const unsaved = await persistenceProblem(redis);
-  if (unsaved) process.stderr.write(`bos-fleet: WARNING: ${unsaved}\n`);
+  for (const problem of await redisHealthProblems(redis)) process.stderr.write(`bos-fleet: WARNING: ${problem}\n`);
   const report = await checkDurability(redis);
   if (report.problems.length) {
     const banner = report.problems.map((p) => `bos-fleet: WARNING: ${p}`).join('\n');

@@ -8,7 +8,7 @@ import { registerRuns } from './runs-command.js';
 import { registerSchedule } from './schedule-command.js';
 import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
-import { redisRefusalAdvice } from '../producer/enqueue.js';
+import { redisRefusalAdvice } from '../redis/durability.js';
 
 const program = new Command('bos-fleet')
   .description('Fleet executor for Braiins OS mining farms: polls, config pushes and staged rollouts')
@@ -34,7 +34,7 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode);
   const message = err instanceof Error ? err.message : String(err);
   // Redis refusing a write (full, cannot save, a replica): its bare reply, with what to do about it.
-  const refused = /^(OOM|MISCONF|READONLY)\b/.test(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message).replace(/, then poll again\.$/, '.')}` : '';
+  const refused = /^(OOM|MISCONF|READONLY)\b/.test(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message)}` : '';
   console.error(`bos-fleet: ${message}${refused}`);
   process.exit(1);
 });

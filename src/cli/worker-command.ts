@@ -11,7 +11,7 @@ import { shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
 import { Redis } from 'ioredis';
-import { memoryWarning, persistenceProblem, redisMemory } from '../redis/durability.js';
+import { redisHealthProblems } from '../redis/durability.js';
 import { rateLimitedLog } from '../workers/error-log.js';
 
 /** How often a running worker looks at Redis's memory and persistence (at most). */
@@ -27,7 +27,7 @@ function watchRedisHealth(url: string, everyMs: number): { stop(): void } {
     if (checking) return;
     checking = true;
     void (async () => {
-      for (const problem of [memoryWarning(await redisMemory(redis)), await persistenceProblem(redis)]) if (problem) warn(problem);
+      for (const problem of await redisHealthProblems(redis)) warn(problem);
     })()
       .catch(() => undefined)
       .finally(() => (checking = false));

@@ -44,14 +44,14 @@ export class Breaker {
    * one: closed with every failure out of the window (it acts as a fresh one), or open with no call
    * through it for longer than a probe would have taken to come (its miner is gone, or moved).
    */
-  private readonly evictable = (rec: BreakerRecord): boolean => {
-    const now = this.clock.now();
+  private evictable(rec: BreakerRecord, now: number): boolean {
     if (rec.state === CLOSED) return rec.failures.every((t) => now - t >= this.opts.windowMs);
     return now - Math.max(rec.openedAtMs, rec.probeStartedAtMs) >= this.opts.openMs + this.opts.probeLeaseMs;
-  };
+  }
 
+  /** Off the hot path only (a breaker that is closed with nothing recorded never gets here). */
   private update<T>(fn: (rec: BreakerRecord) => T): T {
-    return this.store.update(this.key, fn, this.evictable);
+    return this.store.update(this.key, fn, (rec) => this.evictable(rec, this.clock.now()));
   }
 
   /** Asks to send one call. 'probe' means this call is the single half-open probe. */

@@ -127,8 +127,7 @@ export class RunStore {
    * with the state from before it — what a rollback restores — instead of "unchanged".
    */
   async journalBefore(runId: string, minerId: string, before: unknown): Promise<unknown> {
-    const key = this.k.journal(runId);
-    await this.redis.hsetnx(key, minerId, JSON.stringify({ before: before ?? null }));
+    if ((await this.redis.hsetnx(this.k.journal(runId), minerId, JSON.stringify({ before: before ?? null }))) === 1) return before ?? null;
     return (await this.journaled(runId, minerId))?.before;
   }
 

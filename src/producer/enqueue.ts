@@ -6,7 +6,7 @@ import type { JobData, JobTarget, Operation } from '../fleet/job.js';
 import { DEFAULT_RETENTION, newRunId, type RetentionPolicy, type RunRecord, type RunStore } from '../fleet/run-store.js';
 import type { Inventory } from './inventory.js';
 import { siteHasTls } from '../core/tls.js';
-import { headroomProblem, redisMemory } from '../redis/durability.js';
+import { headroomProblem, redisMemory, redisRefusalAdvice } from '../redis/durability.js';
 
 /** Redis refused a run for want of memory (nothing of it was written). */
 export class RedisFullError extends Error {}
@@ -105,14 +105,6 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
   return record;
 }
 
-/** What to do about a write Redis refused, from its error. */
-export function redisRefusalAdvice(message: string): string {
-  if (/^OOM\b/.test(message)) return 'Free or add Redis memory (maxmemory), then poll again.';
-  if (/^MISCONF\b/.test(message)) return 'Redis cannot save its data (its disk is full or not writable: its log says which) and refuses writes until it can: free disk space, then poll again.';
-  if (/^READONLY\b/.test(message)) return 'This Redis is a read-only replica: point --redis / REDIS_URL at the primary.';
-  return 'Fix what Redis reports, then poll again.';
-}
-
 /**
  * Refuses (RedisFullError) a run that would not fit under Redis's maxmemory. A poll first deletes the
  * finished poll runs its retention would delete once it is created (keeping one fewer, as it will
@@ -153,7 +145,7 @@ async function addChunk(queue: Queue, store: RunStore, record: RunRecord, before
       `run ${record.runId}: Redis refused its jobs after ${enqueued.toLocaleString('en-US')} of ${record.total.toLocaleString('en-US')} miners (${(err as Error).message}). ` +
         `The ${enqueued.toLocaleString('en-US')} enqueued are polled; the other ${(record.total - enqueued).toLocaleString('en-US')} are not in this run` +
         (closed ? ' (the run now counts only those enqueued, so it can finish)' : `, and the run shows as unfinished until \`bos-fleet cancel ${record.runId}\` (Redis refused to record the cut too)`) +
-        `. ${redisRefusalAdvice((err as Error).message)}`,
+        `. ${redisRefusalAdvice((err as Error).message)} Then poll again.`,
     );
   }
 }

@@ -41,19 +41,35 @@ export interface RedisMemory {
   maxBytes: number;
 }
 
-/** used_memory and maxmemory from INFO memory; undefined when INFO is refused (some managed Redis). */
-export async function redisMemory(redis: Redis): Promise<RedisMemory | undefined> {
-  let info: string;
+/** INFO's fields (one section, or the default ones: memory, persistence, …); undefined when INFO is refused (some managed Redis). */
+export async function redisInfo(redis: Redis, section?: string): Promise<Map<string, string> | undefined> {
+  let text: string;
   try {
-    info = await redis.info('memory');
+    text = section ? await redis.info(section) : await redis.info();
   } catch {
     return undefined;
   }
-  const field = (name: string) => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
-  const usedBytes = field('used_memory');
-  const maxBytes = field('maxmemory');
+  const fields = new Map<string, string>();
+  for (const line of text.split('\r\n')) {
+    const at = line.indexOf(':');
+    if (at > 0 && !line.startsWith('#')) fields.set(line.slice(0, at), line.slice(at + 1).trim());
+  }
+  return fields;
+}
+
+/** used_memory and maxmemory from INFO's fields. */
+export function memoryOf(info: Map<string, string> | undefined): RedisMemory | undefined {
+  const usedBytes = Number(info?.get('used_memory') ?? NaN);
+  const maxBytes = Number(info?.get('maxmemory') ?? NaN);
   return Number.isFinite(usedBytes) && Number.isFinite(maxBytes) ? { usedBytes, maxBytes } : undefined;
 }
+
+/** used_memory and maxmemory, from INFO memory. */
+export async function redisMemory(redis: Redis): Promise<RedisMemory | undefined> {
+  return memoryOf(await redisInfo(redis, 'memory'));
+}
+
+const KEEP_FEWER = 'or keep fewer finished poll runs (--keep-runs / --keep-for)';
 
 const mb = (bytes: number) => `${(bytes / 1_048_576).toFixed(bytes < 10 * 1_048_576 ? 1 : 0)} MB`;
 
@@ -69,7 +85,7 @@ export function headroomProblem(mem: RedisMemory | undefined, miners: number): s
   return (
     `Redis has ${mb(free)} free under its maxmemory of ${mb(mem.maxBytes)} (${mb(mem.usedBytes)} used), and a run of ` +
     `${miners.toLocaleString('en-US')} miners needs about ${mb(need)} (~${(REDIS_BYTES_PER_MINER / 1024).toFixed(1)} KB per miner: its job and its outcome). ` +
-    `Raise maxmemory (CONFIG SET maxmemory, and in redis.conf), or keep fewer finished poll runs (--keep-runs / --keep-for)`
+    `Raise maxmemory (CONFIG SET maxmemory, and in redis.conf), ${KEEP_FEWER}`
   );
 }
 
@@ -83,27 +99,34 @@ export function memoryWarning(mem: RedisMemory | undefined): string | undefined 
   return (
     `Redis is ${Math.round((mem.usedBytes / mem.maxBytes) * 100)}% full (${mb(mem.usedBytes)} of its maxmemory ${mb(mem.maxBytes)}): ` +
     `${mb(free)} is room for about ${Math.floor(free / REDIS_BYTES_PER_MINER).toLocaleString('en-US')} more miners' jobs and outcomes, ` +
-    `and a run that does not fit is refused. Raise maxmemory, or keep fewer finished poll runs (--keep-runs / --keep-for)`
+    `and a run that does not fit is refused. Raise maxmemory, ${KEEP_FEWER}`
   );
 }
 
 /**
  * Why Redis refuses writes right now for want of persisting them (MISCONF: its disk is full or not
- * writable), read from INFO persistence; undefined when it saves fine or INFO is refused.
+ * writable), from INFO's persistence fields; undefined when it saves fine or INFO was refused.
  */
-export async function persistenceProblem(redis: Redis): Promise<string | undefined> {
-  let info: string;
-  try {
-    info = await redis.info('persistence');
-  } catch {
-    return undefined;
-  }
-  const field = (name: string) => new RegExp(`^${name}:(\\S+)`, 'm').exec(info)?.[1];
-  if (field('aof_enabled') === '1' && field('aof_last_write_status') === 'err') {
+export function persistenceProblem(info: Map<string, string> | undefined): string | undefined {
+  if (info?.get('aof_enabled') === '1' && info.get('aof_last_write_status') === 'err') {
     return 'Redis cannot write its AOF (aof_last_write_status:err), so it refuses every write: its disk is full or not writable (its log says which); free disk space';
   }
-  if (field('rdb_last_bgsave_status') === 'err') {
+  if (info?.get('rdb_last_bgsave_status') === 'err') {
     return 'Redis\'s last RDB save failed (rdb_last_bgsave_status:err); with stop-writes-on-bgsave-error yes it refuses every write until a save succeeds: check its disk and its log';
   }
   return undefined;
+}
+
+/** What Redis's state says an operator should fix now (nearly full, cannot save), from one INFO. */
+export async function redisHealthProblems(redis: Redis): Promise<string[]> {
+  const info = await redisInfo(redis);
+  return [memoryWarning(memoryOf(info)), persistenceProblem(info)].filter((p): p is string => p !== undefined);
+}
+
+/** What to do about a write Redis refused, from its error (a sentence; the caller says what to do next). */
+export function redisRefusalAdvice(message: string): string {
+  if (/^OOM\b/.test(message)) return 'Free or add Redis memory (maxmemory).';
+  if (/^MISCONF\b/.test(message)) return 'Redis cannot save its data (its disk is full or not writable: its log says which) and refuses writes until it can: free disk space.';
+  if (/^READONLY\b/.test(message)) return 'This Redis is a read-only replica: point --redis / REDIS_URL at the primary.';
+  return 'Fix what Redis reports.';
 }

@@ -1,6 +1,7 @@
 // What a worker process's consumers finished, for its periodic log line: outcomes written, by code,
 // and failed attempts that BullMQ will run again.
 import type { Job, Worker } from 'bullmq';
+import { isFinalFailure } from './processor.js';
 
 export interface Activity {
   outcomes: Record<string, number>;
@@ -34,8 +35,7 @@ export function watchActivity(workers: Worker[]): { take(): Activity; total(): A
       if (!result?.skipped) add(result?.code ?? 'OK'); // a skipped job's outcome was counted when written
     });
     w.on('failed', (job: Job | undefined, err: Error) => {
-      const final = err.name === 'UnrecoverableError' || !job || job.attemptsMade >= (job.opts.attempts ?? 1);
-      if (final) add(/^([A-Z_]+):/.exec(err.message)?.[1] ?? 'INTERNAL');
+      if (isFinalFailure(job, err)) add(/^([A-Z_]+):/.exec(err.message)?.[1] ?? 'INTERNAL');
       else current.retries++;
     });
   }

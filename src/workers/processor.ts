@@ -84,6 +84,11 @@ async function delay(job: Job, token: string | undefined, ms: number): Promise<n
   throw new DelayedError();
 }
 
+/** Whether BullMQ is done with a job that failed (no attempt left, or unrecoverable). */
+export function isFinalFailure(job: Job | undefined, err: Error): boolean {
+  return err.name === 'UnrecoverableError' || !job || job.attemptsMade >= (job.opts.attempts ?? 1);
+}
+
 /**
  * A job that BullMQ failed for good without our processor having written its outcome: it stalled
  * more often than allowed (its workers kept dying on it), or its last attempt threw something other
@@ -93,7 +98,7 @@ async function delay(job: Job, token: string | undefined, ms: number): Promise<n
  */
 export async function settleFailedJob(store: RunStore, job: Job | undefined, err: Error): Promise<boolean> {
   if (!job) return false;
-  const final = err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
+  const final = isFinalFailure(job, err);
   // Our processor's own final failures start with their code and were written before being thrown.
   const code = /^([A-Z_]+):/.exec(err.message)?.[1];
   if (!final || (code !== undefined && isErrorCode(code))) return false;

@@ -1,10 +1,15 @@
 // Runs the built CLI (dist/) as a separate process, as an operator would.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../../src/core/proto.js';
+import { Redis, type RedisOptions } from 'ioredis';
 import { SIM_PASSWORD, SIM_USERNAME } from '../../src/sim/miner.js';
+import { inventoryCsv } from '../../src/sim/plan.js';
+import type { MinerFaults } from '../../src/sim/faults.js';
+import { startTestFleet, type TestFleet } from './fleet.js';
+import { redisUrl } from './redis.js';
 
 export const CLI = path.join(PACKAGE_ROOT, 'bin', 'bos-fleet.js');
 
@@ -41,4 +46,31 @@ export function writeFleetFiles(inventoryText: string): { dir: string; inventory
   writeFileSync(inventory, inventoryText);
   writeFileSync(credentials, JSON.stringify({ default: { username: SIM_USERNAME, password: SIM_PASSWORD } }), { mode: 0o600 });
   return { dir, inventory, credentials };
+}
+
+export type FleetFiles = ReturnType<typeof writeFleetFiles>;
+
+/** A test fleet for CLI tests: the fleet, its inventory and credentials files, a client of the test Redis. */
+export interface CliFleet {
+  tf: TestFleet;
+  files: FleetFiles;
+  redis: Redis;
+  /** Disconnects, stops the fleet and removes the files. */
+  close(): Promise<void>;
+}
+
+export async function startCliFleet(count: number, base: string, faultsOf?: (i: number) => MinerFaults, redisOptions: RedisOptions = {}): Promise<CliFleet> {
+  const tf = await startTestFleet(count, base, faultsOf);
+  const files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
+  const redis = new Redis(redisUrl(), redisOptions);
+  return {
+    tf,
+    files,
+    redis,
+    close: async () => {
+      redis.disconnect();
+      await tf.fleet.close();
+      rmSync(files.dir, { recursive: true, force: true });
+    },
+  };
 }
