@@ -71,6 +71,8 @@ export interface ModeResult {
   counts: Record<string, number>;
   /** Which round of the benchmark this run belongs to (1-based). */
   round?: number;
+  /** A steady figure: the wall times of the polls it is the median of (ms, in the order run). */
+  steadyPollsMs?: number[];
 }
 
 export function result(mode: string, label: string, n: number, durationMs: number, latencies: number[], peakRss: number, cpuMs: number, counts: Record<string, number>): ModeResult {

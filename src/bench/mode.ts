@@ -15,6 +15,7 @@ import { startWorker } from '../workers/worker.js';
 import { pollMiner } from '../workers/ops/poll.js';
 import { FleetCore } from '../core/fleet-core.js';
 import { barePoll, naivePoll, type BareSession, type BareTarget } from './bare-clients.js';
+import { collapseSteady } from './ratios.js';
 import { forEachLimited, result, rssSampler, watchedCpu, type ModeResult, type WatchedPids } from './measure.js';
 
 export interface ModeConfig {
@@ -33,14 +34,22 @@ export interface ModeConfig {
   repeat: number;
   /** Names of the repeated polls in result labels (e.g. cold, warm); `#1`, `#2`, … otherwise. */
   phases?: string[];
+  /**
+   * Polls after the `repeat` ones, in the same process, reported as one `steady` result: the one of
+   * median time (a long-running process's regular poll, its code compiled and its heap grown).
+   */
+  steady?: number;
   /** Redis and the simulator: their CPU is measured per run, like the executor's. */
   watch?: WatchedPids;
 }
 
 function phaseLabel(cfg: ModeConfig, i: number): string {
-  const name = cfg.phases?.[i] ?? (cfg.repeat > 1 ? `#${i + 1}` : '');
+  const name = i >= cfg.repeat ? 'steady' : (cfg.phases?.[i] ?? (cfg.repeat > 1 ? `#${i + 1}` : ''));
   return name ? `${cfg.label} ${name}` : cfg.label;
 }
+
+const pollsOf = (cfg: ModeConfig) => cfg.repeat + (cfg.steady ?? 0);
+
 
 const creds = { username: SIM_USERNAME, password: SIM_PASSWORD };
 
@@ -69,7 +78,7 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
   });
   const results: ModeResult[] = [];
   try {
-    for (let i = 0; i < cfg.repeat; i++) {
+    for (let i = 0; i < pollsOf(cfg); i++) {
       const rss = rssSampler();
       const others = watchedCpu(cfg.watch);
       const started = Date.now();
@@ -99,7 +108,7 @@ async function baseline(cfg: ModeConfig): Promise<ModeResult[]> {
   const known = new Map<string, BareSession>();
   const core = cfg.mode === 'core' ? new FleetCore({ pool: { maxConnections: maxConnectionsFor(cfg.targets.length) }, readTimeoutMs: cfg.timeoutMs }) : undefined;
   const results: ModeResult[] = [];
-  for (let i = 0; i < cfg.repeat; i++) {
+  for (let i = 0; i < pollsOf(cfg); i++) {
     const latencies: number[] = [];
     const counts: Record<string, number> = {};
     const rss = rssSampler();
@@ -128,5 +137,5 @@ async function baseline(cfg: ModeConfig): Promise<ModeResult[]> {
 
 const cfg = JSON.parse(readFileSync(process.argv[2] ?? '', 'utf8')) as ModeConfig;
 const out = cfg.mode === 'pipeline' ? await pipeline(cfg) : await baseline(cfg);
-for (const r of out) process.stdout.write(`BENCH ${JSON.stringify(r)}\n`);
+for (const r of collapseSteady(out)) process.stdout.write(`BENCH ${JSON.stringify(r)}\n`);
 process.exit(0);

@@ -11,6 +11,14 @@ export function median(runs: ModeResult[]): ModeResult | undefined {
   return middle(runs, (r) => r.durationMs);
 }
 
+/** A process's steady polls become one result: the median poll, carrying every steady poll's time. */
+export function collapseSteady(results: ModeResult[]): ModeResult[] {
+  const steady = results.filter((r) => r.label.endsWith(' steady'));
+  const chosen = median(steady);
+  if (!chosen) return results;
+  return [...results.filter((r) => !steady.includes(r)), { ...chosen, steadyPollsMs: steady.map((r) => r.durationMs) }];
+}
+
 export type Ratios = Record<string, number>;
 
 const ratio = (x: number, y: number) => Math.round((x / y) * 100) / 100;
@@ -20,9 +28,11 @@ export function ratiosFor(chosen: ModeResult[]): Ratios {
   const out: Ratios = {};
   for (const n of [...new Set(chosen.map((r) => r.n))]) {
     const atN = chosen.filter((r) => r.n === n);
-    const naive = atN.find((r) => r.mode === 'naive');
-    const naiveOwn = atN.find((r) => r.mode === 'naive-own');
-    for (const phase of ['cold', 'warm']) {
+    // (c)'s first poll is compared with (a)'s cold and warm ones, its steady figure with (a)'s.
+    const naiveFor = (mode: string, phase: string) => atN.find((r) => r.mode === mode && r.label.endsWith(' steady') === (phase === 'steady'));
+    for (const phase of ['cold', 'warm', 'steady']) {
+      const naive = naiveFor('naive', phase);
+      const naiveOwn = naiveFor('naive-own', phase);
       const a = atN.filter((r) => r.mode === 'pipeline' && r.label.endsWith(phase)).sort((x, y) => x.durationMs - y.durationMs)[0];
       const bare = atN.find((r) => r.mode === 'bare' && r.label.endsWith(phase));
       if (a && bare) out[`n=${n} ${phase}: (a)/(b) time`] = ratio(a.durationMs, bare.durationMs);

@@ -27,6 +27,8 @@ interface BenchArgs {
   pipelineOnly: number[];
   /** Each mode runs this many times, in rotated order; its reported figure is the median run. */
   rounds: number;
+  /** Polls after the warm one whose median is the steady figure; undefined: 3 at sizes up to 1,000, 0 above. */
+  steady?: number;
   out: string;
 }
 
@@ -45,6 +47,8 @@ figures and the ratios (a)/(b) and (c)/(a).
   --concurrency N         polls in flight, every mode (default 200; 1 to 10,000)
   --timeout-ms N          per-call timeout (default 5000)
   --rounds N              runs of each mode per size, in rotated order; figures are medians (default 3; 1 to 50)
+  --steady N              after the warm poll, N more polls in the same process whose median is the
+                          steady figure (default 3 at sizes up to 1,000, 0 above; 0 to 20)
   --blackhole-size N      size at which (a) also runs with 10% of miners blackholed (default 1000; 0: never)
   --out FILE              results file (default bench-results/latest.json)
   --report FILE           recompute a results file's ratios from its rounds, run nothing
@@ -67,6 +71,7 @@ function parseArgs(argv: string[]): BenchArgs & { help: boolean; report?: string
         concurrency: { type: 'string' },
         'timeout-ms': { type: 'string' },
         rounds: { type: 'string' },
+        steady: { type: 'string' },
         'blackhole-size': { type: 'string' },
         out: { type: 'string' },
         report: { type: 'string' },
@@ -102,6 +107,7 @@ function parseArgs(argv: string[]): BenchArgs & { help: boolean; report?: string
     timeoutMs: int('timeout-ms', values['timeout-ms'] ?? '5000', 1, 600_000),
     blackholeSize: int('blackhole-size', values['blackhole-size'] ?? '1000', 0, 100_000),
     rounds: int('rounds', values.rounds ?? '3', 1, 50),
+    ...(values.steady === undefined ? {} : { steady: int('steady', values.steady, 0, 20) }),
     out: values.out ?? path.join(PACKAGE_ROOT, 'bench-results', 'latest.json'),
   };
 }
@@ -183,12 +189,16 @@ async function main(args: BenchArgs): Promise<void> {
         // and warm (a farm's next poll: kept-open channels, known token and version). (c) has nothing
         // to keep: every poll of the naive loop is the same.
         const twice = args.pipelineOnly.includes(n) ? { repeat: 1, phases: ['cold'] } : { repeat: 2, phases: ['cold', 'warm'] };
+        // Then the steady polls (the regular poll of a worker that has run a while: compiled, heap grown),
+        // in every mode, the naive loops too (their first poll in a fresh process is a cold one of sorts).
+        const steadyPolls = args.pipelineOnly.includes(n) ? 0 : (args.steady ?? (n <= 1_000 ? 3 : 0));
+        const steady = steadyPolls > 0 ? { steady: steadyPolls } : {};
         const configs: ModeConfig[] = [
-          ...(want('a') ? args.threads : []).map((threads): ModeConfig => ({ ...base, ...twice, mode: 'pipeline', label: `(a) bos-fleet --threads ${threads} n=${n}`, threads })),
-          ...(want('a0') ? [{ ...base, ...twice, mode: 'core', label: `(a0) core alone, no queue n=${n}`, threads: 0 } satisfies ModeConfig] : []),
-          ...(want('b') ? [{ ...base, ...twice, mode: 'bare', label: `(b) bare grpc-js n=${n}`, threads: 0 } satisfies ModeConfig] : []),
-          ...(want('c') ? [{ ...base, mode: 'naive', label: `(c) naive peer loop n=${n}`, threads: 0 } satisfies ModeConfig] : []),
-          ...(want('c2') ? [{ ...base, mode: 'naive-own', label: `(c2) naive, own connection/call n=${n}`, threads: 0 } satisfies ModeConfig] : []),
+          ...(want('a') ? args.threads : []).map((threads): ModeConfig => ({ ...base, ...twice, ...steady, mode: 'pipeline', label: `(a) bos-fleet --threads ${threads} n=${n}`, threads })),
+          ...(want('a0') ? [{ ...base, ...twice, ...steady, mode: 'core', label: `(a0) core alone, no queue n=${n}`, threads: 0 } satisfies ModeConfig] : []),
+          ...(want('b') ? [{ ...base, ...twice, ...steady, mode: 'bare', label: `(b) bare grpc-js n=${n}`, threads: 0 } satisfies ModeConfig] : []),
+          ...(want('c') ? [{ ...base, ...steady, mode: 'naive', label: `(c) naive peer loop n=${n}`, threads: 0 } satisfies ModeConfig] : []),
+          ...(want('c2') ? [{ ...base, ...steady, mode: 'naive-own', label: `(c2) naive, own connection/call n=${n}`, threads: 0 } satisfies ModeConfig] : []),
         ];
         // Warm-up: untimed bare polls of every miner until the simulator's CPU per pass settles (JIT, heap
         // sizing), so no mode pays the simulator's warm-up. At most 4 passes; none at pipeline-only sizes
