@@ -43,7 +43,8 @@ describe('bos-fleet rollout', () => {
   it('pools on API 1.0.0 miners: UNSUPPORTED_BY_FIRMWARE with no write; --wait --json prints the contract', async () => {
     const pools = path.join(files.dir, 'pools.json');
     writeFileSync(pools, JSON.stringify([{ name: 'Main', pools: [{ url: 'stratum+tcp://pool.example:3333', user: 'farm.{minerId}', passwordRef: 'default' }] }]));
-    const r = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', uniquePrefix('pools'), '--pools', pools, '--waves', '100%', '--max-failure-rate', '50%', '--yes', '--wait', '--json']);
+    const prefix = uniquePrefix('pools');
+    const r = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--pools', pools, '--waves', '100%', '--max-failure-rate', '50%', '--yes', '--wait', '--json']);
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout) as { rolloutId: string; state: string; waves: { index: number; miners: number; counts: Record<string, number> }[]; counts: Record<string, number> };
     expect(Object.keys(out).sort()).toEqual(['counts', 'rolloutId', 'state', 'waves']);
@@ -51,6 +52,9 @@ describe('bos-fleet rollout', () => {
     const writes = await appliedWrites('SetPoolGroups');
     const old = new Set(tf.fleet.miners.filter((_, i) => i % 10 === 9).map((m) => m.id));
     expect(writes.filter((w) => old.has(w.minerId))).toEqual([]);
+    // The text status says where the failed miners are listed.
+    const status = await runCli(['rollout', 'status', out.rolloutId, '--redis', redisUrl(), '--prefix', prefix]);
+    expect(status.stdout).toContain(`details: bos-fleet results ${out.rolloutId}-w0 --failed`);
     const sample = await tf.fleet.state(tf.fleet.miners[0]!.id);
     expect(sample.poolGroups[0]?.pools[0]).toMatchObject({ user: `farm.${tf.fleet.miners[0]!.id}`, password: 'sim-password' });
   });

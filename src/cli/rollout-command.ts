@@ -8,7 +8,7 @@ import { loadInventory } from '../producer/inventory.js';
 import { assertProfiles, runLocal } from '../producer/run-local.js';
 import { defaultActor } from '../rollout/audit.js';
 import { changeRolloutState, rollbackPlanFor, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
-import { RolloutStore } from '../rollout/store.js';
+import { RolloutStore, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
@@ -66,11 +66,15 @@ async function confirm(miners: number, what: string, yes: boolean | undefined): 
   if (answer.trim() !== 'yes') throw new Error('not confirmed: nothing was changed');
 }
 
-function reportText(r: RolloutReport): string {
+function reportText(r: RolloutReport, details = true): string {
   const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.reason ? ` (${r.reason})` : ''}`];
   for (const w of r.waves) {
     const counts = Object.entries(w.counts).map(([c, n]) => `${c} ${n}`).join(', ') || 'not started';
     lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);
+  }
+  // Which miners failed, and why, is in each wave's run.
+  for (const w of details ? r.waves : []) {
+    if (Object.keys(w.counts).some((code) => code !== 'OK')) lines.push(`details: bos-fleet results ${waveRunId(r.rolloutId, w.index)} --failed`);
   }
   return lines.join('\n');
 }
@@ -91,7 +95,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
     try {
       let last = '';
       const report = await waitForRollout(redis, rec.rolloutId, flags.prefix, (r) => {
-        const line = reportText(r);
+        const line = reportText(r, false);
         if (!flags.json && line !== last && process.stderr.isTTY) process.stderr.write(`\x1b[2K${line.split('\n').join(' | ')}\r`);
         last = line;
       });
@@ -141,7 +145,7 @@ export function registerRollout(program: Command): void {
         reports.push(r);
       }
       if (flags.json) console.log(JSON.stringify(id ? jsonReport(reports[0] as RolloutReport) : reports.map(jsonReport)));
-      else console.log(reports.map(reportText).join('\n\n') || 'no rollouts yet');
+      else console.log(reports.map((r) => reportText(r)).join('\n\n') || 'no rollouts yet');
     } finally {
       redis.disconnect();
     }
