@@ -1,11 +1,15 @@
 // With neither --redis nor REDIS_URL, bos-fleet runs its own persistent redis-server.
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { embeddedRedisUrl, withStartLock } from '../src/redis/resolve.js';
-import { startRedisServer } from '../src/redis/server.js';
-import { runCli } from './helpers/cli.js';
+import { embeddedRedisUrl, withStartLock } from '../src/redis/embedded.js';
+import { startRedisServer, waitForRedis } from '../src/redis/server.js';
+import { Redis } from 'ioredis';
+import { RunStore } from '../src/fleet/run-store.js';
+import { exited, runCli, spawnCli, startCliFleet } from './helpers/cli.js';
+import { until } from './helpers/until.js';
 
 const home = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-home-'));
 /** Embedded Redis servers started under `home`: stopped, and waited for, before `home` is removed. */
@@ -84,6 +88,84 @@ describe('embedded Redis started by commands running together', () => {
       expect(Date.now() - started).toBeLessThan(5_000);
     } finally {
       await first.stop();
+    }
+  });
+});
+
+describe('a Redis that is slow to answer', () => {
+  it('is waited for while it loads its data (LOADING), however long that takes', async () => {
+    const dir = path.join(home, 'loading');
+    const first = await startRedisServer({ dir });
+    const r = new Redis(first.url);
+    for (let i = 0; i < 8; i++) await r.set(`k${i}`, 'v');
+    r.disconnect();
+    await first.stop();
+    // Redis's own test knob: 100 ms per key loaded, so loading these 8 keys takes ~0.8 s.
+    const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(first.port), '--dir', dir, '--appendonly', 'yes', '--save', '', '--key-load-delay', '100000'], { stdio: 'ignore' });
+    try {
+      await expect(waitForRedis(first.url, 300, child.pid)).resolves.toBeUndefined();
+    } finally {
+      child.kill('SIGKILL');
+      await exited(child);
+    }
+  });
+
+  it('one that runs but does not answer (stopped) is named, not doubled by a second redis-server', async () => {
+    const dir = path.join(home, 'stopped');
+    const url = await embeddedRedisUrl(dir);
+    const { pid } = JSON.parse(readFileSync(path.join(dir, 'redis', 'embedded.json'), 'utf8')) as { pid: number };
+    started.add(pid);
+    process.kill(pid, 'SIGSTOP');
+    try {
+      await expect(embeddedRedisUrl(dir)).rejects.toThrow(`the embedded Redis (pid ${pid}, ${url}, data in ${path.join(dir, 'redis')}) is running but does not answer`);
+      expect((JSON.parse(readFileSync(path.join(dir, 'redis', 'embedded.json'), 'utf8')) as { pid: number }).pid).toBe(pid);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+  });
+});
+
+describe('embedded Redis gone under a running command', () => {
+  it('is started again from its data on the same address, and the poll finishes: one outcome per miner', async () => {
+    const count = 40;
+    // Slow miners, few at a time: the poll runs for seconds, long enough to lose its Redis part-way.
+    const cf = await startCliFleet(count, '127.27.0.1', () => ({ slow: { latencyMs: 150 } }));
+    const dir = path.join(home, 'restart');
+    const infoFile = path.join(dir, 'redis', 'embedded.json');
+    const info = () => JSON.parse(readFileSync(infoFile, 'utf8')) as { pid: number; url: string };
+    let client: Redis | undefined;
+    let poll: ReturnType<typeof spawnCli> | undefined;
+    try {
+      poll = spawnCli(['poll', '--inventory', cf.files.inventory, '--credentials', cf.files.credentials, '--concurrency', '4', '--json'], { BOS_FLEET_HOME: dir, REDIS_URL: '' });
+      await until(async () => existsSync(infoFile));
+      const first = info();
+      started.add(first.pid);
+      client = new Redis(first.url, { maxRetriesPerRequest: null });
+      client.on('error', () => undefined);
+      const store = new RunStore(client);
+      const done = async () => {
+        const [run] = await store.listRuns(1);
+        return run ? (await store.getCounts(run.runId)).done : 0;
+      };
+      await until(async () => (await done()) >= 8);
+      process.kill(first.pid, 'SIGKILL');
+      expect(await exited(poll)).toBe(0);
+      const { stdout, stderr } = poll.output();
+      expect(stderr).toContain(`bos-fleet: the embedded Redis (pid ${first.pid}) had stopped; started it again from its data in ${path.join(dir, 'redis')} on the same address (${first.url})`);
+      expect(stderr).not.toContain('Unhandled error event');
+      const second = info();
+      started.add(second.pid);
+      expect(second.url).toBe(first.url);
+      expect(second.pid).not.toBe(first.pid);
+      // Every miner has exactly one outcome, those written before the kill included (AOF).
+      const result = JSON.parse(stdout) as { runId: string; total: number; counts: Record<string, number> };
+      expect(result.total).toBe(count);
+      expect(result.counts).toEqual({ OK: count });
+      expect((await store.getOutcomes(result.runId)).length).toBe(count);
+    } finally {
+      if (poll?.exitCode === null) poll.kill('SIGKILL');
+      client?.disconnect();
+      await cf.close();
     }
   });
 });

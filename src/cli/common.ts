@@ -5,7 +5,8 @@ import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { loadTlsMaterial, tlsProfileSchema, type TlsProfile } from '../core/tls.js';
 import { checkDurability, redisHealthProblems } from '../redis/durability.js';
-import { resolveRedisUrl, shownRedisUrl, stateDir } from '../redis/resolve.js';
+import { stateDir, superviseEmbedded } from '../redis/embedded.js';
+import { resolveRedisUrl, shownRedisUrl } from '../redis/resolve.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/run-store.js';
 import { positiveInt } from './parse.js';
@@ -27,6 +28,8 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
         : `the embedded redis-server (data in ${stateDir()}) did not answer`;
     throw new Error(`cannot connect to Redis at ${shownRedisUrl(url)}: ${(cause ?? (err as Error)).message} (${hint})`);
   }
+  // bos-fleet's own Redis is started again if it goes away while this command runs.
+  if (!(flag ?? process.env['REDIS_URL'])) superviseEmbedded(url);
   for (const problem of await redisHealthProblems(redis)) process.stderr.write(`bos-fleet: WARNING: ${problem}\n`);
   const report = await checkDurability(redis);
   if (report.problems.length) {

@@ -8,6 +8,7 @@ import type { Operation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import type { RunSummary } from '../fleet/outcome.js';
 import { RunStore, type RetentionPolicy, type RunRecord } from '../fleet/run-store.js';
+import { rateLimitedLog } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
 import { enqueueRun } from './enqueue.js';
 import type { Inventory } from './inventory.js';
@@ -57,13 +58,24 @@ export function assertProfiles(inventory: Inventory, credentials: CredentialProf
  */
 export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
   if (opts.credentials.size > 0) assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
-  return enqueueChecked(opts);
+  return enqueueChecked(opts, true);
+}
+
+/**
+ * A connection that waits out a Redis outage (ioredis reconnects, commands wait). `report`: it says
+ * so, once every 10 s; otherwise this process's worker already does, and this one stays quiet.
+ */
+function patientRedis(url: string, report: boolean): Redis {
+  const redis = new Redis(url, { maxRetriesPerRequest: null });
+  const log = report ? rateLimitedLog((line) => console.error(`bos-fleet: Redis unreachable (${line}); retrying — nothing enqueued is lost while it is down`), 10_000, Date.now, () => 'down') : undefined;
+  redis.on('error', (err: Error) => log?.(err.message));
+  return redis;
 }
 
 /** The enqueue itself, for callers that checked the profiles already. */
-async function enqueueChecked(opts: LocalRunOptions): Promise<RunRecord> {
+async function enqueueChecked(opts: LocalRunOptions, report = false): Promise<RunRecord> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
-  const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
+  const redis = patientRedis(opts.redisUrl, report);
   const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
   try {
     return await enqueueRun(queue, new RunStore(redis, prefix), opts.inventory, {
@@ -95,7 +107,7 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
     ...(opts.coreOptions ? { coreOptions: opts.coreOptions } : {}),
     ...(opts.tlsBySite ? { tlsBySite: opts.tlsBySite } : {}),
   });
-  const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
+  const redis = patientRedis(opts.redisUrl, false);
   try {
     const record = await enqueueChecked(opts);
     const store = new RunStore(redis, prefix);

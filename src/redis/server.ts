@@ -30,18 +30,21 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 
 /**
  * Waits until Redis answers PING (and has loaded its AOF); with `pid`, until that very process answers
- * (not another Redis already on the port).
+ * (not another Redis already on the port). A Redis still loading its data answers LOADING: that is
+ * progress, so the wait goes on as long as it does (a large AOF takes minutes); `timeoutMs` is the
+ * time allowed without an answer.
  */
 export async function waitForRedis(url: string, timeoutMs = 15_000, pid?: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  let deadline = Date.now() + timeoutMs;
   for (;;) {
-    const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
+    // Timeouts of its own: a redis-server that is stopped (SIGSTOP) accepts connections and never answers.
+    const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false, connectTimeout: 2_000, commandTimeout: 2_000 });
     r.on('error', () => undefined);
     try {
       await r.connect();
       if ((await r.ping()) === 'PONG' && (pid === undefined || (await r.info('server')).includes(`process_id:${pid}\r`))) return;
-    } catch {
-      // not up yet (or still loading the AOF)
+    } catch (err) {
+      if (/^LOADING/.test((err as Error).message)) deadline = Date.now() + timeoutMs;
     } finally {
       r.disconnect();
     }
