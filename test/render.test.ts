@@ -27,7 +27,7 @@ async function streamed(outcomes: Outcome[], format: 'table' | 'json' | 'csv', b
   async function* batches() {
     for (let i = 0; i < outcomes.length; i += batch) yield outcomes.slice(i, i + batch);
   }
-  await writeOutcomes(batches(), format, async (t) => void (text += t), keep);
+  await writeOutcomes(batches(), format, async (t) => void (text += t), { operation: 'poll', ...(keep ? { keep } : {}) });
   return text;
 }
 
@@ -35,10 +35,10 @@ describe('results output', () => {
   const all = Array.from({ length: 23 }, (_, i) => outcome(i));
   for (const format of ['json', 'csv', 'table'] as const) {
     it(`${format}: streamed in batches is the whole list's text`, async () => {
-      expect(await streamed(all, format, 5)).toBe(`${outcomesText(all, format)}\n`);
+      expect(await streamed(all, format, 5)).toBe(`${outcomesText(all, format, 'poll')}\n`);
       const failed = all.filter((o) => o.status !== 'ok');
-      expect(await streamed(all, format, 4, (o) => o.status !== 'ok')).toBe(`${outcomesText(failed, format)}\n`);
-      expect(await streamed([], format, 5)).toBe(`${outcomesText([], format)}\n`);
+      expect(await streamed(all, format, 4, (o) => o.status !== 'ok')).toBe(`${outcomesText(failed, format, 'poll')}\n`);
+      expect(await streamed([], format, 5)).toBe(`${outcomesText([], format, 'poll')}\n`);
     });
   }
 
@@ -53,8 +53,46 @@ describe('csv', () => {
   it('quotes what needs it and makes a miner message that looks like a formula inert', () => {
     const o = (message: string): Outcome => ({ ...outcome(0), error: { message, suggestion: 's' } });
     const rows = outcomesText([o('=HYPERLINK("http://x","y")'), o('-1 boards'), o('carriage\rreturn'), o('plain, text')], 'csv').split('\n').slice(1);
-    const messages = rows.map((r) => r.slice(r.indexOf('plaintext,') + 'plaintext,'.length));
+    // The message, then the (empty) data columns of a failed poll.
+    const messages = rows.map((r) => r.slice(r.indexOf('plaintext,') + 'plaintext,'.length).replace(/,+$/, ''));
     expect(messages).toEqual([`"'=HYPERLINK(""http://x"",""y"")"`, `'-1 boards`, `"carriage\rreturn"`, `"plain, text"`]);
+  });
+});
+
+describe('csv data columns', () => {
+  const cells = (row: string) => row.split(','); // the rows below quote nothing
+  const snapshot = {
+    apiVersion: '1.2.0', firmware: '23.03', model: 'S19', hostname: '=cmd', macAddress: 'aa', serialNumber: null, uptimeS: 60, minerStatus: 'NORMAL',
+    hashrate: { realGhs5m: 100000, realGhs1h: 99000, nominalGhs: 104000 },
+    power: { consumptionWatts: 3200, efficiencyJth: 32, targetWatts: 3300 },
+    temperature: { chipMaxC: 80, boardMaxC: 65 },
+    fans: [{ position: 0, rpm: 4000 }, { position: 1, rpm: 4100 }],
+    hashboards: [{ id: '1', enabled: true }, { id: '2', enabled: false }],
+    pools: [{ group: 'g', url: 'stratum+tcp://a:3333', user: 'u', active: true, alive: true, acceptedShares: 1, rejectedShares: 0 }, { group: 'g', url: 'stratum+tcp://b:3333', user: 'u', active: false, alive: false, acceptedShares: 0, rejectedShares: 0 }],
+    tuner: { state: 'STABLE' },
+    errors: [{ message: 'fan slow', codes: [] }],
+    unsupported: ['GetErrors'],
+  };
+
+  it('a poll run: its snapshot flattened, named as in the JSON; miner text made inert; a failed miner has empty cells', () => {
+    const [header, ok, failed] = outcomesText([{ ...outcome(1), data: snapshot }, { ...outcome(3), error: { message: 'refused', suggestion: 's' } }], 'csv').split('\n') as [string, string, string];
+    const named = Object.fromEntries(cells(header).map((name, i) => [name, cells(ok)[i]]));
+    expect(named).toMatchObject({
+      minerId: 'miner-001', code: 'OK', apiVersion: '1.2.0', model: 'S19', hostname: "'=cmd", serialNumber: '', 'hashrate.realGhs5m': '100000', 'power.consumptionWatts': '3200',
+      'temperature.chipMaxC': '80', 'fans.rpm': '4000;4100', 'hashboards.enabled': '1', 'hashboards.count': '2', 'pools.activeUrl': 'stratum+tcp://a:3333', 'pools.alive': '1',
+      'tuner.state': 'STABLE', errors: 'fan slow', unsupported: 'GetErrors',
+    });
+    expect(cells(failed).length).toBe(cells(header).length);
+    expect(cells(failed).slice(13).every((c) => c === '')).toBe(true);
+  });
+
+  it('a change run: change, before and after (JSON), verified; data from another version leaves cells empty', () => {
+    const change = { ...outcome(1), operation: 'power-target', data: { change: 'applied', before: { powerTargetWatts: 3500 }, after: { powerTargetWatts: 3100 }, verified: true } };
+    const text = outcomesText([change], 'csv');
+    expect(text.split('\n')[0]).toMatch(/,message,change,before,after,verified$/);
+    expect(text.split('\n')[1]).toMatch(/,applied,"\{""powerTargetWatts"":3500\}","\{""powerTargetWatts"":3100\}",true$/);
+    const odd = outcomesText([{ ...outcome(1), data: { model: 'S19' } }], 'csv', 'poll').split('\n')[1] as string;
+    expect(odd).toContain(',,S19,');
   });
 });
 

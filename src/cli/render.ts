@@ -3,6 +3,7 @@ import { CODE_INFO, isErrorCode } from '../core/error-codes.js';
 import { byMinerId, type Outcome, type RunSummary } from '../fleet/outcome.js';
 import type { RunRecord } from '../fleet/run-store.js';
 import type { Progress } from '../producer/wait.js';
+import { csvHeader, csvRow } from './csv.js';
 
 const fmtMs = (ms: number) => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`);
 
@@ -68,19 +69,6 @@ export function summaryText(record: RunRecord, summary: RunSummary): string {
   return lines.join('\n');
 }
 
-const CSV_COLUMNS = ['runId', 'minerId', 'host', 'port', 'operation', 'status', 'code', 'attempts', 'jobAttempts', 'durationMs', 'finishedAt', 'transport', 'message'] as const;
-
-function csvCell(v: unknown): string {
-  const s = v === undefined || v === null ? '' : String(v);
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
-/**
- * Free text that came from a miner (its error messages): a leading `=`, `+`, `-`, `@` or tab is made
- * inert with a `'`, so a spreadsheet opening the CSV never runs it as a formula.
- */
-export const inertText = (s: string | undefined): string | undefined => (s !== undefined && /^[=+\-@\t\r]/.test(s) ? `'${s}` : s);
-
 /** Text from a miner shown on a terminal: control characters (escape sequences) are shown, never obeyed. */
 export const printable = (s: string): string => s.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 
@@ -118,36 +106,38 @@ function tableText(rows: TableRow[]): string {
   ].join('\n');
 }
 
-const csvRow = (o: Outcome) => CSV_COLUMNS.map((c) => csvCell(c === 'message' ? inertText(o.error?.message) : o[c])).join(',');
 /** An outcome as an element of a 2-space-indented JSON array (as JSON.stringify(array, null, 2) gives it). */
 const jsonElement = (o: Outcome) => `  ${JSON.stringify(o, null, 2).replace(/\n/g, '\n  ')}`;
 
-export function outcomesText(outcomes: Outcome[], format: 'table' | 'json' | 'csv'): string {
+/** `operation`: the run's, which decides the CSV's data columns (default: the first outcome's). */
+export function outcomesText(outcomes: Outcome[], format: 'table' | 'json' | 'csv', operation: string | undefined = outcomes[0]?.operation): string {
   const sorted = [...outcomes].sort((a, b) => byMinerId(a.minerId, b.minerId));
   if (format === 'json') return sorted.length ? `[\n${sorted.map(jsonElement).join(',\n')}\n]` : '[]';
-  if (format === 'csv') return [CSV_COLUMNS.join(','), ...sorted.map(csvRow)].join('\n');
+  if (format === 'csv') return [csvHeader(operation), ...sorted.map((o) => csvRow(o, operation))].join('\n');
   return tableText(sorted.map(tableRow));
 }
 
 /**
  * Writes outcomes as they are read, batch by batch, in the same text as {@link outcomesText}: JSON and
  * CSV stream (the JSON of a few hundred thousand polls is larger than one string may be); the table
- * keeps only its rows' text, for the column widths. `keep` filters what is written.
+ * keeps only its rows' text, for the column widths. `keep` filters what is written; `operation`, the
+ * run's, decides the CSV's data columns.
  */
 export async function writeOutcomes(
   batches: AsyncIterable<Outcome[]>,
   format: 'table' | 'json' | 'csv',
   write: (text: string) => Promise<void>,
-  keep: (o: Outcome) => boolean = () => true,
+  opts: { keep?: (o: Outcome) => boolean; operation?: string } = {},
 ): Promise<void> {
+  const keep = opts.keep ?? (() => true);
   const rows: TableRow[] = [];
   let written = 0;
-  if (format === 'csv') await write(CSV_COLUMNS.join(','));
+  if (format === 'csv') await write(csvHeader(opts.operation));
   for await (const batch of batches) {
     const kept = batch.filter(keep);
     if (kept.length === 0) continue;
     if (format === 'table') rows.push(...kept.map(tableRow));
-    else if (format === 'csv') await write(`\n${kept.map(csvRow).join('\n')}`);
+    else if (format === 'csv') await write(`\n${kept.map((o) => csvRow(o, opts.operation)).join('\n')}`);
     else await write(`${written ? ',\n' : '[\n'}${kept.map(jsonElement).join(',\n')}`);
     written += kept.length;
   }

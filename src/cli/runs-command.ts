@@ -92,7 +92,7 @@ export function registerRuns(program: Command): void {
             yield batch;
           }
         };
-        await writeOutcomes(batches(), opts.format, writeStdout, opts.failed ? (o) => o.status !== 'ok' : undefined);
+        await writeOutcomes(batches(), opts.format, writeStdout, { operation: record.operation, ...(opts.failed ? { keep: (o) => o.status !== 'ok' } : {}) });
         if (opts.format === 'table') await writeStdout(`\n${summaryText(record, summary.build())}\n`);
       } finally {
         redis.disconnect();
