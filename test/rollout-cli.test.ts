@@ -54,7 +54,7 @@ describe('bos-fleet rollout', () => {
     expect(writes.filter((w) => old.has(w.minerId))).toEqual([]);
     // The text status says where the failed miners are listed.
     const status = await runCli(['rollout', 'status', out.rolloutId, '--redis', redisUrl(), '--prefix', prefix]);
-    expect(status.stdout).toContain(`details: bos-fleet results ${out.rolloutId}-w0 --failed`);
+    expect(status.stdout).toContain(`details: bos-fleet results ${out.rolloutId}-w0 --redis ${redisUrl()} --prefix '${prefix}' --failed`);
     const sample = await tf.fleet.state(tf.fleet.miners[0]!.id);
     expect(sample.poolGroups[0]?.pools[0]).toMatchObject({ user: `farm.${tf.fleet.miners[0]!.id}`, password: 'sim-password' });
   });

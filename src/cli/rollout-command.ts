@@ -14,6 +14,7 @@ import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { printable } from './render.js';
 import { connectRedis } from './common.js';
+import { shownRedisUrl } from '../redis/resolve.js';
 import { positiveInt } from './parse.js';
 import { gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 
@@ -66,15 +67,20 @@ async function confirm(miners: number, what: string, yes: boolean | undefined): 
   if (answer.trim() !== 'yes') throw new Error('not confirmed: nothing was changed');
 }
 
-function reportText(r: RolloutReport, details = true): string {
+/** The flags a printed command needs to reach the same Redis and prefix (a password shown as ***). */
+const whereFlags = (flags: { redis?: string; prefix: string }): string =>
+  (flags.redis ? ` --redis ${shownRedisUrl(flags.redis)}` : '') + (flags.prefix !== DEFAULT_PREFIX ? ` --prefix '${flags.prefix}'` : '');
+
+/** `where`: print where each wave's failed miners are listed, with these flags (none: leave it out). */
+function reportText(r: RolloutReport, where?: string): string {
   const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.reason ? ` (${r.reason})` : ''}`];
   for (const w of r.waves) {
     const counts = Object.entries(w.counts).map(([c, n]) => `${c} ${n}`).join(', ') || 'not started';
     lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);
   }
   // Which miners failed, and why, is in each wave's run.
-  for (const w of details ? r.waves : []) {
-    if (Object.keys(w.counts).some((code) => code !== 'OK')) lines.push(`details: bos-fleet results ${waveRunId(r.rolloutId, w.index)} --failed`);
+  for (const w of where === undefined ? [] : r.waves) {
+    if (Object.keys(w.counts).some((code) => code !== 'OK')) lines.push(`details: bos-fleet results ${waveRunId(r.rolloutId, w.index)}${where} --failed`);
   }
   return lines.join('\n');
 }
@@ -95,12 +101,12 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
     try {
       let last = '';
       const report = await waitForRollout(redis, rec.rolloutId, flags.prefix, (r) => {
-        const line = reportText(r, false);
+        const line = reportText(r);
         if (!flags.json && line !== last && process.stderr.isTTY) process.stderr.write(`\x1b[2K${line.split('\n').join(' | ')}\r`);
         last = line;
       });
       if (!flags.json && process.stderr.isTTY) process.stderr.write('\n');
-      console.log(flags.json ? JSON.stringify(jsonReport(report)) : reportText(report));
+      console.log(flags.json ? JSON.stringify(jsonReport(report)) : reportText(report, whereFlags(flags)));
       if (report.state !== 'completed') process.exitCode = 2;
     } finally {
       await worker?.close();
@@ -145,7 +151,7 @@ export function registerRollout(program: Command): void {
         reports.push(r);
       }
       if (flags.json) console.log(JSON.stringify(id ? jsonReport(reports[0] as RolloutReport) : reports.map(jsonReport)));
-      else console.log(reports.map((r) => reportText(r)).join('\n\n') || 'no rollouts yet');
+      else console.log(reports.map((r) => reportText(r, whereFlags(flags))).join('\n\n') || 'no rollouts yet');
     } finally {
       redis.disconnect();
     }
