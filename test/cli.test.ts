@@ -148,10 +148,13 @@ describe('a miner whose replies exceed the receive limit', () => {
   });
 
   it('fails RESPONSE_TOO_LARGE with a suggestion the operator can follow, and --max-receive-bytes lets it through', async () => {
-    const base = ['--inventory', bigFiles.inventory, '--credentials', bigFiles.credentials, '--timeout-ms', '2000', '--redis', redisUrl(), '--prefix', uniquePrefix('big')];
+    const prefix = uniquePrefix('big');
+    const base = ['--inventory', bigFiles.inventory, '--credentials', bigFiles.credentials, '--timeout-ms', '2000', '--redis', redisUrl(), '--prefix', prefix];
     const r = await runCli(['poll', ...base]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/RESPONSE_TOO_LARGE +1 .*raise --max-receive-bytes of `bos-fleet poll` \/ `bos-fleet worker`/);
+    // The command it names reaches the same Redis and prefix.
+    expect(r.stdout).toMatch(new RegExp(`details: bos-fleet results run-\\S+ --redis ${redisUrl()} --prefix '${prefix}' \\[--failed\\]`));
     const raised = await runCli(['poll', ...base, '--max-receive-bytes', String(2 * 1024 * 1024), '--json']);
     expect(raised.code).toBe(0);
     expect(JSON.parse(raised.stdout)).toMatchObject({ total: 2, counts: { OK: 2 } });

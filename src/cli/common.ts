@@ -7,6 +7,7 @@ import { loadTlsMaterial, tlsProfileSchema, type TlsProfile } from '../core/tls.
 import { checkDurability, redisHealthProblems } from '../redis/durability.js';
 import { stateDir, superviseEmbedded } from '../redis/embedded.js';
 import { resolveRedisUrl, shownRedisUrl } from '../redis/resolve.js';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/run-store.js';
 import { positiveInt } from './parse.js';
@@ -42,6 +43,10 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
   }
   return { url, redis };
 }
+
+/** The flags a printed command needs to reach the same Redis and prefix (a password shown as ***). */
+export const whereFlags = (flags: { redis?: string; prefix: string }): string =>
+  (flags.redis ? ` --redis ${shownRedisUrl(flags.redis)}` : '') + (flags.prefix !== DEFAULT_PREFIX ? ` --prefix '${flags.prefix}'` : '');
 
 /** `--tls FILE`: JSON {site: {caFile, certFile?, keyFile?, serverName?}}, '*' for every site. */
 export function loadTlsSites(file: string | undefined): Record<string, TlsProfile> | undefined {

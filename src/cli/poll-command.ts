@@ -5,8 +5,7 @@ import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { loadInventory } from '../producer/inventory.js';
 import { enqueueOnly, runLocal } from '../producer/run-local.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS, consumerSlots } from '../workers/worker.js';
-import { connectRedis, descriptorWarning, interruptible, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
-import { shownRedisUrl } from '../redis/resolve.js';
+import { connectRedis, descriptorWarning, interruptible, loadTlsSites, retentionFrom, retentionOptions, whereFlags, type RetentionFlags } from './common.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
@@ -108,7 +107,7 @@ export function registerPoll(program: Command): void {
       console.log(JSON.stringify({ runId: record.runId, total: record.total, counts: summary.counts, durationMs: Date.now() - started }));
     } else {
       console.log(summaryText(record, summary));
-      console.log(`\ndetails: bos-fleet results ${record.runId}${opts.redis ? ` --redis ${shownRedisUrl(opts.redis)}` : ''} [--failed] [--format table|json|csv]`);
+      console.log(`\ndetails: bos-fleet results ${record.runId}${whereFlags(opts)} [--failed] [--format table|json|csv]`);
     }
     if (interrupted) {
       const left = record.total - summary.done;

@@ -13,8 +13,7 @@ import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { printable } from './render.js';
-import { connectRedis } from './common.js';
-import { shownRedisUrl } from '../redis/resolve.js';
+import { connectRedis, whereFlags } from './common.js';
 import { positiveInt } from './parse.js';
 import { gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 
@@ -66,10 +65,6 @@ async function confirm(miners: number, what: string, yes: boolean | undefined): 
   rl.close();
   if (answer.trim() !== 'yes') throw new Error('not confirmed: nothing was changed');
 }
-
-/** The flags a printed command needs to reach the same Redis and prefix (a password shown as ***). */
-const whereFlags = (flags: { redis?: string; prefix: string }): string =>
-  (flags.redis ? ` --redis ${shownRedisUrl(flags.redis)}` : '') + (flags.prefix !== DEFAULT_PREFIX ? ` --prefix '${flags.prefix}'` : '');
 
 /** `where`: print where each wave's failed miners are listed, with these flags (none: leave it out). */
 function reportText(r: RolloutReport, where?: string): string {
