@@ -64,7 +64,10 @@ export function registerDemo(program: Command): void {
         const r = new Redis(server.url);
         const outcomes = await new RunStore(r).getOutcomes(record.runId);
         r.disconnect();
-        const sample = [...outcomes.filter((o) => o.code === 'OK').slice(0, 3), ...outcomes.filter((o) => o.code !== 'OK').slice(0, 5)];
+        // A few that succeeded, and one of each way a miner failed.
+        const failedByCode = new Map<string, (typeof outcomes)[number]>();
+        for (const o of outcomes) if (o.code !== 'OK' && !failedByCode.has(o.code)) failedByCode.set(o.code, o);
+        const sample = [...outcomes.filter((o) => o.code === 'OK').slice(0, 3), ...failedByCode.values()];
         console.log(`a few of the ${outcomes.length} outcomes (the demo's Redis goes away with it; after a real \`bos-fleet poll\`, \`bos-fleet results RUN_ID\` shows them all):\n${outcomesText(sample, 'table')}`);
       } finally {
         process.off('SIGINT', onSignal);
