@@ -50,7 +50,6 @@ function phaseLabel(cfg: ModeConfig, i: number): string {
 
 const pollsOf = (cfg: ModeConfig) => cfg.repeat + (cfg.steady ?? 0);
 
-
 const creds = { username: SIM_USERNAME, password: SIM_PASSWORD };
 
 /**
