@@ -165,13 +165,14 @@ export function superviseEmbedded(url: string, dir = stateDir(), everyMs = 1_000
   let lastFailureMs = 0;
   const timer = setInterval(() => {
     const info = readInfo(infoFileOf(dir));
-    if (checking || (info && alive(info.pid))) return;
+    // No record: its state directory was removed under us, which is no reason to create it again.
+    if (checking || !info || alive(info.pid)) return;
     checking = true;
     ensureEmbedded(dir)
       .then(({ url: now, started }) => {
         if (started) {
           process.stderr.write(
-            `bos-fleet: the embedded Redis${info ? ` (pid ${info.pid})` : ''} had stopped; started it again from its data in ${redisDirOf(dir)}` +
+            `bos-fleet: the embedded Redis (pid ${info.pid}) had stopped; started it again from its data in ${redisDirOf(dir)}` +
               (now === url ? ` on the same address (${now})\n` : ` at ${now} (port ${portOf(url)} was taken): this command cannot reach it there; stop it and run it again\n`),
           );
         }
