@@ -48,6 +48,15 @@ describe('bos-fleet poll', () => {
     const lines = failed.stdout.trim().split('\n');
     expect(lines.length).toBe(2);
     expect(lines[1]).toContain('MINER_UNREACHABLE');
+    // The whole CSV carries each poll's data, the values the JSON has.
+    const csv = (await runCli(['results', out.runId, '--format', 'csv', ...base])).stdout.trim().split('\n');
+    const header = csv[0]!.split(',');
+    const ok = outcomes.find((o) => o.code === 'OK')!;
+    const okRow = csv.find((l) => l.startsWith(`${out.runId},${ok.minerId},`))!.split(',');
+    const cell = (name: string) => okRow[header.indexOf(name)];
+    const snapshot = ok.data as { model: string; hashrate: { realGhs5m: number } };
+    expect(cell('model')).toBe(snapshot.model);
+    expect(cell('hashrate.realGhs5m')).toBe(String(snapshot.hashrate.realGhs5m));
     const table = await runCli(['results', out.runId, ...base]);
     expect(table.stdout).toMatch(/MINER_UNREACHABLE .*Nothing answers/);
 
