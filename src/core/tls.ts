@@ -38,12 +38,12 @@ function readPem(file: string, field: string): Buffer {
   return data;
 }
 
-/** Reads and checks the files now, so a bad path fails at start-up with a clear error. */
 /** Whether TLS configured for `sites` (site names, `*` = every site) covers `site`. */
 export function siteHasTls(sites: readonly string[], site: string): boolean {
   return sites.includes(site) || sites.includes('*');
 }
 
+/** Reads and checks the files now, so a bad path fails at start-up with a clear error. */
 export function loadTlsMaterial(profile: TlsProfile, id = 'tls'): TlsMaterial {
   const p = tlsProfileSchema.parse(profile);
   if (Boolean(p.certFile) !== Boolean(p.keyFile)) {

@@ -8,7 +8,7 @@ import type { Operation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import type { RunSummary } from '../fleet/outcome.js';
 import { RunStore, type RetentionPolicy, type RunRecord } from '../fleet/run-store.js';
-import { rateLimitedLog } from '../workers/error-log.js';
+import { unreachableRedisLog } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
 import { enqueueRun } from './enqueue.js';
 import type { Inventory } from './inventory.js';
@@ -67,8 +67,7 @@ export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
  */
 function patientRedis(url: string, report: boolean): Redis {
   const redis = new Redis(url, { maxRetriesPerRequest: null });
-  const log = report ? rateLimitedLog((line) => console.error(`bos-fleet: Redis unreachable (${line}); retrying — nothing enqueued is lost while it is down`), 10_000, Date.now, () => 'down') : undefined;
-  redis.on('error', (err: Error) => log?.(err.message));
+  redis.on('error', report ? unreachableRedisLog('bos-fleet', 'nothing enqueued is lost while it is down') : () => undefined);
   return redis;
 }
 

@@ -31,3 +31,16 @@ export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, 
     write(held > 0 ? `${text} (${held} more like it in the last ${Math.round((t - s!.atMs) / 1000)} s)` : text);
   };
 }
+
+/**
+ * The error handler of a Redis connection that reconnects by itself (ioredis): it says Redis is
+ * unreachable at most once every `everyMs`, not once per reconnect attempt.
+ */
+export function unreachableRedisLog(who: string, whileDown: string, everyMs = 10_000): (err: Error) => void {
+  let lastMs = -Infinity;
+  return (err) => {
+    if (Date.now() - lastMs < everyMs) return;
+    lastMs = Date.now();
+    console.error(`${who}: Redis unreachable (${err.message}); retrying — ${whileDown}`);
+  };
+}

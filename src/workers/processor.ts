@@ -124,7 +124,8 @@ async function runChange(data: JobData, executor: Executor, store: RunStore): Pr
   const journaled = await store.journaled(data.runId, data.target.minerId);
   const change = journaled && p.equal ? ({ change: 'applied', before: journaled.before, after: p.before, verified: true } satisfies MutationData) : unwrittenResult(p, data.params['dryRun'] === true);
   if (change) return { ...prepared, data: change };
-  const before = await store.journalBefore(data.runId, data.target.minerId, p.before);
+  // An earlier attempt's record wins (read above): only the first attempt writes one.
+  const before = journaled ? journaled.before : await store.journalBefore(data.runId, data.target.minerId, p.before);
   const applied = await executor.run({ job: data, phase: 'apply', before });
   return { ...applied, attempts: Math.max(prepared.attempts, applied.attempts), durationMs: Date.now() - started };
 }

@@ -14,7 +14,7 @@ import { RunStore } from '../fleet/run-store.js';
 import { createExecutor, type Executor } from './executor.js';
 import { createProcessor, settleFailedJob } from './processor.js';
 import { WorkerRegistry } from './registry.js';
-import { rateLimitedLog } from './error-log.js';
+import { rateLimitedLog, unreachableRedisLog } from './error-log.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -71,13 +71,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const connection = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
   const storeRedis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
-  // ioredis reconnects on its own; say so once every 10 s instead of once per failed attempt.
-  let lastWarnMs = 0;
-  const warnRedis = (err: Error) => {
-    if (Date.now() - lastWarnMs < 10_000) return;
-    lastWarnMs = Date.now();
-    console.error(`worker: Redis unreachable (${err.message}); retrying — no job is lost while it is down`);
-  };
+  const warnRedis = unreachableRedisLog('worker', 'no job is lost while it is down');
   connection.on('error', warnRedis);
   storeRedis.on('error', warnRedis);
   const executor = createExecutor(
