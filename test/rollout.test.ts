@@ -110,7 +110,18 @@ describe('power-target rollout', () => {
       const was = before.find((s) => s.id === t.minerId)!;
       expect(now.powerTargetW).toBe(was.powerTargetW);
     }
-    expect((await readAudit(redis, prefix)).map((a) => a.action)).toEqual(expect.arrayContaining(['rollout.halted', 'rollout.rollback']));
+    const audit = await readAudit(redis, prefix);
+    expect(audit.map((a) => a.action)).toEqual(expect.arrayContaining(['rollout.halted', 'rollout.rollback']));
+    // The rollback's entry says what it wrote: each miner's own earlier value, counted, not one miner's.
+    const entry = audit.find((a) => a.action === 'rollout.rollback')!;
+    const wanted = new Map<number, number>();
+    for (const t of rb.targets) {
+      const w = before.find((s) => s.id === t.minerId)!.powerTargetW;
+      wanted.set(w, (wanted.get(w) ?? 0) + 1);
+    }
+    const restores = (entry.details as { restores: { spec: { watts: number }; miners: number }[] }).restores;
+    expect(new Map(restores.map((r) => [r.spec.watts, r.miners]))).toEqual(wanted);
+    expect(entry.details).not.toHaveProperty('spec');
   });
 });
 
@@ -186,5 +197,21 @@ describe('unfinished rollouts of one setting on the same miners', () => {
     const b = await startRollout(redis, plan(2500, { targets: first }), prefix2);
     await changeRolloutState(redis, b.rolloutId, 'abort', 'test', prefix2);
     await expect(startRollout(redis, plan(2600, { targets: second }), prefix2)).resolves.toBeDefined();
+  });
+});
+
+describe('a rollback audit entry', () => {
+  it('counts the values it restores, most miners first, and folds more than ten distinct ones into one entry', async () => {
+    const { specCounts, AUDIT_SPECS_MAX } = await import('../src/rollout/create.js');
+    const targets = Array.from({ length: 30 }, (_, i) => ({ minerId: `m${i}`, host: `127.0.0.${i + 1}`, port: 50051, site: '', tags: [], credentials: 'default' }));
+    const two = Object.fromEntries(targets.map((t, i) => [t.minerId, { kind: 'power-target' as const, watts: i < 20 ? 3000 : 2500 }]));
+    expect(specCounts(targets, two, { kind: 'power-target', watts: 1 })).toEqual([
+      { spec: { kind: 'power-target', watts: 3000 }, miners: 20 },
+      { spec: { kind: 'power-target', watts: 2500 }, miners: 10 },
+    ]);
+    const each = Object.fromEntries(targets.map((t, i) => [t.minerId, { kind: 'power-target' as const, watts: 2000 + i }]));
+    const folded = specCounts(targets, each, { kind: 'power-target', watts: 1 });
+    expect(folded).toHaveLength(AUDIT_SPECS_MAX + 1);
+    expect(folded.at(-1)).toEqual({ otherValues: 30 - AUDIT_SPECS_MAX, miners: 30 - AUDIT_SPECS_MAX });
   });
 });

@@ -72,6 +72,31 @@ export interface RolloutReport {
   counts: Record<string, number>;
 }
 
+/** Distinct values an audit entry lists at most (pools templated per miner differ on every miner). */
+export const AUDIT_SPECS_MAX = 10;
+
+/**
+ * Distinct values of a per-miner plan (most miners first), each with how many of the targets get it;
+ * beyond {@link AUDIT_SPECS_MAX} values, the rest are counted in one `{ otherValues, miners }` entry.
+ */
+export function specCounts(
+  targets: readonly JobTarget[],
+  byMiner: Record<string, MutationSpec>,
+  fallback: MutationSpec,
+): ({ spec: MutationSpec; miners: number } | { otherValues: number; miners: number })[] {
+  const counts = new Map<string, { spec: MutationSpec; miners: number }>();
+  for (const t of targets) {
+    const spec = byMiner[t.minerId] ?? fallback;
+    const key = JSON.stringify(spec);
+    const entry = counts.get(key) ?? counts.set(key, { spec, miners: 0 }).get(key)!;
+    entry.miners++;
+  }
+  const sorted = [...counts.values()].sort((a, b) => b.miners - a.miners);
+  if (sorted.length <= AUDIT_SPECS_MAX) return sorted;
+  const rest = sorted.slice(AUDIT_SPECS_MAX);
+  return [...sorted.slice(0, AUDIT_SPECS_MAX), { otherValues: rest.length, miners: rest.reduce((n, e) => n + e.miners, 0) }];
+}
+
 export function newRolloutId(nowMs = Date.now()): string {
   return timestampedId('ro', nowMs);
 }
@@ -120,7 +145,15 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
       action: plan.rollbackOf ? 'rollout.rollback' : 'rollout.start',
       subject: record.rolloutId,
       targetDigest: plan.inventoryDigest,
-      details: { operation: plan.operation, spec: plan.spec, miners: plan.targets.length, waves: plan.waves, startAt: new Date(startAtMs).toISOString(), ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}) },
+      details: {
+        operation: plan.operation,
+        // A rollback restores each miner's own value: one miner's spec would misstate what it writes.
+        ...(plan.specByMiner ? { restores: specCounts(plan.targets, plan.specByMiner, plan.spec) } : { spec: plan.spec }),
+        miners: plan.targets.length,
+        waves: plan.waves,
+        startAt: new Date(startAtMs).toISOString(),
+        ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}),
+      },
     },
     prefix,
   );
