@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MutationData } from '../src/workers/ops/mutate.js';
 import { RunStore } from '../src/fleet/run-store.js';
-import { rollbackPlanFor, startRollout, waitForRollout } from '../src/rollout/create.js';
+import { changeRolloutState, rollbackPlanFor, startRollout, waitForRollout } from '../src/rollout/create.js';
 import { waveRunId } from '../src/rollout/store.js';
 import { exited, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { startWorker } from '../src/workers/worker.js';
@@ -106,5 +106,49 @@ describe('a change whose worker dies after writing to the miner', () => {
       await worker.close();
       await tf.fleet.setFaults(m0!.id, { slow: { latencyMs: 400 } });
     }
+  }, 90_000);
+
+  it('aborted after its worker died mid-change: a miner whose write landed is reported applied (rollback restores it), the rest cancelled, nothing written after', async () => {
+    const prefix = uniquePrefix('abortcrash');
+    const before = new Map(await Promise.all(tf.fleet.miners.map(async (m) => [m.id, (await tf.fleet.state(m.id)).powerTargetW] as const)));
+    const plan = { operation: 'power-target' as const, spec: { kind: 'power-target' as const, watts: 2300 }, targets: tf.inventory.targets, inventoryDigest: tf.inventory.digest, waves: [1], maxFailureRate: 0.5, minSample: 1, pauseBetweenMs: 0, actor: 'test' };
+    const rec = await startRollout(redis, plan, prefix);
+    const args = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--threads', '0', '--lock-ms', '2000'];
+    const first = spawnCli(args);
+    const written = async () => (await tf.fleet.mutations()).filter((m) => m.method === 'SetPowerTarget' && m.result === 'applied' && (m.request as { powerTarget: { watt: number } }).powerTarget.watt === 2300).map((m) => m.minerId);
+    await until(async () => (await written()).length >= 1, 30_000, 5);
+    first.kill('SIGKILL');
+    await exited(first);
+    const writtenAtKill = await written();
+    const store = new RunStore(redis, prefix);
+    const runId = waveRunId(rec.rolloutId, 0);
+    const outcomesAtKill = new Set((await store.getOutcomes(runId)).map((o) => o.minerId));
+    const caught = writtenAtKill.filter((id) => !outcomesAtKill.has(id));
+    expect(caught.length).toBeGreaterThan(0); // written, no outcome yet: the case under test
+    await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
+
+    const second = spawnCli(args);
+    try {
+      await until(async () => (await store.getCounts(runId)).done >= COUNT, 30_000, 50);
+    } finally {
+      second.kill('SIGTERM');
+      await exited(second);
+    }
+    expect(await written()).toEqual(writtenAtKill); // nothing written after the abort
+    for (const o of await store.getOutcomes(runId)) {
+      if (outcomesAtKill.has(o.minerId)) continue;
+      if (caught.includes(o.minerId)) {
+        expect({ miner: o.minerId, code: o.code, data: o.data }).toEqual({
+          miner: o.minerId,
+          code: 'OK',
+          data: { change: 'applied', before: { powerTargetWatts: before.get(o.minerId) }, after: { powerTargetWatts: 2300 }, verified: true },
+        });
+      } else {
+        expect({ miner: o.minerId, code: o.code }).toEqual({ miner: o.minerId, code: 'CANCELLED' });
+        expect((await tf.fleet.state(o.minerId)).powerTargetW).toBe(before.get(o.minerId));
+      }
+    }
+    const rb = await rollbackPlanFor(redis, rec.rolloutId, prefix);
+    expect(rb.targets.map((t) => t.minerId).sort()).toEqual(writtenAtKill.sort());
   }, 90_000);
 });

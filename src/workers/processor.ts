@@ -122,12 +122,39 @@ async function runChange(data: JobData, executor: Executor, store: RunStore): Pr
   if (!prepared.ok) return prepared;
   const p = prepared.data as PreparedChange;
   const journaled = await store.journaled(data.runId, data.target.minerId);
-  const change = journaled && p.equal ? ({ change: 'applied', before: journaled.before, after: p.before, verified: true } satisfies MutationData) : unwrittenResult(p, data.params['dryRun'] === true);
+  const change = madeEarlier(journaled, p) ?? unwrittenResult(p, data.params['dryRun'] === true);
   if (change) return { ...prepared, data: change };
   // An earlier attempt's record wins (read above): only the first attempt writes one.
   const before = journaled ? journaled.before : await store.journalBefore(data.runId, data.target.minerId, p.before);
   const applied = await executor.run({ job: data, phase: 'apply', before });
   return { ...applied, attempts: Math.max(prepared.attempts, applied.attempts), durationMs: Date.now() - started };
+}
+
+/** The change an earlier attempt journaled and made: it is on the miner now (the read found it so). */
+function madeEarlier(journaled: { before: unknown } | undefined, p: PreparedChange): MutationData | undefined {
+  return journaled && p.equal ? { change: 'applied', before: journaled.before, after: p.before, verified: true } : undefined;
+}
+
+/**
+ * A change job of a rollout that was stopped (aborted, halted) before this miner's outcome. It is never
+ * written now. When an earlier attempt journaled the miner's state (its worker died after that, maybe
+ * after its write), the miner is read to tell whether that write landed: if it did, the outcome says
+ * the change was applied (a rollback restores it), not that the miner was never changed.
+ */
+async function stoppedChange(data: JobData, executor: Executor, store: RunStore, why: string): Promise<TaskResult> {
+  const journaled = await store.journaled(data.runId, data.target.minerId);
+  if (!journaled) return failedTask('CANCELLED', `${why} before this miner was changed`);
+  const prepared = await executor.run({ job: data, phase: 'prepare' });
+  const made = prepared.ok ? madeEarlier(journaled, prepared.data as PreparedChange) : undefined;
+  if (made) return { ...prepared, data: made };
+  // A refusal (out of range, unsupported) comes after a read that found the change not there.
+  const readBack = prepared.ok || prepared.code === 'INVALID_REQUEST' || prepared.code === 'UNSUPPORTED_BY_FIRMWARE';
+  return failedTask(
+    'CANCELLED',
+    readBack
+      ? `${why}; an earlier attempt on this miner was cut off, and the miner does not have its change (read back)`
+      : `${why}; an earlier attempt on this miner was cut off and the miner could not be read back (${prepared.code}): its change may have been written, and a rollback restores the state recorded before it`,
+  );
 }
 
 /** How soon a job this worker cannot do is offered again (to any worker; one that can takes it). */
@@ -173,9 +200,9 @@ export function createProcessor({ store, executor, rollouts, registry, siteLease
       const st = await rollouts.status(rolloutId);
       if (st?.state === 'paused') await delay(job, token, 1_000);
       if (st?.state === 'aborted' || st?.state === 'halted') {
-        const result = failedTask('CANCELLED', `rollout ${rolloutId} was ${st.state} before this miner was changed`);
+        const result = await stoppedChange(data, executor, store, `rollout ${rolloutId} was ${st.state}`);
         await store.writeOutcome(outcomeOf(data, result, jobAttempts));
-        return { code: 'CANCELLED' };
+        return { code: result.code };
       }
       const limit = data.params['maxInFlightPerSite'];
       if (typeof limit === 'number' && limit > 0) {
