@@ -3,6 +3,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RunStore } from '../src/fleet/run-store.js';
 import { rolloutReport } from '../src/rollout/create.js';
 import { exited, runCli, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { appliedWritesPerMiner, type TestFleet } from './helpers/fleet.js';
@@ -95,5 +96,34 @@ describe('bos-fleet rollout', () => {
     expect(status.stdout).toMatch(/completed/);
     const audit = await runCli(['audit', '--json', '--redis', redisUrl(), '--prefix', prefix]);
     expect((JSON.parse(audit.stdout) as { action: string }[]).map((a) => a.action)).toEqual(expect.arrayContaining(['rollout.start', 'rollout.completed']));
+  });
+
+  it('Ctrl-C on rollout start --wait stops the command, not the rollout: the miners in flight finish, it says how to hold or stop it, a worker later completes it', async () => {
+    const prefix = uniquePrefix('roint');
+    const watts = (r: unknown) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2150;
+    const cli = spawnCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2150', '--waves', '10%,100%', '--yes', '--wait']);
+    await until(async () => (await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', watts)).size >= 1, 30_000, 10);
+    cli.kill('SIGINT');
+    expect(await exited(cli)).toBe(130);
+    const { stdout, stderr } = cli.output();
+    const rolloutId = /rollout (ro-\S+) is still running in Redis/.exec(stderr)?.[1];
+    expect(rolloutId, stderr).toBeDefined();
+    expect(stderr).toContain(`bos-fleet rollout pause ${rolloutId} --redis ${redisUrl()} --prefix '${prefix}'`);
+    expect(stdout).toContain(`rollout ${rolloutId}  power-target  running`);
+    // Every miner written before the exit has its outcome: none was left half-done.
+    const store = new RunStore(redis, prefix);
+    const outcomes = new Set((await store.getOutcomes(`${rolloutId}-w0`)).map((o) => o.minerId));
+    const writtenAtExit = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', watts);
+    expect([...writtenAtExit.keys()].filter((id) => !outcomes.has(id))).toEqual([]);
+    expect(outcomes.size).toBeLessThan(COUNT); // the second wave was never started
+    expect((await rolloutReport(redis, rolloutId!, prefix))?.state).toBe('running');
+
+    const worker = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials]);
+    await until(async () => (await rolloutReport(redis, rolloutId!, prefix))?.state === 'completed', 60_000);
+    worker.kill('SIGTERM');
+    await exited(worker);
+    const perMiner = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', watts);
+    expect(perMiner.size).toBe(COUNT);
+    expect([...perMiner.values()].every((n) => n === 1)).toBe(true);
   });
 });

@@ -8,12 +8,12 @@ import { loadInventory } from '../producer/inventory.js';
 import { assertProfiles, runLocal } from '../producer/run-local.js';
 import { defaultActor } from '../rollout/audit.js';
 import { changeRolloutState, rollbackPlanFor, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
-import { RolloutStore, waveRunId } from '../rollout/store.js';
+import { RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { printable } from './render.js';
-import { connectRedis, whereFlags } from './common.js';
+import { connectRedis, interruptible, whereFlags } from './common.js';
 import { positiveInt } from './parse.js';
 import { gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 
@@ -93,19 +93,38 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       return;
     }
     const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, concurrency: 100, credentials }) : undefined;
+    // Ctrl-C stops this command, not the rollout: it is durable in Redis and any worker carries it on.
+    const stop = interruptible(worker ? 'stopping: the miners being changed now finish and are verified' : 'stopping the wait');
+    let report: RolloutReport;
     try {
       let last = '';
-      const report = await waitForRollout(redis, rec.rolloutId, flags.prefix, (r) => {
-        const line = reportText(r);
-        if (!flags.json && line !== last && process.stderr.isTTY) process.stderr.write(`\x1b[2K${line.split('\n').join(' | ')}\r`);
-        last = line;
-      });
+      report = await waitForRollout(
+        redis,
+        rec.rolloutId,
+        flags.prefix,
+        (r) => {
+          const line = reportText(r);
+          if (!flags.json && line !== last && process.stderr.isTTY) process.stderr.write(`\x1b[2K${line.split('\n').join(' | ')}\r`);
+          last = line;
+        },
+        stop.signal,
+      );
       if (!flags.json && process.stderr.isTTY) process.stderr.write('\n');
-      console.log(flags.json ? JSON.stringify(jsonReport(report)) : reportText(report, whereFlags(flags)));
-      if (report.state !== 'completed') process.exitCode = 2;
     } finally {
       await worker?.close();
+      stop.dispose();
     }
+    // What the local worker finished while closing counts too.
+    if (stop.signal.aborted) report = (await rolloutReport(redis, rec.rolloutId, flags.prefix)) ?? report;
+    console.log(flags.json ? JSON.stringify(jsonReport(report)) : reportText(report, whereFlags(flags)));
+    if (stop.signal.aborted && !TERMINAL.includes(report.state)) {
+      const where = whereFlags(flags);
+      process.stderr.write(
+        `bos-fleet: interrupted: rollout ${rec.rolloutId} is still ${report.state} in Redis and goes on, wave by wave with its gates, as soon as a \`bos-fleet worker\` runs on this Redis. ` +
+          `To hold it: bos-fleet rollout pause ${rec.rolloutId}${where}; to stop it: bos-fleet rollout abort ${rec.rolloutId}${where}\n`,
+      );
+      process.exitCode = 130;
+    } else if (report.state !== 'completed') process.exitCode = 2;
   } finally {
     redis.disconnect();
   }

@@ -179,13 +179,22 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
   return { rolloutId, state: st.state, ...(st.reason ? { reason: st.reason } : {}), operation: rec.operation, waves, counts };
 }
 
-export async function waitForRollout(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX, onTick?: (r: RolloutReport) => void): Promise<RolloutReport> {
+/** Waits until the rollout ends; `signal` stops the wait early, returning the rollout as it is then. */
+export async function waitForRollout(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX, onTick?: (r: RolloutReport) => void, signal?: AbortSignal): Promise<RolloutReport> {
   for (;;) {
     const r = await rolloutReport(redis, rolloutId, prefix);
     if (!r) throw new Error(`no rollout "${rolloutId}"`);
     onTick?.(r);
-    if (TERMINAL.includes(r.state)) return r;
-    await new Promise((res) => setTimeout(res, 300));
+    if (TERMINAL.includes(r.state) || signal?.aborted) return r;
+    await new Promise<void>((res) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        res();
+      };
+      const timer = setTimeout(done, 300);
+      signal?.addEventListener('abort', done, { once: true });
+    });
   }
 }
 
