@@ -122,5 +122,20 @@ describe('schedule add poll --every', () => {
     expect(JSON.parse(list.stdout)[0].nextAt).toMatch(/T12:00:00|T13:00:00/); // 14:00 Prague in UTC
     const bad = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', 'soon', '--redis', redisUrl(), '--prefix', prefix]);
     expect(bad.stderr).toContain('--every must be a duration like 30s, 10m or 1h, got "soon"');
+    // A bad cron pattern or time zone is named, and nothing is stored (the schedule list stays as it was).
+    const add = (cron: string, ...more: string[]) => runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--cron', cron, ...more, '--redis', redisUrl(), '--prefix', prefix]);
+    const hour = await add('0 25 * * *');
+    expect(hour.code).toBe(1);
+    expect(hour.stderr).toContain('--cron "0 25 * * *" is not a cron pattern: Constraint error, got value 25 expected range 0-23');
+    const zone = await add('0 14 * * *', '--tz', 'Europe/Nowhere');
+    expect(zone.stderr).toContain('--tz "Europe/Nowhere" is not a time zone');
+    const { addSchedule } = await import('../src/rollout/schedules.js');
+    const def = { scheduleId: 'bad', kind: 'poll' as const, cron: '61 * * * *', targets: [], inventoryFile: 'x', inventoryDigest: 'x', actor: 'test', createdAt: new Date().toISOString() };
+    await expect(addSchedule(redis, def, prefix)).rejects.toThrow('--cron "61 * * * *" is not a cron pattern');
+    const after = await runCli(['schedule', 'list', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+    expect((JSON.parse(after.stdout) as { scheduleId: string }[]).map((d) => d.scheduleId)).toEqual(['curtail']);
+    // The same --id again replaces the schedule, and says so.
+    const again = await runCli(['schedule', 'add', 'rollout', '--inventory', files.inventory, '--cron', '0 15 * * *', '--power-target', '2000', '--id', 'curtail', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(again.stdout).toContain('schedule curtail (replaces the schedule of that id): rollout of 5 miners, cron "0 15 * * *"');
   });
 });

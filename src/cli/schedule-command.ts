@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadInventory } from '../producer/inventory.js';
 import { defaultActor } from '../rollout/audit.js';
-import { addSchedule, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
+import { addSchedule, checkCron, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
 import { connectRedis, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
@@ -43,6 +43,7 @@ function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
   if (flags.id !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(flags.id)) throw new Error(`--id must be 1–64 letters, digits, "_" or "-", got "${flags.id}"`);
   const everyMs = flags.every ? parseDurationMs(flags.every, '--every') : undefined;
   if (everyMs !== undefined && everyMs < 1_000) throw new Error(`--every must be at least 1s, got "${flags.every}"`);
+  if (flags.cron) checkCron(flags.cron, flags.tz);
   const inventory = loadInventory(flags.inventory);
   return {
     scheduleId: flags.id ?? newScheduleId(),
@@ -62,9 +63,13 @@ function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
 async function save(def: ScheduleDef, flags: AddFlags): Promise<void> {
   const { redis } = await connectRedis(flags.redis);
   try {
-    await addSchedule(redis, def, flags.prefix);
+    const { replaced } = await addSchedule(redis, def, flags.prefix);
     const when = def.everyMs ? `every ${def.everyMs / 1000}s` : `cron "${def.cron}"${def.tz ? ` (${def.tz})` : ''}`;
-    console.log(flags.json ? JSON.stringify({ scheduleId: def.scheduleId }) : `schedule ${def.scheduleId}: ${def.kind} of ${def.targets.length} miners, ${when}; carried out by \`bos-fleet worker\` processes`);
+    console.log(
+      flags.json
+        ? JSON.stringify({ scheduleId: def.scheduleId, replaced })
+        : `schedule ${def.scheduleId}${replaced ? ' (replaces the schedule of that id)' : ''}: ${def.kind} of ${def.targets.length} miners, ${when}; carried out by \`bos-fleet worker\` processes`,
+    );
   } finally {
     redis.disconnect();
   }

@@ -3,6 +3,7 @@
 // pending tick fires late when a worker returns, and the schedule continues from then.
 import { randomBytes } from 'node:crypto';
 import { Queue, type Job } from 'bullmq';
+import { CronExpressionParser } from 'cron-parser';
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
@@ -61,8 +62,30 @@ export function newScheduleId(): string {
   return `sch-${randomBytes(4).toString('hex')}`;
 }
 
-export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAULT_PREFIX): Promise<void> {
+/**
+ * Throws, naming the flag and the value, unless `cron` is a pattern BullMQ's parser takes and `tz` an
+ * IANA time zone; returns the pattern's next fire time.
+ */
+export function checkCron(cron: string, tz?: string): Date {
+  if (tz !== undefined) {
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    } catch {
+      throw new Error(`--tz "${tz}" is not a time zone: give an IANA name such as Europe/Prague or UTC`);
+    }
+  }
+  try {
+    return CronExpressionParser.parse(cron, tz ? { tz } : {}).next().toDate();
+  } catch (err) {
+    throw new Error(`--cron "${cron}" is not a cron pattern: ${(err as Error).message} (fields: minute hour day-of-month month day-of-week, e.g. "0 14 * * *")`);
+  }
+}
+
+/** Adds a schedule, or replaces the one with the same id (then `replaced` is true). */
+export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAULT_PREFIX): Promise<{ replaced: boolean }> {
   if (!def.everyMs === !def.cron) throw new Error('a schedule needs exactly one of --every and --cron');
+  if (def.cron) checkCron(def.cron, def.tz);
+  const previous = await redis.get(defKey(prefix, def.scheduleId));
   await redis.set(defKey(prefix, def.scheduleId), JSON.stringify(def));
   await redis.sadd(listKey(prefix), def.scheduleId);
   const q = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix });
@@ -72,10 +95,17 @@ export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAU
       data: { scheduleId: def.scheduleId },
       opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
     });
+  } catch (err) {
+    // A schedule BullMQ refused is not listed as if it would fire; one it replaced stays as it was.
+    if (previous) await redis.set(defKey(prefix, def.scheduleId), previous);
+    else await Promise.all([redis.del(defKey(prefix, def.scheduleId)), redis.srem(listKey(prefix), def.scheduleId)]);
+    throw err;
   } finally {
     await q.close();
   }
-  await appendAudit(redis, { actor: def.actor, action: 'schedule.add', subject: def.scheduleId, targetDigest: def.inventoryDigest, details: { kind: def.kind, every: def.everyMs, cron: def.cron, tz: def.tz, rollout: def.rollout } }, prefix);
+  const replaced = previous !== null;
+  await appendAudit(redis, { actor: def.actor, action: 'schedule.add', subject: def.scheduleId, targetDigest: def.inventoryDigest, details: { kind: def.kind, every: def.everyMs, cron: def.cron, tz: def.tz, rollout: def.rollout, ...(replaced ? { replaced } : {}) } }, prefix);
+  return { replaced };
 }
 
 export async function removeSchedule(redis: Redis, scheduleId: string, actor: string, prefix = DEFAULT_PREFIX): Promise<void> {
