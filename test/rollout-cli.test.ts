@@ -60,6 +60,21 @@ describe('bos-fleet rollout', () => {
     expect(sample.poolGroups[0]?.pools[0]).toMatchObject({ user: `farm.${tf.fleet.miners[0]!.id}`, password: 'sim-password' });
   });
 
+  it('a pools file with a mistyped template, an inline password or an unknown passwordRef is refused, and nothing is written', async () => {
+    const writes = (await tf.fleet.mutations()).length;
+    const tryPools = async (pool: Record<string, unknown>) => {
+      const file = path.join(files.dir, 'pools-bad.json');
+      writeFileSync(file, JSON.stringify([{ name: 'Main', pools: [{ url: 'stratum+tcp://pool.example:3333', ...pool }] }]));
+      const r = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', uniquePrefix('badpools'), '--pools', file, '--yes', '--wait']);
+      expect(r.code).toBe(1);
+      return r.stderr;
+    };
+    expect(await tryPools({ user: 'farm.{minerID}' })).toContain('0.pools.0.user: unknown template {minerID} in "farm.{minerID}" (known: {minerId}, {host}, {site})');
+    expect(await tryPools({ user: 'farm', password: 'x' })).toContain('Unrecognized key: "password"; a pool password is never written in the file: passwordRef names the credentials profile');
+    expect(await tryPools({ user: 'farm', passwordRef: 'nope' })).toContain(`passwordRef "nope" names no credentials profile: add them to ${files.credentials}`);
+    expect((await tf.fleet.mutations()).length).toBe(writes);
+  });
+
   it('a second rollout of the same setting on the same miners is refused while the first is unfinished; --allow-overlap starts it', async () => {
     const prefix = uniquePrefix('clash');
     const args = ['rollout', 'start', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2200', '--yes', '--json'];

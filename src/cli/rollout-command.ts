@@ -15,7 +15,7 @@ import { startWorker } from '../workers/worker.js';
 import { printable } from './render.js';
 import { connectRedis, interruptible, whereFlags } from './common.js';
 import { positiveInt } from './parse.js';
-import { gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+import { assertPoolRefs, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 
 /** Rollouts over more miners than this ask for confirmation unless --yes. */
 export const CONFIRM_THRESHOLD = 50;
@@ -147,7 +147,10 @@ export function registerRollout(program: Command): void {
       const gates = gatesFromFlags(flags);
       const startAtMs = parseAt(flags.at);
       const credentials = loadCredentialProfiles(flags.credentials);
-      if (flags.dryRun || (flags.wait && flags.localWorker)) assertProfiles(inventory, credentials, flags.credentials);
+      if (flags.dryRun || (flags.wait && flags.localWorker)) {
+        assertProfiles(inventory, credentials, flags.credentials);
+        assertPoolRefs(spec, credentials, flags.pools, flags.credentials);
+      }
       if (flags.dryRun) return dryRun(flags, inventory, spec, credentials);
       await confirm(inventory.targets.length, describeSpec(spec), flags.yes);
       const plan: RolloutPlan = { operation: operationOf(spec), spec, targets: inventory.targets, inventoryDigest: inventory.digest, ...gates, actor: flags.actor ?? defaultActor(), ...(startAtMs ? { startAtMs } : {}), ...(flags.allowOverlap ? { allowOverlap: true } : {}) };

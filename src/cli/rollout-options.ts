@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { actionSpec, ACTIONS, operationOf, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
+import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fleet/credentials.js';
 import { parsePercent, parseWaves } from '../rollout/waves.js';
 
 export interface OperationFlags {
@@ -44,7 +45,8 @@ export function specFromFlags(f: OperationFlags, nowMs = Date.now()): MutationSp
     const r = poolsFileSchema.safeParse(raw);
     if (!r.success) {
       const issue = r.error.issues[0];
-      throw new Error(`--pools ${f.pools}: ${issue?.path.join('.') || '(top level)'}: ${issue?.message ?? 'invalid'} (expected [{"name", "quota"?, "pools": [{"url", "user", "passwordRef"?, "enabled"?}]}])`);
+      const inline = issue?.code === 'unrecognized_keys' && issue.keys.includes('password') ? '; a pool password is never written in the file: passwordRef names the credentials profile whose password it is' : '';
+      throw new Error(`--pools ${f.pools}: ${issue?.path.join('.') || '(top level)'}: ${issue?.message ?? 'invalid'}${inline} (expected [{"name", "quota"?, "pools": [{"url", "user", "passwordRef"?, "enabled"?}]}])`);
     }
     return { kind: 'pools', groups: r.data };
   }
@@ -71,3 +73,16 @@ export function parseAt(text: string | undefined, nowMs = Date.now()): number | 
 }
 
 export { operationOf };
+
+/**
+ * The credentials profiles a pools change names as pool passwords must be among `credentials` when
+ * this process's own worker does the change (a dry run, or --wait): otherwise every miner would be
+ * refused one by one for the same missing profile.
+ */
+export function assertPoolRefs(spec: MutationSpec, credentials: CredentialProfiles, poolsFile: string | undefined, credentialsFile: string | undefined): void {
+  if (spec.kind !== 'pools') return;
+  const missing = missingProfiles(spec.groups.flatMap((g) => g.pools.flatMap((p) => (p.passwordRef ? [p.passwordRef] : []))), credentials);
+  if (missing.length) {
+    throw new Error(`--pools ${poolsFile}: passwordRef ${missing.map((m) => `"${m}"`).join(', ')} names no credentials profile: ${credentialsHelp(credentialsFile)}`);
+  }
+}

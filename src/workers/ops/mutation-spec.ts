@@ -2,10 +2,23 @@
 // credential profiles, resolved in the worker: no password is ever stored in Redis.
 import { z } from 'zod';
 
+/** The per-miner templates a pool's url and user may use (filled in by the worker for each miner). */
+export const POOL_TEMPLATES = ['minerId', 'host', 'site'] as const;
+
+/** A string whose `{name}` templates are all known: a typo such as `{minerID}` would reach every miner as is. */
+const templated = (min: number) =>
+  z
+    .string()
+    .min(min)
+    .superRefine((text, ctx) => {
+      const unknown = [...text.matchAll(/\{([^{}]*)\}/g)].map((m) => m[1]!).find((name) => !(POOL_TEMPLATES as readonly string[]).includes(name));
+      if (unknown !== undefined) ctx.addIssue({ code: 'custom', message: `unknown template {${unknown}} in "${text}" (known: ${POOL_TEMPLATES.map((t) => `{${t}}`).join(', ')})` });
+    });
+
 export const poolSpecSchema = z
   .object({
-    url: z.string().min(1),
-    user: z.string().default(''),
+    url: templated(1),
+    user: templated(0).default(''),
     /** Name of a credentials profile whose password is the pool password. */
     passwordRef: z.string().min(1).optional(),
     enabled: z.boolean().default(true),
