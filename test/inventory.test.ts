@@ -37,13 +37,15 @@ describe('inventory', () => {
       'line 3: field host: "999.1.1.1" is not an IP address or hostname',
       expect.stringMatching(/^line 4: field port: "70000" .*65535/),
       'line 5: field id: "m1" duplicates line 2',
-      expect.stringMatching(/^line 6: field id: null /),
+      'line 6: field id: is missing or empty (it is required)',
       'line 7: field host: "10.0.0.1:50051" duplicates line 2',
     ]);
   });
 
   it('refuses ids BullMQ cannot use and a header without id/host', () => {
     expect(() => parseInventory('id,host\na:b,10.0.0.1\n', 'f.csv')).toThrow(/line 2: field id: "a:b" must be/);
+    expect(() => parseInventory('id,host\nm1,10.0.0.1:50051\n', 'f.csv')).toThrow('line 2: field host: "10.0.0.1:50051" is not an IP address or hostname (the port goes in the port column)');
+    expect(() => parseInventory('[{"id": "m1"}]', 'f.json')).toThrow('entry 0: field host: is missing or empty (it is required)');
     expect(() => parseInventory('id,host\n12345,10.0.0.1\n', 'f.csv')).toThrow(/must not be all digits/);
     expect(() => parseInventory('name,ip\nx,10.0.0.1\n', 'f.csv')).toThrow(/header row must name at least "id" and "host"/);
     expect(() => loadInventory('/nonexistent/farm.csv')).toThrow(/inventory \/nonexistent\/farm.csv rejected.*cannot read the file \(ENOENT\)/s);

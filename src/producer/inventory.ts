@@ -18,7 +18,9 @@ export const inventoryEntrySchema = z.object({
   host: z
     .string()
     .trim()
-    .refine((v) => net.isIP(v) !== 0 || (HOSTNAME.test(v) && !/^[\d.]+$/.test(v)), 'is not an IP address or hostname'),
+    .refine((v) => net.isIP(v) !== 0 || (HOSTNAME.test(v) && !/^[\d.]+$/.test(v)), {
+      error: (iss) => `is not an IP address or hostname${/^[^:]+:\d+$/.test(String(iss.input)) ? ' (the port goes in the port column)' : ''}`,
+    }),
   port: z.coerce.number().int().min(1).max(65535).default(50051),
   site: z.string().trim().default(''),
   tags: z
@@ -91,7 +93,8 @@ export function parseInventory(text: string, file: string): Inventory {
     if (!r.success) {
       for (const issue of r.error.issues) {
         const field = issue.path.join('.') || '(row)';
-        problems.push(`${where}: field ${field}: ${JSON.stringify(record[field] ?? null)} ${issue.message}`);
+        const value = record[field];
+        problems.push(`${where}: field ${field}: ${value === undefined || value === null ? 'is missing or empty (it is required)' : `${JSON.stringify(value)} ${issue.message}`}`);
       }
       continue;
     }
