@@ -94,5 +94,21 @@ describe('credential profiles', () => {
     } catch (e) {
       expect(String(e)).not.toContain('42');
     }
+    writeFileSync(file, JSON.stringify({ ops: { username: 'admin' } }));
+    expect(() => loadCredentialProfiles(file, {})).toThrow(`credentials file ${file}: ops.password is missing (string required)`);
+  });
+});
+
+describe('schema problems in operators\' files', () => {
+  it('name the deepest problem inside a union with its full path', async () => {
+    const { poolsFileSchema } = await import('../src/workers/ops/mutation-spec.js');
+    const { firstIssue, issueText } = await import('../src/fleet/zod-issue.js');
+    const text = (v: unknown) => {
+      const r = poolsFileSchema.safeParse(v);
+      const issue = r.success ? undefined : firstIssue(r.error);
+      return `${issue?.path.join('.')}: ${issueText(issue)}`;
+    };
+    expect(text([{ name: 'Main', pools: [{ user: 'x' }] }])).toBe('0.pools.0.url: is missing (string required)');
+    expect(text({ groups: [{ name: 'Main', pools: [{ url: 'u', user: 'farm.{id}' }] }] })).toBe('groups.0.pools.0.user: unknown template {id} in "farm.{id}" (known: {minerId}, {host}, {site})');
   });
 });

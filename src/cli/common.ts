@@ -11,6 +11,7 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/run-store.js';
 import { positiveInt } from './parse.js';
+import { issueText } from '../fleet/zod-issue.js';
 
 export async function connectRedis(flag: string | undefined, opts: { refuseVolatile?: boolean; allowVolatile?: boolean } = {}): Promise<{ url: string; redis: Redis }> {
   const url = await resolveRedisUrl(flag);
@@ -60,7 +61,7 @@ export function loadTlsSites(file: string | undefined): Record<string, TlsProfil
   const r = z.record(z.string(), tlsProfileSchema).safeParse(raw);
   if (!r.success) {
     const issue = r.error.issues[0];
-    throw new Error(`--tls ${file}: ${issue?.path.join('.') || '(top level)'} ${issue?.message ?? 'is invalid'}`);
+    throw new Error(`--tls ${file}: ${issue?.path.join('.') || '(top level)'} ${issueText(issue)}`);
   }
   // Read and check every site's files now: a bad path fails at start-up, not in a job or a thread.
   for (const [site, profile] of Object.entries(r.data)) {

@@ -4,6 +4,7 @@ import { actionSpec, ACTIONS, operationOf, poolsFileSchema, type Action, type Mu
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fleet/credentials.js';
 import { parsePercent, parseWaves } from '../rollout/waves.js';
+import { firstIssue, issueText } from '../fleet/zod-issue.js';
 
 export interface OperationFlags {
   powerTarget?: string;
@@ -44,9 +45,9 @@ export function specFromFlags(f: OperationFlags, nowMs = Date.now()): MutationSp
     }
     const r = poolsFileSchema.safeParse(raw);
     if (!r.success) {
-      const issue = r.error.issues[0];
+      const issue = firstIssue(r.error);
       const inline = issue?.code === 'unrecognized_keys' && issue.keys.includes('password') ? '; a pool password is never written in the file: passwordRef names the credentials profile whose password it is' : '';
-      throw new Error(`--pools ${f.pools}: ${issue?.path.join('.') || '(top level)'}: ${issue?.message ?? 'invalid'}${inline} (expected [{"name", "quota"?, "pools": [{"url", "user", "passwordRef"?, "enabled"?}]}])`);
+      throw new Error(`--pools ${f.pools}: ${issue?.path.join('.') || '(top level)'}: ${issueText(issue)}${inline} (expected [{"name", "quota"?, "pools": [{"url", "user", "passwordRef"?, "enabled"?}]}])`);
     }
     return { kind: 'pools', groups: r.data };
   }

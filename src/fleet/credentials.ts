@@ -3,6 +3,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import type { Credentials } from '../core/sessions.js';
+import { issueText } from './zod-issue.js';
 
 const fileSchema = z.record(z.string().min(1), z.object({ username: z.string().min(1), password: z.string() }).strict());
 
@@ -37,7 +38,7 @@ export function loadCredentialProfiles(
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     // Never echo a value here: it could be a password.
-    throw new Error(`credentials file ${file}: ${issue?.path.join('.') || '(top level)'} ${issue?.message ?? 'is invalid'}; expected {"profile": {"username": "...", "password": "..."}}`);
+    throw new Error(`credentials file ${file}: ${issue?.path.join('.') || '(top level)'} ${issueText(issue)}; expected {"profile": {"username": "...", "password": "..."}}`);
   }
   for (const [name, c] of Object.entries(parsed.data)) profiles.set(name, c);
   const loose = looseModeWarning(file);
