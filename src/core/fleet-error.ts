@@ -96,10 +96,13 @@ function fromErrno(code: string, details: string, ctx: ErrorContext): FleetError
   }
 }
 
+/** What an OUTCOME_UNKNOWN message ends with; a read-back that settles the outcome replaces it. */
+export const OUTCOME_UNKNOWN_NOTE = ' (the change may or may not have been applied)';
+
 /** A mutation interrupted after it may have reached the miner has an unknown outcome. */
 function mutationAware(code: ErrorCode, details: string, ctx: ErrorContext): FleetError {
   if (ctx.mutation && ctx.mayHaveReachedMiner !== false) {
-    return new FleetError('OUTCOME_UNKNOWN', `${details} (the change may or may not have been applied)`, { ...ctx, mayHaveReachedMiner: true });
+    return new FleetError('OUTCOME_UNKNOWN', `${details}${OUTCOME_UNKNOWN_NOTE}`, { ...ctx, mayHaveReachedMiner: true });
   }
   return new FleetError(code, details, ctx);
 }

@@ -3,7 +3,7 @@
 // worker journals `before` in Redis between the two, so a job run again after its worker died
 // mid-change still reports the change and the state from before it. An interrupted write is settled
 // by the read-back, never by a blind retry. Safe to run again after a stall: it finds the change made.
-import { FleetError } from '../../core/fleet-error.js';
+import { FleetError, OUTCOME_UNKNOWN_NOTE } from '../../core/fleet-error.js';
 import type { CallOptions, MinerClient } from '../../core/miner-client.js';
 import type { Credentials } from '../../core/sessions.js';
 import type { JobTarget } from '../../fleet/job.js';
@@ -73,7 +73,7 @@ export async function applyMutation(miner: MinerClient, spec: MutationSpec, ctx:
     }
     if (kind.equal(after, desired)) return { change: 'applied', before, after, verified: true };
     // Provably not applied: the original failure stands (and is retryable at job level).
-    throw new FleetError(e.context.grpcCode === 4 ? 'MINER_TIMEOUT' : 'CONNECTION_LOST', `${e.message}; read-back shows the change was not applied`, e.context);
+    throw new FleetError(e.context.grpcCode === 4 ? 'MINER_TIMEOUT' : 'CONNECTION_LOST', `${e.message.replace(OUTCOME_UNKNOWN_NOTE, '')}; read-back shows the change was not applied`, e.context);
   }
   const after = await kind.settle(miner);
   if (!kind.equal(after, desired)) {
