@@ -57,6 +57,10 @@ describe('FleetError.from', () => {
   it('a mutation interrupted after it may have arrived is OUTCOME_UNKNOWN; one that never left is not', () => {
     expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'Connection dropped'), { mutation: true }).code).toBe('OUTCOME_UNKNOWN');
     expect(FleetError.from(grpcErr(grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded after 5s'), { mutation: true }).code).toBe('OUTCOME_UNKNOWN');
+    // grpc-js's per-stage timings are dropped from the message; the address stays.
+    expect(FleetError.from(grpcErr(grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded after 10.001s,LB pick: 0.001s,metadata filters: 0.001s,remote_addr=127.31.0.48:50051')).message).toBe(
+      'Deadline exceeded after 10.001s,remote_addr=127.31.0.48:50051',
+    );
     expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED'), { mutation: true }).code).toBe('MINER_UNREACHABLE');
   });
 

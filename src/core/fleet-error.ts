@@ -63,7 +63,8 @@ export class FleetError extends Error {
     if (isPlainFleetError(err)) return new FleetError(err.code, err.message, { ...err.context, ...context });
     const e = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; details?: unknown; message?: unknown; name?: unknown };
     const raw = typeof e.details === 'string' ? e.details : typeof e.message === 'string' ? e.message : String(err);
-    const details = raw.replace(/\.?\s*Resolution note:\s*$/, ''); // grpc-js appends an empty note
+    // grpc-js appends an empty note, and to a deadline the time each of its own stages took.
+    const details = raw.replace(/\.?\s*Resolution note:\s*$/, '').replace(/,(?:name resolution|LB pick|metadata filters): [\d.]+s/g, '');
     if (e.name === 'AbortError') return new FleetError('CANCELLED', 'operation aborted', context);
     if (typeof e.code === 'number' && e.code >= 0 && e.code <= 16) return fromGrpcStatus(e.code, details, context);
     if (typeof e.code === 'string') return fromErrno(e.code, details, context);
