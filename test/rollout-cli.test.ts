@@ -45,6 +45,7 @@ describe('bos-fleet rollout', () => {
     const pools = path.join(files.dir, 'pools.json');
     writeFileSync(pools, JSON.stringify([{ name: 'Main', pools: [{ url: 'stratum+tcp://pool.example:3333', user: 'farm.{minerId}', passwordRef: 'default' }] }]));
     const prefix = uniquePrefix('pools');
+    const before0 = await tf.fleet.state(tf.fleet.miners[0]!.id);
     const r = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--pools', pools, '--waves', '100%', '--max-failure-rate', '50%', '--yes', '--wait', '--json']);
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout) as { rolloutId: string; state: string; waves: { index: number; miners: number; counts: Record<string, number> }[]; counts: Record<string, number> };
@@ -58,6 +59,22 @@ describe('bos-fleet rollout', () => {
     expect(status.stdout).toContain(`details: bos-fleet results ${out.rolloutId}-w0 --redis ${redisUrl()} --prefix '${prefix}' --failed`);
     const sample = await tf.fleet.state(tf.fleet.miners[0]!.id);
     expect(sample.poolGroups[0]?.pools[0]).toMatchObject({ user: `farm.${tf.fleet.miners[0]!.id}`, password: 'sim-password' });
+
+    // Rolled back: the old pools again. A miner never reports pool passwords: without
+    // --pool-password-ref the restored pools get none, and the command says so.
+    const rollback = (...more: string[]) => runCli(['rollout', 'rollback', out.rolloutId, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--waves', '100%', '--yes', '--wait', '--json', ...more]);
+    const wrong = await rollback('--pool-password-ref', 'nope');
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain(`--pool-password-ref: passwordRef "nope" names no credentials profile: add them to ${files.credentials}`);
+    const back = await rollback('--pool-password-ref', 'default');
+    expect(back.code).toBe(0);
+    expect(JSON.parse(back.stdout)).toMatchObject({ state: 'completed', counts: { OK: 54 } });
+    const restored = await tf.fleet.state(tf.fleet.miners[0]!.id);
+    expect(restored.poolGroups.map((g) => g.pools.map((p) => p.url))).toEqual(before0.poolGroups.map((g) => g.pools.map((p) => p.url)));
+    expect(restored.poolGroups.flatMap((g) => g.pools.map((p) => p.password))).toEqual(restored.poolGroups.flatMap((g) => g.pools.map(() => 'sim-password')));
+    const bare = await rollback();
+    expect(bare.code).toBe(0);
+    expect(bare.stderr).toContain('a miner never reports its pool passwords: the pools this rollback restores are written with no password (pass --pool-password-ref PROFILE');
   });
 
   it('a pools file with a mistyped template, an inline password or an unknown passwordRef is refused, and nothing is written', async () => {

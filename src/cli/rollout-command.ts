@@ -15,7 +15,7 @@ import { startWorker } from '../workers/worker.js';
 import { printable } from './render.js';
 import { connectRedis, interruptible, whereFlags } from './common.js';
 import { positiveInt } from './parse.js';
-import { assertPoolRefs, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+import { assertPoolRefs, withPoolPasswordRef, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 
 /** Rollouts over more miners than this ask for confirmation unless --yes. */
 export const CONFIRM_THRESHOLD = 50;
@@ -149,7 +149,7 @@ export function registerRollout(program: Command): void {
       const credentials = loadCredentialProfiles(flags.credentials);
       if (flags.dryRun || (flags.wait && flags.localWorker)) {
         assertProfiles(inventory, credentials, flags.credentials);
-        assertPoolRefs(spec, credentials, flags.pools, flags.credentials);
+        assertPoolRefs(spec, credentials, `--pools ${flags.pools}`, flags.credentials);
       }
       if (flags.dryRun) return dryRun(flags, inventory, spec, credentials);
       await confirm(inventory.targets.length, describeSpec(spec), flags.yes);
@@ -186,22 +186,32 @@ export function registerRollout(program: Command): void {
     });
   }
 
-  runOptions(ro.command('rollback <rolloutId>').description("restore every miner the rollout changed to its recorded `before`, as a rollout of its own")).action(async (id: string, flags: RunFlags) => {
-    const { redis } = await connectRedis(flags.redis);
-    let plan: RolloutPlan;
-    try {
-      const rb = await rollbackPlanFor(redis, id, flags.prefix);
-      if (rb.targets.length === 0) throw new Error(`rollout ${id} changed no miner: nothing to roll back`);
-      const first = rb.specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
-      await confirm(rb.targets.length, `roll back ${describeSpec(rb.rec.spec)}`, flags.yes);
-      plan = { operation: operationOf(first), spec: first, specByMiner: rb.specByMiner, targets: rb.targets, inventoryDigest: rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id, ...(flags.allowOverlap ? { allowOverlap: true } : {}) };
-      if (rb.uncertain.length) process.stderr.write(`bos-fleet: ${rb.uncertain.length} miners whose change failed after it may have been written are restored too (a miner it never reached reads back unchanged): ${rb.uncertain.slice(0, 10).join(', ')}\n`);
-      if (rb.skipped.length) process.stderr.write(`bos-fleet: ${rb.skipped.length} changed miners have no restorable before value and are left as they are: ${rb.skipped.slice(0, 10).join(', ')}\n`);
-    } finally {
-      redis.disconnect();
-    }
-    await launch(plan, flags, loadCredentialProfiles(flags.credentials));
-  });
+  runOptions(ro.command('rollback <rolloutId>').description("restore every miner the rollout changed to its recorded `before`, as a rollout of its own"))
+    .option('--pool-password-ref <profile>', 'rolling back pools: the credentials profile whose password the restored pools get (a miner never reports its pool passwords)')
+    .action(async (id: string, flags: RunFlags & { poolPasswordRef?: string }) => {
+      const { redis } = await connectRedis(flags.redis);
+      const credentials = loadCredentialProfiles(flags.credentials);
+      let plan: RolloutPlan;
+      try {
+        const rb = await rollbackPlanFor(redis, id, flags.prefix);
+        if (rb.targets.length === 0) throw new Error(`rollout ${id} changed no miner: nothing to roll back`);
+        const pools = rb.rec.spec.kind === 'pools';
+        if (flags.poolPasswordRef !== undefined && !pools) throw new Error(`--pool-password-ref goes with the rollback of a pools rollout; ${id} is a ${rb.rec.operation} rollout`);
+        const specByMiner = flags.poolPasswordRef !== undefined ? withPoolPasswordRef(rb.specByMiner, flags.poolPasswordRef) : rb.specByMiner;
+        const first = specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
+        if (flags.wait && flags.localWorker) assertPoolRefs(first, credentials, '--pool-password-ref', flags.credentials);
+        if (pools && flags.poolPasswordRef === undefined) {
+          process.stderr.write('bos-fleet: a miner never reports its pool passwords: the pools this rollback restores are written with no password (pass --pool-password-ref PROFILE to give them the password of that credentials profile)\n');
+        }
+        await confirm(rb.targets.length, `roll back ${describeSpec(rb.rec.spec)}`, flags.yes);
+        plan = { operation: operationOf(first), spec: first, specByMiner, targets: rb.targets, inventoryDigest: rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id, ...(flags.allowOverlap ? { allowOverlap: true } : {}) };
+        if (rb.uncertain.length) process.stderr.write(`bos-fleet: ${rb.uncertain.length} miners whose change failed after it may have been written are restored too (a miner it never reached reads back unchanged): ${rb.uncertain.slice(0, 10).join(', ')}\n`);
+        if (rb.skipped.length) process.stderr.write(`bos-fleet: ${rb.skipped.length} changed miners have no restorable before value and are left as they are: ${rb.skipped.slice(0, 10).join(', ')}\n`);
+      } finally {
+        redis.disconnect();
+      }
+      await launch(plan, flags, credentials);
+    });
 }
 
 async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventory>, spec: MutationSpec, credentials: CredentialProfiles): Promise<void> {

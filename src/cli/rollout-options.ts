@@ -80,10 +80,20 @@ export { operationOf };
  * this process's own worker does the change (a dry run, or --wait): otherwise every miner would be
  * refused one by one for the same missing profile.
  */
-export function assertPoolRefs(spec: MutationSpec, credentials: CredentialProfiles, poolsFile: string | undefined, credentialsFile: string | undefined): void {
+export function assertPoolRefs(spec: MutationSpec, credentials: CredentialProfiles, source: string, credentialsFile: string | undefined): void {
   if (spec.kind !== 'pools') return;
   const missing = missingProfiles(spec.groups.flatMap((g) => g.pools.flatMap((p) => (p.passwordRef ? [p.passwordRef] : []))), credentials);
   if (missing.length) {
-    throw new Error(`--pools ${poolsFile}: passwordRef ${missing.map((m) => `"${m}"`).join(', ')} names no credentials profile: ${credentialsHelp(credentialsFile)}`);
+    throw new Error(`${source}: passwordRef ${missing.map((m) => `"${m}"`).join(', ')} names no credentials profile: ${credentialsHelp(credentialsFile)}`);
   }
+}
+
+/**
+ * A pools rollback's specs with every restored pool given `passwordRef`. A miner never reports its
+ * pool passwords, so the pools a rollback restores have none unless the operator names a profile.
+ */
+export function withPoolPasswordRef(specs: Record<string, MutationSpec>, passwordRef: string): Record<string, MutationSpec> {
+  return Object.fromEntries(
+    Object.entries(specs).map(([minerId, spec]) => [minerId, spec.kind === 'pools' ? { ...spec, groups: spec.groups.map((g) => ({ ...g, pools: g.pools.map((p) => ({ ...p, passwordRef })) })) } : spec]),
+  );
 }
