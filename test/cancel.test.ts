@@ -70,7 +70,7 @@ describe('cancelling a poll run', () => {
     expect(ok.code).toBe(0);
     expect(JSON.parse(ok.stdout)).toEqual({ runId: poll.runId, cancelled: COUNT, done: COUNT, total: COUNT, neverEnqueued: 0 });
     const text = await runCli(['cancel', poll.runId, '--prefix', prefix], env);
-    expect(text.stdout).toContain(`run ${poll.runId}: 0 queued miners cancelled (outcome CANCELLED); ${COUNT}/${COUNT} have an outcome`);
+    expect(text.stdout).toContain(`run ${poll.runId} had already finished (${COUNT}/${COUNT} have an outcome): nothing to cancel`);
 
     const unknown = await runCli(['cancel', 'run-nope', '--prefix', prefix], env);
     expect(unknown.code).toBe(1);

@@ -57,6 +57,7 @@ export function registerRuns(program: Command): void {
         const r = await cancelRun(queue, new RunStore(redis, opts.prefix), runId);
         if (opts.json) return console.log(JSON.stringify(r));
         const left = r.total - r.done;
+        if (r.cancelled === 0 && left === 0 && r.neverEnqueued === 0) return console.log(`run ${r.runId} had already finished (${r.done}/${r.total} have an outcome): nothing to cancel`);
         console.log(
           `run ${r.runId}: ${r.cancelled} queued miner${r.cancelled === 1 ? '' : 's'} cancelled (outcome CANCELLED); ${r.done}/${r.total} have an outcome` +
             (left > 0 ? `, the other ${left} are being polled now and end with their own` : '') +
