@@ -13,7 +13,8 @@ import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { printable } from './render.js';
-import { connectRedis, interruptible, whereFlags } from './common.js';
+import { connectRedis, interruptible, loadTlsSites, whereFlags } from './common.js';
+import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt } from './parse.js';
 import { assertPoolRefs, withPoolPasswordRef, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 
@@ -29,6 +30,7 @@ interface CommonFlags {
 }
 
 interface RunFlags extends CommonFlags, GateFlags {
+  tls?: string;
   yes?: boolean;
   allowOverlap?: boolean;
   wait?: boolean;
@@ -53,8 +55,19 @@ function runOptions(cmd: Command): Command {
     .option('--max-in-flight-per-site <n>', 'miners changed at once per site', positiveInt('--max-in-flight-per-site'))
     .option('--yes', `do not ask for confirmation (asked above ${CONFIRM_THRESHOLD} miners)`)
     .option('--allow-overlap', 'start even though an unfinished rollout changes the same setting on some of these miners')
+    .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}; those sites are changed over TLS only, by any worker')
     .option('--wait', 'wait until the rollout ends and print its result')
     .option('--no-local-worker', 'with --wait: rely on separate `bos-fleet worker` processes only');
+}
+
+/**
+ * A rollback goes over TLS where its rollout did; when this command's own worker does it, `--tls`
+ * must give the TLS files of those sites (they live on the host, not in Redis).
+ */
+function assertTlsCovers(tlsSites: string[] | undefined, targets: { site: string }[], tlsBySite: Record<string, TlsProfile> | undefined, what: string): void {
+  const mine = Object.keys(tlsBySite ?? {});
+  const lacking = [...new Set(targets.filter((t) => siteHasTls(tlsSites ?? [], t.site) && !siteHasTls(mine, t.site)).map((t) => t.site || '-'))];
+  if (lacking.length) throw new Error(`${what} went over TLS on site${lacking.length > 1 ? 's' : ''} ${lacking.map((x) => `"${x}"`).join(', ')}: pass --tls FILE with ${lacking.length > 1 ? 'their' : 'its'} TLS files (never changed in plaintext), or --no-local-worker to leave it to workers that have them`);
 }
 
 async function confirm(miners: number, what: string, yes: boolean | undefined): Promise<void> {
@@ -84,7 +97,7 @@ function jsonReport(r: RolloutReport) {
   return { rolloutId: r.rolloutId, state: r.state, waves: r.waves, counts: r.counts };
 }
 
-async function launch(plan: RolloutPlan, flags: RunFlags, credentials: CredentialProfiles): Promise<void> {
+async function launch(plan: RolloutPlan, flags: RunFlags, credentials: CredentialProfiles, tlsBySite: Record<string, TlsProfile> | undefined): Promise<void> {
   const { url, redis } = await connectRedis(flags.redis);
   try {
     const rec = await startRollout(redis, plan, flags.prefix);
@@ -92,7 +105,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} started (${rec.waveEnds.length} waves); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
       return;
     }
-    const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, concurrency: 100, credentials }) : undefined;
+    const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, concurrency: 100, credentials, ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;
     // Ctrl-C stops this command, not the rollout: it is durable in Redis and any worker carries it on.
     const stop = interruptible(worker ? 'stopping: the miners being changed now finish and are verified' : 'stopping the wait');
     let report: RolloutReport;
@@ -147,14 +160,15 @@ export function registerRollout(program: Command): void {
       const gates = gatesFromFlags(flags);
       const startAtMs = parseAt(flags.at);
       const credentials = loadCredentialProfiles(flags.credentials);
+      const tlsBySite = loadTlsSites(flags.tls);
       if (flags.dryRun || (flags.wait && flags.localWorker)) {
         assertProfiles(inventory, credentials, flags.credentials);
         assertPoolRefs(spec, credentials, `--pools ${flags.pools}`, flags.credentials);
       }
-      if (flags.dryRun) return dryRun(flags, inventory, spec, credentials);
+      if (flags.dryRun) return dryRun(flags, inventory, spec, credentials, tlsBySite);
       await confirm(inventory.targets.length, describeSpec(spec), flags.yes);
-      const plan: RolloutPlan = { operation: operationOf(spec), spec, targets: inventory.targets, inventoryDigest: inventory.digest, ...gates, actor: flags.actor ?? defaultActor(), ...(startAtMs ? { startAtMs } : {}), ...(flags.allowOverlap ? { allowOverlap: true } : {}) };
-      await launch(plan, flags, credentials);
+      const plan: RolloutPlan = { operation: operationOf(spec), spec, targets: inventory.targets, inventoryDigest: inventory.digest, ...gates, actor: flags.actor ?? defaultActor(), ...(startAtMs ? { startAtMs } : {}), ...(flags.allowOverlap ? { allowOverlap: true } : {}), ...(tlsBySite ? { tlsSites: Object.keys(tlsBySite) } : {}) };
+      await launch(plan, flags, credentials, tlsBySite);
     });
 
   common(ro.command('status [rolloutId]').description('a rollout: each wave with its miners and counts by code (no id: recent rollouts)')).action(async (id: string | undefined, flags: CommonFlags) => {
@@ -191,6 +205,7 @@ export function registerRollout(program: Command): void {
     .action(async (id: string, flags: RunFlags & { poolPasswordRef?: string }) => {
       const { redis } = await connectRedis(flags.redis);
       const credentials = loadCredentialProfiles(flags.credentials);
+      const tlsBySite = loadTlsSites(flags.tls);
       let plan: RolloutPlan;
       try {
         const rb = await rollbackPlanFor(redis, id, flags.prefix);
@@ -199,25 +214,28 @@ export function registerRollout(program: Command): void {
         if (flags.poolPasswordRef !== undefined && !pools) throw new Error(`--pool-password-ref goes with the rollback of a pools rollout; ${id} is a ${rb.rec.operation} rollout`);
         const specByMiner = flags.poolPasswordRef !== undefined ? withPoolPasswordRef(rb.specByMiner, flags.poolPasswordRef) : rb.specByMiner;
         const first = specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
-        if (flags.wait && flags.localWorker) assertPoolRefs(first, credentials, '--pool-password-ref', flags.credentials);
+        if (flags.wait && flags.localWorker) {
+        assertPoolRefs(first, credentials, '--pool-password-ref', flags.credentials);
+        assertTlsCovers(rb.rec.tlsSites, rb.targets, tlsBySite, `rollout ${id}`);
+      }
         if (pools && flags.poolPasswordRef === undefined) {
           process.stderr.write('bos-fleet: a miner never reports its pool passwords: the pools this rollback restores are written with no password (pass --pool-password-ref PROFILE to give them the password of that credentials profile)\n');
         }
         await confirm(rb.targets.length, `roll back ${describeSpec(rb.rec.spec)}`, flags.yes);
-        plan = { operation: operationOf(first), spec: first, specByMiner, targets: rb.targets, inventoryDigest: rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id, ...(flags.allowOverlap ? { allowOverlap: true } : {}) };
+        plan = { operation: operationOf(first), spec: first, specByMiner, targets: rb.targets, inventoryDigest: rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id, ...(flags.allowOverlap ? { allowOverlap: true } : {}), ...(rb.rec.tlsSites ? { tlsSites: rb.rec.tlsSites } : {}) };
         if (rb.uncertain.length) process.stderr.write(`bos-fleet: ${rb.uncertain.length} miners whose change failed after it may have been written are restored too (a miner it never reached reads back unchanged): ${rb.uncertain.slice(0, 10).join(', ')}\n`);
         if (rb.skipped.length) process.stderr.write(`bos-fleet: ${rb.skipped.length} changed miners have no restorable before value and are left as they are: ${rb.skipped.slice(0, 10).join(', ')}\n`);
       } finally {
         redis.disconnect();
       }
-      await launch(plan, flags, credentials);
+      await launch(plan, flags, credentials, tlsBySite);
     });
 }
 
-async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventory>, spec: MutationSpec, credentials: CredentialProfiles): Promise<void> {
+async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventory>, spec: MutationSpec, credentials: CredentialProfiles, tlsBySite: Record<string, TlsProfile> | undefined): Promise<void> {
   const { url, redis } = await connectRedis(flags.redis);
   try {
-    const { record } = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, concurrency: 100 });
+    const { record } = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, concurrency: 100, ...(tlsBySite ? { tlsBySite } : {}) });
     const outcomes = (await new RunStore(redis, flags.prefix).getOutcomes(record.runId)).sort((a, b) => a.minerId.localeCompare(b.minerId));
     const rows = outcomes.map((o) => {
       const d = o.data as MutationData | undefined;

@@ -6,7 +6,7 @@ import { defaultActor } from '../rollout/audit.js';
 import { addSchedule, checkCron, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
-import { connectRedis, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
+import { connectRedis, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
 import { positiveInt } from './parse.js';
 import { gatesFromFlags, operationOf, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 
@@ -20,6 +20,7 @@ interface AddFlags extends RetentionFlags {
   prefix: string;
   actor?: string;
   timeoutMs?: number;
+  tls?: string;
   json?: boolean;
 }
 
@@ -31,6 +32,7 @@ function addOptions(cmd: Command): Command {
     .option('--tz <zone>', 'time zone of the cron pattern (e.g. Europe/Prague)')
     .option('--id <id>', 'schedule id (default: generated)')
     .option('--timeout-ms <n>', 'deadline of each call attempt', positiveInt('--timeout-ms'))
+    .option('--tls <file>', 'TLS per site, as for poll: those sites are reached over TLS only, by workers that have their TLS files')
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
     .option('--actor <name>', 'who is acting, for the audit log')
@@ -45,6 +47,7 @@ function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
   if (everyMs !== undefined && everyMs < 1_000) throw new Error(`--every must be at least 1s, got "${flags.every}"`);
   if (flags.cron) checkCron(flags.cron, flags.tz);
   const inventory = loadInventory(flags.inventory);
+  const tlsBySite = loadTlsSites(flags.tls);
   return {
     scheduleId: flags.id ?? newScheduleId(),
     kind,
@@ -55,6 +58,7 @@ function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
     inventoryFile: inventory.file,
     inventoryDigest: inventory.digest,
     ...(flags.timeoutMs ? { timeoutMs: flags.timeoutMs } : {}),
+    ...(tlsBySite ? { tlsSites: Object.keys(tlsBySite) } : {}),
     actor: flags.actor ?? defaultActor(),
     createdAt: new Date().toISOString(),
   };

@@ -53,6 +53,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       params: { rolloutId: rec.rolloutId, wave, mutation: rec.spec, ...(rec.maxInFlightPerSite ? { maxInFlightPerSite: rec.maxInFlightPerSite } : {}) },
       ...(rec.specByMiner ? { paramsFor: (t) => ({ mutation: rec.specByMiner?.[t.minerId] ?? rec.spec }) } : {}),
       ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}),
+      ...(rec.tlsSites ? { tlsSites: rec.tlsSites } : {}),
     });
     await store.setWave(rec.rolloutId, wave);
     await addGateJob(deps.control, rec.rolloutId, wave, 0);

@@ -31,6 +31,8 @@ export interface RolloutPlan {
   rolloutId?: string;
   /** Start even though an unfinished rollout changes the same setting on some of these miners. */
   allowOverlap?: boolean;
+  /** Sites (`*` = all) whose miners must be reached over TLS (never in plaintext). */
+  tlsSites?: string[];
 }
 
 /** The setting each operation changes: two unfinished rollouts of one setting on one miner fight. */
@@ -126,6 +128,7 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
     actor: plan.actor,
     ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}),
     ...(plan.timeoutMs ? { timeoutMs: plan.timeoutMs } : {}),
+    ...(plan.tlsSites?.length ? { tlsSites: plan.tlsSites } : {}),
   };
   const store = new RolloutStore(redis, prefix);
   const clash = plan.allowOverlap ? undefined : await overlapping(store, plan);

@@ -26,6 +26,8 @@ export interface ScheduleDef {
   inventoryFile: string;
   inventoryDigest: string;
   timeoutMs?: number;
+  /** Sites (`*` = all) whose miners its runs and rollouts reach over TLS only. */
+  tlsSites?: string[];
   /** A poll schedule's retention of its finished runs (default: DEFAULT_RETENTION of fleet/run-store). */
   retention?: RetentionPolicy;
   rollout?: {
@@ -189,6 +191,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
         runId: id,
         ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}),
         ...(def.retention ? { retention: def.retention } : {}),
+        ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}),
       });
       return { started: id };
     }
@@ -197,7 +200,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     try {
       await startRollout(
         deps.redis,
-        { ...r, targets: def.targets, inventoryDigest: def.inventoryDigest, actor: `schedule:${def.scheduleId}`, rolloutId: id, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}) },
+        { ...r, targets: def.targets, inventoryDigest: def.inventoryDigest, actor: `schedule:${def.scheduleId}`, rolloutId: id, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}), ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}) },
         deps.prefix,
       );
     } catch (err) {

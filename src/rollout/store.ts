@@ -28,6 +28,8 @@ export interface RolloutRecord {
   actor: string;
   rollbackOf?: string;
   timeoutMs?: number;
+  /** Sites (`*` = all) whose miners are changed over TLS only, by whichever worker has their TLS file. */
+  tlsSites?: string[];
 }
 
 export interface RolloutStatus {

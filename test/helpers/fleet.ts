@@ -1,5 +1,5 @@
 // Test fleets: a simulated fleet plus the matching inventory and credentials.
-import { SimFleet } from '../../src/sim/fleet.js';
+import { SimFleet, type SimTlsOptions } from '../../src/sim/fleet.js';
 import type { MinerFaults } from '../../src/sim/faults.js';
 import { loopbackAddresses } from '../../src/sim/addresses.js';
 import { SIM_PASSWORD, SIM_USERNAME } from '../../src/sim/miner.js';
@@ -14,11 +14,12 @@ export interface TestFleet {
 }
 
 /** `faultsOf(i)` gives miner i its faults; addresses start at `base`. */
-export async function startTestFleet(count: number, base: string, faultsOf: (i: number) => MinerFaults = () => ({}), opts: { rebootDownMs?: number } = {}): Promise<TestFleet> {
+export async function startTestFleet(count: number, base: string, faultsOf: (i: number) => MinerFaults = () => ({}), opts: { rebootDownMs?: number; tls?: SimTlsOptions } = {}): Promise<TestFleet> {
   const hosts = loopbackAddresses(base, count);
   const fleet = await SimFleet.start({
     miners: hosts.map((host, index) => ({ id: `m${String(index).padStart(4, '0')}`, index, host, port: 50051, faults: faultsOf(index) })),
     ...(opts.rebootDownMs ? { rebootDownMs: opts.rebootDownMs } : {}),
+    ...(opts.tls ? { tls: opts.tls } : {}),
   });
   const inventory = parseInventory(inventoryCsv(fleet.miners.map((m, index) => ({ ...m, index }))), `${base}.csv`);
   return { fleet, inventory, credentials: new Map([['default', { username: SIM_USERNAME, password: SIM_PASSWORD }]]) };
