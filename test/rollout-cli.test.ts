@@ -95,9 +95,12 @@ describe('bos-fleet rollout', () => {
   it('a second rollout of the same setting on the same miners is refused while the first is unfinished; --allow-overlap starts it', async () => {
     const prefix = uniquePrefix('clash');
     const args = ['rollout', 'start', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2200', '--yes', '--json'];
-    const first = await runCli(args); // no worker: it stays running
+    const first = await runCli(args); // no worker: it stays running, and both commands say so
     expect(first.code).toBe(0);
+    expect(first.stderr).toContain('no `bos-fleet worker` is running on this Redis and prefix: the rollout waits until one starts');
     const { rolloutId } = JSON.parse(first.stdout) as { rolloutId: string };
+    const status = await runCli(['rollout', 'status', rolloutId, '--redis', redisUrl(), '--prefix', prefix]);
+    expect(status.stderr).toContain(`no \`bos-fleet worker\` is running on this Redis and prefix: rollout ${rolloutId} waits until one starts`);
     const refused = await runCli(args);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain(`rollout ${rolloutId} (power-target, running) already changes the tuner target of ${COUNT} of these ${COUNT} miners`);

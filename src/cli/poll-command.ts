@@ -9,28 +9,7 @@ import { connectRedis, descriptorWarning, interruptible, loadTlsSites, retention
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
-import { listWorkers, missingFor, type WorkerInfo } from '../workers/registry.js';
-import type { Inventory } from '../producer/inventory.js';
-import { siteHasTls, type TlsProfile } from '../core/tls.js';
-
-/**
- * After an enqueue-only run: says when no worker is running to take it, or when some of its miners
- * need a profile or TLS that no running worker has (those would end INVALID_JOB).
- */
-export function workersWarning(workers: WorkerInfo[], inventory: Inventory, tlsBySite: Record<string, TlsProfile> | undefined): string | undefined {
-  if (workers.length === 0) return 'no `bos-fleet worker` is running on this Redis and prefix: the jobs wait until one starts';
-  const tlsSites = Object.keys(tlsBySite ?? {});
-  const lacking = new Map<string, number>();
-  for (const target of inventory.targets) {
-    const tls = siteHasTls(tlsSites, target.site);
-    if (workers.some((w) => missingFor({ target, tls }, w) === undefined)) continue;
-    const what = missingFor({ target, tls }, workers[0]!) ?? '';
-    lacking.set(what, (lacking.get(what) ?? 0) + 1);
-  }
-  if (lacking.size === 0) return undefined;
-  const list = [...lacking].map(([what, n]) => `${n} miner${n === 1 ? '' : 's'} need ${what}`).join('; ');
-  return `no running worker (${workers.length}) has what some miners need, so they will end INVALID_JOB unless a worker that has it starts: ${list}`;
-}
+import { listWorkers, workersWarning } from '../workers/registry.js';
 
 export interface PollCliOptions extends RetentionFlags {
   inventory: string;
@@ -91,7 +70,7 @@ export function registerPoll(program: Command): void {
       try {
         const record = await enqueueOnly(common);
         console.log(opts.json ? JSON.stringify({ runId: record.runId, total: record.total }) : record.runId);
-        const warning = workersWarning(await listWorkers(redis, opts.prefix), inventory, tlsBySite);
+        const warning = workersWarning(await listWorkers(redis, opts.prefix), inventory.targets, Object.keys(tlsBySite ?? {}), 'the jobs wait');
         if (warning) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
       } finally {
         redis.disconnect();

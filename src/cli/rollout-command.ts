@@ -12,6 +12,7 @@ import { RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
+import { listWorkers, workersWarning } from '../workers/registry.js';
 import { printable } from './render.js';
 import { connectRedis, interruptible, loadTlsSites, whereFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
@@ -101,6 +102,10 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
   const { url, redis } = await connectRedis(flags.redis);
   try {
     const rec = await startRollout(redis, plan, flags.prefix);
+    if (!flags.wait || !flags.localWorker) {
+      const warning = workersWarning(await listWorkers(redis, flags.prefix), plan.targets, plan.tlsSites ?? [], 'the rollout waits');
+      if (warning) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
+    }
     if (!flags.wait) {
       console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} started (${rec.waveEnds.length} waves); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
       return;
@@ -183,6 +188,11 @@ export function registerRollout(program: Command): void {
       }
       if (flags.json) console.log(JSON.stringify(id ? jsonReport(reports[0] as RolloutReport) : reports.map(jsonReport)));
       else console.log(reports.map((r) => reportText(r, whereFlags(flags))).join('\n\n') || 'no rollouts yet');
+      // An unfinished rollout that nothing carries on says so (on stderr: the JSON stays as it is).
+      const waiting = reports.filter((r) => !TERMINAL.includes(r.state)).map((r) => r.rolloutId);
+      if (waiting.length && (await listWorkers(redis, flags.prefix)).length === 0) {
+        process.stderr.write(`bos-fleet: WARNING: no \`bos-fleet worker\` is running on this Redis and prefix: ${waiting.length === 1 ? `rollout ${waiting[0]} waits` : `${waiting.length} unfinished rollouts wait`} until one starts\n`);
+      }
     } finally {
       redis.disconnect();
     }

@@ -25,6 +25,25 @@ export interface WorkerInfo extends WorkerCapabilities {
   threads: number;
 }
 
+/**
+ * Said after work is left to separate workers: when none is running to take it (`waits` says what
+ * waits), or when some of its miners need a profile or TLS that no running worker has (those would end
+ * INVALID_JOB).
+ */
+export function workersWarning(workers: WorkerInfo[], targets: readonly JobData['target'][], tlsSites: readonly string[], waits: string): string | undefined {
+  if (workers.length === 0) return `no \`bos-fleet worker\` is running on this Redis and prefix: ${waits} until one starts`;
+  const lacking = new Map<string, number>();
+  for (const target of targets) {
+    const tls = siteHasTls(tlsSites, target.site);
+    if (workers.some((w) => missingFor({ target, tls }, w) === undefined)) continue;
+    const what = missingFor({ target, tls }, workers[0]!) ?? '';
+    lacking.set(what, (lacking.get(what) ?? 0) + 1);
+  }
+  if (lacking.size === 0) return undefined;
+  const list = [...lacking].map(([what, n]) => `${n} miner${n === 1 ? '' : 's'} need ${what}`).join('; ');
+  return `no running worker (${workers.length}) has what some miners need, so they will end INVALID_JOB unless a worker that has it starts: ${list}`;
+}
+
 /** The live workers on this Redis and prefix (dead ones are forgotten on the way). */
 export async function listWorkers(redis: Redis, prefix: string): Promise<WorkerInfo[]> {
   const k = keys(prefix);
