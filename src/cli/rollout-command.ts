@@ -225,9 +225,9 @@ export function registerRollout(program: Command): void {
         const specByMiner = flags.poolPasswordRef !== undefined ? withPoolPasswordRef(rb.specByMiner, flags.poolPasswordRef) : rb.specByMiner;
         const first = specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
         if (flags.wait && flags.localWorker) {
-        assertPoolRefs(first, credentials, '--pool-password-ref', flags.credentials);
-        assertTlsCovers(rb.rec.tlsSites, rb.targets, tlsBySite, `rollout ${id}`);
-      }
+          assertPoolRefs(first, credentials, '--pool-password-ref', flags.credentials);
+          assertTlsCovers(rb.rec.tlsSites, rb.targets, tlsBySite, `rollout ${id}`);
+        }
         if (pools && flags.poolPasswordRef === undefined) {
           process.stderr.write('bos-fleet: a miner never reports its pool passwords: the pools this rollback restores are written with no password (pass --pool-password-ref PROFILE to give them the password of that credentials profile)\n');
         }
