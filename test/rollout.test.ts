@@ -4,7 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
 import { readAudit } from '../src/rollout/audit.js';
 import { changeRolloutState, rollbackPlanFor, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
-import { waveRunId } from '../src/rollout/store.js';
+import { RolloutStore, waveRunId, type RolloutRecord } from '../src/rollout/store.js';
+import { CONTROL_QUEUE, addWaveJob } from '../src/rollout/control.js';
+import { Queue } from 'bullmq';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import type { MutationData } from '../src/workers/ops/mutate.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
@@ -213,5 +215,31 @@ describe('a rollback audit entry', () => {
     const folded = specCounts(targets, each, { kind: 'power-target', watts: 1 });
     expect(folded).toHaveLength(AUDIT_SPECS_MAX + 1);
     expect(folded.at(-1)).toEqual({ otherValues: 30 - AUDIT_SPECS_MAX, miners: 30 - AUDIT_SPECS_MAX });
+  });
+});
+
+describe("a rollout's record and its miners", () => {
+  it('the record read on every gate check holds no miners; a record written before the split (miners inline) still runs', async () => {
+    const prefix = uniquePrefix('split');
+    const rec = await withWorker(prefix, async () => {
+      const r = await startRollout(redis, plan(2450, { waves: [1] }), prefix);
+      expect((await waitForRollout(redis, r.rolloutId, prefix)).counts).toEqual({ OK: COUNT });
+      return r;
+    });
+    const header = JSON.parse((await redis.get(`${prefix}:rollout:${rec.rolloutId}`))!) as Record<string, unknown>;
+    expect(header).not.toHaveProperty('targets');
+    expect((await new RolloutStore(redis, prefix).members(rec.rolloutId))?.targets).toEqual(tf.inventory.targets);
+
+    // An older bos-fleet kept the miners inline, in one key: a worker of this version carries it on.
+    const id = 'ro-legacy';
+    const legacy: RolloutRecord = { ...(header as unknown as RolloutRecord), rolloutId: id, spec: { kind: 'power-target', watts: 2400 }, targets: tf.inventory.targets };
+    await redis.set(`${prefix}:rollout:${id}`, JSON.stringify(legacy));
+    await redis.hset(`${prefix}:rollout:${id}:state`, { state: 'running', wave: '-1', updatedAt: new Date().toISOString() });
+    const control = new Queue(CONTROL_QUEUE, { connection: redis, prefix });
+    await addWaveJob(control, id, 0, 0);
+    await control.close();
+    const report = await withWorker(prefix, async () => waitForRollout(redis, id, prefix));
+    expect(report.counts).toEqual({ OK: COUNT });
+    expect((await Promise.all(tf.fleet.miners.map(async (m) => (await tf.fleet.state(m.id)).powerTargetW))).every((w) => w === 2400)).toBe(true);
   });
 });

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import { appendAudit } from './audit.js';
-import { RolloutStore, TERMINAL, waveRunId, type RolloutRecord } from './store.js';
+import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.js';
 
 export const CONTROL_QUEUE = 'control';
 const GATE_POLL_MS = 300;
@@ -18,8 +18,14 @@ export interface ControlJobData {
   seq?: number;
 }
 
-export function waveTargets(rec: RolloutRecord, wave: number) {
-  return rec.targets.slice(wave === 0 ? 0 : (rec.waveEnds[wave - 1] ?? 0), rec.waveEnds[wave] ?? 0);
+/** Where wave `wave` starts and ends (exclusive) in the rollout's targets. */
+export function waveRange(rec: Pick<RolloutHeader, 'waveEnds'>, wave: number): [number, number] {
+  return [wave === 0 ? 0 : (rec.waveEnds[wave - 1] ?? 0), rec.waveEnds[wave] ?? 0];
+}
+
+export function waveSize(rec: Pick<RolloutHeader, 'waveEnds'>, wave: number): number {
+  const [start, end] = waveRange(rec, wave);
+  return end - start;
 }
 
 export async function addWaveJob(control: Queue, rolloutId: string, wave: number, delayMs: number, suffix = ''): Promise<void> {
@@ -39,19 +45,22 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
   const store = new RolloutStore(deps.redis, deps.prefix);
   const runs = new RunStore(deps.redis, deps.prefix);
 
-  async function startWave(rec: RolloutRecord, wave: number): Promise<void> {
+  async function startWave(rec: RolloutHeader, wave: number): Promise<void> {
     const st = await store.status(rec.rolloutId);
     if (!st || TERMINAL.includes(st.state) || st.state === 'paused') return;
     if (st.state === 'scheduled' && (await store.transition(rec.rolloutId, ['scheduled'], 'running'))) {
       await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.running', subject: rec.rolloutId, targetDigest: rec.inventoryDigest }, deps.prefix);
     }
-    const targets = waveTargets(rec, wave);
+    const members = await store.members(rec.rolloutId);
+    if (!members) throw new Error(`rollout ${rec.rolloutId} has no miners recorded`);
+    const { specByMiner } = members;
+    const targets = members.targets.slice(...waveRange(rec, wave));
     const digest = createHash('sha256').update(JSON.stringify(targets)).digest('hex');
     await enqueueRun(deps.jobs, runs, { file: `rollout ${rec.rolloutId} wave ${wave}`, targets, digest }, {
       operation: rec.operation,
       runId: waveRunId(rec.rolloutId, wave),
       params: { rolloutId: rec.rolloutId, wave, mutation: rec.spec, ...(rec.maxInFlightPerSite ? { maxInFlightPerSite: rec.maxInFlightPerSite } : {}) },
-      ...(rec.specByMiner ? { paramsFor: (t) => ({ mutation: rec.specByMiner?.[t.minerId] ?? rec.spec }) } : {}),
+      ...(specByMiner ? { paramsFor: (t) => ({ mutation: specByMiner[t.minerId] ?? rec.spec }) } : {}),
       ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}),
       ...(rec.tlsSites ? { tlsSites: rec.tlsSites } : {}),
     });
@@ -59,12 +68,12 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     await addGateJob(deps.control, rec.rolloutId, wave, 0);
   }
 
-  async function gate(rec: RolloutRecord, wave: number, seq: number): Promise<void> {
+  async function gate(rec: RolloutHeader, wave: number, seq: number): Promise<void> {
     const st = await store.status(rec.rolloutId);
     if (!st || TERMINAL.includes(st.state)) return;
     const runId = waveRunId(rec.rolloutId, wave);
     const { done } = await runs.getCounts(runId);
-    const total = waveTargets(rec, wave).length;
+    const total = waveSize(rec, wave);
     if (done < total) return addGateJob(deps.control, rec.rolloutId, wave, seq + 1);
     // Every miner of the wave has an outcome: gate on the failures of all finished waves.
     let doneAll = 0;
@@ -75,7 +84,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       const ok = c.counts['OK'] ?? 0;
       doneAll += c.done;
       failedAll += c.done - ok;
-      waves.push({ index: w, miners: waveTargets(rec, w).length, counts: c.counts });
+      waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
     }
     const rate = doneAll ? failedAll / doneAll : 0;
     await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.wave', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { wave, counts: waves[wave]?.counts, failureRate: rate } }, deps.prefix);

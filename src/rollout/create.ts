@@ -8,8 +8,8 @@ import { RunStore } from '../fleet/run-store.js';
 import type { MutationData } from '../workers/ops/mutate.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
-import { CONTROL_QUEUE, addGateJob, addWaveJob, waveTargets } from './control.js';
-import { RolloutStore, TERMINAL, waveRunId, type RolloutRecord, type RolloutState } from './store.js';
+import { CONTROL_QUEUE, addGateJob, addWaveJob, waveSize } from './control.js';
+import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
 
 export interface RolloutPlan {
@@ -59,7 +59,7 @@ async function overlapping(store: RolloutStore, plan: RolloutPlan): Promise<{ ro
     if (!st || TERMINAL.includes(st.state)) continue;
     const rec = await store.get(id);
     if (!rec || SETTING[rec.operation] !== SETTING[plan.operation]) continue;
-    const shared = rec.targets.filter((t) => mine.has(t.minerId)).length;
+    const shared = ((await store.members(id))?.targets ?? []).filter((t) => mine.has(t.minerId)).length;
     if (shared > 0) return { rolloutId: id, operation: rec.operation, state: st.state, shared };
   }
   return undefined;
@@ -107,7 +107,7 @@ function control(redis: Redis, prefix: string): Queue {
   return new Queue(CONTROL_QUEUE, { connection: redis, prefix });
 }
 
-export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEFAULT_PREFIX): Promise<RolloutRecord> {
+export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEFAULT_PREFIX): Promise<RolloutHeader> {
   const now = Date.now();
   const startAtMs = plan.startAtMs ?? now;
   const record: RolloutRecord = {
@@ -177,7 +177,7 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
   for (let w = 0; w < rec.waveEnds.length; w++) {
     const c = await runs.getCounts(waveRunId(rolloutId, w));
     for (const [code, n] of Object.entries(c.counts)) counts[code] = (counts[code] ?? 0) + n;
-    waves.push({ index: w, miners: waveTargets(rec, w).length, counts: c.counts });
+    waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
   }
   return { rolloutId, state: st.state, ...(st.reason ? { reason: st.reason } : {}), operation: rec.operation, waves, counts };
 }
@@ -236,13 +236,13 @@ export async function rollbackPlanFor(
   redis: Redis,
   rolloutId: string,
   prefix = DEFAULT_PREFIX,
-): Promise<{ rec: RolloutRecord; targets: JobTarget[]; specByMiner: Record<string, MutationSpec>; skipped: string[]; uncertain: string[] }> {
+): Promise<{ rec: RolloutHeader; targets: JobTarget[]; specByMiner: Record<string, MutationSpec>; skipped: string[]; uncertain: string[] }> {
   const store = new RolloutStore(redis, prefix);
   const rec = await store.get(rolloutId);
   if (!rec) throw new Error(`no rollout "${rolloutId}"`);
   if (rec.operation === 'reboot') throw new Error('a reboot cannot be rolled back');
   const runs = new RunStore(redis, prefix);
-  const byId = new Map(rec.targets.map((t) => [t.minerId, t]));
+  const byId = new Map(((await store.members(rolloutId))?.targets ?? []).map((t) => [t.minerId, t]));
   const targets: JobTarget[] = [];
   const specByMiner: Record<string, MutationSpec> = {};
   const skipped: string[] = [];

@@ -1,5 +1,7 @@
-// Rollouts in Redis: the immutable record (targets, spec, waves, gates) and the mutable state,
-// changed only through guarded transitions (so several workers never move a rollout twice).
+// Rollouts in Redis: the immutable record (spec, waves, gates), its miners (targets and per-miner
+// specs, apart: a 100,000-miner rollback's are ~18 MB, while the record is read on every gate check),
+// and the mutable state, changed only through guarded transitions (so several workers never move a
+// rollout twice).
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
@@ -32,6 +34,12 @@ export interface RolloutRecord {
   tlsSites?: string[];
 }
 
+/** What is read on every gate check and status: the record without its miners. */
+export type RolloutHeader = Omit<RolloutRecord, 'targets' | 'specByMiner'>;
+
+/** A rollout's miners, in wave order, and their per-miner specs (a rollback's). */
+export type RolloutMembers = Pick<RolloutRecord, 'targets' | 'specByMiner'>;
+
 export interface RolloutStatus {
   state: RolloutState;
   /** Index of the wave running or last finished (-1 before the first). */
@@ -60,6 +68,9 @@ export class RolloutStore {
   private recordKey(id: string) {
     return `${this.prefix}:rollout:${id}`;
   }
+  private membersKey(id: string) {
+    return `${this.prefix}:rollout:${id}:members`;
+  }
   private stateKey(id: string) {
     return `${this.prefix}:rollout:${id}:state`;
   }
@@ -71,7 +82,11 @@ export class RolloutStore {
   }
 
   async create(record: RolloutRecord, initial: RolloutState): Promise<boolean> {
-    const created = (await this.redis.setnx(this.recordKey(record.rolloutId), JSON.stringify(record))) === 1;
+    const { targets, specByMiner, ...header } = record;
+    // Members first: a record is never there without them. The same id always has the same members
+    // (a scheduled tick delivered twice), so writing them again is harmless.
+    await this.redis.set(this.membersKey(record.rolloutId), JSON.stringify({ targets, ...(specByMiner ? { specByMiner } : {}) } satisfies RolloutMembers));
+    const created = (await this.redis.setnx(this.recordKey(record.rolloutId), JSON.stringify(header))) === 1;
     if (created) {
       await this.redis.hset(this.stateKey(record.rolloutId), { state: initial, wave: '-1', updatedAt: new Date().toISOString() });
       await this.redis.zadd(this.listKey(), Date.now(), record.rolloutId);
@@ -79,9 +94,20 @@ export class RolloutStore {
     return created;
   }
 
-  async get(id: string): Promise<RolloutRecord | undefined> {
+  async get(id: string): Promise<RolloutHeader | undefined> {
     const raw = await this.redis.get(this.recordKey(id));
-    return raw ? (JSON.parse(raw) as RolloutRecord) : undefined;
+    if (!raw) return undefined;
+    // A record written before the split carries its members inline.
+    const { targets: _t, specByMiner: _s, ...header } = JSON.parse(raw) as RolloutRecord;
+    return header;
+  }
+
+  /** The rollout's miners (read when a wave starts, not on every gate check). */
+  async members(id: string): Promise<RolloutMembers | undefined> {
+    const raw = (await this.redis.get(this.membersKey(id))) ?? (await this.redis.get(this.recordKey(id)));
+    if (!raw) return undefined;
+    const { targets, specByMiner } = JSON.parse(raw) as RolloutMembers;
+    return targets ? { targets, ...(specByMiner ? { specByMiner } : {}) } : undefined;
   }
 
   async status(id: string): Promise<RolloutStatus | undefined> {
