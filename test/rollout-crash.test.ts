@@ -5,7 +5,8 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MutationData } from '../src/workers/ops/mutate.js';
 import { RunStore } from '../src/fleet/run-store.js';
-import { changeRolloutState, rollbackPlanFor, startRollout, waitForRollout } from '../src/rollout/create.js';
+import { changeRolloutState, startRollout, waitForRollout } from '../src/rollout/create.js';
+import { rollbackPlanFor } from '../src/rollout/rollback.js';
 import { waveRunId } from '../src/rollout/store.js';
 import { exited, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { startWorker } from '../src/workers/worker.js';
@@ -119,6 +120,8 @@ describe('a change whose worker dies after writing to the miner', () => {
     await until(async () => (await written()).length >= 1, 30_000, 5);
     first.kill('SIGKILL');
     await exited(first);
+    // Writes the killed worker had already sent still land, within one reply latency (400 ms).
+    await new Promise((r) => setTimeout(r, 1_000));
     const writtenAtKill = await written();
     const store = new RunStore(redis, prefix);
     const runId = waveRunId(rec.rolloutId, 0);

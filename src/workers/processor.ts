@@ -157,6 +157,20 @@ async function stoppedChange(data: JobData, executor: Executor, store: RunStore,
   );
 }
 
+/** The longest a miner job of a paused rollout waits before it looks at the rollout again. */
+export const PAUSED_RECHECK_MAX_MS = 10 * 60_000;
+
+/**
+ * How long a miner job of a rollout paused since `pausedAt` waits before it looks again (plus up to as
+ * much jitter): as long as the pause has lasted, from 1 s to {@link PAUSED_RECHECK_MAX_MS}. A 100,000-
+ * miner wave paused for the night so costs Redis a few checks per job, not one every second or two;
+ * `rollout resume` and `abort` release the held jobs at once.
+ */
+export function pausedRecheckMs(pausedAt: string, nowMs = Date.now()): number {
+  const paused = nowMs - Date.parse(pausedAt);
+  return Math.min(PAUSED_RECHECK_MAX_MS, Math.max(1_000, Number.isFinite(paused) ? paused : 0));
+}
+
 /** How soon a job this worker cannot do is offered again (to any worker; one that can takes it). */
 export const HAND_BACK_MS = 200;
 
@@ -198,7 +212,7 @@ export function createProcessor({ store, executor, rollouts, registry, siteLease
     let siteSlot: string | undefined;
     if (rolloutId) {
       const st = await rollouts.status(rolloutId);
-      if (st?.state === 'paused') await delay(job, token, 1_000);
+      if (st?.state === 'paused') await delay(job, token, pausedRecheckMs(st.updatedAt));
       if (st?.state === 'aborted' || st?.state === 'halted') {
         const result = await stoppedChange(data, executor, store, `rollout ${rolloutId} was ${st.state}`);
         await store.writeOutcome(outcomeOf(data, result, jobAttempts));

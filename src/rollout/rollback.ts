@@ -1,0 +1,77 @@
+// Rollback: the per-miner specs that put every miner a rollout changed back to its recorded `before`.
+import type { Redis } from 'ioredis';
+import type { JobTarget } from '../fleet/job.js';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { RunStore } from '../fleet/run-store.js';
+import type { MutationData } from '../workers/ops/mutate.js';
+import type { MutationSpec } from '../workers/ops/mutation-spec.js';
+import { RolloutStore, waveRunId, type RolloutHeader } from './store.js';
+
+/**
+ * The per-miner specs that put every miner the rollout changed back to its recorded `before`: those
+ * whose change was applied, and those whose change failed after the write may have landed (its
+ * `before` was journaled just before the write; restoring an unchanged miner is a no-op).
+ */
+export async function rollbackPlanFor(
+  redis: Redis,
+  rolloutId: string,
+  prefix = DEFAULT_PREFIX,
+): Promise<{ rec: RolloutHeader; targets: JobTarget[]; specByMiner: Record<string, MutationSpec>; skipped: string[]; uncertain: string[] }> {
+  const store = new RolloutStore(redis, prefix);
+  const rec = await store.get(rolloutId);
+  if (!rec) throw new Error(`no rollout "${rolloutId}"`);
+  if (rec.operation === 'reboot') throw new Error('a reboot cannot be rolled back');
+  const runs = new RunStore(redis, prefix);
+  const byId = new Map(((await store.members(rolloutId))?.targets ?? []).map((t) => [t.minerId, t]));
+  const targets: JobTarget[] = [];
+  const specByMiner: Record<string, MutationSpec> = {};
+  const skipped: string[] = [];
+  const uncertain: string[] = [];
+  for (let w = 0; w < rec.waveEnds.length; w++) {
+    const runId = waveRunId(rolloutId, w);
+    const journal = await runs.journalEntries(runId);
+    for (const o of await runs.getOutcomes(runId)) {
+      const data = o.data as MutationData | undefined;
+      let before: unknown;
+      if (o.status === 'ok' && data?.change === 'applied') before = data.before;
+      else if (o.status !== 'ok' && journal.has(o.minerId)) {
+        before = journal.get(o.minerId);
+        uncertain.push(o.minerId);
+      } else continue;
+      const spec = restoreSpec(rec.spec, before);
+      const target = byId.get(o.minerId);
+      if (!spec || !target) {
+        skipped.push(o.minerId);
+        continue;
+      }
+      targets.push(target);
+      specByMiner[o.minerId] = spec;
+    }
+  }
+  return { rec, targets, specByMiner, skipped, uncertain };
+}
+
+function restoreSpec(spec: MutationSpec, before: unknown): MutationSpec | undefined {
+  const b = (before ?? {}) as Record<string, unknown>;
+  switch (spec.kind) {
+    case 'power-target':
+      return typeof b['powerTargetWatts'] === 'number' ? { kind: 'power-target', watts: b['powerTargetWatts'] } : undefined;
+    case 'hashrate-target':
+      return typeof b['hashrateTargetThs'] === 'number' ? { kind: 'hashrate-target', terahashPerSecond: b['hashrateTargetThs'] } : undefined;
+    case 'pools': {
+      const groups = (b['groups'] as { name: string; quota: number | null; fixedShareRatio: number | null; pools: { url: string; user: string; enabled: boolean }[] }[] | undefined) ?? [];
+      if (groups.length === 0) return undefined;
+      return {
+        kind: 'pools',
+        groups: groups.map((g) => ({ name: g.name, ...(g.fixedShareRatio !== null ? { fixedShareRatio: g.fixedShareRatio } : { quota: g.quota ?? 1 }), pools: g.pools })),
+      };
+    }
+    case 'pause':
+    case 'resume':
+      return b['minerStatus'] === 'PAUSED' ? { kind: 'pause' } : b['minerStatus'] === 'NORMAL' ? { kind: 'resume' } : undefined;
+    case 'locate':
+      return typeof b['locateOn'] === 'boolean' ? { kind: 'locate', enable: b['locateOn'] } : undefined;
+    case 'reboot':
+      return undefined;
+  }
+}

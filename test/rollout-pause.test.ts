@@ -1,0 +1,103 @@
+// A rollout paused mid-wave: its queued miner jobs are held, each looking at the rollout again only
+// after as long as the pause has lasted (not every second: a 100,000-miner wave paused for the night
+// would keep Redis and the workers busy cycling them), and resume or abort releases them at once.
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
+import { PAUSED_RECHECK_MAX_MS, pausedRecheckMs } from '../src/workers/processor.js';
+import { startWorker } from '../src/workers/worker.js';
+import { FAST_CORE, appliedWritesPerMiner, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
+
+const COUNT = 40;
+let tf: TestFleet;
+let redis: Redis;
+beforeAll(async () => {
+  // Every reply takes 150 ms: a wave of 40 at 4 at a time takes seconds, long enough to pause it.
+  tf = await startTestFleet(COUNT, '127.35.0.1', () => ({ slow: { latencyMs: 150 } }));
+  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+});
+afterAll(async () => {
+  redis.disconnect();
+  await tf.fleet.close();
+});
+
+const plan = (watts: number): RolloutPlan => ({
+  operation: 'power-target',
+  spec: { kind: 'power-target', watts },
+  targets: tf.inventory.targets,
+  inventoryDigest: tf.inventory.digest,
+  waves: [1],
+  maxFailureRate: 0.05,
+  minSample: 10,
+  pauseBetweenMs: 0,
+  actor: 'test',
+});
+
+/** The rollout's miner jobs waiting out a delay, with their delays (ms). */
+async function held(queue: Queue, rolloutId: string): Promise<number[]> {
+  return (await queue.getDelayed()).filter((j) => String(j.id).startsWith(`${rolloutId}-w`)).map((j) => j.delay);
+}
+
+describe('a rollout paused mid-wave', () => {
+  it('holds its queued miners as long as the pause has lasted; resume releases them at once, each miner written once', async () => {
+    const prefix = uniquePrefix('hold');
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
+    try {
+      const rec = await startRollout(redis, plan(2150), prefix);
+      await until(async () => ((await rolloutReport(redis, rec.rolloutId, prefix))?.counts['OK'] ?? 0) >= 1, 30_000, 20);
+      await changeRolloutState(redis, rec.rolloutId, 'pause', 'test', prefix);
+      // As if the pause had begun an hour ago: a job that looks now waits the longest.
+      await redis.hset(`${prefix}:rollout:${rec.rolloutId}:state`, 'updatedAt', new Date(Date.now() - 3_600_000).toISOString());
+      const done = async () => (await rolloutReport(redis, rec.rolloutId, prefix))?.counts['OK'] ?? 0;
+      // Jobs held before that come round once more (1-2 s), then all are held for 10-20 minutes.
+      await until(async () => (await held(queue, rec.rolloutId)).filter((d) => d >= PAUSED_RECHECK_MAX_MS).length === COUNT - (await done()), 15_000, 100);
+      expect(await queue.getWaitingCount()).toBe(0);
+      const doneWhilePaused = await done();
+      expect(doneWhilePaused).toBeLessThan(COUNT);
+
+      const resumed = Date.now();
+      await changeRolloutState(redis, rec.rolloutId, 'resume', 'test', prefix);
+      const report = await waitForRollout(redis, rec.rolloutId, prefix);
+      expect(report.counts).toEqual({ OK: COUNT });
+      expect(Date.now() - resumed).toBeLessThan(PAUSED_RECHECK_MAX_MS / 10); // released, not waited out
+      const perMiner = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', (r) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2150);
+      expect(perMiner.size).toBe(COUNT);
+      expect([...perMiner.values()].every((n) => n === 1)).toBe(true);
+    } finally {
+      await worker.close();
+      await queue.close();
+    }
+  }, 60_000);
+
+  it('abort releases the held miners to be cancelled at once', async () => {
+    const prefix = uniquePrefix('holdabort');
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
+    try {
+      const rec = await startRollout(redis, plan(2100), prefix);
+      await until(async () => ((await rolloutReport(redis, rec.rolloutId, prefix))?.counts['OK'] ?? 0) >= 1, 30_000, 20);
+      await changeRolloutState(redis, rec.rolloutId, 'pause', 'test', prefix);
+      await redis.hset(`${prefix}:rollout:${rec.rolloutId}:state`, 'updatedAt', new Date(Date.now() - 3_600_000).toISOString());
+      await new Promise((r) => setTimeout(r, 2_500));
+      await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
+      await until(async () => Object.values((await rolloutReport(redis, rec.rolloutId, prefix))?.counts ?? {}).reduce((a, b) => a + b, 0) === COUNT, 15_000, 100);
+      const report = await rolloutReport(redis, rec.rolloutId, prefix);
+      expect(report?.state).toBe('aborted');
+      expect(report?.counts['CANCELLED']).toBeGreaterThan(0);
+    } finally {
+      await worker.close();
+    }
+  }, 60_000);
+
+  it('waits as long as the pause has lasted, from 1 s to 10 minutes', () => {
+    const now = Date.parse('2026-11-30T12:00:00Z');
+    expect(pausedRecheckMs('2026-11-30T12:00:00Z', now)).toBe(1_000);
+    expect(pausedRecheckMs('2026-11-30T11:59:30Z', now)).toBe(30_000);
+    expect(pausedRecheckMs('2026-11-30T08:00:00Z', now)).toBe(PAUSED_RECHECK_MAX_MS);
+    expect(pausedRecheckMs('', now)).toBe(1_000);
+  });
+});
