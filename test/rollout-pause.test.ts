@@ -5,6 +5,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { RunStore } from '../src/fleet/run-store.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
 import { PAUSED_RECHECK_MAX_MS, pausedRecheckMs } from '../src/workers/processor.js';
 import { startWorker } from '../src/workers/worker.js';
@@ -100,4 +101,56 @@ describe('a rollout paused mid-wave', () => {
     expect(pausedRecheckMs('2026-11-30T08:00:00Z', now)).toBe(PAUSED_RECHECK_MAX_MS);
     expect(pausedRecheckMs('', now)).toBe(1_000);
   });
+});
+
+describe('--max-in-flight-per-site', () => {
+  it('a slot is held past its lease while its job runs (a reboot takes minutes), and freed when released', async () => {
+    const { holdSiteSlot, acquireSiteSlot } = await import('../src/rollout/site-limit.js');
+    const prefix = uniquePrefix('slot');
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const key = `${prefix}:site:a`;
+    const slot = await holdSiteSlot(redis, key, 'job-1', 1, 300);
+    if (!slot) throw new Error('the first holder got no slot');
+    await new Promise((r) => setTimeout(r, 1_000)); // three leases
+    expect(await acquireSiteSlot(redis, key, 'job-2', 1, 300)).toBe(false);
+    await slot.release(queue);
+    expect(await acquireSiteSlot(redis, key, 'job-2', 1, 300)).toBe(true);
+    // A holder that stops renewing (its worker died) frees the slot after one lease.
+    await new Promise((r) => setTimeout(r, 450));
+    expect(await acquireSiteSlot(redis, key, 'job-3', 1, 300)).toBe(true);
+    await queue.close();
+  });
+
+  it('miners refused a slot are parked, not tried again and again, and woken as slots free: one at a time per site, each written once', async () => {
+    const prefix = uniquePrefix('park');
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 16, credentials: tf.credentials, coreOptions: FAST_CORE });
+    try {
+      const targets = tf.inventory.targets.slice(0, 12);
+      const rec = await startRollout(redis, { ...plan(2050), targets, maxInFlightPerSite: 1 }, prefix);
+      // Soon every miner not being changed is parked for minutes, none waits in the queue.
+      await until(async () => {
+        const [waiting, parked] = [await queue.getWaitingCount(), (await held(queue, rec.rolloutId)).filter((d) => d >= 60_000).length];
+        return waiting === 0 && parked >= 6;
+      }, 15_000, 50);
+      const report = await waitForRollout(redis, rec.rolloutId, prefix);
+      expect(report.counts).toEqual({ OK: targets.length });
+      const perMiner = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', (r) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2050);
+      expect(perMiner.size).toBe(targets.length);
+      expect([...perMiner.values()].every((n) => n === 1)).toBe(true);
+      // One at a time per site: no two changes of a site overlap.
+      const outcomes = await new RunStore(redis, prefix).getOutcomes(`${rec.rolloutId}-w0`);
+      const siteOf = new Map(tf.inventory.targets.map((t) => [t.minerId, t.site]));
+      for (const site of new Set(siteOf.values())) {
+        const spans = outcomes
+          .filter((o) => siteOf.get(o.minerId) === site)
+          .map((o) => ({ start: Date.parse(o.finishedAt) - o.durationMs, end: Date.parse(o.finishedAt) }))
+          .sort((a, b) => a.start - b.start);
+        for (let k = 1; k < spans.length; k++) expect(spans[k]!.start).toBeGreaterThanOrEqual(spans[k - 1]!.end - 5);
+      }
+    } finally {
+      await worker.close();
+      await queue.close();
+    }
+  }, 60_000);
 });

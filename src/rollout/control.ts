@@ -6,6 +6,7 @@ import type { Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
+import { wakeParked } from './site-limit.js';
 import { appendAudit } from './audit.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.js';
 
@@ -74,7 +75,13 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     const runId = waveRunId(rec.rolloutId, wave);
     const { done } = await runs.getCounts(runId);
     const total = waveSize(rec, wave);
-    if (done < total) return addGateJob(deps.control, rec.rolloutId, wave, seq + 1);
+    if (done < total) {
+      // Wakes parked miners wherever a site has free slots (a wakeup lost with a dead worker).
+      if (rec.maxInFlightPerSite) {
+        for (const key of await deps.redis.smembers(store.parkedSitesKey(rec.rolloutId))) await wakeParked(deps.redis, deps.jobs, key, rec.maxInFlightPerSite);
+      }
+      return addGateJob(deps.control, rec.rolloutId, wave, seq + 1);
+    }
     // Every miner of the wave has an outcome: gate on the failures of all finished waves.
     let doneAll = 0;
     let failedAll = 0;

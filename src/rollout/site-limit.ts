@@ -1,7 +1,19 @@
-// --max-in-flight-per-site: a lease-based semaphore per rollout and site (a dead worker's lease
-// expires instead of holding the slot forever).
+// --max-in-flight-per-site: a lease-based semaphore per rollout and site. The lease is renewed while
+// its job runs (a reboot may take minutes), so a dead worker's slot frees itself after one lease
+// instead of never, and a live one's long change never lets another miner of the site in beside it.
+//
+// A job refused a slot is parked: delayed for long (PARKED_MS) and its id listed under the site. A
+// job that frees a slot wakes the next parked one of its site, and the rollout's gate check (every
+// 300 ms while a wave runs) wakes parked jobs wherever slots are free, so a wakeup lost with a dead
+// worker costs a moment, not the wave. Thousands of miners throttled to a few per site so wait in
+// Redis without being fetched, refused and delayed again 2-4 times a second each.
+import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 
+/** How long a parked job waits if nothing wakes it (its slot's holder and the gate check both died). */
+export const PARKED_MS = 10 * 60_000;
+
+// KEYS: slots (zset holder → lease expiry). ARGV: now, expiry, holder, limit, TTL. 1 = held.
 const ACQUIRE = `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
@@ -11,11 +23,79 @@ if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonu
 end
 return 0`;
 
-export async function acquireSiteSlot(redis: Redis, key: string, holder: string, limit: number, leaseMs: number): Promise<boolean> {
-  const now = Date.now();
-  return (await redis.eval(ACQUIRE, 1, key, now, now + leaseMs, holder, limit, leaseMs * 2)) === 1;
+// KEYS: slots, parked (list of job ids). ARGV: now, limit. Pops as many parked ids as slots are free.
+const WAKE = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local free = tonumber(ARGV[2]) - redis.call('ZCARD', KEYS[1])
+local ids = {}
+while free > 0 do
+  local id = redis.call('LPOP', KEYS[2])
+  if not id then break end
+  ids[#ids + 1] = id
+  free = free - 1
+end
+return ids`;
+
+type WithSlotCommands = Redis & {
+  bosFleetSiteAcquire(slots: string, ...args: (string | number)[]): Promise<number>;
+  bosFleetSiteWake(slots: string, parked: string, ...args: (string | number)[]): Promise<string[]>;
+};
+
+function commands(redis: Redis): WithSlotCommands {
+  // EVALSHA after the first call instead of the scripts' text every time.
+  if (!('bosFleetSiteAcquire' in redis)) {
+    redis.defineCommand('bosFleetSiteAcquire', { numberOfKeys: 1, lua: ACQUIRE });
+    redis.defineCommand('bosFleetSiteWake', { numberOfKeys: 2, lua: WAKE });
+  }
+  return redis as WithSlotCommands;
 }
 
-export async function releaseSiteSlot(redis: Redis, key: string, holder: string): Promise<void> {
-  await redis.zrem(key, holder);
+/** The key of the list of a site's parked job ids. */
+export const parkedKey = (slotKey: string) => `${slotKey}:parked`;
+
+export async function acquireSiteSlot(redis: Redis, key: string, holder: string, limit: number, leaseMs: number): Promise<boolean> {
+  const now = Date.now();
+  return (await commands(redis).bosFleetSiteAcquire(key, now, now + leaseMs, holder, limit, leaseMs * 2)) === 1;
+}
+
+/** A held slot: renewed every third of its lease until released. */
+export interface SiteSlot {
+  /** Frees the slot and wakes the next parked job of the site. */
+  release(queue: Queue): Promise<void>;
+}
+
+export async function holdSiteSlot(redis: Redis, key: string, holder: string, limit: number, leaseMs: number): Promise<SiteSlot | undefined> {
+  if (!(await acquireSiteSlot(redis, key, holder, limit, leaseMs))) return undefined;
+  // Renewing is acquiring again as the same holder (the script then only moves its expiry). A renewal
+  // Redis refuses is not retried: the lease runs out one lease after the last good one.
+  const timer = setInterval(() => void acquireSiteSlot(redis, key, holder, limit, leaseMs).catch(() => undefined), Math.max(10, Math.floor(leaseMs / 3)));
+  timer.unref();
+  return {
+    release: async (queue) => {
+      clearInterval(timer);
+      await redis.zrem(key, holder);
+      // In the background: the job's outcome does not wait on it, and one it misses the gate check makes up.
+      void wakeParked(redis, queue, key, limit).catch(() => undefined);
+    },
+  };
+}
+
+/** Lists a job that was just delayed for {@link PARKED_MS} as waiting for a slot of its site. */
+export async function park(redis: Redis, key: string, jobId: string, sitesKey: string): Promise<void> {
+  await redis.multi().rpush(parkedKey(key), jobId).pexpire(parkedKey(key), PARKED_MS * 3).sadd(sitesKey, key).pexpire(sitesKey, PARKED_MS * 3).exec();
+}
+
+/** Wakes as many parked jobs of the site as it has free slots. Returns how many were woken. */
+export async function wakeParked(redis: Redis, queue: Queue, key: string, limit: number): Promise<number> {
+  const ids = await commands(redis).bosFleetSiteWake(key, parkedKey(key), Date.now(), limit);
+  let woken = 0;
+  for (const id of ids) {
+    // A job no longer delayed (woken by the gate check too, or cancelled) is simply skipped.
+    const ok = await queue
+      .getJob(id)
+      .then((job) => job?.promote())
+      .then(() => true, () => false);
+    if (ok) woken++;
+  }
+  return woken;
 }

@@ -80,6 +80,10 @@ export class RolloutStore {
   siteKey(id: string, site: string) {
     return `${this.prefix}:rollout:${id}:site:${site}`;
   }
+  /** The slot keys of the rollout's sites that have parked jobs (see site-limit.ts). */
+  parkedSitesKey(id: string) {
+    return `${this.prefix}:rollout:${id}:parked-sites`;
+  }
 
   async create(record: RolloutRecord, initial: RolloutState): Promise<boolean> {
     const { targets, specByMiner, ...header } = record;

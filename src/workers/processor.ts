@@ -1,8 +1,8 @@
 // The BullMQ processor: validates the job, skips miners that already have an outcome (a stalled job
 // running again), runs the task, and decides from the typed code whether BullMQ should retry.
-import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job, type Queue } from 'bullmq';
 import type { RolloutStore } from '../rollout/store.js';
-import { acquireSiteSlot, releaseSiteSlot } from '../rollout/site-limit.js';
+import { holdSiteSlot, park, PARKED_MS, type SiteSlot } from '../rollout/site-limit.js';
 import { CODE_INFO, isErrorCode, type ErrorCode } from '../core/error-codes.js';
 import { FleetError } from '../core/fleet-error.js';
 import { jobDataSchema, type JobData } from '../fleet/job.js';
@@ -21,9 +21,12 @@ export interface ProcessorDeps {
   siteLeaseMs?: number;
   /** This worker's capabilities, and the other live workers': a job this one cannot do goes to one that can. */
   registry: WorkerRegistry;
+  /** The miner-job queue: a job that frees a site's slot wakes a parked job of that site. */
+  jobs: Queue;
 }
 
-export function outcomeOf(data: JobData, result: TaskResult, jobAttempts: number): Outcome {
+/** `finishedAtMs`: when the miner's part ended (default: now). */
+export function outcomeOf(data: JobData, result: TaskResult, jobAttempts: number, finishedAtMs = Date.now()): Outcome {
   const code = result.ok ? 'OK' : isErrorCode(result.code) ? result.code : 'INTERNAL';
   return {
     runId: data.runId,
@@ -36,7 +39,7 @@ export function outcomeOf(data: JobData, result: TaskResult, jobAttempts: number
     attempts: result.attempts,
     jobAttempts,
     durationMs: result.durationMs,
-    finishedAt: new Date().toISOString(),
+    finishedAt: new Date(finishedAtMs).toISOString(),
     transport: result.transport,
     ...(result.error ? { error: { message: result.error.message, suggestion: result.error.suggestion } } : {}),
     ...(result.data !== undefined ? { data: result.data } : {}),
@@ -174,7 +177,7 @@ export function pausedRecheckMs(pausedAt: string, nowMs = Date.now()): number {
 /** How soon a job this worker cannot do is offered again (to any worker; one that can takes it). */
 export const HAND_BACK_MS = 200;
 
-export function createProcessor({ store, executor, rollouts, registry, siteLeaseMs = 120_000 }: ProcessorDeps) {
+export function createProcessor({ store, executor, rollouts, registry, jobs, siteLeaseMs = 120_000 }: ProcessorDeps) {
   return async (job: Job, token?: string): Promise<{ code: string; skipped?: boolean }> => {
     const parsed = jobDataSchema.safeParse(job.data);
     const jobAttempts = job.attemptsMade + 1;
@@ -209,7 +212,7 @@ export function createProcessor({ store, executor, rollouts, registry, siteLease
 
     // A rollout's miner job: honour pause / abort, and the per-site in-flight limit.
     const rolloutId = typeof data.params['rolloutId'] === 'string' ? data.params['rolloutId'] : undefined;
-    let siteSlot: string | undefined;
+    let siteSlot: SiteSlot | undefined;
     if (rolloutId) {
       const st = await rollouts.status(rolloutId);
       if (st?.state === 'paused') await delay(job, token, pausedRecheckMs(st.updatedAt));
@@ -220,15 +223,24 @@ export function createProcessor({ store, executor, rollouts, registry, siteLease
       }
       const limit = data.params['maxInFlightPerSite'];
       if (typeof limit === 'number' && limit > 0) {
-        siteSlot = rollouts.siteKey(rolloutId, data.target.site || '-');
-        if (!(await acquireSiteSlot(store.redis, siteSlot, String(job.id), limit, siteLeaseMs))) await delay(job, token, 250);
+        const slotKey = rollouts.siteKey(rolloutId, data.target.site || '-');
+        siteSlot = await holdSiteSlot(store.redis, slotKey, String(job.id), limit, siteLeaseMs);
+        if (!siteSlot) {
+          // Parked until a slot of its site frees (see site-limit.ts), not tried again and again.
+          await job.moveToDelayed(Date.now() + PARKED_MS, token);
+          await park(store.redis, slotKey, String(job.id), rollouts.parkedSitesKey(rolloutId));
+          throw new DelayedError();
+        }
       }
     }
     let result: TaskResult;
+    let endedAt: number;
     try {
       result = data.operation === 'poll' ? await executor.run({ job: data }) : await runChange(data, executor, store);
     } finally {
-      if (siteSlot) await releaseSiteSlot(store.redis, siteSlot, String(job.id));
+      // The miner's change ends here, before its site's slot goes to the next miner.
+      endedAt = Date.now();
+      await siteSlot?.release(jobs);
     }
     const maxAttempts = job.opts.attempts ?? 1;
     const retryable = !result.ok && (result.error?.retryable ?? false);
@@ -238,7 +250,7 @@ export function createProcessor({ store, executor, rollouts, registry, siteLease
       // BullMQ re-runs the job after its backoff; only the final attempt writes the outcome.
       throw new Error(retryReason(final));
     }
-    await store.writeOutcome(outcomeOf(data, final, jobAttempts));
+    await store.writeOutcome(outcomeOf(data, final, jobAttempts, endedAt));
     if (!final.ok) throw new UnrecoverableError(`${final.code}: ${final.error?.message ?? ''}`);
     return { code: final.code };
   };

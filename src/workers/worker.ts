@@ -109,7 +109,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const registry = new WorkerRegistry(storeRedis, prefix, { profiles: [...opts.credentials.keys()], tlsSites: Object.keys(opts.tlsBySite ?? {}) }, { concurrency: opts.concurrency, threads: opts.threads });
   await registry.start();
   const store = new RunStore(storeRedis, prefix);
-  const processor = createProcessor({ store, executor, rollouts, registry });
+  const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
+  const processor = createProcessor({ store, executor, rollouts, registry, jobs: jobsQueue });
   const workers = consumerSlots(opts.concurrency, opts.consumers).map((slots) => consume(QUEUE_NAME, processor, slots, { maxStalledCount: opts.maxStalledCount ?? 5 }));
   const unwritten = rateLimitedLog((line) => console.error(`worker: ${line}`));
   for (const w of workers) {
@@ -119,7 +120,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   }
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
   // process; BullMQ hands each job to exactly one of them.
-  const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
   const controlQueue = new Queue(CONTROL_QUEUE, { connection: storeRedis, prefix });
   for (const q of [jobsQueue, controlQueue]) q.on('error', () => undefined); // storeRedis reports
   const control = consume(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), 4);
