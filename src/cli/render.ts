@@ -101,8 +101,9 @@ function tableText(rows: TableRow[]): string {
     codeW = Math.max(codeW, r.code.length);
   }
   return [
-    `${'MINER'.padEnd(idW)}  ${'HOST'.padEnd(hostW)}  ${'CODE'.padEnd(codeW)}  TRIES  ${'TIME'.padStart(8)}  DETAIL`,
-    ...rows.map((r) => `${r.id.padEnd(idW)}  ${r.host.padEnd(hostW)}  ${r.code.padEnd(codeW)}  ${r.tries.padStart(5)}  ${r.time.padStart(8)}  ${r.detail}`),
+    // CALL/JOB: in-call attempts of the call that needed most / the job's attempts (BullMQ's).
+    `${'MINER'.padEnd(idW)}  ${'HOST'.padEnd(hostW)}  ${'CODE'.padEnd(codeW)}  CALL/JOB  ${'TIME'.padStart(8)}  DETAIL`,
+    ...rows.map((r) => `${r.id.padEnd(idW)}  ${r.host.padEnd(hostW)}  ${r.code.padEnd(codeW)}  ${r.tries.padStart(8)}  ${r.time.padStart(8)}  ${r.detail}`),
   ].join('\n');
 }
 
