@@ -1,5 +1,6 @@
 // `bos-fleet cancel RUN`: a poll run's queued miners get a CANCELLED outcome and leave the queue; miners
 // being polled finish with their own outcome; every miner still ends with exactly one outcome.
+import { rmSync } from 'node:fs';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +14,7 @@ import { exited, runCli, spawnCli } from './helpers/cli.js';
 import { parseInventory } from '../src/producer/inventory.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
 
 const COUNT = 20;
 let tf: TestFleet;
@@ -79,6 +81,14 @@ describe('cancelling a poll run', () => {
     expect(rollout.code).toBe(1);
     expect(rollout.stderr).toContain('bos-fleet rollout abort');
     expect((await store.getCounts(push.runId)).done).toBe(0); // untouched
+
+    // A dry run of a change only reads: it is dropped like a poll (rollout start --dry-run's Ctrl-C).
+    const dryQueue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const dry = await enqueueRun(dryQueue, store, tf.inventory, { operation: 'power-target', params: { mutation: { kind: 'power-target', watts: 2000 }, dryRun: true } });
+    await dryQueue.close();
+    const dropped = await runCli(['cancel', dry.runId, '--prefix', prefix, '--json'], env);
+    expect(JSON.parse(dropped.stdout)).toMatchObject({ cancelled: COUNT, done: COUNT });
+    expect((await store.getOutcomes(dry.runId))[0]?.error?.message).toContain('run cancelled by the operator before this miner was read');
   });
 });
 
@@ -138,4 +148,41 @@ describe('a reader that stops early', () => {
     expect(await exited(child)).toBe(0);
     expect(child.output().stderr).toBe('');
   });
+});
+
+describe('rollout start --dry-run, interrupted', () => {
+  it('Ctrl-C: the miners being read finish, the rest are dropped (not left queued for a later worker), nothing is written', async () => {
+    // Well over what the dry run reads at once (100), each read taking a while.
+    const big = await startTestFleet(250, '127.36.0.1', () => ({ slow: { latencyMs: 400 } }));
+    const { writeFleetFiles } = await import('./helpers/cli.js');
+    const { inventoryCsv } = await import('../src/sim/plan.js');
+    const files = writeFleetFiles(inventoryCsv(big.fleet.miners.map((m, index) => ({ ...m, index }))));
+    const prefix = uniquePrefix('dryint');
+    try {
+      const cli = spawnCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2000', '--dry-run', '--json']);
+      const store = new RunStore(redis, prefix);
+      await until(async () => {
+        const [runId] = await redis.zrevrange(`${prefix}:runs`, 0, 0);
+        return runId !== undefined && (await store.getCounts(runId)).done > 0;
+      }, 30_000, 20);
+      cli.kill('SIGINT');
+      const code = await exited(cli);
+      expect(code, JSON.stringify(cli.output()).slice(0, 2000)).toBe(130);
+      const out = JSON.parse(cli.output().stdout) as { runId: string; interrupted: boolean; miners: { result: string }[] };
+      expect(out.interrupted).toBe(true);
+      expect(out.miners.length).toBeGreaterThan(0);
+      expect(out.miners.length).toBeLessThan(250);
+      expect(out.miners.every((m) => m.result === 'would-apply')).toBe(true);
+      const { counts, done } = await store.getCounts(out.runId);
+      expect(done).toBe(250); // every miner has its outcome: read, or CANCELLED
+      expect(counts['CANCELLED']).toBe(250 - out.miners.length);
+      const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+      expect(await queue.getWaitingCount()).toBe(0);
+      await queue.close();
+      expect(await big.fleet.mutations()).toEqual([]);
+    } finally {
+      await big.fleet.close();
+      rmSync(files.dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

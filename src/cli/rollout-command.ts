@@ -1,8 +1,10 @@
 // `bos-fleet rollout start|status|pause|resume|abort|rollback`.
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
+import { Queue } from 'bullmq';
+import { cancelRun } from '../producer/cancel.js';
 import { loadCredentialProfiles, type CredentialProfiles } from '../fleet/credentials.js';
-import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import { loadInventory } from '../producer/inventory.js';
 import { assertProfiles, runLocal } from '../producer/run-local.js';
@@ -245,15 +247,29 @@ export function registerRollout(program: Command): void {
 
 async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventory>, spec: MutationSpec, credentials: CredentialProfiles, tlsBySite: Record<string, TlsProfile> | undefined): Promise<void> {
   const { url, redis } = await connectRedis(flags.redis);
+  // Ctrl-C: the miners being read finish; the rest are dropped (a dry run left queued would be read later by any worker).
+  const stop = interruptible('stopping: the miners being read finish, the rest of the dry run is dropped');
   try {
-    const { record } = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, concurrency: 100, ...(tlsBySite ? { tlsBySite } : {}) });
-    const outcomes = (await new RunStore(redis, flags.prefix).getOutcomes(record.runId)).sort((a, b) => a.minerId.localeCompare(b.minerId));
+    const run = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, concurrency: 100, signal: stop.signal, ...(tlsBySite ? { tlsBySite } : {}) }).finally(() => stop.dispose());
+    const { record, interrupted } = run;
+    const store = new RunStore(redis, flags.prefix);
+    if (interrupted) {
+      const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: flags.prefix });
+      await cancelRun(queue, store, record.runId).finally(() => queue.close());
+    }
+    const read = (await store.getOutcomes(record.runId)).filter((o) => !(interrupted && o.code === 'CANCELLED'));
+    const outcomes = read.sort((a, b) => a.minerId.localeCompare(b.minerId));
     const rows = outcomes.map((o) => {
       const d = o.data as MutationData | undefined;
       return { minerId: o.minerId, host: o.host, result: o.status === 'ok' ? (d?.change ?? 'unknown') : 'refused', code: o.code, before: d?.before, after: d?.after, ...(o.error ? { reason: o.error.message } : {}) };
     });
-    if (flags.json) return console.log(JSON.stringify({ dryRun: true, runId: record.runId, miners: rows }));
-    console.log(`dry run of ${describeSpec(spec)} on ${rows.length} miners: nothing was changed`);
+    if (interrupted) process.exitCode = 130;
+    if (flags.json) return console.log(JSON.stringify({ dryRun: true, runId: record.runId, ...(interrupted ? { interrupted: true } : {}), miners: rows }));
+    console.log(
+      interrupted
+        ? `dry run of ${describeSpec(spec)}, interrupted: ${rows.length} of ${record.total} miners read, the rest dropped; nothing was changed`
+        : `dry run of ${describeSpec(spec)} on ${rows.length} miners: nothing was changed`,
+    );
     for (const r of rows) {
       const detail = r.result === 'refused' ? `${r.code}: ${r.reason}` : `${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`;
       console.log(`${r.minerId.padEnd(14)} ${r.host.padEnd(16)} ${r.result.padEnd(11)} ${printable(detail)}`);

@@ -29,7 +29,9 @@ const QUEUED = ['waiting', 'delayed', 'prioritized'] as const;
 export async function cancelRun(queue: Queue, store: RunStore, runId: string, batch = 500): Promise<CancelResult> {
   const record = await store.getRun(runId);
   if (!record) throw new Error(`no run "${runId}" (see bos-fleet runs)`);
-  if (record.operation !== 'poll') {
+  // A dry run of a change only reads: it is dropped like a poll.
+  const dryRun = record.params['dryRun'] === true;
+  if (record.operation !== 'poll' && !dryRun) {
     throw new Error(`run ${runId} is a ${record.operation} run of a rollout: stop it with \`bos-fleet rollout abort\` (it records which miners were changed)`);
   }
   // A producer still enqueuing this run stops at its next chunk (a chunk is added in milliseconds).
@@ -47,7 +49,7 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
         // Taken by a worker since the listing (or gone): it ends with its own outcome.
         if (!job || !parsed.success || (await queue.remove(id)) !== 1) return;
         const earlier = job.failedReason ? `; its last attempt failed: ${job.failedReason}` : '';
-        const result = failedTask('CANCELLED', `run cancelled by the operator before this miner was polled${earlier}`);
+        const result = failedTask('CANCELLED', `run cancelled by the operator before this miner was ${dryRun ? 'read' : 'polled'}${earlier}`);
         // Never replaces an outcome written meanwhile.
         if (await store.writeOutcome(outcomeOf(parsed.data, result, job.attemptsMade))) cancelled++;
       }),
