@@ -46,7 +46,7 @@ export function registerRuns(program: Command): void {
 
   program
     .command('cancel <runId>')
-    .description("drop what is left of a poll run: its queued miners get a CANCELLED outcome; miners being polled finish; a run still being enqueued stops there")
+    .description("drop what is left of a poll run (or a dry run): its queued miners get a CANCELLED outcome; miners being polled finish; a run still being enqueued stops there")
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--json', 'print one JSON object {runId, cancelled, done, total, neverEnqueued}')
     .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
