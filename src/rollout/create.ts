@@ -8,6 +8,7 @@ import { RunStore } from '../fleet/run-store.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
 import { CONTROL_QUEUE, addGateJob, addWaveJob, waveSize } from './control.js';
+import { promoteJobs } from './site-limit.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
 
@@ -237,21 +238,7 @@ export async function releaseHeld(redis: Redis, rolloutId: string, prefix = DEFA
   const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
   try {
     // Job ids are `<rolloutId>-w<wave>.<minerId>`: only this rollout's.
-    const ids = (await queue.getRanges(['delayed'], 0, -1)).filter((id) => id.startsWith(`${rolloutId}-w`));
-    let released = 0;
-    for (let i = 0; i < ids.length; i += 500) {
-      await Promise.all(
-        ids.slice(i, i + 500).map(async (id) => {
-          // A job taken by a worker since the listing is no longer delayed: nothing to do.
-          const ok = await queue
-            .getJob(id)
-            .then((job) => job?.promote())
-            .then(() => true, () => false);
-          if (ok) released++;
-        }),
-      );
-    }
-    return released;
+    return await promoteJobs(queue, (await queue.getRanges(['delayed'], 0, -1)).filter((id) => id.startsWith(`${rolloutId}-w`)));
   } finally {
     await queue.close();
   }

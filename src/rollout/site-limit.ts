@@ -87,15 +87,18 @@ export async function park(redis: Redis, key: string, jobId: string, sitesKey: s
 
 /** Wakes as many parked jobs of the site as it has free slots. Returns how many were woken. */
 export async function wakeParked(redis: Redis, queue: Queue, key: string, limit: number): Promise<number> {
-  const ids = await commands(redis).bosFleetSiteWake(key, parkedKey(key), Date.now(), limit);
-  let woken = 0;
-  for (const id of ids) {
-    // A job no longer delayed (woken by the gate check too, or cancelled) is simply skipped.
-    const ok = await queue
-      .getJob(id)
-      .then((job) => job?.promote())
-      .then(() => true, () => false);
-    if (ok) woken++;
+  return promoteJobs(queue, await commands(redis).bosFleetSiteWake(key, parkedKey(key), Date.now(), limit));
+}
+
+/**
+ * Moves these delayed jobs to the queue now, 500 at a time. A job no longer delayed (taken by a worker
+ * since it was listed, woken twice, or gone) is skipped. Returns how many were moved.
+ */
+export async function promoteJobs(queue: Queue, ids: readonly string[]): Promise<number> {
+  let moved = 0;
+  for (let i = 0; i < ids.length; i += 500) {
+    const done = await Promise.all(ids.slice(i, i + 500).map((id) => queue.getJob(id).then((job) => (job ? job.promote().then(() => true) : false)).catch(() => false)));
+    moved += done.filter(Boolean).length;
   }
-  return woken;
+  return moved;
 }
