@@ -156,6 +156,7 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
         waves: plan.waves,
         startAt: new Date(startAtMs).toISOString(),
         ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}),
+        ...(plan.tlsSites?.length ? { tlsSites: plan.tlsSites } : {}),
       },
     },
     prefix,

@@ -106,7 +106,7 @@ export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAU
     await q.close();
   }
   const replaced = previous !== null;
-  await appendAudit(redis, { actor: def.actor, action: 'schedule.add', subject: def.scheduleId, targetDigest: def.inventoryDigest, details: { kind: def.kind, every: def.everyMs, cron: def.cron, tz: def.tz, rollout: def.rollout, ...(replaced ? { replaced } : {}) } }, prefix);
+  await appendAudit(redis, { actor: def.actor, action: 'schedule.add', subject: def.scheduleId, targetDigest: def.inventoryDigest, details: { kind: def.kind, every: def.everyMs, cron: def.cron, tz: def.tz, rollout: def.rollout, ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}), ...(replaced ? { replaced } : {}) } }, prefix);
   return { replaced };
 }
 
