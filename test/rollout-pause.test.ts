@@ -43,17 +43,25 @@ async function held(queue: Queue, rolloutId: string): Promise<number[]> {
   return (await queue.getDelayed()).filter((j) => String(j.id).startsWith(`${rolloutId}-w`)).map((j) => j.delay);
 }
 
+/**
+ * Starts a rollout at `watts` and pauses it once its first miner is done, as if the pause had begun an
+ * hour ago (a job that looks now waits the longest).
+ */
+async function pausedMidWave(prefix: string, watts: number) {
+  const rec = await startRollout(redis, plan(watts), prefix);
+  await until(async () => ((await rolloutReport(redis, rec.rolloutId, prefix))?.counts['OK'] ?? 0) >= 1, 30_000, 20);
+  await changeRolloutState(redis, rec.rolloutId, 'pause', 'test', prefix);
+  await redis.hset(`${prefix}:rollout:${rec.rolloutId}:state`, 'updatedAt', new Date(Date.now() - 3_600_000).toISOString());
+  return rec;
+}
+
 describe('a rollout paused mid-wave', () => {
   it('holds its queued miners as long as the pause has lasted; resume releases them at once, each miner written once', async () => {
     const prefix = uniquePrefix('hold');
     const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
     const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
     try {
-      const rec = await startRollout(redis, plan(2150), prefix);
-      await until(async () => ((await rolloutReport(redis, rec.rolloutId, prefix))?.counts['OK'] ?? 0) >= 1, 30_000, 20);
-      await changeRolloutState(redis, rec.rolloutId, 'pause', 'test', prefix);
-      // As if the pause had begun an hour ago: a job that looks now waits the longest.
-      await redis.hset(`${prefix}:rollout:${rec.rolloutId}:state`, 'updatedAt', new Date(Date.now() - 3_600_000).toISOString());
+      const rec = await pausedMidWave(prefix, 2150);
       const done = async () => (await rolloutReport(redis, rec.rolloutId, prefix))?.counts['OK'] ?? 0;
       // Jobs held before that come round once more (1-2 s), then all are held for 10-20 minutes.
       await until(async () => (await held(queue, rec.rolloutId)).filter((d) => d >= PAUSED_RECHECK_MAX_MS).length === COUNT - (await done()), 15_000, 100);
@@ -79,10 +87,7 @@ describe('a rollout paused mid-wave', () => {
     const prefix = uniquePrefix('holdabort');
     const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
     try {
-      const rec = await startRollout(redis, plan(2100), prefix);
-      await until(async () => ((await rolloutReport(redis, rec.rolloutId, prefix))?.counts['OK'] ?? 0) >= 1, 30_000, 20);
-      await changeRolloutState(redis, rec.rolloutId, 'pause', 'test', prefix);
-      await redis.hset(`${prefix}:rollout:${rec.rolloutId}:state`, 'updatedAt', new Date(Date.now() - 3_600_000).toISOString());
+      const rec = await pausedMidWave(prefix, 2100);
       await new Promise((r) => setTimeout(r, 2_500));
       await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
       await until(async () => Object.values((await rolloutReport(redis, rec.rolloutId, prefix))?.counts ?? {}).reduce((a, b) => a + b, 0) === COUNT, 15_000, 100);

@@ -193,9 +193,8 @@ export function registerRollout(program: Command): void {
       else console.log(reports.map((r) => reportText(r, whereFlags(flags))).join('\n\n') || 'no rollouts yet');
       // An unfinished rollout that nothing carries on says so (on stderr: the JSON stays as it is).
       const waiting = reports.filter((r) => !TERMINAL.includes(r.state)).map((r) => r.rolloutId);
-      if (waiting.length && (await listWorkers(redis, flags.prefix)).length === 0) {
-        process.stderr.write(`bos-fleet: WARNING: no \`bos-fleet worker\` is running on this Redis and prefix: ${waiting.length === 1 ? `rollout ${waiting[0]} waits` : `${waiting.length} unfinished rollouts wait`} until one starts\n`);
-      }
+      const warning = waiting.length ? workersWarning(await listWorkers(redis, flags.prefix), [], [], waiting.length === 1 ? `rollout ${waiting[0]} waits` : `${waiting.length} unfinished rollouts wait`) : undefined;
+      if (warning) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
     } finally {
       redis.disconnect();
     }

@@ -20,7 +20,7 @@ export interface ControlJobData {
 }
 
 /** Where wave `wave` starts and ends (exclusive) in the rollout's targets. */
-export function waveRange(rec: Pick<RolloutHeader, 'waveEnds'>, wave: number): [number, number] {
+function waveRange(rec: Pick<RolloutHeader, 'waveEnds'>, wave: number): [number, number] {
   return [wave === 0 ? 0 : (rec.waveEnds[wave - 1] ?? 0), rec.waveEnds[wave] ?? 0];
 }
 

@@ -183,22 +183,14 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
   return { rolloutId, state: st.state, ...(st.reason ? { reason: st.reason } : {}), operation: rec.operation, waves, counts };
 }
 
-/** Waits until the rollout ends; `signal` stops the wait early, returning the rollout as it is then. */
+/** Waits until the rollout ends; `signal` stops the wait early (at its next look), returning the rollout as it is then. */
 export async function waitForRollout(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX, onTick?: (r: RolloutReport) => void, signal?: AbortSignal): Promise<RolloutReport> {
   for (;;) {
     const r = await rolloutReport(redis, rolloutId, prefix);
     if (!r) throw new Error(`no rollout "${rolloutId}"`);
     onTick?.(r);
     if (TERMINAL.includes(r.state) || signal?.aborted) return r;
-    await new Promise<void>((res) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', done);
-        res();
-      };
-      const timer = setTimeout(done, 300);
-      signal?.addEventListener('abort', done, { once: true });
-    });
+    await new Promise((res) => setTimeout(res, 300));
   }
 }
 
@@ -235,7 +227,7 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
  * Moves the rollout's delayed miner jobs (held while it was paused, or waiting out a retry backoff)
  * back to the queue at once. Returns how many.
  */
-export async function releaseHeld(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<number> {
+async function releaseHeld(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<number> {
   const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
   try {
     // Job ids are `<rolloutId>-w<wave>.<minerId>`: only this rollout's.

@@ -66,9 +66,9 @@ export function newScheduleId(): string {
 
 /**
  * Throws, naming the flag and the value, unless `cron` is a pattern BullMQ's parser takes and `tz` an
- * IANA time zone; returns the pattern's next fire time.
+ * IANA time zone.
  */
-export function checkCron(cron: string, tz?: string): Date {
+export function checkCron(cron: string, tz?: string): void {
   if (tz !== undefined) {
     try {
       new Intl.DateTimeFormat('en-US', { timeZone: tz });
@@ -77,7 +77,7 @@ export function checkCron(cron: string, tz?: string): Date {
     }
   }
   try {
-    return CronExpressionParser.parse(cron, tz ? { tz } : {}).next().toDate();
+    CronExpressionParser.parse(cron, tz ? { tz } : {});
   } catch (err) {
     throw new Error(`--cron "${cron}" is not a cron pattern: ${(err as Error).message} (fields: minute hour day-of-month month day-of-week, e.g. "0 14 * * *")`);
   }

@@ -51,7 +51,7 @@ function commands(redis: Redis): WithSlotCommands {
 }
 
 /** The key of the list of a site's parked job ids. */
-export const parkedKey = (slotKey: string) => `${slotKey}:parked`;
+const parkedKey = (slotKey: string) => `${slotKey}:parked`;
 
 export async function acquireSiteSlot(redis: Redis, key: string, holder: string, limit: number, leaseMs: number): Promise<boolean> {
   const now = Date.now();
