@@ -134,7 +134,8 @@ describe('bos-fleet poll', () => {
     expect(keep.code).toBe(1);
     expect(keep.stderr).toContain('--keep-for must be a duration like 24h or 7d, got "a week"');
     const tlsFile = path.join(files.dir, 'tls.json');
-    writeFileSync(tlsFile, JSON.stringify({ 'site-a': { caFile: path.join(files.dir, 'missing-ca.pem') } }));
+    // A relative path is relative to the --tls file, not to the command's working directory.
+    writeFileSync(tlsFile, JSON.stringify({ 'site-a': { caFile: 'missing-ca.pem' } }));
     const t = await runCli(['worker', '--tls', tlsFile, '--redis', redisUrl()]);
     expect(t.code).toBe(1);
     expect(t.stderr).toContain(`--tls ${tlsFile}: site "site-a": tls.caFile: cannot read "${path.join(files.dir, 'missing-ca.pem')}" (ENOENT)`);

@@ -1,5 +1,6 @@
 // Pieces shared by the CLI commands: Redis connection with a durability check, options parsing.
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { Command } from 'commander';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
@@ -62,6 +63,15 @@ export function loadTlsSites(file: string | undefined): Record<string, TlsProfil
   if (!r.success) {
     const issue = r.error.issues[0];
     throw new Error(`--tls ${file}: ${issue?.path.join('.') || '(top level)'} ${issueText(issue)}`);
+  }
+  // A relative path is relative to the --tls file (as in other tools' config files), not to wherever
+  // the command runs from: the same file then works from cron, a shell, or a container.
+  const dir = path.dirname(path.resolve(file));
+  const at = (p: string) => path.resolve(dir, p);
+  for (const profile of Object.values(r.data)) {
+    profile.caFile = at(profile.caFile);
+    if (profile.certFile) profile.certFile = at(profile.certFile);
+    if (profile.keyFile) profile.keyFile = at(profile.keyFile);
   }
   // Read and check every site's files now: a bad path fails at start-up, not in a job or a thread.
   for (const [site, profile] of Object.entries(r.data)) {
