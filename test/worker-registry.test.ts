@@ -1,6 +1,7 @@
 // Workers with different configurations on one queue: a worker handed a job it cannot do (no password
-// for the miner's profile, no TLS material for a site the run asked TLS for) gives it back to a worker
-// that can; when none can, the miner's outcome says what is missing — never a plaintext connection.
+// for the miner's profile, no TLS material for a site the run asked TLS for) hands it on to the workers
+// that can (hand-on.test.ts); when none can, the miner's outcome says what is missing — never a
+// plaintext connection.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -105,7 +106,7 @@ describe('a job this worker cannot do', () => {
   });
 });
 
-describe('the task runner, below the hand-back', () => {
+describe('the task runner, below the hand-on', () => {
   it('never reaches a miner without the password, nor in plaintext for a run that asked for TLS', async () => {
     const runner = createTaskRunner({ coreOptions: FAST_CORE, breakerTable: createSharedBreakerTable(64), credentials: [['default', simCreds]] });
     try {
@@ -129,13 +130,15 @@ describe('the worker registry', () => {
     await a.start();
     await b.start();
     const job = (credentials: string, tls = false) => ({ target: { minerId: 'm', host: '127.0.0.1', port: 50051, site: 's', tags: [], credentials }, tls });
-    expect(await a.anotherCanRun(job('site2', true))).toBe(true);
-    expect(await b.anotherCanRun(job('site2'))).toBe(false);
-    expect(await b.anotherCanRun(job('default'))).toBe(true);
+    // A job is handed on to the configuration of a live worker that can do it.
+    expect(await a.handOnTarget(job('site2', true))).toBe(b.signature);
+    expect(await b.handOnTarget(job('site2'))).toBeUndefined();
+    expect(await b.handOnTarget(job('default'))).toBe(a.signature);
+    expect(await a.liveSignatures()).toEqual(new Set([a.signature, b.signature]));
     await b.stop();
     const c = new WorkerRegistry(redis, prefix, { profiles: [], tlsSites: [] }); // fresh: no cached view
-    expect(await c.anotherCanRun(job('site2'))).toBe(false);
-    expect(await c.anotherCanRun(job('default'))).toBe(true);
+    expect(await c.handOnTarget(job('site2'))).toBeUndefined();
+    expect(await c.handOnTarget(job('default'))).toBe(a.signature);
     await a.stop();
     expect(await redis.smembers(`${prefix}:workers`)).toEqual([]);
   });

@@ -81,7 +81,7 @@ export function registerWorker(program: Command): void {
         ...(tlsBySite ? { tlsBySite } : {}),
       });
       console.log(`worker: ${process.pid} on ${shownRedisUrl(url)}, threads ${opts.threads}, concurrency ${opts.concurrency} over ${running.workers.length} consumer(s)`);
-      const activity = watchActivity(running.workers);
+      const activity = watchActivity([...running.workers, ...running.handOnConsumers]);
       const report = reportEveryMs > 0 ? setInterval(() => {
         const a = activity.take();
         if (totalOutcomes(a) || a.retries) console.log(`worker: last ${opts.reportEvery}: ${activityText(a)}`);

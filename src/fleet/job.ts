@@ -26,6 +26,11 @@ export const jobDataSchema = z.object({
   /** The run asked for TLS to this miner's site: a worker without TLS material for it never connects in plaintext. */
   tls: z.boolean().optional(),
   params: z.record(z.string(), z.unknown()).default({}),
+  /**
+   * Set on a job handed on to another queue (workers/hand-on.ts): the attempts it had used there, and
+   * its last failure, so that its outcome counts every attempt and its job-level retries do not restart.
+   */
+  prior: z.object({ attempts: z.number().int().min(0), failedReason: z.string().optional() }).optional(),
 });
 
 export type JobData = z.infer<typeof jobDataSchema>;

@@ -16,6 +16,8 @@ export function keys(prefix: string = DEFAULT_PREFIX) {
     /** Ids of the workers that announced themselves; each one's record expires unless refreshed. */
     workers: `${prefix}:workers`,
     worker: (id: string) => `${prefix}:worker:${id}`,
+    /** Signatures of the worker configurations jobs were handed on to (see fleet/hand-on-queues.ts). */
+    handOnQueues: `${prefix}:hand-on-queues`,
   };
 }
 

@@ -2,6 +2,7 @@
 // CANCELLED outcome, so the run still ends with exactly one outcome per miner. Jobs already running
 // finish normally (BullMQ will not remove a locked job), and a miner that has an outcome keeps it.
 import type { Queue } from 'bullmq';
+import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { jobDataSchema } from '../fleet/job.js';
 import type { RunStore } from '../fleet/run-store.js';
 import { failedTask, outcomeOf } from '../workers/processor.js';
@@ -38,36 +39,46 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
   await store.markCancelled(runId);
   const { enqueued } = await store.enqueueState(runId);
   if (!enqueued) await new Promise((r) => setTimeout(r, ENQUEUE_SETTLE_MS));
-  // Job ids are `<runId>.<minerId>`: only this run's are touched.
-  const ids = (await queue.getRanges([...QUEUED], 0, -1)).filter((id) => id.startsWith(`${runId}.`));
+  // Job ids are `<runId>.<minerId>`: only this run's are touched, in the run's queue and in the queues
+  // workers handed jobs on to (see fleet/hand-on-queues.ts).
+  const queues = await allJobQueues(queue);
   let cancelled = 0;
-  for (let i = 0; i < ids.length; i += batch) {
-    await Promise.all(
-      ids.slice(i, i + batch).map(async (id) => {
-        const job = await queue.getJob(id);
-        const parsed = jobDataSchema.safeParse(job?.data);
-        // Taken by a worker since the listing (or gone): it ends with its own outcome.
-        if (!job || !parsed.success || (await queue.remove(id)) !== 1) return;
-        const earlier = job.failedReason ? `; its last attempt failed: ${job.failedReason}` : '';
-        const result = failedTask('CANCELLED', `run cancelled by the operator before this miner was ${dryRun ? 'read' : 'polled'}${earlier}`);
-        // Never replaces an outcome written meanwhile.
-        if (await store.writeOutcome(outcomeOf(parsed.data, result, job.attemptsMade))) cancelled++;
-      }),
-    );
+  try {
+    for (const q of queues) {
+      const ids = (await q.getRanges([...QUEUED], 0, -1)).filter((id) => id.startsWith(`${runId}.`));
+      for (let i = 0; i < ids.length; i += batch) {
+        await Promise.all(
+          ids.slice(i, i + batch).map(async (id) => {
+            const job = await q.getJob(id);
+            const parsed = jobDataSchema.safeParse(job?.data);
+            // Taken by a worker since the listing (or gone): it ends with its own outcome.
+            if (!job || !parsed.success || (await q.remove(id)) !== 1) return;
+            const reason = job.failedReason ?? parsed.data.prior?.failedReason;
+            const earlier = reason ? `; its last attempt failed: ${reason}` : '';
+            const result = failedTask('CANCELLED', `run cancelled by the operator before this miner was ${dryRun ? 'read' : 'polled'}${earlier}`);
+            // Never replaces an outcome written meanwhile.
+            if (await store.writeOutcome(outcomeOf(parsed.data, result, job.attemptsMade + (parsed.data.prior?.attempts ?? 0)))) cancelled++;
+          }),
+        );
+      }
+    }
+    // A run not marked fully enqueued (its producer was cancelled, or Redis refused part of it): miners
+    // with neither an outcome nor a job left were never enqueued. Cut the run down
+    // to the others, or it would wait for them forever (and never be pruned). Jobs are listed before
+    // outcomes, so a job finishing in between is seen at least once; a miner seen twice counts once.
+    let { done } = await store.getCounts(runId);
+    let neverEnqueued = 0;
+    if (!enqueued && done < record.total) {
+      const prefix = `${runId}.`;
+      const known = new Set<string>();
+      for (const q of queues) for (const id of await q.getRanges([...QUEUED, 'active'], 0, -1)) if (id.startsWith(prefix)) known.add(id.slice(prefix.length));
+      for (const minerId of await store.outcomeMinerIds(runId)) known.add(minerId);
+      neverEnqueued = Math.max(0, record.total - known.size);
+      if (neverEnqueued > 0) await store.closeRunAt(runId, known.size, `${neverEnqueued} miners were never enqueued; the run was cancelled`);
+      done = (await store.getCounts(runId)).done;
+    }
+    return { runId, cancelled, done, total: record.total - neverEnqueued, neverEnqueued };
+  } finally {
+    await closeHandOnQueues(queue);
   }
-  // A run not marked fully enqueued (its producer was cancelled, or Redis refused part of it): miners
-  // with neither an outcome nor a job left were never enqueued. Cut the run down
-  // to the others, or it would wait for them forever (and never be pruned). Jobs are listed before
-  // outcomes, so a job finishing in between is seen at least once; a miner seen twice counts once.
-  let { done } = await store.getCounts(runId);
-  let neverEnqueued = 0;
-  if (!enqueued && done < record.total) {
-    const prefix = `${runId}.`;
-    const known = new Set((await queue.getRanges([...QUEUED, 'active'], 0, -1)).filter((id) => id.startsWith(prefix)).map((id) => id.slice(prefix.length)));
-    for (const minerId of await store.outcomeMinerIds(runId)) known.add(minerId);
-    neverEnqueued = Math.max(0, record.total - known.size);
-    if (neverEnqueued > 0) await store.closeRunAt(runId, known.size, `${neverEnqueued} miners were never enqueued; the run was cancelled`);
-    done = (await store.getCounts(runId)).done;
-  }
-  return { runId, cancelled, done, total: record.total - neverEnqueued, neverEnqueued };
 }

@@ -9,6 +9,7 @@ import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
 import { CONTROL_QUEUE, addGateJob, addWaveJob, waveSize } from './control.js';
 import { promoteJobs } from './site-limit.js';
+import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
 
@@ -230,9 +231,12 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
 async function releaseHeld(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<number> {
   const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
   try {
-    // Job ids are `<rolloutId>-w<wave>.<minerId>`: only this rollout's.
-    return await promoteJobs(queue, (await queue.getRanges(['delayed'], 0, -1)).filter((id) => id.startsWith(`${rolloutId}-w`)));
+    // Job ids are `<rolloutId>-w<wave>.<minerId>`: only this rollout's, in every queue a job can be in.
+    let moved = 0;
+    for (const q of await allJobQueues(queue)) moved += await promoteJobs(q, (await q.getRanges(['delayed'], 0, -1)).filter((id) => id.startsWith(`${rolloutId}-w`)));
+    return moved;
   } finally {
+    await closeHandOnQueues(queue);
     await queue.close();
   }
 }

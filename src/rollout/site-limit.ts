@@ -7,7 +7,8 @@
 // 300 ms while a wave runs) wakes parked jobs wherever slots are free, so a wakeup lost with a dead
 // worker costs a moment, not the wave. Thousands of miners throttled to a few per site so wait in
 // Redis without being fetched, refused and delayed again 2-4 times a second each.
-import type { Queue } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
+import { handOnQueues } from '../fleet/hand-on-queues.js';
 import type { Redis } from 'ioredis';
 
 /** How long a parked job waits if nothing wakes it (its slot's holder and the gate check both died). */
@@ -91,13 +92,21 @@ export async function wakeParked(redis: Redis, queue: Queue, key: string, limit:
 }
 
 /**
- * Moves these delayed jobs to the queue now, 500 at a time. A job no longer delayed (taken by a worker
- * since it was listed, woken twice, or gone) is skipped. Returns how many were moved.
+ * Moves these delayed jobs to their queue now (the run's queue, or the hand-on queue a worker passed
+ * one to), 500 at a time. A job no longer delayed (taken by a worker since it was listed, woken twice,
+ * or gone) is skipped. Returns how many were moved.
  */
 export async function promoteJobs(queue: Queue, ids: readonly string[]): Promise<number> {
+  let others: Promise<Queue[]> | undefined;
+  const promoted = (job: Job | undefined) => (job ? job.promote().then(() => true, () => false) : false);
+  const one = async (id: string) => {
+    if (await promoted(await queue.getJob(id))) return true;
+    for (const q of await (others ??= handOnQueues(queue))) if (await promoted(await q.getJob(id))) return true;
+    return false;
+  };
   let moved = 0;
   for (let i = 0; i < ids.length; i += 500) {
-    const done = await Promise.all(ids.slice(i, i + 500).map((id) => queue.getJob(id).then((job) => (job ? job.promote().then(() => true) : false)).catch(() => false)));
+    const done = await Promise.all(ids.slice(i, i + 500).map((id) => one(id).catch(() => false)));
     moved += done.filter(Boolean).length;
   }
   return moved;

@@ -11,6 +11,8 @@ import type { RunStore } from '../fleet/run-store.js';
 import type { Executor } from './executor.js';
 import type { TaskResult } from './task.js';
 import { missingFor, type WorkerRegistry } from './registry.js';
+import { HANDED_ON, handedOnBefore, handOn } from './hand-on.js';
+import { handOnQueueName } from '../fleet/hand-on-queues.js';
 import { unwrittenResult, type MutationData, type PreparedChange } from './ops/mutate.js';
 
 export interface ProcessorDeps {
@@ -110,7 +112,7 @@ export async function settleFailedJob(store: RunStore, job: Job | undefined, err
   const why = /stalled more than allowable limit/.test(err.message)
     ? `its worker stopped while on this miner more often than allowed (killed, out of memory, or cut off from Redis): ${err.message}`
     : `the job failed outside the miner's result: ${err.message}`;
-  return store.writeOutcome(outcomeOf(parsed.data, failedTask('INTERNAL', why), job.attemptsMade));
+  return store.writeOutcome(outcomeOf(parsed.data, failedTask('INTERNAL', why), job.attemptsMade + (parsed.data.prior?.attempts ?? 0)));
 }
 
 /**
@@ -174,7 +176,7 @@ export function pausedRecheckMs(pausedAt: string, nowMs = Date.now()): number {
   return Math.min(PAUSED_RECHECK_MAX_MS, Math.max(1_000, Number.isFinite(paused) ? paused : 0));
 }
 
-/** How soon a job this worker cannot do is offered again (to any worker; one that can takes it). */
+/** How soon a job this worker cannot do, in the queue of the workers that can, is offered to them again. */
 export const HAND_BACK_MS = 200;
 
 export function createProcessor({ store, executor, rollouts, registry, jobs, siteLeaseMs = 120_000 }: ProcessorDeps) {
@@ -192,21 +194,31 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
       throw new UnrecoverableError(`INVALID_JOB: ${message}`);
     }
     const data = parsed.data;
+    // Attempts this job used in another queue before it was handed on to this one (hand-on.ts).
+    const prior = data.prior?.attempts ?? 0;
     // At-least-once delivery: a job delivered again (after a stall or a failed attempt) that already
-    // has an outcome never touches the miner again. A first delivery cannot have one: skip the read.
+    // has an outcome never touches the miner again, nor does one whose worker died after handing it
+    // on. A first delivery cannot be either: skip the reads.
     if (job.attemptsMade > 0 || job.stalledCounter > 0) {
       const existing = await store.getOutcome(data.runId, data.target.minerId);
       if (existing) return { code: existing.code, skipped: true };
+      if (await handedOnBefore(jobs, job)) return { code: HANDED_ON, skipped: true };
     }
 
-    // A job this worker lacks the password or the TLS material for: handed back (no attempt used) while
-    // another live worker can do it — a miner is never failed, nor reached in plaintext, for this
-    // worker's configuration. When none can, its outcome says what is missing.
+    // A job this worker lacks the password or the TLS material for: handed on (no attempt used) to the
+    // workers that can do it, while one runs — a miner is never failed, nor reached in plaintext, for
+    // this worker's configuration. When none can, its outcome says what is missing.
     const missing = missingFor(data, registry.caps);
     if (missing) {
-      if (await registry.anotherCanRun(data)) await delay(job, token, HAND_BACK_MS);
+      const target = await registry.handOnTarget(data);
+      if (target) {
+        // Already in that configuration's queue (this worker took it while the queue had no worker): theirs to take.
+        if (handOnQueueName(target) === job.queueName) await delay(job, token, HAND_BACK_MS);
+        await handOn(store.redis, store.k, jobs, job, data, target);
+        return { code: HANDED_ON, skipped: true };
+      }
       const result = failedTask('INVALID_JOB', `no running worker has ${missing}${data.tls ? ' (the run asked for TLS: never polled in plaintext)' : ''}: give the workers the profile (--credentials) or TLS file (--tls) this inventory needs`);
-      await store.writeOutcome(outcomeOf(data, result, jobAttempts));
+      await store.writeOutcome(outcomeOf(data, result, jobAttempts + prior));
       throw new UnrecoverableError(`INVALID_JOB: ${result.error?.message ?? ''}`);
     }
 
@@ -218,7 +230,7 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
       if (st?.state === 'paused') await delay(job, token, pausedRecheckMs(st.updatedAt));
       if (st?.state === 'aborted' || st?.state === 'halted') {
         const result = await stoppedChange(data, executor, store, `rollout ${rolloutId} was ${st.state}`);
-        await store.writeOutcome(outcomeOf(data, result, jobAttempts));
+        await store.writeOutcome(outcomeOf(data, result, jobAttempts + prior));
         return { code: result.code };
       }
       const limit = data.params['maxInFlightPerSite'];
@@ -245,12 +257,12 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
     const maxAttempts = job.opts.attempts ?? 1;
     const retryable = !result.ok && (result.error?.retryable ?? false);
     // An attempt skipped by an open breaker reports (and hands on) the earlier attempt's real failure.
-    const final = withEarlierCause(result, job.failedReason);
+    const final = withEarlierCause(result, job.failedReason || data.prior?.failedReason);
     if (retryable && jobAttempts < maxAttempts) {
       // BullMQ re-runs the job after its backoff; only the final attempt writes the outcome.
       throw new Error(retryReason(final));
     }
-    await store.writeOutcome(outcomeOf(data, final, jobAttempts, endedAt));
+    await store.writeOutcome(outcomeOf(data, final, jobAttempts + prior, endedAt));
     if (!final.ok) throw new UnrecoverableError(`${final.code}: ${final.error?.message ?? ''}`);
     return { code: final.code };
   };

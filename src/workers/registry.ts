@@ -1,5 +1,5 @@
 // Which worker processes are alive and what they can do (their credentials profiles and TLS sites), so
-// that a worker handed a job it cannot do gives it back to one that can instead of failing the miner.
+// that a worker handed a job it cannot do hands it on to those that can instead of failing the miner.
 // Names only: a profile's name is in every job already; no password or key is ever written here.
 import { randomUUID } from 'node:crypto';
 import os from 'node:os';
@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis';
 import type { JobData } from '../fleet/job.js';
 import { keys, type Keys } from '../fleet/keys.js';
 import { siteHasTls } from '../core/tls.js';
+import { signatureOf } from '../fleet/hand-on-queues.js';
 
 export interface WorkerCapabilities {
   /** Credentials profile names this worker has passwords for. */
@@ -23,6 +24,8 @@ export interface WorkerInfo extends WorkerCapabilities {
   startedAt: string;
   concurrency: number;
   threads: number;
+  /** The name of this configuration (profiles and TLS sites): its hand-on queue's. */
+  signature?: string;
 }
 
 /**
@@ -66,8 +69,10 @@ export function missingFor(data: Pick<JobData, 'target' | 'tls'>, caps: WorkerCa
 
 export class WorkerRegistry {
   readonly id = randomUUID();
+  /** This worker's configuration's name (see fleet/hand-on-queues.ts). */
+  readonly signature: string;
   private timer: NodeJS.Timeout | undefined;
-  private others: { atMs: number; caps: WorkerCapabilities[] } | undefined;
+  private others: { atMs: number; caps: WorkerInfo[] } | undefined;
   private readonly info: WorkerInfo;
   private readonly k: Keys;
 
@@ -78,7 +83,8 @@ export class WorkerRegistry {
     about: { concurrency: number; threads: number } = { concurrency: 0, threads: 0 },
   ) {
     this.k = keys(prefix);
-    this.info = { id: this.id, host: os.hostname(), pid: process.pid, startedAt: new Date().toISOString(), ...about, ...caps };
+    this.signature = signatureOf(caps);
+    this.info = { id: this.id, host: os.hostname(), pid: process.pid, startedAt: new Date().toISOString(), ...about, ...caps, signature: this.signature };
   }
 
   /** Announces this worker now and every third of the TTL until stop(). */
@@ -98,15 +104,26 @@ export class WorkerRegistry {
   }
 
   /** The other live workers (read at most once a second). */
-  private async otherWorkers(): Promise<WorkerCapabilities[]> {
+  private async otherWorkers(): Promise<WorkerInfo[]> {
     if (this.others && Date.now() - this.others.atMs < 1_000) return this.others.caps;
     const caps = (await listWorkers(this.redis, this.prefix)).filter((w) => w.id !== this.id);
     this.others = { atMs: Date.now(), caps };
     return caps;
   }
 
-  /** Whether another live worker has what this job needs. */
-  async anotherCanRun(data: Pick<JobData, 'target' | 'tls'>): Promise<boolean> {
-    return (await this.otherWorkers()).some((caps) => missingFor(data, caps) === undefined);
+  /**
+   * The configuration to hand this job on to: that of a live worker that has what it needs (one of
+   * them at random when several configurations do), or undefined when none has.
+   */
+  async handOnTarget(data: Pick<JobData, 'target' | 'tls'>): Promise<string | undefined> {
+    const able = [...new Set((await this.otherWorkers()).filter((w) => w.signature && missingFor(data, w) === undefined).map((w) => w.signature!))];
+    return able[Math.floor(Math.random() * able.length)];
+  }
+
+  /** The configurations of the live workers, this one's included. */
+  async liveSignatures(): Promise<Set<string>> {
+    const sigs = new Set([this.signature]);
+    for (const w of await this.otherWorkers()) if (w.signature) sigs.add(w.signature);
+    return sigs;
   }
 }

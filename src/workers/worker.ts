@@ -14,6 +14,8 @@ import { RunStore } from '../fleet/run-store.js';
 import { createExecutor, type Executor } from './executor.js';
 import { createProcessor, settleFailedJob } from './processor.js';
 import { WorkerRegistry } from './registry.js';
+import { watchOrphans } from './hand-on.js';
+import { closeHandOnQueues, handOnQueueName } from '../fleet/hand-on-queues.js';
 import { rateLimitedLog, unreachableRedisLog } from './error-log.js';
 
 export interface WorkerOptions {
@@ -40,6 +42,8 @@ export interface WorkerOptions {
 export interface RunningWorker {
   /** The consumers of the miner-job queue (together `concurrency` jobs in flight). */
   workers: Worker[];
+  /** The consumers of this configuration's hand-on queue (sharing the same `concurrency`). */
+  handOnConsumers: Worker[];
   control: Worker;
   executor: Executor;
   close(): Promise<void>;
@@ -60,6 +64,25 @@ export const MAX_CONSUMERS = 1_000;
  * the next blocked consumer).
  */
 export const JOBS_PER_CONSUMER = 25;
+
+/** Runs at most `n` tasks at once; the others wait their turn, first come first served. */
+export function slotLimit(n: number): { run<T>(task: () => Promise<T>): Promise<T> } {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return {
+    async run(task) {
+      if (active < n) active++;
+      else await new Promise<void>((resolve) => waiting.push(resolve)); // the finishing task hands its slot over
+      try {
+        return await task();
+      } finally {
+        const next = waiting.shift();
+        if (next) next();
+        else active--;
+      }
+    },
+  };
+}
 
 /** `concurrency` split over consumers: as even as possible, summing to `concurrency`. */
 export function consumerSlots(concurrency: number, consumers = Math.ceil(concurrency / JOBS_PER_CONSUMER)): number[] {
@@ -110,14 +133,24 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   await registry.start();
   const store = new RunStore(storeRedis, prefix);
   const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
-  const processor = createProcessor({ store, executor, rollouts, registry, jobs: jobsQueue });
-  const workers = consumerSlots(opts.concurrency, opts.consumers).map((slots) => consume(QUEUE_NAME, processor, slots, { maxStalledCount: opts.maxStalledCount ?? 5 }));
+  // One budget of `concurrency` jobs for the run queue and the hand-on queues together.
+  const slots = slotLimit(opts.concurrency);
+  const processJob = createProcessor({ store, executor, rollouts, registry, jobs: jobsQueue });
+  const processor = (job: Job, token?: string) => slots.run(() => processJob(job, token));
   const unwritten = rateLimitedLog((line) => console.error(`worker: ${line}`));
-  for (const w of workers) {
-    w.on('failed', (job, err) => {
-      settleFailedJob(store, job, err).catch((e: unknown) => unwritten(`a failed job's outcome could not be written: ${e instanceof Error ? e.message : String(e)}`));
+  const minerConsumers = (queue: string, split: number[]) =>
+    split.map((n) => {
+      const w = consume(queue, processor, n, { maxStalledCount: opts.maxStalledCount ?? 5 });
+      w.on('failed', (job, err) => {
+        settleFailedJob(store, job, err).catch((e: unknown) => unwritten(`a failed job's outcome could not be written: ${e instanceof Error ? e.message : String(e)}`));
+      });
+      return w;
     });
-  }
+  const split = consumerSlots(opts.concurrency, opts.consumers);
+  // The run queue, and the hand-on queue of this configuration: jobs other workers could not do.
+  const workers = minerConsumers(QUEUE_NAME, split);
+  const handOnConsumers = minerConsumers(handOnQueueName(registry.signature), split);
+  const orphans = watchOrphans({ redis: storeRedis, k: store.k, main: jobsQueue, liveSignatures: () => registry.liveSignatures(), consume: (queue) => minerConsumers(queue, [JOBS_PER_CONSUMER])[0]! });
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
   // process; BullMQ hands each job to exactly one of them.
   const controlQueue = new Queue(CONTROL_QUEUE, { connection: storeRedis, prefix });
@@ -127,13 +160,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   let closing: Promise<void> | undefined;
   return {
     workers,
+    handOnConsumers,
     control,
     executor,
     close: () =>
       (closing ??= (async () => {
         await schedules.close();
         await control.close();
-        await Promise.all(workers.map((w) => w.close()));
+        await orphans.stop();
+        await Promise.all([...workers, ...handOnConsumers].map((w) => w.close()));
+        await closeHandOnQueues(jobsQueue);
         await jobsQueue.close();
         await controlQueue.close();
         await executor.close();

@@ -1,0 +1,112 @@
+// A job this worker cannot do (no password for the miner's profile, no TLS material for the site the
+// run asked TLS for) while another live worker can: handed on, once, to the queue of that worker's
+// configuration (fleet/hand-on-queues.ts), which only workers configured so consume. Workers set up
+// differently (one per site, each with its site's passwords) thus never fetch, refuse and re-queue the
+// same jobs over and over: each job moves at most once. The copy keeps the job's id, data and options
+// and carries the attempts it used; the original completes as handed on. A copy is made before the
+// original completes, so a worker dying in between loses nothing: the original, delivered again,
+// finds its live copy and runs no further. A configuration whose workers all stopped leaves its queue
+// to the others (watchOrphans): they run what they can and hand on or settle the rest.
+import type { Job, Queue, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { allJobQueues, handOnQueue, handOnQueueName } from '../fleet/hand-on-queues.js';
+import type { JobData } from '../fleet/job.js';
+import type { Keys } from '../fleet/keys.js';
+
+/** The returned code of a job handed on (its miner's outcome comes from the copy). */
+export const HANDED_ON = 'HANDED_ON';
+
+/** Copies the job into the hand-on queue of configuration `signature`; the caller then completes it. */
+export async function handOn(redis: Redis, k: Keys, main: Queue, job: Job, data: JobData, signature: string): Promise<void> {
+  const q = handOnQueue(main, signature);
+  await redis.sadd(k.handOnQueues, signature);
+  const id = String(job.id);
+  const earlier = await q.getJob(id);
+  if (earlier) {
+    const state = await earlier.getState();
+    // A live copy is there already (this job was handed on before its worker died): nothing to add.
+    if (state !== 'completed' && state !== 'failed') return;
+    // A finished copy from an earlier pass through this queue would make add() a no-op: the job lost.
+    await earlier.remove();
+  }
+  const failedReason = job.failedReason || data.prior?.failedReason;
+  const prior = { attempts: (data.prior?.attempts ?? 0) + job.attemptsMade, ...(failedReason ? { failedReason } : {}) };
+  await q.add(job.name, { ...data, prior }, {
+    jobId: id,
+    attempts: Math.max(1, (job.opts.attempts ?? 1) - job.attemptsMade),
+    ...(job.opts.backoff !== undefined ? { backoff: job.opts.backoff } : {}),
+    ...(job.opts.removeOnComplete !== undefined ? { removeOnComplete: job.opts.removeOnComplete } : {}),
+    ...(job.opts.removeOnFail !== undefined ? { removeOnFail: job.opts.removeOnFail } : {}),
+  });
+}
+
+const LIVE = new Set(['waiting', 'delayed', 'active', 'prioritized', 'waiting-children']);
+
+/** Whether a job delivered again was handed on before (its copy, in another queue, is still to run or running). */
+export async function handedOnBefore(main: Queue, job: Job): Promise<boolean> {
+  for (const q of await allJobQueues(main)) {
+    if (q.name === job.queueName) continue;
+    const copy = await q.getJob(String(job.id));
+    if (copy && LIVE.has(await copy.getState())) return true;
+  }
+  return false;
+}
+
+/** How often a worker looks for hand-on queues whose workers all stopped. */
+export const ORPHAN_CHECK_MS = 2_000;
+/** An orphaned hand-on queue empty this long is forgotten. */
+const ORPHAN_EMPTY_MS = 10_000;
+
+export interface OrphanWatch {
+  stop(): Promise<void>;
+}
+
+/**
+ * Consumes (with `consume`) the hand-on queues of configurations no live worker has, until one does
+ * again or the queue stays empty: their jobs are run here when this worker can, else handed on again
+ * or, when no running worker can, settled with an outcome that says what is missing.
+ */
+export function watchOrphans(opts: { redis: Redis; k: Keys; main: Queue; liveSignatures(): Promise<Set<string>>; consume(queue: string): Worker; everyMs?: number }): OrphanWatch {
+  const consumers = new Map<string, Worker>();
+  const emptySince = new Map<string, number>();
+  const drop = async (sig: string) => {
+    const w = consumers.get(sig);
+    consumers.delete(sig);
+    emptySince.delete(sig);
+    await w?.close();
+  };
+  const check = async () => {
+    const listed = new Set(await opts.redis.smembers(opts.k.handOnQueues));
+    const live = await opts.liveSignatures();
+    for (const sig of consumers.keys()) if (!listed.has(sig) || live.has(sig)) await drop(sig);
+    for (const sig of listed) {
+      if (live.has(sig)) continue;
+      if (!consumers.has(sig)) consumers.set(sig, opts.consume(handOnQueueName(sig)));
+      const counts = await handOnQueue(opts.main, sig).getJobCounts('waiting', 'delayed', 'active', 'prioritized', 'waiting-children');
+      if (Object.values(counts).some((n) => n > 0)) {
+        emptySince.delete(sig);
+        continue;
+      }
+      const since = emptySince.get(sig) ?? Date.now();
+      emptySince.set(sig, since);
+      if (Date.now() - since >= ORPHAN_EMPTY_MS) {
+        await opts.redis.srem(opts.k.handOnQueues, sig);
+        await drop(sig);
+      }
+    }
+  };
+  let running: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    running ??= check()
+      .catch(() => undefined) // Redis away: the next look makes up
+      .finally(() => (running = undefined));
+  }, opts.everyMs ?? ORPHAN_CHECK_MS);
+  timer.unref();
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await running;
+      await Promise.all([...consumers.keys()].map(drop));
+    },
+  };
+}

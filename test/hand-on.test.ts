@@ -1,0 +1,147 @@
+// Workers configured differently on one queue: a job a worker cannot do moves once, to the queue of the
+// workers that can (never fetched, refused and re-queued again and again); a configuration whose
+// workers all stopped leaves its jobs to the others; cancel, and waking delayed jobs, find handed-on
+// jobs too.
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { handOnQueue, handOnQueueName, signatureOf } from '../src/fleet/hand-on-queues.js';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { cancelRun } from '../src/producer/cancel.js';
+import { enqueueRun } from '../src/producer/enqueue.js';
+import { parseInventory, type Inventory } from '../src/producer/inventory.js';
+import { waitForRun } from '../src/producer/wait.js';
+import { promoteJobs } from '../src/rollout/site-limit.js';
+import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
+import { handedOnBefore } from '../src/workers/hand-on.js';
+import { WorkerRegistry } from '../src/workers/registry.js';
+import { startWorker } from '../src/workers/worker.js';
+import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+
+const COUNT = 12;
+const simCreds = { username: SIM_USERNAME, password: SIM_PASSWORD };
+const FULL = { profiles: ['default', 'site2'], tlsSites: [] };
+let tf: TestFleet;
+let redis: Redis;
+/** Every odd miner on profile "site2". */
+let inventory: Inventory;
+
+beforeAll(async () => {
+  tf = await startTestFleet(COUNT, '127.22.0.1');
+  redis = new Redis(redisUrl());
+  inventory = parseInventory(['id,host,port,site,tags,credentials', ...tf.fleet.miners.map((m, i) => `${m.id},${m.host},${m.port},site-a,,${i % 2 ? 'site2' : 'default'}`)].join('\n'), 'two-profiles.csv');
+});
+afterAll(async () => {
+  redis.disconnect();
+  await tf.fleet.close();
+});
+
+const worker = (prefix: string, profiles: Record<string, typeof simCreds>) => startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: new Map(Object.entries(profiles)), coreOptions: FAST_CORE });
+
+/** Delayed events of a queue's event stream: each hand-back of the old design was one. */
+async function delayedEvents(prefix: string, queue: string): Promise<number> {
+  const entries = await redis.xrange(`${prefix}:${queue}:events`, '-', '+');
+  return entries.filter(([, fields]) => fields[fields.indexOf('event') + 1] === 'delayed').length;
+}
+
+/**
+ * A worker with only "default" takes every job while a worker configured with both profiles is
+ * announced but not yet consuming: the "site2" jobs must go to that configuration's queue.
+ */
+async function handedOnRun(prefix: string) {
+  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+  const store = new RunStore(redis, prefix);
+  const announced = new WorkerRegistry(redis, prefix, FULL);
+  await announced.start();
+  const plain = await worker(prefix, { default: simCreds });
+  const record = await enqueueRun(queue, store, inventory, { operation: 'poll', jobAttempts: 1 });
+  const theirs = handOnQueue(queue, signatureOf(FULL));
+  for (let i = 0; i < 100 && ((await theirs.getJobCounts('waiting')).waiting ?? 0) < COUNT / 2; i++) await new Promise((r) => setTimeout(r, 50));
+  return { queue, store, record, announced, plain, theirs };
+}
+
+describe('a job this worker cannot do', () => {
+  it('moves once, to the queue of the configuration that can do it, and runs there: no job goes round the queue', async () => {
+    const prefix = uniquePrefix('hand');
+    const { queue, store, record, announced, plain, theirs } = await handedOnRun(prefix);
+    try {
+      expect(await theirs.getJobCounts('waiting')).toMatchObject({ waiting: COUNT / 2 });
+      await waitForRun(store, record.runId, COUNT / 2, { intervalMs: 50 }); // the "default" miners
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await store.getCounts(record.runId)).done).toBe(COUNT / 2); // and no other
+      const full = await worker(prefix, { default: simCreds, site2: simCreds });
+      try {
+        await waitForRun(store, record.runId, record.total, { intervalMs: 50 });
+      } finally {
+        await full.close();
+      }
+      const outcomes = await store.getOutcomes(record.runId);
+      expect(outcomes.map((o) => `${o.minerId} ${o.code} ${o.jobAttempts}`).sort()).toEqual(tf.fleet.miners.map((m) => `${m.id} OK 1`).sort());
+      const handedOn = (await queue.getCompleted()).filter((j) => (j.returnvalue as { code?: string }).code === 'HANDED_ON');
+      expect(handedOn.map((j) => j.data.target.credentials)).toEqual(Array(COUNT / 2).fill('site2'));
+      expect(await theirs.getJobCounts('completed')).toMatchObject({ completed: COUNT / 2 });
+      expect(await delayedEvents(prefix, QUEUE_NAME)).toBe(0);
+      expect(await delayedEvents(prefix, handOnQueueName(signatureOf(FULL)))).toBe(0);
+    } finally {
+      await plain.close();
+      await announced.stop();
+      await queue.close();
+    }
+  });
+
+  it('when every worker of that configuration stops, the others take its queue: the miners get an outcome saying what is missing', async () => {
+    const prefix = uniquePrefix('hand');
+    const { queue, store, record, announced, plain } = await handedOnRun(prefix);
+    try {
+      await announced.stop(); // its queue has no worker now
+      await waitForRun(store, record.runId, record.total, { intervalMs: 50, signal: AbortSignal.timeout(20_000) });
+      const byCode = new Map((await store.getOutcomes(record.runId)).map((o) => [o.minerId, o] as const));
+      const odd = byCode.get(tf.fleet.miners[1]!.id);
+      expect(odd).toMatchObject({ code: 'INVALID_JOB', jobAttempts: 1 });
+      expect(odd?.error?.message).toMatch(/no running worker has credentials profile "site2"/);
+      expect(byCode.get(tf.fleet.miners[0]!.id)?.code).toBe('OK');
+    } finally {
+      await plain.close();
+      await queue.close();
+    }
+  });
+
+  it('cancel drops the handed-on jobs too, and each of their miners gets CANCELLED', async () => {
+    const prefix = uniquePrefix('hand');
+    const { queue, store, record, announced, plain } = await handedOnRun(prefix);
+    try {
+      const r = await cancelRun(queue, store, record.runId);
+      expect(r).toMatchObject({ cancelled: COUNT / 2, done: COUNT, total: COUNT });
+      const cancelled = (await store.getOutcomes(record.runId)).filter((o) => o.code === 'CANCELLED');
+      expect(cancelled.map((o) => o.minerId).sort()).toEqual(tf.fleet.miners.filter((_, i) => i % 2).map((m) => m.id).sort());
+    } finally {
+      await plain.close();
+      await announced.stop();
+      await queue.close();
+    }
+  });
+});
+
+describe('a handed-on job, found again', () => {
+  it('a delayed one is woken where it is; one whose copy is live is known to have been handed on', async () => {
+    const prefix = uniquePrefix('hand');
+    const main = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    await redis.sadd(`${prefix}:hand-on-queues`, 'abc');
+    const other = handOnQueue(main, 'abc');
+    try {
+      await other.add('poll', { runId: 'r' }, { jobId: 'r.m1', delay: 60_000 });
+      expect(await promoteJobs(main, ['r.m1'])).toBe(1);
+      expect(await (await other.getJob('r.m1'))!.getState()).toBe('waiting');
+
+      const original = await main.add('poll', { runId: 'r' }, { jobId: 'r.m1' });
+      expect(await handedOnBefore(main, original)).toBe(true);
+      await other.remove('r.m1');
+      expect(await handedOnBefore(main, original)).toBe(false);
+    } finally {
+      await other.close();
+      await main.close();
+    }
+  });
+});
