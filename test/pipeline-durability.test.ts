@@ -123,6 +123,34 @@ describe('worker process', () => {
     expect(second.output().stdout).toMatch(/worker: stopped after \d+ outcomes \(OK \d+\)/);
   });
 
+  it('the worker that handed-on jobs went to, SIGKILLed mid-run and restarted: none lost, none duplicated', async () => {
+    const prefix = uniquePrefix('killon');
+    const store = new RunStore(redis, prefix);
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const args = ['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--consumers', '2', '--threads', '0', '--lock-ms', '2000', '--report-every', '0'];
+    const first = spawnCli(args);
+    await until(async () => (await redis.scard(`${prefix}:workers`)) === 1);
+    // A worker with no password for these miners: every job it takes goes to the other's queue.
+    const other = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: new Map([['elsewhere', { username: 'u', password: 'p' }]]), coreOptions: FAST_CORE });
+    try {
+      const record = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
+      await until(async () => (await outcomeCount(store, record.runId)) >= 10);
+      first.kill('SIGKILL');
+      await exited(first);
+      expect(await outcomeCount(store, record.runId)).toBeLessThan(COUNT);
+      const second = spawnCli(args);
+      await until(async () => (await outcomeCount(store, record.runId)) >= COUNT);
+      second.kill('SIGTERM');
+      expect(await exited(second)).toBe(0);
+      await expectExactlyOneOutcomeEach(store, record.runId);
+      const handedOn = (await queue.getCompleted()).filter((j) => (j.returnvalue as { code?: string }).code === 'HANDED_ON');
+      expect(handedOn.length).toBeGreaterThan(0);
+    } finally {
+      await other.close();
+      await queue.close();
+    }
+  });
+
   it('SIGTERM finishes in-flight jobs and leaves the rest queued', async () => {
     const prefix = uniquePrefix('term');
     const store = new RunStore(redis, prefix);
