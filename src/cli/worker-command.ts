@@ -68,7 +68,9 @@ export function registerWorker(program: Command): void {
       if (fds) process.stderr.write(`bos-fleet: WARNING: ${fds}\n`);
       const { url, redis } = await connectRedis(opts.redis, { refuseVolatile: true, allowVolatile: opts.allowVolatileRedis ?? false });
       redis.disconnect();
+      const activity = watchActivity();
       const running = await startWorker({
+        onConsumer: activity.attach,
         redisUrl: url,
         prefix: opts.prefix,
         threads: opts.threads,
@@ -81,10 +83,9 @@ export function registerWorker(program: Command): void {
         ...(tlsBySite ? { tlsBySite } : {}),
       });
       console.log(`worker: ${process.pid} on ${shownRedisUrl(url)}, threads ${opts.threads}, concurrency ${opts.concurrency} over ${running.workers.length} consumer(s)`);
-      const activity = watchActivity([...running.workers, ...running.handOnConsumers]);
       const report = reportEveryMs > 0 ? setInterval(() => {
         const a = activity.take();
-        if (totalOutcomes(a) || a.retries) console.log(`worker: last ${opts.reportEvery}: ${activityText(a)}`);
+        if (totalOutcomes(a) || a.retries || a.handedOn) console.log(`worker: last ${opts.reportEvery}: ${activityText(a)}`);
       }, reportEveryMs) : undefined;
       // Redis filling up or unable to save is said while it happens, not only at start-up (each kind
       // at most every 10 minutes), so the worker's log warns before runs are refused.

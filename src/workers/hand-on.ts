@@ -64,9 +64,11 @@ export interface OrphanWatch {
 /**
  * Consumes (with `consume`) the hand-on queues of configurations no live worker has, until one does
  * again or the queue stays empty: their jobs are run here when this worker can, else handed on again
- * or, when no running worker can, settled with an outcome that says what is missing.
+ * or, when no running worker can, settled with an outcome that says what is missing. Calls
+ * `ownQueueUsed` once jobs were first handed on to this worker's own configuration (`own`), so that a
+ * pool of workers configured alike never opens consumers on a queue nobody uses.
  */
-export function watchOrphans(opts: { redis: Redis; k: Keys; main: Queue; liveSignatures(): Promise<Set<string>>; consume(queue: string): Worker; everyMs?: number }): OrphanWatch {
+export function watchOrphans(opts: { redis: Redis; k: Keys; main: Queue; own: string; ownQueueUsed(): void; liveSignatures(): Promise<Set<string>>; consume(queue: string): Worker; everyMs?: number }): OrphanWatch {
   const consumers = new Map<string, Worker>();
   const emptySince = new Map<string, number>();
   const drop = async (sig: string) => {
@@ -77,6 +79,7 @@ export function watchOrphans(opts: { redis: Redis; k: Keys; main: Queue; liveSig
   };
   const check = async () => {
     const listed = new Set(await opts.redis.smembers(opts.k.handOnQueues));
+    if (listed.has(opts.own)) opts.ownQueueUsed();
     const live = await opts.liveSignatures();
     for (const sig of consumers.keys()) if (!listed.has(sig) || live.has(sig)) await drop(sig);
     for (const sig of listed) {
@@ -96,11 +99,13 @@ export function watchOrphans(opts: { redis: Redis; k: Keys; main: Queue; liveSig
     }
   };
   let running: Promise<void> | undefined;
-  const timer = setInterval(() => {
+  const look = () => {
     running ??= check()
       .catch(() => undefined) // Redis away: the next look makes up
       .finally(() => (running = undefined));
-  }, opts.everyMs ?? ORPHAN_CHECK_MS);
+  };
+  look();
+  const timer = setInterval(look, opts.everyMs ?? ORPHAN_CHECK_MS);
   timer.unref();
   return {
     stop: async () => {

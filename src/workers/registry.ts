@@ -73,6 +73,7 @@ export class WorkerRegistry {
   readonly signature: string;
   private timer: NodeJS.Timeout | undefined;
   private others: { atMs: number; caps: WorkerInfo[] } | undefined;
+  private reading: Promise<WorkerInfo[]> | undefined;
   private readonly info: WorkerInfo;
   private readonly k: Keys;
 
@@ -103,27 +104,35 @@ export class WorkerRegistry {
     await this.redis.multi().del(this.k.worker(this.id)).srem(this.k.workers, this.id).exec().catch(() => undefined);
   }
 
-  /** The other live workers (read at most once a second). */
-  private async otherWorkers(): Promise<WorkerInfo[]> {
-    if (this.others && Date.now() - this.others.atMs < 1_000) return this.others.caps;
-    const caps = (await listWorkers(this.redis, this.prefix)).filter((w) => w.id !== this.id);
-    this.others = { atMs: Date.now(), caps };
-    return caps;
+  /** The other live workers, as read at most `maxAgeMs` ago (or by the read under way). */
+  private async otherWorkers(maxAgeMs = 1_000): Promise<WorkerInfo[]> {
+    if (this.others && Date.now() - this.others.atMs < maxAgeMs) return this.others.caps;
+    this.reading ??= listWorkers(this.redis, this.prefix)
+      .then((all) => {
+        const caps = all.filter((w) => w.id !== this.id);
+        this.others = { atMs: Date.now(), caps };
+        return caps;
+      })
+      .finally(() => (this.reading = undefined));
+    return this.reading;
   }
 
   /**
    * The configuration to hand this job on to: that of a live worker that has what it needs (one of
-   * them at random when several configurations do), or undefined when none has.
+   * them at random when several configurations do), or undefined when none has. "None" is read again
+   * from Redis first (a worker started a moment ago counts), since it ends the job for good.
    */
   async handOnTarget(data: Pick<JobData, 'target' | 'tls'>): Promise<string | undefined> {
-    const able = [...new Set((await this.otherWorkers()).filter((w) => w.signature && missingFor(data, w) === undefined).map((w) => w.signature!))];
-    return able[Math.floor(Math.random() * able.length)];
+    const able = async (maxAgeMs?: number) => [...new Set((await this.otherWorkers(maxAgeMs)).filter((w) => w.signature && missingFor(data, w) === undefined).map((w) => w.signature!))];
+    let sigs = await able();
+    if (sigs.length === 0) sigs = await able(0);
+    return sigs[Math.floor(Math.random() * sigs.length)];
   }
 
   /** The configurations of the live workers, this one's included. */
   async liveSignatures(): Promise<Set<string>> {
     const sigs = new Set([this.signature]);
-    for (const w of await this.otherWorkers()) if (w.signature) sigs.add(w.signature);
+    for (const w of await this.otherWorkers(0)) if (w.signature) sigs.add(w.signature);
     return sigs;
   }
 }

@@ -37,6 +37,8 @@ export interface WorkerOptions {
   maxStalledCount?: number;
   /** How long a mutation waits for a rebooted miner to come back. */
   rebootWaitMs?: number;
+  /** Called with every miner-job consumer, those started later (hand-on queues) included. */
+  onConsumer?: (w: Worker) => void;
 }
 
 export interface RunningWorker {
@@ -133,6 +135,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   await registry.start();
   const store = new RunStore(storeRedis, prefix);
   const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
+  let closing: Promise<void> | undefined;
   // One budget of `concurrency` jobs for the run queue and the hand-on queues together.
   const slots = slotLimit(opts.concurrency);
   const processJob = createProcessor({ store, executor, rollouts, registry, jobs: jobsQueue });
@@ -144,20 +147,32 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       w.on('failed', (job, err) => {
         settleFailedJob(store, job, err).catch((e: unknown) => unwritten(`a failed job's outcome could not be written: ${e instanceof Error ? e.message : String(e)}`));
       });
+      opts.onConsumer?.(w);
       return w;
     });
   const split = consumerSlots(opts.concurrency, opts.consumers);
   // The run queue, and the hand-on queue of this configuration: jobs other workers could not do.
   const workers = minerConsumers(QUEUE_NAME, split);
-  const handOnConsumers = minerConsumers(handOnQueueName(registry.signature), split);
-  const orphans = watchOrphans({ redis: storeRedis, k: store.k, main: jobsQueue, liveSignatures: () => registry.liveSignatures(), consume: (queue) => minerConsumers(queue, [JOBS_PER_CONSUMER])[0]! });
+  // This configuration's hand-on queue (jobs other workers could not do) is consumed from the first
+  // time a job is handed on to it: workers all configured alike never use one.
+  const handOnConsumers: Worker[] = [];
+  const orphans = watchOrphans({
+    redis: storeRedis,
+    k: store.k,
+    main: jobsQueue,
+    own: registry.signature,
+    ownQueueUsed: () => {
+      if (handOnConsumers.length === 0 && !closing) handOnConsumers.push(...minerConsumers(handOnQueueName(registry.signature), split));
+    },
+    liveSignatures: () => registry.liveSignatures(),
+    consume: (queue) => minerConsumers(queue, [JOBS_PER_CONSUMER])[0]!,
+  });
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
   // process; BullMQ hands each job to exactly one of them.
   const controlQueue = new Queue(CONTROL_QUEUE, { connection: storeRedis, prefix });
   for (const q of [jobsQueue, controlQueue]) q.on('error', () => undefined); // storeRedis reports
   const control = consume(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), 4);
   const schedules = consume(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), 2);
-  let closing: Promise<void> | undefined;
   return {
     workers,
     handOnConsumers,
