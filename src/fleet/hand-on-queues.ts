@@ -4,7 +4,7 @@
 // have (see workers/hand-on.ts). Cancelling a run, releasing a paused rollout and waking parked jobs
 // look in every one of them.
 import { createHash } from 'node:crypto';
-import { Queue, type Job } from 'bullmq';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { keys, QUEUE_NAME } from './keys.js';
 
@@ -57,15 +57,4 @@ export async function closeHandOnQueues(main: Queue): Promise<void> {
   const byName = opened.get(main);
   opened.delete(main);
   await Promise.all([...(byName?.values() ?? [])].map((q) => q.close().catch(() => undefined)));
-}
-
-const LIVE = new Set(['waiting', 'delayed', 'active', 'prioritized', 'waiting-children']);
-
-/** The job with this id that is still to run or running, in the run's queue or a hand-on queue. */
-export async function findLiveJob(main: Queue, id: string): Promise<Job | undefined> {
-  for (const q of await allJobQueues(main)) {
-    const job = await q.getJob(id);
-    if (job && LIVE.has(await job.getState())) return job;
-  }
-  return undefined;
 }
