@@ -19,6 +19,7 @@ import { WorkerRegistry } from '../src/workers/registry.js';
 import { startWorker } from '../src/workers/worker.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
 
 const COUNT = 12;
 const simCreds = { username: SIM_USERNAME, password: SIM_PASSWORD };
@@ -125,6 +126,28 @@ describe('a job this worker cannot do', () => {
 });
 
 describe('a handed-on job, found again', () => {
+  it('a copy whose miner has an outcome already (its earlier pass ended) never reaches the miner', async () => {
+    const prefix = uniquePrefix('hand');
+    const main = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const store = new RunStore(redis, prefix);
+    const full = await worker(prefix, { default: simCreds, site2: simCreds });
+    const m = tf.fleet.miners[3]!;
+    const target = { minerId: m.id, host: m.host, port: m.port, site: 'site-a', tags: [], credentials: 'site2' };
+    try {
+      const before = await tf.fleet.callCounts(m.id);
+      await store.writeOutcome({ runId: 'r1', minerId: m.id, host: m.host, port: m.port, operation: 'poll', status: 'ok', code: 'OK', attempts: 1, jobAttempts: 1, durationMs: 5, finishedAt: new Date().toISOString(), transport: 'plaintext' });
+      await redis.sadd(`${prefix}:hand-on-queues`, signatureOf(FULL)); // its workers consume it from now
+      const theirs = handOnQueue(main, signatureOf(FULL));
+      await theirs.add('poll', { runId: 'r1', operation: 'poll', target, params: {}, prior: { attempts: 0 } }, { jobId: `r1.${m.id}` });
+      await until(async () => (await theirs.getJobCounts('completed')).completed === 1);
+      expect((await theirs.getJob(`r1.${m.id}`))?.returnvalue).toEqual({ code: 'OK', skipped: true });
+      expect(await tf.fleet.callCounts(m.id)).toEqual(before);
+    } finally {
+      await full.close();
+      await main.close();
+    }
+  });
+
   it('a delayed one is woken where it is; one whose copy is live is known to have been handed on', async () => {
     const prefix = uniquePrefix('hand');
     const main = new Queue(QUEUE_NAME, { connection: redis, prefix });

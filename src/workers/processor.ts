@@ -196,10 +196,10 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
     const data = parsed.data;
     // Attempts this job used in another queue before it was handed on to this one (hand-on.ts).
     const prior = data.prior?.attempts ?? 0;
-    // At-least-once delivery: a job delivered again (after a stall or a failed attempt) that already
-    // has an outcome never touches the miner again, nor does one whose worker died after handing it
-    // on. A first delivery cannot be either: skip the reads.
-    if (job.attemptsMade > 0 || job.stalledCounter > 0) {
+    // At-least-once delivery: a job delivered again (after a stall or a failed attempt, or handed on
+    // from another queue) that already has an outcome never touches the miner again, nor does one
+    // whose worker died after handing it on. A first delivery cannot be either: skip the reads.
+    if (job.attemptsMade > 0 || job.stalledCounter > 0 || data.prior) {
       const existing = await store.getOutcome(data.runId, data.target.minerId);
       if (existing) return { code: existing.code, skipped: true };
       if (await handedOnBefore(jobs, job)) return { code: HANDED_ON, skipped: true };
