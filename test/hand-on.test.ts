@@ -20,6 +20,7 @@ import { startWorker } from '../src/workers/worker.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
+import { runCli } from './helpers/cli.js';
 
 const COUNT = 12;
 const simCreds = { username: SIM_USERNAME, password: SIM_PASSWORD };
@@ -69,6 +70,9 @@ describe('a job this worker cannot do', () => {
     const { queue, store, record, announced, plain, theirs } = await handedOnRun(prefix);
     try {
       expect(await theirs.getJobCounts('waiting')).toMatchObject({ waiting: COUNT / 2 });
+      // `bos-fleet workers` says where they wait.
+      const listed = await runCli(['workers', '--prefix', prefix], { REDIS_URL: redisUrl() });
+      expect(listed.stdout).toContain(`handed on to workers with default,site2 / -: ${COUNT / 2} waiting, 0 running, 0 delayed (queue ${handOnQueueName(signatureOf(FULL))})`);
       await waitForRun(store, record.runId, COUNT / 2, { intervalMs: 50 }); // the "default" miners
       await new Promise((r) => setTimeout(r, 300));
       expect((await store.getCounts(record.runId)).done).toBe(COUNT / 2); // and no other

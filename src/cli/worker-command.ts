@@ -1,10 +1,12 @@
 // `bos-fleet worker`: a long-running worker process; several may run on several hosts.
 import type { Command } from 'commander';
-import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, consumerSlots, startWorker, MAX_CONCURRENCY, MAX_THREADS, MAX_CONSUMERS } from '../workers/worker.js';
 import { activityText, totalOutcomes, watchActivity } from '../workers/activity.js';
-import { listWorkers } from '../workers/registry.js';
+import { listWorkers, type WorkerCapabilities, type WorkerInfo } from '../workers/registry.js';
+import { closeHandOnQueues, handOnQueueName, handOnQueues } from '../fleet/hand-on-queues.js';
+import { Queue } from 'bullmq';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { connectRedis, descriptorWarning, loadTlsSites } from './common.js';
 import { shownRedisUrl } from '../redis/resolve.js';
@@ -13,6 +15,28 @@ import { intInRange, positiveInt } from './parse.js';
 import { Redis } from 'ioredis';
 import { redisHealthProblems } from '../redis/durability.js';
 import { rateLimitedLog } from '../workers/error-log.js';
+
+const caps = (w: WorkerCapabilities) => `${w.profiles.join(',') || '-'} / ${w.tlsSites.join(',') || '-'}`;
+
+/** A line per hand-on queue with jobs in it: how many wait there, and for which workers. */
+async function handedOnBacklog(redis: Redis, prefix: string, workers: WorkerInfo[]): Promise<string[]> {
+  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+  try {
+    const lines: string[] = [];
+    for (const q of await handOnQueues(queue)) {
+      const c = await q.getJobCounts('waiting', 'prioritized', 'active', 'delayed');
+      const waiting = (c['waiting'] ?? 0) + (c['prioritized'] ?? 0);
+      if (waiting + (c['active'] ?? 0) + (c['delayed'] ?? 0) === 0) continue;
+      const owner = workers.find((w) => w.signature && handOnQueueName(w.signature) === q.name);
+      const whose = owner ? `workers with ${caps(owner)}` : 'a configuration no running worker has (the other workers take them over)';
+      lines.push(`handed on to ${whose}: ${waiting} waiting, ${c['active'] ?? 0} running, ${c['delayed'] ?? 0} delayed (queue ${q.name})`);
+    }
+    return lines;
+  } finally {
+    await closeHandOnQueues(queue);
+    await queue.close();
+  }
+}
 
 /** How often a running worker looks at Redis's memory and persistence (at most). */
 const HEALTH_EVERY_MS = 60_000;
@@ -115,11 +139,12 @@ export function registerWorker(program: Command): void {
       try {
         const workers = (await listWorkers(redis, opts.prefix)).sort((a, b) => a.host.localeCompare(b.host) || a.pid - b.pid);
         if (opts.json) return console.log(JSON.stringify(workers, null, 2));
-        if (workers.length === 0) return console.log('no worker running (start one with `bos-fleet worker`)');
-        console.log(`${'HOST'.padEnd(24)}  ${'PID'.padStart(7)}  ${'CONC'.padStart(5)}  ${'THR'.padStart(3)}  ${'STARTED'.padEnd(24)}  PROFILES / TLS SITES`);
+        if (workers.length === 0) console.log('no worker running (start one with `bos-fleet worker`)');
+        else console.log(`${'HOST'.padEnd(24)}  ${'PID'.padStart(7)}  ${'CONC'.padStart(5)}  ${'THR'.padStart(3)}  ${'STARTED'.padEnd(24)}  PROFILES / TLS SITES`);
         for (const w of workers) {
-          console.log(`${w.host.padEnd(24)}  ${String(w.pid).padStart(7)}  ${String(w.concurrency).padStart(5)}  ${String(w.threads).padStart(3)}  ${w.startedAt.padEnd(24)}  ${w.profiles.join(',') || '-'} / ${w.tlsSites.join(',') || '-'}`);
+          console.log(`${w.host.padEnd(24)}  ${String(w.pid).padStart(7)}  ${String(w.concurrency).padStart(5)}  ${String(w.threads).padStart(3)}  ${w.startedAt.padEnd(24)}  ${caps(w)}`);
         }
+        for (const line of await handedOnBacklog(redis, opts.prefix, workers)) console.log(line);
       } finally {
         redis.disconnect();
       }
