@@ -141,6 +141,13 @@ describe('the worker registry', () => {
     expect(await c.handOnTarget(job('default'))).toBe(a.signature);
     await a.stop();
     expect(await redis.smembers(`${prefix}:workers`)).toEqual([]);
+    // A worker of an earlier version announces no configuration: nothing is handed on to it, but a job
+    // it can do is left in the run's queue for it.
+    await redis.multi().set(`${prefix}:worker:old`, JSON.stringify({ id: 'old', host: 'h', pid: 1, startedAt: new Date().toISOString(), concurrency: 1, threads: 0, profiles: ['site2'], tlsSites: [] }), 'PX', 5_000).sadd(`${prefix}:workers`, 'old').exec();
+    const d = new WorkerRegistry(redis, prefix, { profiles: [], tlsSites: [] });
+    expect(await d.handOnTarget(job('site2'))).toBeUndefined();
+    expect(await d.olderCanRun(job('site2'))).toBe(true);
+    expect(await d.olderCanRun(job('default'))).toBe(false);
   });
 });
 

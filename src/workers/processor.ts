@@ -176,7 +176,7 @@ export function pausedRecheckMs(pausedAt: string, nowMs = Date.now()): number {
   return Math.min(PAUSED_RECHECK_MAX_MS, Math.max(1_000, Number.isFinite(paused) ? paused : 0));
 }
 
-/** How soon a job this worker cannot do, in the queue of the workers that can, is offered to them again. */
+/** How soon a job this worker cannot do, where only the workers that can take it, is offered to them again. */
 export const HAND_BACK_MS = 200;
 
 export function createProcessor({ store, executor, rollouts, registry, jobs, siteLeaseMs = 120_000 }: ProcessorDeps) {
@@ -217,6 +217,7 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
         await handOn(store.redis, store.k, jobs, job, data, target);
         return { code: HANDED_ON, skipped: true };
       }
+      if (await registry.olderCanRun(data)) await delay(job, token, HAND_BACK_MS);
       const result = failedTask('INVALID_JOB', `no running worker has ${missing}${data.tls ? ' (the run asked for TLS: never polled in plaintext)' : ''}: give the workers the profile (--credentials) or TLS file (--tls) this inventory needs`);
       await store.writeOutcome(outcomeOf(data, result, jobAttempts + prior));
       throw new UnrecoverableError(`INVALID_JOB: ${result.error?.message ?? ''}`);

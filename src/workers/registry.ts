@@ -129,6 +129,15 @@ export class WorkerRegistry {
     return sigs[Math.floor(Math.random() * sigs.length)];
   }
 
+  /**
+   * Whether a live worker of a version before hand-on queues (it announces no configuration name, so
+   * nothing can be handed on to it) has what this job needs: during a rolling upgrade such a job is
+   * put back in the run's queue for it, not ended INVALID_JOB.
+   */
+  async olderCanRun(data: Pick<JobData, 'target' | 'tls'>): Promise<boolean> {
+    return (await this.otherWorkers()).some((w) => !w.signature && missingFor(data, w) === undefined);
+  }
+
   /** The configurations of the live workers, this one's included. */
   async liveSignatures(): Promise<Set<string>> {
     const sigs = new Set([this.signature]);
