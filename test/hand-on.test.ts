@@ -113,6 +113,24 @@ describe('a job this worker cannot do', () => {
     }
   });
 
+  it('when every worker of that configuration stops, its queue goes to the others: one that can runs them, one that cannot hands them on again', async () => {
+    const prefix = uniquePrefix('hand');
+    const { queue, store, record, announced, plain, theirs } = await handedOnRun(prefix);
+    // Only "site2": a third configuration that can do the jobs waiting in the stopped one's queue.
+    const site2Only = await worker(prefix, { site2: simCreds });
+    try {
+      await announced.stop();
+      await waitForRun(store, record.runId, record.total, { intervalMs: 50, signal: AbortSignal.timeout(20_000) });
+      const outcomes = await store.getOutcomes(record.runId);
+      expect(outcomes.map((o) => `${o.minerId} ${o.code}`).sort()).toEqual(tf.fleet.miners.map((m) => `${m.id} OK`).sort());
+      expect(await theirs.getJobCounts('waiting', 'active', 'delayed')).toEqual({ waiting: 0, active: 0, delayed: 0 });
+    } finally {
+      await site2Only.close();
+      await plain.close();
+      await queue.close();
+    }
+  });
+
   it('cancel drops the handed-on jobs too, and each of their miners gets CANCELLED', async () => {
     const prefix = uniquePrefix('hand');
     const { queue, store, record, announced, plain } = await handedOnRun(prefix);
@@ -152,18 +170,22 @@ describe('a handed-on job, found again', () => {
     }
   });
 
-  it('a delayed one is woken where it is; one whose copy is live is known to have been handed on', async () => {
+  it('a delayed one is woken where it is; one whose copy is live is known to have been handed on, not the other way round', async () => {
     const prefix = uniquePrefix('hand');
     const main = new Queue(QUEUE_NAME, { connection: redis, prefix });
     await redis.sadd(`${prefix}:hand-on-queues`, 'abc');
     const other = handOnQueue(main, 'abc');
     try {
-      await other.add('poll', { runId: 'r' }, { jobId: 'r.m1', delay: 60_000 });
+      await other.add('poll', { runId: 'r', prior: { attempts: 0, from: QUEUE_NAME } }, { jobId: 'r.m1', delay: 60_000 });
       expect(await promoteJobs(main, ['r.m1'])).toBe(1);
-      expect(await (await other.getJob('r.m1'))!.getState()).toBe('waiting');
+      const copy = (await other.getJob('r.m1'))!;
+      expect(await copy.getState()).toBe('waiting');
 
+      // The original, delivered again while its copy waits, was handed on; the copy, while the
+      // original is still there (not completed yet), was not: each would otherwise end the other.
       const original = await main.add('poll', { runId: 'r' }, { jobId: 'r.m1' });
       expect(await handedOnBefore(main, original)).toBe(true);
+      expect(await handedOnBefore(main, copy)).toBe(false);
       await other.remove('r.m1');
       expect(await handedOnBefore(main, original)).toBe(false);
     } finally {

@@ -28,9 +28,10 @@ export const jobDataSchema = z.object({
   params: z.record(z.string(), z.unknown()).default({}),
   /**
    * Set on a job handed on to another queue (workers/hand-on.ts): the attempts it had used there, and
-   * its last failure, so that its outcome counts every attempt and its job-level retries do not restart.
+   * its last failure, so that its outcome counts every attempt and its job-level retries do not restart;
+   * and the queue it was handed on from (a copy is told apart from the job it was copied from).
    */
-  prior: z.object({ attempts: z.number().int().min(0), failedReason: z.string().optional() }).optional(),
+  prior: z.object({ attempts: z.number().int().min(0), failedReason: z.string().optional(), from: z.string().optional() }).optional(),
 });
 
 export type JobData = z.infer<typeof jobDataSchema>;

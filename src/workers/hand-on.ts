@@ -16,21 +16,34 @@ import type { Keys } from '../fleet/keys.js';
 /** The returned code of a job handed on (its miner's outcome comes from the copy). */
 export const HANDED_ON = 'HANDED_ON';
 
-/** Copies the job into the hand-on queue of configuration `signature`; the caller then completes it. */
-export async function handOn(redis: Redis, k: Keys, main: Queue, job: Job, data: JobData, signature: string): Promise<void> {
+const LIVE = new Set(['waiting', 'delayed', 'active', 'prioritized', 'waiting-children']);
+
+/** Whether `other` is a copy made of `job`, still to run or running. */
+async function isLiveCopyOf(other: Job | undefined, job: Job): Promise<boolean> {
+  const from = (other?.data as Partial<JobData> | undefined)?.prior?.from;
+  return other !== undefined && from === job.queueName && LIVE.has(await other.getState());
+}
+
+/**
+ * Copies the job into the hand-on queue of configuration `signature`; the caller then completes it.
+ * Returns false when that queue holds a live job of the same id that is not a copy of this one (the
+ * job this one was copied from, not finished yet): the caller tries again a moment later.
+ */
+export async function handOn(redis: Redis, k: Keys, main: Queue, job: Job, data: JobData, signature: string): Promise<boolean> {
   const q = handOnQueue(main, signature);
   await redis.sadd(k.handOnQueues, signature);
   const id = String(job.id);
   const earlier = await q.getJob(id);
   if (earlier) {
+    // Its copy is there already (this job was handed on before its worker died): nothing to add.
+    if (await isLiveCopyOf(earlier, job)) return true;
     const state = await earlier.getState();
-    // A live copy is there already (this job was handed on before its worker died): nothing to add.
-    if (state !== 'completed' && state !== 'failed') return;
-    // A finished copy from an earlier pass through this queue would make add() a no-op: the job lost.
+    if (LIVE.has(state)) return false;
+    // A finished job of this id from an earlier pass through this queue would make add() a no-op.
     await earlier.remove();
   }
   const failedReason = job.failedReason || data.prior?.failedReason;
-  const prior = { attempts: (data.prior?.attempts ?? 0) + job.attemptsMade, ...(failedReason ? { failedReason } : {}) };
+  const prior = { attempts: (data.prior?.attempts ?? 0) + job.attemptsMade, ...(failedReason ? { failedReason } : {}), from: job.queueName };
   await q.add(job.name, { ...data, prior }, {
     jobId: id,
     attempts: Math.max(1, (job.opts.attempts ?? 1) - job.attemptsMade),
@@ -38,16 +51,17 @@ export async function handOn(redis: Redis, k: Keys, main: Queue, job: Job, data:
     ...(job.opts.removeOnComplete !== undefined ? { removeOnComplete: job.opts.removeOnComplete } : {}),
     ...(job.opts.removeOnFail !== undefined ? { removeOnFail: job.opts.removeOnFail } : {}),
   });
+  return true;
 }
 
-const LIVE = new Set(['waiting', 'delayed', 'active', 'prioritized', 'waiting-children']);
-
-/** Whether a job delivered again was handed on before (its copy, in another queue, is still to run or running). */
+/**
+ * Whether this job was handed on before (its worker died before completing it): a copy made of it,
+ * in another queue, is still to run or running. The job it was itself copied from does not count.
+ */
 export async function handedOnBefore(main: Queue, job: Job): Promise<boolean> {
   for (const q of await allJobQueues(main)) {
     if (q.name === job.queueName) continue;
-    const copy = await q.getJob(String(job.id));
-    if (copy && LIVE.has(await copy.getState())) return true;
+    if (await isLiveCopyOf(await q.getJob(String(job.id)), job)) return true;
   }
   return false;
 }

@@ -214,8 +214,8 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
       if (target) {
         // Already in that configuration's queue (this worker took it while the queue had no worker): theirs to take.
         if (handOnQueueName(target) === job.queueName) await delay(job, token, HAND_BACK_MS);
-        await handOn(store.redis, store.k, jobs, job, data, target);
-        return { code: HANDED_ON, skipped: true };
+        if (await handOn(store.redis, store.k, jobs, job, data, target)) return { code: HANDED_ON, skipped: true };
+        await delay(job, token, HAND_BACK_MS); // the job it was copied from is still finishing there
       }
       if (await registry.olderCanRun(data)) await delay(job, token, HAND_BACK_MS);
       const result = failedTask('INVALID_JOB', `no running worker has ${missing}${data.tls ? ' (the run asked for TLS: never polled in plaintext)' : ''}: give the workers the profile (--credentials) or TLS file (--tls) this inventory needs`);
