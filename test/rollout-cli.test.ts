@@ -136,7 +136,8 @@ describe('bos-fleet rollout', () => {
   it('Ctrl-C on rollout start --wait stops the command, not the rollout: the miners in flight finish, it says how to hold or stop it, a worker later completes it', async () => {
     const prefix = uniquePrefix('roint');
     const watts = (r: unknown) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2150;
-    const cli = spawnCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2150', '--waves', '10%,100%', '--yes', '--wait']);
+    // The second wave waits 10 s after the first, so the Ctrl-C (at the first write) lands before it.
+    const cli = spawnCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2150', '--waves', '10%,100%', '--pause-between', '10s', '--yes', '--wait']);
     await until(async () => (await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', watts)).size >= 1, 30_000, 10);
     cli.kill('SIGINT');
     expect(await exited(cli)).toBe(130);

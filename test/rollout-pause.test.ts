@@ -126,6 +126,28 @@ describe('--max-in-flight-per-site', () => {
     await queue.close();
   });
 
+  it('a wakeup cut short (its job not delayed yet, or its worker gone before the job moved) is made again by the gate check', async () => {
+    const { park, wakeParked, rewakeStale } = await import('../src/rollout/site-limit.js');
+    const prefix = uniquePrefix('wake');
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const key = `${prefix}:site:a`;
+    try {
+      // Listed, then woken before its worker delayed it: the wakeup moves nothing.
+      await queue.add('x', {}, { jobId: 'r.m1' });
+      await park(redis, key, 'r.m1', `${prefix}:sites`);
+      expect(await wakeParked(redis, queue, key, 1)).toBe(0);
+      await queue.remove('r.m1');
+      await queue.add('x', {}, { jobId: 'r.m1', delay: 600_000 }); // now parked for ten minutes
+      expect(await wakeParked(redis, queue, key, 1)).toBe(0); // its id has left the list
+      expect(await rewakeStale(redis, queue, key, 60_000)).toBe(0); // not stale yet
+      expect(await rewakeStale(redis, queue, key, 0)).toBe(1);
+      expect(await (await queue.getJob('r.m1'))!.getState()).toBe('waiting');
+      expect(await rewakeStale(redis, queue, key, 0)).toBe(0); // made once
+    } finally {
+      await queue.close();
+    }
+  });
+
   it('miners refused a slot are parked, not tried again and again, and woken as slots free: one at a time per site, each written once', async () => {
     const prefix = uniquePrefix('park');
     const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });

@@ -6,7 +6,7 @@ import type { Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
-import { wakeParked } from './site-limit.js';
+import { rewakeStale, wakeParked } from './site-limit.js';
 import { appendAudit } from './audit.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.js';
 
@@ -76,9 +76,13 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     const { done } = await runs.getCounts(runId);
     const total = waveSize(rec, wave);
     if (done < total) {
-      // Wakes parked miners wherever a site has free slots (a wakeup lost with a dead worker).
+      // Wakes parked miners wherever a site has free slots, and makes again a wakeup cut short (its
+      // worker died, or its job was not delayed yet).
       if (rec.maxInFlightPerSite) {
-        for (const key of await deps.redis.smembers(store.parkedSitesKey(rec.rolloutId))) await wakeParked(deps.redis, deps.jobs, key, rec.maxInFlightPerSite);
+        for (const key of await deps.redis.smembers(store.parkedSitesKey(rec.rolloutId))) {
+          await rewakeStale(deps.redis, deps.jobs, key);
+          await wakeParked(deps.redis, deps.jobs, key, rec.maxInFlightPerSite);
+        }
       }
       return addGateJob(deps.control, rec.rolloutId, wave, seq + 1);
     }

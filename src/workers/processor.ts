@@ -240,8 +240,8 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
         siteSlot = await holdSiteSlot(store.redis, slotKey, String(job.id), limit, siteLeaseMs);
         if (!siteSlot) {
           // Parked until a slot of its site frees (see site-limit.ts), not tried again and again.
-          await job.moveToDelayed(Date.now() + PARKED_MS, token);
           await park(store.redis, slotKey, String(job.id), rollouts.parkedSitesKey(rolloutId));
+          await job.moveToDelayed(Date.now() + PARKED_MS, token);
           throw new DelayedError();
         }
       }
