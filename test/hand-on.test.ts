@@ -31,7 +31,7 @@ let redis: Redis;
 let inventory: Inventory;
 
 beforeAll(async () => {
-  tf = await startTestFleet(COUNT, '127.22.0.1');
+  tf = await startTestFleet(COUNT, '127.41.0.1');
   redis = new Redis(redisUrl());
   inventory = parseInventory(['id,host,port,site,tags,credentials', ...tf.fleet.miners.map((m, i) => `${m.id},${m.host},${m.port},site-a,,${i % 2 ? 'site2' : 'default'}`)].join('\n'), 'two-profiles.csv');
 });
