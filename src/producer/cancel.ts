@@ -5,7 +5,7 @@ import type { Queue } from 'bullmq';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { jobDataSchema } from '../fleet/job.js';
 import type { RunStore } from '../fleet/run-store.js';
-import { failedTask, outcomeOf } from '../workers/processor.js';
+import { attemptsUsed, failedTask, outcomeOf } from '../workers/processor.js';
 
 export interface CancelResult {
   runId: string;
@@ -57,7 +57,7 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
             const earlier = reason ? `; its last attempt failed: ${reason}` : '';
             const result = failedTask('CANCELLED', `run cancelled by the operator before this miner was ${dryRun ? 'read' : 'polled'}${earlier}`);
             // Never replaces an outcome written meanwhile.
-            if (await store.writeOutcome(outcomeOf(parsed.data, result, job.attemptsMade + (parsed.data.prior?.attempts ?? 0)))) cancelled++;
+            if (await store.writeOutcome(outcomeOf(parsed.data, result, attemptsUsed(job, parsed.data)))) cancelled++;
           }),
         );
       }

@@ -89,6 +89,11 @@ async function delay(job: Job, token: string | undefined, ms: number): Promise<n
   throw new DelayedError();
 }
 
+/** The job-level attempts a job has used: in its queue, and in any queue it was handed on from. */
+export function attemptsUsed(job: Pick<Job, 'attemptsMade'>, data: JobData): number {
+  return job.attemptsMade + (data.prior?.attempts ?? 0);
+}
+
 /** Whether BullMQ is done with a job that failed (no attempt left, or unrecoverable). */
 export function isFinalFailure(job: Job | undefined, err: Error): boolean {
   return err.name === 'UnrecoverableError' || !job || job.attemptsMade >= (job.opts.attempts ?? 1);
@@ -112,7 +117,7 @@ export async function settleFailedJob(store: RunStore, job: Job | undefined, err
   const why = /stalled more than allowable limit/.test(err.message)
     ? `its worker stopped while on this miner more often than allowed (killed, out of memory, or cut off from Redis): ${err.message}`
     : `the job failed outside the miner's result: ${err.message}`;
-  return store.writeOutcome(outcomeOf(parsed.data, failedTask('INTERNAL', why), job.attemptsMade + (parsed.data.prior?.attempts ?? 0)));
+  return store.writeOutcome(outcomeOf(parsed.data, failedTask('INTERNAL', why), attemptsUsed(job, parsed.data)));
 }
 
 /**
@@ -198,11 +203,13 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
     const prior = data.prior?.attempts ?? 0;
     // At-least-once delivery: a job delivered again (after a stall or a failed attempt, or handed on
     // from another queue) that already has an outcome never touches the miner again, nor does one
-    // whose worker died after handing it on. A first delivery cannot be either: skip the reads.
-    if (job.attemptsMade > 0 || job.stalledCounter > 0 || data.prior) {
+    // delivered again whose worker died after handing it on (only a delivery after a stall or a
+    // failed attempt can have copies of itself). A first delivery cannot be either: skip the reads.
+    const again = job.attemptsMade > 0 || job.stalledCounter > 0;
+    if (again || data.prior) {
       const existing = await store.getOutcome(data.runId, data.target.minerId);
       if (existing) return { code: existing.code, skipped: true };
-      if (await handedOnBefore(jobs, job)) return { code: HANDED_ON, skipped: true };
+      if (again && (await handedOnBefore(jobs, job))) return { code: HANDED_ON, skipped: true };
     }
 
     // A job this worker lacks the password or the TLS material for: handed on (no attempt used) to the
