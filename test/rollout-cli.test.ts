@@ -63,6 +63,10 @@ describe('bos-fleet rollout', () => {
     // Rolled back: the old pools again. A miner never reports pool passwords: without
     // --pool-password-ref the restored pools get none, and the command says so.
     const rollback = (...more: string[]) => runCli(['rollout', 'rollback', out.rolloutId, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--waves', '100%', '--yes', '--wait', '--json', ...more]);
+    // Without the miners' logins its own worker could only fail every miner: refused before it starts.
+    const blind = await runCli(['rollout', 'rollback', out.rolloutId, '--redis', redisUrl(), '--prefix', prefix, '--waves', '100%', '--yes', '--wait', '--json']);
+    expect(blind.code).toBe(1);
+    expect(blind.stderr).toContain(`rollout ${out.rolloutId}'s miners: credentials profile "default" not found: pass --credentials FILE`);
     const wrong = await rollback('--pool-password-ref', 'nope');
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain(`--pool-password-ref: passwordRef "nope" names no credentials profile: add them to ${files.credentials}`);

@@ -13,7 +13,7 @@ import { redisRefusalAdvice } from '../redis/durability.js';
 const program = new Command('bos-fleet')
   .description('Fleet executor for Braiins OS mining farms: polls, config pushes and staged rollouts')
   .version('0.1.0')
-  .showHelpAfterError();
+  .showHelpAfterError('(add --help for usage)');
 
 registerDemo(program);
 registerPoll(program);

@@ -7,7 +7,7 @@ import { loadCredentialProfiles, type CredentialProfiles } from '../fleet/creden
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import { loadInventory } from '../producer/inventory.js';
-import { assertProfiles, runLocal } from '../producer/run-local.js';
+import { assertProfiles, assertTargetProfiles, runLocal } from '../producer/run-local.js';
 import { defaultActor } from '../rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
 import { rollbackPlanFor } from '../rollout/rollback.js';
@@ -227,6 +227,7 @@ export function registerRollout(program: Command): void {
         const specByMiner = flags.poolPasswordRef !== undefined ? withPoolPasswordRef(rb.specByMiner, flags.poolPasswordRef) : rb.specByMiner;
         const first = specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
         if (flags.wait && flags.localWorker) {
+          assertTargetProfiles(rb.targets, `rollout ${id}'s miners`, credentials, flags.credentials);
           assertPoolRefs(first, credentials, '--pool-password-ref', flags.credentials);
           assertTlsCovers(rb.rec.tlsSites, rb.targets, tlsBySite, `rollout ${id}`);
         }

@@ -45,9 +45,14 @@ export interface LocalRunOptions {
 
 /** Fails before anything is enqueued when the inventory names an unknown credentials profile. */
 export function assertProfiles(inventory: Inventory, credentials: CredentialProfiles, file?: string): void {
-  const missing = missingProfiles(inventory.targets.map((t) => t.credentials), credentials);
+  assertTargetProfiles(inventory.targets, `inventory ${inventory.file}`, credentials, file);
+}
+
+/** The same check for targets that come from elsewhere (a rollback's, read from Redis); `what` names them. */
+export function assertTargetProfiles(targets: readonly { credentials: string }[], what: string, credentials: CredentialProfiles, file?: string): void {
+  const missing = missingProfiles(targets.map((t) => t.credentials), credentials);
   if (missing.length) {
-    throw new Error(`inventory ${inventory.file}: credentials profile${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')} not found: ${credentialsHelp(file)}`);
+    throw new Error(`${what}: credentials profile${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')} not found: ${credentialsHelp(file)}`);
   }
 }
 
