@@ -74,7 +74,11 @@ function rowsFromJson(text: string): RawRow[] {
   const data: unknown = JSON.parse(text);
   const list = Array.isArray(data) ? data : (data as { miners?: unknown })?.miners;
   if (!Array.isArray(list)) throw new Error('JSON inventory must be an array of miners (or {"miners": [...]})');
-  return list.map((record, i) => ({ where: `entry ${i}`, record: (record ?? {}) as Record<string, unknown> }));
+  // Where a bad entry is: its array index (as jq's `.[i]`) and, to find it by, its id when it has one.
+  return list.map((record, i) => {
+    const id = (record as { id?: unknown } | null)?.id;
+    return { where: `entry ${i}${typeof id === 'string' && id.trim() ? ` (id ${JSON.stringify(id)})` : ''}`, record: record as Record<string, unknown> };
+  });
 }
 
 export function parseInventory(text: string, file: string): Inventory {
@@ -89,6 +93,10 @@ export function parseInventory(text: string, file: string): Inventory {
   const seenIds = new Map<string, string>();
   const seenHosts = new Map<string, string>();
   for (const { where, record } of rows) {
+    if (typeof record !== 'object' || record === null || Array.isArray(record)) {
+      problems.push(`${where}: must be an object {"id", "host", …}, got ${JSON.stringify(record)}`);
+      continue;
+    }
     const r = inventoryEntrySchema.safeParse(record);
     if (!r.success) {
       for (const issue of r.error.issues) {
