@@ -6,7 +6,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { handOnQueue, handOnQueueName, signatureOf } from '../src/fleet/hand-on-queues.js';
-import { QUEUE_NAME } from '../src/fleet/keys.js';
+import type { JobData } from '../src/fleet/job.js';
+import { QUEUE_NAME, keys } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { cancelRun } from '../src/producer/cancel.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
@@ -14,7 +15,7 @@ import { parseInventory, type Inventory } from '../src/producer/inventory.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { promoteJobs } from '../src/rollout/site-limit.js';
 import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
-import { handedOnBefore } from '../src/workers/hand-on.js';
+import { forgetIfEmpty, handOn, handedOnBefore } from '../src/workers/hand-on.js';
 import { WorkerRegistry } from '../src/workers/registry.js';
 import { startWorker } from '../src/workers/worker.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
@@ -189,6 +190,43 @@ describe('a handed-on job, found again', () => {
       expect(await handedOnBefore(main, copy)).toBe(false);
       await other.remove('r.m1');
       expect(await handedOnBefore(main, original)).toBe(false);
+    } finally {
+      await other.close();
+      await main.close();
+    }
+  });
+
+  it('an empty hand-on queue is unlisted, one a copy reached meanwhile stays listed, and a hand-on lists its queue again after adding the copy', async () => {
+    const prefix = uniquePrefix('hand');
+    const main = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const k = keys(prefix);
+    const other = handOnQueue(main, 'abc');
+    const listed = async () => (await redis.smembers(k.handOnQueues)).includes('abc');
+    try {
+      await redis.sadd(k.handOnQueues, 'abc');
+      await other.add('poll', { runId: 'r', prior: { attempts: 0, from: QUEUE_NAME } }, { jobId: 'r.m1', delay: 60_000 });
+      expect(await forgetIfEmpty(redis, k, main, 'abc')).toBe(false);
+      expect(await listed()).toBe(true);
+      await other.remove('r.m1');
+      expect(await forgetIfEmpty(redis, k, main, 'abc')).toBe(true);
+      expect(await listed()).toBe(false);
+
+      // The queue unlisted between the hand-on's first SADD and its add (a watcher had found it empty).
+      const original = await main.add('poll', { runId: 'r' }, { jobId: 'r.m2' });
+      const unlistOnAdd = new Redis(redisUrl());
+      const addJob = other.add.bind(other);
+      other.add = async (...args: Parameters<Queue['add']>) => {
+        await unlistOnAdd.srem(k.handOnQueues, 'abc');
+        return addJob(...args);
+      };
+      try {
+        expect(await handOn(redis, k, main, original, { runId: 'r' } as JobData, 'abc')).toBe(true);
+      } finally {
+        other.add = addJob;
+        unlistOnAdd.disconnect();
+      }
+      expect(await other.getJob('r.m2')).toBeDefined();
+      expect(await listed()).toBe(true);
     } finally {
       await other.close();
       await main.close();

@@ -16,7 +16,9 @@ import type { Keys } from '../fleet/keys.js';
 /** The returned code of a job handed on (its miner's outcome comes from the copy). */
 export const HANDED_ON = 'HANDED_ON';
 
-const LIVE = new Set(['waiting', 'delayed', 'active', 'prioritized', 'waiting-children']);
+/** The states of a job still to run or running. */
+const UNFINISHED = ['waiting', 'delayed', 'active', 'prioritized', 'waiting-children'] as const;
+const LIVE = new Set<string>(UNFINISHED);
 
 /** Whether `other` is a copy made of `job`, still to run or running. */
 async function isLiveCopyOf(other: Job | undefined, job: Job): Promise<boolean> {
@@ -31,11 +33,14 @@ async function isLiveCopyOf(other: Job | undefined, job: Job): Promise<boolean> 
  */
 export async function handOn(redis: Redis, k: Keys, main: Queue, job: Job, data: JobData, signature: string): Promise<boolean> {
   const q = handOnQueue(main, signature);
+  // Listed before the copy is added (a worker dying next leaves no unlisted copy) and again after:
+  // a watcher that found the queue empty and unlisted it in between (forgetIfEmpty) is undone.
   await redis.sadd(k.handOnQueues, signature);
   const id = String(job.id);
   const earlier = await q.getJob(id);
   if (earlier) {
     // Its copy is there already (this job was handed on before its worker died): nothing to add.
+    // (Listed: the SADD above came after the copy was added.)
     if (await isLiveCopyOf(earlier, job)) return true;
     const state = await earlier.getState();
     if (LIVE.has(state)) return false;
@@ -51,7 +56,26 @@ export async function handOn(redis: Redis, k: Keys, main: Queue, job: Job, data:
     ...(job.opts.removeOnComplete !== undefined ? { removeOnComplete: job.opts.removeOnComplete } : {}),
     ...(job.opts.removeOnFail !== undefined ? { removeOnFail: job.opts.removeOnFail } : {}),
   });
+  await redis.sadd(k.handOnQueues, signature);
   return true;
+}
+
+async function holdsJobs(q: Queue): Promise<boolean> {
+  return Object.values(await q.getJobCounts(...UNFINISHED)).some((n) => n > 0);
+}
+
+/**
+ * Unlists an empty hand-on queue, unless a job arrived meanwhile. Looked at again after the SREM: a
+ * copy added before that second look is seen and the queue listed again; one added after it is
+ * listed again by handOn's own SADD after its add. Either way no queue holding a job stays unlisted
+ * (cancel, resume and the watchers find hand-on queues only through the list). Returns whether the
+ * queue was forgotten.
+ */
+export async function forgetIfEmpty(redis: Redis, k: Keys, main: Queue, signature: string): Promise<boolean> {
+  await redis.srem(k.handOnQueues, signature);
+  if (!(await holdsJobs(handOnQueue(main, signature)))) return true;
+  await redis.sadd(k.handOnQueues, signature);
+  return false;
 }
 
 /**
@@ -99,16 +123,15 @@ export function watchOrphans(opts: { redis: Redis; k: Keys; main: Queue; own: st
     for (const sig of listed) {
       if (live.has(sig)) continue;
       if (!consumers.has(sig)) consumers.set(sig, opts.consume(handOnQueueName(sig)));
-      const counts = await handOnQueue(opts.main, sig).getJobCounts('waiting', 'delayed', 'active', 'prioritized', 'waiting-children');
-      if (Object.values(counts).some((n) => n > 0)) {
+      if (await holdsJobs(handOnQueue(opts.main, sig))) {
         emptySince.delete(sig);
         continue;
       }
       const since = emptySince.get(sig) ?? Date.now();
       emptySince.set(sig, since);
       if (Date.now() - since >= ORPHAN_EMPTY_MS) {
-        await opts.redis.srem(opts.k.handOnQueues, sig);
-        await drop(sig);
+        if (await forgetIfEmpty(opts.redis, opts.k, opts.main, sig)) await drop(sig);
+        else emptySince.delete(sig);
       }
     }
   };
