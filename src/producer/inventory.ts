@@ -94,7 +94,8 @@ export function parseInventory(text: string, file: string): Inventory {
   const seenHosts = new Map<string, string>();
   for (const { where, record } of rows) {
     if (typeof record !== 'object' || record === null || Array.isArray(record)) {
-      problems.push(`${where}: must be an object {"id", "host", …}, got ${JSON.stringify(record)}`);
+      const got = JSON.stringify(record) ?? String(record);
+      problems.push(`${where}: must be an object {"id", "host", …}, got ${got.length > 60 ? `${got.slice(0, 60)}…` : got}`);
       continue;
     }
     const r = inventoryEntrySchema.safeParse(record);
