@@ -31,6 +31,7 @@ describe('schedule add poll --every', () => {
     const [a, b] = await Promise.all([worker(prefix), worker(prefix)]);
     const added = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '1s', '--id', 'every-second', '--redis', redisUrl(), '--prefix', prefix]);
     expect(added.code).toBe(0);
+    expect(added.stderr).toBe(''); // workers that can do it run: no warning
     await new Promise((r) => setTimeout(r, 4_200));
     const removed = await runCli(['schedule', 'remove', 'every-second', '--redis', redisUrl(), '--prefix', prefix]);
     expect(removed.code).toBe(0);
@@ -116,7 +117,9 @@ describe('schedule add poll --every', () => {
 
   it('list shows the schedule; bad options are named', async () => {
     const prefix = uniquePrefix('list');
-    await runCli(['schedule', 'add', 'rollout', '--inventory', files.inventory, '--cron', '0 14 * * *', '--tz', 'Europe/Prague', '--power-target', '2000', '--id', 'curtail', '--redis', redisUrl(), '--prefix', prefix]);
+    const added = await runCli(['schedule', 'add', 'rollout', '--inventory', files.inventory, '--cron', '0 14 * * *', '--tz', 'Europe/Prague', '--power-target', '2000', '--id', 'curtail', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(added.code).toBe(0);
+    expect(added.stderr).toContain('WARNING: no `bos-fleet worker` is running on this Redis and prefix: its ticks wait until one starts');
     const list = await runCli(['schedule', 'list', '--json', '--redis', redisUrl(), '--prefix', prefix]);
     expect(JSON.parse(list.stdout)).toMatchObject([{ scheduleId: 'curtail', kind: 'rollout', cron: '0 14 * * *', tz: 'Europe/Prague', miners: 5 }]);
     expect(JSON.parse(list.stdout)[0].nextAt).toMatch(/T12:00:00|T13:00:00/); // 14:00 Prague in UTC

@@ -6,6 +6,7 @@ import { defaultActor } from '../rollout/audit.js';
 import { addSchedule, checkCron, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
+import { listWorkers, workersWarning } from '../workers/registry.js';
 import { connectRedis, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
 import { positiveInt } from './parse.js';
 import { gatesFromFlags, operationOf, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
@@ -74,6 +75,9 @@ async function save(def: ScheduleDef, flags: AddFlags): Promise<void> {
         ? JSON.stringify({ scheduleId: def.scheduleId, replaced })
         : `schedule ${def.scheduleId}${replaced ? ' (replaces the schedule of that id)' : ''}: ${def.kind} of ${def.targets.length} miners, ${when}; carried out by \`bos-fleet worker\` processes`,
     );
+    // Its ticks fire only in workers, and its miners need their profiles and TLS files there.
+    const warning = workersWarning(await listWorkers(redis, flags.prefix), def.targets, def.tlsSites ?? [], 'its ticks wait');
+    if (warning) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
   } finally {
     redis.disconnect();
   }
