@@ -231,10 +231,11 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
 async function releaseHeld(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<number> {
   const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
   try {
-    // Job ids are `<rolloutId>-w<wave>.<minerId>`: only this rollout's, in every queue a job can be in.
-    let moved = 0;
-    for (const q of await allJobQueues(queue)) moved += await promoteJobs(q, (await q.getRanges(['delayed'], 0, -1)).filter((id) => id.startsWith(`${rolloutId}-w`)));
-    return moved;
+    // Job ids are `<rolloutId>-w<wave>.<minerId>`: only this rollout's, in every queue a job can be in
+    // (promoteJobs finds each one in its own queue).
+    const ids: string[] = [];
+    for (const q of await allJobQueues(queue)) ids.push(...(await q.getRanges(['delayed'], 0, -1)).filter((id) => id.startsWith(`${rolloutId}-w`)));
+    return await promoteJobs(queue, ids);
   } finally {
     await closeHandOnQueues(queue);
     await queue.close();

@@ -151,7 +151,6 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       return w;
     });
   const split = consumerSlots(opts.concurrency, opts.consumers);
-  // The run queue, and the hand-on queue of this configuration: jobs other workers could not do.
   const workers = minerConsumers(QUEUE_NAME, split);
   // This configuration's hand-on queue (jobs other workers could not do) is consumed from the first
   // time a job is handed on to it: workers all configured alike never use one.
