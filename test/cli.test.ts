@@ -59,6 +59,12 @@ describe('bos-fleet poll', () => {
     expect(cell('hashrate.realGhs5m')).toBe(String(snapshot.hashrate.realGhs5m));
     const table = await runCli(['results', out.runId, ...base]);
     expect(table.stdout).toMatch(/MINER_UNREACHABLE .*Nothing answers/);
+    // Columns line up: in the miners' table and in the summary's, each code starts under CODE.
+    for (const block of table.stdout.split('\n\n').filter((b) => b.includes('CODE'))) {
+      const lines = block.split('\n').filter((l) => /\b(CODE|OK|MINER_UNREACHABLE)\b/.test(l));
+      expect(lines.length).toBeGreaterThan(1);
+      expect(new Set(lines.map((l) => l.search(/\b(CODE|OK|MINER_UNREACHABLE)\b/))).size).toBe(1);
+    }
 
     const runs = await runCli(['runs', '--json', ...base]);
     expect(JSON.parse(runs.stdout)).toMatchObject([{ runId: out.runId, operation: 'poll', total: 12, done: 12 }]);

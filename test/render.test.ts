@@ -1,7 +1,7 @@
 // Results output: streamed batch by batch, it is the same text as the whole list formatted at once.
 import { describe, expect, it } from 'vitest';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { outcomesText, progressRenderer, writeOutcomes } from '../src/cli/render.js';
+import { columns, outcomesText, progressRenderer, writeOutcomes } from '../src/cli/render.js';
 
 function outcome(i: number): Outcome {
   const ok = i % 3 !== 0;
@@ -130,5 +130,23 @@ describe('progress', () => {
     bar.update(p(50, { OK: 50 })); // unchanged: not redrawn
     bar.done();
     expect(out).toEqual([`\r\x1b[2K[${'#'.repeat(15)}${'.'.repeat(15)}] 50/100  OK 50`, '\n']);
+  });
+});
+
+describe('columns', () => {
+  it('pads each column to its widest cell, right-aligns those asked, leaves the last unpadded', () => {
+    const lines = columns(
+      [
+        ['RUN', 'OPERATION', 'DONE', 'OK'],
+        ['run-1', 'hashrate-target', '5/12', '5'],
+        ['r', 'poll', '1000/1000', '1000  (cut short)'],
+      ],
+      [2],
+    );
+    expect(lines).toEqual([
+      'RUN    OPERATION             DONE  OK',
+      'run-1  hashrate-target       5/12  5',
+      'r      poll             1000/1000  1000  (cut short)',
+    ]);
   });
 });

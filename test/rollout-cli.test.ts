@@ -133,6 +133,11 @@ describe('bos-fleet rollout', () => {
     expect([...perMiner.values()].every((n) => n === 1)).toBe(true);
     const status = await runCli(['rollout', 'status', rolloutId, '--redis', redisUrl(), '--prefix', prefix]);
     expect(status.stdout).toMatch(/completed/);
+    // `runs` lines its columns up with the longest operation name and run id.
+    const runs = (await runCli(['runs', '--redis', redisUrl(), '--prefix', prefix])).stdout.trimEnd().split('\n');
+    expect(runs.slice(1).map((l) => l.split(/\s{2,}/)[1])).toEqual(['power-target', 'power-target']);
+    expect(new Set(runs.map((l) => l.search(/CREATED|\d{4}-\d\d-\d\dT/))).size).toBe(1);
+    expect((await runCli(['results', `${rolloutId}-w0`, '--failed', '--redis', redisUrl(), '--prefix', prefix])).stdout).toMatch(/^no failed miners\n/);
     const audit = await runCli(['audit', '--json', '--redis', redisUrl(), '--prefix', prefix]);
     expect((JSON.parse(audit.stdout) as { action: string }[]).map((a) => a.action)).toEqual(expect.arrayContaining(['rollout.start', 'rollout.completed']));
   });

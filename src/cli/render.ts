@@ -60,13 +60,23 @@ export function summaryText(record: RunRecord, summary: RunSummary): string {
     '',
   ];
   const rows = Object.entries(summary.counts).sort(([a, x], [b, y]) => (a === 'OK' ? -1 : b === 'OK' ? 1 : y - x));
-  const w = Math.max(4, ...rows.map(([c]) => c.length));
-  lines.push(`${'CODE'.padEnd(w)}  ${'COUNT'.padStart(6)}  SUGGESTION`);
-  for (const [code, n] of rows) {
-    const suggestion = isErrorCode(code) ? CODE_INFO[code].suggestion : '';
-    lines.push(`${code.padEnd(w)}  ${String(n).padStart(6)}  ${suggestion}`);
-  }
+  const table = [['CODE', 'COUNT', 'SUGGESTION'], ...rows.map(([code, n]) => [code, String(n), isErrorCode(code) ? CODE_INFO[code].suggestion : ''])];
+  lines.push(...columns(table, [1]).map((l) => l.trimEnd()));
   return lines.join('\n');
+}
+
+/**
+ * Rows of cells as lines of aligned columns, each as wide as its widest cell (the header row
+ * included), two spaces apart; columns listed in `right` are right-aligned, the last is not padded.
+ */
+export function columns(rows: readonly (readonly string[])[], right: readonly number[] = []): string[] {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((row) =>
+    row
+      .map((cell, i) => (i === row.length - 1 && !right.includes(i) ? cell : right.includes(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+      .join('  '),
+  );
 }
 
 /** Text from a miner shown on a terminal: control characters (escape sequences) are shown, never obeyed. */
@@ -92,19 +102,9 @@ function tableRow(o: Outcome): TableRow {
 }
 
 function tableText(rows: TableRow[]): string {
-  let idW = 5;
-  let hostW = 4;
-  let codeW = 4;
-  for (const r of rows) {
-    idW = Math.max(idW, r.id.length);
-    hostW = Math.max(hostW, r.host.length);
-    codeW = Math.max(codeW, r.code.length);
-  }
-  return [
-    // CALL/JOB: in-call attempts of the call that needed most / the job's attempts (BullMQ's).
-    `${'MINER'.padEnd(idW)}  ${'HOST'.padEnd(hostW)}  ${'CODE'.padEnd(codeW)}  CALL/JOB  ${'TIME'.padStart(8)}  DETAIL`,
-    ...rows.map((r) => `${r.id.padEnd(idW)}  ${r.host.padEnd(hostW)}  ${r.code.padEnd(codeW)}  ${r.tries.padStart(8)}  ${r.time.padStart(8)}  ${r.detail}`),
-  ].join('\n');
+  // CALL/JOB: in-call attempts of the call that needed most / the job's attempts (BullMQ's).
+  const table = [['MINER', 'HOST', 'CODE', 'CALL/JOB', 'TIME', 'DETAIL'], ...rows.map((r) => [r.id, r.host, r.code, r.tries, r.time, r.detail])];
+  return columns(table, [3, 4]).join('\n');
 }
 
 /** An outcome as an element of a 2-space-indented JSON array (as JSON.stringify(array, null, 2) gives it). */
@@ -128,7 +128,7 @@ export async function writeOutcomes(
   batches: AsyncIterable<Outcome[]>,
   format: 'table' | 'json' | 'csv',
   write: (text: string) => Promise<void>,
-  opts: { keep?: (o: Outcome) => boolean; operation?: string } = {},
+  opts: { keep?: (o: Outcome) => boolean; operation?: string; /** The table's text when no outcome is kept. */ none?: string } = {},
 ): Promise<void> {
   const keep = opts.keep ?? (() => true);
   const rows: TableRow[] = [];
@@ -142,7 +142,7 @@ export async function writeOutcomes(
     else await write(`${written ? ',\n' : '[\n'}${kept.map(jsonElement).join(',\n')}`);
     written += kept.length;
   }
-  if (format === 'table') await write(tableText(rows));
+  if (format === 'table') await write(rows.length === 0 && opts.none ? opts.none : tableText(rows));
   else if (format === 'json') await write(written ? '\n]' : '[]');
   await write('\n');
 }

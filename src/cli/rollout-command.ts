@@ -16,7 +16,7 @@ import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
-import { printable } from './render.js';
+import { columns, printable } from './render.js';
 import { connectRedis, interruptible, loadTlsSites, whereFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt } from './parse.js';
@@ -270,10 +270,8 @@ async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventor
         ? `dry run of ${describeSpec(spec)}, interrupted: ${rows.length} of ${record.total} miners read, the rest dropped; nothing was changed`
         : `dry run of ${describeSpec(spec)} on ${rows.length} miners: nothing was changed`,
     );
-    for (const r of rows) {
-      const detail = r.result === 'refused' ? `${r.code}: ${r.reason}` : `${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`;
-      console.log(`${r.minerId.padEnd(14)} ${r.host.padEnd(16)} ${r.result.padEnd(11)} ${printable(detail)}`);
-    }
+    const table = rows.map((r) => [r.minerId, r.host, r.result, printable(r.result === 'refused' ? `${r.code}: ${r.reason}` : `${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`)]);
+    for (const line of columns(table)) console.log(line);
     const tally = rows.reduce<Record<string, number>>((acc, r) => ({ ...acc, [r.result]: (acc[r.result] ?? 0) + 1 }), {});
     console.log(`\n${Object.entries(tally).map(([k, n]) => `${k} ${n}`).join(', ')}`);
   } finally {

@@ -8,7 +8,7 @@ import { RunStore } from '../fleet/run-store.js';
 import { connectRedis } from './common.js';
 import { listWorkers } from '../workers/registry.js';
 import { positiveInt } from './parse.js';
-import { summaryText, writeOutcomes } from './render.js';
+import { columns, summaryText, writeOutcomes } from './render.js';
 
 /** Writes to stdout, waiting while its buffer is full (a large run piped into a slow reader). */
 function writeStdout(text: string): Promise<void> {
@@ -35,10 +35,8 @@ export function registerRuns(program: Command): void {
         if (unfinished > 0 && (await listWorkers(redis, opts.prefix)).length === 0) {
           process.stderr.write(`bos-fleet: WARNING: ${unfinished} run${unfinished === 1 ? ' is' : 's are'} unfinished and no \`bos-fleet worker\` is running on this Redis and prefix: their miners wait until one starts (or \`bos-fleet cancel RUN_ID\`)\n`);
         }
-        console.log(`${'RUN'.padEnd(34)}  ${'OPERATION'.padEnd(10)}  ${'CREATED'.padEnd(24)}  ${'DONE'.padStart(13)}  OK`);
-        for (const r of rows) {
-          console.log(`${r.runId.padEnd(34)}  ${r.operation.padEnd(10)}  ${r.createdAt.padEnd(24)}  ${`${r.done}/${r.total}`.padStart(13)}  ${r.counts['OK'] ?? 0}${r.inventoryTotal === undefined ? '' : `  (cut short: ${r.total} of ${r.inventoryTotal} enqueued)`}`);
-        }
+        const table = rows.map((r) => [r.runId, r.operation, r.createdAt, `${r.done}/${r.total}`, `${r.counts['OK'] ?? 0}${r.inventoryTotal === undefined ? '' : `  (cut short: ${r.total} of ${r.inventoryTotal} enqueued)`}`]);
+        for (const line of columns([['RUN', 'OPERATION', 'CREATED', 'DONE', 'OK'], ...table], [3])) console.log(line);
       } finally {
         redis.disconnect();
       }
@@ -93,7 +91,7 @@ export function registerRuns(program: Command): void {
             yield batch;
           }
         };
-        await writeOutcomes(batches(), opts.format, writeStdout, { operation: record.operation, ...(opts.failed ? { keep: (o) => o.status !== 'ok' } : {}) });
+        await writeOutcomes(batches(), opts.format, writeStdout, { operation: record.operation, ...(opts.failed ? { keep: (o) => o.status !== 'ok', none: 'no failed miners' } : { none: 'no outcomes yet' }) });
         if (opts.format === 'table') await writeStdout(`\n${summaryText(record, summary.build())}\n`);
       } finally {
         redis.disconnect();

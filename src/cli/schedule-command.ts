@@ -10,6 +10,7 @@ import { listWorkers, workersWarning } from '../workers/registry.js';
 import { connectRedis, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
 import { positiveInt } from './parse.js';
 import { gatesFromFlags, operationOf, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+import { columns } from './render.js';
 
 interface AddFlags extends RetentionFlags {
   inventory: string;
@@ -120,12 +121,13 @@ export function registerSchedule(program: Command): void {
         const list = await listSchedules(redis, flags.prefix);
         if (flags.json) return console.log(JSON.stringify(list.map(({ targets, ...d }) => ({ ...d, miners: targets.length }))));
         if (list.length === 0) return console.log('no schedules');
-        for (const d of list) {
+        const table = list.map((d) => {
           const when = d.everyMs ? `every ${d.everyMs / 1000}s` : `cron "${d.cron}"${d.tz ? ` ${d.tz}` : ''}`;
           const what = d.kind === 'poll' ? 'poll' : `rollout ${d.rollout ? describeSpec(d.rollout.spec) : ''}`;
           const skipped = d.skipped ? `  ${d.skipped} tick${d.skipped === 1 ? '' : 's'} skipped while a run or rollout was unfinished (last ${d.skippedAt})` : '';
-          console.log(`${d.scheduleId.padEnd(16)} ${what.padEnd(28)} ${String(d.targets.length).padStart(6)} miners  ${when.padEnd(24)} next ${d.nextAt ?? '?'}${d.last ? `  last ${d.last}` : ''}${skipped}`);
-        }
+          return [d.scheduleId, what, `${d.targets.length} miners`, when, `next ${d.nextAt ?? '?'}${d.last ? `  last ${d.last}` : ''}${skipped}`];
+        });
+        for (const line of columns(table, [2])) console.log(line);
       } finally {
         redis.disconnect();
       }

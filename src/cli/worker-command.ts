@@ -15,6 +15,7 @@ import { intInRange, positiveInt } from './parse.js';
 import { Redis } from 'ioredis';
 import { redisHealthProblems } from '../redis/durability.js';
 import { rateLimitedLog } from '../workers/error-log.js';
+import { columns } from './render.js';
 
 const caps = (w: WorkerCapabilities) => `${w.profiles.join(',') || '-'} / ${w.tlsSites.join(',') || '-'}`;
 
@@ -140,9 +141,9 @@ export function registerWorker(program: Command): void {
         const workers = (await listWorkers(redis, opts.prefix)).sort((a, b) => a.host.localeCompare(b.host) || a.pid - b.pid);
         if (opts.json) return console.log(JSON.stringify(workers, null, 2));
         if (workers.length === 0) console.log('no worker running (start one with `bos-fleet worker`)');
-        else console.log(`${'HOST'.padEnd(24)}  ${'PID'.padStart(7)}  ${'CONC'.padStart(5)}  ${'THR'.padStart(3)}  ${'STARTED'.padEnd(24)}  PROFILES / TLS SITES`);
-        for (const w of workers) {
-          console.log(`${w.host.padEnd(24)}  ${String(w.pid).padStart(7)}  ${String(w.concurrency).padStart(5)}  ${String(w.threads).padStart(3)}  ${w.startedAt.padEnd(24)}  ${caps(w)}`);
+        else {
+          const table = workers.map((w) => [w.host, String(w.pid), String(w.concurrency), String(w.threads), w.startedAt, caps(w)]);
+          for (const line of columns([['HOST', 'PID', 'CONC', 'THR', 'STARTED', 'PROFILES / TLS SITES'], ...table], [1, 2, 3])) console.log(line);
         }
         for (const line of await handedOnBacklog(redis, opts.prefix, workers)) console.log(line);
       } finally {
