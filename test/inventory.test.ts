@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadCredentialProfiles, missingProfiles } from '../src/fleet/credentials.js';
+import { parseJson } from '../src/fleet/json-file.js';
 import { InventoryError, loadInventory, parseInventory } from '../src/producer/inventory.js';
 import { parseCsv } from '../src/producer/csv.js';
 
@@ -49,7 +50,7 @@ describe('inventory', () => {
     expect(() => parseInventory('[{"id": "m1", "host": "10.0.0.1"}, 5, ["m2"], null]', 'f.json')).toThrow('entry 1: must be an object {"id", "host", …}, got 5\n  entry 2: must be an object {"id", "host", …}, got ["m2"]\n  entry 3: must be an object {"id", "host", …}, got null');
     expect(() => parseInventory('id,host\n12345,10.0.0.1\n', 'f.csv')).toThrow(/must not be all digits/);
     expect(() => parseInventory('name,ip\nx,10.0.0.1\n', 'f.csv')).toThrow(/header row must name at least "id" and "host"/);
-    expect(() => loadInventory('/nonexistent/farm.csv')).toThrow(/inventory \/nonexistent\/farm.csv rejected.*cannot read the file \(ENOENT\)/s);
+    expect(() => loadInventory('/nonexistent/farm.csv')).toThrow(/inventory \/nonexistent\/farm.csv rejected.*cannot read the file: no such file/s);
   });
 
   it('parses quoted CSV fields', () => {
@@ -97,6 +98,54 @@ describe('credential profiles', () => {
     }
     writeFileSync(file, JSON.stringify({ ops: { username: 'admin' } }));
     expect(() => loadCredentialProfiles(file, {})).toThrow(`credentials file ${file}: ops.password is missing (string required)`);
+  });
+
+  it('a JSON syntax error says line, column and what, never the text around it (the password)', () => {
+    const file = path.join(dir, 'typo.json');
+    // The password left unquoted: V8's own message quotes the text around it.
+    writeFileSync(file, '{\n  "ops": {\n    "username": "admin",\n    "password": hunter2\n  }\n}\n');
+    let message = '';
+    try {
+      loadCredentialProfiles(file, {});
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toBe(`credentials file ${file}: not valid JSON: line 4, column 17: a value that is not a "string", number, true, false, null, {object} or [array] (text without quotes?)`);
+    writeFileSync(file, '{"ops": {"username": "admin", "password": "hunter2",}}');
+    expect(() => loadCredentialProfiles(file, {})).toThrow(`credentials file ${file}: not valid JSON: line 1, column 53: a trailing comma before "}"`);
+    // Saved by an editor with a byte-order mark: read as it is meant.
+    writeFileSync(file, '\uFEFF{"ops": {"username": "admin", "password": "hunter2"}}');
+    expect(loadCredentialProfiles(file, {}).get('ops')).toEqual({ username: 'admin', password: 'hunter2' });
+    expect(() => loadCredentialProfiles(path.join(dir, 'nope.json'), {})).toThrow(`credentials file ${path.join(dir, 'nope.json')}: no such file`);
+    expect(() => loadCredentialProfiles(dir, {})).toThrow(`credentials file ${dir}: it is a directory, not a file`);
+  });
+});
+
+describe('JSON syntax errors', () => {
+  const at = (text: string) => {
+    try {
+      parseJson(text);
+      return 'parsed';
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
+  it('are located and named, for every kind of fault', () => {
+    expect(at('[{"id": "m1"}, {"id": "m2"},]')).toBe('not valid JSON: line 1, column 29: a trailing comma before "]"');
+    expect(at('{"a": 1 "b": 2}')).toBe('not valid JSON: line 1, column 9: a missing "," or "}"');
+    expect(at("{'a': 1}")).toBe('not valid JSON: line 1, column 2: a property name that is not in "double quotes"');
+    expect(at('{"a" 1}')).toBe('not valid JSON: line 1, column 6: a missing ":" after a property name');
+    expect(at('{"a": "x\ny"}')).toBe('not valid JSON: line 1, column 9: a line break or control character inside a string');
+    expect(at(String.raw`{"a": "C:\\dir\\x", "b": "\u00e9\"\/"}`)).toBe('parsed');
+    // A Windows path written with single backslashes.
+    expect(at(String.raw`{"a": "C:\dir"}`)).toBe(String.raw`not valid JSON: line 1, column 10: a bad escape in a string (a single \ must be written \\)`);
+    expect(at('{"a": "abc')).toBe('not valid JSON: line 1, column 11: a string is not closed (a missing ")');
+    expect(at('{"a": "abc"')).toBe('not valid JSON: line 1, column 12: the file ends inside an object or array');
+    expect(at('{"a": 01}')).toBe('not valid JSON: line 1, column 8: a missing "," or "}"');
+    expect(at('{"a": -}')).toBe('not valid JSON: line 1, column 7: a malformed number');
+    expect(at('{"a": 1}\n}')).toBe('not valid JSON: line 2, column 1: more text after the end of the JSON value');
+    expect(at('')).toBe('not valid JSON: line 1, column 1: the file ends where a value should be');
+    expect(at('\uFEFF[1, -2.5e3, true, false, null, {"x": [""]}]')).toBe('parsed');
   });
 });
 

@@ -13,6 +13,7 @@ import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/run-store.js';
 import { positiveInt } from './parse.js';
 import { issueText } from '../fleet/zod-issue.js';
+import { readJsonFile } from '../fleet/json-file.js';
 
 export async function connectRedis(flag: string | undefined, opts: { refuseVolatile?: boolean; allowVolatile?: boolean } = {}): Promise<{ url: string; redis: Redis }> {
   const url = await resolveRedisUrl(flag);
@@ -53,12 +54,7 @@ export const whereFlags = (flags: { redis?: string; prefix: string }): string =>
 /** `--tls FILE`: JSON {site: {caFile, certFile?, keyFile?, serverName?}}, '*' for every site. */
 export function loadTlsSites(file: string | undefined): Record<string, TlsProfile> | undefined {
   if (!file) return undefined;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw new Error(`--tls ${file}: cannot read it as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
+  const raw = readJsonFile(file, `--tls ${file}`);
   const r = z.record(z.string(), tlsProfileSchema).safeParse(raw);
   if (!r.success) {
     const issue = r.error.issues[0];

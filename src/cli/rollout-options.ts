@@ -1,5 +1,5 @@
 // Turns `rollout start` flags into a validated mutation spec and gate settings.
-import { readFileSync } from 'node:fs';
+import { readJsonFile } from '../fleet/json-file.js';
 import { actionSpec, ACTIONS, operationOf, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fleet/credentials.js';
@@ -37,12 +37,7 @@ export function specFromFlags(f: OperationFlags, nowMs = Date.now()): MutationSp
     return { kind: 'hashrate-target', terahashPerSecond: ths };
   }
   if (f.pools !== undefined) {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(readFileSync(f.pools, 'utf8'));
-    } catch (err) {
-      throw new Error(`--pools ${f.pools}: cannot read it as JSON (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-    }
+    const raw = readJsonFile(f.pools, `--pools ${f.pools}`);
     const r = poolsFileSchema.safeParse(raw);
     if (!r.success) {
       const issue = firstIssue(r.error);

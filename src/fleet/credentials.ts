@@ -1,8 +1,9 @@
 // Credential profiles: from a JSON file ({profile: {username, password}}) or, for `default`, the
 // environment (BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD). Jobs carry only the profile name.
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { z } from 'zod';
 import type { Credentials } from '../core/sessions.js';
+import { readJsonFile } from './json-file.js';
 import { issueText } from './zod-issue.js';
 
 const fileSchema = z.record(z.string().min(1), z.object({ username: z.string().min(1), password: z.string() }).strict());
@@ -27,13 +28,7 @@ export function loadCredentialProfiles(
     profiles.set('default', { username: env['BOS_FLEET_USERNAME'], password: env['BOS_FLEET_PASSWORD'] ?? '' });
   }
   if (!file) return profiles;
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    throw new Error(`credentials file ${file}: cannot read it as JSON (${reason})`);
-  }
+  const raw = readJsonFile(file, `credentials file ${file}`);
   const parsed = fileSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];

@@ -6,6 +6,7 @@ import net from 'node:net';
 import { z } from 'zod';
 import type { JobTarget } from '../fleet/job.js';
 import { parseCsv } from './csv.js';
+import { fileProblem, parseJson } from '../fleet/json-file.js';
 
 const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -71,7 +72,7 @@ function rowsFromCsv(text: string): RawRow[] {
 }
 
 function rowsFromJson(text: string): RawRow[] {
-  const data: unknown = JSON.parse(text);
+  const data = parseJson(text);
   const list = Array.isArray(data) ? data : (data as { miners?: unknown })?.miners;
   if (!Array.isArray(list)) throw new Error('JSON inventory must be an array of miners (or {"miners": [...]})');
   // Where a bad entry is: its array index (as jq's `.[i]`) and, to find it by, its id when it has one.
@@ -128,7 +129,7 @@ export function loadInventory(file: string): Inventory {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new InventoryError(file, [`cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`]);
+    throw new InventoryError(file, [`cannot read the file: ${fileProblem(err)}`]);
   }
   return parseInventory(text, file);
 }
