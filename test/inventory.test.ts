@@ -74,6 +74,18 @@ describe('credential profiles', () => {
     expect(missingProfiles(['ops', 'site-b', 'site-b'], profiles)).toEqual(['site-b']);
   });
 
+  it('from the environment: an empty user name is no profile; a half-set pair is said', () => {
+    const warnings: string[] = [];
+    const load = (env: NodeJS.ProcessEnv) => loadCredentialProfiles(undefined, env, (m) => warnings.push(m)).get('default');
+    expect(load({ BOS_FLEET_USERNAME: '', BOS_FLEET_PASSWORD: '' })).toBeUndefined();
+    expect(load({ BOS_FLEET_USERNAME: ' ', BOS_FLEET_PASSWORD: 'pw' })).toBeUndefined();
+    expect(load({ BOS_FLEET_USERNAME: 'root', BOS_FLEET_PASSWORD: '' })).toEqual({ username: 'root', password: '' });
+    expect(warnings).toEqual(['BOS_FLEET_PASSWORD is set but BOS_FLEET_USERNAME is not: the environment gives no "default" profile (set both)']);
+    warnings.length = 0;
+    expect(load({ BOS_FLEET_USERNAME: 'root' })).toEqual({ username: 'root', password: '' });
+    expect(warnings).toEqual([`BOS_FLEET_PASSWORD is not set: the "default" profile logs in as "root" with an empty password (Braiins OS's factory default; set BOS_FLEET_PASSWORD= to say so and silence this)`]);
+  });
+
   it('a file other users can read is loaded with a warning saying how to fix it; mode 600 is quiet', () => {
     const file = path.join(dir, 'open.json');
     writeFileSync(file, JSON.stringify({ ops: { username: 'admin', password: 'secret' } }), { mode: 0o644 });

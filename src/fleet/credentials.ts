@@ -24,8 +24,15 @@ export function loadCredentialProfiles(
   warn: (message: string) => void = (m) => process.stderr.write(`bos-fleet: WARNING: ${m}\n`),
 ): CredentialProfiles {
   const profiles: CredentialProfiles = new Map();
-  if (env['BOS_FLEET_USERNAME'] !== undefined) {
-    profiles.set('default', { username: env['BOS_FLEET_USERNAME'], password: env['BOS_FLEET_PASSWORD'] ?? '' });
+  // An empty BOS_FLEET_USERNAME is unset (as `${VAR:-}` in a compose file gives it): a login with no
+  // user name fails on every miner, so the missing profile is named instead, before anything runs.
+  const username = env['BOS_FLEET_USERNAME']?.trim() ? env['BOS_FLEET_USERNAME'] : undefined;
+  const password = env['BOS_FLEET_PASSWORD'];
+  if (username !== undefined) {
+    if (password === undefined) warn(`BOS_FLEET_PASSWORD is not set: the "default" profile logs in as "${username}" with an empty password (Braiins OS's factory default; set BOS_FLEET_PASSWORD= to say so and silence this)`);
+    profiles.set('default', { username, password: password ?? '' });
+  } else if (password) {
+    warn('BOS_FLEET_PASSWORD is set but BOS_FLEET_USERNAME is not: the environment gives no "default" profile (set both)');
   }
   if (!file) return profiles;
   const raw = readJsonFile(file, `credentials file ${file}`);
