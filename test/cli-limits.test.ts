@@ -61,5 +61,11 @@ describe('--redis / REDIS_URL', () => {
     expect(shownRedisUrl('redis://127.0.0.1:6379/0')).toBe('redis://127.0.0.1:6379/0');
     expect(shownRedisUrl('rediss://default:p@ss:w0rd@redis.farm:6380')).toBe('rediss://default:***@redis.farm:6380');
     expect(shownRedisUrl('redis://:only-pass@10.0.0.5')).toBe('redis://:***@10.0.0.5');
+    expect(shownRedisUrl('redis://:pa/ss@10.0.0.5:6379/1')).toBe('redis://:***@10.0.0.5:6379/1');
+    expect(shownRedisUrl('redis://only-pass@10.0.0.5')).toBe('redis://***@10.0.0.5');
+    // Refused for their scheme, and printed in that refusal.
+    expect(shownRedisUrl('http://farm:s3cret@10.0.0.5')).toBe('http://farm:***@10.0.0.5');
+    expect(shownRedisUrl('redis//:s3cret@10.0.0.5')).toBe('redis//:***@10.0.0.5');
+    expect(shownRedisUrl('10.0.0.5:6379')).toBe('10.0.0.5:6379');
   });
 });

@@ -7,9 +7,14 @@ import { embeddedRedisUrl } from './embedded.js';
  * shown as ***. Works on URLs too broken to parse, as the messages about them need it most.
  */
 export function shownRedisUrl(url: string): string {
-  // The user ends at the first ':'; the password runs to the authority's last '@' (an unencoded '@'
-  // in it is common).
-  return url.replace(/^(rediss?:\/\/[^/:@]*:)[^/]*@/, '$1***@');
+  // The user ends at the first ':'; the password runs to the last '@' (an unencoded '@' or '/' in it
+  // is common). Whatever the scheme, or none: a URL refused for its scheme (http://u:pw@h, redis//…)
+  // is printed in that refusal. With no ':' the whole of it is hidden (it may be a password alone).
+  const at = url.lastIndexOf('@');
+  const start = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0].length ?? 0;
+  if (at < start) return url;
+  const colon = url.indexOf(':', start);
+  return `${url.slice(0, colon >= 0 && colon < at ? colon + 1 : start)}***${url.slice(at)}`;
 }
 
 export async function resolveRedisUrl(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<string> {
