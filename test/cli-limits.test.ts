@@ -20,11 +20,15 @@ describe('open files', () => {
   });
 
   it('warns when threads × --max-connections plus Redis connections exceed the limit, naming the figures', () => {
-    expect(descriptorWarning({ threads: 0, maxConnections: 16_384, consumers: 8 }, 20_000)).toBeUndefined();
-    expect(descriptorWarning({ threads: 2, maxConnections: 16_384, consumers: 8 }, 20_000)).toBe(
-      "up to 32848 open files may be needed (2 thread(s) × --max-connections 16384 miner channels, 2 Redis connections per BullMQ consumer × 8), above this process's limit of 20000 (ulimit -n): lower --max-connections or raise the limit",
+    expect(descriptorWarning({ threads: 0, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 20_000)).toBeUndefined();
+    expect(descriptorWarning({ threads: 2, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 20_000)).toBe(
+      "up to 32848 open files may be needed (2 thread(s) × --max-connections 16384 miner channels; 2 Redis connections per BullMQ consumer × 8), above this process's limit of 20000 (ulimit -n): lower --max-connections or raise the limit",
     );
-    expect(descriptorWarning({ threads: 2, maxConnections: 16_384, consumers: 8 }, 65_536)).toBeUndefined();
+    expect(descriptorWarning({ threads: 2, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 65_536)).toBe(undefined);
+    // Channels in use are never closed: a pool smaller than the miners in flight holds those.
+    expect(descriptorWarning({ threads: 0, maxConnections: 100, concurrency: 10_000, consumers: 400 }, 10_000)).toBe(
+      "up to 10864 open files may be needed (10000 miner channels: a pool keeps the channel of each of --concurrency 10000 miners in flight; 2 Redis connections per BullMQ consumer × 400), above this process's limit of 10000 (ulimit -n): lower --concurrency or raise the limit",
+    );
   });
 });
 

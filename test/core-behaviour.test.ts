@@ -79,6 +79,16 @@ describe('pool and retries', () => {
     expect(core.pool.stats()).toMatchObject({ open: 1, created: 1, ready: 1 });
   });
 
+  it('a pool smaller than the miners called at once closes no channel under a call, then shrinks back', async () => {
+    core = testCore({ pool: { maxConnections: 1 } });
+    const plain = (['reuse', 'concurrent', 'invalid', 'skew'] as const).map((n) => core.miner(simTarget(n, host(n))));
+    // Every miner's calls interleave: each new channel pushes the pool past its limit while the
+    // others' calls are still in flight (before, those were closed under them: "Channel has been shut down").
+    const results = await Promise.allSettled(plain.flatMap((m) => [m.getMinerStats(), m.getMinerDetails(), m.getTunerState(), m.getHashboards()]));
+    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    expect(core.pool.stats().open).toBe(1);
+  });
+
   it('a miner named by hostname is reached through DNS (IP literals skip the resolver)', async () => {
     const port = await freePort();
     const named = await SimFleet.start({ miners: [{ id: 'named', index: 0, host: 'localhost', port, faults: {} }] });

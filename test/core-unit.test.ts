@@ -343,22 +343,28 @@ describe('connection pool', () => {
       made.push(c);
       return c;
     });
-    return { clock, made, pool };
+    // One call: the channel leased for it, and released when it ends.
+    const use = (key: string) => {
+      const ch = pool.acquire(target(key));
+      pool.release(ch);
+      return ch;
+    };
+    return { clock, made, pool, use };
   };
 
   it('reuses the channel of the same miner', () => {
-    const { pool, made } = setup();
-    expect(pool.acquire(target('a'))).toBe(pool.acquire(target('a')));
+    const { pool, made, use } = setup();
+    expect(use('a')).toBe(use('a'));
     expect(made.length).toBe(1);
     pool.close();
   });
 
   it('evicts and closes the least recently used at max size', () => {
-    const { pool, made } = setup();
-    pool.acquire(target('a'));
-    pool.acquire(target('b'));
-    pool.acquire(target('a')); // a is now most recent
-    pool.acquire(target('c'));
+    const { pool, made, use } = setup();
+    use('a');
+    use('b');
+    use('a'); // a is now most recent
+    use('c');
     expect(pool.has('b')).toBe(false);
     expect(made[1]?.closed).toBe(true);
     expect(made[0]?.closed).toBe(false);
@@ -368,10 +374,10 @@ describe('connection pool', () => {
   });
 
   it('expires idle channels after the TTL; use refreshes it', async () => {
-    const { pool, made, clock } = setup();
-    pool.acquire(target('a'));
+    const { pool, made, clock, use } = setup();
+    use('a');
     await clock.advance(800);
-    pool.acquire(target('a')); // refresh
+    use('a'); // refresh
     await clock.advance(800);
     pool.sweep();
     expect(pool.has('a')).toBe(true);
@@ -384,17 +390,56 @@ describe('connection pool', () => {
   });
 
   it('rebuilds a channel after the unhealthy threshold and reports states', () => {
-    const { pool, made } = setup();
-    const ch = pool.acquire(target('a'));
+    const { pool, made, use } = setup();
+    const ch = use('a');
     made[0]!.state = grpc.connectivityState.TRANSIENT_FAILURE;
     expect(pool.stats()).toMatchObject({ failed: 1, ready: 0 });
     pool.reportFailure(ch);
-    expect(pool.acquire(target('a'))).toBe(ch);
+    expect(use('a')).toBe(ch);
     pool.reportFailure(ch);
-    const rebuilt = pool.acquire(target('a'));
+    const rebuilt = use('a');
     expect(rebuilt).not.toBe(ch);
     expect(made[0]?.closed).toBe(true);
     expect(pool.stats().rebuilt).toBe(1);
+    pool.close();
+  });
+
+  it('never closes a channel under a call: past max size it evicts only idle ones, and shrinks back as calls end', () => {
+    const { pool, made, use } = setup(); // maxConnections 2
+    const a = pool.acquire(target('a'));
+    const b = pool.acquire(target('b'));
+    const c = pool.acquire(target('c')); // three miners called at once: over the limit, nothing closed
+    expect(made.map((m) => m.closed)).toEqual([false, false, false]);
+    expect(pool.stats()).toMatchObject({ open: 3, evictions: 0 });
+    pool.release(b); // idle now, and the pool over its limit: b goes (a is older but busy)
+    expect(made.map((m) => m.closed)).toEqual([false, true, false]);
+    expect(pool.stats()).toMatchObject({ open: 2, evictions: 1 });
+    pool.release(a);
+    pool.release(c);
+    use('d'); // a is the least recently used idle one
+    expect(made.map((m) => m.closed)).toEqual([true, true, false, false]);
+    pool.close();
+  });
+
+  it('a channel retired while in use (unhealthy, expired) serves its calls to the end, then closes', async () => {
+    const { pool, made, clock, use } = setup();
+    const ch = pool.acquire(target('a')); // a call in flight…
+    pool.reportFailure(ch);
+    pool.reportFailure(ch);
+    const fresh = use('a'); // …while the next one gets a new channel
+    expect(fresh).not.toBe(ch);
+    expect(made[0]?.closed).toBe(false);
+    pool.release(ch);
+    expect(made[0]?.closed).toBe(true);
+    // A long stream holds its channel past the idle TTL: the sweep leaves it; a later call retires it.
+    const stream = pool.acquire(target('s'));
+    await clock.advance(1_500);
+    pool.sweep();
+    expect(pool.has('s')).toBe(true);
+    expect(use('s')).not.toBe(stream);
+    expect(made[2]?.closed).toBe(false);
+    pool.release(stream);
+    expect(made[2]?.closed).toBe(true);
     pool.close();
   });
 });

@@ -143,12 +143,19 @@ export function openFilesLimit(limitsText?: string): number | undefined {
 
 /**
  * Says when the miner channels a worker may keep open (every thread its own pool) and its Redis
- * connections could exceed the open-files limit: past it, connects fail with EMFILE mid-run.
+ * connections could exceed the open-files limit: past it, connects fail with EMFILE mid-run. A pool
+ * keeps every channel a call is using, so one pool may hold `concurrency` channels when that is more
+ * than --max-connections.
  */
-export function descriptorWarning(o: { threads: number; maxConnections: number; consumers: number }, limit = openFilesLimit()): string | undefined {
+export function descriptorWarning(o: { threads: number; maxConnections: number; concurrency: number; consumers: number }, limit = openFilesLimit()): string | undefined {
   if (limit === undefined) return undefined;
   const pools = Math.max(1, o.threads); // --threads 0: one pool, in the main thread
-  const needed = pools * o.maxConnections + 2 * o.consumers + 64;
+  const channels = (pools - 1) * o.maxConnections + Math.max(o.maxConnections, o.concurrency);
+  const needed = channels + 2 * o.consumers + 64;
   if (needed <= limit) return undefined;
-  return `up to ${needed} open files may be needed (${pools} thread(s) × --max-connections ${o.maxConnections} miner channels, 2 Redis connections per BullMQ consumer × ${o.consumers}), above this process's limit of ${limit} (ulimit -n): lower --max-connections or raise the limit`;
+  const held = o.concurrency > o.maxConnections;
+  const what = held
+    ? `${channels} miner channels: a pool keeps the channel of each of --concurrency ${o.concurrency} miners in flight${pools > 1 ? `, the other ${pools - 1} thread(s) --max-connections ${o.maxConnections} each` : ''}`
+    : `${pools} thread(s) × --max-connections ${o.maxConnections} miner channels`;
+  return `up to ${needed} open files may be needed (${what}; 2 Redis connections per BullMQ consumer × ${o.consumers}), above this process's limit of ${limit} (ulimit -n): lower ${held ? '--concurrency' : '--max-connections'} or raise the limit`;
 }

@@ -48,7 +48,7 @@ export function registerPoll(program: Command): void {
     const inventory = loadInventory(opts.inventory);
     const credentials = loadCredentialProfiles(opts.credentials);
     const tlsBySite = loadTlsSites(opts.tls);
-    const fds = opts.enqueueOnly ? undefined : descriptorWarning({ threads: opts.threads, maxConnections: DEFAULT_MAX_CONNECTIONS, consumers: consumerSlots(opts.concurrency).length });
+    const fds = opts.enqueueOnly ? undefined : descriptorWarning({ threads: opts.threads, maxConnections: DEFAULT_MAX_CONNECTIONS, concurrency: opts.concurrency, consumers: consumerSlots(opts.concurrency).length });
     if (fds) process.stderr.write(`bos-fleet: WARNING: ${fds}\n`);
     const { url, redis } = await connectRedis(opts.redis);
     if (!opts.enqueueOnly) redis.disconnect();

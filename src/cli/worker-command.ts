@@ -89,7 +89,7 @@ export function registerWorker(program: Command): void {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): this worker hands every job to workers that have their profiles, and one that no running worker has ends INVALID_JOB\n');
       }
       const tlsBySite = loadTlsSites(opts.tls);
-      const fds = descriptorWarning({ threads: opts.threads, maxConnections: opts.maxConnections, consumers: consumerSlots(opts.concurrency, opts.consumers).length });
+      const fds = descriptorWarning({ threads: opts.threads, maxConnections: opts.maxConnections, concurrency: opts.concurrency, consumers: consumerSlots(opts.concurrency, opts.consumers).length });
       if (fds) process.stderr.write(`bos-fleet: WARNING: ${fds}\n`);
       const { url, redis } = await connectRedis(opts.redis, { refuseVolatile: true, allowVolatile: opts.allowVolatileRedis ?? false });
       redis.disconnect();

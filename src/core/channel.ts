@@ -34,6 +34,10 @@ export class MinerChannel {
   private current: ChannelState = 'idle';
   lastUsedAtMs: number;
   consecutiveFailures = 0;
+  /** Calls and streams using the channel now: the pool never closes it under them. */
+  leases = 0;
+  /** Out of the pool (evicted while in use, expired or unhealthy): closed when its last lease ends. */
+  retired = false;
 
   constructor(
     readonly key: string,

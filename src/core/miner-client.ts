@@ -138,9 +138,13 @@ export class MinerClient {
     this.core.sessions.invalidate(this.key, token);
   }
 
-  /** This miner's pooled channel. */
+  /** Leases this miner's pooled channel: the pool keeps it open until {@link releaseChannel}. */
   channel(): MinerChannel {
     return this.core.pool.acquire((this.poolTarget ??= this.makePoolTarget()));
+  }
+
+  releaseChannel(channel: MinerChannel): void {
+    this.core.pool.release(channel);
   }
 
   /** How the pool finds or builds this miner's channel (built once per client, not per attempt). */
@@ -229,17 +233,17 @@ export class MinerClient {
     token: string | undefined,
     signal: AbortSignal | undefined,
   ): Promise<UnaryReply<R>> {
-    const channel = this.channel();
     if (signal?.aborted) throw new FleetError('CANCELLED', 'operation aborted', { ...ctx, mayHaveReachedMiner: false });
-    if (channel.state !== 'ready') {
-      const connectMs = Math.min(this.core.options.connectTimeoutMs, timeoutMs);
-      if ((await channel.waitReady(connectMs)) === 'timeout') {
-        this.core.pool.reportFailure(channel);
-        throw new FleetError('MINER_TIMEOUT', `no connection to ${this.target.host}:${this.target.port} within ${connectMs} ms`, { ...ctx, mayHaveReachedMiner: false });
-      }
-      // 'failed' still sends: grpc-js fails the call at once with the real reason (refused, TLS, …).
-    }
+    const channel = this.channel(); // leased: the pool closes no channel under a call
     try {
+      if (channel.state !== 'ready') {
+        const connectMs = Math.min(this.core.options.connectTimeoutMs, timeoutMs);
+        if ((await channel.waitReady(connectMs)) === 'timeout') {
+          // A transport fault: counted against the channel by the catch below.
+          throw new FleetError('MINER_TIMEOUT', `no connection to ${this.target.host}:${this.target.port} within ${connectMs} ms`, { ...ctx, mayHaveReachedMiner: false });
+        }
+        // 'failed' still sends: grpc-js fails the call at once with the real reason (refused, TLS, …).
+      }
       const reply = await invokeUnary<R>(channel, method, request, timeoutMs, token, signal, method === 'Login');
       this.core.pool.reportSuccess(channel);
       return reply;
@@ -247,6 +251,8 @@ export class MinerClient {
       const e = FleetError.from(err, ctx);
       if (TRANSPORT_FAULTS.has(e.code)) this.core.pool.reportFailure(channel);
       throw e;
+    } finally {
+      this.releaseChannel(channel);
     }
   }
 

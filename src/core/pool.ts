@@ -1,5 +1,8 @@
 // Per-thread pool of miner channels: reuse per miner, LRU eviction past maxConnections (closing the
 // evicted client), idle TTL, health from consecutive failures, stats, and a close() that leaves nothing.
+// A channel is leased for each call or stream and never closed under one: eviction takes the least
+// recently used channels nobody is using (past maxConnections only while more miners than that are
+// being called at once), and a channel retired while in use closes when its last lease ends.
 import * as grpc from '@grpc/grpc-js';
 import { MinerChannel, type ClientLike } from './channel.js';
 import type { Clock } from './clock.js';
@@ -48,7 +51,10 @@ export class ConnectionPool {
     this.sweepTimer.unref();
   }
 
-  /** The miner's channel, created if missing, expired or unhealthy; marks it most recently used. */
+  /**
+   * Leases the miner's channel, created if missing, expired or unhealthy, and marks it most recently
+   * used. Every lease ends with {@link release}.
+   */
   acquire(target: PoolTarget): MinerChannel {
     if (this.closed) throw new Error('connection pool is closed');
     const now = this.clock.now();
@@ -56,11 +62,11 @@ export class ConnectionPool {
     if (ch) {
       this.channels.delete(target.key);
       if (now - ch.lastUsedAtMs > this.opts.idleTtlMs || ch.state === 'closed') {
-        ch.close();
+        this.retire(ch);
         this.counters.expired++;
         ch = undefined;
       } else if (ch.consecutiveFailures >= this.opts.unhealthyAfterFailures) {
-        ch.close();
+        this.retire(ch);
         this.counters.rebuilt++;
         ch = undefined;
       }
@@ -70,14 +76,37 @@ export class ConnectionPool {
       this.counters.created++;
     }
     ch.lastUsedAtMs = now;
+    ch.leases++;
     this.channels.set(target.key, ch);
-    while (this.channels.size > this.opts.maxConnections) {
-      const [oldestKey, oldest] = this.channels.entries().next().value as [string, MinerChannel];
-      this.channels.delete(oldestKey);
+    this.evictIdle();
+    return ch;
+  }
+
+  /** Ends a lease from {@link acquire}; a channel retired meanwhile closes with its last lease. */
+  release(ch: MinerChannel): void {
+    ch.leases--;
+    if (ch.leases > 0) return;
+    if (ch.retired) ch.close();
+    else this.evictIdle();
+  }
+
+  /** Past maxConnections, closes the least recently used channels that no call is using. */
+  private evictIdle(): void {
+    let excess = this.channels.size - this.opts.maxConnections;
+    if (excess <= 0) return;
+    for (const [key, oldest] of this.channels) {
+      if (oldest.leases > 0) continue;
+      this.channels.delete(key);
       oldest.close();
       this.counters.evictions++;
+      if (--excess === 0) return;
     }
-    return ch;
+  }
+
+  /** Takes a channel out of the pool: closed now, or when the calls using it end. */
+  private retire(ch: MinerChannel): void {
+    ch.retired = true;
+    if (ch.leases === 0) ch.close();
   }
 
   reportSuccess(ch: MinerChannel): void {
@@ -93,11 +122,11 @@ export class ConnectionPool {
     return this.channels.has(key);
   }
 
-  /** Closes channels idle longer than the TTL. */
+  /** Closes channels idle longer than the TTL (not one in use: a long status stream keeps its channel). */
   sweep(): void {
     const now = this.clock.now();
     for (const [key, ch] of this.channels) {
-      if (now - ch.lastUsedAtMs > this.opts.idleTtlMs) {
+      if (ch.leases === 0 && now - ch.lastUsedAtMs > this.opts.idleTtlMs) {
         this.channels.delete(key);
         ch.close();
         this.counters.expired++;

@@ -6,6 +6,7 @@ import { backoffDelayMs } from './backoff.js';
 import { FleetError } from './fleet-error.js';
 import { methodDefinition } from './methods.js';
 import type { MinerClient } from './miner-client.js';
+import type { MinerChannel } from './channel.js';
 import type { FleetCore } from './fleet-core.js';
 
 export interface StatusUpdate {
@@ -33,9 +34,10 @@ export async function* minerStatusStream(core: FleetCore, miner: MinerClient, op
     let call: grpc.ClientReadableStream<unknown> | undefined;
     let token: string | undefined;
     let subscribedAtMs: number | undefined;
+    let channel: MinerChannel | undefined;
     try {
       token = await miner.token(opts.signal ? { signal: opts.signal } : {});
-      const channel = miner.channel();
+      channel = miner.channel();
       if ((await channel.waitReady(core.options.connectTimeoutMs)) === 'timeout') {
         throw new FleetError('MINER_TIMEOUT', `no connection within ${core.options.connectTimeoutMs} ms`, { mayHaveReachedMiner: false });
       }
@@ -57,6 +59,9 @@ export async function* minerStatusStream(core: FleetCore, miner: MinerClient, op
       throw new FleetError('CONNECTION_LOST', 'status stream ended by the miner');
     } catch (raw) {
       call?.cancel();
+      // Not held through the backoff below.
+      if (channel) miner.releaseChannel(channel);
+      channel = undefined;
       if (opts.signal?.aborted) return;
       const err = FleetError.from(raw, { minerId: miner.target.id, host: miner.target.host, operation: 'GetMinerStatus' });
       // A refused token (expired session) is dropped and the next subscription logs in again.
@@ -74,6 +79,7 @@ export async function* minerStatusStream(core: FleetCore, miner: MinerClient, op
       }
     } finally {
       call?.cancel();
+      if (channel) miner.releaseChannel(channel);
     }
   }
 }
