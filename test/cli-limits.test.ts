@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { descriptorWarning, openFilesLimit } from '../src/cli/common.js';
 import { shownRedisUrl } from '../src/redis/resolve.js';
+import { parseAt } from '../src/cli/rollout-options.js';
 import { runCli } from './helpers/cli.js';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
@@ -71,5 +72,18 @@ describe('--redis / REDIS_URL', () => {
     expect(shownRedisUrl('http://farm:s3cret@10.0.0.5')).toBe('http://farm:***@10.0.0.5');
     expect(shownRedisUrl('redis//:s3cret@10.0.0.5')).toBe('redis//:***@10.0.0.5');
     expect(shownRedisUrl('10.0.0.5:6379')).toBe('10.0.0.5:6379');
+  });
+});
+
+describe('rollout start --at', () => {
+  const now = Date.parse('2026-11-30T12:00:00Z');
+  it('takes an ISO time with its zone, and refuses one without (it would be read in this host\'s zone) or in the past', () => {
+    expect(parseAt('2026-12-01T10:00:00Z', now)).toBe(Date.parse('2026-12-01T10:00:00Z'));
+    expect(parseAt('2026-12-01T11:00+01:00', now)).toBe(Date.parse('2026-12-01T10:00:00Z'));
+    expect(parseAt(undefined, now)).toBeUndefined();
+    for (const bad of ['2026-12-01 10:00', '2026-12-01T10:00:00', '2026-12-01', 'tomorrow', '2026-13-01T00:00:00Z']) {
+      expect(() => parseAt(bad, now)).toThrow(`--at must be an ISO time with its zone, like 2026-11-24T14:00:00Z (UTC) or 2026-11-24T15:00:00+01:00, got "${bad}"`);
+    }
+    expect(() => parseAt('2026-11-30T11:00:00Z', now)).toThrow('--at "2026-11-30T11:00:00Z" is in the past');
   });
 });

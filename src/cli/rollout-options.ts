@@ -62,8 +62,10 @@ export function gatesFromFlags(g: GateFlags) {
 
 export function parseAt(text: string | undefined, nowMs = Date.now()): number | undefined {
   if (text === undefined) return undefined;
-  const t = Date.parse(text);
-  if (Number.isNaN(t)) throw new Error(`--at must be an ISO time like 2026-11-24T14:00:00Z, got "${text}"`);
+  // A time zone is required: "2026-12-01 10:00" would be read in this host's zone, which need not
+  // be the operator's nor the farm's.
+  const t = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.test(text.trim()) ? Date.parse(text.trim()) : NaN;
+  if (Number.isNaN(t)) throw new Error(`--at must be an ISO time with its zone, like 2026-11-24T14:00:00Z (UTC) or 2026-11-24T15:00:00+01:00, got "${text}"`);
   if (t < nowMs - 60_000) throw new Error(`--at "${text}" is in the past`);
   return t;
 }
