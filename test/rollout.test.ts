@@ -159,10 +159,12 @@ describe('rollout timing and limits', () => {
     const writesBefore = (await writes()).length;
     const report = await withWorker(prefix, async () => {
       const rec = await startRollout(redis, plan(2450, { targets: sites, waves: [1], maxInFlightPerSite: 1, startAtMs }), prefix);
-      expect((await rolloutReport(redis, rec.rolloutId, prefix))?.state).toBe('scheduled');
+      // While scheduled, its report says when it starts (`rollout status`: "scheduled for …").
+      expect(await rolloutReport(redis, rec.rolloutId, prefix)).toMatchObject({ state: 'scheduled', startAt: new Date(startAtMs).toISOString() });
       return waitForRollout(redis, rec.rolloutId, prefix);
     });
     expect(report.state).toBe('completed');
+    expect(report.startAt).toBeUndefined();
     const ours = (await writes()).slice(writesBefore);
     expect(ours.length).toBe(8);
     expect(Math.min(...ours.map((w) => w.atMs))).toBeGreaterThanOrEqual(startAtMs);

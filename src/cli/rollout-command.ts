@@ -83,9 +83,15 @@ async function confirm(miners: number, what: string, yes: boolean | undefined): 
   if (answer.trim() !== 'yes') throw new Error('not confirmed: nothing was changed');
 }
 
+/** How long until `atMs`, roughly: "in 19 h", "in 5 min", "in 20 s". */
+function untilText(atMs: number, now = Date.now()): string {
+  const s = Math.max(0, Math.round((atMs - now) / 1000));
+  return s >= 7200 ? `in ${Math.round(s / 3600)} h` : s >= 120 ? `in ${Math.round(s / 60)} min` : `in ${s} s`;
+}
+
 /** `where`: print where each wave's failed miners are listed, with these flags (none: leave it out). */
 function reportText(r: RolloutReport, where?: string): string {
-  const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.reason ? ` (${r.reason})` : ''}`];
+  const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.startAt ? ` for ${r.startAt} (${untilText(Date.parse(r.startAt))})` : ''}${r.reason ? ` (${r.reason})` : ''}`];
   for (const w of r.waves) {
     const counts = Object.entries(w.counts).map(([c, n]) => `${c} ${n}`).join(', ') || 'not started';
     lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);
@@ -110,7 +116,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       if (warning) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
     }
     if (!flags.wait) {
-      console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} started (${rec.waveEnds.length} waves); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
+      console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} ${rec.startAtMs > Date.now() ? `scheduled for ${new Date(rec.startAtMs).toISOString()} (${untilText(rec.startAtMs)})` : 'started'} (${rec.waveEnds.length} waves); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
       return;
     }
     const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, concurrency: 100, credentials, ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;

@@ -71,6 +71,8 @@ export interface RolloutReport {
   state: RolloutState;
   reason?: string;
   operation: string;
+  /** When its first wave starts (`--at`), while it is scheduled. */
+  startAt?: string;
   waves: { index: number; miners: number; counts: Record<string, number> }[];
   counts: Record<string, number>;
 }
@@ -181,7 +183,7 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     for (const [code, n] of Object.entries(c.counts)) counts[code] = (counts[code] ?? 0) + n;
     waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
   }
-  return { rolloutId, state: st.state, ...(st.reason ? { reason: st.reason } : {}), operation: rec.operation, waves, counts };
+  return { rolloutId, state: st.state, ...(st.reason ? { reason: st.reason } : {}), operation: rec.operation, ...(st.state === 'scheduled' ? { startAt: new Date(rec.startAtMs).toISOString() } : {}), waves, counts };
 }
 
 /** Waits until the rollout ends; `signal` stops the wait early (at its next look), returning the rollout as it is then. */
