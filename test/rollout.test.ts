@@ -107,7 +107,7 @@ describe('power-target rollout', () => {
     const back = await withWorker(prefix, async () =>
       waitForRollout(redis, (await startRollout(redis, { ...plan(0), spec: rb.rec.spec, specByMiner: rb.specByMiner, targets: rb.targets, rollbackOf: report.rolloutId }, prefix)).rolloutId, prefix),
     );
-    expect(back.state).toBe('completed');
+    expect(back).toMatchObject({ state: 'completed', rollbackOf: report.rolloutId });
     for (const t of rb.targets) {
       const now = await tf.fleet.state(t.minerId);
       const was = before.find((s) => s.id === t.minerId)!;

@@ -91,7 +91,7 @@ function untilText(atMs: number, now = Date.now()): string {
 
 /** `where`: print where each wave's failed miners are listed, with these flags (none: leave it out). */
 function reportText(r: RolloutReport, where?: string): string {
-  const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.startAt ? ` for ${r.startAt} (${untilText(Date.parse(r.startAt))})` : ''}${r.reason ? ` (${r.reason})` : ''}`];
+  const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.startAt ? ` for ${r.startAt} (${untilText(Date.parse(r.startAt))})` : ''}${r.reason ? ` (${r.reason})` : ''}${r.rollbackOf ? `  rollback of ${r.rollbackOf}` : ''}`];
   for (const w of r.waves) {
     const counts = Object.entries(w.counts).map(([c, n]) => `${c} ${n}`).join(', ') || 'not started';
     lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);

@@ -73,6 +73,8 @@ export interface RolloutReport {
   operation: string;
   /** When its first wave starts (`--at`), while it is scheduled. */
   startAt?: string;
+  /** The rollout this one rolls back. */
+  rollbackOf?: string;
   waves: { index: number; miners: number; counts: Record<string, number> }[];
   counts: Record<string, number>;
 }
@@ -183,7 +185,7 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     for (const [code, n] of Object.entries(c.counts)) counts[code] = (counts[code] ?? 0) + n;
     waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
   }
-  return { rolloutId, state: st.state, ...(st.reason ? { reason: st.reason } : {}), operation: rec.operation, ...(st.state === 'scheduled' ? { startAt: new Date(rec.startAtMs).toISOString() } : {}), waves, counts };
+  return { rolloutId, state: st.state, ...(st.reason ? { reason: st.reason } : {}), operation: rec.operation, ...(st.state === 'scheduled' ? { startAt: new Date(rec.startAtMs).toISOString() } : {}), ...(rec.rollbackOf ? { rollbackOf: rec.rollbackOf } : {}), waves, counts };
 }
 
 /** Waits until the rollout ends; `signal` stops the wait early (at its next look), returning the rollout as it is then. */
