@@ -139,6 +139,9 @@ describe('schedule add poll --every', () => {
     expect((JSON.parse(after.stdout) as { scheduleId: string }[]).map((d) => d.scheduleId)).toEqual(['curtail']);
     // The same --id again replaces the schedule, and says so.
     const again = await runCli(['schedule', 'add', 'rollout', '--inventory', files.inventory, '--cron', '0 15 * * *', '--power-target', '2000', '--id', 'curtail', '--redis', redisUrl(), '--prefix', prefix]);
-    expect(again.stdout).toContain('schedule curtail (replaces the schedule of that id): rollout of 5 miners, cron "0 15 * * *"');
+    // Without --tz the pattern is UTC, not the zone of whichever worker's host computes the next tick.
+    expect(again.stdout).toContain('schedule curtail (replaces the schedule of that id): rollout of 5 miners, cron "0 15 * * *" (UTC)');
+    const utc = await runCli(['schedule', 'list', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(JSON.parse(utc.stdout)).toMatchObject([{ scheduleId: 'curtail', cron: '0 15 * * *', tz: 'UTC' }]);
   });
 });

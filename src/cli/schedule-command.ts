@@ -31,7 +31,7 @@ function addOptions(cmd: Command): Command {
     .requiredOption('--inventory <file>', 'inventory CSV or JSON (read now; the schedule keeps this target set)')
     .option('--every <duration>', 'fire every interval (e.g. 60s, 15m)')
     .option('--cron <pattern>', 'fire on a cron pattern (e.g. "0 14 * * *")')
-    .option('--tz <zone>', 'time zone of the cron pattern (e.g. Europe/Prague)')
+    .option('--tz <zone>', 'time zone of the cron pattern (e.g. Europe/Prague; default UTC, whatever the hosts\' zones)')
     .option('--id <id>', 'schedule id (default: generated)')
     .option('--timeout-ms <n>', 'deadline of each call attempt', positiveInt('--timeout-ms'))
     .option('--tls <file>', 'TLS per site, as for poll: those sites are reached over TLS only, by workers that have their TLS files')
@@ -47,7 +47,10 @@ function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
   if (flags.id !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(flags.id)) throw new Error(`--id must be 1–64 letters, digits, "_" or "-", got "${flags.id}"`);
   const everyMs = flags.every ? parseDurationMs(flags.every, '--every') : undefined;
   if (everyMs !== undefined && everyMs < 1_000) throw new Error(`--every must be at least 1s, got "${flags.every}"`);
-  if (flags.cron) checkCron(flags.cron, flags.tz);
+  // A cron pattern without a zone would be read in the zone of whichever worker computes the next
+  // tick: workers on hosts set to different zones would fire it at different hours.
+  const tz = flags.cron ? (flags.tz ?? 'UTC') : undefined;
+  if (flags.cron) checkCron(flags.cron, tz);
   const inventory = loadInventory(flags.inventory);
   const tlsBySite = loadTlsSites(flags.tls);
   return {
@@ -55,7 +58,7 @@ function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
     kind,
     ...(everyMs ? { everyMs } : {}),
     ...(flags.cron ? { cron: flags.cron } : {}),
-    ...(flags.tz ? { tz: flags.tz } : {}),
+    ...(tz ? { tz } : {}),
     targets: inventory.targets,
     inventoryFile: inventory.file,
     inventoryDigest: inventory.digest,
