@@ -76,7 +76,7 @@ export function registerWorker(program: Command): void {
     .option('--consumers <n>', `BullMQ consumers sharing --concurrency (default: one per ${JOBS_PER_CONSUMER} jobs)`, intInRange('--consumers', 1, MAX_CONSUMERS))
     .option('--credentials <file>', 'credential profiles JSON (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
-    .option('--max-connections <n>', 'miner channels kept open per thread between polls (least recently used closed beyond; keep threads × n under the fd limit)', positiveInt('--max-connections'), DEFAULT_MAX_CONNECTIONS)
+    .option('--max-connections <n>', 'miner channels kept open per thread between polls (least recently used idle ones closed beyond, never one a call is using; keep threads × n under the fd limit)', positiveInt('--max-connections'), DEFAULT_MAX_CONNECTIONS)
     .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
     .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
     .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
