@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import { descriptorWarning, openFilesLimit } from '../src/cli/common.js';
 import { shownRedisUrl } from '../src/redis/resolve.js';
-import { parseAt } from '../src/cli/rollout-options.js';
+import { parseAt, specFromFlags } from '../src/cli/rollout-options.js';
+import { parsePercent, parseWaves } from '../src/rollout/waves.js';
 import { runCli } from './helpers/cli.js';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
@@ -85,5 +86,19 @@ describe('rollout start --at', () => {
       expect(() => parseAt(bad, now)).toThrow(`--at must be an ISO time with its zone, like 2026-11-24T14:00:00Z (UTC) or 2026-11-24T15:00:00+01:00, got "${bad}"`);
     }
     expect(() => parseAt('2026-11-30T11:00:00Z', now)).toThrow('--at "2026-11-30T11:00:00Z" is in the past');
+  });
+});
+
+describe('rollout flags', () => {
+  it('name the flag, the range and the value', () => {
+    expect(parsePercent('5%', '--max-failure-rate')).toBe(0.05);
+    expect(() => parsePercent('150%', '--max-failure-rate')).toThrow('--max-failure-rate must be a percentage from 0% to 100%, like 5%, got "150%"');
+    expect(parseWaves('1%,10%,100%')).toEqual([0.01, 0.1, 1]);
+    expect(() => parseWaves('50%,10%,100%')).toThrow('--waves must increase (cumulative fractions), got "50%,10%,100%"');
+    expect(() => parseWaves('10%,50%')).toThrow('--waves must end at 100%, got "10%,50%"');
+    for (const bad of ['-5', '0', '2800.5', 'lots', '']) {
+      expect(() => specFromFlags({ powerTarget: bad })).toThrow(`--power-target must be a positive whole number of watts, got "${bad}"`);
+    }
+    expect(specFromFlags({ powerTarget: '2800' })).toEqual({ kind: 'power-target', watts: 2800 });
   });
 });

@@ -28,7 +28,7 @@ export function specFromFlags(f: OperationFlags, nowMs = Date.now()): MutationSp
   }
   if (f.powerTarget !== undefined) {
     const watts = Number(f.powerTarget);
-    if (!Number.isInteger(watts) || watts <= 0) throw new Error(`--power-target must be a whole number of watts, got "${f.powerTarget}"`);
+    if (!Number.isInteger(watts) || watts <= 0) throw new Error(`--power-target must be a positive whole number of watts, got "${f.powerTarget}"`);
     return { kind: 'power-target', watts };
   }
   if (f.hashrateTarget !== undefined) {

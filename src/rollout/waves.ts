@@ -3,7 +3,7 @@
 export function parsePercent(text: string, option: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(text);
   const v = m ? Number(m[1]) : NaN;
-  if (!m || v < 0 || v > 100) throw new Error(`${option} must be a percentage like 5%, got "${text}"`);
+  if (!m || v < 0 || v > 100) throw new Error(`${option} must be a percentage from 0% to 100%, like 5%, got "${text}"`);
   return v / 100;
 }
 
