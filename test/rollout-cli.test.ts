@@ -32,6 +32,16 @@ describe('bos-fleet rollout', () => {
     const out = JSON.parse(r.stdout) as { dryRun: boolean; miners: { minerId: string; result: string; before: unknown; after: unknown }[] };
     expect(out.miners.length).toBe(COUNT);
     expect(out.miners[0]).toMatchObject({ result: 'would-apply', after: { powerTargetWatts: 2400 } });
+    // As text: a line per miner, columns aligned, then the tally, the refused counted by code
+    // (1600 W is below some models' range).
+    const text = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', uniquePrefix('drytext'), '--power-target', '1600', '--dry-run']);
+    const lines = text.stdout.trimEnd().split('\n');
+    const rows = lines.filter((l) => /^m\d{4} /.test(l));
+    expect(rows.length).toBe(COUNT);
+    expect(new Set(rows.map((l) => l.search(/would-apply|refused/))).size).toBe(1);
+    const refused = out.miners.length - rows.filter((l) => l.includes('would-apply')).length;
+    expect(refused).toBeGreaterThan(0);
+    expect(lines.at(-1)).toBe(`would-apply ${COUNT - refused}, refused ${refused} (INVALID_REQUEST ${refused})`);
     expect((await tf.fleet.mutations()).length).toBe(before);
   });
 

@@ -278,8 +278,15 @@ async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventor
     );
     const table = rows.map((r) => [r.minerId, r.host, r.result, printable(r.result === 'refused' ? `${r.code}: ${r.reason}` : `${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`)]);
     for (const line of columns(table)) console.log(line);
-    const tally = rows.reduce<Record<string, number>>((acc, r) => ({ ...acc, [r.result]: (acc[r.result] ?? 0) + 1 }), {});
-    console.log(`\n${Object.entries(tally).map(([k, n]) => `${k} ${n}`).join(', ')}`);
+    // By result, and the refused by code: out of range and unreachable call for different actions.
+    const tally = new Map<string, number>();
+    const refusedBy = new Map<string, number>();
+    for (const r of rows) {
+      tally.set(r.result, (tally.get(r.result) ?? 0) + 1);
+      if (r.result === 'refused') refusedBy.set(r.code, (refusedBy.get(r.code) ?? 0) + 1);
+    }
+    const byCode = [...refusedBy].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n}`).join(', ');
+    console.log(`\n${[...tally].map(([k, n]) => (k === 'refused' ? `${k} ${n} (${byCode})` : `${k} ${n}`)).join(', ')}`);
   } finally {
     redis.disconnect();
   }
