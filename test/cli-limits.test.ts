@@ -6,6 +6,7 @@ import { shownRedisUrl } from '../src/redis/resolve.js';
 import { parseAt, specFromFlags } from '../src/cli/rollout-options.js';
 import { parsePercent, parseWaves } from '../src/rollout/waves.js';
 import { runCli } from './helpers/cli.js';
+import { redisUrl } from './helpers/redis.js';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
 Max processes             95442                95442                processes
@@ -61,6 +62,12 @@ describe('--redis / REDIS_URL', () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('cannot connect to Redis at redis://farm:***@127.0.0.1:1/2');
     expect(r.stderr).not.toContain('s3cret');
+    // A Redis that refuses the login says so, not "check that redis-server runs there".
+    const hostPort = new URL(redisUrl()).host;
+    const refused = await runCli(['runs'], { REDIS_URL: `redis://farm:s3cret@${hostPort}` });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`cannot connect to Redis at redis://farm:***@${hostPort}: WRONGPASS`);
+    expect(refused.stderr).toContain('(the user or password in REDIS_URL is refused)');
   });
 
   it('shownRedisUrl hides only the password', () => {

@@ -15,6 +15,14 @@ import { positiveInt } from './parse.js';
 import { issueText } from '../fleet/zod-issue.js';
 import { readJsonFile } from '../fleet/json-file.js';
 
+/** What to do about a Redis that refused a connection: `where` is the flag or variable that named it (none: the embedded one). */
+function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined): string {
+  const given = where ?? 'REDIS_URL';
+  if (/^NOAUTH/.test(reason)) return `this Redis wants a password: give it in ${given}, redis://:PASSWORD@host:port (or redis://USER:PASSWORD@…)`;
+  if (/^WRONGPASS/.test(reason)) return `the user or password in ${given} is refused`;
+  return where ? `check ${where}, and that redis-server runs there` : `the embedded redis-server (data in ${stateDir()}) did not answer`;
+}
+
 export async function connectRedis(flag: string | undefined, opts: { refuseVolatile?: boolean; allowVolatile?: boolean } = {}): Promise<{ url: string; redis: Redis }> {
   const url = await resolveRedisUrl(flag);
   const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true });
@@ -25,12 +33,9 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
     await redis.connect();
   } catch (err) {
     redis.disconnect();
-    const hint = flag
-      ? 'check --redis, and that redis-server runs there'
-      : process.env['REDIS_URL']
-        ? 'check REDIS_URL, and that redis-server runs there'
-        : `the embedded redis-server (data in ${stateDir()}) did not answer`;
-    throw new Error(`cannot connect to Redis at ${shownRedisUrl(url)}: ${(cause ?? (err as Error)).message} (${hint})`);
+    const reason = (cause ?? (err as Error)).message;
+    const hint = unreachableHint(reason, flag ? '--redis' : process.env['REDIS_URL'] ? 'REDIS_URL' : undefined);
+    throw new Error(`cannot connect to Redis at ${shownRedisUrl(url)}: ${reason} (${hint})`);
   }
   // bos-fleet's own Redis is started again if it goes away while this command runs.
   if (!(flag ?? process.env['REDIS_URL'])) superviseEmbedded(url);
