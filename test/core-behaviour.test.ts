@@ -86,7 +86,7 @@ describe('pool and retries', () => {
     // others' calls are still in flight (before, those were closed under them: "Channel has been shut down").
     const results = await Promise.allSettled(plain.flatMap((m) => [m.getMinerStats(), m.getMinerDetails(), m.getTunerState(), m.getHashboards()]));
     expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
-    expect(core.pool.stats().open).toBe(1);
+    expect(core.pool.stats()).toMatchObject({ open: 1, inUse: 0 });
   });
 
   it('a miner named by hostname is reached through DNS (IP literals skip the resolver)', async () => {
@@ -173,6 +173,7 @@ describe('status stream', () => {
     expect(seen[0]).toEqual({ status: 'MINER_STATUS_NORMAL', subscription: 1 });
     expect(seen[1]).toEqual({ status: 'MINER_STATUS_PAUSED', subscription: 1 });
     expect(seen.at(-1)?.subscription).toBeGreaterThan(1);
+    expect(core.pool.stats().inUse).toBe(0); // every subscription gave its channel back
   });
 
   it('gives up with CONNECTION_LOST after maxReconnects drops in a row', async () => {
@@ -184,6 +185,7 @@ describe('status stream', () => {
     })().catch((e: unknown) => FleetError.from(e));
     expect(err).toMatchObject({ code: 'CONNECTION_LOST' });
     expect(messages).toBe(3); // one message per subscription: the first and two reconnects
+    expect(core.pool.stats().inUse).toBe(0);
   });
 
   it('return() releases the call (no stream left open on the miner)', async () => {
@@ -191,7 +193,9 @@ describe('status stream', () => {
     const m = core.miner(simTarget('stream', host('stream')));
     const it = minerStatusStream(core, m)[Symbol.asyncIterator]();
     expect((await it.next()).done).toBe(false);
+    expect(core.pool.stats().inUse).toBe(1); // the stream holds its channel
     await it.return(undefined);
     expect((await it.next()).done).toBe(true);
+    expect(core.pool.stats().inUse).toBe(0);
   });
 });

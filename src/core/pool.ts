@@ -25,6 +25,8 @@ export interface PoolStats {
   ready: number;
   /** Channels in reconnect backoff after a failed connection. */
   failed: number;
+  /** Channels a call or stream is using now (leased). */
+  inUse: number;
   created: number;
   evictions: number;
   expired: number;
@@ -135,8 +137,9 @@ export class ConnectionPool {
   }
 
   stats(): PoolStats {
-    const s: PoolStats = { open: this.channels.size, idle: 0, connecting: 0, ready: 0, failed: 0, ...this.counters };
+    const s: PoolStats = { open: this.channels.size, idle: 0, connecting: 0, ready: 0, failed: 0, inUse: 0, ...this.counters };
     for (const ch of this.channels.values()) {
+      if (ch.leases > 0) s.inUse++;
       const st = ch.state;
       if (st === 'idle') s.idle++;
       else if (st === 'connecting') s.connecting++;
