@@ -4,6 +4,7 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { readAudit } from '../rollout/audit.js';
 import { connectRedis } from './common.js';
 import { positiveInt } from './parse.js';
+import { columns, printable } from './render.js';
 
 export function registerAudit(program: Command): void {
   program
@@ -19,10 +20,8 @@ export function registerAudit(program: Command): void {
         const entries = await readAudit(redis, opts.prefix, opts.limit);
         if (opts.json) return console.log(JSON.stringify(entries, null, 2));
         if (entries.length === 0) return console.log('audit log is empty');
-        for (const e of entries) {
-          const details = e.details ? ` ${JSON.stringify(e.details)}` : '';
-          console.log(`${e.at}  ${e.actor.padEnd(12)} ${e.action.padEnd(20)} ${e.subject}${e.targetDigest ? ` targets:${e.targetDigest.slice(0, 12)}` : ''}${details}`);
-        }
+        const rows = entries.map((e) => [e.at, printable(e.actor), e.action, `${e.subject}${e.targetDigest ? ` targets:${e.targetDigest.slice(0, 12)}` : ''}${e.details ? ` ${JSON.stringify(e.details)}` : ''}`]);
+        for (const line of columns(rows)) console.log(line);
       } finally {
         redis.disconnect();
       }
