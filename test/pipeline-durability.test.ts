@@ -151,22 +151,41 @@ describe('worker process', () => {
     }
   });
 
-  it('SIGTERM finishes in-flight jobs and leaves the rest queued', async () => {
-    const prefix = uniquePrefix('term');
+  // SIGHUP: the worker's terminal closed (an ssh session dropped).
+  it.each(['SIGTERM', 'SIGHUP'] as const)('%s finishes in-flight jobs and leaves the rest queued', async (signal) => {
+    const prefix = uniquePrefix(`term-${signal}`);
     const store = new RunStore(redis, prefix);
     const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
     const w = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--consumers', '2', '--threads', '2']);
     await until(async () => (await outcomeCount(store, record.runId)) >= 5);
-    w.kill('SIGTERM');
+    w.kill(signal);
     expect(await exited(w)).toBe(0);
     expect(w.output().stdout).toContain('concurrency 4 over 2 consumer(s)');
-    expect(w.output().stdout).toContain('finishing in-flight jobs');
+    expect(w.output().stdout).toContain(`worker: ${signal}, finishing in-flight jobs`);
     const done = await outcomeCount(store, record.runId);
     expect(w.output().stdout).toContain(`worker: stopped after ${done} outcomes (OK ${done})`);
     const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
     const counts = await queue.getJobCounts('active', 'waiting', 'completed', 'failed', 'delayed');
     expect(counts['active']).toBe(0); // nothing left half-done
     expect((counts['waiting'] ?? 0) + (await outcomeCount(store, record.runId))).toBe(COUNT);
+    await queue.close();
+  });
+
+  it('a worker whose output goes away (its log pipe closed) finishes its jobs in flight and stops, instead of dying', async () => {
+    const prefix = uniquePrefix('epipe');
+    const store = new RunStore(redis, prefix);
+    const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
+    const w = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--report-every', '1s']);
+    await until(async () => (await outcomeCount(store, record.runId)) >= 5);
+    // Its reader goes away: the next report line fails with EPIPE.
+    w.stdout?.destroy();
+    w.stderr?.destroy();
+    expect(await exited(w)).toBe(0);
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const counts = await queue.getJobCounts('active', 'waiting');
+    expect(counts['active']).toBe(0); // nothing left half-done
+    expect((counts['waiting'] ?? 0) + (await outcomeCount(store, record.runId))).toBe(COUNT);
+    expect(counts['waiting']).toBeGreaterThan(0); // it stopped: the rest waits for another worker
     await queue.close();
   });
 

@@ -85,6 +85,28 @@ export function loadTlsSites(file: string | undefined): Record<string, TlsProfil
   return r.data;
 }
 
+let onOutputLost: (() => void) | undefined;
+let outputGone = false;
+
+/** A long-running command's clean stop for when its output goes away (a closed pipe, a hung-up terminal). */
+export function whenOutputLost(stop: () => void): void {
+  onOutputLost = stop;
+}
+
+/**
+ * Its stdout or stderr failed with EPIPE / EIO: whether the command goes on. One that said how to stop
+ * cleanly ({@link whenOutputLost}: a worker finishing its jobs in flight) is told once and goes on
+ * without its log; any other ends quietly (`bos-fleet results RUN | head`).
+ */
+export function outputLost(): boolean {
+  if (!onOutputLost) return false;
+  if (!outputGone) {
+    outputGone = true;
+    onOutputLost();
+  }
+  return true;
+}
+
 /**
  * Ctrl-C (or SIGTERM) while a command works: the first asks it to stop cleanly (`what` says what that
  * means), a second quits at once. `dispose()` removes the handlers.

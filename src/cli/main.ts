@@ -9,6 +9,7 @@ import { registerSchedule } from './schedule-command.js';
 import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
 import { redisRefusalAdvice } from '../redis/durability.js';
+import { outputLost } from './common.js';
 
 const program = new Command('bos-fleet')
   .description('Fleet executor for Braiins OS mining farms: polls, config pushes and staged rollouts')
@@ -24,11 +25,14 @@ registerAudit(program);
 registerSchedule(program);
 registerSim(program);
 
-// A reader that stops early (`bos-fleet results RUN | head`) ends the command quietly, not with a trace.
-process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code === 'EPIPE') process.exit(0);
-  throw err;
-});
+// A reader that stops early (`bos-fleet results RUN | head`) or a terminal that hangs up ends the
+// command quietly, not with a trace — except a worker, which first finishes its jobs in flight.
+for (const out of [process.stdout, process.stderr]) {
+  out.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE' && err.code !== 'EIO') throw err;
+    if (!outputLost()) process.exit(0);
+  });
+}
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode);

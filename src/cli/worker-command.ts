@@ -8,7 +8,7 @@ import { listWorkers, type WorkerCapabilities, type WorkerInfo } from '../worker
 import { closeHandOnQueues, handOnQueueName, handOnQueues } from '../fleet/hand-on-queues.js';
 import { Queue } from 'bullmq';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
-import { connectRedis, descriptorWarning, loadTlsSites } from './common.js';
+import { connectRedis, descriptorWarning, loadTlsSites, whenOutputLost } from './common.js';
 import { shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
@@ -69,7 +69,7 @@ function watchRedisHealth(url: string, everyMs: number): { stop(): void } {
 export function registerWorker(program: Command): void {
   program
     .command('worker')
-    .description('work queued jobs until SIGTERM / SIGINT (in-flight jobs finish first; none is lost)')
+    .description('work queued jobs until SIGTERM / SIGINT / SIGHUP (in-flight jobs finish first; none is lost)')
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', intInRange('--threads', 0, MAX_THREADS), DEFAULT_THREADS)
     .option('--concurrency <n>', 'jobs in flight at once', intInRange('--concurrency', 1, MAX_CONCURRENCY), DEFAULT_CONCURRENCY)
@@ -122,6 +122,17 @@ export function registerWorker(program: Command): void {
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
+        // Its terminal closed (an ssh session dropped), or its output pipe: it stops as cleanly,
+        // instead of being killed with jobs in flight, and its writes to the output that is gone fail
+        // quietly (main.ts). A hang-up often comes twice (the terminal's, then its shell's): the
+        // later ones are ignored.
+        let hungUp = false;
+        process.on('SIGHUP', () => {
+          if (hungUp) return;
+          hungUp = true;
+          stop('SIGHUP');
+        });
+        whenOutputLost(() => stop('output closed'));
       });
       await running.close();
       health.stop();
