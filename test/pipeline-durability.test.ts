@@ -1,5 +1,6 @@
 // Losing nothing: enqueue twice, a SIGKILLed worker, a restarted Redis, graceful SIGTERM.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
@@ -13,7 +14,7 @@ import { enqueueOnly } from '../src/producer/run-local.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { startRedisServer } from '../src/redis/server.js';
 import { startWorker } from '../src/workers/worker.js';
-import { exited, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
+import { CLI, exited, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { FAST_CORE, type TestFleet } from './helpers/fleet.js';
 import { crashAndRestart, redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
@@ -189,8 +190,9 @@ describe('worker process', () => {
     await queue.close();
   });
 
-  it('poll interrupted by Ctrl-C: in-flight jobs finish, the rest stay queued, a worker completes the run once', async () => {
-    const prefix = uniquePrefix('int');
+  // SIGHUP: the terminal poll runs in closed (an ssh session dropped).
+  it.each(['SIGINT', 'SIGHUP'] as const)('poll interrupted by %s: in-flight jobs finish, the rest stay queued, a worker completes the run once', async (signal) => {
+    const prefix = uniquePrefix(`int-${signal}`);
     const store = new RunStore(redis, prefix);
     const poll = spawnCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--concurrency', '4', '--json']);
     let runId = '';
@@ -198,7 +200,7 @@ describe('worker process', () => {
       runId = (await store.listRuns(1))[0]?.runId ?? '';
       return runId !== '' && (await outcomeCount(store, runId)) >= 5;
     });
-    poll.kill('SIGINT');
+    poll.kill(signal);
     expect(await exited(poll)).toBe(130);
     const { stdout, stderr } = poll.output();
     const printed = JSON.parse(stdout) as { runId: string; total: number; counts: Record<string, number> };
@@ -216,6 +218,46 @@ describe('worker process', () => {
     w.kill('SIGTERM');
     expect(await exited(w)).toBe(0);
     await expectExactlyOneOutcomeEach(store, runId);
+  });
+
+  // A real terminal that hangs up: `script` gives the poll a pseudo-terminal, and killing `script`
+  // closes it (SIGHUP, then EIO on every write to it). util-linux's `script` is on every Debian.
+  it.skipIf(spawnSync('script', ['--version']).error !== undefined)('poll in a terminal that hangs up: in-flight jobs finish, the rest stay queued, and it ends by SIGHUP, not a Node abort', async () => {
+    const prefix = uniquePrefix('hangup');
+    const store = new RunStore(redis, prefix);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-hangup-'));
+    try {
+      const pidFile = path.join(dir, 'pid');
+      const errFile = path.join(dir, 'stderr');
+      const command = `echo $$ > ${pidFile}; exec ${process.execPath} ${CLI} poll --inventory ${files.inventory} --credentials ${files.credentials} --redis ${redisUrl()} --prefix '${prefix}' --concurrency 4 2> ${errFile}`;
+      const terminal = spawn('script', ['-qfc', command, '/dev/null'], { stdio: 'ignore', env: { ...process.env, BOS_FLEET_HOME: path.join(os.tmpdir(), 'bos-fleet-test-home') } });
+      let runId = '';
+      await until(async () => {
+        runId = (await store.listRuns(1))[0]?.runId ?? '';
+        return runId !== '' && (await outcomeCount(store, runId)) >= 5;
+      });
+      const pid = Number(readFileSync(pidFile, 'utf8'));
+      terminal.kill('SIGKILL');
+      await until(async () => {
+        try {
+          process.kill(pid, 0);
+          return false;
+        } catch {
+          return true; // the poll has ended
+        }
+      });
+      const stderr = readFileSync(errFile, 'utf8');
+      expect(stderr).toContain('bos-fleet: SIGHUP: stopping: the jobs in flight finish, the rest stay queued');
+      expect(stderr).not.toContain('Assertion failed');
+      const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+      const counts = await queue.getJobCounts('active', 'waiting');
+      await queue.close();
+      expect(counts['active']).toBe(0);
+      expect((counts['waiting'] ?? 0) + (await outcomeCount(store, runId))).toBe(COUNT);
+      expect(counts['waiting']).toBeGreaterThan(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses a Redis that can lose jobs unless told otherwise', async () => {

@@ -14,6 +14,7 @@ import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/run-store.js';
 import { positiveInt } from './parse.js';
 import { issueText } from '../fleet/zod-issue.js';
 import { readJsonFile } from '../fleet/json-file.js';
+import { whenOutputLost } from './hang-up.js';
 
 /** What to do about a Redis that refused a connection: `where` is the flag or variable that named it (none: the embedded one). */
 function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined): string {
@@ -85,31 +86,11 @@ export function loadTlsSites(file: string | undefined): Record<string, TlsProfil
   return r.data;
 }
 
-let onOutputLost: (() => void) | undefined;
-let outputGone = false;
-
-/** A long-running command's clean stop for when its output goes away (a closed pipe, a hung-up terminal). */
-export function whenOutputLost(stop: () => void): void {
-  onOutputLost = stop;
-}
-
-/**
- * Its stdout or stderr failed with EPIPE / EIO: whether the command goes on. One that said how to stop
- * cleanly ({@link whenOutputLost}: a worker finishing its jobs in flight) is told once and goes on
- * without its log; any other ends quietly (`bos-fleet results RUN | head`).
- */
-export function outputLost(): boolean {
-  if (!onOutputLost) return false;
-  if (!outputGone) {
-    outputGone = true;
-    onOutputLost();
-  }
-  return true;
-}
-
 /**
  * Ctrl-C (or SIGTERM) while a command works: the first asks it to stop cleanly (`what` says what that
- * means), a second quits at once. `dispose()` removes the handlers.
+ * means), a second quits at once. A hang-up (SIGHUP: its terminal closed, an ssh session dropped) or
+ * its output going away asks the same clean stop, and never quits at once (a hang-up often comes
+ * twice). `dispose()` removes the handlers.
  */
 export function interruptible(what: string): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();
@@ -121,13 +102,22 @@ export function interruptible(what: string): { signal: AbortSignal; dispose(): v
     process.stderr.write(`\nbos-fleet: ${sig}: ${what} (${sig} again to quit now)\n`);
     controller.abort();
   };
+  const onHangUp = () => {
+    if (controller.signal.aborted) return;
+    controller.abort();
+    process.stderr.write(`\nbos-fleet: SIGHUP: ${what}\n`);
+  };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onHangUp);
+  whenOutputLost(onHangUp);
   return {
     signal: controller.signal,
     dispose: () => {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
+      process.off('SIGHUP', onHangUp);
+      whenOutputLost(undefined);
     },
   };
 }

@@ -9,7 +9,7 @@ import { registerSchedule } from './schedule-command.js';
 import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
 import { redisRefusalAdvice } from '../redis/durability.js';
-import { outputLost } from './common.js';
+import { exitAfterHangUp, outputLost } from './hang-up.js';
 
 const program = new Command('bos-fleet')
   .description('Fleet executor for Braiins OS mining farms: polls, config pushes and staged rollouts')
@@ -30,15 +30,15 @@ registerSim(program);
 for (const out of [process.stdout, process.stderr]) {
   out.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code !== 'EPIPE' && err.code !== 'EIO') throw err;
-    if (!outputLost()) process.exit(0);
+    if (!outputLost() && !exitAfterHangUp()) process.exit(0);
   });
 }
 
-program.parseAsync(process.argv).catch((err: unknown) => {
+program.parseAsync(process.argv).then(exitAfterHangUp, (err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode);
   const message = err instanceof Error ? err.message : String(err);
   // Redis refusing a write (full, cannot save, a replica): its bare reply, with what to do about it.
   const refused = /^(OOM|MISCONF|READONLY)\b/.test(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message)}` : '';
   console.error(`bos-fleet: ${message}${refused}`);
-  process.exit(1);
+  if (!exitAfterHangUp()) process.exit(1);
 });

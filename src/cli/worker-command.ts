@@ -8,7 +8,8 @@ import { listWorkers, type WorkerCapabilities, type WorkerInfo } from '../worker
 import { closeHandOnQueues, handOnQueueName, handOnQueues } from '../fleet/hand-on-queues.js';
 import { Queue } from 'bullmq';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
-import { connectRedis, descriptorWarning, loadTlsSites, whenOutputLost } from './common.js';
+import { connectRedis, descriptorWarning, loadTlsSites } from './common.js';
+import { whenOutputLost } from './hang-up.js';
 import { shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
