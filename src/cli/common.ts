@@ -90,27 +90,28 @@ export function loadTlsSites(file: string | undefined): Record<string, TlsProfil
  * Ctrl-C (or SIGTERM) while a command works: the first asks it to stop cleanly (`what` says what that
  * means), a second quits at once. A hang-up (SIGHUP: its terminal closed, an ssh session dropped) or
  * its output going away asks the same clean stop, and never quits at once (a hang-up often comes
- * twice). `dispose()` removes the handlers.
+ * twice). `announce` says why it stops (default: `what`, on stderr). `dispose()` removes the handlers.
  */
-export function interruptible(what: string): { signal: AbortSignal; dispose(): void } {
+export function interruptible(
+  what: string,
+  announce: (reason: string) => void = (reason) => void process.stderr.write(`\nbos-fleet: ${reason}: ${what}${reason === 'SIGHUP' || reason === 'output closed' ? '' : ` (${reason} again to quit now)`}\n`),
+): { signal: AbortSignal; dispose(): void } {
   const controller = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (controller.signal.aborted) {
-      process.stderr.write(`\nbos-fleet: ${sig} again: quitting now\n`);
-      process.exit(130);
-    }
-    process.stderr.write(`\nbos-fleet: ${sig}: ${what} (${sig} again to quit now)\n`);
-    controller.abort();
-  };
-  const onHangUp = () => {
+  const stop = (reason: string) => {
     if (controller.signal.aborted) return;
     controller.abort();
-    process.stderr.write(`\nbos-fleet: SIGHUP: ${what}\n`);
+    announce(reason);
   };
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (!controller.signal.aborted) return stop(sig);
+    process.stderr.write(`\nbos-fleet: ${sig} again: quitting now\n`);
+    process.exit(130);
+  };
+  const onHangUp = () => stop('SIGHUP');
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('SIGHUP', onHangUp);
-  whenOutputLost(onHangUp);
+  whenOutputLost(() => stop('output closed'));
   return {
     signal: controller.signal,
     dispose: () => {

@@ -5,7 +5,6 @@
 import { isatty } from 'node:tty';
 
 let onOutputLost: (() => void) | undefined;
-let outputGone = false;
 /** The standard streams that were a terminal at start-up. */
 const terminals = [0, 1, 2].filter((fd) => isatty(fd));
 
@@ -16,16 +15,12 @@ export function whenOutputLost(stop: (() => void) | undefined): void {
 
 /**
  * Its stdout or stderr failed with EPIPE / EIO: whether the command goes on. One that said how to stop
- * cleanly ({@link whenOutputLost}: a worker finishing its jobs in flight) is told once and goes on
- * without its output; any other ends (`bos-fleet results RUN | head`).
+ * cleanly ({@link whenOutputLost}: a worker finishing its jobs in flight; the stop is idempotent) is
+ * told, at every failed write, and goes on without its output; any other ends (`results RUN | head`).
  */
 export function outputLost(): boolean {
-  if (!onOutputLost) return false;
-  if (!outputGone) {
-    outputGone = true;
-    onOutputLost();
-  }
-  return true;
+  onOutputLost?.();
+  return onOutputLost !== undefined;
 }
 
 /** When a terminal it started on has hung up (no longer a terminal), ends the process by SIGHUP and returns true. */

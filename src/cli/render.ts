@@ -61,13 +61,14 @@ export function summaryText(record: RunRecord, summary: RunSummary): string {
   ];
   const rows = Object.entries(summary.counts).sort(([a, x], [b, y]) => (a === 'OK' ? -1 : b === 'OK' ? 1 : y - x));
   const table = [['CODE', 'COUNT', 'SUGGESTION'], ...rows.map(([code, n]) => [code, String(n), isErrorCode(code) ? CODE_INFO[code].suggestion : ''])];
-  lines.push(...columns(table, [1]).map((l) => l.trimEnd()));
+  lines.push(...columns(table, [1]));
   return lines.join('\n');
 }
 
 /**
  * Rows of cells as lines of aligned columns, each as wide as its widest cell (the header row
- * included), two spaces apart; columns listed in `right` are right-aligned, the last is not padded.
+ * included), two spaces apart; columns listed in `right` are right-aligned; no line ends in spaces
+ * (the last column is not padded, and an empty last cell leaves none).
  */
 export function columns(rows: readonly (readonly string[])[], right: readonly number[] = []): string[] {
   const widths: number[] = [];
@@ -75,7 +76,8 @@ export function columns(rows: readonly (readonly string[])[], right: readonly nu
   return rows.map((row) =>
     row
       .map((cell, i) => (i === row.length - 1 && !right.includes(i) ? cell : right.includes(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
-      .join('  '),
+      .join('  ')
+      .trimEnd(),
   );
 }
 

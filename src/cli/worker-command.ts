@@ -8,8 +8,7 @@ import { listWorkers, type WorkerCapabilities, type WorkerInfo } from '../worker
 import { closeHandOnQueues, handOnQueueName, handOnQueues } from '../fleet/hand-on-queues.js';
 import { Queue } from 'bullmq';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
-import { connectRedis, descriptorWarning, loadTlsSites } from './common.js';
-import { whenOutputLost } from './hang-up.js';
+import { connectRedis, descriptorWarning, interruptible, loadTlsSites } from './common.js';
 import { shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
@@ -116,25 +115,11 @@ export function registerWorker(program: Command): void {
       // Redis filling up or unable to save is said while it happens, not only at start-up (each kind
       // at most every 10 minutes), so the worker's log warns before runs are refused.
       const health = watchRedisHealth(url, Math.min(reportEveryMs || HEALTH_EVERY_MS, HEALTH_EVERY_MS));
-      await new Promise<void>((resolve) => {
-        const stop = (sig: string) => {
-          console.log(`worker: ${sig}, finishing in-flight jobs…`);
-          resolve();
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-        // Its terminal closed (an ssh session dropped), or its output pipe: it stops as cleanly,
-        // instead of being killed with jobs in flight, and its writes to the output that is gone fail
-        // quietly (main.ts). A hang-up often comes twice (the terminal's, then its shell's): the
-        // later ones are ignored.
-        let hungUp = false;
-        process.on('SIGHUP', () => {
-          if (hungUp) return;
-          hungUp = true;
-          stop('SIGHUP');
-        });
-        whenOutputLost(() => stop('output closed'));
-      });
+      // SIGTERM, SIGINT, a hang-up (an ssh session dropped) or its output going away: it stops
+      // cleanly instead of being killed with jobs in flight (its writes to an output that is gone
+      // fail quietly: main.ts).
+      const stop = interruptible('finishing in-flight jobs…', (reason) => console.log(`worker: ${reason}, finishing in-flight jobs…`));
+      await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
       await running.close();
       health.stop();
       if (report) clearInterval(report);
