@@ -15,7 +15,7 @@ import { parseInventory, type Inventory } from '../src/producer/inventory.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
-import { WorkerRegistry } from '../src/workers/registry.js';
+import { WorkerRegistry, workersWarning } from '../src/workers/registry.js';
 import { createTaskRunner } from '../src/workers/task.js';
 import { createSharedBreakerTable } from '../src/core/breaker-table.js';
 import { makeTestCerts } from './helpers/certs.js';
@@ -42,7 +42,7 @@ afterAll(async () => {
   await tf.fleet.close();
 });
 
-async function run(prefix: string, workers: RunningWorker[], opts: { tlsSites?: string[] } = {}) {
+async function run(prefix: string, workers: RunningWorker[], opts: { tlsSites?: string[]; operation?: 'poll' | 'pools'; params?: Record<string, unknown> } = {}) {
   const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
   const store = new RunStore(redis, prefix);
   try {
@@ -106,6 +106,45 @@ describe('a job this worker cannot do', () => {
   });
 });
 
+describe('a pools change whose pool password profile this worker lacks', () => {
+  const pools = { kind: 'pools', groups: [{ name: 'Main', pools: [{ url: 'stratum+tcp://pool.example:3333', user: 'farm.{minerId}', passwordRef: 'pool-main' }] }] };
+  const both = { default: simCreds, site2: simCreds };
+  const writes = async () => (await Promise.all(tf.fleet.miners.map((m) => tf.fleet.callCounts(m.id)))).reduce((n, c) => n + (c['SetPoolGroups'] ?? 0), 0);
+
+  it('goes to a live worker that has it: every miner is changed once, none refused for the password', async () => {
+    const prefix = uniquePrefix('reg');
+    const before = await writes();
+    // Both take jobs from the start; only the second can resolve the pool password.
+    const lacking = await worker(prefix, both);
+    const able = await worker(prefix, { ...both, 'pool-main': { username: 'x', password: 'pool-secret' } });
+    const outcomes = await run(prefix, [lacking, able], { operation: 'pools', params: { mutation: pools } });
+    expect([...outcomes.values()].filter((o) => o.code !== 'OK').map((o) => `${o.minerId} ${o.code} ${o.error?.message}`)).toEqual([]);
+    expect(await writes()).toBe(before + COUNT);
+  });
+
+  it('when no live worker has it, the outcome names the pool password profile and nothing is written', async () => {
+    const prefix = uniquePrefix('reg');
+    const before = await writes();
+    const outcomes = await run(prefix, [await worker(prefix, both)], { operation: 'pools', params: { mutation: pools } });
+    expect(outcomes.size).toBe(COUNT);
+    for (const o of outcomes.values()) {
+      expect(o).toMatchObject({ code: 'INVALID_JOB', jobAttempts: 1 });
+      expect(o.error?.message).toMatch(/^no running worker has credentials profile "pool-main" \(a pool password\)/);
+    }
+    expect(await writes()).toBe(before);
+  });
+
+  it('is said when the change is left to running workers that lack it', () => {
+    const w = { id: 'w', host: 'h', pid: 1, startedAt: '', concurrency: 1, threads: 0, profiles: ['default'], tlsSites: [] };
+    const targets = inventory.targets.filter((t) => t.credentials === 'default');
+    expect(workersWarning([w], targets, [], 'the rollout waits', { mutation: pools })).toBe(
+      `no running worker (1) has what some miners need, so they will end INVALID_JOB unless a worker that has it starts: ${COUNT / 2} miners need credentials profile "pool-main" (a pool password)`,
+    );
+    expect(workersWarning([{ ...w, profiles: ['default', 'pool-main'] }], targets, [], 'the rollout waits', { mutation: pools })).toBeUndefined();
+    expect(workersWarning([w], targets, [], 'the rollout waits', { mutation: { kind: 'power-target', watts: 3000 } })).toBeUndefined();
+  });
+});
+
 describe('the task runner, below the hand-on', () => {
   it('never reaches a miner without the password, nor in plaintext for a run that asked for TLS', async () => {
     const runner = createTaskRunner({ coreOptions: FAST_CORE, breakerTable: createSharedBreakerTable(64), credentials: [['default', simCreds]] });
@@ -115,6 +154,8 @@ describe('the task runner, below the hand-on', () => {
       const job = (credentials: string, tls: boolean) => ({ runId: 'r', operation: 'poll' as const, target: { minerId: m.id, host: m.host, port: m.port, site: 'site-a', tags: [], credentials }, params: {}, tls });
       expect(await runner({ job: job('default', true) })).toMatchObject({ code: 'INVALID_JOB', error: { message: 'this worker has no TLS for site "site-a"' } });
       expect(await runner({ job: job('site2', false) })).toMatchObject({ code: 'INVALID_JOB', error: { message: 'this worker has no credentials profile "site2"' } });
+      const pools = { kind: 'pools', groups: [{ name: 'Main', pools: [{ url: 'stratum+tcp://pool.example:3333', passwordRef: 'pool-main' }] }] };
+      expect(await runner({ job: { ...job('default', false), operation: 'pools' as const, params: { mutation: pools } } })).toMatchObject({ code: 'INVALID_JOB', error: { message: 'this worker has no credentials profile "pool-main" (a pool password)' } });
       expect(await tf.fleet.callCounts(m.id)).toEqual(before);
     } finally {
       runner.close();

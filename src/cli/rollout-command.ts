@@ -112,7 +112,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
   try {
     const rec = await startRollout(redis, plan, flags.prefix);
     if (!flags.wait || !flags.localWorker) {
-      const warning = workersWarning(await listWorkers(redis, flags.prefix), plan.targets, plan.tlsSites ?? [], 'the rollout waits');
+      const warning = workersWarning(await listWorkers(redis, flags.prefix), plan.targets, plan.tlsSites ?? [], 'the rollout waits', { mutation: plan.spec });
       if (warning) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
     }
     if (!flags.wait) {

@@ -1,6 +1,6 @@
 // Turns `rollout start` flags into a validated mutation spec and gate settings.
 import { readJsonFile } from '../fleet/json-file.js';
-import { actionSpec, ACTIONS, operationOf, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
+import { actionSpec, ACTIONS, operationOf, poolPasswordRefs, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fleet/credentials.js';
 import { parsePercent, parseWaves } from '../rollout/waves.js';
@@ -78,8 +78,7 @@ export { operationOf };
  * refused one by one for the same missing profile.
  */
 export function assertPoolRefs(spec: MutationSpec, credentials: CredentialProfiles, source: string, credentialsFile: string | undefined): void {
-  if (spec.kind !== 'pools') return;
-  const missing = missingProfiles(spec.groups.flatMap((g) => g.pools.flatMap((p) => (p.passwordRef ? [p.passwordRef] : []))), credentials);
+  const missing = missingProfiles(poolPasswordRefs(spec), credentials);
   if (missing.length) {
     throw new Error(`${source}: passwordRef ${missing.map((m) => `"${m}"`).join(', ')} names no credentials profile: ${credentialsHelp(credentialsFile)}`);
   }

@@ -80,7 +80,7 @@ async function save(def: ScheduleDef, flags: AddFlags): Promise<void> {
         : `schedule ${def.scheduleId}${replaced ? ' (replaces the schedule of that id)' : ''}: ${def.kind} of ${def.targets.length} miners, ${when}; carried out by \`bos-fleet worker\` processes`,
     );
     // Its ticks fire only in workers, and its miners need their profiles and TLS files there.
-    const warning = workersWarning(await listWorkers(redis, flags.prefix), def.targets, def.tlsSites ?? [], 'its ticks wait');
+    const warning = workersWarning(await listWorkers(redis, flags.prefix), def.targets, def.tlsSites ?? [], 'its ticks wait', def.rollout ? { mutation: def.rollout.spec } : {});
     if (warning) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
   } finally {
     redis.disconnect();

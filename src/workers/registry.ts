@@ -8,6 +8,7 @@ import type { JobData } from '../fleet/job.js';
 import { keys, type Keys } from '../fleet/keys.js';
 import { siteHasTls } from '../core/tls.js';
 import { signatureOf } from '../fleet/hand-on-queues.js';
+import { poolPasswordRefs } from './ops/mutation-spec.js';
 
 export interface WorkerCapabilities {
   /** Credentials profile names this worker has passwords for. */
@@ -33,13 +34,13 @@ export interface WorkerInfo extends WorkerCapabilities {
  * waits), or when some of its miners need a profile or TLS that no running worker has (those would end
  * INVALID_JOB).
  */
-export function workersWarning(workers: WorkerInfo[], targets: readonly JobData['target'][], tlsSites: readonly string[], waits: string): string | undefined {
+export function workersWarning(workers: WorkerInfo[], targets: readonly JobData['target'][], tlsSites: readonly string[], waits: string, params: JobData['params'] = {}): string | undefined {
   if (workers.length === 0) return `no \`bos-fleet worker\` is running on this Redis and prefix: ${waits} until one starts`;
   const lacking = new Map<string, number>();
   for (const target of targets) {
     const tls = siteHasTls(tlsSites, target.site);
-    if (workers.some((w) => missingFor({ target, tls }, w) === undefined)) continue;
-    const what = missingFor({ target, tls }, workers[0]!) ?? '';
+    if (workers.some((w) => missingFor({ target, tls, params }, w) === undefined)) continue;
+    const what = missingFor({ target, tls, params }, workers[0]!) ?? '';
     lacking.set(what, (lacking.get(what) ?? 0) + 1);
   }
   if (lacking.size === 0) return undefined;
@@ -60,9 +61,14 @@ export async function listWorkers(redis: Redis, prefix: string): Promise<WorkerI
 /** A live worker's record expires after this unless refreshed (every third of it). */
 export const REGISTRY_TTL_MS = 30_000;
 
+/** What a job needs of a worker: its miner, whether TLS was asked, and its params (a pools change's password profiles). */
+export type JobNeeds = Pick<JobData, 'target' | 'tls'> & { params?: JobData['params'] };
+
 /** What this worker lacks to run the job, or undefined when it can run it. */
-export function missingFor(data: Pick<JobData, 'target' | 'tls'>, caps: WorkerCapabilities): string | undefined {
+export function missingFor(data: JobNeeds, caps: WorkerCapabilities): string | undefined {
   if (!caps.profiles.includes(data.target.credentials)) return `credentials profile "${data.target.credentials}"`;
+  const poolRef = poolPasswordRefs(data.params?.['mutation']).find((ref) => !caps.profiles.includes(ref));
+  if (poolRef !== undefined) return `credentials profile "${poolRef}" (a pool password)`;
   if (data.tls && !siteHasTls(caps.tlsSites, data.target.site)) return `TLS for site "${data.target.site || '-'}"`;
   return undefined;
 }
@@ -122,7 +128,7 @@ export class WorkerRegistry {
    * them at random when several configurations do), or undefined when none has. "None" is read again
    * from Redis first (a worker started a moment ago counts), since it ends the job for good.
    */
-  async handOnTarget(data: Pick<JobData, 'target' | 'tls'>): Promise<string | undefined> {
+  async handOnTarget(data: JobNeeds): Promise<string | undefined> {
     const able = async (maxAgeMs?: number) => [...new Set((await this.otherWorkers(maxAgeMs)).filter((w) => w.signature && missingFor(data, w) === undefined).map((w) => w.signature!))];
     let sigs = await able();
     if (sigs.length === 0) sigs = await able(0);
@@ -134,7 +140,7 @@ export class WorkerRegistry {
    * nothing can be handed on to it) has what this job needs: during a rolling upgrade such a job is
    * put back in the run's queue for it, not ended INVALID_JOB.
    */
-  async olderCanRun(data: Pick<JobData, 'target' | 'tls'>): Promise<boolean> {
+  async olderCanRun(data: JobNeeds): Promise<boolean> {
     return (await this.otherWorkers()).some((w) => !w.signature && missingFor(data, w) === undefined);
   }
 

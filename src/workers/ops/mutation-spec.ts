@@ -82,6 +82,17 @@ export function describeSpec(spec: MutationSpec): string {
   }
 }
 
+/**
+ * The credentials profiles a change names as pool passwords: a worker makes it only if it has them.
+ * Takes a job's unvalidated `params.mutation` as well (anything but a pools change names none).
+ */
+export function poolPasswordRefs(spec: unknown): string[] {
+  if ((spec as { kind?: unknown } | undefined)?.kind !== 'pools') return [];
+  const parsed = mutationSpecSchema.safeParse(spec);
+  if (!parsed.success || parsed.data.kind !== 'pools') return [];
+  return [...new Set(parsed.data.groups.flatMap((g) => g.pools.flatMap((p) => (p.passwordRef ? [p.passwordRef] : []))))];
+}
+
 /** The operation name a spec is reported under in outcomes and rollouts. */
 export function operationOf(spec: MutationSpec): 'power-target' | 'hashrate-target' | 'pools' | 'pause' | 'resume' | 'reboot' | 'locate-on' | 'locate-off' {
   if (spec.kind === 'locate') return spec.enable ? 'locate-on' : 'locate-off';
