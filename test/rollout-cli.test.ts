@@ -4,7 +4,8 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
-import { rolloutReport } from '../src/rollout/create.js';
+import { rolloutReport, type RolloutReport } from '../src/rollout/create.js';
+import { reportText } from '../src/cli/rollout-command.js';
 import { exited, runCli, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { appliedWritesPerMiner, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
@@ -180,5 +181,22 @@ describe('bos-fleet rollout', () => {
     const perMiner = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', watts);
     expect(perMiner.size).toBe(COUNT);
     expect([...perMiner.values()].every((n) => n === 1)).toBe(true);
+  });
+});
+
+describe('bos-fleet rollout status, as text', () => {
+  const report = (over: Partial<RolloutReport>): RolloutReport => ({ rolloutId: 'ro-x', state: 'running', operation: 'power-target', waves: [], counts: {}, ...over });
+
+  it('counts the miners still to go in an unfinished rollout, and says when the next wave starts', () => {
+    const nextWaveAt = new Date(Date.now() + 600_000).toISOString();
+    expect(reportText(report({ waves: [{ index: 0, miners: 10, counts: { OK: 3, MINER_TIMEOUT: 1 } }, { index: 1, miners: 90, counts: {} }] }))).toBe(
+      ['rollout ro-x  power-target  running', '  wave 0:     10 miners  OK 3, MINER_TIMEOUT 1; 6 to go', '  wave 1:     90 miners  not started'].join('\n'),
+    );
+    expect(reportText(report({ nextWaveAt, waves: [{ index: 0, miners: 10, counts: { OK: 10 } }, { index: 1, miners: 90, counts: {} }] })).split('\n')[2]).toBe(`  wave 1:     90 miners  not started (starts in 10 min, at ${nextWaveAt})`);
+    // Past its time (a worker is about to take it): starting.
+    expect(reportText(report({ nextWaveAt: new Date(Date.now() - 1_000).toISOString(), waves: [{ index: 0, miners: 1, counts: { OK: 1 } }, { index: 1, miners: 1, counts: {} }] }))).toContain('wave 1:      1 miners  not started (starting)');
+    // A rollout that has ended has nothing to go: a halted wave's rest were never changed.
+    expect(reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 4 } }] }))).toContain('wave 0:     10 miners  OK 3, INVALID_REQUEST 4\n'.trimEnd());
+    expect(reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 4 } }] }))).not.toContain('to go');
   });
 });

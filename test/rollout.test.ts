@@ -5,7 +5,7 @@ import { RunStore } from '../src/fleet/run-store.js';
 import { readAudit } from '../src/rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
 import { rollbackPlanFor } from '../src/rollout/rollback.js';
-import { RolloutStore, waveRunId, type RolloutRecord } from '../src/rollout/store.js';
+import { RolloutStore, TERMINAL, waveRunId, type RolloutRecord } from '../src/rollout/store.js';
 import { CONTROL_QUEUE, addWaveJob } from '../src/rollout/control.js';
 import { Queue } from 'bullmq';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
@@ -148,6 +148,64 @@ describe('rollout control', () => {
       expect(end.state).toBe('aborted');
       expect(end.waves[2]?.counts).toEqual({});
     });
+  });
+});
+
+describe('a rollout paused between waves', () => {
+  /** Starts a 2-wave rollout with --pause-between 800ms and pauses it once wave 0 has ended. */
+  async function pausedBetweenWaves(prefix: string, watts: number) {
+    const rec = await startRollout(redis, plan(watts, { waves: [0.1, 1], pauseBetweenMs: 800 }), prefix);
+    const store = new RolloutStore(redis, prefix);
+    // Between waves, its report says when the next one starts: --pause-between after wave 0 ended.
+    await until(async () => (await rolloutReport(redis, rec.rolloutId, prefix))?.nextWaveAt !== undefined, 30_000, 20);
+    const between = await rolloutReport(redis, rec.rolloutId, prefix);
+    const st = await store.status(rec.rolloutId);
+    expect(between?.nextWaveAt).toBe(new Date((st?.waveEndedAtMs ?? 0) + 800).toISOString());
+    await changeRolloutState(redis, rec.rolloutId, 'pause', 'test', prefix);
+    return { rec, store, nextWaveAtMs: Date.parse(between?.nextWaveAt ?? '') };
+  }
+
+  /** The rollout's end, or a failure when it has not ended within `ms`. */
+  async function ended(rolloutId: string, prefix: string, ms = 15_000) {
+    await until(async () => TERMINAL.includes((await rolloutReport(redis, rolloutId, prefix))?.state ?? 'running'), ms, 100);
+    return (await rolloutReport(redis, rolloutId, prefix))!;
+  }
+
+  it("holds the wave whose start came during the pause; resume starts it at once, each miner written once", async () => {
+    const prefix = uniquePrefix('held');
+    const writesBefore = (await writes()).length;
+    const end = await withWorker(prefix, async () => {
+      const { rec, nextWaveAtMs } = await pausedBetweenWaves(prefix, 2650);
+      // Its start comes (800 ms after wave 0 ended) while paused: nothing starts.
+      await new Promise((r) => setTimeout(r, Math.max(0, nextWaveAtMs - Date.now()) + 1_000));
+      expect((await rolloutReport(redis, rec.rolloutId, prefix))?.waves[1]?.counts).toEqual({});
+      const resumedAt = Date.now();
+      await changeRolloutState(redis, rec.rolloutId, 'resume', 'test', prefix);
+      const report = await ended(rec.rolloutId, prefix);
+      const firstWave1 = Math.min(...(await new RunStore(redis, prefix).getOutcomes(waveRunId(rec.rolloutId, 1))).map((o) => Date.parse(o.finishedAt) - o.durationMs));
+      expect(firstWave1 - resumedAt).toBeLessThan(5_000); // not a new --pause-between, nor a stall
+      return report;
+    });
+    // Before held waves, the wave's job ran during the pause and ended, so nothing ever started it again.
+    expect(end.state).toBe('completed');
+    expect(end.counts).toEqual({ OK: COUNT });
+    const ours = (await writes()).slice(writesBefore);
+    expect(ours.length).toBe(COUNT);
+    expect(new Set(ours.map((w) => w.minerId)).size).toBe(COUNT);
+  });
+
+  it('resumed, the gate starts the next wave even where its earlier job ran without starting it', async () => {
+    const prefix = uniquePrefix('held');
+    const end = await withWorker(prefix, async () => {
+      const { rec, store } = await pausedBetweenWaves(prefix, 2660);
+      await until(async () => (await store.status(rec.rolloutId))?.heldWave === 1, 10_000, 50);
+      // As a worker of a version before held waves left it: the wave's job done, nothing held.
+      await store.takeHeldWave(rec.rolloutId);
+      await changeRolloutState(redis, rec.rolloutId, 'resume', 'test', prefix);
+      return ended(rec.rolloutId, prefix);
+    });
+    expect(end.state).toBe('completed');
+    expect(end.counts).toEqual({ OK: COUNT });
   });
 });
 

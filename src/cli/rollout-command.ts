@@ -90,10 +90,16 @@ function untilText(atMs: number, now = Date.now()): string {
 }
 
 /** `where`: print where each wave's failed miners are listed, with these flags (none: leave it out). */
-function reportText(r: RolloutReport, where?: string): string {
+export function reportText(r: RolloutReport, where?: string): string {
   const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.startAt ? ` for ${r.startAt} (${untilText(Date.parse(r.startAt))})` : ''}${r.reason ? ` (${r.reason})` : ''}${r.rollbackOf ? `  rollback of ${r.rollbackOf}` : ''}`];
+  const done = (w: RolloutReport['waves'][number]) => Object.values(w.counts).reduce((a, b) => a + b, 0);
+  // Between waves, the first wave not started is the one --pause-between is waiting for.
+  const next = r.nextWaveAt === undefined ? undefined : r.waves.find((w) => done(w) === 0)?.index;
   for (const w of r.waves) {
-    const counts = Object.entries(w.counts).map(([c, n]) => `${c} ${n}`).join(', ') || 'not started';
+    const n = done(w);
+    const when = w.index === next && r.nextWaveAt ? ` (${Date.parse(r.nextWaveAt) > Date.now() ? `starts ${untilText(Date.parse(r.nextWaveAt))}, at ${r.nextWaveAt}` : 'starting'})` : '';
+    const toGo = !TERMINAL.includes(r.state) && n < w.miners ? `; ${w.miners - n} to go` : '';
+    const counts = n === 0 ? `not started${when}` : `${Object.entries(w.counts).map(([c, k]) => `${c} ${k}`).join(', ')}${toGo}`;
     lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);
   }
   // Which miners failed, and why, is in each wave's run.

@@ -29,8 +29,16 @@ export function waveSize(rec: Pick<RolloutHeader, 'waveEnds'>, wave: number): nu
   return end - start;
 }
 
+/**
+ * Adds the job that starts `wave` after `delayMs`. Its id makes a second add a no-op while the first
+ * is pending; one that already ran without starting the wave (it came while the rollout was paused,
+ * under a version before held waves) does not block a new one: startWave ignores a wave started.
+ */
 export async function addWaveJob(control: Queue, rolloutId: string, wave: number, delayMs: number, suffix = ''): Promise<void> {
-  await control.add('wave', { rolloutId, wave } satisfies ControlJobData, { jobId: `${rolloutId}.wave.${wave}${suffix}`, delay: Math.max(0, delayMs), removeOnComplete: { age: 86_400 }, removeOnFail: { age: 7 * 86_400 } });
+  let jobId = `${rolloutId}.wave.${wave}${suffix}`;
+  const earlier = await control.getJob(jobId);
+  if (earlier && ((await earlier.isCompleted()) || (await earlier.isFailed()))) jobId += `.a${Date.now()}`;
+  await control.add('wave', { rolloutId, wave } satisfies ControlJobData, { jobId, delay: Math.max(0, delayMs), removeOnComplete: { age: 86_400 }, removeOnFail: { age: 7 * 86_400 } });
 }
 
 export async function addGateJob(control: Queue, rolloutId: string, wave: number, seq: number | string, delayMs = GATE_POLL_MS): Promise<void> {
@@ -48,7 +56,11 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
 
   async function startWave(rec: RolloutHeader, wave: number): Promise<void> {
     const st = await store.status(rec.rolloutId);
-    if (!st || TERMINAL.includes(st.state) || st.state === 'paused') return;
+    if (!st || TERMINAL.includes(st.state)) return;
+    // Its time came while paused: `resume` starts it (unless the rollout was resumed meanwhile).
+    if (st.state === 'paused' && (await store.holdWave(rec.rolloutId, wave))) return;
+    // Started already: a wave job delivered again, or added again by a resume.
+    if (st.wave >= wave) return;
     if (st.state === 'scheduled' && (await store.transition(rec.rolloutId, ['scheduled'], 'running'))) {
       await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.running', subject: rec.rolloutId, targetDigest: rec.inventoryDigest }, deps.prefix);
     }
@@ -65,8 +77,10 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}),
       ...(rec.tlsSites ? { tlsSites: rec.tlsSites } : {}),
     });
-    await store.setWave(rec.rolloutId, wave);
+    // The gate first: a worker dying in between leaves the wave unmarked, and its job, delivered
+    // again, makes both again (idempotent); marked first, it would leave a wave without a gate.
     await addGateJob(deps.control, rec.rolloutId, wave, 0);
+    await store.setWave(rec.rolloutId, wave);
   }
 
   async function gate(rec: RolloutHeader, wave: number, seq: number): Promise<void> {
@@ -112,8 +126,11 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       }
       return;
     }
+    // The next wave waits --pause-between from the first time this wave was seen ended (this gate
+    // may run again: after a resume, or delivered twice).
+    const endedAtMs = await store.markWaveEnded(rec.rolloutId, wave);
     if (st.state === 'paused') return; // `rollout resume` re-runs this gate
-    await addWaveJob(deps.control, rec.rolloutId, wave + 1, rec.pauseBetweenMs);
+    await addWaveJob(deps.control, rec.rolloutId, wave + 1, endedAtMs + rec.pauseBetweenMs - Date.now());
   }
 
   return async (job: Job<ControlJobData>): Promise<void> => {

@@ -75,6 +75,8 @@ export interface RolloutReport {
   startAt?: string;
   /** The rollout this one rolls back. */
   rollbackOf?: string;
+  /** While running between waves: when the next wave starts (--pause-between after the last one ended). */
+  nextWaveAt?: string;
   waves: { index: number; miners: number; counts: Record<string, number> }[];
   counts: Record<string, number>;
 }
@@ -185,7 +187,18 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     for (const [code, n] of Object.entries(c.counts)) counts[code] = (counts[code] ?? 0) + n;
     waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
   }
-  return { rolloutId, state: st.state, ...(st.reason ? { reason: st.reason } : {}), operation: rec.operation, ...(st.state === 'scheduled' ? { startAt: new Date(rec.startAtMs).toISOString() } : {}), ...(rec.rollbackOf ? { rollbackOf: rec.rollbackOf } : {}), waves, counts };
+  const between = st.state === 'running' && st.waveEndedAtMs !== undefined && st.wave + 1 < rec.waveEnds.length;
+  return {
+    rolloutId,
+    state: st.state,
+    ...(st.reason ? { reason: st.reason } : {}),
+    operation: rec.operation,
+    ...(st.state === 'scheduled' ? { startAt: new Date(rec.startAtMs).toISOString() } : {}),
+    ...(rec.rollbackOf ? { rollbackOf: rec.rollbackOf } : {}),
+    ...(between ? { nextWaveAt: new Date((st.waveEndedAtMs ?? 0) + rec.pauseBetweenMs).toISOString() } : {}),
+    waves,
+    counts,
+  };
 }
 
 /** Waits until the rollout ends; `signal` stops the wait early (at its next look), returning the rollout as it is then. */
@@ -220,8 +233,11 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
   if (action === 'resume') {
     const st = await store.status(rolloutId);
     const q = control(redis, prefix);
-    // The gate of the current wave decides again: it advances if the wave is done, or waits.
-    if ((st?.wave ?? -1) < 0) await addWaveJob(q, rolloutId, 0, Math.max(0, rec.startAtMs - Date.now()), `.r${Date.now()}`);
+    // A wave whose start came during the pause starts now; otherwise the gate of the current wave
+    // decides again: it advances if the wave is done (once --pause-between has passed since), or waits.
+    const held = await store.takeHeldWave(rolloutId);
+    if (held !== undefined) await addWaveJob(q, rolloutId, held, 0, `.r${Date.now()}`);
+    else if ((st?.wave ?? -1) < 0) await addWaveJob(q, rolloutId, 0, Math.max(0, rec.startAtMs - Date.now()), `.r${Date.now()}`);
     else await addGateJob(q, rolloutId, st?.wave ?? 0, `r${Date.now()}`, 0);
     await q.close();
   }

@@ -46,6 +46,10 @@ export interface RolloutStatus {
   wave: number;
   reason?: string;
   updatedAt: string;
+  /** When wave `wave` had an outcome for every miner and passed its gate (the next waits --pause-between from then). */
+  waveEndedAtMs?: number;
+  /** A wave whose start came while the rollout was paused: `resume` starts it. */
+  heldWave?: number;
 }
 
 // Sets the state only if the current one is among the allowed; returns 1 on change.
@@ -58,6 +62,26 @@ for i = 2, #ARGV do
   end
 end
 return 0`;
+
+// Records when wave ARGV[1] ended, the first time only; returns that time.
+const WAVE_ENDED = `
+if redis.call('HGET', KEYS[1], 'endedWave') ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], 'endedWave', ARGV[1], 'waveEndedAt', ARGV[2])
+end
+return redis.call('HGET', KEYS[1], 'waveEndedAt')`;
+
+// Holds wave ARGV[1] for `resume` only while the state is still paused (a resume in between finds
+// it running: the caller starts the wave itself); returns 1 when held.
+const HOLD_WAVE = `
+if redis.call('HGET', KEYS[1], 'state') ~= 'paused' then return 0 end
+redis.call('HSET', KEYS[1], 'heldWave', ARGV[1])
+return 1`;
+
+// Takes (reads and clears) the held wave.
+const TAKE_HELD = `
+local w = redis.call('HGET', KEYS[1], 'heldWave')
+if w then redis.call('HDEL', KEYS[1], 'heldWave') end
+return w`;
 
 export class RolloutStore {
   constructor(
@@ -117,7 +141,31 @@ export class RolloutStore {
   async status(id: string): Promise<RolloutStatus | undefined> {
     const h = await this.redis.hgetall(this.stateKey(id));
     if (!h['state']) return undefined;
-    return { state: h['state'] as RolloutState, wave: Number(h['wave'] ?? -1), ...(h['reason'] ? { reason: h['reason'] } : {}), updatedAt: h['updatedAt'] ?? '' };
+    const wave = Number(h['wave'] ?? -1);
+    return {
+      state: h['state'] as RolloutState,
+      wave,
+      ...(h['reason'] ? { reason: h['reason'] } : {}),
+      updatedAt: h['updatedAt'] ?? '',
+      ...(h['waveEndedAt'] && Number(h['endedWave']) === wave ? { waveEndedAtMs: Number(h['waveEndedAt']) } : {}),
+      ...(h['heldWave'] ? { heldWave: Number(h['heldWave']) } : {}),
+    };
+  }
+
+  /** Records when `wave` ended (the first time it is seen ended); returns that time. */
+  async markWaveEnded(id: string, wave: number, nowMs = Date.now()): Promise<number> {
+    return Number(await this.redis.eval(WAVE_ENDED, 1, this.stateKey(id), String(wave), String(nowMs)));
+  }
+
+  /** Holds `wave` for `resume` if the rollout is still paused; false when it is not (start the wave now). */
+  async holdWave(id: string, wave: number): Promise<boolean> {
+    return (await this.redis.eval(HOLD_WAVE, 1, this.stateKey(id), String(wave))) === 1;
+  }
+
+  /** The wave held while paused, cleared; undefined when none is. */
+  async takeHeldWave(id: string): Promise<number | undefined> {
+    const w = (await this.redis.eval(TAKE_HELD, 1, this.stateKey(id))) as string | null;
+    return w === null ? undefined : Number(w);
   }
 
   /** Moves to `to` only from one of `from`; false when another actor got there first. */
