@@ -52,6 +52,12 @@ async function writes(method = 'SetPowerTarget') {
   return (await tf.fleet.mutations()).filter((r) => r.method === method);
 }
 
+/** The rollout's end, or a failure when it has not ended within `ms`. */
+async function ended(rolloutId: string, prefix: string, ms = 15_000) {
+  await until(async () => TERMINAL.includes((await rolloutReport(redis, rolloutId, prefix))?.state ?? 'running'), ms, 100);
+  return (await rolloutReport(redis, rolloutId, prefix))!;
+}
+
 describe('power-target rollout', () => {
   it('completes in waves; each miner gets exactly one SetPowerTarget with before/after; a repeat writes nothing', async () => {
     const prefix = uniquePrefix('ro');
@@ -165,12 +171,6 @@ describe('a rollout paused between waves', () => {
     return { rec, store, nextWaveAtMs: Date.parse(between?.nextWaveAt ?? '') };
   }
 
-  /** The rollout's end, or a failure when it has not ended within `ms`. */
-  async function ended(rolloutId: string, prefix: string, ms = 15_000) {
-    await until(async () => TERMINAL.includes((await rolloutReport(redis, rolloutId, prefix))?.state ?? 'running'), ms, 100);
-    return (await rolloutReport(redis, rolloutId, prefix))!;
-  }
-
   it("holds the wave whose start came during the pause; resume starts it at once, each miner written once", async () => {
     const prefix = uniquePrefix('held');
     const writesBefore = (await writes()).length;
@@ -206,6 +206,50 @@ describe('a rollout paused between waves', () => {
     });
     expect(end.state).toBe('completed');
     expect(end.counts).toEqual({ OK: COUNT });
+  });
+});
+
+describe('a rollout step that fails', () => {
+  const membersKey = (prefix: string, id: string) => `${prefix}:rollout:${id}:members`;
+
+  it('is tried again (the status says so) and the rollout goes on once the cause is gone', async () => {
+    const prefix = uniquePrefix('cfail');
+    const end = await withWorker(prefix, async () => {
+      const rec = await startRollout(redis, plan(2670, { targets: tf.inventory.targets.slice(0, 20), waves: [1], startAtMs: Date.now() + 500 }), prefix);
+      // Its miners unreadable (a Redis error) when the wave is to start.
+      const members = (await redis.get(membersKey(prefix, rec.rolloutId)))!;
+      await redis.del(membersKey(prefix, rec.rolloutId));
+      await redis.hset(membersKey(prefix, rec.rolloutId), 'not', 'a string');
+      await until(async () => (await rolloutReport(redis, rec.rolloutId, prefix))?.retrying !== undefined, 10_000, 50);
+      const report = (await rolloutReport(redis, rec.rolloutId, prefix))!;
+      expect(report.state).toBe('running');
+      expect(report.retrying).toMatchObject({ step: 'wave 0 could not start', attemptsMade: 1, attempts: 12 });
+      expect(report.retrying?.error).toMatch(/WRONGTYPE/);
+      await redis.del(membersKey(prefix, rec.rolloutId));
+      await redis.set(membersKey(prefix, rec.rolloutId), members);
+      return ended(rec.rolloutId, prefix, 20_000);
+    });
+    expect(end.state).toBe('completed');
+    expect(end.counts).toEqual({ OK: 20 });
+    expect(end.retrying).toBeUndefined();
+  });
+
+  it('for good fails the rollout with the reason (not `running` for ever); resume takes it up again', async () => {
+    const prefix = uniquePrefix('cfail');
+    await withWorker(prefix, async () => {
+      const rec = await startRollout(redis, plan(2680, { targets: tf.inventory.targets.slice(0, 20), waves: [1], startAtMs: Date.now() + 500 }), prefix);
+      const members = (await redis.get(membersKey(prefix, rec.rolloutId)))!;
+      await redis.del(membersKey(prefix, rec.rolloutId));
+      const failed = await ended(rec.rolloutId, prefix);
+      expect(failed.state).toBe('failed');
+      expect(failed.reason).toBe(`wave 0 could not start: rollout ${rec.rolloutId} has no miners recorded (after 1 attempt; \`bos-fleet rollout resume ${rec.rolloutId}\` takes it up again)`);
+      expect((await readAudit(redis, prefix)).map((e) => e.action)).toContain('rollout.failed');
+      await redis.set(membersKey(prefix, rec.rolloutId), members);
+      expect(await changeRolloutState(redis, rec.rolloutId, 'resume', 'test', prefix)).toBe('running');
+      const end = await ended(rec.rolloutId, prefix);
+      expect(end).toMatchObject({ state: 'completed', counts: { OK: 20 } });
+      expect(end.reason).toBeUndefined();
+    });
   });
 });
 

@@ -92,6 +92,7 @@ function untilText(atMs: number, now = Date.now()): string {
 /** `where`: print where each wave's failed miners are listed, with these flags (none: leave it out). */
 export function reportText(r: RolloutReport, where?: string): string {
   const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.startAt ? ` for ${r.startAt} (${untilText(Date.parse(r.startAt))})` : ''}${r.reason ? ` (${r.reason})` : ''}${r.rollbackOf ? `  rollback of ${r.rollbackOf}` : ''}`];
+  if (r.retrying) lines.push(`  retrying: ${r.retrying.step}: ${r.retrying.error} (attempt ${r.retrying.attemptsMade} of ${r.retrying.attempts} failed; it is tried again, each time after a wait twice as long)`);
   const done = (w: RolloutReport['waves'][number]) => Object.values(w.counts).reduce((a, b) => a + b, 0);
   // Between waves, the first wave not started is the one --pause-between is waiting for.
   const next = r.nextWaveAt === undefined ? undefined : r.waves.find((w) => done(w) === 0)?.index;

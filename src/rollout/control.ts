@@ -1,7 +1,7 @@
 // Drives rollouts with BullMQ control jobs: a `wave` job enqueues one wave's miner jobs (idempotent:
 // deterministic job ids), `gate` jobs wait for every outcome of the wave, then apply the failure gate
 // and either start the next wave (after --pause-between), complete, or halt.
-import { Queue, type Job } from 'bullmq';
+import { Queue, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
@@ -12,6 +12,12 @@ import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.j
 
 export const CONTROL_QUEUE = 'control';
 const GATE_POLL_MS = 300;
+
+/**
+ * A control job that throws (Redis too full to take a wave's jobs, say) is tried again 1 s, 2 s,
+ * 4 s … later: 12 attempts over about 34 minutes. Then the rollout is failed, saying why.
+ */
+export const CONTROL_RETRY = { attempts: 12, backoff: { type: 'exponential', delay: 1_000 } };
 
 export interface ControlJobData {
   rolloutId: string;
@@ -38,13 +44,14 @@ export async function addWaveJob(control: Queue, rolloutId: string, wave: number
   let jobId = `${rolloutId}.wave.${wave}${suffix}`;
   const earlier = await control.getJob(jobId);
   if (earlier && ((await earlier.isCompleted()) || (await earlier.isFailed()))) jobId += `.a${Date.now()}`;
-  await control.add('wave', { rolloutId, wave } satisfies ControlJobData, { jobId, delay: Math.max(0, delayMs), removeOnComplete: { age: 86_400 }, removeOnFail: { age: 7 * 86_400 } });
+  await control.add('wave', { rolloutId, wave } satisfies ControlJobData, { jobId, delay: Math.max(0, delayMs), ...CONTROL_RETRY, removeOnComplete: { age: 86_400 }, removeOnFail: { age: 7 * 86_400 } });
 }
 
 export async function addGateJob(control: Queue, rolloutId: string, wave: number, seq: number | string, delayMs = GATE_POLL_MS): Promise<void> {
   await control.add('gate', { rolloutId, wave, seq: typeof seq === 'number' ? seq : 0 } satisfies ControlJobData, {
     jobId: `${rolloutId}.gate.${wave}.${seq}`,
     delay: delayMs,
+    ...CONTROL_RETRY,
     removeOnComplete: true,
     removeOnFail: { age: 86_400 },
   });
@@ -65,7 +72,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.running', subject: rec.rolloutId, targetDigest: rec.inventoryDigest }, deps.prefix);
     }
     const members = await store.members(rec.rolloutId);
-    if (!members) throw new Error(`rollout ${rec.rolloutId} has no miners recorded`);
+    if (!members) throw new UnrecoverableError(`rollout ${rec.rolloutId} has no miners recorded`);
     const { specByMiner } = members;
     const targets = members.targets.slice(...waveRange(rec, wave));
     const digest = createHash('sha256').update(JSON.stringify(targets)).digest('hex');
@@ -139,4 +146,25 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     if (job.name === 'wave') await startWave(rec, job.data.wave);
     else if (job.name === 'gate') await gate(rec, job.data.wave, job.data.seq ?? 0);
   };
+}
+
+/** What a control job was doing, for a rollout's status and failure reason. */
+export function controlStep(job: Pick<Job<ControlJobData>, 'name' | 'data'>): string {
+  return job.name === 'wave' ? `wave ${job.data.wave} could not start` : `the gate of wave ${job.data.wave} failed`;
+}
+
+/**
+ * A control job that failed for good (its attempts used, or an unrecoverable error) fails its
+ * rollout, with the step and the error as the reason: otherwise the rollout would say `running` for
+ * ever with nothing carrying it on. `rollout resume` takes it up again from there.
+ */
+export async function failRolloutOnFinalError(redis: Redis, prefix: string, job: Job<ControlJobData> | undefined, err: Error): Promise<boolean> {
+  if (!job?.data?.rolloutId || (err.name !== 'UnrecoverableError' && job.attemptsMade < (job.opts.attempts ?? 1))) return false;
+  const store = new RolloutStore(redis, prefix);
+  const rec = await store.get(job.data.rolloutId);
+  if (!rec) return false;
+  const reason = `${controlStep(job)}: ${err.message} (after ${job.attemptsMade} attempt${job.attemptsMade === 1 ? '' : 's'}; \`bos-fleet rollout resume ${rec.rolloutId}\` takes it up again)`;
+  if (!(await store.transition(rec.rolloutId, ['scheduled', 'running', 'paused'], 'failed', reason))) return false;
+  await appendAudit(redis, { actor: rec.actor, action: 'rollout.failed', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { reason } }, prefix);
+  return true;
 }

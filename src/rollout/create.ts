@@ -1,13 +1,13 @@
 // Creating rollouts (and rollbacks), and reading their progress.
 import { timestampedId } from '../fleet/ids-and-durations.js';
-import { Queue } from 'bullmq';
+import { Queue, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
-import { CONTROL_QUEUE, addGateJob, addWaveJob, waveSize } from './control.js';
+import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, waveSize, type ControlJobData } from './control.js';
 import { promoteJobs } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
@@ -77,6 +77,8 @@ export interface RolloutReport {
   rollbackOf?: string;
   /** While running between waves: when the next wave starts (--pause-between after the last one ended). */
   nextWaveAt?: string;
+  /** A step that failed and waits to be tried again (CONTROL_RETRY): what, how many attempts, the error. */
+  retrying?: { step: string; attemptsMade: number; attempts: number; error: string };
   waves: { index: number; miners: number; counts: Record<string, number> }[];
   counts: Record<string, number>;
 }
@@ -174,6 +176,20 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
   return record;
 }
 
+/** The rollout's step (a wave start, a gate) that failed and waits to be tried again, if any. */
+async function retryingStep(redis: Redis, rolloutId: string, prefix: string): Promise<RolloutReport['retrying']> {
+  const q = control(redis, prefix);
+  try {
+    for (const id of (await q.getRanges(['delayed'], 0, -1)).filter((jobId) => jobId.startsWith(`${rolloutId}.`))) {
+      const job = (await q.getJob(id)) as Job<ControlJobData> | undefined;
+      if (job && job.attemptsMade > 0 && job.failedReason) return { step: controlStep(job), attemptsMade: job.attemptsMade, attempts: job.opts.attempts ?? 1, error: job.failedReason };
+    }
+    return undefined;
+  } finally {
+    await q.close();
+  }
+}
+
 export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<RolloutReport | undefined> {
   const store = new RolloutStore(redis, prefix);
   const rec = await store.get(rolloutId);
@@ -188,6 +204,7 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
   }
   const between = st.state === 'running' && st.waveEndedAtMs !== undefined && st.wave + 1 < rec.waveEnds.length;
+  const retrying = TERMINAL.includes(st.state) ? undefined : await retryingStep(redis, rolloutId, prefix);
   return {
     rolloutId,
     state: st.state,
@@ -196,6 +213,7 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     ...(st.state === 'scheduled' ? { startAt: new Date(rec.startAtMs).toISOString() } : {}),
     ...(rec.rollbackOf ? { rollbackOf: rec.rollbackOf } : {}),
     ...(between ? { nextWaveAt: new Date((st.waveEndedAtMs ?? 0) + rec.pauseBetweenMs).toISOString() } : {}),
+    ...(retrying ? { retrying } : {}),
     waves,
     counts,
   };
@@ -218,14 +236,16 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
   if (!rec) throw new Error(`no rollout "${rolloutId}" (see bos-fleet rollout status)`);
   const moves: Record<typeof action, [RolloutState[], RolloutState]> = {
     pause: [['running', 'scheduled'], 'paused'],
-    resume: [['paused'], 'running'],
-    abort: [['running', 'paused', 'scheduled'], 'aborted'],
+    resume: [['paused', 'failed'], 'running'],
+    // A failed rollout (a step that kept failing) can be taken up again, or stopped for good.
+    abort: [['running', 'paused', 'scheduled', 'failed'], 'aborted'],
   };
   const [from, to] = moves[action];
   if (!(await store.transition(rolloutId, from, to))) {
     const st = await store.status(rolloutId);
     throw new Error(`rollout ${rolloutId} is ${st?.state}: cannot ${action} it`);
   }
+  if (action === 'resume') await store.clearReason(rolloutId);
   await appendAudit(redis, { actor, action: `rollout.${action}`, subject: rolloutId, targetDigest: rec.inventoryDigest }, prefix);
   // Miner jobs held while paused (they wait longer the longer the pause lasts) go now: on resume to
   // be changed, on abort to be cancelled.

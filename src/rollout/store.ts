@@ -175,6 +175,11 @@ export class RolloutStore {
     return changed;
   }
 
+  /** Forgets why the rollout stopped (it runs again). */
+  async clearReason(id: string): Promise<void> {
+    await this.redis.hdel(this.stateKey(id), 'reason');
+  }
+
   async setWave(id: string, wave: number): Promise<void> {
     await this.redis.hset(this.stateKey(id), 'wave', String(wave), 'updatedAt', new Date().toISOString());
   }

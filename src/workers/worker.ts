@@ -1,7 +1,7 @@
 // A bos-fleet worker: a BullMQ Worker whose jobs run on an executor (Piscina threads or inline),
 // with a breaker table shared by all of its threads. close() drains in-flight jobs first.
 import { Queue, Worker, type Job, type WorkerOptions as BullWorkerOptions } from 'bullmq';
-import { CONTROL_QUEUE, createControlProcessor } from '../rollout/control.js';
+import { CONTROL_QUEUE, createControlProcessor, failRolloutOnFinalError } from '../rollout/control.js';
 import { RolloutStore } from '../rollout/store.js';
 import { SCHEDULE_QUEUE, createScheduleProcessor } from '../rollout/schedules.js';
 import { Redis } from 'ioredis';
@@ -171,6 +171,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const controlQueue = new Queue(CONTROL_QUEUE, { connection: storeRedis, prefix });
   for (const q of [jobsQueue, controlQueue]) q.on('error', () => undefined); // storeRedis reports
   const control = consume(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), 4);
+  control.on('failed', (job, err) => {
+    failRolloutOnFinalError(storeRedis, prefix, job, err).catch((e: unknown) => unwritten(`a failed rollout step could not be recorded: ${e instanceof Error ? e.message : String(e)}`));
+  });
   const schedules = consume(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), 2);
   return {
     workers,
