@@ -115,6 +115,26 @@ describe('schedule add poll --every', () => {
     }
   });
 
+  it('a tick that cannot start its rollout is tried again, then counted as failed with its error in list', async () => {
+    const prefix = uniquePrefix('tickfail');
+    // Rollouts cannot be listed under this prefix (a Redis error on every attempt).
+    await redis.set(`${prefix}:rollouts`, 'not a sorted set');
+    const w = await worker(prefix);
+    try {
+      await runCli(['schedule', 'add', 'rollout', '--power-target', '2500', '--inventory', files.inventory, '--every', '1s', '--id', 'broken', '--redis', redisUrl(), '--prefix', prefix]);
+      const list = () => runCli(['schedule', 'list', '--redis', redisUrl(), '--prefix', prefix]);
+      await until(async () => (await list()).stdout.includes('FAILED'), 20_000, 250);
+      const text = (await list()).stdout;
+      await runCli(['schedule', 'remove', 'broken', '--redis', redisUrl(), '--prefix', prefix]);
+      expect(text).toMatch(/broken +rollout power target 2500 W +5 miners +every 1s +next \S+ +last broken-\d+ +\d+ ticks? FAILED \(last \d{4}-\d\d-\d\dT[\d:.]+Z: WRONGTYPE/);
+      const [entry] = JSON.parse((await runCli(['schedule', 'list', '--json', '--redis', redisUrl(), '--prefix', prefix])).stdout || '[]') as { failed: number }[];
+      expect(entry).toBeUndefined(); // removed
+    } finally {
+      await w.close();
+      await redis.del(`${prefix}:rollouts`);
+    }
+  });
+
   it('list shows the schedule; bad options are named', async () => {
     const prefix = uniquePrefix('list');
     const added = await runCli(['schedule', 'add', 'rollout', '--inventory', files.inventory, '--cron', '0 14 * * *', '--tz', 'Europe/Prague', '--power-target', '2000', '--id', 'curtail', '--redis', redisUrl(), '--prefix', prefix]);

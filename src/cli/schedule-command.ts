@@ -114,7 +114,7 @@ export function registerSchedule(program: Command): void {
     });
 
   sc.command('list')
-    .description('list schedules with their next tick, the last run or rollout they started, and ticks skipped')
+    .description('list schedules with their next tick, the last run or rollout they started, and ticks skipped or failed')
     .option('--redis <url>', 'Redis URL')
     .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
     .option('--json', 'print JSON')
@@ -128,7 +128,8 @@ export function registerSchedule(program: Command): void {
           const when = d.everyMs ? `every ${d.everyMs / 1000}s` : `cron "${d.cron}"${d.tz ? ` ${d.tz}` : ''}`;
           const what = d.kind === 'poll' ? 'poll' : `rollout ${d.rollout ? describeSpec(d.rollout.spec) : ''}`;
           const skipped = d.skipped ? `  ${d.skipped} tick${d.skipped === 1 ? '' : 's'} skipped while a run or rollout was unfinished (last ${d.skippedAt})` : '';
-          return [d.scheduleId, what, `${d.targets.length} miners`, when, `next ${d.nextAt ?? '?'}${d.last ? `  last ${d.last}` : ''}${skipped}`];
+          const failed = d.failed ? `  ${d.failed} tick${d.failed === 1 ? '' : 's'} FAILED (last ${d.failedAt}: ${d.failedReason})` : '';
+          return [d.scheduleId, what, `${d.targets.length} miners`, when, `next ${d.nextAt ?? '?'}${d.last ? `  last ${d.last}` : ''}${skipped}${failed}`];
         });
         for (const line of columns(table, [2])) console.log(line);
       } finally {

@@ -53,11 +53,25 @@ export interface TickState {
   /** Ticks skipped because the schedule's previous run or rollout had not finished. */
   skipped: number;
   skippedAt?: string;
+  /** Ticks that could not start their run or rollout (Redis full, say), after TICK_RETRY. */
+  failed: number;
+  failedAt?: string;
+  failedReason?: string;
 }
+
+/** A tick that throws is tried again 1 s, 2 s and 4 s later before it counts as failed. */
+export const TICK_RETRY = { attempts: 4, backoff: { type: 'exponential', delay: 1_000 } };
 
 async function tickState(redis: Redis, prefix: string, id: string): Promise<TickState> {
   const h = await redis.hgetall(tickKey(prefix, id));
-  return { ...(h['last'] ? { last: h['last'] } : {}), skipped: Number(h['skipped'] ?? 0), ...(h['skippedAt'] ? { skippedAt: h['skippedAt'] } : {}) };
+  return {
+    ...(h['last'] ? { last: h['last'] } : {}),
+    skipped: Number(h['skipped'] ?? 0),
+    ...(h['skippedAt'] ? { skippedAt: h['skippedAt'] } : {}),
+    failed: Number(h['failed'] ?? 0),
+    ...(h['failedAt'] ? { failedAt: h['failedAt'] } : {}),
+    ...(h['failedReason'] ? { failedReason: h['failedReason'] } : {}),
+  };
 }
 
 export function newScheduleId(): string {
@@ -95,7 +109,7 @@ export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAU
     await q.upsertJobScheduler(def.scheduleId, def.everyMs ? { every: def.everyMs } : { pattern: def.cron as string, ...(def.tz ? { tz: def.tz } : {}) }, {
       name: 'tick',
       data: { scheduleId: def.scheduleId },
-      opts: { removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
+      opts: { ...TICK_RETRY, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
     });
   } catch (err) {
     // A schedule BullMQ refused is not listed as if it would fire; one it replaced stays as it was.
@@ -150,6 +164,20 @@ export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Prom
 function tickMillis(job: Job): string {
   const last = String(job.id ?? '').split(':').pop() ?? '';
   return /^\d+$/.test(last) ? last : String(job.timestamp);
+}
+
+/**
+ * A tick that failed for good (its attempts used): counted on its schedule with its time and error,
+ * for `schedule list`, and said in the worker's log. A scheduled curtailment that did not start is
+ * not left for the farm to find out from its power bill.
+ */
+export async function recordFailedTick(redis: Redis, prefix: string, job: Job<{ scheduleId: string }> | undefined, err: Error): Promise<boolean> {
+  if (!job?.data?.scheduleId || (err.name !== 'UnrecoverableError' && job.attemptsMade < (job.opts.attempts ?? 1))) return false;
+  const key = tickKey(prefix, job.data.scheduleId);
+  const at = new Date(Number(tickMillis(job))).toISOString();
+  console.error(`bos-fleet: schedule ${job.data.scheduleId}: the tick of ${at} failed after ${job.attemptsMade} attempt${job.attemptsMade === 1 ? '' : 's'}: ${err.message}`);
+  await redis.multi().hincrby(key, 'failed', 1).hset(key, 'failedAt', at, 'failedReason', err.message.slice(0, 500)).exec();
+  return true;
 }
 
 export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jobs: Queue }) {

@@ -3,7 +3,7 @@
 import { Queue, Worker, type Job, type WorkerOptions as BullWorkerOptions } from 'bullmq';
 import { CONTROL_QUEUE, createControlProcessor, failRolloutOnFinalError } from '../rollout/control.js';
 import { RolloutStore } from '../rollout/store.js';
-import { SCHEDULE_QUEUE, createScheduleProcessor } from '../rollout/schedules.js';
+import { SCHEDULE_QUEUE, createScheduleProcessor, recordFailedTick } from '../rollout/schedules.js';
 import { Redis } from 'ioredis';
 import { createSharedBreakerTable } from '../core/breaker-table.js';
 import type { CoreOptionsInput } from '../core/options.js';
@@ -175,6 +175,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     failRolloutOnFinalError(storeRedis, prefix, job, err).catch((e: unknown) => unwritten(`a failed rollout step could not be recorded: ${e instanceof Error ? e.message : String(e)}`));
   });
   const schedules = consume(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), 2);
+  schedules.on('failed', (job, err) => {
+    recordFailedTick(storeRedis, prefix, job, err).catch((e: unknown) => unwritten(`a failed schedule tick could not be recorded: ${e instanceof Error ? e.message : String(e)}`));
+  });
   return {
     workers,
     handOnConsumers,
