@@ -209,6 +209,27 @@ describe('a rollout paused between waves', () => {
   });
 });
 
+describe('rollback of an unfinished rollout', () => {
+  it('is refused while the rollout runs (it would go on changing miners); after abort, restores what it changed', async () => {
+    const prefix = uniquePrefix('rbrun');
+    await withWorker(prefix, async () => {
+      const rec = await startRollout(redis, plan(2690, { waves: [0.1, 1], pauseBetweenMs: 60_000 }), prefix);
+      await until(async () => (await rolloutReport(redis, rec.rolloutId, prefix))?.nextWaveAt !== undefined, 30_000, 20);
+      await expect(rollbackPlanFor(redis, rec.rolloutId, prefix)).rejects.toThrow(
+        `rollout ${rec.rolloutId} is running: abort it first (bos-fleet rollout abort ${rec.rolloutId}), then roll it back; rolled back now, the miners it changes from here on would be left changed`,
+      );
+      await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
+      // A miner journaled for its write but without an outcome yet is being changed: not yet.
+      const runs = new RunStore(redis, prefix);
+      await runs.journalBefore(waveRunId(rec.rolloutId, 0), 'm-in-flight', { powerTargetWatts: 3000 });
+      await expect(rollbackPlanFor(redis, rec.rolloutId, prefix)).rejects.toThrow(`rollout ${rec.rolloutId} still has 1 miner being changed (m-in-flight): roll back once it has its outcome`);
+      await redis.hdel(`${prefix}:journal:${waveRunId(rec.rolloutId, 0)}`, 'm-in-flight');
+      const rb = await rollbackPlanFor(redis, rec.rolloutId, prefix);
+      expect(rb.targets).toHaveLength(20);
+    });
+  });
+});
+
 describe('a rollout step that fails', () => {
   const membersKey = (prefix: string, id: string) => `${prefix}:rollout:${id}:members`;
 

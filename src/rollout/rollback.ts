@@ -5,7 +5,7 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import type { MutationData } from '../workers/ops/mutate.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
-import { RolloutStore, waveRunId, type RolloutHeader } from './store.js';
+import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.js';
 
 /**
  * The per-miner specs that put every miner the rollout changed back to its recorded `before`: those
@@ -21,16 +21,26 @@ export async function rollbackPlanFor(
   const rec = await store.get(rolloutId);
   if (!rec) throw new Error(`no rollout "${rolloutId}"`);
   if (rec.operation === 'reboot') throw new Error('a reboot cannot be rolled back');
+  // Rolled back while it still runs, it would go on changing miners the rollback never restores.
+  const st = await store.status(rolloutId);
+  if (st && !TERMINAL.includes(st.state)) {
+    throw new Error(`rollout ${rolloutId} is ${st.state}: abort it first (bos-fleet rollout abort ${rolloutId}), then roll it back; rolled back now, the miners it changes from here on would be left changed`);
+  }
   const runs = new RunStore(redis, prefix);
   const byId = new Map(((await store.members(rolloutId))?.targets ?? []).map((t) => [t.minerId, t]));
   const targets: JobTarget[] = [];
   const specByMiner: Record<string, MutationSpec> = {};
   const skipped: string[] = [];
   const uncertain: string[] = [];
+  const inFlight: string[] = [];
   for (let w = 0; w < rec.waveEnds.length; w++) {
     const runId = waveRunId(rolloutId, w);
     const journal = await runs.journalEntries(runId);
-    for (const o of await runs.getOutcomes(runId)) {
+    const outcomes = await runs.getOutcomes(runId);
+    // Journaled (about to be written) with no outcome yet: being changed now, or its worker died on it.
+    const settled = new Set(outcomes.map((o) => o.minerId));
+    inFlight.push(...[...journal.keys()].filter((id) => !settled.has(id)));
+    for (const o of outcomes) {
       const data = o.data as MutationData | undefined;
       let before: unknown;
       if (o.status === 'ok' && data?.change === 'applied') before = data.before;
@@ -47,6 +57,11 @@ export async function rollbackPlanFor(
       targets.push(target);
       specByMiner[o.minerId] = spec;
     }
+  }
+  if (inFlight.length) {
+    throw new Error(
+      `rollout ${rolloutId} still has ${inFlight.length} miner${inFlight.length === 1 ? '' : 's'} being changed (${inFlight.slice(0, 5).join(', ')}${inFlight.length > 5 ? ', …' : ''}): roll back once ${inFlight.length === 1 ? 'it has its' : 'they have their'} outcome (a running \`bos-fleet worker\` settles them; \`bos-fleet rollout status ${rolloutId}\` shows what is to go)`,
+    );
   }
   return { rec, targets, specByMiner, skipped, uncertain };
 }
