@@ -1,7 +1,7 @@
 // Results output: streamed batch by batch, it is the same text as the whole list formatted at once.
 import { describe, expect, it } from 'vitest';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { columns, outcomesText, progressRenderer, writeOutcomes } from '../src/cli/render.js';
+import { columns, outcomesText, progressRenderer, summaryText, writeOutcomes } from '../src/cli/render.js';
 
 function outcome(i: number): Outcome {
   const ok = i % 3 !== 0;
@@ -148,5 +148,16 @@ describe('columns', () => {
       'run-1  hashrate-target       5/12  5',
       'r      poll             1000/1000  1000  (cut short)',
     ]);
+  });
+});
+
+describe('a run summary', () => {
+  const record = { runId: 'run-x', operation: 'poll', params: {}, inventoryFile: 'f', inventoryDigest: 'd', createdAt: '', createdAtMs: 0, total: 11 } as Parameters<typeof summaryText>[0];
+  const summary = (done: number) => ({ total: 11, done, counts: (done ? { OK: done } : {}) as Record<string, number>, p50DurationMs: 200, p95DurationMs: 900, throughputPerS: 2.5, elapsedMs: 2_000 });
+
+  it('of an unfinished run says how many miners are still to go, and gives no rate for none done', () => {
+    expect(summaryText(record, summary(0))).toBe('run run-x  poll  0/11 miners done, 11 to go');
+    expect(summaryText(record, summary(7)).split('\n')[0]).toBe('run run-x  poll  7/11 miners so far (4 to go), in 2000 ms (2.5 miners/s)  p50 200 ms  p95 900 ms');
+    expect(summaryText(record, summary(11)).split('\n')[0]).toBe('run run-x  poll  11/11 miners in 2000 ms (2.5 miners/s)  p50 200 ms  p95 900 ms');
   });
 });

@@ -53,8 +53,12 @@ export function cutShort(record: RunRecord): string {
 }
 
 export function summaryText(record: RunRecord, summary: RunSummary): string {
+  const head = `run ${record.runId}  ${record.operation}  `;
+  // An unfinished run (still running, interrupted, or waiting for a worker) says so.
+  const toGo = summary.total - summary.done;
+  if (summary.done === 0) return [`${head}0/${summary.total} miners done, ${toGo} to go`, ...(record.inventoryTotal === undefined ? [] : [cutShort(record)])].join('\n');
   const lines = [
-    `run ${record.runId}  ${record.operation}  ${summary.done}/${summary.total} miners in ${fmtMs(summary.elapsedMs)} ` +
+    `${head}${summary.done}/${summary.total} miners ${toGo > 0 ? `so far (${toGo} to go), ` : ''}in ${fmtMs(summary.elapsedMs)} ` +
       `(${summary.throughputPerS.toFixed(1)} miners/s)  p50 ${fmtMs(summary.p50DurationMs)}  p95 ${fmtMs(summary.p95DurationMs)}`,
     ...(record.inventoryTotal === undefined ? [] : [cutShort(record)]),
     '',
