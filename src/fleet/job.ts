@@ -1,5 +1,6 @@
 // The job payload: plain data, validated on both sides of Redis. It names a credentials profile,
 // never a password.
+import type { Job } from 'bullmq';
 import { z } from 'zod';
 
 export const OPERATIONS = ['poll', 'power-target', 'hashrate-target', 'pools', 'pause', 'resume', 'reboot', 'locate-on', 'locate-off'] as const;
@@ -35,3 +36,8 @@ export const jobDataSchema = z.object({
 });
 
 export type JobData = z.infer<typeof jobDataSchema>;
+
+/** Whether BullMQ is done with a job that failed (no attempt left, or unrecoverable). */
+export function isFinalFailure(job: Pick<Job, 'attemptsMade' | 'opts'> | undefined, err: Error): boolean {
+  return err.name === 'UnrecoverableError' || !job || job.attemptsMade >= (job.opts.attempts ?? 1);
+}

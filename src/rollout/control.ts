@@ -4,6 +4,7 @@
 import { Queue, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
+import { isFinalFailure } from '../fleet/job.js';
 import { RunStore } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import { rewakeStale, wakeParked } from './site-limit.js';
@@ -159,7 +160,7 @@ export function controlStep(job: Pick<Job<ControlJobData>, 'name' | 'data'>): st
  * ever with nothing carrying it on. `rollout resume` takes it up again from there.
  */
 export async function failRolloutOnFinalError(redis: Redis, prefix: string, job: Job<ControlJobData> | undefined, err: Error): Promise<boolean> {
-  if (!job?.data?.rolloutId || (err.name !== 'UnrecoverableError' && job.attemptsMade < (job.opts.attempts ?? 1))) return false;
+  if (!job?.data?.rolloutId || !isFinalFailure(job, err)) return false;
   const store = new RolloutStore(redis, prefix);
   const rec = await store.get(job.data.rolloutId);
   if (!rec) return false;

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { Queue, type Job } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import type { Redis } from 'ioredis';
-import type { JobTarget, MutationOperation } from '../fleet/job.js';
+import { isFinalFailure, type JobTarget, type MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { RunStore, type RetentionPolicy } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
@@ -172,7 +172,7 @@ function tickMillis(job: Job): string {
  * not left for the farm to find out from its power bill.
  */
 export async function recordFailedTick(redis: Redis, prefix: string, job: Job<{ scheduleId: string }> | undefined, err: Error): Promise<boolean> {
-  if (!job?.data?.scheduleId || (err.name !== 'UnrecoverableError' && job.attemptsMade < (job.opts.attempts ?? 1))) return false;
+  if (!job?.data?.scheduleId || !isFinalFailure(job, err)) return false;
   const key = tickKey(prefix, job.data.scheduleId);
   const at = new Date(Number(tickMillis(job))).toISOString();
   console.error(`bos-fleet: schedule ${job.data.scheduleId}: the tick of ${at} failed after ${job.attemptsMade} attempt${job.attemptsMade === 1 ? '' : 's'}: ${err.message}`);

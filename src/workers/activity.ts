@@ -2,7 +2,7 @@
 // failed attempts that BullMQ will run again, and jobs handed on to workers that can do them.
 import type { Job, Worker } from 'bullmq';
 import { HANDED_ON } from './hand-on.js';
-import { isFinalFailure } from './processor.js';
+import { isFinalFailure } from '../fleet/job.js';
 
 export interface Activity {
   outcomes: Record<string, number>;

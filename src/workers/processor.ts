@@ -5,7 +5,7 @@ import type { RolloutStore } from '../rollout/store.js';
 import { holdSiteSlot, park, PARKED_MS, type SiteSlot } from '../rollout/site-limit.js';
 import { CODE_INFO, isErrorCode, type ErrorCode } from '../core/error-codes.js';
 import { FleetError } from '../core/fleet-error.js';
-import { jobDataSchema, type JobData } from '../fleet/job.js';
+import { isFinalFailure, jobDataSchema, type JobData } from '../fleet/job.js';
 import type { Outcome } from '../fleet/outcome.js';
 import type { RunStore } from '../fleet/run-store.js';
 import type { Executor } from './executor.js';
@@ -94,10 +94,6 @@ export function attemptsUsed(job: Pick<Job, 'attemptsMade'>, data: JobData): num
   return job.attemptsMade + (data.prior?.attempts ?? 0);
 }
 
-/** Whether BullMQ is done with a job that failed (no attempt left, or unrecoverable). */
-export function isFinalFailure(job: Job | undefined, err: Error): boolean {
-  return err.name === 'UnrecoverableError' || !job || job.attemptsMade >= (job.opts.attempts ?? 1);
-}
 
 /**
  * A job that BullMQ failed for good without our processor having written its outcome: it stalled
