@@ -144,7 +144,7 @@ describe('bos-fleet poll', () => {
     writeFileSync(tlsFile, JSON.stringify({ 'site-a': { caFile: 'missing-ca.pem' } }));
     const t = await runCli(['worker', '--tls', tlsFile, '--redis', redisUrl()]);
     expect(t.code).toBe(1);
-    expect(t.stderr).toContain(`--tls ${tlsFile}: site "site-a": tls.caFile: cannot read "${path.join(files.dir, 'missing-ca.pem')}" (ENOENT)`);
+    expect(t.stderr).toContain(`--tls ${tlsFile}: site "site-a": tls.caFile: cannot read "${path.join(files.dir, 'missing-ca.pem')}": no such file`);
     const e = await runCli(['poll', '--inventory', files.inventory, '--enqueue-only', '--max-receive-bytes', '1048576', '--redis', redisUrl()]);
     expect(e.code).toBe(1);
     expect(e.stderr).toContain('with --enqueue-only, pass it to `bos-fleet worker`');

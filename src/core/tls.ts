@@ -1,5 +1,6 @@
 // Per-site TLS / mTLS material: validated at start-up, never silently downgraded.
 import { readFileSync } from 'node:fs';
+import { fileProblem } from './file-problem.js';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { z } from 'zod';
@@ -32,7 +33,7 @@ function readPem(file: string, field: string): Buffer {
   try {
     data = readFileSync(file);
   } catch (err) {
-    throw new TypeError(`tls.${field}: cannot read "${file}" (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    throw new TypeError(`tls.${field}: cannot read "${file}": ${fileProblem(err)}`);
   }
   if (!data.includes('-----BEGIN ')) throw new TypeError(`tls.${field}: "${file}" is not a PEM file`);
   return data;

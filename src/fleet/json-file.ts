@@ -3,15 +3,9 @@
 // message quotes the text around the fault (`Unexpected token 'h', ..."assword": hunter2}}" is not
 // valid JSON`), and in a credentials file that text is a password.
 import { readFileSync } from 'node:fs';
+import { fileProblem } from '../core/file-problem.js';
 
-/** A file that could not be read, in words: what the operator has to fix. */
-export function fileProblem(err: unknown): string {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOENT') return 'no such file';
-  if (code === 'EACCES' || code === 'EPERM') return 'permission denied (check who may read it)';
-  if (code === 'EISDIR') return 'it is a directory, not a file';
-  return code ?? (err instanceof Error ? err.message : String(err));
-}
+export { fileProblem };
 
 interface SyntaxFault {
   at: number;
