@@ -284,6 +284,10 @@ describe('rollout timing and limits', () => {
       const rec = await startRollout(redis, plan(2450, { targets: sites, waves: [1], maxInFlightPerSite: 1, startAtMs }), prefix);
       // While scheduled, its report says when it starts (`rollout status`: "scheduled for …").
       expect(await rolloutReport(redis, rec.rolloutId, prefix)).toMatchObject({ state: 'scheduled', startAt: new Date(startAtMs).toISOString() });
+      // Paused and resumed before its time, it is scheduled again (not `running` with nothing started).
+      await changeRolloutState(redis, rec.rolloutId, 'pause', 'test', prefix);
+      expect(await changeRolloutState(redis, rec.rolloutId, 'resume', 'test', prefix)).toBe('scheduled');
+      expect(await rolloutReport(redis, rec.rolloutId, prefix)).toMatchObject({ state: 'scheduled', startAt: new Date(startAtMs).toISOString() });
       return waitForRollout(redis, rec.rolloutId, prefix);
     });
     expect(report.state).toBe('completed');

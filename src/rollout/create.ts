@@ -250,6 +250,7 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
   // Miner jobs held while paused (they wait longer the longer the pause lasts) go now: on resume to
   // be changed, on abort to be cancelled.
   if (action !== 'pause') await releaseHeld(redis, rolloutId, prefix);
+  let state = to;
   if (action === 'resume') {
     const st = await store.status(rolloutId);
     const q = control(redis, prefix);
@@ -257,11 +258,14 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
     // decides again: it advances if the wave is done (once --pause-between has passed since), or waits.
     const held = await store.takeHeldWave(rolloutId);
     if (held !== undefined) await addWaveJob(q, rolloutId, held, 0, `.r${Date.now()}`);
-    else if ((st?.wave ?? -1) < 0) await addWaveJob(q, rolloutId, 0, Math.max(0, rec.startAtMs - Date.now()), `.r${Date.now()}`);
-    else await addGateJob(q, rolloutId, st?.wave ?? 0, `r${Date.now()}`, 0);
+    else if ((st?.wave ?? -1) < 0) {
+      // Paused before its --at time, it is scheduled again (its first wave starts then, not now).
+      if (rec.startAtMs > Date.now() && (await store.transition(rolloutId, ['running'], 'scheduled'))) state = 'scheduled';
+      await addWaveJob(q, rolloutId, 0, Math.max(0, rec.startAtMs - Date.now()), `.r${Date.now()}`);
+    } else await addGateJob(q, rolloutId, st?.wave ?? 0, `r${Date.now()}`, 0);
     await q.close();
   }
-  return to;
+  return state;
 }
 
 /**
