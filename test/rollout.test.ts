@@ -153,6 +153,9 @@ describe('rollout control', () => {
       const end = await waitForRollout(redis, rec.rolloutId, prefix);
       expect(end.state).toBe('aborted');
       expect(end.waves[2]?.counts).toEqual({});
+      // Wave 0's result is audited once, though its gate ran again on resume.
+      const waves = (await readAudit(redis, prefix)).filter((e) => e.action === 'rollout.wave' && e.subject === rec.rolloutId);
+      expect(waves.filter((e) => (e.details as { wave: number }).wave === 0)).toHaveLength(1);
     });
   });
 });

@@ -120,7 +120,13 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
     }
     const rate = doneAll ? failedAll / doneAll : 0;
-    await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.wave', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { wave, counts: waves[wave]?.counts, failureRate: rate } }, deps.prefix);
+    // The first time this wave is seen ended (this gate may run again: after a resume, or delivered
+    // twice): its result goes to the audit log once, and the next wave waits --pause-between from then.
+    const nowMs = Date.now();
+    const endedAtMs = await store.markWaveEnded(rec.rolloutId, wave, nowMs);
+    if (endedAtMs === nowMs) {
+      await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.wave', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { wave, counts: waves[wave]?.counts, failureRate: rate } }, deps.prefix);
+    }
     if (doneAll >= rec.minSample && rate > rec.maxFailureRate) {
       const reason = `wave ${wave}: failure rate ${(rate * 100).toFixed(1)}% (${failedAll}/${doneAll}) above the ${(rec.maxFailureRate * 100).toFixed(1)}% gate`;
       if (await store.transition(rec.rolloutId, ['running', 'paused'], 'halted', reason)) {
@@ -134,9 +140,6 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       }
       return;
     }
-    // The next wave waits --pause-between from the first time this wave was seen ended (this gate
-    // may run again: after a resume, or delivered twice).
-    const endedAtMs = await store.markWaveEnded(rec.rolloutId, wave);
     if (st.state === 'paused') return; // `rollout resume` re-runs this gate
     await addWaveJob(deps.control, rec.rolloutId, wave + 1, endedAtMs + rec.pauseBetweenMs - Date.now());
   }
