@@ -161,15 +161,15 @@ describe('rollout control', () => {
 });
 
 describe('a rollout paused between waves', () => {
-  /** Starts a 2-wave rollout with --pause-between 800ms and pauses it once wave 0 has ended. */
+  /** Starts a 2-wave rollout with --pause-between 1.5s and pauses it once wave 0 has ended. */
   async function pausedBetweenWaves(prefix: string, watts: number) {
-    const rec = await startRollout(redis, plan(watts, { waves: [0.1, 1], pauseBetweenMs: 800 }), prefix);
+    const rec = await startRollout(redis, plan(watts, { waves: [0.1, 1], pauseBetweenMs: 1_500 }), prefix);
     const store = new RolloutStore(redis, prefix);
     // Between waves, its report says when the next one starts: --pause-between after wave 0 ended.
     await until(async () => (await rolloutReport(redis, rec.rolloutId, prefix))?.nextWaveAt !== undefined, 30_000, 20);
     const between = await rolloutReport(redis, rec.rolloutId, prefix);
     const st = await store.status(rec.rolloutId);
-    expect(between?.nextWaveAt).toBe(new Date((st?.waveEndedAtMs ?? 0) + 800).toISOString());
+    expect(between?.nextWaveAt).toBe(new Date((st?.waveEndedAtMs ?? 0) + 1_500).toISOString());
     await changeRolloutState(redis, rec.rolloutId, 'pause', 'test', prefix);
     return { rec, store, nextWaveAtMs: Date.parse(between?.nextWaveAt ?? '') };
   }
@@ -179,7 +179,7 @@ describe('a rollout paused between waves', () => {
     const writesBefore = (await writes()).length;
     const end = await withWorker(prefix, async () => {
       const { rec, nextWaveAtMs } = await pausedBetweenWaves(prefix, 2650);
-      // Its start comes (800 ms after wave 0 ended) while paused: nothing starts.
+      // Its start comes (1.5 s after wave 0 ended) while paused: nothing starts.
       await new Promise((r) => setTimeout(r, Math.max(0, nextWaveAtMs - Date.now()) + 1_000));
       expect((await rolloutReport(redis, rec.rolloutId, prefix))?.waves[1]?.counts).toEqual({});
       const resumedAt = Date.now();
