@@ -189,7 +189,7 @@ describe('bos-fleet rollout status, as text', () => {
 
   it('counts the miners still to go in an unfinished rollout, and says when the next wave starts', () => {
     const nextWaveAt = new Date(Date.now() + 600_000).toISOString();
-    expect(reportText(report({ waves: [{ index: 0, miners: 10, counts: { OK: 3, MINER_TIMEOUT: 1 } }, { index: 1, miners: 90, counts: {} }] }))).toBe(
+    expect(reportText(report({ waves: [{ index: 0, miners: 10, counts: { MINER_TIMEOUT: 1, OK: 3 } }, { index: 1, miners: 90, counts: {} }] }))).toBe(
       ['rollout ro-x  power-target  running', '  wave 0:     10 miners  OK 3, MINER_TIMEOUT 1; 6 to go', '  wave 1:     90 miners  not started'].join('\n'),
     );
     expect(reportText(report({ nextWaveAt, waves: [{ index: 0, miners: 10, counts: { OK: 10 } }, { index: 1, miners: 90, counts: {} }] })).split('\n')[2]).toBe(`  wave 1:     90 miners  not started (starts in 10 min, at ${nextWaveAt})`);

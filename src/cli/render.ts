@@ -7,6 +7,13 @@ import { csvHeader, csvRow } from './csv.js';
 
 const fmtMs = (ms: number) => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`);
 
+/** Counts by code as `CODE n`, OK first, then by code: a line refreshed in place keeps each code where it was. */
+export function countsInOrder(counts: Record<string, number>): string[] {
+  return Object.entries(counts)
+    .sort(([a], [b]) => (a === 'OK' ? -1 : b === 'OK' ? 1 : a.localeCompare(b)))
+    .map(([c, n]) => `${c} ${n}`);
+}
+
 /**
  * Progress on stderr: on a TTY a one-line bar redrawn in place; elsewhere (cron, a service's log) a
  * plain line every `logEveryMs` while the counts move, so a long run is not silent until its end.
@@ -20,11 +27,7 @@ export function progressRenderer(
   let last = '';
   let loggedAt = now();
   let loggedDone = 0;
-  const countsText = (p: Progress) =>
-    Object.entries(p.counts)
-      .sort(([a], [b]) => (a === 'OK' ? -1 : b === 'OK' ? 1 : a.localeCompare(b)))
-      .map(([c, n]) => `${c} ${n}`)
-      .join('  ');
+  const countsText = (p: Progress) => countsInOrder(p.counts).join('  ');
   return {
     update(p) {
       if (!stream.isTTY) {

@@ -16,7 +16,7 @@ import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
-import { columns, printable } from './render.js';
+import { columns, countsInOrder, printable } from './render.js';
 import { connectRedis, interruptible, loadTlsSites, whereFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt } from './parse.js';
@@ -100,7 +100,7 @@ export function reportText(r: RolloutReport, where?: string): string {
     const n = done(w);
     const when = w.index === next && r.nextWaveAt ? ` (${Date.parse(r.nextWaveAt) > Date.now() ? `starts ${untilText(Date.parse(r.nextWaveAt))}, at ${r.nextWaveAt}` : 'starting'})` : '';
     const toGo = !TERMINAL.includes(r.state) && n < w.miners ? `; ${w.miners - n} to go` : '';
-    const counts = n === 0 ? `not started${when}` : `${Object.entries(w.counts).map(([c, k]) => `${c} ${k}`).join(', ')}${toGo}`;
+    const counts = n === 0 ? `not started${when}` : `${countsInOrder(w.counts).join(', ')}${toGo}`;
     lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);
   }
   // Which miners failed, and why, is in each wave's run.
