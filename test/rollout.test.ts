@@ -1,6 +1,6 @@
 // Staged rollouts on real Redis + the simulator: waves, exactly-once writes, gates, rollback.
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
 import { readAudit } from '../src/rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
@@ -238,6 +238,7 @@ describe('a rollout step that fails', () => {
 
   it('is tried again (the status says so) and the rollout goes on once the cause is gone', async () => {
     const prefix = uniquePrefix('cfail');
+    const logged = vi.spyOn(console, 'error');
     const end = await withWorker(prefix, async () => {
       const rec = await startRollout(redis, plan(2670, { targets: tf.inventory.targets.slice(0, 20), waves: [1], startAtMs: Date.now() + 500 }), prefix);
       // Its miners unreadable (a Redis error) when the wave is to start.
@@ -256,6 +257,9 @@ describe('a rollout step that fails', () => {
     expect(end.state).toBe('completed');
     expect(end.counts).toEqual({ OK: 20 });
     expect(end.retrying).toBeUndefined();
+    // The worker's log says it too.
+    expect(logged.mock.calls.map((c) => String(c[0]))).toContainEqual(expect.stringMatching(new RegExp(`^worker: rollout ${end.rolloutId}: wave 0 could not start: WRONGTYPE .* \\(attempt 1 of 12, tried again\\)`)));
+    logged.mockRestore();
   });
 
   it('for good fails the rollout with the reason (not `running` for ever); resume takes it up again', async () => {
