@@ -100,6 +100,42 @@ describe('a Redis near its maxmemory', () => {
     }
   });
 
+  it('a run cut short and enqueued again once Redis has room (a retried wave start or tick) is whole again', async () => {
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: 'full-again' });
+    const store = new RunStore(redis, 'full-again');
+    const runId = 'ro-again-w0';
+    try {
+      let squeezed = false;
+      const first = await enqueueRun(queue, store, farm(1_000), {
+        operation: 'poll',
+        runId,
+        chunkSize: 100,
+        paramsFor: (t) => {
+          if (t.minerId === 'm300' && !squeezed) {
+            squeezed = true;
+            void usedBytes().then((u) => redis.config('SET', 'maxmemory', String(u)));
+          }
+          return {};
+        },
+      }).catch((e: unknown) => e as Error);
+      expect(first).toBeInstanceOf(Error);
+      await redis.config('SET', 'maxmemory', '0');
+      // The run as its cut leaves it (recorded here when the full Redis refused even that write).
+      if ((await store.getRun(runId))?.inventoryTotal === undefined) await store.closeRunAt(runId, await queue.count(), 'OOM command not allowed');
+      expect((await store.getRun(runId))?.total).toBeLessThan(1_000);
+      // The second pass enqueues the miners Redis refused, and the run counts them all again.
+      const again = await enqueueRun(queue, store, farm(1_000), { operation: 'poll', runId, chunkSize: 100 });
+      expect(again.total).toBe(1_000);
+      expect(await store.getRun(runId)).toEqual(again);
+      expect(again).not.toHaveProperty('inventoryTotal');
+      expect(again).not.toHaveProperty('enqueueError');
+      expect(await queue.count()).toBe(1_000);
+    } finally {
+      await redis.config('SET', 'maxmemory', '0');
+      await queue.close();
+    }
+  });
+
   it('a poll makes room by deleting the finished poll runs its --keep-runs would delete anyway', async () => {
     const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: 'full-c' });
     const store = new RunStore(redis, 'full-c');

@@ -172,6 +172,18 @@ export class RunStore {
     await this.redis.hset(this.k.run(runId), 'record', JSON.stringify(cut));
   }
 
+  /**
+   * A run cut short (closeRunAt) counts its whole inventory again: it is being enqueued again in
+   * full (a wave start or a schedule tick tried again once Redis has room). Unless it was cancelled.
+   */
+  async reopenRun(record: RunRecord): Promise<RunRecord> {
+    if (record.inventoryTotal === undefined || (await this.enqueueState(record.runId)).cancelled) return record;
+    const { inventoryTotal, enqueueError: _e, ...rest } = record;
+    const whole: RunRecord = { ...rest, total: inventoryTotal };
+    await this.redis.hset(this.k.run(record.runId), 'record', JSON.stringify(whole));
+    return whole;
+  }
+
   async getRun(runId: string): Promise<RunRecord | undefined> {
     const raw = await this.redis.hget(this.k.run(runId), 'record');
     return raw ? (JSON.parse(raw) as RunRecord) : undefined;

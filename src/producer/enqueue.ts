@@ -59,10 +59,13 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
   };
   // A run that cannot fit is refused whole, before anything is written (an existing run re-enqueued adds nothing).
   if (!(opts.runId && (await store.getRun(opts.runId)))) await ensureRoom(store, inventory.targets.length, opts.operation === 'poll' ? (opts.retention ?? DEFAULT_RETENTION) : undefined, now);
-  const { record, created } = await store.createRun(wanted);
-  if (record.inventoryDigest !== wanted.inventoryDigest || record.operation !== wanted.operation) {
-    throw new Error(`run ${record.runId} already exists with a different ${record.operation !== wanted.operation ? 'operation' : 'inventory'}; use a new run id`);
+  const existing = await store.createRun(wanted);
+  const { created } = existing;
+  if (existing.record.inventoryDigest !== wanted.inventoryDigest || existing.record.operation !== wanted.operation) {
+    throw new Error(`run ${existing.record.runId} already exists with a different ${existing.record.operation !== wanted.operation ? 'operation' : 'inventory'}; use a new run id`);
   }
+  // Enqueued again after Redis refused part of it: whole again, the refused miners are added below.
+  const record = created ? existing.record : await store.reopenRun(existing.record);
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   for (let i = 0; i < inventory.targets.length; ) {
     // `bos-fleet cancel` while this run is still being enqueued: stop adding its jobs.
