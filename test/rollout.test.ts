@@ -181,7 +181,9 @@ describe('a rollout paused between waves', () => {
       const { rec, nextWaveAtMs } = await pausedBetweenWaves(prefix, 2650);
       // Its start comes (1.5 s after wave 0 ended) while paused: nothing starts.
       await new Promise((r) => setTimeout(r, Math.max(0, nextWaveAtMs - Date.now()) + 1_000));
-      expect((await rolloutReport(redis, rec.rolloutId, prefix))?.waves[1]?.counts).toEqual({});
+      const held = await rolloutReport(redis, rec.rolloutId, prefix);
+      expect(held?.waves[1]?.counts).toEqual({});
+      expect(held).toMatchObject({ state: 'paused', heldWave: 1 }); // `rollout status`: "starts on resume"
       const resumedAt = Date.now();
       await changeRolloutState(redis, rec.rolloutId, 'resume', 'test', prefix);
       const report = await ended(rec.rolloutId, prefix);

@@ -98,7 +98,7 @@ export function reportText(r: RolloutReport, where?: string): string {
   const next = r.nextWaveAt === undefined ? undefined : r.waves.find((w) => done(w) === 0)?.index;
   for (const w of r.waves) {
     const n = done(w);
-    const when = w.index === next && r.nextWaveAt ? ` (${Date.parse(r.nextWaveAt) > Date.now() ? `starts ${untilText(Date.parse(r.nextWaveAt))}, at ${r.nextWaveAt}` : 'starting'})` : '';
+    const when = w.index === r.heldWave ? ' (its time came during the pause: starts on resume)' : w.index === next && r.nextWaveAt ? ` (${Date.parse(r.nextWaveAt) > Date.now() ? `starts ${untilText(Date.parse(r.nextWaveAt))}, at ${r.nextWaveAt}` : 'starting'})` : '';
     const toGo = !TERMINAL.includes(r.state) && n < w.miners ? `; ${w.miners - n} to go` : '';
     const counts = n === 0 ? `not started${when}` : `${countsInOrder(w.counts).join(', ')}${toGo}`;
     lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);

@@ -77,6 +77,8 @@ export interface RolloutReport {
   rollbackOf?: string;
   /** While running between waves: when the next wave starts (--pause-between after the last one ended). */
   nextWaveAt?: string;
+  /** While paused: the wave whose start came during the pause (it starts on `resume`). */
+  heldWave?: number;
   /** A step that failed and waits to be tried again (CONTROL_RETRY): what, how many attempts, the error. */
   retrying?: { step: string; attemptsMade: number; attempts: number; error: string };
   waves: { index: number; miners: number; counts: Record<string, number> }[];
@@ -214,6 +216,7 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     ...(rec.rollbackOf ? { rollbackOf: rec.rollbackOf } : {}),
     ...(between ? { nextWaveAt: new Date((st.waveEndedAtMs ?? 0) + rec.pauseBetweenMs).toISOString() } : {}),
     ...(retrying ? { retrying } : {}),
+    ...(st.state === 'paused' && st.heldWave !== undefined ? { heldWave: st.heldWave } : {}),
     waves,
     counts,
   };
