@@ -88,10 +88,16 @@ export function describeSpec(spec: MutationSpec): string {
  */
 export function poolPasswordRefs(spec: unknown): string[] {
   if ((spec as { kind?: unknown } | undefined)?.kind !== 'pools') return [];
-  const parsed = mutationSpecSchema.safeParse(spec);
-  if (!parsed.success || parsed.data.kind !== 'pools') return [];
-  return [...new Set(parsed.data.groups.flatMap((g) => g.pools.flatMap((p) => (p.passwordRef ? [p.passwordRef] : []))))];
+  // One spec object checked for each of 100,000 miners (a rollout's warning) is parsed once.
+  let refs = refsOf.get(spec as object);
+  if (!refs) {
+    const parsed = mutationSpecSchema.safeParse(spec);
+    refs = !parsed.success || parsed.data.kind !== 'pools' ? [] : [...new Set(parsed.data.groups.flatMap((g) => g.pools.flatMap((p) => (p.passwordRef ? [p.passwordRef] : []))))];
+    refsOf.set(spec as object, refs);
+  }
+  return refs;
 }
+const refsOf = new WeakMap<object, string[]>();
 
 /** The operation name a spec is reported under in outcomes and rollouts. */
 export function operationOf(spec: MutationSpec): 'power-target' | 'hashrate-target' | 'pools' | 'pause' | 'resume' | 'reboot' | 'locate-on' | 'locate-off' {
