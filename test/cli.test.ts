@@ -1,5 +1,6 @@
 // The bos-fleet command line as an operator runs it: poll --json, results, runs, bad input.
-import { rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -174,5 +175,36 @@ describe('a miner whose replies exceed the receive limit', () => {
     const raised = await runCli(['poll', ...base, '--max-receive-bytes', String(2 * 1024 * 1024), '--json']);
     expect(raised.code).toBe(0);
     expect(JSON.parse(raised.stdout)).toMatchObject({ total: 2, counts: { OK: 2 } });
+  });
+});
+
+describe('a simulated farm whose addresses are taken', () => {
+  it('sim and demo say which address and what to do; the demo leaves no Redis nor files behind', async () => {
+    const taken = await startTestFleet(2, '127.42.0.1');
+    const demoDirs = () => readdirSync(os.tmpdir()).filter((d) => d.startsWith('bos-fleet-demo-'));
+    const demoRedis = () =>
+      readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .filter((p) => {
+          try {
+            return readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith('redis-server') && readlinkSync(`/proc/${p}/cwd`).includes('bos-fleet-demo-');
+          } catch {
+            return false;
+          }
+        });
+    try {
+      const dirsBefore = demoDirs();
+      const redisBefore = demoRedis();
+      const demo = await runCli(['demo', '--miners', '5', '--base', '127.42.0.1']);
+      expect(demo.code).toBe(1);
+      expect(demo.stderr).toContain('sim: 127.42.0.1:50051 is already in use (another `bos-fleet sim` or demo on these addresses?): pass --base with another loopback range');
+      expect(demoDirs()).toEqual(dirsBefore);
+      expect(demoRedis()).toEqual(redisBefore);
+      const sim = await runCli(['sim', '--miners', '3', '--base', '127.42.0.2']);
+      expect(sim.code).toBe(1);
+      expect(sim.stderr).toContain('sim: 127.42.0.2:50051 is already in use');
+    } finally {
+      await taken.fleet.close();
+    }
   });
 });

@@ -10,6 +10,7 @@ import { parseInventory } from '../producer/inventory.js';
 import { runLocal } from '../producer/run-local.js';
 import { startRedisServer, type LocalRedis } from '../redis/server.js';
 import { inventoryCsv, startSimFleet, SIM_PASSWORD, SIM_USERNAME, type FleetControl } from '../sim/index.js';
+import { DEFAULT_BASE } from '../sim/plan.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS } from '../workers/worker.js';
 import { intInRange, positiveInt } from './parse.js';
 import { outcomesText, progressRenderer, summaryText } from './render.js';
@@ -24,7 +25,8 @@ export function registerDemo(program: Command): void {
     .option('--faults <spec>', 'fault mix', DEMO_FAULTS)
     .option('--threads <n>', 'worker threads', intInRange('--threads', 0, MAX_THREADS), DEFAULT_THREADS)
     .option('--concurrency <n>', 'jobs in flight', intInRange('--concurrency', 1, MAX_CONCURRENCY), DEFAULT_CONCURRENCY)
-    .action(async (opts: { miners: number; faults: string; threads: number; concurrency: number }) => {
+    .option('--base <ip>', 'first simulated miner address (loopback only)', DEFAULT_BASE)
+    .action(async (opts: { miners: number; faults: string; threads: number; concurrency: number; base: string }) => {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-demo-'));
       console.log(`demo: starting a throwaway redis-server and ${opts.miners} simulated miners (faults: ${opts.faults})`);
       // Ctrl-C: nothing of a demo is worth finishing (and a terminal's Ctrl-C has stopped its Redis
@@ -42,9 +44,10 @@ export function registerDemo(program: Command): void {
       };
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
-      const server = (redis = await startRedisServer({ dir }));
-      const farm = (fleet = await startSimFleet({ miners: opts.miners, faults: opts.faults, base: '127.1.0.1' }));
       try {
+        // Started inside the clean-up: a farm that cannot start (its addresses taken) leaves no Redis behind.
+        const server = (redis = await startRedisServer({ dir }));
+        const farm = (fleet = await startSimFleet({ miners: opts.miners, faults: opts.faults, base: opts.base }));
         const inventory = parseInventory(inventoryCsv(farm.miners), path.join(dir, 'farm.csv'));
         const bar = progressRenderer();
         const { record, summary } = await runLocal({

@@ -30,3 +30,10 @@ export function loopbackAddresses(base: string, count: number): string[] {
   }
   return out;
 }
+
+/** A miner's listen that failed because its address is taken, said with what to do; other errors as they are. */
+export function listenProblem(err: unknown): unknown {
+  const e = err as (NodeJS.ErrnoException & { address?: string; port?: number }) | undefined;
+  if (e?.code !== 'EADDRINUSE') return err;
+  return new Error(`sim: ${e.address ?? '?'}:${e.port ?? '?'} is already in use (another \`bos-fleet sim\` or demo on these addresses?): pass --base with another loopback range, e.g. --base 127.200.0.1`);
+}

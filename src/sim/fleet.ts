@@ -12,6 +12,7 @@ import { SessionTable, loginReply } from './sessions.js';
 import { createEndpoint, dropSockets, reconcileListener, type MinerEndpoint } from './transport.js';
 import { MALFORMED_BYTES, PAD_REPLY, RAW_REPLY, wrapServiceDefinition } from './wire.js';
 import { seededRandom } from './prng.js';
+import { listenProblem } from './addresses.js';
 import { policedConnection, type PingPolicy, type PingStats } from './ping-policy.js';
 
 export interface SimMinerSpec extends SimMinerInfo {
@@ -99,8 +100,14 @@ export class SimFleet implements FleetControl {
   static async start(opts: SimFleetOptions): Promise<SimFleet> {
     const fleet = new SimFleet(opts);
     const all = [...fleet.byId.values()];
-    for (let i = 0; i < all.length; i += 500) {
-      await Promise.all(all.slice(i, i + 500).map((rt) => fleet.reconcile(rt)));
+    try {
+      for (let i = 0; i < all.length; i += 500) {
+        await Promise.all(all.slice(i, i + 500).map((rt) => fleet.reconcile(rt)));
+      }
+    } catch (err) {
+      // The miners already listening go too: a fleet that did not start holds no address.
+      await fleet.close().catch(() => undefined);
+      throw listenProblem(err);
     }
     for (const rt of all) fleet.armRebootLoop(rt);
     return fleet;
