@@ -1,6 +1,7 @@
 // The control surface of a simulated fleet, the same whether it runs in this process or in shards.
 import type { MinerFaults } from './faults.js';
 import type { SimMinerState } from './miner.js';
+import type { PingPolicy } from './ping-policy.js';
 
 export interface SimMinerInfo {
   id: string;
@@ -28,4 +29,29 @@ export interface FleetControl {
   /** Sends `count` status messages (each padded by `padBytes`) to the miner's open status streams. */
   floodStatus(minerId: string, count: number, padBytes?: number): Promise<void>;
   close(): Promise<void>;
+}
+
+// What a fleet is started with.
+export interface SimMinerSpec extends SimMinerInfo {
+  index: number;
+  faults: MinerFaults;
+}
+
+export interface SimTlsOptions {
+  keyPem: Buffer;
+  certPem: Buffer;
+  /** CA that client certificates must chain to; set it to require mTLS. */
+  clientCaPem?: Buffer;
+}
+
+export interface SimFleetOptions {
+  miners: SimMinerSpec[];
+  seed?: number;
+  /** Session inactivity timeout (real miners: 3600 s). */
+  sessionTtlMs?: number;
+  /** How long a miner stays unreachable after Reboot. */
+  rebootDownMs?: number;
+  tls?: SimTlsOptions;
+  /** Enforce gRPC-core's keepalive policy (GOAWAY too_many_pings) on every connection. */
+  pingPolicy?: PingPolicy;
 }

@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SERVICE_KEYS, serviceDefinition, type ServiceKey } from '../core/proto.js';
-import type { FleetControl, MutationRecord, SimMinerInfo } from './control.js';
+import type { FleetControl, MutationRecord, SimFleetOptions, SimMinerInfo } from './control.js';
 import type { MinerFaults } from './faults.js';
 import { API_LATEST, API_OLD, SIM_PASSWORD, createMinerState, supportsApi, type SimMinerState } from './miner.js';
 import { METHODS, SimStatusError } from './services.js';
@@ -15,29 +15,7 @@ import { seededRandom } from './prng.js';
 import { listenProblem } from './addresses.js';
 import { policedConnection, type PingPolicy, type PingStats } from './ping-policy.js';
 
-export interface SimMinerSpec extends SimMinerInfo {
-  index: number;
-  faults: MinerFaults;
-}
-
-export interface SimTlsOptions {
-  keyPem: Buffer;
-  certPem: Buffer;
-  /** CA that client certificates must chain to; set it to require mTLS. */
-  clientCaPem?: Buffer;
-}
-
-export interface SimFleetOptions {
-  miners: SimMinerSpec[];
-  seed?: number;
-  /** Session inactivity timeout (real miners: 3600 s). */
-  sessionTtlMs?: number;
-  /** How long a miner stays unreachable after Reboot. */
-  rebootDownMs?: number;
-  tls?: SimTlsOptions;
-  /** Enforce gRPC-core's keepalive policy (GOAWAY too_many_pings) on every connection. */
-  pingPolicy?: PingPolicy;
-}
+export type { SimFleetOptions, SimMinerSpec, SimTlsOptions } from './control.js';
 
 interface MinerRuntime {
   state: SimMinerState;
