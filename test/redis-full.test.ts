@@ -34,6 +34,17 @@ afterAll(async () => {
 
 const farm = (n: number) => parseInventory(['id,host', ...Array.from({ length: n }, (_, i) => `m${i},127.23.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`)].join('\n'), 'farm.csv');
 const usedBytes = async () => Number(/^used_memory:(\d+)/m.exec(await redis.info('memory'))?.[1]);
+/** An enqueue's paramsFor that fills Redis up (maxmemory = memory used) once it reaches `minerId`. */
+function fillRedisAt(minerId: string): (t: { minerId: string }) => Record<string, unknown> {
+  let filled = false;
+  return (t) => {
+    if (t.minerId === minerId && !filled) {
+      filled = true;
+      void usedBytes().then((u) => redis.config('SET', 'maxmemory', String(u)));
+    }
+    return {};
+  };
+}
 
 describe('a Redis near its maxmemory', () => {
   it('refuses a run that would not fit, naming the figures, with nothing written', async () => {
@@ -62,18 +73,7 @@ describe('a Redis near its maxmemory', () => {
     const store = new RunStore(redis, 'full-b');
     try {
       // The check passes (no limit yet); then Redis fills up under the run, as when another tenant's data grows.
-      let squeezed = false;
-      const err = await enqueueRun(queue, store, farm(2_000), {
-        operation: 'poll',
-        chunkSize: 100,
-        paramsFor: (t) => {
-          if (t.minerId === 'm500' && !squeezed) {
-            squeezed = true;
-            void usedBytes().then((u) => redis.config('SET', 'maxmemory', String(u)));
-          }
-          return {};
-        },
-      }).catch((e: unknown) => e as Error);
+      const err = await enqueueRun(queue, store, farm(2_000), { operation: 'poll', chunkSize: 100, paramsFor: fillRedisAt('m500') }).catch((e: unknown) => e as Error);
       expect(err).toBeInstanceOf(Error);
       const runId = (await store.listRuns())[0]!.runId;
       const inRedis = await queue.count();
@@ -105,19 +105,7 @@ describe('a Redis near its maxmemory', () => {
     const store = new RunStore(redis, 'full-again');
     const runId = 'ro-again-w0';
     try {
-      let squeezed = false;
-      const first = await enqueueRun(queue, store, farm(1_000), {
-        operation: 'poll',
-        runId,
-        chunkSize: 100,
-        paramsFor: (t) => {
-          if (t.minerId === 'm300' && !squeezed) {
-            squeezed = true;
-            void usedBytes().then((u) => redis.config('SET', 'maxmemory', String(u)));
-          }
-          return {};
-        },
-      }).catch((e: unknown) => e as Error);
+      const first = await enqueueRun(queue, store, farm(1_000), { operation: 'poll', runId, chunkSize: 100, paramsFor: fillRedisAt('m300') }).catch((e: unknown) => e as Error);
       expect(first).toBeInstanceOf(Error);
       await redis.config('SET', 'maxmemory', '0');
       // The run as its cut leaves it (recorded here when the full Redis refused even that write).

@@ -5,8 +5,6 @@
 import { readFileSync } from 'node:fs';
 import { fileProblem } from '../core/file-problem.js';
 
-export { fileProblem };
-
 interface SyntaxFault {
   at: number;
   problem: string;

@@ -6,7 +6,8 @@ import net from 'node:net';
 import { z } from 'zod';
 import type { JobTarget } from '../fleet/job.js';
 import { parseCsv } from './csv.js';
-import { fileProblem, parseJson } from '../fleet/json-file.js';
+import { fileProblem } from '../core/file-problem.js';
+import { parseJson } from '../fleet/json-file.js';
 
 const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 

@@ -4,7 +4,6 @@
 import { Queue, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
-import { isFinalFailure } from '../fleet/job.js';
 import { RunStore } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import { rewakeStale, wakeParked } from './site-limit.js';
@@ -43,8 +42,8 @@ export function waveSize(rec: Pick<RolloutHeader, 'waveEnds'>, wave: number): nu
  */
 export async function addWaveJob(control: Queue, rolloutId: string, wave: number, delayMs: number, suffix = ''): Promise<void> {
   let jobId = `${rolloutId}.wave.${wave}${suffix}`;
-  const earlier = await control.getJob(jobId);
-  if (earlier && ((await earlier.isCompleted()) || (await earlier.isFailed()))) jobId += `.a${Date.now()}`;
+  const state = await control.getJobState(jobId);
+  if (state === 'completed' || state === 'failed') jobId += `.a${Date.now()}`;
   await control.add('wave', { rolloutId, wave } satisfies ControlJobData, { jobId, delay: Math.max(0, delayMs), ...CONTROL_RETRY, removeOnComplete: { age: 86_400 }, removeOnFail: { age: 7 * 86_400 } });
 }
 
@@ -158,12 +157,12 @@ export function controlStep(job: Pick<Job<ControlJobData>, 'name' | 'data'>): st
 }
 
 /**
- * A control job that failed for good (its attempts used, or an unrecoverable error) fails its
- * rollout, with the step and the error as the reason: otherwise the rollout would say `running` for
- * ever with nothing carrying it on. `rollout resume` takes it up again from there.
+ * A control job that failed for good (its attempts used, or an unrecoverable error: the caller asks
+ * isFinalFailure) fails its rollout, with the step and the error as the reason: otherwise the rollout
+ * would say `running` for ever with nothing carrying it on. `rollout resume` takes it up again from there.
  */
-export async function failRolloutOnFinalError(redis: Redis, prefix: string, job: Job<ControlJobData> | undefined, err: Error): Promise<boolean> {
-  if (!job?.data?.rolloutId || !isFinalFailure(job, err)) return false;
+export async function failRollout(redis: Redis, prefix: string, job: Job<ControlJobData>, err: Error): Promise<boolean> {
+  if (!job.data?.rolloutId) return false;
   const store = new RolloutStore(redis, prefix);
   const rec = await store.get(job.data.rolloutId);
   if (!rec) return false;

@@ -1,7 +1,7 @@
 // A bos-fleet worker: a BullMQ Worker whose jobs run on an executor (Piscina threads or inline),
 // with a breaker table shared by all of its threads. close() drains in-flight jobs first.
 import { Queue, Worker, type Job, type WorkerOptions as BullWorkerOptions } from 'bullmq';
-import { CONTROL_QUEUE, controlStep, createControlProcessor, failRolloutOnFinalError } from '../rollout/control.js';
+import { CONTROL_QUEUE, controlStep, createControlProcessor, failRollout } from '../rollout/control.js';
 import { isFinalFailure } from '../fleet/job.js';
 import { RolloutStore } from '../rollout/store.js';
 import { SCHEDULE_QUEUE, createScheduleProcessor, recordFailedTick } from '../rollout/schedules.js';
@@ -177,7 +177,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     if (!job) return;
     const final = isFinalFailure(job, err);
     rolloutLog(`rollout ${job.data.rolloutId}: ${controlStep(job)}: ${err.message} (attempt ${job.attemptsMade} of ${job.opts.attempts ?? 1}${final ? ': the rollout fails' : ', tried again'})`);
-    failRolloutOnFinalError(storeRedis, prefix, job, err).catch((e: unknown) => unwritten(`a failed rollout step could not be recorded: ${e instanceof Error ? e.message : String(e)}`));
+    if (final) failRollout(storeRedis, prefix, job, err).catch((e: unknown) => unwritten(`a failed rollout step could not be recorded: ${e instanceof Error ? e.message : String(e)}`));
   });
   const schedules = consume(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), 2);
   schedules.on('failed', (job, err) => {
