@@ -34,6 +34,9 @@ describe('FleetError.from', () => {
   it.each([
     [grpc.status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED 127.1.0.1:50051', 'MINER_UNREACHABLE', false],
     [grpc.status.UNAVAILABLE, 'Connection dropped', 'CONNECTION_LOST', true],
+    // grpc-js's DNS resolver, for an inventory host name that does not resolve: nothing was sent.
+    [grpc.status.UNAVAILABLE, 'Name resolution failed for target dns:miner-17.farm.example:50051', 'MINER_UNREACHABLE', false],
+    [grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded after 3.001s,waiting for name resolution', 'MINER_TIMEOUT', false],
     [grpc.status.UNAVAILABLE, 'Protocol error', 'PROTOCOL_ERROR', true],
     [grpc.status.UNAVAILABLE, 'No connection established. Last error: Error: self-signed certificate', 'TLS_ERROR', false],
     [grpc.status.DEADLINE_EXCEEDED, 'Deadline exceeded after 0.300s,Waiting for LB pick', 'MINER_TIMEOUT', false],
@@ -62,6 +65,8 @@ describe('FleetError.from', () => {
       'Deadline exceeded after 10.001s,remote_addr=127.31.0.48:50051',
     );
     expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED'), { mutation: true }).code).toBe('MINER_UNREACHABLE');
+    // A host name that does not resolve: the write never left (it was OUTCOME_UNKNOWN, and a rollback listed the miner as maybe changed).
+    expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'Name resolution failed for target dns:nosuch.invalid:50051'), { mutation: true }).code).toBe('MINER_UNREACHABLE');
   });
 
   it('maps Node errnos and survives a structured clone (no instanceof needed)', () => {

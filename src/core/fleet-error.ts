@@ -27,7 +27,9 @@ export interface PlainFleetError {
 }
 
 const TLS_TEXT = /SSL|TLS|certificate|self[- ]signed|unable to verify|Hostname\/IP does not match|ERR_OSSL|alert/i;
-const NEVER_CONNECTED = /No connection established|Waiting for LB pick|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN/;
+// Before a request is sent: no connection, or the miner's host name did not resolve (grpc-js's DNS
+// resolver says "Name resolution failed for target dns:…", a deadline hit during it "waiting for name resolution").
+const NEVER_CONNECTED = /No connection established|Waiting for LB pick|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|Name resolution failed|waiting for name resolution/;
 
 export class FleetError extends Error {
   override readonly name = 'FleetError';
