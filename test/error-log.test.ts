@@ -1,6 +1,7 @@
 // A worker's errors it cannot act on arrive once per job; each kind is printed once per interval.
 import { describe, expect, it } from 'vitest';
-import { errorKind, rateLimitedLog } from '../src/workers/error-log.js';
+import { EventEmitter } from 'node:events';
+import { errorKind, rateLimitedLog, reportRedisOutages } from '../src/workers/error-log.js';
 import { redisRefusalAdvice } from '../src/redis/durability.js';
 
 describe('rate-limited error log', () => {
@@ -18,6 +19,33 @@ describe('rate-limited error log', () => {
       'MISCONF Errors writing to the AOF file: No space left on device',
       'MISCONF Errors writing to the AOF file: No space left on device (999 more like it in the last 10 s)',
       "OOM command not allowed when used memory > 'maxmemory'.",
+    ]);
+  });
+
+  it('says Redis is unreachable once per interval, and once, for all its connections, when it is back', () => {
+    let t = 0;
+    const lines: string[] = [];
+    const a = new EventEmitter();
+    const b = new EventEmitter();
+    reportRedisOutages('worker', 'no job is lost while it is down', [a, b], 10_000, () => t, (l) => lines.push(l));
+    a.emit('ready'); // the first connect is not a return
+    for (let i = 0; i < 30; i++) {
+      (i % 2 ? a : b).emit('error', new Error('connect ECONNREFUSED 127.0.0.1:6391'));
+      t += 1_000;
+    }
+    a.emit('ready');
+    b.emit('ready');
+    t += 60_000;
+    b.emit('error', new Error('connect ECONNREFUSED 127.0.0.1:6391'));
+    t += 2_000;
+    b.emit('ready');
+    expect(lines).toEqual([
+      'worker: Redis unreachable (connect ECONNREFUSED 127.0.0.1:6391); retrying — no job is lost while it is down',
+      'worker: Redis unreachable (connect ECONNREFUSED 127.0.0.1:6391); retrying — no job is lost while it is down',
+      'worker: Redis unreachable (connect ECONNREFUSED 127.0.0.1:6391); retrying — no job is lost while it is down',
+      'worker: Redis reachable again (unreachable for 30 s)',
+      'worker: Redis unreachable (connect ECONNREFUSED 127.0.0.1:6391); retrying — no job is lost while it is down',
+      'worker: Redis reachable again (unreachable for 2 s)',
     ]);
   });
 

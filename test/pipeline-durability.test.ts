@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { OUTCOME_BATCH_MAX, RunStore } from '../src/fleet/run-store.js';
 import type { Outcome } from '../src/fleet/outcome.js';
@@ -286,6 +286,7 @@ describe('Redis restarted mid-run (AOF)', () => {
     const own = new Redis(server.url, { maxRetriesPerRequest: null });
     own.on('error', () => undefined);
     const store = new RunStore(own);
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     const worker = await startWorker({ redisUrl: server.url, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
     try {
       const record = await enqueueOnly({ redisUrl: server.url, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
@@ -294,7 +295,12 @@ describe('Redis restarted mid-run (AOF)', () => {
       server = await crashAndRestart(server);
       await waitForRun(store, record.runId, COUNT, { intervalMs: 200 });
       await expectExactlyOneOutcomeEach(store, record.runId);
+      // The worker's log says Redis went, and that it came back.
+      const lines = logged.mock.calls.map((c) => String(c[0]));
+      expect(lines.filter((l) => l.startsWith('worker: Redis unreachable')).length).toBeGreaterThanOrEqual(1);
+      expect(lines.filter((l) => /^worker: Redis reachable again \(unreachable for \d+ s\)$/.test(l))).toHaveLength(1);
     } finally {
+      logged.mockRestore();
       await worker.close();
       own.disconnect();
       await server.stop();

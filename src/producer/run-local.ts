@@ -8,7 +8,7 @@ import type { Operation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import type { RunSummary } from '../fleet/outcome.js';
 import { RunStore, type RetentionPolicy, type RunRecord } from '../fleet/run-store.js';
-import { unreachableRedisLog } from '../workers/error-log.js';
+import { reportRedisOutages } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
 import { enqueueRun } from './enqueue.js';
 import type { Inventory } from './inventory.js';
@@ -72,7 +72,8 @@ export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
  */
 function patientRedis(url: string, report: boolean): Redis {
   const redis = new Redis(url, { maxRetriesPerRequest: null });
-  redis.on('error', report ? unreachableRedisLog('bos-fleet', 'nothing enqueued is lost while it is down') : () => undefined);
+  if (report) reportRedisOutages('bos-fleet', 'nothing enqueued is lost while it is down', [redis]);
+  else redis.on('error', () => undefined);
   return redis;
 }
 

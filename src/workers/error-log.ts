@@ -33,14 +33,28 @@ export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, 
 }
 
 /**
- * The error handler of a Redis connection that reconnects by itself (ioredis): it says Redis is
- * unreachable at most once every `everyMs`, not once per reconnect attempt.
+ * Watches Redis connections that reconnect by themselves (ioredis): says Redis is unreachable at most
+ * once every `everyMs`, not once per reconnect attempt, and once it is back, how long it was gone —
+ * once for all the connections watched.
  */
-export function unreachableRedisLog(who: string, whileDown: string, everyMs = 10_000): (err: Error) => void {
+export function reportRedisOutages(who: string, whileDown: string, connections: Array<{ on(event: 'error', f: (err: Error) => void): unknown; on(event: 'ready', f: () => void): unknown }>, everyMs = 10_000, now: () => number = Date.now, write: (line: string) => void = (line) => console.error(line)): void {
   let lastMs = -Infinity;
-  return (err) => {
-    if (Date.now() - lastMs < everyMs) return;
-    lastMs = Date.now();
-    console.error(`${who}: Redis unreachable (${err.message}); retrying — ${whileDown}`);
+  let downSinceMs: number | null = null;
+  const onError = (err: Error) => {
+    const t = now();
+    downSinceMs ??= t;
+    if (t - lastMs < everyMs) return;
+    lastMs = t;
+    write(`${who}: Redis unreachable (${err.message}); retrying — ${whileDown}`);
   };
+  const onReady = () => {
+    if (downSinceMs === null) return;
+    write(`${who}: Redis reachable again (unreachable for ${Math.max(1, Math.round((now() - downSinceMs) / 1000))} s)`);
+    downSinceMs = null;
+    lastMs = -Infinity;
+  };
+  for (const c of connections) {
+    c.on('error', onError);
+    c.on('ready', onReady);
+  }
 }

@@ -17,7 +17,7 @@ import { createProcessor, settleFailedJob } from './processor.js';
 import { WorkerRegistry } from './registry.js';
 import { watchOrphans } from './hand-on.js';
 import { closeHandOnQueues, handOnQueueName } from '../fleet/hand-on-queues.js';
-import { rateLimitedLog, unreachableRedisLog } from './error-log.js';
+import { rateLimitedLog, reportRedisOutages } from './error-log.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -97,9 +97,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const connection = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
   const storeRedis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
-  const warnRedis = unreachableRedisLog('worker', 'no job is lost while it is down');
-  connection.on('error', warnRedis);
-  storeRedis.on('error', warnRedis);
+  reportRedisOutages('worker', 'no job is lost while it is down', [connection, storeRedis]);
   const executor = createExecutor(
     {
       coreOptions: opts.coreOptions ?? {},
