@@ -1,5 +1,4 @@
 // `bos-fleet rollout start|status|pause|resume|abort|rollback`.
-import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { Queue } from 'bullmq';
 import { cancelRun } from '../producer/cancel.js';
@@ -20,10 +19,7 @@ import { columns, countsInOrder, printable } from './render.js';
 import { connectRedis, interruptible, loadTlsSites, whereFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt } from './parse.js';
-import { assertPoolRefs, withPoolPasswordRef, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
-
-/** Rollouts over more miners than this ask for confirmation unless --yes. */
-export const CONFIRM_THRESHOLD = 50;
+import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, withPoolPasswordRef, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 
 interface CommonFlags {
   redis?: string;
@@ -72,15 +68,6 @@ function assertTlsCovers(tlsSites: string[] | undefined, targets: { site: string
   const mine = Object.keys(tlsBySite ?? {});
   const lacking = [...new Set(targets.filter((t) => siteHasTls(tlsSites ?? [], t.site) && !siteHasTls(mine, t.site)).map((t) => t.site || '-'))];
   if (lacking.length) throw new Error(`${what} went over TLS on site${lacking.length > 1 ? 's' : ''} ${lacking.map((x) => `"${x}"`).join(', ')}: pass --tls FILE with ${lacking.length > 1 ? 'their' : 'its'} TLS files (never changed in plaintext), or --no-local-worker to leave it to workers that have them`);
-}
-
-async function confirm(miners: number, what: string, yes: boolean | undefined): Promise<void> {
-  if (yes || miners <= CONFIRM_THRESHOLD) return;
-  if (!process.stdin.isTTY) throw new Error(`this rollout changes ${miners} miners (${what}); pass --yes to confirm`);
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
-  const answer = await rl.question(`Change ${miners} miners (${what})? Type "yes" to continue: `);
-  rl.close();
-  if (answer.trim() !== 'yes') throw new Error('not confirmed: nothing was changed');
 }
 
 /** How long until `atMs`, roughly: "in 19 h", "in 5 min", "in 20 s". */
@@ -182,10 +169,9 @@ export function registerRollout(program: Command): void {
       const startAtMs = parseAt(flags.at);
       const credentials = loadCredentialProfiles(flags.credentials);
       const tlsBySite = loadTlsSites(flags.tls);
-      if (flags.dryRun || (flags.wait && flags.localWorker)) {
-        assertProfiles(inventory, credentials, flags.credentials);
-        assertPoolRefs(spec, credentials, `--pools ${flags.pools}`, flags.credentials);
-      }
+      const checks = () => (assertProfiles(inventory, credentials, flags.credentials), assertPoolRefs(spec, credentials, `--pools ${flags.pools}`, flags.credentials));
+      if (flags.dryRun) checks();
+      else if (flags.wait && flags.localWorker) checkLocalWorker(checks);
       if (flags.dryRun) return dryRun(flags, inventory, spec, credentials, tlsBySite);
       await confirm(inventory.targets.length, describeSpec(spec), flags.yes);
       const plan: RolloutPlan = { operation: operationOf(spec), spec, targets: inventory.targets, inventoryDigest: inventory.digest, ...gates, actor: flags.actor ?? defaultActor(), ...(startAtMs ? { startAtMs } : {}), ...(flags.allowOverlap ? { allowOverlap: true } : {}), ...(tlsBySite ? { tlsSites: Object.keys(tlsBySite) } : {}) };
@@ -240,9 +226,11 @@ export function registerRollout(program: Command): void {
         const specByMiner = flags.poolPasswordRef !== undefined ? withPoolPasswordRef(rb.specByMiner, flags.poolPasswordRef) : rb.specByMiner;
         const first = specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
         if (flags.wait && flags.localWorker) {
-          assertTargetProfiles(rb.targets, `rollout ${id}'s miners`, credentials, flags.credentials);
-          assertPoolRefs(first, credentials, '--pool-password-ref', flags.credentials);
-          assertTlsCovers(rb.rec.tlsSites, rb.targets, tlsBySite, `rollout ${id}`);
+          checkLocalWorker(() => {
+            assertTargetProfiles(rb.targets, `rollout ${id}'s miners`, credentials, flags.credentials);
+            assertPoolRefs(first, credentials, '--pool-password-ref', flags.credentials);
+            assertTlsCovers(rb.rec.tlsSites, rb.targets, tlsBySite, `rollout ${id}`);
+          });
         }
         if (pools && flags.poolPasswordRef === undefined) {
           process.stderr.write('bos-fleet: a miner never reports its pool passwords: the pools this rollback restores are written with no password (pass --pool-password-ref PROFILE to give them the password of that credentials profile)\n');

@@ -1,4 +1,6 @@
-// Turns `rollout start` flags into a validated mutation spec and gate settings.
+// Turns `rollout start` flags into a validated mutation spec and gate settings; the checks and the
+// confirmation before a rollout starts.
+import { createInterface } from 'node:readline/promises';
 import { readJsonFile } from '../fleet/json-file.js';
 import { actionSpec, ACTIONS, operationOf, poolPasswordRefs, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
@@ -92,4 +94,29 @@ export function withPoolPasswordRef(specs: Record<string, MutationSpec>, passwor
   return Object.fromEntries(
     Object.entries(specs).map(([minerId, spec]) => [minerId, spec.kind === 'pools' ? { ...spec, groups: spec.groups.map((g) => ({ ...g, pools: g.pools.map((p) => ({ ...p, passwordRef })) })) } : spec]),
   );
+}
+
+/**
+ * Runs the checks of what `--wait`'s local worker needs (profiles, pool passwords, TLS); when one
+ * fails, the error also says how to leave the work to the running `bos-fleet worker` processes.
+ */
+export function checkLocalWorker(check: () => void): void {
+  try {
+    check();
+  } catch (e) {
+    throw new Error(`${(e as Error).message} — or, for --wait, add --no-local-worker to leave the work to the running \`bos-fleet worker\` processes (they need them)`);
+  }
+}
+
+/** Rollouts over more miners than this ask for confirmation unless --yes. */
+export const CONFIRM_THRESHOLD = 50;
+
+/** Asks on the terminal before changing more than CONFIRM_THRESHOLD miners; without one, --yes is needed. */
+export async function confirm(miners: number, what: string, yes: boolean | undefined): Promise<void> {
+  if (yes || miners <= CONFIRM_THRESHOLD) return;
+  if (!process.stdin.isTTY) throw new Error(`this rollout changes ${miners} miners (${what}); pass --yes to confirm`);
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  const answer = await rl.question(`Change ${miners} miners (${what})? Type "yes" to continue: `);
+  rl.close();
+  if (answer.trim() !== 'yes') throw new Error('not confirmed: nothing was changed');
 }
