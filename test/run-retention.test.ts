@@ -12,9 +12,9 @@ afterAll(() => redis.disconnect());
 const HOUR = 3_600_000;
 const NOW = Date.UTC(2026, 10, 30, 12);
 
-async function run(store: RunStore, runId: string, operation: string, ageMs: number, finished: boolean): Promise<void> {
+async function run(store: RunStore, runId: string, operation: string, ageMs: number, finished: boolean, more: Partial<RunRecord> = {}): Promise<void> {
   const createdAtMs = NOW - ageMs;
-  const record: RunRecord = { runId, operation, params: {}, inventoryFile: 'farm.csv', inventoryDigest: 'd', createdAt: new Date(createdAtMs).toISOString(), createdAtMs, total: 2 };
+  const record: RunRecord = { runId, operation, params: {}, inventoryFile: 'farm.csv', inventoryDigest: 'd', createdAt: new Date(createdAtMs).toISOString(), createdAtMs, total: 2, ...more };
   await store.createRun(record);
   for (const minerId of finished ? ['m1', 'm2'] : ['m1']) {
     const o: Outcome = { runId, minerId, host: '127.0.0.1', port: 50051, operation, status: 'ok', code: 'OK', attempts: 1, jobAttempts: 1, durationMs: 5, finishedAt: new Date(createdAtMs + 1_000).toISOString(), transport: 'plaintext' };
@@ -54,5 +54,26 @@ describe('RunStore.pruneRuns', () => {
     await run(store, 'recent', 'poll', 2 * HOUR, true);
     expect(await store.pruneRuns({ keepRuns: 20, keepForMs: 24 * HOUR }, NOW)).toEqual(['old']);
     expect(await fleetOf(store)).toEqual(['old-unfinished', 'recent']);
+  });
+
+  it("each series keeps its own runs: a schedule's --keep-runs never deletes another schedule's runs or the operator's own polls", async () => {
+    const prefix = uniquePrefix('series');
+    const store = new RunStore(redis, prefix);
+    const everyMinute = { series: 'sch-minute', retention: { keepRuns: 2, keepForMs: 30 * 24 * HOUR } };
+    const nightly = { series: 'sch-nightly', retention: { keepRuns: 1, keepForMs: 30 * 24 * HOUR } };
+    await run(store, 'manual-1', 'poll', 10 * HOUR, true); // `bos-fleet poll` this morning
+    await run(store, 'nightly-1', 'poll', 9 * HOUR, true, nightly);
+    await run(store, 'nightly-2', 'poll', 8 * HOUR, true, nightly);
+    for (let m = 5; m >= 1; m--) await run(store, `minute-${m}`, 'poll', m * 60_000, true, everyMinute);
+    // The every-minute schedule's tick prunes: its own beyond 2, the nightly one's beyond its own 1, no manual poll.
+    expect((await store.pruneRuns(everyMinute.retention, NOW, 'sch-minute')).sort()).toEqual(['minute-3', 'minute-4', 'minute-5', 'nightly-1']);
+    expect(await fleetOf(store)).toEqual(['manual-1', 'minute-1', 'minute-2', 'nightly-2']);
+    // An operator's own poll with --keep-runs 1 prunes only the operator's polls beyond 1.
+    await run(store, 'manual-2', 'poll', 0, true);
+    expect(await store.pruneRuns({ keepRuns: 1, keepForMs: 30 * 24 * HOUR }, NOW)).toEqual(['manual-1']);
+    expect(await fleetOf(store)).toEqual(['manual-2', 'minute-1', 'minute-2', 'nightly-2']);
+    // A series' age limit is its own too (a removed schedule's runs still go after its keepFor).
+    await run(store, 'gone-1', 'poll', 3 * 24 * HOUR, true, { series: 'sch-removed', retention: { keepRuns: 20, keepForMs: 24 * HOUR } });
+    expect(await store.pruneRuns({ keepRuns: 20, keepForMs: 30 * 24 * HOUR }, NOW)).toEqual(['gone-1']);
   });
 });

@@ -48,9 +48,13 @@ describe('schedule add poll --every', () => {
     expect(actions).toEqual(['schedule.add', 'schedule.remove']);
   });
 
-  it('--keep-runs 2: Redis keeps only the newest finished runs of the schedule', async () => {
+  it("--keep-runs 2: Redis keeps only the newest finished runs of the schedule, and nobody else's", async () => {
     const prefix = uniquePrefix('keep');
     const store = new RunStore(redis, prefix);
+    // An operator's own poll from before: the schedule's retention is the schedule's runs only.
+    const own = await runCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--json']);
+    expect(own.code).toBe(0);
+    const ownRun = (JSON.parse(own.stdout) as { runId: string }).runId;
     const w = await worker(prefix);
     const added = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '1s', '--id', 'kept', '--keep-runs', '2', '--redis', redisUrl(), '--prefix', prefix]);
     expect(added.code).toBe(0);
@@ -62,8 +66,9 @@ describe('schedule add poll --every', () => {
     const runs = await scheduleRuns(store, 'kept');
     expect(runs.length).toBeGreaterThanOrEqual(2);
     expect(runs.length).toBeLessThanOrEqual(3);
-    const kept = new Set(runs.map((r) => r.runId));
+    const kept = new Set([...runs.map((r) => r.runId), ownRun]);
     expect((await redis.keys(`${prefix}:outcomes:*`)).every((k) => kept.has(k.slice(`${prefix}:outcomes:`.length)))).toBe(true);
+    expect((await store.getCounts(ownRun)).counts).toEqual({ OK: 5 });
   });
 
   it('ticks missed while every worker was down are not replayed: one late tick, then on schedule', async () => {

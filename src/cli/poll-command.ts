@@ -40,7 +40,7 @@ export function registerPoll(program: Command): void {
     .option('--json', 'print one JSON object {runId, total, counts, durationMs}')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
     .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes');
-  retentionOptions(poll).action(async (opts: PollCliOptions) => {
+  retentionOptions(poll, 'of `bos-fleet poll` (not of schedules)').action(async (opts: PollCliOptions) => {
     if (opts.enqueueOnly && opts.maxReceiveBytes !== undefined) {
       throw new Error('--max-receive-bytes is a setting of the workers that poll: with --enqueue-only, pass it to `bos-fleet worker`');
     }

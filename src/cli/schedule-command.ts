@@ -91,7 +91,7 @@ export function registerSchedule(program: Command): void {
   const sc = program.command('schedule').description('recurring polls and rollouts (BullMQ job schedulers: each tick fires once, however many workers run)');
   const add = sc.command('add').description('add a schedule');
 
-  retentionOptions(addOptions(add.command('poll').description('poll an inventory on a schedule'))).action(async (flags: AddFlags) => {
+  retentionOptions(addOptions(add.command('poll').description('poll an inventory on a schedule')), 'of this schedule').action(async (flags: AddFlags) => {
     const retention = retentionFrom(flags);
     return save({ ...baseDef(flags, 'poll'), ...(retention ? { retention } : {}) }, flags);
   });

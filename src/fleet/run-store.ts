@@ -18,6 +18,13 @@ export interface RunRecord {
   inventoryTotal?: number;
   /** Why the run was cut short at enqueue. */
   enqueueError?: string;
+  /**
+   * Whose poll runs these are, for retention: a schedule's id for its ticks' runs; absent for
+   * `bos-fleet poll`'s own. Each series keeps its own newest runs.
+   */
+  series?: string;
+  /** The retention of the series as of this run (its newest run's applies to the whole series). */
+  retention?: RetentionPolicy;
 }
 
 export function newRunId(nowMs = Date.now()): string {
@@ -51,8 +58,9 @@ interface PendingOutcome {
 }
 
 /**
- * How many finished poll runs Redis keeps (a 100,000-miner poll's outcomes take ~150 MB there): the
- * newest `keepRuns`, and none older than `keepForMs`. Runs of changes are always kept.
+ * How many finished poll runs of one series (a schedule's, or `bos-fleet poll`'s) Redis keeps (a
+ * 100,000-miner poll's outcomes take ~150 MB there): the newest `keepRuns`, and none older than
+ * `keepForMs`. Runs of changes are always kept.
  */
 export interface RetentionPolicy {
   keepRuns: number;
@@ -89,28 +97,34 @@ export class RunStore {
   }
 
   /**
-   * Deletes finished poll runs beyond `policy` (record, outcomes, counts): all but the newest
-   * `keepRuns` poll runs, and those older than `keepForMs`. A run still in progress is never deleted
-   * (its workers would write into it), nor a run of a change (a rollback reads its outcomes).
-   * Returns the deleted run ids.
+   * Deletes finished poll runs beyond their series' retention (record, outcomes, counts): all but the
+   * newest `keepRuns` poll runs of the series, and those older than `keepForMs`. `series` (a
+   * schedule's id; '' for `bos-fleet poll`'s runs) is the caller's, which `policy` is for; every
+   * other series keeps what its newest run's retention says, so a schedule's `--keep-runs 3` never
+   * deletes another schedule's runs or an operator's own poll. A run still in progress is never
+   * deleted (its workers would write into it), nor a run of a change (a rollback reads its
+   * outcomes). Returns the deleted run ids.
    */
-  async pruneRuns(policy: RetentionPolicy, nowMs = Date.now()): Promise<string[]> {
+  async pruneRuns(policy: RetentionPolicy, nowMs = Date.now(), series = ''): Promise<string[]> {
     const ids = await this.redis.zrevrange(this.k.runs, 0, -1); // newest first
     if (ids.length === 0) return [];
     const read = this.redis.pipeline();
     for (const id of ids) read.hget(this.k.run(id), 'record').hget(this.k.counts(id), '_done');
     const replies = (await read.exec()) ?? [];
     const doomed: string[] = [];
-    let polls = 0;
+    const seen = new Map<string, { policy: RetentionPolicy; polls: number }>();
     ids.forEach((id, i) => {
       const [recordErr, raw] = replies[2 * i] ?? [];
       const [, done] = replies[2 * i + 1] ?? [];
       if (recordErr || typeof raw !== 'string') return;
       const record = JSON.parse(raw) as RunRecord;
       if (record.operation !== 'poll') return;
-      polls++;
+      const own = record.series ?? '';
+      let s = seen.get(own);
+      if (!s) seen.set(own, (s = { policy: own === series ? policy : (record.retention ?? DEFAULT_RETENTION), polls: 0 }));
+      s.polls++;
       const finished = Number(done ?? 0) >= record.total;
-      if (finished && (polls > policy.keepRuns || nowMs - record.createdAtMs > policy.keepForMs)) doomed.push(id);
+      if (finished && (s.polls > s.policy.keepRuns || nowMs - record.createdAtMs > s.policy.keepForMs)) doomed.push(id);
     });
     if (doomed.length === 0) return [];
     const del = this.redis.multi();

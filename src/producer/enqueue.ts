@@ -25,6 +25,8 @@ export interface EnqueueOptions {
   paramsFor?: (target: JobTarget) => Record<string, unknown>;
   /** Finished poll runs kept in Redis; older ones are deleted when a new poll run is created. */
   retention?: RetentionPolicy;
+  /** A poll run's series for retention: the schedule whose tick it is (none: `bos-fleet poll`'s). */
+  series?: string;
   /** BullMQ's finished jobs kept, completed and failed each (their outcomes are in the run). */
   keepFinishedJobs?: number;
   /** Sites (`*` = all) whose miners must be reached over TLS: their jobs say so to every worker. */
@@ -56,9 +58,10 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
     createdAt: new Date(now).toISOString(),
     createdAtMs: now,
     total: inventory.targets.length,
+    ...(opts.operation === 'poll' ? { retention: opts.retention ?? DEFAULT_RETENTION, ...(opts.series ? { series: opts.series } : {}) } : {}),
   };
   // A run that cannot fit is refused whole, before anything is written (an existing run re-enqueued adds nothing).
-  if (!(opts.runId && (await store.getRun(opts.runId)))) await ensureRoom(store, inventory.targets.length, opts.operation === 'poll' ? (opts.retention ?? DEFAULT_RETENTION) : undefined, now);
+  if (!(opts.runId && (await store.getRun(opts.runId)))) await ensureRoom(store, inventory.targets.length, opts.operation === 'poll' ? (opts.retention ?? DEFAULT_RETENTION) : undefined, now, opts.series);
   const existing = await store.createRun(wanted);
   const { created } = existing;
   if (existing.record.inventoryDigest !== wanted.inventoryDigest || existing.record.operation !== wanted.operation) {
@@ -101,7 +104,7 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
   await store.markEnqueued(record.runId).catch(() => undefined);
   if (created && record.operation === 'poll') {
     // The run is enqueued whatever happens here: a failed clean-up is said, not thrown.
-    await store.pruneRuns(opts.retention ?? DEFAULT_RETENTION, now).catch((err: unknown) => {
+    await store.pruneRuns(opts.retention ?? DEFAULT_RETENTION, now, opts.series).catch((err: unknown) => {
       console.error(`bos-fleet: run ${record.runId} is enqueued, but deleting old poll runs failed: ${err instanceof Error ? err.message : String(err)}`);
     });
   }
@@ -113,13 +116,13 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
  * finished poll runs its retention would delete once it is created (keeping one fewer, as it will
  * count), so lowering --keep-runs makes room on the same command.
  */
-async function ensureRoom(store: RunStore, miners: number, retention: RetentionPolicy | undefined, now: number): Promise<void> {
+async function ensureRoom(store: RunStore, miners: number, retention: RetentionPolicy | undefined, now: number, series?: string): Promise<void> {
   let problem = headroomProblem(await redisMemory(store.redis), miners);
   if (!problem || !retention) {
     if (problem) throw new RedisFullError(`${problem}. Nothing was enqueued.`);
     return;
   }
-  const deleted = await store.pruneRuns({ ...retention, keepRuns: Math.max(0, retention.keepRuns - 1) }, now);
+  const deleted = await store.pruneRuns({ ...retention, keepRuns: Math.max(0, retention.keepRuns - 1) }, now, series);
   // UNLINK frees big hashes in the background: give it a moment to show in used_memory.
   for (let waited = 0; deleted.length > 0 && waited < 2_000 && problem; waited += 100) {
     await new Promise((r) => setTimeout(r, 100));

@@ -217,6 +217,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
       await enqueueRun(deps.jobs, runs, inventory, {
         operation: 'poll',
         runId: id,
+        series: def.scheduleId,
         ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}),
         ...(def.retention ? { retention: def.retention } : {}),
         ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}),
