@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { descriptorWarning, openFilesLimit } from '../src/cli/common.js';
 import { shownRedisUrl } from '../src/redis/resolve.js';
 import { parseAt, specFromFlags } from '../src/cli/rollout-options.js';
+import { untilText } from '../src/cli/rollout-command.js';
 import { parsePercent, parseWaves } from '../src/rollout/waves.js';
 import { runCli } from './helpers/cli.js';
 import { redisUrl } from './helpers/redis.js';
@@ -93,6 +94,13 @@ describe('rollout start --at', () => {
       expect(() => parseAt(bad, now)).toThrow(`--at must be an ISO time with its zone, like 2026-11-24T14:00:00Z (UTC) or 2026-11-24T15:00:00+01:00, got "${bad}"`);
     }
     expect(() => parseAt('2026-11-30T11:00:00Z', now)).toThrow('--at "2026-11-30T11:00:00Z" is in the past');
+  });
+
+  it('says how far off a start is in units a person reads (it said "in 720 h" for a month)', () => {
+    expect(untilText(now + 30 * 86_400_000, now)).toBe('in 30 days');
+    expect(untilText(now + 19 * 3_600_000, now)).toBe('in 19 h');
+    expect(untilText(now + 5 * 60_000, now)).toBe('in 5 min');
+    expect(untilText(now + 20_000, now)).toBe('in 20 s');
   });
 });
 

@@ -70,10 +70,10 @@ function assertTlsCovers(tlsSites: string[] | undefined, targets: { site: string
   if (lacking.length) throw new Error(`${what} went over TLS on site${lacking.length > 1 ? 's' : ''} ${lacking.map((x) => `"${x}"`).join(', ')}: pass --tls FILE with ${lacking.length > 1 ? 'their' : 'its'} TLS files (never changed in plaintext), or --no-local-worker to leave it to workers that have them`);
 }
 
-/** How long until `atMs`, roughly: "in 19 h", "in 5 min", "in 20 s". */
-function untilText(atMs: number, now = Date.now()): string {
+/** How long until `atMs`, roughly: "in 30 days", "in 19 h", "in 5 min", "in 20 s". */
+export function untilText(atMs: number, now = Date.now()): string {
   const s = Math.max(0, Math.round((atMs - now) / 1000));
-  return s >= 7200 ? `in ${Math.round(s / 3600)} h` : s >= 120 ? `in ${Math.round(s / 60)} min` : `in ${s} s`;
+  return s >= 3 * 86_400 ? `in ${Math.round(s / 86_400)} days` : s >= 7200 ? `in ${Math.round(s / 3600)} h` : s >= 120 ? `in ${Math.round(s / 60)} min` : `in ${s} s`;
 }
 
 /** `where`: print where each wave's failed miners are listed, with these flags (none: leave it out). */
