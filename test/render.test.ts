@@ -49,6 +49,25 @@ describe('results output', () => {
   });
 });
 
+describe('table', () => {
+  it("a change's detail says what it did: applied before → after, unchanged, a long setting cut", () => {
+    const change = (data: unknown): Outcome => ({ ...outcome(1), operation: 'power-target', data });
+    const pools = { poolGroups: [{ name: 'Main', pools: Array.from({ length: 4 }, (_, i) => ({ url: `stratum+tcp://pool-${i}.example:3333`, user: 'farm.m1' })) }] };
+    const details = outcomesText([
+      change({ change: 'applied', before: { powerTargetWatts: 2760 }, after: { powerTargetWatts: 3100 }, verified: true }),
+      change({ change: 'unchanged', before: { powerTargetWatts: 3100 }, after: { powerTargetWatts: 3100 }, verified: true }),
+      change({ change: 'would-apply', before: { minerStatus: 'NORMAL' }, after: { minerStatus: 'PAUSED' }, verified: false }),
+      change({ change: 'applied', before: pools, after: pools, verified: true }),
+    ], 'table').split('\n').slice(1).map((row) => row.slice(row.indexOf(' ms  ') + 5));
+    expect(details.slice(0, 3)).toEqual([
+      'applied {"powerTargetWatts":2760} → {"powerTargetWatts":3100}',
+      'unchanged {"powerTargetWatts":3100}',
+      'would apply {"minerStatus":"NORMAL"} → {"minerStatus":"PAUSED"}',
+    ]);
+    expect(details[3]).toMatch(/^applied \{"poolGroups":.{85}… → \{"poolGroups":.{85}…$/);
+  });
+});
+
 describe('csv', () => {
   it('quotes what needs it and makes a miner message that looks like a formula inert', () => {
     const o = (message: string): Outcome => ({ ...outcome(0), error: { message, suggestion: 's' } });

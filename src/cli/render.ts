@@ -100,13 +100,26 @@ interface TableRow {
   detail: string;
 }
 
+/** A setting as the table shows it: its JSON, cut at 100 characters (`--format json` has it whole). */
+const settingText = (v: unknown): string => {
+  const t = JSON.stringify(v ?? null);
+  return t.length > 100 ? `${t.slice(0, 99)}…` : t;
+};
+
+/** A change's detail: `applied {before} → {after}` (read back: a mismatch is VERIFY_MISMATCH), `unchanged {value}`. */
+function changeText(c: { change?: unknown; before?: unknown; after?: unknown }): string {
+  return c.change === 'unchanged' ? `unchanged ${settingText(c.before)}` : `${String(c.change).replace('-', ' ')} ${settingText(c.before)} → ${settingText(c.after)}`;
+}
+
 function tableRow(o: Outcome): TableRow {
-  const d = o.data as { model?: string; hashrate?: { realGhs5m?: number | null }; power?: { consumptionWatts?: number | null } } | undefined;
+  const d = o.data as { model?: string; hashrate?: { realGhs5m?: number | null }; power?: { consumptionWatts?: number | null }; change?: unknown } | undefined;
   const detail = o.error
     ? o.error.message
     : d?.model
       ? `${d.model}  ${((d.hashrate?.realGhs5m ?? 0) / 1000).toFixed(1)} TH/s  ${d.power?.consumptionWatts ?? '?'} W`
-      : '';
+      : d?.change !== undefined
+        ? changeText(d)
+        : '';
   return { id: o.minerId, host: `${o.host}:${o.port}`, code: o.code, tries: `${o.attempts}/${o.jobAttempts}`, time: fmtMs(o.durationMs), detail: printable(detail) };
 }
 
