@@ -88,9 +88,13 @@ describe('outcome writes', () => {
       expect(written.slice(n + 50).every(Boolean)).toBe(true);
       // 2 runs × 2 batches (OUTCOME_BATCH_MAX + the rest) instead of 2n + 50 calls.
       expect((await evalshaCalls()) - before).toBe(4);
-      expect(await store.getCounts('run-a')).toEqual({ done: n, counts: { OK: n / 2, MINER_TIMEOUT: n / 2 } });
-      expect(await store.getCounts('run-b')).toEqual({ done: n, counts: { OK: n } });
+      expect(await store.getCounts('run-a')).toEqual({ done: n, counts: { OK: n / 2, MINER_TIMEOUT: n / 2 }, changes: {} });
+      expect(await store.getCounts('run-b')).toEqual({ done: n, counts: { OK: n }, changes: {} });
       expect((await store.getOutcome('run-a', 'm0'))?.code).toBe('MINER_TIMEOUT');
+      // A change's OK outcomes are counted by what they did, once per miner too; a failed one is not.
+      const change = (i: number, what: string): Outcome => ({ ...outcome('run-d', i, 'OK'), operation: 'power-target', data: { change: what, before: 1, after: 2, verified: true } });
+      await Promise.all([change(0, 'applied'), change(1, 'applied'), change(2, 'unchanged'), change(0, 'unchanged'), outcome('run-d', 3, 'VERIFY_MISMATCH')].map((o) => store.writeOutcome(o)));
+      expect(await store.getCounts('run-d')).toEqual({ done: 4, counts: { OK: 3, VERIFY_MISMATCH: 1 }, changes: { applied: 2, unchanged: 1 } });
       // A write after a failed connection is reported to its caller, not lost silently.
       own.disconnect();
       await expect(store.writeOutcome(outcome('run-c', 0, 'OK'))).rejects.toThrow(/closed/i);

@@ -150,6 +150,9 @@ describe('bos-fleet rollout', () => {
     expect([...perMiner.values()].every((n) => n === 1)).toBe(true);
     const status = await runCli(['rollout', 'status', rolloutId, '--redis', redisUrl(), '--prefix', prefix]);
     expect(status.stdout).toMatch(/completed/);
+    // Every miner was changed once, those of the killed worker too (journaled before its write): none "already set".
+    expect(report?.waveChanges.reduce((n, c) => n + (c['applied'] ?? 0), 0)).toBe(COUNT);
+    expect(report?.waveChanges.some((c) => c['unchanged'])).toBe(false);
     // `runs` lines its columns up with the longest operation name and run id.
     const runs = (await runCli(['runs', '--redis', redisUrl(), '--prefix', prefix])).stdout.trimEnd().split('\n');
     expect(runs.slice(1).map((l) => l.split(/\s{2,}/)[1])).toEqual(['power-target', 'power-target']);
@@ -191,7 +194,7 @@ describe('bos-fleet rollout', () => {
 });
 
 describe('bos-fleet rollout status, as text', () => {
-  const report = (over: Partial<RolloutReport>): RolloutReport => ({ rolloutId: 'ro-x', state: 'running', operation: 'power-target', waves: [], counts: {}, ...over });
+  const report = (over: Partial<RolloutReport>): RolloutReport => ({ rolloutId: 'ro-x', state: 'running', operation: 'power-target', waves: [], counts: {}, waveChanges: [], ...over });
 
   it('counts the miners still to go in an unfinished rollout, and says when the next wave starts', () => {
     const nextWaveAt = new Date(Date.now() + 600_000).toISOString();
@@ -206,5 +209,13 @@ describe('bos-fleet rollout status, as text', () => {
     // A rollout that has ended has nothing to go: a halted wave's rest were never changed.
     expect(reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 4 } }] }))).toContain('wave 0:     10 miners  OK 3, INVALID_REQUEST 4\n'.trimEnd());
     expect(reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 4 } }] }))).not.toContain('to go');
+  });
+
+  it("says of each wave's OK miners how many it changed and how many were already set", () => {
+    const waves: RolloutReport['waves'] = [{ index: 0, miners: 10, counts: { OK: 9, MINER_TIMEOUT: 1 } }, { index: 1, miners: 10, counts: { OK: 2 } }];
+    expect(reportText(report({ waves, waveChanges: [{ applied: 3, unchanged: 6 }, { unchanged: 2 }] })).split('\n').slice(1)).toEqual([
+      '  wave 0:     10 miners  OK 9, MINER_TIMEOUT 1 (changed 3, already set 6)',
+      '  wave 1:     10 miners  OK 2 (changed 0, already set 2); 8 to go',
+    ]);
   });
 });

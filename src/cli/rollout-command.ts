@@ -87,7 +87,9 @@ export function reportText(r: RolloutReport, where?: string): string {
     const n = done(w);
     const when = w.index === r.heldWave ? ' (its time came during the pause: starts on resume)' : w.index === next && r.nextWaveAt ? ` (${Date.parse(r.nextWaveAt) > Date.now() ? `starts ${untilText(Date.parse(r.nextWaveAt))}, at ${r.nextWaveAt}` : 'starting'})` : '';
     const toGo = !TERMINAL.includes(r.state) && n < w.miners ? `; ${w.miners - n} to go` : '';
-    const counts = n === 0 ? `not started${when}` : `${countsInOrder(w.counts).join(', ')}${toGo}`;
+    const ch = r.waveChanges[w.index] ?? {};
+    const changes = ch['applied'] || ch['unchanged'] ? ` (changed ${ch['applied'] ?? 0}, already set ${ch['unchanged'] ?? 0})` : '';
+    const counts = n === 0 ? `not started${when}` : `${countsInOrder(w.counts).join(', ')}${changes}${toGo}`;
     lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);
   }
   // Which miners failed, and why, is in each wave's run.

@@ -29,7 +29,7 @@ export function registerRuns(program: Command): void {
         const store = new RunStore(redis, opts.prefix);
         const runs = await store.listRuns(opts.limit);
         const rows = await Promise.all(runs.map(async (r) => ({ ...r, ...(await store.getCounts(r.runId)) })));
-        if (opts.json) return console.log(JSON.stringify(rows.map(({ params: _p, ...r }) => r), null, 2));
+        if (opts.json) return console.log(JSON.stringify(rows.map(({ params: _p, changes, ...r }) => ({ ...r, ...(Object.keys(changes).length ? { changes } : {}) })), null, 2));
         if (rows.length === 0) return console.log('no runs yet');
         const unfinished = rows.filter((r) => r.done < r.total).length;
         if (unfinished > 0 && (await listWorkers(redis, opts.prefix)).length === 0) {

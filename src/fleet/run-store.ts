@@ -31,14 +31,17 @@ export function newRunId(nowMs = Date.now()): string {
   return timestampedId('run', nowMs);
 }
 
-// HSETNX each outcome (ARGV: minerId, json, code, minerId, json, code, …); only the first writer
-// of a miner's outcome bumps the counters. Returns 1 (written) or 0 (already there) per outcome.
+// HSETNX each outcome (ARGV: minerId, json, code, change, minerId, json, code, change, …); only the
+// first writer of a miner's outcome bumps the counters: its code's, '_done', and for a change
+// ('applied', 'unchanged', 'would-apply'; '' for none) '_change:<change>'. Returns 1 (written) or 0
+// (already there) per outcome.
 const WRITE_OUTCOMES = `
 local written = {}
-for i = 1, #ARGV, 3 do
+for i = 1, #ARGV, 4 do
   if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('HINCRBY', KEYS[2], ARGV[i + 2], 1)
     redis.call('HINCRBY', KEYS[2], '_done', 1)
+    if ARGV[i + 3] ~= '' then redis.call('HINCRBY', KEYS[2], '_change:' .. ARGV[i + 3], 1) end
     written[#written + 1] = 1
   else
     written[#written + 1] = 0
@@ -239,7 +242,7 @@ export class RunStore {
 
   private sendOutcomes(runId: string, group: PendingOutcome[]): void {
     const args: string[] = [];
-    for (const p of group) args.push(p.outcome.minerId, p.json, p.outcome.code);
+    for (const p of group) args.push(p.outcome.minerId, p.json, p.outcome.code, changeOf(p.outcome));
     this.redisCmd.bosFleetWriteOutcomes(this.k.outcomes(runId), this.k.counts(runId), ...args).then(
       (written) => group.forEach((p, i) => p.resolve(written[i] === 1)),
       (err: unknown) => group.forEach((p) => p.reject(err)),
@@ -276,15 +279,26 @@ export class RunStore {
     return all.map((raw) => JSON.parse(raw) as Outcome);
   }
 
-  /** Counts by code plus `_done`, maintained as outcomes are written. */
-  async getCounts(runId: string): Promise<{ done: number; counts: Record<string, number> }> {
+  /**
+   * A run's counts: miners with an outcome, and how many per code; for a change, how many of its OK
+   * outcomes applied it and how many found it in place already (`changes`: {applied, unchanged}).
+   */
+  async getCounts(runId: string): Promise<{ done: number; counts: Record<string, number>; changes: Record<string, number> }> {
     const raw = await this.redis.hgetall(this.k.counts(runId));
     const counts: Record<string, number> = {};
+    const changes: Record<string, number> = {};
     let done = 0;
     for (const [code, n] of Object.entries(raw)) {
       if (code === '_done') done = Number(n);
+      else if (code.startsWith('_change:')) changes[code.slice('_change:'.length)] = Number(n);
       else counts[code] = Number(n);
     }
-    return { done, counts };
+    return { done, counts, changes };
   }
+}
+
+/** What a change outcome did ('applied', 'unchanged', 'would-apply'), for its run's counts; '' for a poll or a failure. */
+function changeOf(o: Outcome): string {
+  const change = o.status === 'ok' ? (o.data as { change?: unknown } | undefined)?.change : undefined;
+  return typeof change === 'string' ? change : '';
 }

@@ -116,7 +116,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       const ok = c.counts['OK'] ?? 0;
       doneAll += c.done;
       failedAll += c.done - ok;
-      waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
+      waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts, changes: c.changes });
     }
     const rate = doneAll ? failedAll / doneAll : 0;
     // The first time this wave is seen ended (this gate may run again: after a resume, or delivered
@@ -124,7 +124,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     const nowMs = Date.now();
     const endedAtMs = await store.markWaveEnded(rec.rolloutId, wave, nowMs);
     if (endedAtMs === nowMs) {
-      await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.wave', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { wave, counts: waves[wave]?.counts, failureRate: rate } }, deps.prefix);
+      await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.wave', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { wave, counts: waves[wave]?.counts, changes: waves[wave]?.changes, failureRate: rate } }, deps.prefix);
     }
     if (doneAll >= rec.minSample && rate > rec.maxFailureRate) {
       const reason = `wave ${wave}: failure rate ${(rate * 100).toFixed(1)}% (${failedAll}/${doneAll}) above the ${(rec.maxFailureRate * 100).toFixed(1)}% gate`;

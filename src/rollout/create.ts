@@ -83,6 +83,8 @@ export interface RolloutReport {
   retrying?: { step: string; attemptsMade: number; attempts: number; error: string };
   waves: { index: number; miners: number; counts: Record<string, number> }[];
   counts: Record<string, number>;
+  /** Per wave (as `waves`), how many of its OK miners the change was applied to, and found already so: {applied, unchanged}. */
+  waveChanges: Record<string, number>[];
 }
 
 /** Distinct values an audit entry lists at most (pools templated per miner differ on every miner). */
@@ -200,10 +202,12 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
   const runs = new RunStore(redis, prefix);
   const counts: Record<string, number> = {};
   const waves = [];
+  const waveChanges = [];
   for (let w = 0; w < rec.waveEnds.length; w++) {
     const c = await runs.getCounts(waveRunId(rolloutId, w));
     for (const [code, n] of Object.entries(c.counts)) counts[code] = (counts[code] ?? 0) + n;
     waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
+    waveChanges.push(c.changes);
   }
   const between = st.state === 'running' && st.waveEndedAtMs !== undefined && st.wave + 1 < rec.waveEnds.length;
   const retrying = TERMINAL.includes(st.state) ? undefined : await retryingStep(redis, rolloutId, prefix);
@@ -219,6 +223,7 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     ...(st.state === 'paused' && st.heldWave !== undefined ? { heldWave: st.heldWave } : {}),
     waves,
     counts,
+    waveChanges,
   };
 }
 
