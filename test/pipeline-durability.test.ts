@@ -9,14 +9,15 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { OUTCOME_BATCH_MAX, RunStore } from '../src/fleet/run-store.js';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { enqueueRun } from '../src/producer/enqueue.js';
+import { enqueueRun, isConnectionDrop } from '../src/producer/enqueue.js';
+import { openQueue } from '../src/fleet/queue.js';
 import { enqueueOnly } from '../src/producer/run-local.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { startRedisServer } from '../src/redis/server.js';
 import { startWorker } from '../src/workers/worker.js';
 import { CLI, exited, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { FAST_CORE, type TestFleet } from './helpers/fleet.js';
-import { crashAndRestart, redisUrl, uniquePrefix } from './helpers/redis.js';
+import { crashAndRestart, redisUrl, startCuttingProxy, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
 const COUNT = 60;
@@ -280,6 +281,43 @@ describe('worker process', () => {
       await volatile.stop();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('connection cut mid-enqueue', () => {
+  it('the enqueue goes on once Redis is back: the whole run, every job once (it was cut at the chunk the drop aborted)', async () => {
+    const prefix = uniquePrefix('cut');
+    // Redis replies to part of a chunk's pipeline, then the connection drops: ioredis aborts the rest.
+    const proxy = await startCuttingProxy(Number(new URL(redisUrl()).port));
+    const own = new Redis(proxy.url, { maxRetriesPerRequest: null });
+    own.on('error', () => undefined);
+    const queue = openQueue(QUEUE_NAME, own, prefix);
+    const store = new RunStore(own, prefix);
+    // No worker runs: these addresses are never contacted.
+    const targets = Array.from({ length: 10_000 }, (_, i) => ({ minerId: `m${i}`, host: `127.11.${100 + (i >> 8)}.${i & 255}`, port: 50051, site: 's', tags: [], credentials: 'default' }));
+    try {
+      const enqueue = enqueueRun(queue, store, { file: 'farm.csv', targets, digest: 'd' }, { operation: 'poll', chunkSize: 100 });
+      const direct = openQueue(QUEUE_NAME, redis, prefix); // counts without going through the proxy
+      await until(async () => (await direct.getWaitingCount()) >= 200);
+      proxy.cutAfterFirstReply();
+      const record = await enqueue;
+      expect(proxy.cuts()).toBe(1); // the cut came while the enqueue was under way
+      expect(record.total).toBe(10_000);
+      expect(record.inventoryTotal).toBeUndefined();
+      expect(await queue.getWaitingCount()).toBe(10_000);
+      expect((await store.enqueueState(record.runId)).enqueued).toBe(true);
+    } finally {
+      await queue.close();
+      own.disconnect();
+      await proxy.close();
+    }
+  }, 60_000);
+
+  it('tells a dropped connection from a refusal', () => {
+    expect(isConnectionDrop(new Error('Command aborted due to connection close'))).toBe(true);
+    expect(isConnectionDrop(new Error('Connection is closed.'))).toBe(true);
+    expect(isConnectionDrop(Object.assign(new Error("OOM command not allowed when used memory > 'maxmemory'."), { name: 'ReplyError' }))).toBe(false);
+    expect(isConnectionDrop(Object.assign(new Error('READONLY You can\'t write against a read only replica.'), { name: 'ReplyError' }))).toBe(false);
   });
 });
 

@@ -1,7 +1,6 @@
 // One benchmark mode in its own process (so its RSS is its own): prints one JSON result line.
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
@@ -17,6 +16,7 @@ import { FleetCore } from '../core/fleet-core.js';
 import { barePoll, naivePoll, type BareSession, type BareTarget } from './bare-clients.js';
 import { collapseSteady } from './ratios.js';
 import { forEachLimited, result, rssSampler, watchedCpu, type ModeResult, type WatchedPids } from './measure.js';
+import { openQueue } from '../fleet/queue.js';
 
 export interface ModeConfig {
   mode: 'pipeline' | 'core' | 'bare' | 'naive' | 'naive-own';
@@ -64,7 +64,7 @@ function maxConnectionsFor(n: number): number {
 async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
   const prefix = `${DEFAULT_PREFIX.slice(0, -1)}-bench-${process.pid}}`;
   const redis = new Redis(cfg.redisUrl, { maxRetriesPerRequest: null });
-  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+  const queue = openQueue(QUEUE_NAME, redis, prefix);
   const store = new RunStore(redis, prefix);
   const inventory = parseInventory(inventoryCsv(cfg.targets.map((t) => ({ id: t.id, host: t.host, port: t.port }))), 'bench.csv');
   const worker = await startWorker({

@@ -1,6 +1,5 @@
 // `bos-fleet rollout start|status|pause|resume|abort|rollback`.
 import type { Command } from 'commander';
-import { Queue } from 'bullmq';
 import { cancelRun } from '../producer/cancel.js';
 import { loadCredentialProfiles, type CredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
@@ -20,6 +19,7 @@ import { connectRedis, interruptible, loadTlsSites, whereFlags } from './common.
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt } from './parse.js';
 import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, withPoolPasswordRef, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+import { openQueue } from '../fleet/queue.js';
 
 interface CommonFlags {
   redis?: string;
@@ -257,7 +257,7 @@ async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventor
     const { record, interrupted } = run;
     const store = new RunStore(redis, flags.prefix);
     if (interrupted) {
-      const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: flags.prefix });
+      const queue = openQueue(QUEUE_NAME, redis, flags.prefix);
       await cancelRun(queue, store, record.runId).finally(() => queue.close());
     }
     const read = (await store.getOutcomes(record.runId)).filter((o) => !(interrupted && o.code === 'CANCELLED'));

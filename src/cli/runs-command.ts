@@ -1,6 +1,5 @@
 // `bos-fleet runs` and `bos-fleet results RUN_ID`.
 import { InvalidArgumentError, type Command } from 'commander';
-import { Queue } from 'bullmq';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { cancelRun } from '../producer/cancel.js';
 import { SummaryBuilder } from '../fleet/outcome.js';
@@ -9,6 +8,7 @@ import { connectRedis } from './common.js';
 import { listWorkers } from '../workers/registry.js';
 import { positiveInt } from './parse.js';
 import { columns, summaryText, writeOutcomes } from './render.js';
+import { openQueue } from '../fleet/queue.js';
 
 /** Writes to stdout, waiting while its buffer is full (a large run piped into a slow reader). */
 function writeStdout(text: string): Promise<void> {
@@ -50,7 +50,7 @@ export function registerRuns(program: Command): void {
     .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
     .action(async (runId: string, opts: { redis?: string; json?: boolean; prefix: string }) => {
       const { redis } = await connectRedis(opts.redis);
-      const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: opts.prefix });
+      const queue = openQueue(QUEUE_NAME, redis, opts.prefix);
       try {
         const r = await cancelRun(queue, new RunStore(redis, opts.prefix), runId);
         if (opts.json) return console.log(JSON.stringify(r));

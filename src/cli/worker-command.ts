@@ -6,7 +6,6 @@ import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, consumerSlots,
 import { activityText, totalOutcomes, watchActivity } from '../workers/activity.js';
 import { listWorkers, type WorkerCapabilities, type WorkerInfo } from '../workers/registry.js';
 import { closeHandOnQueues, handOnQueueName, handOnQueues } from '../fleet/hand-on-queues.js';
-import { Queue } from 'bullmq';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { connectRedis, descriptorWarning, interruptible, loadTlsSites } from './common.js';
 import { shownRedisUrl } from '../redis/resolve.js';
@@ -16,12 +15,13 @@ import { Redis } from 'ioredis';
 import { redisHealthProblems } from '../redis/durability.js';
 import { rateLimitedLog } from '../workers/error-log.js';
 import { columns } from './render.js';
+import { openQueue } from '../fleet/queue.js';
 
 const caps = (w: WorkerCapabilities) => `${w.profiles.join(',') || '-'} / ${w.tlsSites.join(',') || '-'}`;
 
 /** A line per hand-on queue with jobs in it: how many wait there, and for which workers. */
 async function handedOnBacklog(redis: Redis, prefix: string, workers: WorkerInfo[]): Promise<string[]> {
-  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+  const queue = openQueue(QUEUE_NAME, redis, prefix);
   try {
     const lines: string[] = [];
     for (const q of await handOnQueues(queue)) {

@@ -4,7 +4,8 @@
 // have (see workers/hand-on.ts). Cancelling a run, releasing a paused rollout and waking parked jobs
 // look in every one of them.
 import { createHash } from 'node:crypto';
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
+import { openQueue } from './queue.js';
 import type { Redis } from 'ioredis';
 import { keys, QUEUE_NAME } from './keys.js';
 
@@ -35,10 +36,7 @@ export function handOnQueue(main: Queue, signature: string): Queue {
   if (!byName) opened.set(main, (byName = new Map()));
   const name = handOnQueueName(signature);
   let q = byName.get(name);
-  if (!q) {
-    byName.set(name, (q = new Queue(name, { connection: connectionOf(main), prefix: prefixOf(main) })));
-    q.on('error', () => undefined); // the main queue's connection reports
-  }
+  if (!q) byName.set(name, (q = openQueue(name, connectionOf(main), prefixOf(main))));
   return q;
 }
 

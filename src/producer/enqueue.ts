@@ -131,6 +131,33 @@ async function ensureRoom(store: RunStore, miners: number, retention: RetentionP
   if (problem) throw new RedisFullError(`${problem}. Nothing was enqueued${deleted.length ? ` (${deleted.length} old finished poll run${deleted.length === 1 ? '' : 's'} deleted to make room, not enough)` : ''}.`);
 }
 
+/** A chunk cut off by the connection (Redis restarting, a network blip), not refused by Redis. */
+export function isConnectionDrop(err: unknown): boolean {
+  const e = err as { name?: unknown; message?: unknown } | null;
+  if (!e || e.name === 'ReplyError') return false;
+  return /Connection is closed|aborted due to connection close|Stream isn't writeable|ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT/.test(String(e.message));
+}
+
+/** Attempts of a chunk cut off by the connection (each waits for ioredis to reconnect, then 0.2 s, 0.4 s … 5 s). */
+export const CHUNK_ATTEMPTS = 30;
+
+/**
+ * `addBulk`, tried again when the connection drops under it: ioredis aborts a transaction in flight
+ * when its connection closes, where a single command waits for the reconnect. Job ids are
+ * deterministic, so the jobs of the chunk that got in before the drop are not added twice.
+ */
+async function addBulkThroughOutages(queue: Queue, jobs: Parameters<Queue['addBulk']>[0]): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await queue.addBulk(jobs);
+      return;
+    } catch (err) {
+      if (!isConnectionDrop(err) || attempt >= CHUNK_ATTEMPTS) throw err;
+      await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** attempt)));
+    }
+  }
+}
+
 /**
  * Adds one chunk; when Redis refuses it (out of memory, most often), says which run stopped where,
  * and closes the run at what was enqueued if Redis still takes that small write, so the run can
@@ -138,7 +165,7 @@ async function ensureRoom(store: RunStore, miners: number, retention: RetentionP
  */
 async function addChunk(queue: Queue, store: RunStore, record: RunRecord, before: number, jobs: { name: string; data: JobData; opts: { jobId: string } }[]): Promise<void> {
   try {
-    await queue.addBulk(jobs);
+    await addBulkThroughOutages(queue, jobs);
   } catch (err) {
     // Chunks before this one are in whole; of this one, count the jobs that are there (reads work on a full Redis).
     let enqueued = before;
@@ -148,7 +175,7 @@ async function addChunk(queue: Queue, store: RunStore, record: RunRecord, before
       () => false,
     );
     throw new Error(
-      `run ${record.runId}: Redis refused its jobs after ${enqueued.toLocaleString('en-US')} of ${record.total.toLocaleString('en-US')} miners (${(err as Error).message}). ` +
+      `run ${record.runId}: Redis ${isConnectionDrop(err) ? 'stayed unreachable for' : 'refused'} its jobs after ${enqueued.toLocaleString('en-US')} of ${record.total.toLocaleString('en-US')} miners (${(err as Error).message}). ` +
         `The ${enqueued.toLocaleString('en-US')} enqueued are polled; the other ${(record.total - enqueued).toLocaleString('en-US')} are not in this run` +
         (closed ? ' (the run now counts only those enqueued, so it can finish)' : `, and the run shows as unfinished until \`bos-fleet cancel ${record.runId}\` (Redis refused to record the cut too)`) +
         `. ${redisRefusalAdvice((err as Error).message)} Then poll again.`,

@@ -1,5 +1,4 @@
 // All-in-one: enqueue a run, work it with a local worker, wait for every outcome, summarize.
-import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { CoreOptionsInput } from '../core/options.js';
 import type { TlsProfile } from '../core/tls.js';
@@ -13,6 +12,7 @@ import { startWorker } from '../workers/worker.js';
 import { enqueueRun } from './enqueue.js';
 import type { Inventory } from './inventory.js';
 import { waitForRun, type Progress } from './wait.js';
+import { openQueue } from '../fleet/queue.js';
 
 export interface LocalRunOptions {
   redisUrl: string;
@@ -81,7 +81,7 @@ function patientRedis(url: string, report: boolean): Redis {
 async function enqueueChecked(opts: LocalRunOptions, report = false): Promise<RunRecord> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const redis = patientRedis(opts.redisUrl, report);
-  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+  const queue = openQueue(QUEUE_NAME, redis, prefix);
   try {
     return await enqueueRun(queue, new RunStore(redis, prefix), opts.inventory, {
       operation: opts.operation,

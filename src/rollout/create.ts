@@ -1,6 +1,6 @@
 // Creating rollouts (and rollbacks), and reading their progress.
 import { timestampedId } from '../fleet/ids-and-durations.js';
-import { Queue, type Job } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
@@ -12,6 +12,7 @@ import { promoteJobs } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
+import { openQueue } from '../fleet/queue.js';
 
 export interface RolloutPlan {
   operation: MutationOperation;
@@ -117,7 +118,7 @@ export function newRolloutId(nowMs = Date.now()): string {
 }
 
 function control(redis: Redis, prefix: string): Queue {
-  return new Queue(CONTROL_QUEUE, { connection: redis, prefix });
+  return openQueue(CONTROL_QUEUE, redis, prefix);
 }
 
 export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEFAULT_PREFIX): Promise<RolloutHeader> {
@@ -281,7 +282,7 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
  * back to the queue at once. Returns how many.
  */
 async function releaseHeld(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<number> {
-  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+  const queue = openQueue(QUEUE_NAME, redis, prefix);
   try {
     // Job ids are `<rolloutId>-w<wave>.<minerId>`: only this rollout's, in every queue a job can be in
     // (promoteJobs finds each one in its own queue).

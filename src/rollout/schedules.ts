@@ -2,7 +2,7 @@
 // each tick to exactly one worker. Ticks missed while every worker was down are NOT replayed: the one
 // pending tick fires late when a worker returns, and the schedule continues from then.
 import { randomBytes } from 'node:crypto';
-import { Queue, type Job } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import type { Redis } from 'ioredis';
 import { isFinalFailure, type JobTarget, type MutationOperation } from '../fleet/job.js';
@@ -13,6 +13,7 @@ import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
 import { RolloutOverlapError, startRollout } from './create.js';
 import { RolloutStore, TERMINAL } from './store.js';
+import { openQueue } from '../fleet/queue.js';
 
 export const SCHEDULE_QUEUE = 'schedules';
 
@@ -104,7 +105,7 @@ export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAU
   const previous = await redis.get(defKey(prefix, def.scheduleId));
   await redis.set(defKey(prefix, def.scheduleId), JSON.stringify(def));
   await redis.sadd(listKey(prefix), def.scheduleId);
-  const q = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix });
+  const q = openQueue(SCHEDULE_QUEUE, redis, prefix);
   try {
     await q.upsertJobScheduler(def.scheduleId, def.everyMs ? { every: def.everyMs } : { pattern: def.cron as string, ...(def.tz ? { tz: def.tz } : {}) }, {
       name: 'tick',
@@ -127,7 +128,7 @@ export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAU
 export async function removeSchedule(redis: Redis, scheduleId: string, actor: string, prefix = DEFAULT_PREFIX): Promise<void> {
   const def = await getSchedule(redis, scheduleId, prefix);
   if (!def) throw new Error(`no schedule "${scheduleId}" (see bos-fleet schedule list)`);
-  const q = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix });
+  const q = openQueue(SCHEDULE_QUEUE, redis, prefix);
   try {
     await q.removeJobScheduler(scheduleId);
   } finally {
@@ -145,7 +146,7 @@ export async function getSchedule(redis: Redis, scheduleId: string, prefix = DEF
 
 export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Promise<(ScheduleDef & TickState & { nextAt?: string })[]> {
   const ids = (await redis.smembers(listKey(prefix))).sort();
-  const q = new Queue(SCHEDULE_QUEUE, { connection: redis, prefix });
+  const q = openQueue(SCHEDULE_QUEUE, redis, prefix);
   try {
     const out = [];
     for (const id of ids) {

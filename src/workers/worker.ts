@@ -1,6 +1,6 @@
 // A bos-fleet worker: a BullMQ Worker whose jobs run on an executor (Piscina threads or inline),
 // with a breaker table shared by all of its threads. close() drains in-flight jobs first.
-import { Queue, Worker, type Job, type WorkerOptions as BullWorkerOptions } from 'bullmq';
+import { Worker, type Job, type Queue, type WorkerOptions as BullWorkerOptions } from 'bullmq';
 import { CONTROL_QUEUE, controlStep, createControlProcessor, failRollout } from '../rollout/control.js';
 import { isFinalFailure } from '../fleet/job.js';
 import { RolloutStore } from '../rollout/store.js';
@@ -18,6 +18,7 @@ import { WorkerRegistry } from './registry.js';
 import { watchOrphans } from './hand-on.js';
 import { closeHandOnQueues, handOnQueueName } from '../fleet/hand-on-queues.js';
 import { rateLimitedLog, reportRedisOutages } from './error-log.js';
+import { openQueue } from '../fleet/queue.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -133,7 +134,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const registry = new WorkerRegistry(storeRedis, prefix, { profiles: [...opts.credentials.keys()], tlsSites: Object.keys(opts.tlsBySite ?? {}) }, { concurrency: opts.concurrency, threads: opts.threads });
   await registry.start();
   const store = new RunStore(storeRedis, prefix);
-  const jobsQueue = new Queue(QUEUE_NAME, { connection: storeRedis, prefix });
+  const jobsQueue = openQueue(QUEUE_NAME, storeRedis, prefix);
   let closing: Promise<void> | undefined;
   // One budget of `concurrency` jobs for the run queue and the hand-on queues together.
   const slots = slotLimit(opts.concurrency);
@@ -167,8 +168,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   });
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
   // process; BullMQ hands each job to exactly one of them.
-  const controlQueue = new Queue(CONTROL_QUEUE, { connection: storeRedis, prefix });
-  for (const q of [jobsQueue, controlQueue]) q.on('error', () => undefined); // storeRedis reports
+  const controlQueue = openQueue(CONTROL_QUEUE, storeRedis, prefix);
   const control = consume(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), 4);
   const rolloutLog = rateLimitedLog((line) => console.error(`worker: ${line}`));
   control.on('failed', (job, err) => {

@@ -1,5 +1,6 @@
 // Per-test isolation on the shared test Redis: a unique BullMQ prefix and key namespace per test.
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { inject } from 'vitest';
 import { startRedisServer, type LocalRedis } from '../../src/redis/server.js';
 
@@ -17,4 +18,59 @@ export async function crashAndRestart(server: LocalRedis): Promise<LocalRedis> {
   await new Promise((resolve) => (server.process.exitCode !== null || server.process.signalCode !== null ? resolve(undefined) : server.process.once('exit', resolve)));
   await new Promise((r) => setTimeout(r, 1_000));
   return startRedisServer({ dir: server.dir, port: server.port });
+}
+
+export interface CuttingProxy {
+  url: string;
+  /**
+   * The next data from Redis with several replies (a pipeline's) is passed on up to the end of its
+   * first reply only, then the connection is cut: the pipeline in flight has part of its replies
+   * (ioredis aborts the rest).
+   */
+  cutAfterFirstReply(): void;
+  /** Connections cut so far. */
+  cuts(): number;
+  close(): Promise<void>;
+}
+
+/** The end of the first bulk-string reply in `buf`, or the whole buffer. */
+function firstReplyEnd(buf: Buffer): number {
+  const eol = buf.indexOf('\r\n');
+  if (eol < 0) return buf.length;
+  const len = Number(buf.subarray(1, eol).toString());
+  return Math.min(buf.length, len < 0 ? eol + 2 : eol + 2 + len + 2);
+}
+
+/** A TCP proxy to a Redis on loopback that can cut a connection in the middle of a pipeline's replies. */
+export async function startCuttingProxy(redisPort: number): Promise<CuttingProxy> {
+  let armed = false;
+  let cuts = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(redisPort, '127.0.0.1');
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => (sockets.delete(s), client.destroy(), upstream.destroy()));
+    }
+    client.on('data', (d) => upstream.write(d));
+    upstream.on('data', (d) => {
+      // Cut where data holds several bulk replies: a pipeline's (a single command would just be sent again).
+      if (!armed || d[0] !== 0x24 /* $ */ || firstReplyEnd(d) >= d.length) return void client.write(d);
+      armed = false;
+      cuts++;
+      client.write(d.subarray(0, firstReplyEnd(d)), () => (client.destroy(), upstream.destroy()));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    cutAfterFirstReply: () => void (armed = true),
+    cuts: () => cuts,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
 }
