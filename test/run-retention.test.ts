@@ -5,6 +5,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Outcome } from '../src/fleet/outcome.js';
 import { RunStore, type RunRecord } from '../src/fleet/run-store.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { pruneScheduleRollouts } from '../src/rollout/retention.js';
+import { RolloutStore, type RolloutRecord, type RolloutState } from '../src/rollout/store.js';
 
 const redis = new Redis(redisUrl());
 afterAll(() => redis.disconnect());
@@ -77,3 +79,37 @@ describe('RunStore.pruneRuns', () => {
     expect(await store.pruneRuns({ keepRuns: 20, keepForMs: 30 * 24 * HOUR }, NOW)).toEqual(['gone-1']);
   });
 });
+
+describe('pruneScheduleRollouts', () => {
+  it("deletes a schedule's finished rollouts beyond its numbers; keeps unfinished, failed and still-settling ones, and other schedules'", async () => {
+    const prefix = uniquePrefix('ro-keep');
+    const store = new RunStore(redis, prefix);
+    const rollouts = new RolloutStore(redis, prefix);
+    const target = { minerId: 'm1', host: '127.0.0.1', port: 50051, site: 's', tags: [], credentials: 'default' };
+    const rollout = async (id: string, state: RolloutState, settled = true) => {
+      const rec: RolloutRecord = { rolloutId: id, operation: 'power-target', spec: { kind: 'power-target', watts: 2000 }, targets: [target], inventoryDigest: 'd', waveEnds: [1], waves: [1], maxFailureRate: 0.05, minSample: 10, pauseBetweenMs: 0, startAtMs: 0, createdAt: '', actor: 'schedule:s' };
+      await rollouts.create(rec, state);
+      await run(store, `${id}-w0`, 'power-target', 0, settled); // settled: every miner has an outcome
+    };
+    const tick = (hoursAgo: number) => NOW - hoursAgo * HOUR;
+    await rollout(`night-${tick(9)}`, 'completed');
+    await rollout(`night-${tick(8)}`, 'failed'); // waits for resume or abort
+    await rollout(`night-${tick(7)}`, 'aborted', false); // its miners being changed still finish
+    await rollout(`night-${tick(6)}`, 'halted');
+    await rollout(`night-${tick(5)}`, 'completed');
+    await rollout(`night-${tick(4)}`, 'paused');
+    await rollout(`night-${tick(3)}`, 'completed');
+    await rollout(`nightly-${tick(10)}`, 'completed'); // another schedule's
+    await rollout(`ro-20261130T020000Z-abcdef`, 'completed'); // by hand
+    const deleted = await pruneScheduleRollouts(redis, prefix, 'night', { keepRuns: 2, keepForMs: 30 * 24 * HOUR }, NOW);
+    expect(deleted.sort()).toEqual([`night-${tick(5)}`, `night-${tick(6)}`, `night-${tick(9)}`].sort());
+    for (const id of deleted) {
+      expect(await rollouts.get(id)).toBeUndefined();
+      expect(await redis.exists(store.k.run(`${id}-w0`), store.k.outcomes(`${id}-w0`), store.k.counts(`${id}-w0`))).toBe(0);
+    }
+    expect((await rollouts.listAll()).sort()).toEqual([`night-${tick(3)}`, `night-${tick(4)}`, `night-${tick(7)}`, `night-${tick(8)}`, `nightly-${tick(10)}`, 'ro-20261130T020000Z-abcdef'].sort());
+    // By age: the newest finished one goes once it is older than keepFor.
+    expect(await pruneScheduleRollouts(redis, prefix, 'night', { keepRuns: 20, keepForMs: 2 * HOUR }, NOW)).toEqual([`night-${tick(3)}`]);
+  });
+});
+

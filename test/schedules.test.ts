@@ -7,6 +7,7 @@ import { RunStore } from '../src/fleet/run-store.js';
 import { startWorker } from '../src/workers/worker.js';
 import { inventoryCsv } from '../src/sim/plan.js';
 import { readAudit } from '../src/rollout/audit.js';
+import { RolloutStore } from '../src/rollout/store.js';
 import { runCli, writeFleetFiles, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
@@ -137,6 +138,39 @@ describe('schedule add poll --every', () => {
     } finally {
       await w.close();
       await redis.del(`${prefix}:rollouts`);
+    }
+  });
+
+  it("--keep-runs 2 of a rollout schedule: Redis keeps its newest finished rollouts only, never one started by hand", async () => {
+    const prefix = uniquePrefix('keepro');
+    const rollouts = new RolloutStore(redis, prefix);
+    const store = new RunStore(redis, prefix);
+    const w = await worker(prefix);
+    try {
+      const byHand = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--power-target', '2600', '--waves', '100%', '--yes', '--wait', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+      const handId = (JSON.parse(byHand.stdout) as { rolloutId: string }).rolloutId;
+      await runCli(['schedule', 'add', 'rollout', '--power-target', '2700', '--waves', '100%', '--inventory', files.inventory, '--every', '1s', '--id', 'daily', '--keep-runs', '2', '--redis', redisUrl(), '--prefix', prefix]);
+      await until(async () => (await readAudit(redis, prefix)).filter((e) => e.action === 'rollout.start' && e.subject.startsWith('daily-')).length >= 5, 20_000, 200);
+      await runCli(['schedule', 'remove', 'daily', '--redis', redisUrl(), '--prefix', prefix]);
+      const ids = await rollouts.listAll();
+      const daily = ids.filter((id) => id.startsWith('daily-'));
+      // Each tick deleted the finished ones beyond the newest two (one still changing miners is spared).
+      expect(daily.length).toBeGreaterThanOrEqual(2);
+      expect(daily.length).toBeLessThanOrEqual(3);
+      expect(ids).toContain(handId);
+      const runIds = new Set((await store.listRuns(100)).map((r) => r.runId));
+      expect(runIds.has(`${handId}-w0`)).toBe(true);
+      for (const id of daily) expect(runIds.has(`${id}-w0`)).toBe(true);
+      // Of the deleted ones, nothing is left: no record, no run, no outcome; the audit log keeps them.
+      const started = (await readAudit(redis, prefix)).filter((e) => e.action === 'rollout.start' && e.subject.startsWith('daily-')).map((e) => e.subject);
+      const gone = started.filter((id) => !daily.includes(id));
+      expect(gone.length).toBeGreaterThanOrEqual(3);
+      for (const id of gone) {
+        expect(await rollouts.get(id)).toBeUndefined();
+        expect(await redis.exists(store.k.outcomes(`${id}-w0`), store.k.run(`${id}-w0`))).toBe(0);
+      }
+    } finally {
+      await w.close();
     }
   });
 

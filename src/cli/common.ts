@@ -128,11 +128,11 @@ export interface RetentionFlags {
   keepFor?: string;
 }
 
-/** `--keep-runs` / `--keep-for` of the commands that create poll runs; `whose` runs they keep. */
-export function retentionOptions(cmd: Command, whose: string): Command {
+/** `--keep-runs` / `--keep-for` of the commands that create poll runs or scheduled rollouts: `what` of `whose` they keep. */
+export function retentionOptions(cmd: Command, whose: string, what = 'runs'): Command {
   return cmd
-    .option('--keep-runs <n>', `finished runs ${whose} kept in Redis, newest first; older ones are deleted (default ${DEFAULT_RETENTION.keepRuns})`, positiveInt('--keep-runs'))
-    .option('--keep-for <duration>', `finished runs ${whose} older than this are deleted (e.g. 24h, 7d; default 7d)`);
+    .option('--keep-runs <n>', `finished ${what} ${whose} kept in Redis, newest first; older ones are deleted (default ${DEFAULT_RETENTION.keepRuns})`, positiveInt('--keep-runs'))
+    .option('--keep-for <duration>', `finished ${what} ${whose} older than this are deleted (e.g. 24h, 7d; default 7d)`);
 }
 
 /** The policy the flags ask for, over the defaults; undefined when neither flag is given. */

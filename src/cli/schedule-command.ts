@@ -96,7 +96,7 @@ export function registerSchedule(program: Command): void {
     return save({ ...baseDef(flags, 'poll'), ...(retention ? { retention } : {}) }, flags);
   });
 
-  addOptions(add.command('rollout').description('start a rollout on a schedule (e.g. curtailment: lower at 14:00, restore at 18:00)'))
+  retentionOptions(addOptions(add.command('rollout').description('start a rollout on a schedule (e.g. curtailment: lower at 14:00, restore at 18:00)')), 'of this schedule', 'rollouts (their runs and outcomes)')
     .option('--power-target <watts>', 'set this power target (W)')
     .option('--hashrate-target <ths>', 'set this hashrate target (TH/s)')
     .option('--pools <file>', 'set these pool groups (JSON)')
@@ -109,7 +109,8 @@ export function registerSchedule(program: Command): void {
     .action(async (flags: AddFlags & OperationFlags & GateFlags) => {
       const spec = specFromFlags(flags);
       if (spec.kind === 'reboot') throw new Error('scheduled reboots are not supported: start them with `bos-fleet rollout start --action reboot`');
-      const def: ScheduleDef = { ...baseDef(flags, 'rollout'), rollout: { operation: operationOf(spec), spec, ...gatesFromFlags(flags) } };
+      const retention = retentionFrom(flags);
+      const def: ScheduleDef = { ...baseDef(flags, 'rollout'), ...(retention ? { retention } : {}), rollout: { operation: operationOf(spec), spec, ...gatesFromFlags(flags) } };
       await save(def, flags);
     });
 

@@ -129,12 +129,17 @@ export class RunStore {
       const finished = Number(done ?? 0) >= record.total;
       if (finished && (s.polls > s.policy.keepRuns || nowMs - record.createdAtMs > s.policy.keepForMs)) doomed.push(id);
     });
-    if (doomed.length === 0) return [];
+    await this.deleteRuns(doomed);
+    return doomed;
+  }
+
+  /** Deletes runs whole: record, outcomes, counts, journal. */
+  async deleteRuns(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
     const del = this.redis.multi();
     // UNLINK: Redis frees a 100,000-field hash in the background instead of blocking on it.
-    for (const id of doomed) del.unlink(this.k.run(id), this.k.outcomes(id), this.k.counts(id), this.k.journal(id)).zrem(this.k.runs, id);
+    for (const id of ids) del.unlink(this.k.run(id), this.k.outcomes(id), this.k.counts(id), this.k.journal(id)).zrem(this.k.runs, id);
     await del.exec();
-    return doomed;
   }
 
   /**

@@ -7,12 +7,13 @@ import { CronExpressionParser } from 'cron-parser';
 import type { Redis } from 'ioredis';
 import { isFinalFailure, type JobTarget, type MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
-import { RunStore, type RetentionPolicy } from '../fleet/run-store.js';
+import { DEFAULT_RETENTION, RunStore, type RetentionPolicy } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
 import { RolloutOverlapError, startRollout } from './create.js';
 import { RolloutStore, TERMINAL } from './store.js';
+import { pruneScheduleRollouts } from './retention.js';
 import { openQueue } from '../fleet/queue.js';
 
 export const SCHEDULE_QUEUE = 'schedules';
@@ -29,7 +30,7 @@ export interface ScheduleDef {
   timeoutMs?: number;
   /** Sites (`*` = all) whose miners its runs and rollouts reach over TLS only. */
   tlsSites?: string[];
-  /** A poll schedule's retention of its finished runs (default: DEFAULT_RETENTION of fleet/run-store). */
+  /** The retention of its finished runs or rollouts (default: DEFAULT_RETENTION of fleet/run-store). */
   retention?: RetentionPolicy;
   rollout?: {
     operation: MutationOperation;
@@ -238,6 +239,10 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
       if (err instanceof RolloutOverlapError) return skip(err.message);
       throw err;
     }
+    // The rollout is started whatever happens here: a failed clean-up is said, not thrown.
+    await pruneScheduleRollouts(deps.redis, deps.prefix, def.scheduleId, def.retention ?? DEFAULT_RETENTION).catch((err: unknown) => {
+      console.error(`bos-fleet: schedule ${def.scheduleId}: rollout ${id} started, but deleting its old finished rollouts failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
     return { started: id };
   };
 }

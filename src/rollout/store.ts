@@ -187,6 +187,16 @@ export class RolloutStore {
   async list(limit = 50): Promise<string[]> {
     return this.redis.zrevrange(this.listKey(), 0, limit - 1);
   }
+
+  /** Every rollout's id, newest first. */
+  async listAll(): Promise<string[]> {
+    return this.redis.zrevrange(this.listKey(), 0, -1);
+  }
+
+  /** Forgets a rollout: its record, miners and state (its runs are the RunStore's; its site keys expire). */
+  async delete(id: string): Promise<void> {
+    await this.redis.multi().unlink(this.recordKey(id), this.membersKey(id), this.stateKey(id)).zrem(this.listKey(), id).exec();
+  }
 }
 
 export function waveRunId(rolloutId: string, wave: number): string {
