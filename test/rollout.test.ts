@@ -339,6 +339,22 @@ describe('unfinished rollouts of one setting on the same miners', () => {
     await changeRolloutState(redis, b.rolloutId, 'abort', 'test', prefix2);
     await expect(startRollout(redis, plan(2600, { targets: second }), prefix2)).resolves.toBeDefined();
   });
+
+  it('an unfinished rollout behind more than a thousand finished ones still counts (only the newest 1,000 were looked at)', async () => {
+    const prefix = uniquePrefix('overlap-old');
+    const store = new RolloutStore(redis, prefix);
+    const old = await startRollout(redis, plan(2500, { targets: tf.inventory.targets.slice(0, 10) }), prefix);
+    await changeRolloutState(redis, old.rolloutId, 'pause', 'test', prefix);
+    const header = await store.get(old.rolloutId);
+    const write = redis.pipeline();
+    for (let i = 0; i < 1_001; i++) {
+      const id = `ro-finished-${i}`;
+      write.set(`${prefix}:rollout:${id}`, JSON.stringify({ ...header, rolloutId: id })).hset(`${prefix}:rollout:${id}:state`, { state: 'completed', wave: '0', updatedAt: '' }).zadd(`${prefix}:rollouts`, Date.now() + 1_000 + i, id);
+    }
+    await write.exec();
+    expect((await store.list(1_000)).includes(old.rolloutId)).toBe(false);
+    await expect(startRollout(redis, plan(2600, { targets: tf.inventory.targets.slice(5, 15) }), prefix)).rejects.toThrow(`rollout ${old.rolloutId} (power-target, paused) already changes the tuner target of 5 of these 10 miners`);
+  });
 });
 
 describe('a rollback audit entry', () => {

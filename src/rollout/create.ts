@@ -55,7 +55,7 @@ export class RolloutOverlapError extends Error {}
 /** The first unfinished rollout (newest first) that changes the plan's setting on any of its miners. */
 async function overlapping(store: RolloutStore, plan: RolloutPlan): Promise<{ rolloutId: string; operation: string; state: RolloutState; shared: number } | undefined> {
   const mine = new Set(plan.targets.map((t) => t.minerId));
-  for (const id of await store.list(1_000)) {
+  for (const id of await store.unfinished()) {
     if (id === plan.rolloutId || id === plan.rollbackOf) continue;
     const st = await store.status(id);
     if (!st || TERMINAL.includes(st.state)) continue;

@@ -193,6 +193,18 @@ export class RolloutStore {
     return this.redis.zrevrange(this.listKey(), 0, -1);
   }
 
+  /** The rollouts not ended (scheduled, running, paused), newest first: all of them, however old. */
+  async unfinished(): Promise<string[]> {
+    const ids = await this.listAll();
+    const read = this.redis.pipeline();
+    for (const id of ids) read.hget(this.stateKey(id), 'state');
+    const states = (await read.exec()) ?? [];
+    return ids.filter((_, i) => {
+      const state = states[i]?.[1];
+      return typeof state === 'string' && !TERMINAL.includes(state as RolloutState);
+    });
+  }
+
   /** Forgets a rollout: its record, miners and state (its runs are the RunStore's; its site keys expire). */
   async delete(id: string): Promise<void> {
     await this.redis.multi().unlink(this.recordKey(id), this.membersKey(id), this.stateKey(id)).zrem(this.listKey(), id).exec();
