@@ -24,7 +24,12 @@ describe('10,000 simulated miners', () => {
       for (let m = queue.pop(); m; m = queue.pop()) {
         const c = plainClient(m.host, m.port);
         try {
-          const token = await plainLogin(c, SIM_USERNAME, SIM_PASSWORD);
+          // As long a deadline as the read's: on a loaded machine a login can take over the default 2 s.
+          const token = await plainLogin(c, SIM_USERNAME, SIM_PASSWORD, 10_000);
+          if (!token) {
+            failures.push(`${m.id}: no token from Login`);
+            continue;
+          }
           const r = await plainCall(c, 'miner', 'GetMinerStats', {}, { token, deadlineMs: 10_000 });
           if (r.code === grpc.status.OK && r.response?.['minerStats']) ok++;
           else failures.push(`${m.id}: ${r.code} ${r.details}`);

@@ -46,8 +46,8 @@ export function plainCall(
   });
 }
 
-export async function plainLogin(client: grpc.Client, username: string, password: string): Promise<string | undefined> {
-  const r = await plainCall(client, 'auth', 'Login', { username, password });
+export async function plainLogin(client: grpc.Client, username: string, password: string, deadlineMs?: number): Promise<string | undefined> {
+  const r = await plainCall(client, 'auth', 'Login', { username, password }, deadlineMs === undefined ? {} : { deadlineMs });
   const body = r.response?.['token'];
   if (typeof body === 'string' && body !== '') return body;
   const h = r.header?.get('authorization')[0];
