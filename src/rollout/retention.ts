@@ -1,7 +1,7 @@
 // A schedule's finished rollouts do not pile up in Redis: a curtailment every day on 100,000 miners
-// keeps ~50 MB of outcomes and journal per rollout, and a rollout started by a tick was kept for ever. They are
-// kept by the schedule's --keep-runs / --keep-for, like a poll schedule's runs; the audit log keeps
-// what each one did. Rollouts started by hand are kept (a rollback reads their outcomes).
+// keeps ~50 MB of outcomes and journal per rollout, and a rollout started by a tick was kept for
+// ever. They are kept by the schedule's --keep-runs / --keep-for, like a poll schedule's runs; the
+// audit log keeps what each one did. Rollouts started by hand are kept (a rollback reads them).
 import type { Redis } from 'ioredis';
 import { RunStore, type RetentionPolicy } from '../fleet/run-store.js';
 import { RolloutStore, waveRunId, type RolloutState } from './store.js';
@@ -22,7 +22,7 @@ export async function pruneScheduleRollouts(redis: Redis, prefix: string, schedu
   const runs = new RunStore(redis, prefix);
   const tick = new RegExp(`^${escapeRegExp(scheduleId)}-(\\d+)$`);
   const ids = (await rollouts.listAll()).filter((id) => tick.test(id)); // newest first
-  const doomed: string[] = [];
+  const doomed: { id: string; waves: number }[] = [];
   let kept = 0;
   for (const id of ids) {
     const st = await rollouts.status(id);
@@ -37,12 +37,11 @@ export async function pruneScheduleRollouts(redis: Redis, prefix: string, schedu
       const run = await runs.getRun(waveRunId(id, w));
       if (run && (await runs.getCounts(run.runId)).done < run.total) settled = false;
     }
-    if (settled) doomed.push(id);
+    if (settled) doomed.push({ id, waves: rec.waveEnds.length });
   }
-  for (const id of doomed) {
-    const rec = await rollouts.get(id);
-    await runs.deleteRuns((rec?.waveEnds ?? []).map((_, w) => waveRunId(id, w)));
+  for (const { id, waves } of doomed) {
+    await runs.deleteRuns(Array.from({ length: waves }, (_, w) => waveRunId(id, w)));
     await rollouts.delete(id);
   }
-  return doomed;
+  return doomed.map((d) => d.id);
 }
