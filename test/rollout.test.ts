@@ -340,6 +340,24 @@ describe('unfinished rollouts of one setting on the same miners', () => {
     await expect(startRollout(redis, plan(2600, { targets: second }), prefix2)).resolves.toBeDefined();
   });
 
+  it('a failed rollout (it may be resumed) counts too; resuming one refuses while another changes its miners', async () => {
+    const prefix = uniquePrefix('overlap-failed');
+    const store = new RolloutStore(redis, prefix);
+    const first = tf.inventory.targets.slice(0, 10);
+    const second = tf.inventory.targets.slice(5, 15);
+    // No worker runs; a step that kept failing ended the first rollout `failed`.
+    const a = await startRollout(redis, plan(2500, { targets: first }), prefix);
+    expect(await store.transition(a.rolloutId, ['running'], 'failed', 'wave 0 could not start: OOM')).toBe(true);
+    await expect(startRollout(redis, plan(2600, { targets: second }), prefix)).rejects.toThrow(`rollout ${a.rolloutId} (power-target, failed) already changes the tuner target of 5 of these 10 miners`);
+    const b = await startRollout(redis, plan(2600, { targets: second, allowOverlap: true }), prefix);
+    await expect(changeRolloutState(redis, a.rolloutId, 'resume', 'test', prefix)).rejects.toThrow(
+      `rollout ${b.rolloutId} (power-target, running) has since started changing the tuner target of 5 of this rollout's miners: let it end or stop it (bos-fleet rollout abort ${b.rolloutId}) before resuming ${a.rolloutId}, or abort ${a.rolloutId}`,
+    );
+    expect((await store.status(a.rolloutId))?.state).toBe('failed');
+    await changeRolloutState(redis, b.rolloutId, 'abort', 'test', prefix);
+    await expect(changeRolloutState(redis, a.rolloutId, 'resume', 'test', prefix)).resolves.toBe('running');
+  });
+
   it('an unfinished rollout behind more than a thousand finished ones still counts (only the newest 1,000 were looked at)', async () => {
     const prefix = uniquePrefix('overlap-old');
     const store = new RolloutStore(redis, prefix);

@@ -12,6 +12,9 @@ import { promoteJobs } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
+import { overlapping, RolloutOverlapError, SETTING } from './overlap.js';
+
+export { RolloutOverlapError } from './overlap.js';
 import { openQueue } from '../fleet/queue.js';
 
 export interface RolloutPlan {
@@ -35,36 +38,6 @@ export interface RolloutPlan {
   allowOverlap?: boolean;
   /** Sites (`*` = all) whose miners must be reached over TLS (never in plaintext). */
   tlsSites?: string[];
-}
-
-/** The setting each operation changes: two unfinished rollouts of one setting on one miner fight. */
-const SETTING: Record<MutationOperation, string> = {
-  'power-target': 'tuner target',
-  'hashrate-target': 'tuner target',
-  pools: 'pools',
-  pause: 'mining state',
-  resume: 'mining state',
-  reboot: 'reboot',
-  'locate-on': 'locate LED',
-  'locate-off': 'locate LED',
-};
-
-/** Refused start: an unfinished rollout already changes the same setting on some of the miners. */
-export class RolloutOverlapError extends Error {}
-
-/** The first unfinished rollout (newest first) that changes the plan's setting on any of its miners. */
-async function overlapping(store: RolloutStore, plan: RolloutPlan): Promise<{ rolloutId: string; operation: string; state: RolloutState; shared: number } | undefined> {
-  const mine = new Set(plan.targets.map((t) => t.minerId));
-  for (const id of await store.unfinished()) {
-    if (id === plan.rolloutId || id === plan.rollbackOf) continue;
-    const st = await store.status(id);
-    if (!st || TERMINAL.includes(st.state)) continue;
-    const rec = await store.get(id);
-    if (!rec || SETTING[rec.operation] !== SETTING[plan.operation]) continue;
-    const shared = ((await store.members(id))?.targets ?? []).filter((t) => mine.has(t.minerId)).length;
-    if (shared > 0) return { rolloutId: id, operation: rec.operation, state: st.state, shared };
-  }
-  return undefined;
 }
 
 export interface RolloutReport {
@@ -250,6 +223,16 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
     abort: [['running', 'paused', 'scheduled', 'failed'], 'aborted'],
   };
   const [from, to] = moves[action];
+  // A failed rollout did not hold its miners: another rollout of its setting may have started on them since.
+  if (action === 'resume' && (await store.status(rolloutId))?.state === 'failed') {
+    const clash = await overlapping(store, { ...rec, targets: (await store.members(rolloutId))?.targets ?? [] });
+    if (clash) {
+      throw new RolloutOverlapError(
+        `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) has since started changing the ${SETTING[rec.operation]} of ${clash.shared} of this rollout's miners: ` +
+          `let it end or stop it (bos-fleet rollout abort ${clash.rolloutId}) before resuming ${rolloutId}, or abort ${rolloutId}`,
+      );
+    }
+  }
   if (!(await store.transition(rolloutId, from, to))) {
     const st = await store.status(rolloutId);
     throw new Error(`rollout ${rolloutId} is ${st?.state}: cannot ${action} it`);

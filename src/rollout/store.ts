@@ -10,6 +10,9 @@ import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 export type RolloutState = 'scheduled' | 'running' | 'paused' | 'halted' | 'completed' | 'aborted' | 'failed';
 export const TERMINAL: readonly RolloutState[] = ['halted', 'completed', 'aborted', 'failed'];
 
+/** States of a rollout that may still change miners: unfinished, or failed (`resume` takes it up again). */
+export const MAY_CHANGE: readonly RolloutState[] = ['scheduled', 'running', 'paused', 'failed'];
+
 export interface RolloutRecord {
   rolloutId: string;
   operation: MutationOperation;
@@ -193,16 +196,13 @@ export class RolloutStore {
     return this.redis.zrevrange(this.listKey(), 0, -1);
   }
 
-  /** The rollouts not ended (scheduled, running, paused), newest first: all of them, however old. */
-  async unfinished(): Promise<string[]> {
+  /** The rollouts in one of `states`, newest first: all of them, however old. */
+  async inStates(states: readonly RolloutState[]): Promise<string[]> {
     const ids = await this.listAll();
     const read = this.redis.pipeline();
     for (const id of ids) read.hget(this.stateKey(id), 'state');
-    const states = (await read.exec()) ?? [];
-    return ids.filter((_, i) => {
-      const state = states[i]?.[1];
-      return typeof state === 'string' && !TERMINAL.includes(state as RolloutState);
-    });
+    const replies = (await read.exec()) ?? [];
+    return ids.filter((_, i) => states.includes(replies[i]?.[1] as RolloutState));
   }
 
   /** Forgets a rollout: its record, miners and state (its runs are the RunStore's; its site keys expire). */
