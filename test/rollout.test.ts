@@ -160,6 +160,22 @@ describe('rollout control', () => {
   });
 });
 
+describe("a wave's end", () => {
+  it('is recorded and audited once, by the first gate that sees it, even when two see it in the same millisecond', async () => {
+    const prefix = uniquePrefix('wave-end');
+    const store = new RolloutStore(redis, prefix);
+    const rec = await startRollout(redis, plan(2500, { targets: tf.inventory.targets.slice(0, 2), startAtMs: Date.now() + 3_600_000 }), prefix);
+    const entry = (n: number) => JSON.stringify({ at: '', actor: 'test', action: 'rollout.wave', subject: rec.rolloutId, details: { wave: 0, gate: n } });
+    const t = Date.now();
+    // Two gate jobs on one worker, in one turn of its event loop: the same clock reading.
+    const ended = await Promise.all([store.markWaveEnded(rec.rolloutId, 0, entry(1), t), store.markWaveEnded(rec.rolloutId, 0, entry(2), t)]);
+    expect(ended).toEqual([t, t]);
+    expect(await store.markWaveEnded(rec.rolloutId, 0, entry(3), t + 5_000)).toBe(t);
+    const audited = (await readAudit(redis, prefix)).filter((e) => e.action === 'rollout.wave');
+    expect(audited.map((e) => (e.details as { gate: number }).gate)).toEqual([1]);
+  });
+});
+
 describe('a rollout paused between waves', () => {
   /** Starts a 2-wave rollout with --pause-between 1.5s and pauses it once wave 0 has ended. */
   async function pausedBetweenWaves(prefix: string, watts: number) {

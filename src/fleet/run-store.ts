@@ -63,7 +63,8 @@ interface PendingOutcome {
 /**
  * How many finished poll runs of one series (a schedule's, or `bos-fleet poll`'s) Redis keeps (a
  * 100,000-miner poll's outcomes take ~150 MB there): the newest `keepRuns`, and none older than
- * `keepForMs`. Runs of changes are always kept.
+ * `keepForMs`. Runs of changes are kept here; a rollout schedule's rollouts go by its own policy
+ * (rollout/retention.ts).
  */
 export interface RetentionPolicy {
   keepRuns: number;

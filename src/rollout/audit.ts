@@ -22,11 +22,16 @@ export function defaultActor(): string {
   }
 }
 
-const auditKey = (prefix: string) => `${prefix}:audit`;
+export const auditKey = (prefix: string) => `${prefix}:audit`;
+
+/** An entry as the stream holds it (its `entry` field), stamped now. */
+export function auditEntryJson(entry: Omit<AuditEntry, 'at'>): string {
+  const full: AuditEntry = { at: new Date().toISOString(), ...entry };
+  return JSON.stringify(full);
+}
 
 export async function appendAudit(redis: Redis, entry: Omit<AuditEntry, 'at'>, prefix = DEFAULT_PREFIX): Promise<void> {
-  const full: AuditEntry = { at: new Date().toISOString(), ...entry };
-  await redis.xadd(auditKey(prefix), '*', 'entry', JSON.stringify(full));
+  await redis.xadd(auditKey(prefix), '*', 'entry', auditEntryJson(entry));
 }
 
 export async function readAudit(redis: Redis, prefix = DEFAULT_PREFIX, limit = 200): Promise<AuditEntry[]> {

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import { rewakeStale, wakeParked } from './site-limit.js';
-import { appendAudit } from './audit.js';
+import { appendAudit, auditEntryJson } from './audit.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.js';
 
 export const CONTROL_QUEUE = 'control';
@@ -121,11 +121,8 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     const rate = doneAll ? failedAll / doneAll : 0;
     // The first time this wave is seen ended (this gate may run again: after a resume, or delivered
     // twice): its result goes to the audit log once, and the next wave waits --pause-between from then.
-    const nowMs = Date.now();
-    const endedAtMs = await store.markWaveEnded(rec.rolloutId, wave, nowMs);
-    if (endedAtMs === nowMs) {
-      await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.wave', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { wave, counts: waves[wave]?.counts, changes: waves[wave]?.changes, failureRate: rate } }, deps.prefix);
-    }
+    const entry = auditEntryJson({ actor: rec.actor, action: 'rollout.wave', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { wave, counts: waves[wave]?.counts, changes: waves[wave]?.changes, failureRate: rate } });
+    const endedAtMs = await store.markWaveEnded(rec.rolloutId, wave, entry);
     if (doneAll >= rec.minSample && rate > rec.maxFailureRate) {
       const reason = `wave ${wave}: failure rate ${(rate * 100).toFixed(1)}% (${failedAll}/${doneAll}) above the ${(rec.maxFailureRate * 100).toFixed(1)}% gate`;
       if (await store.transition(rec.rolloutId, ['running', 'paused'], 'halted', reason)) {

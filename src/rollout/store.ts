@@ -5,6 +5,7 @@
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { auditKey } from './audit.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 
 export type RolloutState = 'scheduled' | 'running' | 'paused' | 'halted' | 'completed' | 'aborted' | 'failed';
@@ -70,6 +71,7 @@ return 0`;
 const WAVE_ENDED = `
 if redis.call('HGET', KEYS[1], 'endedWave') ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'endedWave', ARGV[1], 'waveEndedAt', ARGV[2])
+  redis.call('XADD', KEYS[2], '*', 'entry', ARGV[3])
 end
 return redis.call('HGET', KEYS[1], 'waveEndedAt')`;
 
@@ -155,9 +157,13 @@ export class RolloutStore {
     };
   }
 
-  /** Records when `wave` ended (the first time it is seen ended); returns that time. */
-  async markWaveEnded(id: string, wave: number, nowMs = Date.now()): Promise<number> {
-    return Number(await this.redis.eval(WAVE_ENDED, 1, this.stateKey(id), String(wave), String(nowMs)));
+  /**
+   * Records when `wave` ended and appends `auditEntry` (JSON) to the audit log, in one step and only
+   * the first time the wave is seen ended — however many gate jobs see it, at the same millisecond
+   * too. Returns the time it ended.
+   */
+  async markWaveEnded(id: string, wave: number, auditEntry: string, nowMs = Date.now()): Promise<number> {
+    return Number(await this.redis.eval(WAVE_ENDED, 2, this.stateKey(id), auditKey(this.prefix), String(wave), String(nowMs), auditEntry));
   }
 
   /** Holds `wave` for `resume` if the rollout is still paused; false when it is not (start the wave now). */
