@@ -176,6 +176,26 @@ describe("a wave's end", () => {
   });
 });
 
+describe('a rollout state change', () => {
+  it('moves, sets or forgets its reason and appends its audit entry in one step, once', async () => {
+    const prefix = uniquePrefix('transition');
+    const store = new RolloutStore(redis, prefix);
+    const rec = await startRollout(redis, plan(2500, { targets: tf.inventory.targets.slice(0, 2), startAtMs: Date.now() + 3_600_000 }), prefix);
+    const audit = (action: string) => JSON.stringify({ at: '', actor: 'test', action, subject: rec.rolloutId });
+    const actions = async () => (await readAudit(redis, prefix)).map((e) => e.action).filter((a) => a !== 'rollout.start');
+    const moves = await Promise.all([1, 2].map(() => store.transition(rec.rolloutId, ['scheduled'], 'failed', { reason: 'OOM', audit: audit('rollout.failed') })));
+    expect(moves.sort()).toEqual([false, true]);
+    expect(await actions()).toEqual(['rollout.failed']);
+    expect((await store.status(rec.rolloutId))?.reason).toBe('OOM');
+    // Paused or aborted, a failed rollout keeps its reason; resumed, it is forgotten.
+    expect(await store.transition(rec.rolloutId, ['failed'], 'paused', { audit: audit('rollout.pause') })).toBe(true);
+    expect((await store.status(rec.rolloutId))?.reason).toBe('OOM');
+    expect(await store.transition(rec.rolloutId, ['paused'], 'running', { clearReason: true, audit: audit('rollout.resume') })).toBe(true);
+    expect((await store.status(rec.rolloutId))?.reason).toBeUndefined();
+    expect(await actions()).toEqual(['rollout.failed', 'rollout.pause', 'rollout.resume']);
+  });
+});
+
 describe('a rollout paused between waves', () => {
   /** Starts a 2-wave rollout with --pause-between 1.5s and pauses it once wave 0 has ended. */
   async function pausedBetweenWaves(prefix: string, watts: number) {
@@ -363,7 +383,7 @@ describe('unfinished rollouts of one setting on the same miners', () => {
     const second = tf.inventory.targets.slice(5, 15);
     // No worker runs; a step that kept failing ended the first rollout `failed`.
     const a = await startRollout(redis, plan(2500, { targets: first }), prefix);
-    expect(await store.transition(a.rolloutId, ['running'], 'failed', 'wave 0 could not start: OOM')).toBe(true);
+    expect(await store.transition(a.rolloutId, ['running'], 'failed', { reason: 'wave 0 could not start: OOM' })).toBe(true);
     await expect(startRollout(redis, plan(2600, { targets: second }), prefix)).rejects.toThrow(`rollout ${a.rolloutId} (power-target, failed) already changes the tuner target of 5 of these 10 miners`);
     const b = await startRollout(redis, plan(2600, { targets: second, allowOverlap: true }), prefix);
     await expect(changeRolloutState(redis, a.rolloutId, 'resume', 'test', prefix)).rejects.toThrow(

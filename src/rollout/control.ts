@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import { rewakeStale, wakeParked } from './site-limit.js';
-import { appendAudit, auditEntryJson } from './audit.js';
+import { auditEntryJson } from './audit.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.js';
 
 export const CONTROL_QUEUE = 'control';
@@ -68,9 +68,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     if (st.state === 'paused' && (await store.holdWave(rec.rolloutId, wave))) return;
     // Started already: a wave job delivered again, or added again by a resume.
     if (st.wave >= wave) return;
-    if (st.state === 'scheduled' && (await store.transition(rec.rolloutId, ['scheduled'], 'running'))) {
-      await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.running', subject: rec.rolloutId, targetDigest: rec.inventoryDigest }, deps.prefix);
-    }
+    if (st.state === 'scheduled') await store.transition(rec.rolloutId, ['scheduled'], 'running', { audit: auditEntryJson({ actor: rec.actor, action: 'rollout.running', subject: rec.rolloutId, targetDigest: rec.inventoryDigest }) });
     const members = await store.members(rec.rolloutId);
     if (!members) throw new UnrecoverableError(`rollout ${rec.rolloutId} has no miners recorded`);
     const { specByMiner } = members;
@@ -125,15 +123,11 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     const endedAtMs = await store.markWaveEnded(rec.rolloutId, wave, entry);
     if (doneAll >= rec.minSample && rate > rec.maxFailureRate) {
       const reason = `wave ${wave}: failure rate ${(rate * 100).toFixed(1)}% (${failedAll}/${doneAll}) above the ${(rec.maxFailureRate * 100).toFixed(1)}% gate`;
-      if (await store.transition(rec.rolloutId, ['running', 'paused'], 'halted', reason)) {
-        await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.halted', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { reason, waves } }, deps.prefix);
-      }
+      await store.transition(rec.rolloutId, ['running', 'paused'], 'halted', { reason, audit: auditEntryJson({ actor: rec.actor, action: 'rollout.halted', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { reason, waves } }) });
       return;
     }
     if (wave === rec.waveEnds.length - 1) {
-      if (await store.transition(rec.rolloutId, ['running'], 'completed')) {
-        await appendAudit(deps.redis, { actor: rec.actor, action: 'rollout.completed', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { waves } }, deps.prefix);
-      }
+      await store.transition(rec.rolloutId, ['running'], 'completed', { audit: auditEntryJson({ actor: rec.actor, action: 'rollout.completed', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { waves } }) });
       return;
     }
     if (st.state === 'paused') return; // `rollout resume` re-runs this gate
@@ -164,7 +158,5 @@ export async function failRollout(redis: Redis, prefix: string, job: Job<Control
   const rec = await store.get(job.data.rolloutId);
   if (!rec) return false;
   const reason = `${controlStep(job)}: ${err.message} (after ${job.attemptsMade} attempt${job.attemptsMade === 1 ? '' : 's'}; \`bos-fleet rollout resume ${rec.rolloutId}\` takes it up again)`;
-  if (!(await store.transition(rec.rolloutId, ['scheduled', 'running', 'paused'], 'failed', reason))) return false;
-  await appendAudit(redis, { actor: rec.actor, action: 'rollout.failed', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { reason } }, prefix);
-  return true;
+  return store.transition(rec.rolloutId, ['scheduled', 'running', 'paused'], 'failed', { reason, audit: auditEntryJson({ actor: rec.actor, action: 'rollout.failed', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { reason } }) });
 }

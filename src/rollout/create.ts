@@ -6,7 +6,7 @@ import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
-import { appendAudit } from './audit.js';
+import { appendAudit, auditEntryJson } from './audit.js';
 import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, waveSize, type ControlJobData } from './control.js';
 import { promoteJobs } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
@@ -233,12 +233,12 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
       );
     }
   }
-  if (!(await store.transition(rolloutId, from, to))) {
+  // A resumed rollout runs again: why it stopped (it failed) is forgotten.
+  const audit = auditEntryJson({ actor, action: `rollout.${action}`, subject: rolloutId, targetDigest: rec.inventoryDigest });
+  if (!(await store.transition(rolloutId, from, to, { audit, clearReason: action === 'resume' }))) {
     const st = await store.status(rolloutId);
     throw new Error(`rollout ${rolloutId} is ${st?.state}: cannot ${action} it`);
   }
-  if (action === 'resume') await store.clearReason(rolloutId);
-  await appendAudit(redis, { actor, action: `rollout.${action}`, subject: rolloutId, targetDigest: rec.inventoryDigest }, prefix);
   // Miner jobs held while paused (they wait longer the longer the pause lasts) go now: on resume to
   // be changed, on abort to be cancelled.
   if (action !== 'pause') await releaseHeld(redis, rolloutId, prefix);

@@ -57,11 +57,18 @@ export interface RolloutStatus {
 }
 
 // Sets the state only if the current one is among the allowed; returns 1 on change.
+// Moves the state (KEYS[1]) to ARGV[1] if it is one of ARGV[6..]: stamps updatedAt (ARGV[2]), sets
+// the reason to ARGV[4] (ARGV[3] 'set'), clears it ('clear') or leaves it ('keep'), and appends the
+// audit entry ARGV[5] to KEYS[2] ('' for none), all in one step: a worker dying in between never
+// leaves a state change without its reason or its audit entry. Returns 1 when moved.
 const TRANSITION = `
 local cur = redis.call('HGET', KEYS[1], 'state')
-for i = 2, #ARGV do
+for i = 6, #ARGV do
   if ARGV[i] == cur then
-    redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updatedAt', KEYS[2])
+    redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updatedAt', ARGV[2])
+    if ARGV[3] == 'set' then redis.call('HSET', KEYS[1], 'reason', ARGV[4]) end
+    if ARGV[3] == 'clear' then redis.call('HDEL', KEYS[1], 'reason') end
+    if ARGV[5] ~= '' then redis.call('XADD', KEYS[2], '*', 'entry', ARGV[5]) end
     return 1
   end
 end
@@ -177,16 +184,14 @@ export class RolloutStore {
     return w === null ? undefined : Number(w);
   }
 
-  /** Moves to `to` only from one of `from`; false when another actor got there first. */
-  async transition(id: string, from: readonly RolloutState[], to: RolloutState, reason?: string): Promise<boolean> {
-    const changed = (await this.redis.eval(TRANSITION, 2, this.stateKey(id), new Date().toISOString(), to, ...from)) === 1;
-    if (changed && reason !== undefined) await this.redis.hset(this.stateKey(id), 'reason', reason);
-    return changed;
-  }
-
-  /** Forgets why the rollout stopped (it runs again). */
-  async clearReason(id: string): Promise<void> {
-    await this.redis.hdel(this.stateKey(id), 'reason');
+  /**
+   * Moves to `to` only from one of `from`; false when another actor got there first. In the same
+   * step it sets the rollout's `reason` (or, `clearReason`, forgets the earlier one) and appends
+   * `audit` (an entry's JSON, see auditEntryJson) to the audit log.
+   */
+  async transition(id: string, from: readonly RolloutState[], to: RolloutState, opts: { reason?: string; clearReason?: boolean; audit?: string } = {}): Promise<boolean> {
+    const reasonMode = opts.reason !== undefined ? 'set' : opts.clearReason ? 'clear' : 'keep';
+    return (await this.redis.eval(TRANSITION, 2, this.stateKey(id), auditKey(this.prefix), to, new Date().toISOString(), reasonMode, opts.reason ?? '', opts.audit ?? '', ...from)) === 1;
   }
 
   async setWave(id: string, wave: number): Promise<void> {
