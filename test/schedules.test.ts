@@ -179,6 +179,7 @@ describe('schedule add poll --every', () => {
     const added = await runCli(['schedule', 'add', 'rollout', '--inventory', files.inventory, '--cron', '0 14 * * *', '--tz', 'Europe/Prague', '--power-target', '2000', '--id', 'curtail', '--redis', redisUrl(), '--prefix', prefix]);
     expect(added.code).toBe(0);
     expect(added.stderr).toContain('WARNING: no `bos-fleet worker` is running on this Redis and prefix: its ticks wait until one starts');
+    expect(added.stdout).toContain(`It keeps these miners: after editing ${files.inventory}, add it again with --id curtail`);
     const list = await runCli(['schedule', 'list', '--json', '--redis', redisUrl(), '--prefix', prefix]);
     expect(JSON.parse(list.stdout)).toMatchObject([{ scheduleId: 'curtail', kind: 'rollout', cron: '0 14 * * *', tz: 'Europe/Prague', miners: 5 }]);
     expect(JSON.parse(list.stdout)[0].nextAt).toMatch(/T12:00:00|T13:00:00/); // 14:00 Prague in UTC

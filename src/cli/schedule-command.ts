@@ -77,7 +77,7 @@ async function save(def: ScheduleDef, flags: AddFlags): Promise<void> {
     console.log(
       flags.json
         ? JSON.stringify({ scheduleId: def.scheduleId, replaced })
-        : `schedule ${def.scheduleId}${replaced ? ' (replaces the schedule of that id)' : ''}: ${def.kind} of ${def.targets.length} miners, ${when}; carried out by \`bos-fleet worker\` processes`,
+        : `schedule ${def.scheduleId}${replaced ? ' (replaces the schedule of that id)' : ''}: ${def.kind} of ${def.targets.length} miners, ${when}; carried out by \`bos-fleet worker\` processes. It keeps these miners: after editing ${def.inventoryFile}, add it again with --id ${def.scheduleId}`,
     );
     // Its ticks fire only in workers, and its miners need their profiles and TLS files there.
     const warning = workersWarning(await listWorkers(redis, flags.prefix), def.targets, def.tlsSites ?? [], 'its ticks wait', def.rollout ? { mutation: def.rollout.spec } : {});
