@@ -10,7 +10,7 @@ import { stateDir, superviseEmbedded } from '../redis/embedded.js';
 import { resolveRedisUrl, shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
-import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/run-store.js';
+import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/retention.js';
 import { positiveInt } from './parse.js';
 import { issueText } from '../fleet/zod-issue.js';
 import { readJsonFile } from '../fleet/json-file.js';

@@ -3,6 +3,7 @@
 import { timestampedId } from './ids-and-durations.js';
 import type { Redis } from 'ioredis';
 import { keys, type Keys } from './keys.js';
+import { runsBeyond, type RetentionPolicy } from './retention.js';
 import { byMinerId, SummaryBuilder, type Outcome, type RunSummary } from './outcome.js';
 
 export interface RunRecord {
@@ -60,19 +61,6 @@ interface PendingOutcome {
   reject(err: unknown): void;
 }
 
-/**
- * How many finished poll runs of one series (a schedule's, or `bos-fleet poll`'s) Redis keeps (a
- * 100,000-miner poll's outcomes take ~150 MB there): the newest `keepRuns`, and none older than
- * `keepForMs`. Runs of changes are kept here; a rollout schedule's rollouts go by its own policy
- * (rollout/retention.ts).
- */
-export interface RetentionPolicy {
-  keepRuns: number;
-  keepForMs: number;
-}
-
-export const DEFAULT_RETENTION: RetentionPolicy = { keepRuns: 20, keepForMs: 7 * 24 * 3_600_000 };
-
 /** Outcomes of one run sent in one script call at most (bounds the time Redis spends in it). */
 export const OUTCOME_BATCH_MAX = 256;
 
@@ -115,21 +103,12 @@ export class RunStore {
     const read = this.redis.pipeline();
     for (const id of ids) read.hget(this.k.run(id), 'record').hget(this.k.counts(id), '_done');
     const replies = (await read.exec()) ?? [];
-    const doomed: string[] = [];
-    const seen = new Map<string, { policy: RetentionPolicy; polls: number }>();
-    ids.forEach((id, i) => {
+    const runs = ids.flatMap((id, i) => {
       const [recordErr, raw] = replies[2 * i] ?? [];
       const [, done] = replies[2 * i + 1] ?? [];
-      if (recordErr || typeof raw !== 'string') return;
-      const record = JSON.parse(raw) as RunRecord;
-      if (record.operation !== 'poll') return;
-      const own = record.series ?? '';
-      let s = seen.get(own);
-      if (!s) seen.set(own, (s = { policy: own === series ? policy : (record.retention ?? DEFAULT_RETENTION), polls: 0 }));
-      s.polls++;
-      const finished = Number(done ?? 0) >= record.total;
-      if (finished && (s.polls > s.policy.keepRuns || nowMs - record.createdAtMs > s.policy.keepForMs)) doomed.push(id);
+      return recordErr || typeof raw !== 'string' ? [] : [{ id, record: JSON.parse(raw) as RunRecord, done: Number(done ?? 0) }];
     });
+    const doomed = runsBeyond(runs, policy, series, nowMs);
     await this.deleteRuns(doomed);
     return doomed;
   }

@@ -3,7 +3,8 @@
 import type { Queue } from 'bullmq';
 import { jobId } from '../fleet/keys.js';
 import type { JobData, JobTarget, Operation } from '../fleet/job.js';
-import { DEFAULT_RETENTION, newRunId, type RetentionPolicy, type RunRecord, type RunStore } from '../fleet/run-store.js';
+import { newRunId, type RunRecord, type RunStore } from '../fleet/run-store.js';
+import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/retention.js';
 import type { Inventory } from './inventory.js';
 import { siteHasTls } from '../core/tls.js';
 import { headroomProblem, redisMemory, redisRefusalAdvice } from '../redis/durability.js';

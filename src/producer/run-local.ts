@@ -6,7 +6,8 @@ import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fl
 import type { Operation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import type { RunSummary } from '../fleet/outcome.js';
-import { RunStore, type RetentionPolicy, type RunRecord } from '../fleet/run-store.js';
+import { RunStore, type RunRecord } from '../fleet/run-store.js';
+import type { RetentionPolicy } from '../fleet/retention.js';
 import { reportRedisOutages } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
 import { enqueueRun } from './enqueue.js';

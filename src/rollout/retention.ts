@@ -3,7 +3,8 @@
 // ever. They are kept by the schedule's --keep-runs / --keep-for, like a poll schedule's runs; the
 // audit log keeps what each one did. Rollouts started by hand are kept (a rollback reads them).
 import type { Redis } from 'ioredis';
-import { RunStore, type RetentionPolicy } from '../fleet/run-store.js';
+import { RunStore } from '../fleet/run-store.js';
+import type { RetentionPolicy } from '../fleet/retention.js';
 import { RolloutStore, waveRunId, type RolloutState } from './store.js';
 
 /** States whose rollouts may go: ended, nothing in flight. A failed one waits for resume or abort. */
