@@ -165,6 +165,8 @@ describe('schedule add poll --every', () => {
       const started = (await readAudit(redis, prefix)).filter((e) => e.action === 'rollout.start' && e.subject.startsWith('daily-')).map((e) => e.subject);
       const gone = started.filter((id) => !daily.includes(id));
       expect(gone.length).toBeGreaterThanOrEqual(3);
+      const status = await runCli(['rollout', 'status', gone[0]!, '--redis', redisUrl(), '--prefix', prefix]);
+      expect(status.stderr).toContain(`no rollout "${gone[0]}" (see bos-fleet rollout status; a schedule's finished rollouts beyond its --keep-runs / --keep-for are deleted, and bos-fleet audit keeps what each did)`);
       for (const id of gone) {
         expect(await rollouts.get(id)).toBeUndefined();
         expect(await redis.exists(store.k.outcomes(`${id}-w0`), store.k.run(`${id}-w0`))).toBe(0);

@@ -9,7 +9,7 @@ import { assertProfiles, assertTargetProfiles, runLocal } from '../producer/run-
 import { defaultActor } from '../rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
 import { rollbackPlanFor } from '../rollout/rollback.js';
-import { RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
+import { noRollout, RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
@@ -187,7 +187,7 @@ export function registerRollout(program: Command): void {
       const reports = [];
       for (const rid of ids) {
         const r = await rolloutReport(redis, rid, flags.prefix);
-        if (!r) throw new Error(`no rollout "${rid}"`);
+        if (!r) throw noRollout(rid);
         reports.push(r);
       }
       if (flags.json) console.log(JSON.stringify(id ? jsonReport(reports[0] as RolloutReport) : reports.map(jsonReport)));

@@ -10,7 +10,7 @@ import { appendAudit, auditEntryJson } from './audit.js';
 import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, waveSize, type ControlJobData } from './control.js';
 import { promoteJobs } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
-import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
+import { noRollout, RolloutStore, TERMINAL, waveRunId, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
 import { overlapping, RolloutOverlapError, SETTING } from './overlap.js';
 
@@ -205,7 +205,7 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
 export async function waitForRollout(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX, onTick?: (r: RolloutReport) => void, signal?: AbortSignal): Promise<RolloutReport> {
   for (;;) {
     const r = await rolloutReport(redis, rolloutId, prefix);
-    if (!r) throw new Error(`no rollout "${rolloutId}"`);
+    if (!r) throw noRollout(rolloutId);
     onTick?.(r);
     if (TERMINAL.includes(r.state) || signal?.aborted) return r;
     await new Promise((res) => setTimeout(res, 300));
@@ -215,7 +215,7 @@ export async function waitForRollout(redis: Redis, rolloutId: string, prefix = D
 export async function changeRolloutState(redis: Redis, rolloutId: string, action: 'pause' | 'resume' | 'abort', actor: string, prefix = DEFAULT_PREFIX): Promise<RolloutState> {
   const store = new RolloutStore(redis, prefix);
   const rec = await store.get(rolloutId);
-  if (!rec) throw new Error(`no rollout "${rolloutId}" (see bos-fleet rollout status)`);
+  if (!rec) throw noRollout(rolloutId);
   const moves: Record<typeof action, [RolloutState[], RolloutState]> = {
     pause: [['running', 'scheduled'], 'paused'],
     resume: [['paused', 'failed'], 'running'],

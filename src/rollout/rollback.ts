@@ -5,7 +5,7 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import type { MutationData } from '../workers/ops/mutate.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
-import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.js';
+import { noRollout, RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.js';
 
 /**
  * The per-miner specs that put every miner the rollout changed back to its recorded `before`: those
@@ -19,7 +19,7 @@ export async function rollbackPlanFor(
 ): Promise<{ rec: RolloutHeader; targets: JobTarget[]; specByMiner: Record<string, MutationSpec>; skipped: string[]; uncertain: string[] }> {
   const store = new RolloutStore(redis, prefix);
   const rec = await store.get(rolloutId);
-  if (!rec) throw new Error(`no rollout "${rolloutId}"`);
+  if (!rec) throw noRollout(rolloutId);
   if (rec.operation === 'reboot') throw new Error('a reboot cannot be rolled back');
   // Rolled back while it still runs, it would go on changing miners the rollback never restores.
   const st = await store.status(rolloutId);

@@ -222,6 +222,11 @@ export class RolloutStore {
   }
 }
 
+/** The error for a rollout id Redis does not know, with where it may have gone. */
+export function noRollout(rolloutId: string): Error {
+  return new Error(`no rollout "${rolloutId}" (see bos-fleet rollout status; a schedule's finished rollouts beyond its --keep-runs / --keep-for are deleted, and bos-fleet audit keeps what each did)`);
+}
+
 export function waveRunId(rolloutId: string, wave: number): string {
   return `${rolloutId}-w${wave}`;
 }
