@@ -31,7 +31,7 @@ export interface ScheduleDef {
   timeoutMs?: number;
   /** Sites (`*` = all) whose miners its runs and rollouts reach over TLS only. */
   tlsSites?: string[];
-  /** The retention of its finished runs or rollouts (default: DEFAULT_RETENTION of fleet/run-store). */
+  /** The retention of its finished runs or rollouts (default: DEFAULT_RETENTION of fleet/retention). */
   retention?: RetentionPolicy;
   rollout?: {
     operation: MutationOperation;
