@@ -60,6 +60,7 @@ describe('schedule add poll --every', () => {
     const added = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '1s', '--id', 'kept', '--keep-runs', '2', '--redis', redisUrl(), '--prefix', prefix]);
     expect(added.code).toBe(0);
     await new Promise((r) => setTimeout(r, 5_200)); // five or six ticks
+    expect((await runCli(['schedule', 'list', '--redis', redisUrl(), '--prefix', prefix])).stdout).toMatch(/ last kept-\d+ \([0-5]\/5 miners\)/);
     await runCli(['schedule', 'remove', 'kept', '--redis', redisUrl(), '--prefix', prefix]);
     await new Promise((r) => setTimeout(r, 800));
     await w.close();
@@ -151,6 +152,8 @@ describe('schedule add poll --every', () => {
       const handId = (JSON.parse(byHand.stdout) as { rolloutId: string }).rolloutId;
       await runCli(['schedule', 'add', 'rollout', '--power-target', '2700', '--waves', '100%', '--inventory', files.inventory, '--every', '1s', '--id', 'daily', '--keep-runs', '2', '--redis', redisUrl(), '--prefix', prefix]);
       await until(async () => (await readAudit(redis, prefix)).filter((e) => e.action === 'rollout.start' && e.subject.startsWith('daily-')).length >= 5, 20_000, 200);
+      // The list says how the last tick's rollout is doing.
+      expect((await runCli(['schedule', 'list', '--redis', redisUrl(), '--prefix', prefix])).stdout).toMatch(/ last daily-\d+ \((running|completed)\)/);
       await runCli(['schedule', 'remove', 'daily', '--redis', redisUrl(), '--prefix', prefix]);
       const ids = await rollouts.listAll();
       const daily = ids.filter((id) => id.startsWith('daily-'));

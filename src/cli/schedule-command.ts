@@ -130,7 +130,8 @@ export function registerSchedule(program: Command): void {
           const what = d.kind === 'poll' ? 'poll' : `rollout ${d.rollout ? describeSpec(d.rollout.spec) : ''}`;
           const skipped = d.skipped ? `  ${d.skipped} tick${d.skipped === 1 ? '' : 's'} skipped while a run or rollout was unfinished (last ${d.skippedAt})` : '';
           const failed = d.failed ? `  ${d.failed} tick${d.failed === 1 ? '' : 's'} FAILED (last ${d.failedAt}: ${d.failedReason})` : '';
-          return [d.scheduleId, what, `${d.targets.length} miners`, when, `next ${d.nextAt ?? '?'}${d.last ? `  last ${d.last}` : ''}${skipped}${failed}`];
+          const last = d.last ? `  last ${d.last}${d.lastState ? ` (${d.lastState})` : ''}` : '';
+          return [d.scheduleId, what, `${d.targets.length} miners`, when, `next ${d.nextAt ?? '?'}${last}${skipped}${failed}`];
         });
         for (const line of columns(table, [2])) console.log(line);
       } finally {

@@ -146,7 +146,22 @@ export async function getSchedule(redis: Redis, scheduleId: string, prefix = DEF
   return raw ? (JSON.parse(raw) as ScheduleDef) : undefined;
 }
 
-export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Promise<(ScheduleDef & TickState & { nextAt?: string })[]> {
+/**
+ * How the run or rollout a schedule's last tick started is doing: a poll's miners with an outcome
+ * (`300/300 miners`), a rollout's state and why it stopped (`halted: wave 0: failure rate …`); none
+ * when it is gone (deleted by retention).
+ */
+async function lastState(redis: Redis, prefix: string, def: ScheduleDef, last: string): Promise<string | undefined> {
+  if (def.kind === 'poll') {
+    const runs = new RunStore(redis, prefix);
+    const record = await runs.getRun(last);
+    return record ? `${(await runs.getCounts(last)).done}/${record.total} miners` : undefined;
+  }
+  const st = await new RolloutStore(redis, prefix).status(last);
+  return st ? `${st.state}${st.reason ? `: ${st.reason}` : ''}` : undefined;
+}
+
+export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Promise<(ScheduleDef & TickState & { nextAt?: string; lastState?: string })[]> {
   const ids = (await redis.smembers(listKey(prefix))).sort();
   const q = openQueue(SCHEDULE_QUEUE, redis, prefix);
   try {
@@ -155,7 +170,9 @@ export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Prom
       const def = await getSchedule(redis, id, prefix);
       if (!def) continue;
       const s = await q.getJobScheduler(id);
-      out.push({ ...def, ...(await tickState(redis, prefix, id)), ...(s?.next ? { nextAt: new Date(s.next).toISOString() } : {}) });
+      const ticks = await tickState(redis, prefix, id);
+      const state = ticks.last ? await lastState(redis, prefix, def, ticks.last) : undefined;
+      out.push({ ...def, ...ticks, ...(state ? { lastState: state } : {}), ...(s?.next ? { nextAt: new Date(s.next).toISOString() } : {}) });
     }
     return out;
   } finally {
