@@ -53,6 +53,19 @@ describe('inventory', () => {
     expect(() => loadInventory('/nonexistent/farm.csv')).toThrow(/inventory \/nonexistent\/farm.csv rejected.*cannot read the file: no such file/s);
   });
 
+  it("refuses a misspelt field (it would be ignored, and every miner get the field's default); ignores other columns", () => {
+    const fields = '(the fields: id, host, port, site, tags, credentials)';
+    // A `credential` column would put every miner on the `default` profile, a `sites` one on no site (so no TLS).
+    expect(() => parseInventory('id,host,credential\nm1,10.0.0.1,ops\n', 'f.csv')).toThrow(`line 1: column "credential" is not an inventory field: did you mean "credentials"? ${fields}`);
+    expect(() => parseInventory('id,host,prot,sites\nm1,10.0.0.1,50052,a\n', 'f.csv')).toThrow('line 1: column "prot" is not an inventory field: did you mean "port"?; column "sites" is not an inventory field: did you mean "site"?');
+    expect(() => parseInventory('[{"id": "m1", "host": "10.0.0.1", "crendentials": "ops"}, {"id": "m2", "host": "10.0.0.2", "crendentials": "ops"}]', 'f.json')).toThrow(
+      new InventoryError('f.json', [`entry 0 (id "m1"): key "crendentials" is not an inventory field: did you mean "credentials"? ${fields}`]).message,
+    );
+    // A farm's export has columns of its own: kept out of the way, not refused ("pool" and "state" are not typos).
+    const inv = parseInventory('id,host,model,location,pool,state,ip\nm1,10.0.0.1,S21,row 5,main,ok,10.0.0.1\n', 'f.csv');
+    expect(inv.targets).toEqual([{ minerId: 'm1', host: '10.0.0.1', port: 50051, site: '', tags: [], credentials: 'default' }]);
+  });
+
   it('parses quoted CSV fields', () => {
     expect(parseCsv('a,"b,c","d ""e"""\r\n1,2,3')).toEqual([
       { line: 1, fields: ['a', 'b,c', 'd "e"'] },

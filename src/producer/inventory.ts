@@ -32,6 +32,33 @@ export const inventoryEntrySchema = z.object({
   credentials: z.string().trim().min(1).default('default'),
 });
 
+const FIELDS = Object.keys(inventoryEntrySchema.shape);
+
+/** Edit distance of two short names: insertions, deletions, substitutions and swaps of neighbours. */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const row = d[i]!;
+      row[j] = Math.min(d[i - 1]![j]! + 1, row[j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) row[j] = Math.min(row[j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/**
+ * The inventory field an unknown column or key is most likely a misspelling of ("credential",
+ * "crendentials", "sites"), if any. Such a column would be ignored and its field take its default —
+ * every miner on the `default` profile, or on no site (so no TLS) — so it is refused instead. Other
+ * columns (a farm's export may have "model" or "location") are ignored.
+ */
+export function misspeltField(name: string): string | undefined {
+  if (FIELDS.includes(name)) return undefined;
+  // One slip in a short name ("prot", "hots"), two in "credentials"; not "pool" or "state", columns of their own.
+  return FIELDS.find((f) => name === `${f}s` || `${name}s` === f || (name.length >= 4 && f.length >= 4 && distance(name, f) <= (f.length >= 8 ? 2 : 1)));
+}
+
 export interface Inventory {
   file: string;
   targets: JobTarget[];
@@ -61,6 +88,8 @@ function rowsFromCsv(text: string): RawRow[] {
   if (!names.includes('id') || !names.includes('host')) {
     throw new Error(`line ${header.line}: the header row must name at least "id" and "host" (got ${names.join(',')})`);
   }
+  const misspelt = names.flatMap((n) => (misspeltField(n) ? [`column "${n}" is not an inventory field: did you mean "${misspeltField(n)}"?`] : []));
+  if (misspelt.length) throw new Error(`line ${header.line}: ${misspelt.join('; ')} (the fields: ${FIELDS.join(', ')})`);
   return rows.map((r) => {
     if (r.fields.length > names.length) throw new Error(`line ${r.line}: ${r.fields.length} fields, the header has ${names.length}`);
     const record: Record<string, unknown> = {};
@@ -94,11 +123,19 @@ export function parseInventory(text: string, file: string): Inventory {
   const targets: JobTarget[] = [];
   const seenIds = new Map<string, string>();
   const seenHosts = new Map<string, string>();
+  const misspeltKeys = new Set<string>(); // said once, at the first entry that has it
   for (const { where, record } of rows) {
     if (typeof record !== 'object' || record === null || Array.isArray(record)) {
       const got = JSON.stringify(record) ?? String(record);
       problems.push(`${where}: must be an object {"id", "host", …}, got ${got.length > 60 ? `${got.slice(0, 60)}…` : got}`);
       continue;
+    }
+    for (const key of Object.keys(record)) {
+      const meant = misspeltField(key);
+      if (meant && !misspeltKeys.has(key)) {
+        misspeltKeys.add(key);
+        problems.push(`${where}: key "${key}" is not an inventory field: did you mean "${meant}"? (the fields: ${FIELDS.join(', ')})`);
+      }
     }
     const r = inventoryEntrySchema.safeParse(record);
     if (!r.success) {
