@@ -5,6 +5,7 @@ import { descriptorWarning, openFilesLimit } from '../src/cli/common.js';
 import { shownRedisUrl } from '../src/redis/resolve.js';
 import { parseAt, specFromFlags } from '../src/cli/rollout-options.js';
 import { untilText } from '../src/cli/rollout-command.js';
+import { durationText, parseDurationMs } from '../src/fleet/ids-and-durations.js';
 import { parsePercent, parseWaves } from '../src/rollout/waves.js';
 import { runCli } from './helpers/cli.js';
 import { redisUrl } from './helpers/redis.js';
@@ -94,6 +95,13 @@ describe('rollout start --at', () => {
       expect(() => parseAt(bad, now)).toThrow(`--at must be an ISO time with its zone, like 2026-11-24T14:00:00Z (UTC) or 2026-11-24T15:00:00+01:00, got "${bad}"`);
     }
     expect(() => parseAt('2026-11-30T11:00:00Z', now)).toThrow('--at "2026-11-30T11:00:00Z" is in the past');
+  });
+
+  it('writes a duration as it would be typed, and reads it back (schedule list said "every 8640000s" for 100d)', () => {
+    for (const [ms, text] of [[100 * 86_400_000, '100d'], [90 * 60_000, '90m'], [3_600_000, '1h'], [45_000, '45s'], [800, '800ms'], [1_500, '1500ms']] as const) {
+      expect(durationText(ms)).toBe(text);
+      expect(parseDurationMs(text, '--every')).toBe(ms);
+    }
   });
 
   it('says how far off a start is in units a person reads (it said "in 720 h" for a month)', () => {

@@ -4,7 +4,7 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadInventory } from '../producer/inventory.js';
 import { defaultActor } from '../rollout/audit.js';
 import { addSchedule, checkCron, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
-import { parseDurationMs } from '../fleet/ids-and-durations.js';
+import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { connectRedis, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
@@ -73,7 +73,7 @@ async function save(def: ScheduleDef, flags: AddFlags): Promise<void> {
   const { redis } = await connectRedis(flags.redis);
   try {
     const { replaced } = await addSchedule(redis, def, flags.prefix);
-    const when = def.everyMs ? `every ${def.everyMs / 1000}s` : `cron "${def.cron}"${def.tz ? ` (${def.tz})` : ''}`;
+    const when = def.everyMs ? `every ${durationText(def.everyMs)}` : `cron "${def.cron}"${def.tz ? ` (${def.tz})` : ''}`;
     console.log(
       flags.json
         ? JSON.stringify({ scheduleId: def.scheduleId, replaced })
@@ -126,7 +126,7 @@ export function registerSchedule(program: Command): void {
         if (flags.json) return console.log(JSON.stringify(list.map(({ targets, ...d }) => ({ ...d, miners: targets.length }))));
         if (list.length === 0) return console.log('no schedules');
         const table = list.map((d) => {
-          const when = d.everyMs ? `every ${d.everyMs / 1000}s` : `cron "${d.cron}"${d.tz ? ` ${d.tz}` : ''}`;
+          const when = d.everyMs ? `every ${durationText(d.everyMs)}` : `cron "${d.cron}"${d.tz ? ` ${d.tz}` : ''}`;
           const what = d.kind === 'poll' ? 'poll' : `rollout ${d.rollout ? describeSpec(d.rollout.spec) : ''}`;
           const skipped = d.skipped ? `  ${d.skipped} tick${d.skipped === 1 ? '' : 's'} skipped while a run or rollout was unfinished (last ${d.skippedAt})` : '';
           const failed = d.failed ? `  ${d.failed} tick${d.failed === 1 ? '' : 's'} FAILED (last ${d.failedAt}: ${d.failedReason})` : '';

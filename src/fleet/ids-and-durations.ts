@@ -16,3 +16,9 @@ export function parseDurationMs(text: string, option: string, opts: { defaultUni
   const unit = (m[2] ?? opts.defaultUnit ?? 's') as keyof typeof UNIT_MS;
   return Math.round(Number(m[1]) * UNIT_MS[unit]);
 }
+
+/** A duration as it would be typed: the largest unit that divides it (`7d`, `90m`, `45s`, `800ms`). */
+export function durationText(ms: number): string {
+  for (const unit of ['d', 'h', 'm', 's'] as const) if (ms >= UNIT_MS[unit] && ms % UNIT_MS[unit] === 0) return `${ms / UNIT_MS[unit]}${unit}`;
+  return `${ms}ms`;
+}
