@@ -176,6 +176,24 @@ describe("a wave's end", () => {
   });
 });
 
+describe('the audit log', () => {
+  it("finds one rollout's or schedule's entries however far back they are (--subject)", async () => {
+    const prefix = uniquePrefix('audit-subject');
+    const write = redis.pipeline();
+    const entry = (subject: string, action: string) => JSON.stringify({ at: '', actor: 'test', action, subject });
+    write.xadd(`${prefix}:audit`, '*', 'entry', entry('ro-old', 'rollout.start'));
+    write.xadd(`${prefix}:audit`, '*', 'entry', entry('nightly-1796000000000', 'rollout.start'));
+    for (let i = 0; i < 2_500; i++) write.xadd(`${prefix}:audit`, '*', 'entry', entry(`ro-${i}`, 'rollout.start'));
+    write.xadd(`${prefix}:audit`, '*', 'entry', entry('ro-old', 'rollout.completed'));
+    await write.exec();
+    expect((await readAudit(redis, prefix, 200, 'ro-old')).map((e) => e.action)).toEqual(['rollout.start', 'rollout.completed']);
+    expect((await readAudit(redis, prefix, 200, 'nightly')).map((e) => e.subject)).toEqual(['nightly-1796000000000']);
+    expect((await readAudit(redis, prefix, 1, 'ro-old')).map((e) => e.action)).toEqual(['rollout.completed']); // the newest
+    expect(await readAudit(redis, prefix, 200, 'nope')).toEqual([]);
+    expect(await readAudit(redis, prefix, 3)).toHaveLength(3);
+  });
+});
+
 describe('a rollout state change', () => {
   it('moves, sets or forgets its reason and appends its audit entry in one step, once', async () => {
     const prefix = uniquePrefix('transition');

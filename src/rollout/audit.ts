@@ -34,7 +34,23 @@ export async function appendAudit(redis: Redis, entry: Omit<AuditEntry, 'at'>, p
   await redis.xadd(auditKey(prefix), '*', 'entry', auditEntryJson(entry));
 }
 
-export async function readAudit(redis: Redis, prefix = DEFAULT_PREFIX, limit = 200): Promise<AuditEntry[]> {
-  const rows = await redis.xrevrange(auditKey(prefix), '+', '-', 'COUNT', limit);
-  return rows.map(([, fields]) => JSON.parse(fields[1] ?? '{}') as AuditEntry).reverse();
+/**
+ * The newest `limit` entries, oldest first; with `subject`, the newest `limit` of those whose subject
+ * starts with it (a rollout's id; a schedule's id also finds the rollouts its ticks started), however
+ * far back in the log they are.
+ */
+export async function readAudit(redis: Redis, prefix = DEFAULT_PREFIX, limit = 200, subject?: string): Promise<AuditEntry[]> {
+  const found: AuditEntry[] = [];
+  let end = '+';
+  while (found.length < limit) {
+    const rows = await redis.xrevrange(auditKey(prefix), end, '-', 'COUNT', subject ? 1_000 : limit);
+    for (const [, fields] of rows) {
+      const entry = JSON.parse(fields[1] ?? '{}') as AuditEntry;
+      if (found.length < limit && (!subject || entry.subject?.startsWith(subject))) found.push(entry);
+    }
+    const last = rows.at(-1)?.[0];
+    if (!subject || !last || rows.length < 1_000) break;
+    end = `(${last}`; // exclusive: the page after the last entry read
+  }
+  return found.reverse();
 }
