@@ -169,7 +169,9 @@ describe('schedule add poll --every', () => {
       const gone = started.filter((id) => !daily.includes(id));
       expect(gone.length).toBeGreaterThanOrEqual(3);
       const status = await runCli(['rollout', 'status', gone[0]!, '--redis', redisUrl(), '--prefix', prefix]);
-      expect(status.stderr).toContain(`no rollout "${gone[0]}" (see bos-fleet rollout status; a schedule's finished rollouts beyond its --keep-runs / --keep-for are deleted, and bos-fleet audit keeps what each did)`);
+      expect(status.stderr).toContain(`no rollout "${gone[0]}" (see bos-fleet rollout status; a schedule's finished rollouts beyond its --keep-runs / --keep-for are deleted: bos-fleet audit --subject ${gone[0]} shows what it did)`);
+      const history = await runCli(['audit', '--subject', gone[0]!, '--json', '--redis', redisUrl(), '--prefix', prefix]);
+      expect((JSON.parse(history.stdout) as { action: string }[]).map((e) => e.action)).toEqual(expect.arrayContaining(['rollout.start', 'rollout.wave', 'rollout.completed']));
       for (const id of gone) {
         expect(await rollouts.get(id)).toBeUndefined();
         expect(await redis.exists(store.k.outcomes(`${id}-w0`), store.k.run(`${id}-w0`))).toBe(0);

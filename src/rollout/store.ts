@@ -224,7 +224,7 @@ export class RolloutStore {
 
 /** The error for a rollout id Redis does not know, with where it may have gone. */
 export function noRollout(rolloutId: string): Error {
-  return new Error(`no rollout "${rolloutId}" (see bos-fleet rollout status; a schedule's finished rollouts beyond its --keep-runs / --keep-for are deleted, and bos-fleet audit keeps what each did)`);
+  return new Error(`no rollout "${rolloutId}" (see bos-fleet rollout status; a schedule's finished rollouts beyond its --keep-runs / --keep-for are deleted: bos-fleet audit --subject ${rolloutId} shows what it did)`);
 }
 
 export function waveRunId(rolloutId: string, wave: number): string {
