@@ -2,6 +2,8 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { enqueueRun } from '../src/producer/enqueue.js';
 import { readAudit } from '../src/rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
 import { rollbackPlanFor } from '../src/rollout/rollback.js';
@@ -173,6 +175,25 @@ describe("a wave's end", () => {
     expect(await store.markWaveEnded(rec.rolloutId, 0, entry(3), t + 5_000)).toBe(t);
     const audited = (await readAudit(redis, prefix)).filter((e) => e.action === 'rollout.wave');
     expect(audited.map((e) => (e.details as { gate: number }).gate)).toEqual([1]);
+  });
+});
+
+describe('a miner job of a rollout that no longer exists', () => {
+  it('(a schedule\'s rollout deleted by its retention, its job delivered late) never changes the miner', async () => {
+    const prefix = uniquePrefix('gone');
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const watts = 1_917; // only this test writes it
+    try {
+      await withWorker(prefix, async () => {
+        const targets = tf.inventory.targets.slice(0, 3);
+        const record = await enqueueRun(queue, new RunStore(redis, prefix), { file: 'gone', targets, digest: 'd' }, { operation: 'power-target', runId: 'night-1796000000000-w0', params: { rolloutId: 'night-1796000000000', wave: 0, mutation: { kind: 'power-target', watts } } });
+        await until(async () => (await queue.getCompletedCount()) === 3);
+        expect((await new RunStore(redis, prefix).getCounts(record.runId)).done).toBe(0); // nothing recorded
+      });
+      expect((await writes()).filter((w) => (w.request as { powerTarget?: { watt?: number } }).powerTarget?.watt === watts)).toEqual([]);
+    } finally {
+      await queue.close();
+    }
   });
 });
 

@@ -231,8 +231,11 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
     let siteSlot: SiteSlot | undefined;
     if (rolloutId) {
       const st = await rollouts.status(rolloutId);
-      if (st?.state === 'paused') await delay(job, token, pausedRecheckMs(st.updatedAt));
-      if (st?.state === 'aborted' || st?.state === 'halted') {
+      // Deleted (a schedule's finished rollout, by its retention): a copy of one of its jobs delivered
+      // late must not change the miner again, with nothing left to record it in.
+      if (!st) return { code: 'CANCELLED', skipped: true };
+      if (st.state === 'paused') await delay(job, token, pausedRecheckMs(st.updatedAt));
+      if (st.state === 'aborted' || st.state === 'halted') {
         const result = await stoppedChange(data, executor, store, `rollout ${rolloutId} was ${st.state}`);
         await store.writeOutcome(outcomeOf(data, result, jobAttempts + prior));
         return { code: result.code };
