@@ -151,8 +151,8 @@ describe('bos-fleet rollout', () => {
     const status = await runCli(['rollout', 'status', rolloutId, '--redis', redisUrl(), '--prefix', prefix]);
     expect(status.stdout).toMatch(/completed/);
     // Every miner was changed once, those of the killed worker too (journaled before its write): none "already set".
-    expect(report?.waveChanges.reduce((n, c) => n + (c['applied'] ?? 0), 0)).toBe(COUNT);
-    expect(report?.waveChanges.some((c) => c['unchanged'])).toBe(false);
+    expect(report?.waves.reduce((n, w) => n + (w.changes?.['applied'] ?? 0), 0)).toBe(COUNT);
+    expect(report?.waves.some((w) => w.changes?.['unchanged'])).toBe(false);
     // `runs` lines its columns up with the longest operation name and run id.
     const runs = (await runCli(['runs', '--redis', redisUrl(), '--prefix', prefix])).stdout.trimEnd().split('\n');
     expect(runs.slice(1).map((l) => l.split(/\s{2,}/)[1])).toEqual(['power-target', 'power-target']);
@@ -194,7 +194,7 @@ describe('bos-fleet rollout', () => {
 });
 
 describe('bos-fleet rollout status, as text', () => {
-  const report = (over: Partial<RolloutReport>): RolloutReport => ({ rolloutId: 'ro-x', state: 'running', operation: 'power-target', waves: [], counts: {}, waveChanges: [], ...over });
+  const report = (over: Partial<RolloutReport>): RolloutReport => ({ rolloutId: 'ro-x', state: 'running', operation: 'power-target', waves: [], counts: {}, ...over });
 
   it('counts the miners still to go in an unfinished rollout, and says when the next wave starts', () => {
     const nextWaveAt = new Date(Date.now() + 600_000).toISOString();
@@ -212,8 +212,11 @@ describe('bos-fleet rollout status, as text', () => {
   });
 
   it("says of each wave's OK miners how many it changed and how many were already set", () => {
-    const waves: RolloutReport['waves'] = [{ index: 0, miners: 10, counts: { OK: 9, MINER_TIMEOUT: 1 } }, { index: 1, miners: 10, counts: { OK: 2 } }];
-    expect(reportText(report({ waves, waveChanges: [{ applied: 3, unchanged: 6 }, { unchanged: 2 }] })).split('\n').slice(1)).toEqual([
+    const waves: RolloutReport['waves'] = [
+      { index: 0, miners: 10, counts: { OK: 9, MINER_TIMEOUT: 1 }, changes: { applied: 3, unchanged: 6 } },
+      { index: 1, miners: 10, counts: { OK: 2 }, changes: { unchanged: 2 } },
+    ];
+    expect(reportText(report({ waves })).split('\n').slice(1)).toEqual([
       '  wave 0:     10 miners  OK 9, MINER_TIMEOUT 1 (changed 3, already set 6)',
       '  wave 1:     10 miners  OK 2 (changed 0, already set 2); 8 to go',
     ]);

@@ -87,7 +87,7 @@ export function reportText(r: RolloutReport, where?: string): string {
     const n = done(w);
     const when = w.index === r.heldWave ? ' (its time came during the pause: starts on resume)' : w.index === next && r.nextWaveAt ? ` (${Date.parse(r.nextWaveAt) > Date.now() ? `starts ${untilText(Date.parse(r.nextWaveAt))}, at ${r.nextWaveAt}` : 'starting'})` : '';
     const toGo = !TERMINAL.includes(r.state) && n < w.miners ? `; ${w.miners - n} to go` : '';
-    const ch = r.waveChanges[w.index] ?? {};
+    const ch = w.changes ?? {};
     const changes = ch['applied'] || ch['unchanged'] ? ` (changed ${ch['applied'] ?? 0}, already set ${ch['unchanged'] ?? 0})` : '';
     const counts = n === 0 ? `not started${when}` : `${countsInOrder(w.counts).join(', ')}${changes}${toGo}`;
     lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);
@@ -100,7 +100,7 @@ export function reportText(r: RolloutReport, where?: string): string {
 }
 
 function jsonReport(r: RolloutReport) {
-  return { rolloutId: r.rolloutId, state: r.state, waves: r.waves, counts: r.counts };
+  return { rolloutId: r.rolloutId, state: r.state, waves: r.waves.map(({ index, miners, counts }) => ({ index, miners, counts })), counts: r.counts };
 }
 
 async function launch(plan: RolloutPlan, flags: RunFlags, credentials: CredentialProfiles, tlsBySite: Record<string, TlsProfile> | undefined): Promise<void> {

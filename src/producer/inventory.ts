@@ -88,7 +88,10 @@ function rowsFromCsv(text: string): RawRow[] {
   if (!names.includes('id') || !names.includes('host')) {
     throw new Error(`line ${header.line}: the header row must name at least "id" and "host" (got ${names.join(',')})`);
   }
-  const misspelt = names.flatMap((n) => (misspeltField(n) ? [`column "${n}" is not an inventory field: did you mean "${misspeltField(n)}"?`] : []));
+  const misspelt = names.flatMap((n) => {
+    const meant = misspeltField(n);
+    return meant ? [`column "${n}" is not an inventory field: did you mean "${meant}"?`] : [];
+  });
   if (misspelt.length) throw new Error(`line ${header.line}: ${misspelt.join('; ')} (the fields: ${FIELDS.join(', ')})`);
   return rows.map((r) => {
     if (r.fields.length > names.length) throw new Error(`line ${r.line}: ${r.fields.length} fields, the header has ${names.length}`);

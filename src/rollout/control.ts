@@ -40,6 +40,24 @@ export function waveSize(rec: Pick<RolloutHeader, 'waveEnds'>, wave: number): nu
  * is pending; one that already ran without starting the wave (it came while the rollout was paused,
  * under a version before held waves) does not block a new one: startWave ignores a wave started.
  */
+/** A wave's result: its miners, their outcomes by code and, of its OK ones, what the change did ({applied, unchanged}). */
+export interface WaveResult {
+  index: number;
+  miners: number;
+  counts: Record<string, number>;
+  changes: Record<string, number>;
+}
+
+/** The results of the rollout's first `count` waves (a wave not started has empty counts). */
+export async function waveResults(runs: RunStore, rec: Pick<RolloutHeader, 'rolloutId' | 'waveEnds'>, count = rec.waveEnds.length): Promise<WaveResult[]> {
+  const waves: WaveResult[] = [];
+  for (let w = 0; w < count; w++) {
+    const { counts, changes } = await runs.getCounts(waveRunId(rec.rolloutId, w));
+    waves.push({ index: w, miners: waveSize(rec, w), counts, changes });
+  }
+  return waves;
+}
+
 export async function addWaveJob(control: Queue, rolloutId: string, wave: number, delayMs: number, suffix = ''): Promise<void> {
   let jobId = `${rolloutId}.wave.${wave}${suffix}`;
   const state = await control.getJobState(jobId);
@@ -106,16 +124,10 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       return addGateJob(deps.control, rec.rolloutId, wave, seq + 1);
     }
     // Every miner of the wave has an outcome: gate on the failures of all finished waves.
-    let doneAll = 0;
-    let failedAll = 0;
-    const waves = [];
-    for (let w = 0; w <= wave; w++) {
-      const c = await runs.getCounts(waveRunId(rec.rolloutId, w));
-      const ok = c.counts['OK'] ?? 0;
-      doneAll += c.done;
-      failedAll += c.done - ok;
-      waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts, changes: c.changes });
-    }
+    const waves = await waveResults(runs, rec, wave + 1);
+    // Each outcome counts once under its code, so a wave's outcomes are the sum of its counts.
+    const doneAll = waves.reduce((n, w) => n + Object.values(w.counts).reduce((a, b) => a + b, 0), 0);
+    const failedAll = doneAll - waves.reduce((n, w) => n + (w.counts['OK'] ?? 0), 0);
     const rate = doneAll ? failedAll / doneAll : 0;
     // The first time this wave is seen ended (this gate may run again: after a resume, or delivered
     // twice): its result goes to the audit log once, and the next wave waits --pause-between from then.

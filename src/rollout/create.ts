@@ -7,14 +7,12 @@ import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit, auditEntryJson } from './audit.js';
-import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, waveSize, type ControlJobData } from './control.js';
+import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, waveResults, type ControlJobData, type WaveResult } from './control.js';
 import { promoteJobs } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
-import { noRollout, RolloutStore, TERMINAL, waveRunId, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
+import { noRollout, RolloutStore, TERMINAL, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
 import { overlapping, RolloutOverlapError, SETTING } from './overlap.js';
-
-export { RolloutOverlapError } from './overlap.js';
 import { openQueue } from '../fleet/queue.js';
 
 export interface RolloutPlan {
@@ -55,10 +53,9 @@ export interface RolloutReport {
   heldWave?: number;
   /** A step that failed and waits to be tried again (CONTROL_RETRY): what, how many attempts, the error. */
   retrying?: { step: string; attemptsMade: number; attempts: number; error: string };
-  waves: { index: number; miners: number; counts: Record<string, number> }[];
+  /** Each wave; `changes`: of its OK miners, how many the change was applied to, and found already so. */
+  waves: (Omit<WaveResult, 'changes'> & { changes?: WaveResult['changes'] })[];
   counts: Record<string, number>;
-  /** Per wave (as `waves`), how many of its OK miners the change was applied to, and found already so: {applied, unchanged}. */
-  waveChanges: Record<string, number>[];
 }
 
 /** Distinct values an audit entry lists at most (pools templated per miner differ on every miner). */
@@ -174,15 +171,9 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
   const st = await store.status(rolloutId);
   if (!rec || !st) return undefined;
   const runs = new RunStore(redis, prefix);
+  const waves = await waveResults(runs, rec);
   const counts: Record<string, number> = {};
-  const waves = [];
-  const waveChanges = [];
-  for (let w = 0; w < rec.waveEnds.length; w++) {
-    const c = await runs.getCounts(waveRunId(rolloutId, w));
-    for (const [code, n] of Object.entries(c.counts)) counts[code] = (counts[code] ?? 0) + n;
-    waves.push({ index: w, miners: waveSize(rec, w), counts: c.counts });
-    waveChanges.push(c.changes);
-  }
+  for (const w of waves) for (const [code, n] of Object.entries(w.counts)) counts[code] = (counts[code] ?? 0) + n;
   const between = st.state === 'running' && st.waveEndedAtMs !== undefined && st.wave + 1 < rec.waveEnds.length;
   const retrying = TERMINAL.includes(st.state) ? undefined : await retryingStep(redis, rolloutId, prefix);
   return {
@@ -197,7 +188,6 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     ...(st.state === 'paused' && st.heldWave !== undefined ? { heldWave: st.heldWave } : {}),
     waves,
     counts,
-    waveChanges,
   };
 }
 
@@ -224,7 +214,8 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
   };
   const [from, to] = moves[action];
   // A failed rollout did not hold its miners: another rollout of its setting may have started on them since.
-  if (action === 'resume' && (await store.status(rolloutId))?.state === 'failed') {
+  const before = await store.status(rolloutId);
+  if (action === 'resume' && before?.state === 'failed') {
     const clash = await overlapping(store, { ...rec, targets: (await store.members(rolloutId))?.targets ?? [] });
     if (clash) {
       throw new RolloutOverlapError(

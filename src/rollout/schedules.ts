@@ -12,8 +12,9 @@ import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/retention.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
-import { RolloutOverlapError, startRollout } from './create.js';
-import { RolloutStore, TERMINAL } from './store.js';
+import { startRollout } from './create.js';
+import { RolloutOverlapError } from './overlap.js';
+import { RolloutStore, TERMINAL, type RolloutState } from './store.js';
 import { pruneScheduleRollouts } from './retention.js';
 import { openQueue } from '../fleet/queue.js';
 
@@ -146,20 +147,22 @@ export async function getSchedule(redis: Redis, scheduleId: string, prefix = DEF
   return raw ? (JSON.parse(raw) as ScheduleDef) : undefined;
 }
 
-/**
- * How the run or rollout a schedule's last tick started is doing: a poll's miners with an outcome
- * (`300/300 miners`), a rollout's state and why it stopped (`halted: wave 0: failure rate …`); none
- * when it is gone (deleted by retention).
- */
-async function lastState(redis: Redis, prefix: string, def: ScheduleDef, last: string): Promise<string | undefined> {
+/** How the run or rollout a schedule's last tick started is doing: a poll's outcomes so far, a rollout's state. */
+type LastProgress = { done: number; total: number } | { state: RolloutState; reason?: string };
+
+/** `last`'s progress; none when it is gone (deleted by retention: long finished). */
+async function lastProgress(redis: Redis, prefix: string, def: ScheduleDef, last: string): Promise<LastProgress | undefined> {
   if (def.kind === 'poll') {
     const runs = new RunStore(redis, prefix);
     const record = await runs.getRun(last);
-    return record ? `${(await runs.getCounts(last)).done}/${record.total} miners` : undefined;
+    return record ? { done: (await runs.getCounts(last)).done, total: record.total } : undefined;
   }
   const st = await new RolloutStore(redis, prefix).status(last);
-  return st ? `${st.state}${st.reason ? `: ${st.reason}` : ''}` : undefined;
+  return st ? { state: st.state, ...(st.reason ? { reason: st.reason } : {}) } : undefined;
 }
+
+/** For `schedule list`: `300/300 miners`, or a rollout's state and why it stopped (`halted: wave 0: failure rate …`). */
+const lastStateText = (p: LastProgress): string => ('done' in p ? `${p.done}/${p.total} miners` : `${p.state}${p.reason ? `: ${p.reason}` : ''}`);
 
 export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Promise<(ScheduleDef & TickState & { nextAt?: string; lastState?: string })[]> {
   const ids = (await redis.smembers(listKey(prefix))).sort();
@@ -171,8 +174,8 @@ export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Prom
       if (!def) continue;
       const s = await q.getJobScheduler(id);
       const ticks = await tickState(redis, prefix, id);
-      const state = ticks.last ? await lastState(redis, prefix, def, ticks.last) : undefined;
-      out.push({ ...def, ...ticks, ...(state ? { lastState: state } : {}), ...(s?.next ? { nextAt: new Date(s.next).toISOString() } : {}) });
+      const progress = ticks.last ? await lastProgress(redis, prefix, def, ticks.last) : undefined;
+      out.push({ ...def, ...ticks, ...(progress ? { lastState: lastStateText(progress) } : {}), ...(s?.next ? { nextAt: new Date(s.next).toISOString() } : {}) });
     }
     return out;
   } finally {
@@ -202,18 +205,12 @@ export async function recordFailedTick(redis: Redis, prefix: string, job: Job<{ 
 
 export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jobs: Queue }) {
   const runs = new RunStore(deps.redis, deps.prefix);
-  const rollouts = new RolloutStore(deps.redis, deps.prefix);
   /** What of the schedule's previous run or rollout is still going, if anything. */
   const unfinished = async (def: ScheduleDef, last: string | undefined): Promise<string | undefined> => {
-    if (!last) return undefined;
-    if (def.kind === 'poll') {
-      const record = await runs.getRun(last);
-      if (!record) return undefined; // deleted by retention: long finished
-      const { done } = await runs.getCounts(last);
-      return done < record.total ? `run ${last} has ${record.total - done} of ${record.total} miners to go` : undefined;
-    }
-    const st = await rollouts.status(last);
-    return st && !TERMINAL.includes(st.state) ? `rollout ${last} is ${st.state}` : undefined;
+    const p = last ? await lastProgress(deps.redis, deps.prefix, def, last) : undefined;
+    if (!p) return undefined;
+    if ('done' in p) return p.done < p.total ? `run ${last} has ${p.total - p.done} of ${p.total} miners to go` : undefined;
+    return TERMINAL.includes(p.state) ? undefined : `rollout ${last} is ${p.state}`;
   };
   return async (job: Job<{ scheduleId: string }>): Promise<{ started?: string; skipped?: string } | undefined> => {
     const def = await getSchedule(deps.redis, job.data.scheduleId, deps.prefix);

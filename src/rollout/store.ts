@@ -56,7 +56,6 @@ export interface RolloutStatus {
   heldWave?: number;
 }
 
-// Sets the state only if the current one is among the allowed; returns 1 on change.
 // Moves the state (KEYS[1]) to ARGV[1] if it is one of ARGV[6..]: stamps updatedAt (ARGV[2]), sets
 // the reason to ARGV[4] (ARGV[3] 'set'), clears it ('clear') or leaves it ('keep'), and appends the
 // audit entry ARGV[5] to KEYS[2] ('' for none), all in one step: a worker dying in between never
@@ -74,7 +73,8 @@ for i = 6, #ARGV do
 end
 return 0`;
 
-// Records when wave ARGV[1] ended, the first time only; returns that time.
+// Records when wave ARGV[1] ended (ARGV[2]) and appends its audit entry ARGV[3] to KEYS[2], the first
+// time only; returns the time it ended.
 const WAVE_ENDED = `
 if redis.call('HGET', KEYS[1], 'endedWave') ~= ARGV[1] then
   redis.call('HSET', KEYS[1], 'endedWave', ARGV[1], 'waveEndedAt', ARGV[2])

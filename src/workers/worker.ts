@@ -1,6 +1,6 @@
 // A bos-fleet worker: a BullMQ Worker whose jobs run on an executor (Piscina threads or inline),
 // with a breaker table shared by all of its threads. close() drains in-flight jobs first.
-import { Worker, type Job, type Queue, type WorkerOptions as BullWorkerOptions } from 'bullmq';
+import { Worker, type Job, type WorkerOptions as BullWorkerOptions } from 'bullmq';
 import { CONTROL_QUEUE, controlStep, createControlProcessor, failRollout } from '../rollout/control.js';
 import { isFinalFailure } from '../fleet/job.js';
 import { RolloutStore } from '../rollout/store.js';
