@@ -1,7 +1,7 @@
 // Drives rollouts with BullMQ control jobs: a `wave` job enqueues one wave's miner jobs (idempotent:
 // deterministic job ids), `gate` jobs wait for every outcome of the wave, then apply the failure gate
 // and either start the next wave (after --pause-between), complete, or halt.
-import { Queue, UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, Queue, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
@@ -12,6 +12,8 @@ import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.j
 
 export const CONTROL_QUEUE = 'control';
 const GATE_POLL_MS = 300;
+/** How long a first wave's job waits for its rollout's record (written just after it) before giving up. */
+const RECORD_WAIT_MS = 10 * 60_000;
 
 /**
  * A control job that throws (Redis too full to take a wave's jobs, say) is tried again 1 s, 2 s,
@@ -146,9 +148,19 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     await addWaveJob(deps.control, rec.rolloutId, wave + 1, endedAtMs + rec.pauseBetweenMs - Date.now());
   }
 
-  return async (job: Job<ControlJobData>): Promise<void> => {
+  return async (job: Job<ControlJobData>, token?: string): Promise<void> => {
     const rec = await store.get(job.data.rolloutId);
-    if (!rec) return;
+    if (!rec) {
+      // A first wave's job goes in just before its rollout's record (see startRollout) and may come
+      // first: it looks again shortly, for a while. Past that, its start was cut short before the
+      // record was written, or the rollout was deleted since: there is nothing to start.
+      const dueAtMs = job.timestamp + (job.opts.delay ?? 0);
+      if (job.name === 'wave' && token && Date.now() < dueAtMs + RECORD_WAIT_MS) {
+        await job.moveToDelayed(Date.now() + Math.min(5_000, Math.max(50, (Date.now() - dueAtMs) / 10)), token);
+        throw new DelayedError();
+      }
+      return;
+    }
     if (job.name === 'wave') await startWave(rec, job.data.wave);
     else if (job.name === 'gate') await gate(rec, job.data.wave, job.data.seq ?? 0);
   };

@@ -6,7 +6,7 @@ import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
-import { appendAudit, auditEntryJson } from './audit.js';
+import { auditEntryJson } from './audit.js';
 import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, waveResults, type ControlJobData, type WaveResult } from './control.js';
 import { promoteJobs } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
@@ -122,32 +122,35 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
         `wait for it to end, stop it (bos-fleet rollout abort ${clash.rolloutId}), or pass --allow-overlap`,
     );
   }
-  if (!(await store.create(record, startAtMs > now ? 'scheduled' : 'running'))) {
+  const audit = auditEntryJson({
+    actor: plan.actor,
+    action: plan.rollbackOf ? 'rollout.rollback' : 'rollout.start',
+    subject: record.rolloutId,
+    targetDigest: plan.inventoryDigest,
+    details: {
+      operation: plan.operation,
+      // A rollback restores each miner's own value: one miner's spec would misstate what it writes.
+      ...(plan.specByMiner ? { restores: specCounts(plan.targets, plan.specByMiner, plan.spec) } : { spec: plan.spec }),
+      miners: plan.targets.length,
+      waves: plan.waves,
+      startAt: new Date(startAtMs).toISOString(),
+      ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}),
+      ...(plan.tlsSites?.length ? { tlsSites: plan.tlsSites } : {}),
+    },
+  });
+  // The job that starts the first wave goes in before the record: a start cut short between the two
+  // (Ctrl-C, a worker's tick killed) then never leaves a rollout `running` with nothing to start it.
+  // The job waits for a record that is not there yet (see createControlProcessor); its id makes it
+  // one job however often the same rollout is started (a tick delivered twice).
+  const q = control(redis, prefix);
+  try {
+    await addWaveJob(q, record.rolloutId, 0, startAtMs - now);
+  } finally {
+    await q.close();
+  }
+  if (!(await store.create(record, startAtMs > now ? 'scheduled' : 'running', audit))) {
     return (await store.get(record.rolloutId)) ?? record; // already started (a tick delivered twice)
   }
-  await appendAudit(
-    redis,
-    {
-      actor: plan.actor,
-      action: plan.rollbackOf ? 'rollout.rollback' : 'rollout.start',
-      subject: record.rolloutId,
-      targetDigest: plan.inventoryDigest,
-      details: {
-        operation: plan.operation,
-        // A rollback restores each miner's own value: one miner's spec would misstate what it writes.
-        ...(plan.specByMiner ? { restores: specCounts(plan.targets, plan.specByMiner, plan.spec) } : { spec: plan.spec }),
-        miners: plan.targets.length,
-        waves: plan.waves,
-        startAt: new Date(startAtMs).toISOString(),
-        ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}),
-        ...(plan.tlsSites?.length ? { tlsSites: plan.tlsSites } : {}),
-      },
-    },
-    prefix,
-  );
-  const q = control(redis, prefix);
-  await addWaveJob(q, record.rolloutId, 0, startAtMs - now);
-  await q.close();
   return record;
 }
 

@@ -89,6 +89,16 @@ if redis.call('HGET', KEYS[1], 'state') ~= 'paused' then return 0 end
 redis.call('HSET', KEYS[1], 'heldWave', ARGV[1])
 return 1`;
 
+// Creates the rollout's record KEYS[1] (ARGV[1]) unless it exists; when it does create it, in the same
+// step: its state KEYS[2] (ARGV[2], stamped ARGV[3]), its place in the list KEYS[3] (scored ARGV[4])
+// as ARGV[6], and its start's audit entry ARGV[5] in KEYS[4] ('' for none). Returns 1 when created.
+const CREATE = `
+if redis.call('SETNX', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'state', ARGV[2], 'wave', '-1', 'updatedAt', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
+if ARGV[5] ~= '' then redis.call('XADD', KEYS[4], '*', 'entry', ARGV[5]) end
+return 1`;
+
 // Takes (reads and clears) the held wave.
 const TAKE_HELD = `
 local w = redis.call('HGET', KEYS[1], 'heldWave')
@@ -121,17 +131,19 @@ export class RolloutStore {
     return `${this.prefix}:rollout:${id}:parked-sites`;
   }
 
-  async create(record: RolloutRecord, initial: RolloutState): Promise<boolean> {
+  /**
+   * Records a new rollout in state `initial`, with its start's audit entry (JSON, see auditEntryJson):
+   * the record, state, list entry and audit entry in one step, so a start cut short never leaves a
+   * rollout without its state or its start entry. False when the id exists already (nothing written
+   * but its members, which are the same for the same id).
+   */
+  async create(record: RolloutRecord, initial: RolloutState, audit = ''): Promise<boolean> {
     const { targets, specByMiner, ...header } = record;
     // Members first: a record is never there without them. The same id always has the same members
     // (a scheduled tick delivered twice), so writing them again is harmless.
     await this.redis.set(this.membersKey(record.rolloutId), JSON.stringify({ targets, ...(specByMiner ? { specByMiner } : {}) } satisfies RolloutMembers));
-    const created = (await this.redis.setnx(this.recordKey(record.rolloutId), JSON.stringify(header))) === 1;
-    if (created) {
-      await this.redis.hset(this.stateKey(record.rolloutId), { state: initial, wave: '-1', updatedAt: new Date().toISOString() });
-      await this.redis.zadd(this.listKey(), Date.now(), record.rolloutId);
-    }
-    return created;
+    const keys = [this.recordKey(record.rolloutId), this.stateKey(record.rolloutId), this.listKey(), auditKey(this.prefix)];
+    return (await this.redis.eval(CREATE, keys.length, ...keys, JSON.stringify(header), initial, new Date().toISOString(), String(Date.now()), audit, record.rolloutId)) === 1;
   }
 
   async get(id: string): Promise<RolloutHeader | undefined> {
