@@ -106,10 +106,10 @@ export class SharedBreakerStore implements BreakerStore {
   private find(at: Place): number {
     for (let p = 0; p < PROBES; p++) {
       const slot = this.slotAt(at, p);
-      this.lock(slot * INTS);
+      this.lock(slot * INTS + I_LOCK);
       if (this.owns(slot, at)) return slot;
       const used = this.i32[slot * INTS + I_USED];
-      this.unlock(slot * INTS);
+      this.unlock(slot * INTS + I_LOCK);
       if (used === EMPTY) return -1;
     }
     return -1;
@@ -126,16 +126,16 @@ export class SharedBreakerStore implements BreakerStore {
       if (found >= 0) return found;
       for (let p = 0; p < PROBES; p++) {
         const slot = this.slotAt(at, p);
-        this.lock(slot * INTS);
+        this.lock(slot * INTS + I_LOCK);
         if (this.i32[slot * INTS + I_USED] !== LIVE) return this.take(slot, at);
-        this.unlock(slot * INTS);
+        this.unlock(slot * INTS + I_LOCK);
       }
       if (!evictable) return -1;
       for (let p = 0; p < PROBES; p++) {
         const slot = this.slotAt(at, p);
-        this.lock(slot * INTS);
+        this.lock(slot * INTS + I_LOCK);
         if (evictable(this.load(slot))) return this.take(slot, at);
-        this.unlock(slot * INTS);
+        this.unlock(slot * INTS + I_LOCK);
       }
       return -1;
     } finally {
@@ -234,7 +234,7 @@ export class SharedBreakerStore implements BreakerStore {
     try {
       return this.load(slot);
     } finally {
-      this.unlock(slot * INTS);
+      this.unlock(slot * INTS + I_LOCK);
     }
   }
 
@@ -252,7 +252,7 @@ export class SharedBreakerStore implements BreakerStore {
       this.save(slot, rec);
       fresh = isFresh(rec);
     } finally {
-      this.unlock(slot * INTS);
+      this.unlock(slot * INTS + I_LOCK);
     }
     if (fresh) this.free(at);
     return result;

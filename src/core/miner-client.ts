@@ -1,6 +1,5 @@
 // A client for one miner: each logical call goes capability check → auth → retry(breaker(attempt)),
 // with a deadline on every attempt and the attempts counted for the outcome.
-import type * as grpc from '@grpc/grpc-js';
 import type { MinerChannel } from './channel.js';
 import type { PoolTarget } from './pool.js';
 import { channelCredentials } from './tls.js';
