@@ -97,6 +97,15 @@ describe('rollout start --at', () => {
     expect(() => parseAt('2026-11-30T11:00:00Z', now)).toThrow('--at "2026-11-30T11:00:00Z" is in the past');
   });
 
+  it('refuses a day the month lacks, or hour 24, which Date.parse would roll over into the next month or day', () => {
+    expect(() => parseAt('2027-02-30T00:00:00Z', now)).toThrow('--at "2027-02-30T00:00:00Z" is not a real time: 2027-02 has 28 days');
+    expect(() => parseAt('2027-04-31T10:00+02:00', now)).toThrow('2027-04 has 30 days');
+    expect(() => parseAt('2027-01-01T24:00:00Z', now)).toThrow('--at "2027-01-01T24:00:00Z" is not a real time: hours go from 00 to 23');
+    expect(() => parseAt('2027-01-00T10:00:00Z', now)).toThrow('got "2027-01-00T10:00:00Z"');
+    expect(parseAt('2028-02-29T10:00:00Z', now)).toBe(Date.parse('2028-02-29T10:00:00Z'));
+    expect(parseAt('2026-12-31T23:59:59Z', now)).toBe(Date.parse('2026-12-31T23:59:59Z'));
+  });
+
   it('writes a duration as it would be typed, and reads it back (schedule list said "every 8640000s" for 100d)', () => {
     for (const [ms, text] of [[100 * 86_400_000, '100d'], [90 * 60_000, '90m'], [3_600_000, '1h'], [45_000, '45s'], [800, '800ms'], [1_500, '1500ms']] as const) {
       expect(durationText(ms)).toBe(text);

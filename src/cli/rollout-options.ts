@@ -66,8 +66,14 @@ export function parseAt(text: string | undefined, nowMs = Date.now()): number | 
   if (text === undefined) return undefined;
   // A time zone is required: "2026-12-01 10:00" would be read in this host's zone, which need not
   // be the operator's nor the farm's.
-  const t = /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.test(text.trim()) ? Date.parse(text.trim()) : NaN;
-  if (Number.isNaN(t)) throw new Error(`--at must be an ISO time with its zone, like 2026-11-24T14:00:00Z (UTC) or 2026-11-24T15:00:00+01:00, got "${text}"`);
+  const m = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.exec(text.trim());
+  const t = m ? Date.parse(text.trim()) : NaN;
+  if (!m || Number.isNaN(t)) throw new Error(`--at must be an ISO time with its zone, like 2026-11-24T14:00:00Z (UTC) or 2026-11-24T15:00:00+01:00, got "${text}"`);
+  // Date.parse rolls a day the month lacks over into the next month (02-30 is read as 03-02) and
+  // 24:00 into the next day: such a typo would start the change on a day nobody asked for.
+  const [year, month, day, hour] = [m[1], m[2], m[3], m[4]].map(Number) as [number, number, number, number];
+  const monthDays = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (day < 1 || day > monthDays || hour > 23) throw new Error(`--at "${text}" is not a real time: ${day > monthDays ? `${year}-${m[2]} has ${monthDays} days` : 'hours go from 00 to 23'}`);
   if (t < nowMs - 60_000) throw new Error(`--at "${text}" is in the past`);
   return t;
 }
