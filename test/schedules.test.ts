@@ -197,6 +197,11 @@ describe('schedule add poll --every', () => {
     const hour = await add('0 25 * * *');
     expect(hour.code).toBe(1);
     expect(hour.stderr).toContain('--cron "0 25 * * *" is not a cron pattern: Constraint error, got value 25 expected range 0-23');
+    // A field left out (or a seconds field added) would be read in other places: refused, counted.
+    const short = await add('0 14 * *');
+    expect(short.code).toBe(1);
+    expect(short.stderr).toContain('--cron "0 14 * *" has 4 fields, not 5 (fields: minute hour day-of-month month day-of-week');
+    expect((await add('0 0 14 * * *')).stderr).toContain('has 6 fields, not 5');
     const zone = await add('0 14 * * *', '--tz', 'Europe/Nowhere');
     expect(zone.stderr).toContain('--tz "Europe/Nowhere" is not a time zone');
     const { addSchedule } = await import('../src/rollout/schedules.js');

@@ -94,10 +94,15 @@ export function checkCron(cron: string, tz?: string): void {
       throw new Error(`--tz "${tz}" is not a time zone: give an IANA name such as Europe/Prague or UTC`);
     }
   }
+  const fields = `(fields: minute hour day-of-month month day-of-week, e.g. "0 14 * * *")`;
+  // The parser also takes 4 and 6 fields, reading them in other places: "0 14 * *" (a field left out)
+  // would fire at 00:00 on the 14th, not at 14:00 every day.
+  const count = cron.trim().split(/\s+/).length;
+  if (!cron.trim().startsWith('@') && count !== 5) throw new Error(`--cron "${cron}" has ${count} field${count === 1 ? '' : 's'}, not 5 ${fields}`);
   try {
     CronExpressionParser.parse(cron, tz ? { tz } : {});
   } catch (err) {
-    throw new Error(`--cron "${cron}" is not a cron pattern: ${(err as Error).message} (fields: minute hour day-of-month month day-of-week, e.g. "0 14 * * *")`);
+    throw new Error(`--cron "${cron}" is not a cron pattern: ${(err as Error).message} ${fields}`);
   }
 }
 
