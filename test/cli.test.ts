@@ -140,6 +140,11 @@ describe('bos-fleet poll', () => {
     const keep = await runCli(['poll', '--inventory', files.inventory, '--keep-for', 'a week']);
     expect(keep.code).toBe(1);
     expect(keep.stderr).toContain('--keep-for must be a duration like 24h or 7d, got "a week"');
+    // A bare number would be seconds: every finished run older than 7 s deleted.
+    const bare = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '1h', '--keep-for', '7']);
+    expect(bare.code).toBe(1);
+    expect(bare.stderr).toContain('--keep-for needs a unit, like 24h or 7d, got "7"');
+    expect((await runCli(['poll', '--inventory', files.inventory, '--keep-for', '30s'])).stderr).toContain('--keep-for must be at least 1m');
     const tlsFile = path.join(files.dir, 'tls.json');
     // A relative path is relative to the --tls file, not to the command's working directory.
     writeFileSync(tlsFile, JSON.stringify({ 'site-a': { caFile: 'missing-ca.pem' } }));

@@ -140,8 +140,19 @@ export function retentionFrom(flags: RetentionFlags): RetentionPolicy | undefine
   if (flags.keepRuns === undefined && flags.keepFor === undefined) return undefined;
   return {
     keepRuns: flags.keepRuns ?? DEFAULT_RETENTION.keepRuns,
-    keepForMs: flags.keepFor === undefined ? DEFAULT_RETENTION.keepForMs : parseDurationMs(flags.keepFor, '--keep-for', { example: '24h or 7d' }),
+    keepForMs: flags.keepFor === undefined ? DEFAULT_RETENTION.keepForMs : keepForMs(flags.keepFor),
   };
+}
+
+/**
+ * `--keep-for`: a unit is required (a bare `7`, read as seconds, would delete every finished run older
+ * than 7 s), and at least a minute (finished runs would go before anyone read them).
+ */
+function keepForMs(text: string): number {
+  const ms = parseDurationMs(text, '--keep-for', { example: '24h or 7d' });
+  if (!/[a-z]\s*$/i.test(text)) throw new Error(`--keep-for needs a unit, like 24h or 7d, got "${text}"`);
+  if (ms < 60_000) throw new Error(`--keep-for must be at least 1m (finished runs would be deleted before anyone read them), got "${text}"`);
+  return ms;
 }
 
 /** This process's soft limit on open files (Linux: /proc/self/limits), if it can be read. */
