@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { descriptorWarning, openFilesLimit } from '../src/cli/common.js';
 import { shownRedisUrl } from '../src/redis/resolve.js';
-import { parseAt, specFromFlags } from '../src/cli/rollout-options.js';
+import { gatesFromFlags, parseAt, specFromFlags } from '../src/cli/rollout-options.js';
 import { untilText } from '../src/cli/rollout-command.js';
 import { durationText, parseDurationMs } from '../src/fleet/ids-and-durations.js';
 import { parsePercent, parseWaves } from '../src/rollout/waves.js';
@@ -111,6 +111,12 @@ describe('rollout start --at', () => {
       expect(durationText(ms)).toBe(text);
       expect(parseDurationMs(text, '--every')).toBe(ms);
     }
+  });
+
+  it('refuses a duration without its unit where one is required (an operator\'s "10" may mean seconds or minutes)', () => {
+    expect(() => parseDurationMs('10', '--pause-between', { unitRequired: true })).toThrow('--pause-between needs a unit, like 30s, 10m or 1h, got "10"');
+    expect(parseDurationMs('10m', '--pause-between', { unitRequired: true })).toBe(600_000);
+    expect(() => gatesFromFlags({ waves: '50%,100%', maxFailureRate: '5%', minSample: 10, pauseBetween: '10' })).toThrow('--pause-between needs a unit');
   });
 
   it('says how far off a start is in units a person reads (it said "in 720 h" for a month)', () => {

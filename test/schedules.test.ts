@@ -192,6 +192,8 @@ describe('schedule add poll --every', () => {
     expect(JSON.parse(list.stdout)[0].nextAt).toMatch(/T12:00:00|T13:00:00/); // 14:00 Prague in UTC
     const bad = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', 'soon', '--redis', redisUrl(), '--prefix', prefix]);
     expect(bad.stderr).toContain('--every must be a duration like 30s, 10m or 1h, got "soon"');
+    const bare = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '15', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(bare.stderr).toContain('--every needs a unit, like 30s, 10m or 1h, got "15"');
     // A bad cron pattern or time zone is named, and nothing is stored (the schedule list stays as it was).
     const add = (cron: string, ...more: string[]) => runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--cron', cron, ...more, '--redis', redisUrl(), '--prefix', prefix]);
     const hour = await add('0 25 * * *');

@@ -149,8 +149,7 @@ export function retentionFrom(flags: RetentionFlags): RetentionPolicy | undefine
  * than 7 s), and at least a minute (finished runs would go before anyone read them).
  */
 function keepForMs(text: string): number {
-  const ms = parseDurationMs(text, '--keep-for', { example: '24h or 7d' });
-  if (!/[a-z]\s*$/i.test(text)) throw new Error(`--keep-for needs a unit, like 24h or 7d, got "${text}"`);
+  const ms = parseDurationMs(text, '--keep-for', { example: '24h or 7d', unitRequired: true });
   if (ms < 60_000) throw new Error(`--keep-for must be at least 1m (finished runs would be deleted before anyone read them), got "${text}"`);
   return ms;
 }

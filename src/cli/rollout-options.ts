@@ -57,7 +57,7 @@ export function gatesFromFlags(g: GateFlags) {
     waves: parseWaves(g.waves),
     maxFailureRate: parsePercent(g.maxFailureRate, '--max-failure-rate'),
     minSample: g.minSample,
-    pauseBetweenMs: parseDurationMs(g.pauseBetween, '--pause-between'),
+    pauseBetweenMs: parseDurationMs(g.pauseBetween, '--pause-between', { unitRequired: true }),
     ...(g.maxInFlightPerSite ? { maxInFlightPerSite: g.maxInFlightPerSite } : {}),
   };
 }

@@ -45,7 +45,7 @@ function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
   if (Boolean(flags.every) === Boolean(flags.cron)) throw new Error('give exactly one of --every and --cron');
   if (flags.tz && !flags.cron) throw new Error('--tz goes with --cron');
   if (flags.id !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(flags.id)) throw new Error(`--id must be 1–64 letters, digits, "_" or "-", got "${flags.id}"`);
-  const everyMs = flags.every ? parseDurationMs(flags.every, '--every') : undefined;
+  const everyMs = flags.every ? parseDurationMs(flags.every, '--every', { unitRequired: true }) : undefined;
   if (everyMs !== undefined && everyMs < 1_000) throw new Error(`--every must be at least 1s, got "${flags.every}"`);
   // A cron pattern without a zone would be read in the zone of whichever worker computes the next
   // tick: workers on hosts set to different zones would fire it at different hours.

@@ -9,10 +9,14 @@ export function timestampedId(prefix: string, nowMs = Date.now()): string {
 
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
-/** `800ms`, `30s`, `10m`, `1h`, `7d`; a bare number is in `defaultUnit`. The error names the option. */
-export function parseDurationMs(text: string, option: string, opts: { defaultUnit?: 'ms' | 's'; example?: string } = {}): number {
+/**
+ * `800ms`, `30s`, `10m`, `1h`, `7d`; a bare number is in `defaultUnit`, or refused with `unitRequired`
+ * (an operator's `10` may mean seconds or minutes). The error names the option.
+ */
+export function parseDurationMs(text: string, option: string, opts: { defaultUnit?: 'ms' | 's'; example?: string; unitRequired?: boolean } = {}): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
   if (!m) throw new Error(`${option} must be a duration like ${opts.example ?? '30s, 10m or 1h'}, got "${text}"`);
+  if (opts.unitRequired && !m[2]) throw new Error(`${option} needs a unit, like ${opts.example ?? '30s, 10m or 1h'}, got "${text}"`);
   const unit = (m[2] ?? opts.defaultUnit ?? 's') as keyof typeof UNIT_MS;
   return Math.round(Number(m[1]) * UNIT_MS[unit]);
 }
