@@ -7,6 +7,7 @@ import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { auditEntryJson } from './audit.js';
+import { withStartLock } from './start-lock.js';
 import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, waveResults, type ControlJobData, type WaveResult } from './control.js';
 import { promoteJobs } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
@@ -114,14 +115,6 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
     ...(plan.timeoutMs ? { timeoutMs: plan.timeoutMs } : {}),
     ...(plan.tlsSites?.length ? { tlsSites: plan.tlsSites } : {}),
   };
-  const store = new RolloutStore(redis, prefix);
-  const clash = plan.allowOverlap ? undefined : await overlapping(store, plan);
-  if (clash && !(await store.get(record.rolloutId))) {
-    throw new RolloutOverlapError(
-      `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) already changes the ${SETTING[plan.operation]} of ${clash.shared} of these ${plan.targets.length} miners: ` +
-        `wait for it to end, stop it (bos-fleet rollout abort ${clash.rolloutId}), or pass --allow-overlap`,
-    );
-  }
   const audit = auditEntryJson({
     actor: plan.actor,
     action: plan.rollbackOf ? 'rollout.rollback' : 'rollout.start',
@@ -138,20 +131,31 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
       ...(plan.tlsSites?.length ? { tlsSites: plan.tlsSites } : {}),
     },
   });
-  // The job that starts the first wave goes in before the record: a start cut short between the two
-  // (Ctrl-C, a worker's tick killed) then never leaves a rollout `running` with nothing to start it.
-  // The job waits for a record that is not there yet (see createControlProcessor); its id makes it
-  // one job however often the same rollout is started (a tick delivered twice).
-  const q = control(redis, prefix);
-  try {
-    await addWaveJob(q, record.rolloutId, 0, startAtMs - now);
-  } finally {
-    await q.close();
-  }
-  if (!(await store.create(record, startAtMs > now ? 'scheduled' : 'running', audit))) {
-    return (await store.get(record.rolloutId)) ?? record; // already started (a tick delivered twice)
-  }
-  return record;
+  const store = new RolloutStore(redis, prefix);
+  // The check and the record under one lock: two starts at once would both pass the check.
+  return withStartLock(redis, prefix, async () => {
+    const clash = plan.allowOverlap ? undefined : await overlapping(store, plan);
+    if (clash && !(await store.get(record.rolloutId))) {
+      throw new RolloutOverlapError(
+        `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) already changes the ${SETTING[plan.operation]} of ${clash.shared} of these ${plan.targets.length} miners: ` +
+          `wait for it to end, stop it (bos-fleet rollout abort ${clash.rolloutId}), or pass --allow-overlap`,
+      );
+    }
+    // The job that starts the first wave goes in before the record: a start cut short between the two
+    // (Ctrl-C, a worker's tick killed) then never leaves a rollout `running` with nothing to start it.
+    // The job waits for a record that is not there yet (see createControlProcessor); its id makes it
+    // one job however often the same rollout is started (a tick delivered twice).
+    const q = control(redis, prefix);
+    try {
+      await addWaveJob(q, record.rolloutId, 0, startAtMs - now);
+    } finally {
+      await q.close();
+    }
+    if (!(await store.create(record, startAtMs > now ? 'scheduled' : 'running', audit))) {
+      return (await store.get(record.rolloutId)) ?? record; // already started (a tick delivered twice)
+    }
+    return record;
+  });
 }
 
 /** The rollout's step (a wave start, a gate) that failed and waits to be tried again, if any. */
@@ -216,23 +220,27 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
     abort: [['running', 'paused', 'scheduled', 'failed'], 'aborted'],
   };
   const [from, to] = moves[action];
-  // A failed rollout did not hold its miners: another rollout of its setting may have started on them since.
-  const before = await store.status(rolloutId);
-  if (action === 'resume' && before?.state === 'failed') {
-    const clash = await overlapping(store, { ...rec, targets: (await store.members(rolloutId))?.targets ?? [] });
-    if (clash) {
-      throw new RolloutOverlapError(
-        `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) has since started changing the ${SETTING[rec.operation]} of ${clash.shared} of this rollout's miners: ` +
-          `let it end or stop it (bos-fleet rollout abort ${clash.rolloutId}) before resuming ${rolloutId}, or abort ${rolloutId}`,
-      );
+  // A failed rollout did not hold its miners: another rollout of its setting may have started on them
+  // since. Checked and resumed under the start lock, as a start is (see withStartLock).
+  const move = async () => {
+    const before = await store.status(rolloutId);
+    if (action === 'resume' && before?.state === 'failed') {
+      const clash = await overlapping(store, { ...rec, targets: (await store.members(rolloutId))?.targets ?? [] });
+      if (clash) {
+        throw new RolloutOverlapError(
+          `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) has since started changing the ${SETTING[rec.operation]} of ${clash.shared} of this rollout's miners: ` +
+            `let it end or stop it (bos-fleet rollout abort ${clash.rolloutId}) before resuming ${rolloutId}, or abort ${rolloutId}`,
+        );
+      }
     }
-  }
-  // A resumed rollout runs again: why it stopped (it failed) is forgotten.
-  const audit = auditEntryJson({ actor, action: `rollout.${action}`, subject: rolloutId, targetDigest: rec.inventoryDigest });
-  if (!(await store.transition(rolloutId, from, to, { audit, clearReason: action === 'resume' }))) {
-    const st = await store.status(rolloutId);
-    throw new Error(`rollout ${rolloutId} is ${st?.state}: cannot ${action} it`);
-  }
+    // A resumed rollout runs again: why it stopped (it failed) is forgotten.
+    const audit = auditEntryJson({ actor, action: `rollout.${action}`, subject: rolloutId, targetDigest: rec.inventoryDigest });
+    if (!(await store.transition(rolloutId, from, to, { audit, clearReason: action === 'resume' }))) {
+      const st = await store.status(rolloutId);
+      throw new Error(`rollout ${rolloutId} is ${st?.state}: cannot ${action} it`);
+    }
+  };
+  await (action === 'resume' ? withStartLock(redis, prefix, move) : move());
   // Miner jobs held while paused (they wait longer the longer the pause lasts) go now: on resume to
   // be changed, on abort to be cancelled.
   if (action !== 'pause') await releaseHeld(redis, rolloutId, prefix);

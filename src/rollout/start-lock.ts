@@ -1,0 +1,36 @@
+// One rollout start (or resume of a failed one) at a time per farm: the overlap check and the record
+// it guards are two steps, and two starts between them (two operators, a tick and a hand start)
+// would both pass the check and change one setting of the same miners side by side.
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+/** A holder that died lets go after this long; a start takes well under a second. */
+const LOCK_TTL_MS = 30_000;
+/** How long a start waits for another to finish before giving up, saying so. */
+const WAIT_MS = 60_000;
+
+// Deletes the lock KEYS[1] only if it still holds this holder's token ARGV[1] (it may have expired
+// and been taken by another start since).
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
+export const startLockKey = (prefix: string) => `${prefix}:rollout-start-lock`;
+
+/** Runs `fn` holding the farm's rollout start lock. */
+export async function withStartLock<T>(redis: Redis, prefix: string, fn: () => Promise<T>, waitMs = WAIT_MS): Promise<T> {
+  const key = startLockKey(prefix);
+  const token = randomBytes(8).toString('hex');
+  const deadline = Date.now() + waitMs;
+  while ((await redis.set(key, token, 'PX', LOCK_TTL_MS, 'NX')) !== 'OK') {
+    if (Date.now() >= deadline) {
+      throw new Error(`rollout starts kept the start lock (${key}) busy for ${Math.round(waitMs / 1000)} s: try again`);
+    }
+    await new Promise((r) => setTimeout(r, 20 + Math.floor(Math.random() * 30)));
+  }
+  try {
+    return await fn();
+  } finally {
+    await redis.eval(RELEASE, 1, key, token);
+  }
+}
