@@ -50,6 +50,9 @@ describe('inventory', () => {
     expect(() => parseInventory('[{"id": "m1", "host": "10.0.0.1"}, 5, ["m2"], null]', 'f.json')).toThrow('entry 1: must be an object {"id", "host", …}, got 5\n  entry 2: must be an object {"id", "host", …}, got ["m2"]\n  entry 3: must be an object {"id", "host", …}, got null');
     expect(() => parseInventory('id,host\n12345,10.0.0.1\n', 'f.csv')).toThrow(/must not be all digits/);
     expect(() => parseInventory('name,ip\nx,10.0.0.1\n', 'f.csv')).toThrow(/header row must name at least "id" and "host"/);
+    // A spreadsheet in another locale saves with ';' or tabs: said so.
+    expect(() => parseInventory('id;host;port\nm1;10.0.0.1;50051\n', 'f.csv')).toThrow('(got id;host;port): fields are separated by ";" here; save the file with commas');
+    expect(() => parseInventory('id\thost\nm1\t10.0.0.1\n', 'f.csv')).toThrow('fields are separated by tabs here; save the file with commas');
     expect(() => loadInventory('/nonexistent/farm.csv')).toThrow(/inventory \/nonexistent\/farm.csv rejected.*cannot read the file: no such file/s);
   });
 

@@ -86,7 +86,10 @@ function rowsFromCsv(text: string): RawRow[] {
   if (!header) return [];
   const names = header.fields.map((h) => h.trim().toLowerCase());
   if (!names.includes('id') || !names.includes('host')) {
-    throw new Error(`line ${header.line}: the header row must name at least "id" and "host" (got ${names.join(',')})`);
+    // A spreadsheet set to another locale saves with ';' (or tabs) between fields.
+    const sep = names.length === 1 ? [';', '\t'].find((c) => names[0]?.includes(c)) : undefined;
+    const hint = sep ? `: fields are separated by ${sep === ';' ? '";"' : 'tabs'} here; save the file with commas` : '';
+    throw new Error(`line ${header.line}: the header row must name at least "id" and "host" (got ${names.join(',')})${hint}`);
   }
   const misspelt = names.flatMap((n) => {
     const meant = misspeltField(n);
