@@ -112,7 +112,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       if (warning) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
     }
     if (!flags.wait) {
-      console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} ${rec.startAtMs > Date.now() ? `scheduled for ${new Date(rec.startAtMs).toISOString()} (${untilText(rec.startAtMs)})` : 'started'} (${rec.waveEnds.length} waves); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
+      console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} ${rec.startAtMs > Date.now() ? `scheduled for ${new Date(rec.startAtMs).toISOString()} (${untilText(rec.startAtMs)})` : 'started'} (${rec.waveEnds.length} wave${rec.waveEnds.length === 1 ? '' : 's'}); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
       return;
     }
     const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, concurrency: 100, credentials, ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;
