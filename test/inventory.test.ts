@@ -50,6 +50,12 @@ describe('inventory', () => {
     expect(() => parseInventory('[{"id": "m1", "host": "10.0.0.1"}, 5, ["m2"], null]', 'f.json')).toThrow('entry 1: must be an object {"id", "host", …}, got 5\n  entry 2: must be an object {"id", "host", …}, got ["m2"]\n  entry 3: must be an object {"id", "host", …}, got null');
     expect(() => parseInventory('id,host\n12345,10.0.0.1\n', 'f.csv')).toThrow(/must not be all digits/);
     expect(() => parseInventory('name,ip\nx,10.0.0.1\n', 'f.csv')).toThrow(/header row must name at least "id" and "host"/);
+    // Numeric forms the resolver reads as another address are no host names.
+    for (const host of ['0x7f.0.0.1', '127.1', '2130706433', '10.0.0.010', '0x0a000001']) {
+      expect(() => parseInventory(`id,host\nm1,${host}\n`, 'f.csv')).toThrow(`line 2: field host: "${host}" is not an IP address or hostname`);
+    }
+    expect(parseInventory('id,host\nm1,miner-0x7f.farm\nm2,rack10.a1\n', 'f.csv').targets.map((t) => t.host)).toEqual(['miner-0x7f.farm', 'rack10.a1']);
+    expect(() => parseInventory('id,host\nm1,Miner1.Farm\nm2,miner1.farm\n', 'f.csv')).toThrow('line 3: field host: "miner1.farm:50051" duplicates line 2');
     // A spreadsheet in another locale saves with ';' or tabs: said so.
     expect(() => parseInventory('id;host;port\nm1;10.0.0.1;50051\n', 'f.csv')).toThrow('(got id;host;port): fields are separated by ";" here; save the file with commas');
     expect(() => parseInventory('id\thost\nm1\t10.0.0.1\n', 'f.csv')).toThrow('fields are separated by tabs here; save the file with commas');

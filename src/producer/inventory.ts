@@ -20,7 +20,9 @@ export const inventoryEntrySchema = z.object({
   host: z
     .string()
     .trim()
-    .refine((v) => net.isIP(v) !== 0 || (HOSTNAME.test(v) && !/^[\d.]+$/.test(v)), {
+    // Not an IP address, yet one to the resolver (inet_aton: 1-4 parts, each decimal, octal or hex —
+    // "0x7f.0.0.1", "127.1", "10.0.0.010" is 10.0.0.8): refused, it would reach another miner.
+    .refine((v) => net.isIP(v) !== 0 || (HOSTNAME.test(v) && !/^((0x[0-9a-f]*|\d+)\.){0,3}(0x[0-9a-f]*|\d+)\.?$/i.test(v)), {
       error: (iss) => `is not an IP address or hostname${/^[^:]+:\d+$/.test(String(iss.input)) ? ' (the port goes in the port column)' : ''}`,
     }),
   port: z.coerce.number().int().min(1).max(65535).default(50051),
@@ -153,7 +155,8 @@ export function parseInventory(text: string, file: string): Inventory {
       continue;
     }
     const e = r.data;
-    const hostKey = `${e.host}:${e.port}`;
+    // Host names are case-blind: MINER1.farm and miner1.farm are one miner (changed twice otherwise).
+    const hostKey = `${e.host.toLowerCase()}:${e.port}`;
     const dupId = seenIds.get(e.id);
     const dupHost = seenHosts.get(hostKey);
     if (dupId) problems.push(`${where}: field id: "${e.id}" duplicates ${dupId}`);
