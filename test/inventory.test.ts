@@ -56,6 +56,7 @@ describe('inventory', () => {
     }
     expect(parseInventory('id,host\nm1,miner-0x7f.farm\nm2,rack10.a1\n', 'f.csv').targets.map((t) => t.host)).toEqual(['miner-0x7f.farm', 'rack10.a1']);
     expect(() => parseInventory('id,host\nm1,Miner1.Farm\nm2,miner1.farm\n', 'f.csv')).toThrow('line 3: field host: "miner1.farm:50051" duplicates line 2');
+    expect(() => parseInventory('id,host\nm1,fd00::0001\nm2,FD00:0:0:0:0:0:0:1\n', 'f.csv')).toThrow('line 3: field host: "[fd00::1]:50051" duplicates line 2');
     // A spreadsheet in another locale saves with ';' or tabs: said so.
     expect(() => parseInventory('id;host;port\nm1;10.0.0.1;50051\n', 'f.csv')).toThrow('(got id;host;port): fields are separated by ";" here; save the file with commas');
     expect(() => parseInventory('id\thost\nm1\t10.0.0.1\n', 'f.csv')).toThrow('fields are separated by tabs here; save the file with commas');

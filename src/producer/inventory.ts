@@ -155,8 +155,9 @@ export function parseInventory(text: string, file: string): Inventory {
       continue;
     }
     const e = r.data;
-    // Host names are case-blind: MINER1.farm and miner1.farm are one miner (changed twice otherwise).
-    const hostKey = `${e.host.toLowerCase()}:${e.port}`;
+    // One miner written two ways is one miner (changed twice otherwise): host names are case-blind,
+    // and an IPv6 address has many spellings (0:0:0:0:0:0:0:1 is ::1).
+    const hostKey = `${net.isIP(e.host) === 6 ? new URL(`http://[${e.host}]`).hostname : e.host.toLowerCase()}:${e.port}`;
     const dupId = seenIds.get(e.id);
     const dupHost = seenHosts.get(hostKey);
     if (dupId) problems.push(`${where}: field id: "${e.id}" duplicates ${dupId}`);
