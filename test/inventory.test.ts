@@ -196,4 +196,19 @@ describe('schema problems in operators\' files', () => {
     expect(text([{ name: 'Main', pools: [{ user: 'x' }] }])).toBe('0.pools.0.url: is missing (string required)');
     expect(text({ groups: [{ name: 'Main', pools: [{ url: 'u', user: 'farm.{id}' }] }] })).toBe('groups.0.pools.0.user: unknown template {id} in "farm.{id}" (known: {minerId}, {host}, {site})');
   });
+
+  it('refuse a pool URL that is no stratum URL, and two groups of one name (every miner would refuse them)', async () => {
+    const { poolsFileSchema } = await import('../src/workers/ops/mutation-spec.js');
+    const problems = (v: unknown) => {
+      const r = poolsFileSchema.safeParse(v);
+      return r.success ? [] : r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+    };
+    const pool = (url: string) => ({ url, user: 'farm.{minerId}' });
+    expect(problems([{ name: 'Main', pools: [pool('http://pool.example:3333'), pool('pool.example:3333')] }])).toEqual([
+      '0.pools.0.url: "http://pool.example:3333" is not a stratum URL like stratum+tcp://pool.example:3333',
+      '0.pools.1.url: "pool.example:3333" is not a stratum URL like stratum+tcp://pool.example:3333',
+    ]);
+    expect(problems([{ name: 'Main', pools: [pool('stratum+tcp://a:3333')] }, { name: 'Main', pools: [pool('stratum+tcp://b:3333')] }])).toEqual(['1.name: "Main" names two groups (a miner\'s pool groups have distinct names)']);
+    expect(problems([{ name: 'Main', pools: [pool('stratum+ssl://a:3333'), pool('stratum2+tcp://{site}.pool.example:3336/9awtMD5KQgvRUh2yFbjVeT7b6')] }, { name: 'Backup', pools: [pool('stratum+tcp://b')] }])).toEqual([]);
+  });
 });

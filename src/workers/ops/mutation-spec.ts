@@ -105,4 +105,23 @@ export function operationOf(spec: MutationSpec): 'power-target' | 'hashrate-targ
   return spec.kind;
 }
 
-export const poolsFileSchema = z.union([z.array(poolGroupSpecSchema).min(1), z.object({ groups: z.array(poolGroupSpecSchema).min(1) }).transform((v) => v.groups)]);
+/** A stratum pool URL (V1 or V2, any transport), its host possibly a template. */
+const STRATUM_URL = /^stratum2?\+[a-z]+:\/\/[^\s/:]+/i;
+
+/**
+ * An operator's --pools file. Beyond each group's shape, checked here (a miner would refuse them one
+ * by one, and the first wave's gate would halt on it): every URL is a stratum one, and no two groups
+ * share a name.
+ */
+export const poolsFileSchema = z
+  .union([z.array(poolGroupSpecSchema).min(1), z.object({ groups: z.array(poolGroupSpecSchema).min(1) }).transform((v) => v.groups)])
+  .superRefine((groups, ctx) => {
+    const names = new Set<string>();
+    groups.forEach((g, gi) => {
+      if (names.has(g.name)) ctx.addIssue({ code: 'custom', path: [gi, 'name'], message: `"${g.name}" names two groups (a miner's pool groups have distinct names)` });
+      names.add(g.name);
+      g.pools.forEach((pool, pi) => {
+        if (!STRATUM_URL.test(pool.url)) ctx.addIssue({ code: 'custom', path: [gi, 'pools', pi, 'url'], message: `"${pool.url}" is not a stratum URL like stratum+tcp://pool.example:3333` });
+      });
+    });
+  });
