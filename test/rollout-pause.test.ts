@@ -9,7 +9,7 @@ import { RunStore } from '../src/fleet/run-store.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
 import { PAUSED_RECHECK_MAX_MS, pausedRecheckMs } from '../src/workers/processor.js';
 import { startWorker } from '../src/workers/worker.js';
-import { FAST_CORE, appliedWritesPerMiner, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { FAST_CORE, appliedWritesPerMiner, powerTargetPlan, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
@@ -26,17 +26,7 @@ afterAll(async () => {
   await tf.fleet.close();
 });
 
-const plan = (watts: number): RolloutPlan => ({
-  operation: 'power-target',
-  spec: { kind: 'power-target', watts },
-  targets: tf.inventory.targets,
-  inventoryDigest: tf.inventory.digest,
-  waves: [1],
-  maxFailureRate: 0.05,
-  minSample: 10,
-  pauseBetweenMs: 0,
-  actor: 'test',
-});
+const plan = (watts: number): RolloutPlan => powerTargetPlan(tf, watts);
 
 /** The rollout's miner jobs waiting out a delay, with their delays (ms). */
 async function held(queue: Queue, rolloutId: string): Promise<number[]> {

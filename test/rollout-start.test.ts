@@ -2,6 +2,7 @@
 // goes in before its record, waits for the record, and the record, state and start entry are written
 // in one step — so no rollout is ever left `running` with nothing to start it, or without its start
 // in the audit log.
+import type { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openQueue } from '../src/fleet/queue.js';
@@ -11,7 +12,7 @@ import { rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '.
 import { RolloutOverlapError } from '../src/rollout/overlap.js';
 import { RolloutStore } from '../src/rollout/store.js';
 import { startWorker } from '../src/workers/worker.js';
-import { FAST_CORE, appliedWritesPerMiner, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { FAST_CORE, appliedWritesPerMiner, powerTargetPlan, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
@@ -27,27 +28,24 @@ afterAll(async () => {
   await tf.fleet.close();
 });
 
-const plan = (rolloutId: string, watts: number): RolloutPlan => ({
-  rolloutId,
-  operation: 'power-target',
-  spec: { kind: 'power-target', watts },
-  targets: tf.inventory.targets,
-  inventoryDigest: tf.inventory.digest,
-  waves: [1],
-  maxFailureRate: 0.05,
-  minSample: 1,
-  pauseBetweenMs: 0,
-  actor: 'test',
-});
+const plan = (rolloutId: string, watts: number): RolloutPlan => powerTargetPlan(tf, watts, { rolloutId, minSample: 1 });
 
-const worker = (prefix: string) => startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
+/** Runs `fn` with a worker and the control queue on `prefix`, both closed after. */
+async function withWorkerAndControl(prefix: string, fn: (control: Queue) => Promise<void>): Promise<void> {
+  const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
+  const control = openQueue(CONTROL_QUEUE, redis, prefix);
+  try {
+    await fn(control);
+  } finally {
+    await control.close();
+    await w.close();
+  }
+}
 
 describe('a rollout start cut short', () => {
   it("its first wave's job, in before the record, waits for it; started again, the rollout runs once with one start entry", async () => {
     const prefix = uniquePrefix('start-cut');
-    const w = await worker(prefix);
-    const control = openQueue(CONTROL_QUEUE, redis, prefix);
-    try {
+    await withWorkerAndControl(prefix, async (control) => {
       const id = 'ro-cut-1';
       // What a start killed right after its wave job leaves behind.
       await addWaveJob(control, id, 0, 0);
@@ -67,24 +65,16 @@ describe('a rollout start cut short', () => {
       expect(starts).toHaveLength(1);
       const writes = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', (r) => JSON.stringify(r).includes('2555'));
       expect([...writes.values()].sort()).toEqual(Array(COUNT).fill(1));
-    } finally {
-      await control.close();
-      await w.close();
-    }
+    });
   }, 60_000);
 
   it("a first wave's job whose rollout never got its record gives up once it is long overdue, changing nothing", async () => {
     const prefix = uniquePrefix('start-lost');
-    const w = await worker(prefix);
-    const control = openQueue(CONTROL_QUEUE, redis, prefix);
-    try {
+    await withWorkerAndControl(prefix, async (control) => {
       await control.add('wave', { rolloutId: 'ro-never', wave: 0 }, { jobId: 'ro-never.wave.0', timestamp: Date.now() - 11 * 60_000 });
       await until(async () => (await control.getJobState('ro-never.wave.0')) === 'completed', 10_000, 20);
       expect(await new RolloutStore(redis, prefix).listAll()).toEqual([]);
-    } finally {
-      await control.close();
-      await w.close();
-    }
+    });
   }, 30_000);
 
   it('two rollouts of one setting started at the same moment on the same miners: one starts, the other is refused', async () => {

@@ -12,7 +12,7 @@ import { CONTROL_QUEUE, addWaveJob } from '../src/rollout/control.js';
 import { Queue } from 'bullmq';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import type { MutationData } from '../src/workers/ops/mutate.js';
-import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { FAST_CORE, powerTargetPlan, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
@@ -37,18 +37,7 @@ async function withWorker<T>(prefix: string, fn: (w: RunningWorker) => Promise<T
   }
 }
 
-const plan = (watts: number, extra: Partial<RolloutPlan> = {}): RolloutPlan => ({
-  operation: 'power-target',
-  spec: { kind: 'power-target', watts },
-  targets: tf.inventory.targets,
-  inventoryDigest: tf.inventory.digest,
-  waves: [0.1, 0.5, 1],
-  maxFailureRate: 0.05,
-  minSample: 10,
-  pauseBetweenMs: 0,
-  actor: 'test',
-  ...extra,
-});
+const plan = (watts: number, extra: Partial<RolloutPlan> = {}): RolloutPlan => powerTargetPlan(tf, watts, { waves: [0.1, 0.5, 1], ...extra });
 
 async function writes(method = 'SetPowerTarget') {
   return (await tf.fleet.mutations()).filter((r) => r.method === method);

@@ -6,6 +6,7 @@ import { SIM_PASSWORD, SIM_USERNAME } from '../../src/sim/miner.js';
 import { inventoryCsv } from '../../src/sim/plan.js';
 import { parseInventory, type Inventory } from '../../src/producer/inventory.js';
 import type { CredentialProfiles } from '../../src/fleet/credentials.js';
+import type { RolloutPlan } from '../../src/rollout/create.js';
 
 export interface TestFleet {
   fleet: SimFleet;
@@ -42,4 +43,20 @@ export async function appliedWritesPerMiner(fleet: SimFleet, method: string, mat
     if (w.method === method && w.result === 'applied' && match(w.request)) perMiner.set(w.minerId, (perMiner.get(w.minerId) ?? 0) + 1);
   }
   return perMiner;
+}
+
+/** A power-target rollout of the whole test fleet in one wave (5% gate over 10 outcomes, no pause), with `extra` over it. */
+export function powerTargetPlan(tf: TestFleet, watts: number, extra: Partial<RolloutPlan> = {}): RolloutPlan {
+  return {
+    operation: 'power-target',
+    spec: { kind: 'power-target', watts },
+    targets: tf.inventory.targets,
+    inventoryDigest: tf.inventory.digest,
+    waves: [1],
+    maxFailureRate: 0.05,
+    minSample: 10,
+    pauseBetweenMs: 0,
+    actor: 'test',
+    ...extra,
+  };
 }
