@@ -404,6 +404,26 @@ describe('unfinished rollouts of one setting on the same miners', () => {
     await expect(startRollout(redis, plan(2600, { targets: second }), prefix2)).resolves.toBeDefined();
   });
 
+  it('a reboot never runs beside another unfinished rollout of the same miners, whatever that one changes', async () => {
+    const prefix = uniquePrefix('overlap-reboot');
+    const first = tf.inventory.targets.slice(0, 10);
+    const second = tf.inventory.targets.slice(5, 15);
+    const reboot = (targets: typeof first, extra: Partial<RolloutPlan> = {}) => plan(0, { operation: 'reboot', spec: { kind: 'reboot', notBeforeMs: 0 }, targets, ...extra });
+    // No worker runs: each rollout stays running.
+    const a = await startRollout(redis, plan(2500, { targets: first }), prefix);
+    await expect(startRollout(redis, reboot(second), prefix)).rejects.toThrow(
+      `rollout ${a.rolloutId} (power-target, running) is changing the tuner target of 5 of these 10 miners (a reboot would fail that change): wait for it to end, stop it (bos-fleet rollout abort ${a.rolloutId}), or pass --allow-overlap`,
+    );
+    await expect(startRollout(redis, reboot(tf.inventory.targets.slice(20, 30)), prefix)).resolves.toBeDefined(); // no shared miner
+    const prefix2 = uniquePrefix('overlap-reboot');
+    const r = await startRollout(redis, reboot(first), prefix2);
+    await expect(startRollout(redis, plan(0, { operation: 'locate-on', spec: { kind: 'locate', enable: true }, targets: second }), prefix2)).rejects.toThrow(
+      `rollout ${r.rolloutId} (reboot, running) is rebooting 5 of these 10 miners (a change sent while a miner restarts fails): wait for it to end`,
+    );
+    await expect(startRollout(redis, reboot(second), prefix2)).rejects.toThrow(`rollout ${r.rolloutId} (reboot, running) is rebooting 5 of these 10 miners: wait for it to end`);
+    await expect(startRollout(redis, plan(2600, { targets: second, allowOverlap: true }), prefix2)).resolves.toBeDefined();
+  });
+
   it('a failed rollout (it may be resumed) counts too; resuming one refuses while another changes its miners', async () => {
     const prefix = uniquePrefix('overlap-failed');
     const store = new RolloutStore(redis, prefix);

@@ -54,7 +54,7 @@ function runOptions(cmd: Command): Command {
     .option('--pause-between <duration>', 'wait between waves (e.g. 30s, 10m)', '0s')
     .option('--max-in-flight-per-site <n>', 'miners changed at once per site', positiveInt('--max-in-flight-per-site'))
     .option('--yes', `do not ask for confirmation (asked above ${CONFIRM_THRESHOLD} miners)`)
-    .option('--allow-overlap', 'start even though an unfinished rollout changes the same setting on some of these miners')
+    .option('--allow-overlap', 'start even though an unfinished rollout changes the same setting on some of these miners (or reboots them, or this one reboots)')
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}; those sites are changed over TLS only, by any worker')
     .option('--wait', 'wait until the rollout ends and print its result')
     .option('--no-local-worker', 'with --wait: rely on separate `bos-fleet worker` processes only');

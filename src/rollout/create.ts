@@ -13,7 +13,7 @@ import { promoteJobs } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { noRollout, RolloutStore, TERMINAL, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
-import { overlapping, RolloutOverlapError, SETTING } from './overlap.js';
+import { clashWhat, overlapping, RolloutOverlapError } from './overlap.js';
 import { openQueue } from '../fleet/queue.js';
 
 export interface RolloutPlan {
@@ -33,7 +33,7 @@ export interface RolloutPlan {
   timeoutMs?: number;
   /** A deterministic id (a scheduled tick's): starting it twice starts it once. */
   rolloutId?: string;
-  /** Start even though an unfinished rollout changes the same setting on some of these miners. */
+  /** Start even though an unfinished rollout changes the same setting on some of these miners (or one of the two reboots). */
   allowOverlap?: boolean;
   /** Sites (`*` = all) whose miners must be reached over TLS (never in plaintext). */
   tlsSites?: string[];
@@ -137,7 +137,7 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
     const clash = plan.allowOverlap ? undefined : await overlapping(store, plan);
     if (clash && !(await store.get(record.rolloutId))) {
       throw new RolloutOverlapError(
-        `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) already changes the ${SETTING[plan.operation]} of ${clash.shared} of these ${plan.targets.length} miners: ` +
+        `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) ${clashWhat(clash, plan.operation, `these ${plan.targets.length} miners`)}: ` +
           `wait for it to end, stop it (bos-fleet rollout abort ${clash.rolloutId}), or pass --allow-overlap`,
       );
     }
@@ -228,7 +228,7 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
       const clash = await overlapping(store, { ...rec, targets: (await store.members(rolloutId))?.targets ?? [] });
       if (clash) {
         throw new RolloutOverlapError(
-          `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) has since started changing the ${SETTING[rec.operation]} of ${clash.shared} of this rollout's miners: ` +
+          `rollout ${clash.rolloutId} (${clash.operation}, ${clash.state}) ${clashWhat(clash, rec.operation, "this rollout's miners", true)}: ` +
             `let it end or stop it (bos-fleet rollout abort ${clash.rolloutId}) before resuming ${rolloutId}, or abort ${rolloutId}`,
         );
       }

@@ -1,5 +1,6 @@
 // Two unfinished rollouts never change one setting of one miner side by side: the last write would
-// win, and each one's rollback would restore the other's value.
+// win, and each one's rollback would restore the other's value. Nor does a reboot run beside any
+// other change of the same miners.
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { MAY_CHANGE, type RolloutState, type RolloutStore } from './store.js';
 
@@ -15,8 +16,28 @@ export const SETTING: Record<MutationOperation, string> = {
   'locate-off': 'locate LED',
 };
 
+/**
+ * Whether two rollouts' operations fight on one miner: the same setting, or a reboot and anything
+ * (a change sent while its miner restarts fails, and the first wave's failures halt the rollout).
+ */
+export function clashes(a: MutationOperation, b: MutationOperation): boolean {
+  return SETTING[a] === SETTING[b] || a === 'reboot' || b === 'reboot';
+}
+
 /** Refused start (or resume): an unfinished rollout already changes the same setting on some of the miners. */
 export class RolloutOverlapError extends Error {}
+
+/**
+ * What the other rollout does to the shared miners, for a refusal: "already changes the tuner target
+ * of 5 of these 10 miners" (`since`: it started after the candidate, which is being resumed).
+ */
+export function clashWhat(clash: { operation: string; shared: number }, operation: MutationOperation, miners: string, since = false): string {
+  const other = clash.operation as MutationOperation;
+  const verb = (now: string, later: string) => (since ? `has since started ${later}` : now);
+  if (other === 'reboot') return `${verb('is rebooting', 'rebooting')} ${clash.shared} of ${miners}${operation === 'reboot' ? '' : ' (a change sent while a miner restarts fails)'}`;
+  if (SETTING[other] === SETTING[operation]) return `${verb('already changes', 'changing')} the ${SETTING[operation]} of ${clash.shared} of ${miners}`;
+  return `${verb('is changing', 'changing')} the ${SETTING[other]} of ${clash.shared} of ${miners} (a reboot would fail that change)`;
+}
 
 /** What is compared: a plan about to start, or a rollout about to be resumed. */
 export interface OverlapCandidate {
@@ -37,7 +58,7 @@ export async function overlapping(store: RolloutStore, c: OverlapCandidate): Pro
     const st = await store.status(id);
     if (!st || !MAY_CHANGE.includes(st.state)) continue;
     const rec = await store.get(id);
-    if (!rec || SETTING[rec.operation] !== SETTING[c.operation]) continue;
+    if (!rec || !clashes(rec.operation, c.operation)) continue;
     const shared = ((await store.members(id))?.targets ?? []).filter((t) => mine.has(t.minerId)).length;
     if (shared > 0) return { rolloutId: id, operation: rec.operation, state: st.state, shared };
   }

@@ -255,7 +255,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
         deps.prefix,
       );
     } catch (err) {
-      // Another unfinished rollout changes the same setting on these miners: not beside it.
+      // Another unfinished rollout changes the same setting on these miners (or one of the two reboots): not beside it.
       if (err instanceof RolloutOverlapError) return skip(err.message);
       throw err;
     }
