@@ -203,9 +203,9 @@ describe('bos-fleet rollout status, as text', () => {
     );
     expect(reportText(report({ nextWaveAt, waves: [{ index: 0, miners: 10, counts: { OK: 10 } }, { index: 1, miners: 90, counts: {} }] })).split('\n')[2]).toBe(`  wave 1:     90 miners  not started (starts in 10 min, at ${nextWaveAt})`);
     // Past its time (a worker is about to take it): starting.
-    expect(reportText(report({ nextWaveAt: new Date(Date.now() - 1_000).toISOString(), waves: [{ index: 0, miners: 1, counts: { OK: 1 } }, { index: 1, miners: 1, counts: {} }] }))).toContain('wave 1:      1 miners  not started (starting)');
+    expect(reportText(report({ nextWaveAt: new Date(Date.now() - 1_000).toISOString(), waves: [{ index: 0, miners: 1, counts: { OK: 1 } }, { index: 1, miners: 1, counts: {} }] }))).toContain('wave 1:      1 miner   not started (starting)');
     // Paused after the next wave's time came: it starts on resume.
-    expect(reportText(report({ state: 'paused', heldWave: 1, waves: [{ index: 0, miners: 1, counts: { OK: 1 } }, { index: 1, miners: 1, counts: {} }] }))).toContain('wave 1:      1 miners  not started (its time came during the pause: starts on resume)');
+    expect(reportText(report({ state: 'paused', heldWave: 1, waves: [{ index: 0, miners: 1, counts: { OK: 1 } }, { index: 1, miners: 1, counts: {} }] }))).toContain('wave 1:      1 miner   not started (its time came during the pause: starts on resume)');
     // A rollout that has ended has nothing to go: a halted wave's rest were never changed.
     expect(reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 4 } }] }))).toContain('wave 0:     10 miners  OK 3, INVALID_REQUEST 4\n'.trimEnd());
     expect(reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 4 } }] }))).not.toContain('to go');

@@ -90,7 +90,7 @@ export function reportText(r: RolloutReport, where?: string): string {
     const ch = w.changes ?? {};
     const changes = ch['applied'] || ch['unchanged'] ? ` (changed ${ch['applied'] ?? 0}, already set ${ch['unchanged'] ?? 0})` : '';
     const counts = n === 0 ? `not started${when}` : `${countsInOrder(w.counts).join(', ')}${changes}${toGo}`;
-    lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} miners  ${counts}`);
+    lines.push(`  wave ${w.index}: ${String(w.miners).padStart(6)} ${w.miners === 1 ? 'miner ' : 'miners'}  ${counts}`);
   }
   // Which miners failed, and why, is in each wave's run.
   for (const w of where === undefined ? [] : r.waves) {
