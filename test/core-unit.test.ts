@@ -69,6 +69,17 @@ describe('FleetError.from', () => {
     expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'Name resolution failed for target dns:nosuch.invalid:50051'), { mutation: true }).code).toBe('MINER_UNREACHABLE');
   });
 
+  it('a port that took the connection and closed it is MINER_UNREACHABLE, saying so; over plaintext it names TLS', () => {
+    const closed = grpcErr(grpc.status.UNAVAILABLE, 'No connection established. Last error: Failed to connect (2026-11-30T23:28:54.449Z). Resolution note: ');
+    const plain = FleetError.from(closed, { mutation: true, transport: 'plaintext' });
+    expect(plain.code).toBe('MINER_UNREACHABLE');
+    expect(plain.context.mayHaveReachedMiner).toBe(false);
+    expect(plain.message).toBe(
+      "No connection established. Last error: Failed to connect (2026-11-30T23:28:54.449Z): the miner's port took the connection and closed it before gRPC began: a miner that serves TLS only does that to a plaintext client (if it does, give its site in --tls)",
+    );
+    expect(FleetError.from(closed, { transport: 'tls' }).message).toMatch(/closed it before gRPC began \(its gRPC server still starting, or another service on the port\?\)$/);
+  });
+
   it('maps Node errnos and survives a structured clone (no instanceof needed)', () => {
     expect(FleetError.from(Object.assign(new Error('x'), { code: 'EHOSTUNREACH' })).code).toBe('MINER_UNREACHABLE');
     expect(FleetError.from(Object.assign(new Error('x'), { code: 'ECONNRESET' })).code).toBe('CONNECTION_LOST');

@@ -34,7 +34,7 @@ export const CODE_INFO: Record<ErrorCode, CodeInfo> = {
   MINER_UNREACHABLE: {
     retryable: true,
     minerFault: true,
-    suggestion: 'Nothing answers on the miner\'s gRPC port, or its host name does not resolve: check it is powered, on the network, that the IP or host name in the inventory is current (and resolves on the worker\'s host), and that port 50051 is open.',
+    suggestion: 'Nothing answers on the miner\'s gRPC port (or it closes the connection at once, as a miner that serves TLS only does without --tls), or its host name does not resolve: check it is powered, on the network, that the IP or host name in the inventory is current (and resolves on the worker\'s host), and that port 50051 is open.',
   },
   MINER_TIMEOUT: {
     retryable: true,

@@ -14,6 +14,8 @@ export interface ErrorContext {
   mayHaveReachedMiner?: boolean;
   /** True when the failed operation changes miner state. */
   mutation?: boolean;
+  /** How the call went to the miner. */
+  transport?: 'plaintext' | 'tls';
 }
 
 /** The plain-data form that crosses thread and process boundaries. */
@@ -30,6 +32,15 @@ const TLS_TEXT = /SSL|TLS|certificate|self[- ]signed|unable to verify|Hostname\/
 // Before a request is sent: no connection, or the miner's host name did not resolve (grpc-js's DNS
 // resolver says "Name resolution failed for target dns:…", a deadline hit during it "waiting for name resolution").
 const NEVER_CONNECTED = /No connection established|Waiting for LB pick|ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|Name resolution failed|waiting for name resolution/;
+
+// grpc-js's word when the port took the connection and closed it before HTTP/2 began (no error of
+// its own): a plaintext client at a miner that serves TLS only gets just that.
+const CLOSED_AT_ONCE = /Last error: Failed to connect \(/;
+
+function closedAtOnceNote(transport: ErrorContext['transport']): string {
+  const what = "the miner's port took the connection and closed it before gRPC began";
+  return transport === 'tls' ? `${what} (its gRPC server still starting, or another service on the port?)` : `${what}: a miner that serves TLS only does that to a plaintext client (if it does, give its site in --tls)`;
+}
 
 export class FleetError extends Error {
   override readonly name = 'FleetError';
@@ -118,6 +129,7 @@ function fromGrpcStatus(grpcCode: number, details: string, context: ErrorContext
       if (TLS_TEXT.test(details)) return new FleetError('TLS_ERROR', details, ctx);
       // "No connection established. Last error: Protocol error": something that is not gRPC answered.
       if (/Protocol error|Received HTTP status code|Bad Request|malformed/i.test(details)) return new FleetError('PROTOCOL_ERROR', details, ctx);
+      if (CLOSED_AT_ONCE.test(details)) return new FleetError('MINER_UNREACHABLE', `${details}: ${closedAtOnceNote(ctx.transport)}`, ctx);
       if (neverLeft) return new FleetError('MINER_UNREACHABLE', details, ctx);
       return mutationAware('CONNECTION_LOST', details, ctx);
     case GrpcStatus.DEADLINE_EXCEEDED:

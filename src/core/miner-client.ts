@@ -60,7 +60,7 @@ export class MinerClient {
   }
 
   private context(operation: string, spec: MethodSpec): ErrorContext {
-    return { minerId: this.target.id, host: this.target.host, port: this.target.port, operation, mutation: spec.mutation };
+    return { minerId: this.target.id, host: this.target.host, port: this.target.port, operation, mutation: spec.mutation, transport: this.transport };
   }
 
   /** The miner's API version (GetApiVersion needs no token), cached per miner. */
