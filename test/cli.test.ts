@@ -7,7 +7,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inventoryCsv } from '../src/sim/plan.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { runCli, writeFleetFiles } from './helpers/cli.js';
+import { exited, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
+import { makeTestCerts } from './helpers/certs.js';
+import { until } from './helpers/until.js';
 import { startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 
@@ -210,6 +212,52 @@ describe('a simulated farm whose addresses are taken', () => {
       expect(sim.stderr).toContain('sim: 127.42.0.2:50051 is already in use');
     } finally {
       await taken.fleet.close();
+    }
+  });
+});
+
+describe('bos-fleet sim --tls-cert / --tls-key / --tls-client-ca', () => {
+  it('refuses a half or unreadable TLS setting before binding, naming the option and the file', async () => {
+    const certs = makeTestCerts('127.44.0.1');
+    const key = path.join(certs.dir, 'miner.key');
+    const cert = path.join(certs.dir, 'miner.pem');
+    try {
+      const sim = (...tls: string[]) => runCli(['sim', '--miners', '1', '--base', '127.44.0.1', ...tls]);
+      const half = await sim('--tls-cert', cert);
+      expect([half.code, half.stderr.trim()]).toEqual([1, `bos-fleet: sim: --tls-cert and --tls-key go together (got --tls-cert "${cert}" alone)`]);
+      const missing = await sim('--tls-cert', '/nonexistent/miner.pem', '--tls-key', key);
+      expect([missing.code, missing.stderr.trim()]).toEqual([1, 'bos-fleet: sim: --tls-cert "/nonexistent/miner.pem": no such file']);
+      const mismatched = await sim('--tls-cert', cert, '--tls-key', certs.clientKeyFile);
+      expect(mismatched.code).toBe(1);
+      expect(mismatched.stderr).toContain(`sim: --tls-key "${certs.clientKeyFile}" does not go with --tls-cert "${cert}"`);
+      const caAlone = await sim('--tls-client-ca', certs.caFile);
+      expect(caAlone.stderr.trim()).toBe(`bos-fleet: sim: --tls-client-ca "${certs.caFile}" needs --tls-cert and --tls-key (mTLS is TLS with client certificates)`);
+    } finally {
+      rmSync(certs.dir, { recursive: true, force: true });
+    }
+  });
+
+  it('serves mTLS that `poll --tls` reaches (every outcome says tls)', async () => {
+    const certs = makeTestCerts('127.44.0.2');
+    const inventory = path.join(certs.dir, 'farm.csv');
+    const tlsFile = path.join(certs.dir, 'tls.json');
+    writeFileSync(tlsFile, JSON.stringify({ '*': { caFile: 'farm-ca.pem', certFile: 'client.pem', keyFile: 'client.key', serverName: 'miner.farm.local' } }));
+    const sim = spawnCli(['sim', '--miners', '2', '--base', '127.44.0.2', '--inventory-out', inventory, '--credentials-out', path.join(certs.dir, 'creds.json'),
+      '--tls-cert', path.join(certs.dir, 'miner.pem'), '--tls-key', path.join(certs.dir, 'miner.key'), '--tls-client-ca', certs.caFile]);
+    try {
+      await until(async () => sim.output().stdout.includes('Ctrl-C to stop') || sim.exitCode !== null, 20_000);
+      expect(sim.output().stdout).toContain('sim: 2 miners on 127.44.0.2…127.44.0.3:50051');
+      expect(sim.output().stdout).toContain(', TLS with client certificates (mTLS)');
+      const base = ['--redis', redisUrl(), '--prefix', uniquePrefix('sim-tls'), '--inventory', inventory, '--credentials', path.join(certs.dir, 'creds.json')];
+      const polled = await runCli(['poll', ...base, '--tls', tlsFile, '--json']);
+      const out = JSON.parse(polled.stdout) as { runId: string; counts: Record<string, number> };
+      expect(out.counts).toEqual({ OK: 2 });
+      const outcomes = JSON.parse((await runCli(['results', out.runId, '--format', 'json', ...base.slice(0, 4)])).stdout) as Outcome[];
+      expect(outcomes.map((o) => o.transport)).toEqual(['tls', 'tls']);
+    } finally {
+      sim.kill('SIGTERM');
+      await exited(sim);
+      rmSync(certs.dir, { recursive: true, force: true });
     }
   });
 });
