@@ -96,11 +96,15 @@ describe('power-target rollout', () => {
     expect(newWrites.every((w) => w.result === 'applied')).toBe(true); // refusals were caught before sending
     const refused = report.waves[0]?.counts['INVALID_REQUEST'] ?? 0;
     expect(refused).toBeGreaterThan(1);
-    expect(newWrites.length).toBe(20 - refused);
+    // Every miner of the wave has its outcome: changed, refused, or (the gate seeing the failures
+    // mid-wave) not changed.
+    const { OK: changed = 0, CANCELLED: cancelled = 0 } = report.waves[0]?.counts ?? {};
+    expect(changed + refused + cancelled).toBe(20);
+    expect(newWrites.length).toBe(changed);
 
     // Rollback: every changed miner back to its recorded before.
     const rb = await rollbackPlanFor(redis, report.rolloutId, prefix);
-    expect(rb.targets.length).toBe(20 - refused);
+    expect(rb.targets.length).toBe(changed);
     const back = await withWorker(prefix, async () =>
       waitForRollout(redis, (await startRollout(redis, { ...plan(0), spec: rb.rec.spec, specByMiner: rb.specByMiner, targets: rb.targets, rollbackOf: report.rolloutId }, prefix)).rolloutId, prefix),
     );
@@ -122,6 +126,34 @@ describe('power-target rollout', () => {
     const restores = (entry.details as { restores: { spec: { watts: number }; miners: number }[] }).restores;
     expect(new Map(restores.map((r) => [r.spec.watts, r.miners]))).toEqual(wanted);
     expect(entry.details).not.toHaveProperty('spec');
+  });
+});
+
+describe('the failure gate mid-wave', () => {
+  it('halts a wave once its failures so far would fail the gate even if every miner still to go succeeded: those are not changed', async () => {
+    const prefix = uniquePrefix('halt-early');
+    const writesBefore = (await writes()).length;
+    // One wave of all 200, two miners at a time (one per site), each call 20 ms: the gate looks every
+    // 300 ms while about a quarter (the S21s) refuse 1900 W.
+    await Promise.all(tf.fleet.miners.map((m) => tf.fleet.setFaults(m.id, { slow: { latencyMs: 20 } })));
+    try {
+      const report = await withWorker(prefix, async () => waitForRollout(redis, (await startRollout(redis, plan(1900, { waves: [1], maxInFlightPerSite: 1 }), prefix)).rolloutId, prefix));
+      expect(report.state).toBe('halted');
+      expect(report.reason).toMatch(/^wave 0: failure rate already \d+\.\d% \(\d+ failed of the 200 miners up to this wave\) above the 5\.0% gate, even if the \d+ still to go all succeed: they are not changed$/);
+      const { OK: changed = 0, INVALID_REQUEST: refused = 0, CANCELLED: cancelled = 0, ...other } = report.waves[0]!.counts;
+      expect(other).toEqual({});
+      expect(refused).toBeGreaterThan(10); // 5% of 200
+      expect(cancelled).toBeGreaterThan(100);
+      expect(changed + refused + cancelled).toBe(COUNT); // one outcome each: --wait waited for the wave to settle
+      const newWrites = (await writes()).slice(writesBefore);
+      expect(newWrites.length).toBe(changed);
+      const outcomes = await new RunStore(redis, prefix).getOutcomes(waveRunId(report.rolloutId, 0));
+      const changedIds = new Set(outcomes.filter((o) => o.code === 'OK').map((o) => o.minerId));
+      expect(newWrites.every((w) => changedIds.has(w.minerId))).toBe(true);
+      expect((await readAudit(redis, prefix)).filter((a) => a.action === 'rollout.halted').length).toBe(1);
+    } finally {
+      await Promise.all(tf.fleet.miners.map((m) => tf.fleet.setFaults(m.id, {})));
+    }
   });
 });
 

@@ -6,7 +6,10 @@ import type { Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { enqueueRun } from '../producer/enqueue.js';
-import { rewakeStale, wakeParked } from './site-limit.js';
+import { promoteJobs, rewakeStale, wakeParked } from './site-limit.js';
+import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
+import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
+import { openQueue } from '../fleet/queue.js';
 import { auditEntryJson } from './audit.js';
 import { RolloutStore, TERMINAL, waveRunId, type RolloutHeader } from './store.js';
 
@@ -108,6 +111,27 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     await store.setWave(rec.rolloutId, wave);
   }
 
+  /**
+   * Halts the rollout before its wave ends once the failures so far exceed the gate over every miner
+   * of the waves up to this one: however the wave's other miners end, its gate would halt the rollout,
+   * so they are not changed (their jobs end CANCELLED). A wave of 40,000 that fails half its miners
+   * stops after a few thousand, not at its end.
+   */
+  async function haltedEarly(rec: RolloutHeader, wave: number, toGo: number): Promise<boolean> {
+    const waves = await waveResults(runs, rec, wave + 1);
+    const all = waves.reduce((n, w) => n + w.miners, 0);
+    const failed = waves.reduce((n, w) => n + Object.entries(w.counts).reduce((f, [code, c]) => (code === 'OK' ? f : f + c), 0), 0);
+    if (all < rec.minSample || failed / all <= rec.maxFailureRate) return false;
+    const reason =
+      `wave ${wave}: failure rate already ${((failed / all) * 100).toFixed(1)}% (${failed} failed of the ${all} miners up to this wave) above the ` +
+      `${(rec.maxFailureRate * 100).toFixed(1)}% gate, even if the ${toGo} still to go all succeed: they are not changed`;
+    const audit = auditEntryJson({ actor: rec.actor, action: 'rollout.halted', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { reason, waves } });
+    if (!(await store.transition(rec.rolloutId, ['running', 'paused'], 'halted', { reason, audit }))) return false;
+    // Its miners waiting out a retry backoff, parked for a site slot or held by a pause end now.
+    await releaseHeld(deps.redis, rec.rolloutId, deps.prefix);
+    return true;
+  }
+
   async function gate(rec: RolloutHeader, wave: number, seq: number): Promise<void> {
     const st = await store.status(rec.rolloutId);
     if (!st || TERMINAL.includes(st.state)) return;
@@ -115,6 +139,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     const { done } = await runs.getCounts(runId);
     const total = waveSize(rec, wave);
     if (done < total) {
+      if (await haltedEarly(rec, wave, total - done)) return;
       // Wakes parked miners wherever a site has free slots, and makes again a wakeup cut short (its
       // worker died, or its job was not delayed yet).
       if (rec.maxInFlightPerSite) {
@@ -183,4 +208,22 @@ export async function failRollout(redis: Redis, prefix: string, job: Job<Control
   if (!rec) return false;
   const reason = `${controlStep(job)}: ${err.message} (after ${job.attemptsMade} attempt${job.attemptsMade === 1 ? '' : 's'}; \`bos-fleet rollout resume ${rec.rolloutId}\` takes it up again)`;
   return store.transition(rec.rolloutId, ['scheduled', 'running', 'paused'], 'failed', { reason, audit: auditEntryJson({ actor: rec.actor, action: 'rollout.failed', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { reason } }) });
+}
+
+/**
+ * Moves the rollout's delayed miner jobs (held while it was paused, or waiting out a retry backoff)
+ * back to the queue at once. Returns how many.
+ */
+export async function releaseHeld(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<number> {
+  const queue = openQueue(QUEUE_NAME, redis, prefix);
+  try {
+    // Job ids are `<rolloutId>-w<wave>.<minerId>`: only this rollout's, in every queue a job can be in
+    // (promoteJobs finds each one in its own queue).
+    const ids: string[] = [];
+    for (const q of await allJobQueues(queue)) ids.push(...(await q.getRanges(['delayed'], 0, -1)).filter((id) => id.startsWith(`${rolloutId}-w`)));
+    return await promoteJobs(queue, ids);
+  } finally {
+    await closeHandOnQueues(queue);
+    await queue.close();
+  }
 }

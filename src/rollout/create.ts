@@ -3,14 +3,12 @@ import { timestampedId } from '../fleet/ids-and-durations.js';
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
-import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { auditEntryJson } from './audit.js';
 import { withStartLock } from './start-lock.js';
-import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, waveResults, type ControlJobData, type WaveResult } from './control.js';
-import { promoteJobs } from './site-limit.js';
-import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
+import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, releaseHeld, waveResults, type ControlJobData, type WaveResult } from './control.js';
 import { noRollout, RolloutStore, TERMINAL, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
 import { clashWhat, overlapping, RolloutOverlapError } from './overlap.js';
@@ -198,13 +196,22 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
   };
 }
 
-/** Waits until the rollout ends; `signal` stops the wait early (at its next look), returning the rollout as it is then. */
+/**
+ * Waits until the rollout ends and every miner of its started waves has its outcome (a rollout halted
+ * or aborted mid-wave still has miners being changed, and the rest of the wave to cancel); `signal`
+ * stops the wait early (at its next look), returning the rollout as it is then.
+ */
 export async function waitForRollout(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX, onTick?: (r: RolloutReport) => void, signal?: AbortSignal): Promise<RolloutReport> {
+  const store = new RolloutStore(redis, prefix);
   for (;;) {
     const r = await rolloutReport(redis, rolloutId, prefix);
     if (!r) throw noRollout(rolloutId);
     onTick?.(r);
-    if (TERMINAL.includes(r.state) || signal?.aborted) return r;
+    if (signal?.aborted) return r;
+    if (TERMINAL.includes(r.state)) {
+      const started = (await store.status(rolloutId))?.wave ?? -1;
+      if (r.waves.every((w) => w.index > started || Object.values(w.counts).reduce((a, b) => a + b, 0) >= w.miners)) return r;
+    }
     await new Promise((res) => setTimeout(res, 300));
   }
 }
@@ -260,22 +267,4 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
     await q.close();
   }
   return state;
-}
-
-/**
- * Moves the rollout's delayed miner jobs (held while it was paused, or waiting out a retry backoff)
- * back to the queue at once. Returns how many.
- */
-async function releaseHeld(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX): Promise<number> {
-  const queue = openQueue(QUEUE_NAME, redis, prefix);
-  try {
-    // Job ids are `<rolloutId>-w<wave>.<minerId>`: only this rollout's, in every queue a job can be in
-    // (promoteJobs finds each one in its own queue).
-    const ids: string[] = [];
-    for (const q of await allJobQueues(queue)) ids.push(...(await q.getRanges(['delayed'], 0, -1)).filter((id) => id.startsWith(`${rolloutId}-w`)));
-    return await promoteJobs(queue, ids);
-  } finally {
-    await closeHandOnQueues(queue);
-    await queue.close();
-  }
 }
