@@ -124,7 +124,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     if (all < rec.minSample || failed / all <= rec.maxFailureRate) return false;
     const reason =
       `wave ${wave}: failure rate already ${((failed / all) * 100).toFixed(1)}% (${failed} failed of the ${all} miners up to this wave) above the ` +
-      `${(rec.maxFailureRate * 100).toFixed(1)}% gate, even if the ${toGo} still to go all succeed: they are not changed`;
+      `${(rec.maxFailureRate * 100).toFixed(1)}% gate, even if the ${toGo} still to go all succeed: it stops here (miners being changed finish; the others are left unchanged)`;
     const audit = auditEntryJson({ actor: rec.actor, action: 'rollout.halted', subject: rec.rolloutId, targetDigest: rec.inventoryDigest, details: { reason, waves } });
     if (!(await store.transition(rec.rolloutId, ['running', 'paused'], 'halted', { reason, audit }))) return false;
     // Its miners waiting out a retry backoff, parked for a site slot or held by a pause end now.
