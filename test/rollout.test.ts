@@ -129,6 +129,38 @@ describe('power-target rollout', () => {
   });
 });
 
+describe('a tuner target across its two modes', () => {
+  it('a hashrate target on miners that ran to a power target records that power target, and rollback restores it', async () => {
+    const prefix = uniquePrefix('modes');
+    const targets = tf.inventory.targets.slice(100, 120);
+    const before = await Promise.all(targets.map((t) => tf.fleet.state(t.minerId)));
+    expect(before.every((s) => s.tunerMode === 'TUNER_MODE_POWER_TARGET')).toBe(true);
+    const hashrate = plan(0, { operation: 'hashrate-target', spec: { kind: 'hashrate-target', terahashPerSecond: 100 }, targets, waves: [1] });
+    const report = await withWorker(prefix, async () => waitForRollout(redis, (await startRollout(redis, hashrate, prefix)).rolloutId, prefix));
+    expect(report).toMatchObject({ state: 'completed', counts: { OK: 20 } });
+    for (const o of await new RunStore(redis, prefix).getOutcomes(waveRunId(report.rolloutId, 0))) {
+      const was = before.find((s) => s.id === o.minerId)!;
+      expect(o.data).toEqual({ change: 'applied', before: { hashrateTargetThs: null, powerTargetWatts: was.powerTargetW }, after: { hashrateTargetThs: 100 }, verified: true });
+    }
+    expect((await tf.fleet.state(targets[0]!.minerId)).tunerMode).toBe('TUNER_MODE_HASHRATE_TARGET');
+
+    // The rollback puts each miner back on its own power target (it said "changed no miner" before).
+    const rb = await rollbackPlanFor(redis, report.rolloutId, prefix);
+    expect([rb.targets.length, rb.skipped]).toEqual([20, []]);
+    const back = await withWorker(prefix, async () =>
+      waitForRollout(redis, (await startRollout(redis, { ...hashrate, spec: rb.rec.spec, specByMiner: rb.specByMiner, targets: rb.targets, rollbackOf: report.rolloutId }, prefix)).rolloutId, prefix),
+    );
+    expect(back).toMatchObject({ state: 'completed', counts: { OK: 20 } });
+    for (const s of before) {
+      const now = await tf.fleet.state(s.id);
+      expect([now.tunerMode, now.powerTargetW]).toEqual(['TUNER_MODE_POWER_TARGET', s.powerTargetW]);
+    }
+    // Each outcome names the change it made: a power target, not the rollout's hashrate one.
+    const restored = await new RunStore(redis, prefix).getOutcomes(waveRunId(back.rolloutId, 0));
+    expect(new Set(restored.map((o) => o.operation))).toEqual(new Set(['power-target']));
+  });
+});
+
 describe('the failure gate mid-wave', () => {
   it('halts a wave once its failures so far would fail the gate even if every miner still to go succeeded: those are not changed', async () => {
     const prefix = uniquePrefix('halt-early');

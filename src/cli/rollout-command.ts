@@ -222,7 +222,13 @@ export function registerRollout(program: Command): void {
       let plan: RolloutPlan;
       try {
         const rb = await rollbackPlanFor(redis, id, flags.prefix);
-        if (rb.targets.length === 0) throw new Error(`rollout ${id} changed no miner: nothing to roll back`);
+        if (rb.targets.length === 0) {
+          throw new Error(
+            rb.skipped.length
+              ? `rollout ${id} changed ${rb.skipped.length} miner${rb.skipped.length === 1 ? '' : 's'}, but none has a recorded before value to restore (${rb.skipped.slice(0, 5).join(', ')}${rb.skipped.length > 5 ? ', …' : ''}): nothing to roll back`
+              : `rollout ${id} changed no miner: nothing to roll back`,
+          );
+        }
         const pools = rb.rec.spec.kind === 'pools';
         if (flags.poolPasswordRef !== undefined && !pools) throw new Error(`--pool-password-ref goes with the rollback of a pools rollout; ${id} is a ${rb.rec.operation} rollout`);
         const specByMiner = flags.poolPasswordRef !== undefined ? withPoolPasswordRef(rb.specByMiner, flags.poolPasswordRef) : rb.specByMiner;

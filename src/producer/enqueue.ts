@@ -24,6 +24,8 @@ export interface EnqueueOptions {
   chunkSize?: number;
   /** Per-miner params (merged over `params`), e.g. a rollback's per-miner target value. */
   paramsFor?: (target: JobTarget) => Record<string, unknown>;
+  /** Per-miner operation, when its params make it another one (a rollback restoring a power target for some miners, a hashrate target for others). */
+  operationFor?: (target: JobTarget) => Operation;
   /** Finished poll runs kept in Redis; older ones are deleted when a new poll run is created. */
   retention?: RetentionPolicy;
   /** A poll run's series for retention: the schedule whose tick it is (none: `bos-fleet poll`'s). */
@@ -80,7 +82,7 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
     const jobs = chunk.map((target) => {
       const data: JobData = {
         runId: record.runId,
-        operation: opts.operation,
+        operation: opts.operationFor?.(target) ?? opts.operation,
         target,
         params: opts.paramsFor ? { ...record.params, ...opts.paramsFor(target) } : record.params,
         ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),

@@ -5,6 +5,7 @@ import { DelayedError, Queue, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
+import { operationOf } from '../workers/ops/mutation-spec.js';
 import { enqueueRun } from '../producer/enqueue.js';
 import { promoteJobs, rewakeStale, wakeParked } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
@@ -101,7 +102,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       operation: rec.operation,
       runId: waveRunId(rec.rolloutId, wave),
       params: { rolloutId: rec.rolloutId, wave, mutation: rec.spec, ...(rec.maxInFlightPerSite ? { maxInFlightPerSite: rec.maxInFlightPerSite } : {}) },
-      ...(specByMiner ? { paramsFor: (t) => ({ mutation: specByMiner[t.minerId] ?? rec.spec }) } : {}),
+      ...(specByMiner ? { paramsFor: (t) => ({ mutation: specByMiner[t.minerId] ?? rec.spec }), operationFor: (t) => operationOf(specByMiner[t.minerId] ?? rec.spec) } : {}),
       ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}),
       ...(rec.tlsSites ? { tlsSites: rec.tlsSites } : {}),
     });

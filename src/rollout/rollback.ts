@@ -69,9 +69,11 @@ export async function rollbackPlanFor(
 function restoreSpec(spec: MutationSpec, before: unknown): MutationSpec | undefined {
   const b = (before ?? {}) as Record<string, unknown>;
   switch (spec.kind) {
+    // The tuner's one target, in the mode it ran in: a hashrate-target rollout of a miner that ran to a
+    // power target is undone by that power target.
     case 'power-target':
-      return typeof b['powerTargetWatts'] === 'number' ? { kind: 'power-target', watts: b['powerTargetWatts'] } : undefined;
     case 'hashrate-target':
+      if (typeof b['powerTargetWatts'] === 'number') return { kind: 'power-target', watts: b['powerTargetWatts'] };
       return typeof b['hashrateTargetThs'] === 'number' ? { kind: 'hashrate-target', terahashPerSecond: b['hashrateTargetThs'] } : undefined;
     case 'pools': {
       const groups = (b['groups'] as { name: string; quota: number | null; fixedShareRatio: number | null; pools: { url: string; user: string; enabled: boolean }[] }[] | undefined) ?? [];

@@ -58,19 +58,35 @@ function desiredPools(groups: PoolGroupSpec[], ctx: MutateContext): PoolState {
 const sameJson = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 const statusOf = (d: T.MinerDetails) => d.status.replace('MINER_STATUS_', '');
 
-/** An absolute tuner target (power or hashrate): state `{[key]: value | null}`, checked against the model's range. */
+/** The tuner's target in each mode; only the mode it runs in has one (`null` for the other). */
+function tunerTargets(ts: T.TunerState): { powerTargetWatts: number | null; hashrateTargetThs: number | null } {
+  return {
+    powerTargetWatts: ts.powerTargetModeState?.currentTarget?.watt ?? null,
+    hashrateTargetThs: ts.hashrateTargetModeState?.currentTarget?.terahashPerSecond ?? null,
+  };
+}
+
+/**
+ * An absolute tuner target (power or hashrate): state `{[key]: value | null}`, checked against the
+ * model's range. A miner whose tuner runs in the other mode has `null` here, and its state also
+ * holds the other mode's target (`{powerTargetWatts: null, hashrateTargetThs: 120}`): that is what a
+ * rollback restores, as the tuner is one setting with two modes.
+ */
 function targetKind(
   ctx: MutateContext,
   t: {
-    key: string;
+    key: 'powerTargetWatts' | 'hashrateTargetThs';
     value: number;
     what: [name: string, unit: string];
-    current: (m: MinerClient) => Promise<number | null>;
     range: (m: MinerClient) => Promise<[number | undefined, number | undefined]>;
     write: (m: MinerClient) => Promise<unknown>;
   },
 ): MutationKind<unknown> {
-  const read = async (m: MinerClient) => ({ [t.key]: await t.current(m) });
+  const other = t.key === 'powerTargetWatts' ? 'hashrateTargetThs' : 'powerTargetWatts';
+  const read = async (m: MinerClient) => {
+    const targets = tunerTargets(await m.getTunerState(ctx.callOpts));
+    return targets[t.key] === null && targets[other] !== null ? { [t.key]: null, [other]: targets[other] } : { [t.key]: targets[t.key] };
+  };
   return {
     read,
     desired: () => ({ [t.key]: t.value }),
@@ -89,7 +105,6 @@ export function mutationKind(spec: MutationSpec, ctx: MutateContext): MutationKi
         key: 'powerTargetWatts',
         value: spec.watts,
         what: ['power target', 'W'],
-        current: async (m) => (await m.getTunerState(o)).powerTargetModeState?.currentTarget?.watt ?? null,
         range: async (m) => {
           const c = (await m.getConstraints(o)).tunerConstraints?.powerTarget;
           return [c?.min?.watt, c?.max?.watt];
@@ -101,7 +116,6 @@ export function mutationKind(spec: MutationSpec, ctx: MutateContext): MutationKi
         key: 'hashrateTargetThs',
         value: spec.terahashPerSecond,
         what: ['hashrate target', 'TH/s'],
-        current: async (m) => (await m.getTunerState(o)).hashrateTargetModeState?.currentTarget?.terahashPerSecond ?? null,
         range: async (m) => {
           const c = (await m.getConstraints(o)).tunerConstraints?.hashrateTarget;
           return [c?.min?.terahashPerSecond, c?.max?.terahashPerSecond];
