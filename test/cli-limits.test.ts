@@ -1,14 +1,18 @@
 // Flag bounds and the open-files check: a worker configured past what its process can hold is told so
 // at start-up instead of failing with EMFILE mid-run.
 import { describe, expect, it } from 'vitest';
-import { descriptorWarning, openFilesLimit } from '../src/cli/common.js';
+import { fitDescriptors, openFilesLimit } from '../src/cli/common.js';
 import { shownRedisUrl } from '../src/redis/resolve.js';
 import { gatesFromFlags, parseAt, specFromFlags } from '../src/cli/rollout-options.js';
 import { untilText } from '../src/cli/rollout-command.js';
 import { durationText, parseDurationMs } from '../src/fleet/ids-and-durations.js';
 import { parsePercent, parseWaves } from '../src/rollout/waves.js';
-import { runCli } from './helpers/cli.js';
-import { redisUrl } from './helpers/redis.js';
+import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { inventoryCsv } from '../src/sim/plan.js';
+import { CLI, exited, runCli, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
+import { startTestFleet } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
 
 const LIMITS = `Limit                     Soft Limit           Hard Limit           Units
 Max processes             95442                95442                processes
@@ -24,16 +28,25 @@ describe('open files', () => {
     if (process.platform === 'linux') expect(openFilesLimit()).toBeGreaterThan(0);
   });
 
-  it('warns when threads × --max-connections plus Redis connections exceed the limit, naming the figures', () => {
-    expect(descriptorWarning({ threads: 0, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 20_000)).toBeUndefined();
-    expect(descriptorWarning({ threads: 2, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 20_000)).toBe(
-      "up to 32848 open files may be needed (2 thread(s) × --max-connections 16384 miner channels; 2 Redis connections per BullMQ consumer × 8), above this process's limit of 20000 (ulimit -n): lower --max-connections or raise the limit",
-    );
-    expect(descriptorWarning({ threads: 2, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 65_536)).toBe(undefined);
+  it('past the limit, uses the largest --max-connections that fits and says so; when the miners in flight alone do not fit, says to lower --concurrency', () => {
+    expect(fitDescriptors({ threads: 0, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 20_000)).toEqual({ maxConnections: 16_384 });
+    // 2 × 9,960 + 80 = 20,000.
+    expect(fitDescriptors({ threads: 2, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 20_000)).toEqual({
+      maxConnections: 9_960,
+      warning:
+        "up to 32848 open files may be needed (2 thread(s) × --max-connections 16384 miner channels; 2 Redis connections per BullMQ consumer × 8), above this process's limit of 20000 (ulimit -n): using --max-connections 9960 instead (an idle channel is closed sooner, and reopened when its miner is next called); raise the limit to keep more open",
+    });
+    expect(fitDescriptors({ threads: 2, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 65_536)).toEqual({ maxConnections: 16_384 });
+    // One pool: all of what is left; its miners in flight always fit in it.
+    expect(fitDescriptors({ threads: 0, maxConnections: 4_096, concurrency: 200, consumers: 8 }, 600).maxConnections).toBe(520);
+    // Three pools whose even share is below the miners in flight: the first holds those, the others share the rest.
+    expect(fitDescriptors({ threads: 3, maxConnections: 4_096, concurrency: 1_000, consumers: 8 }, 2_000).maxConnections).toBe(460);
     // Channels in use are never closed: a pool smaller than the miners in flight holds those.
-    expect(descriptorWarning({ threads: 0, maxConnections: 100, concurrency: 10_000, consumers: 400 }, 10_000)).toBe(
-      "up to 10864 open files may be needed (10000 miner channels: a pool keeps the channel of each of --concurrency 10000 miners in flight; 2 Redis connections per BullMQ consumer × 400), above this process's limit of 10000 (ulimit -n): lower --concurrency or raise the limit",
-    );
+    expect(fitDescriptors({ threads: 0, maxConnections: 100, concurrency: 10_000, consumers: 400 }, 10_000)).toEqual({
+      maxConnections: 100,
+      warning:
+        "up to 10864 open files may be needed (10000 miner channels: a pool keeps the channel of each of --concurrency 10000 miners in flight; 2 Redis connections per BullMQ consumer × 400), above this process's limit of 10000 (ulimit -n): lower --concurrency or raise the limit",
+    });
   });
 });
 
@@ -138,5 +151,40 @@ describe('rollout flags', () => {
       expect(() => specFromFlags({ powerTarget: bad })).toThrow(`--power-target must be a positive whole number of watts, got "${bad}"`);
     }
     expect(specFromFlags({ powerTarget: '2800' })).toEqual({ kind: 'power-target', watts: 2800 });
+  });
+});
+
+describe('a poll short of open files', () => {
+  /** `bos-fleet poll --json` in a shell whose open-files limit (soft and hard: Node raises soft to hard) is `limit`. */
+  async function pollUnder(limit: number, concurrency: number, files: FleetFiles): Promise<{ stderr: string; counts: Record<string, number> }> {
+    const args = ['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', uniquePrefix('fds'), '--concurrency', String(concurrency), '--json'];
+    const child = spawn('bash', ['-c', `ulimit -Sn ${limit} && ulimit -Hn ${limit} && exec "$0" "$@"`, process.execPath, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    expect(await exited(child)).toBe(0);
+    return { stderr, counts: (JSON.parse(stdout) as { counts: Record<string, number> }).counts };
+  }
+
+  it('keeps its pool under the limit, and a miner it could not open a connection to is WORKER_OUT_OF_RESOURCES, not the miner\'s fault', async () => {
+    const tf = await startTestFleet(150, '127.45.0.1');
+    const files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
+    try {
+      // 150 miners, 20 at a time, 170 files: a pool keeping a channel per miner would run out (MINER_UNREACHABLE before).
+      const fitted = await pollUnder(170, 20, files);
+      expect(fitted.stderr).toContain("above this process's limit of 170 (ulimit -n): using --max-connections 104 instead");
+      expect(fitted.counts).toEqual({ OK: 150 });
+      // 100 in flight do not fit in 120 files: the few left without one, after their retries, are this host's failure.
+      const short = await pollUnder(120, 100, files);
+      expect(short.stderr).toContain('lower --concurrency or raise the limit (using --max-connections');
+      const { OK = 0, WORKER_OUT_OF_RESOURCES = 0, ...other } = short.counts;
+      expect(other).toEqual({});
+      expect(OK + WORKER_OUT_OF_RESOURCES).toBe(150);
+      expect(OK).toBeGreaterThan(100);
+    } finally {
+      await tf.fleet.close();
+      rmSync(files.dir, { recursive: true, force: true });
+    }
   });
 });

@@ -9,6 +9,7 @@ import { withBreaker } from '../src/core/breaker-guard.js';
 import { FakeClock } from '../src/core/clock.js';
 import { FleetCore } from '../src/core/fleet-core.js';
 import { FleetError } from '../src/core/fleet-error.js';
+import { CODE_INFO } from '../src/core/error-codes.js';
 import { parseCoreOptions } from '../src/core/options.js';
 import { grpcTarget } from '../src/core/channel-options.js';
 import { ConnectionPool } from '../src/core/pool.js';
@@ -67,6 +68,15 @@ describe('FleetError.from', () => {
     expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'No connection established. Last error: connect ECONNREFUSED'), { mutation: true }).code).toBe('MINER_UNREACHABLE');
     // A host name that does not resolve: the write never left (it was OUTCOME_UNKNOWN, and a rollback listed the miner as maybe changed).
     expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'Name resolution failed for target dns:nosuch.invalid:50051'), { mutation: true }).code).toBe('MINER_UNREACHABLE');
+  });
+
+  it('this host out of descriptors or ports is WORKER_OUT_OF_RESOURCES: retryable, never sent, not the miner\'s fault (its breaker does not count it)', () => {
+    const emfile = FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'No connection established. Last error: Error: connect EMFILE 127.70.0.9:50051 - Local (undefined:undefined). Resolution note: '), { mutation: true });
+    expect([emfile.code, emfile.retryable, emfile.context.mayHaveReachedMiner]).toEqual(['WORKER_OUT_OF_RESOURCES', true, false]);
+    expect(CODE_INFO.WORKER_OUT_OF_RESOURCES.minerFault).toBe(false);
+    expect(emfile.suggestion).toContain('ulimit -n');
+    expect(FleetError.from(grpcErr(grpc.status.UNAVAILABLE, 'No connection established. Last error: Error: connect EADDRNOTAVAIL 10.0.0.1:50051 - Local (0.0.0.0:0)')).code).toBe('WORKER_OUT_OF_RESOURCES');
+    expect(FleetError.from(Object.assign(new Error('x'), { code: 'ENFILE' })).code).toBe('WORKER_OUT_OF_RESOURCES');
   });
 
   it('a port that took the connection and closed it is MINER_UNREACHABLE, saying so; over plaintext it names TLS', () => {

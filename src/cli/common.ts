@@ -170,20 +170,34 @@ export function openFilesLimit(limitsText?: string): number | undefined {
 }
 
 /**
- * Says when the miner channels a worker may keep open (every thread its own pool) and its Redis
- * connections could exceed the open-files limit: past it, connects fail with EMFILE mid-run. A pool
- * keeps every channel a call is using, so one pool may hold `concurrency` channels when that is more
- * than --max-connections.
+ * Fits the miner channels a worker may keep open (every thread its own pool) and its Redis
+ * connections under the open-files limit: past it, connects fail with EMFILE mid-run. A pool keeps
+ * every channel a call is using, so one pool may hold `concurrency` channels when that is more than
+ * --max-connections. When a smaller --max-connections fits, that is what the worker uses (its pool
+ * then closes idle channels sooner), and the warning says so; when even the miners in flight do not
+ * fit, it says to lower --concurrency.
  */
-export function descriptorWarning(o: { threads: number; maxConnections: number; concurrency: number; consumers: number }, limit = openFilesLimit()): string | undefined {
-  if (limit === undefined) return undefined;
+export function fitDescriptors(o: { threads: number; maxConnections: number; concurrency: number; consumers: number }, limit = openFilesLimit()): { maxConnections: number; warning?: string } {
   const pools = Math.max(1, o.threads); // --threads 0: one pool, in the main thread
-  const channels = (pools - 1) * o.maxConnections + Math.max(o.maxConnections, o.concurrency);
-  const needed = channels + 2 * o.consumers + 64;
-  if (needed <= limit) return undefined;
+  const reserve = 2 * o.consumers + 64;
+  const needed = (m: number) => (pools - 1) * m + Math.max(m, o.concurrency) + reserve;
+  if (limit === undefined || needed(o.maxConnections) <= limit) return { maxConnections: o.maxConnections };
+  // The largest pool size that fits: above the concurrency every pool grows with it; below, the
+  // first pool holds the miners in flight anyway.
+  const room = limit - reserve;
+  const fit = Math.min(o.maxConnections, Math.floor(room / pools) >= o.concurrency ? Math.floor(room / pools) : pools > 1 ? Math.floor((room - o.concurrency) / (pools - 1)) : 0);
   const held = o.concurrency > o.maxConnections;
+  const channels = (pools - 1) * o.maxConnections + Math.max(o.maxConnections, o.concurrency);
   const what = held
     ? `${channels} miner channels: a pool keeps the channel of each of --concurrency ${o.concurrency} miners in flight${pools > 1 ? `, the other ${pools - 1} thread(s) --max-connections ${o.maxConnections} each` : ''}`
     : `${pools} thread(s) × --max-connections ${o.maxConnections} miner channels`;
-  return `up to ${needed} open files may be needed (${what}; 2 Redis connections per BullMQ consumer × ${o.consumers}), above this process's limit of ${limit} (ulimit -n): lower ${held ? '--concurrency' : '--max-connections'} or raise the limit`;
+  const over = `up to ${needed(o.maxConnections)} open files may be needed (${what}; 2 Redis connections per BullMQ consumer × ${o.consumers}), above this process's limit of ${limit} (ulimit -n)`;
+  if (fit >= 1 && !held) {
+    return { maxConnections: fit, warning: `${over}: using --max-connections ${fit} instead (an idle channel is closed sooner, and reopened when its miner is next called); raise the limit to keep more open` };
+  }
+  // Even the miners in flight do not fit: keep as few idle channels as may be, so that the
+  // descriptors of finished calls free for the next ones (a miner left without one is retried, and
+  // its outcome, should it stay without, says WORKER_OUT_OF_RESOURCES: not the miner's fault).
+  const least = Math.max(1, Math.min(o.maxConnections, Math.floor(room / pools)));
+  return { maxConnections: least, warning: `${over}: lower --concurrency or raise the limit${least < o.maxConnections ? ` (using --max-connections ${least} meanwhile)` : ''}` };
 }

@@ -7,7 +7,7 @@ import { activityText, totalOutcomes, watchActivity } from '../workers/activity.
 import { listWorkers, type WorkerCapabilities, type WorkerInfo } from '../workers/registry.js';
 import { closeHandOnQueues, handOnQueueName, handOnQueues } from '../fleet/hand-on-queues.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
-import { connectRedis, descriptorWarning, interruptible, loadTlsSites } from './common.js';
+import { connectRedis, fitDescriptors, interruptible, loadTlsSites } from './common.js';
 import { shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
@@ -89,8 +89,8 @@ export function registerWorker(program: Command): void {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): this worker hands every job to workers that have their profiles, and one that no running worker has ends INVALID_JOB\n');
       }
       const tlsBySite = loadTlsSites(opts.tls);
-      const fds = descriptorWarning({ threads: opts.threads, maxConnections: opts.maxConnections, concurrency: opts.concurrency, consumers: consumerSlots(opts.concurrency, opts.consumers).length });
-      if (fds) process.stderr.write(`bos-fleet: WARNING: ${fds}\n`);
+      const fds = fitDescriptors({ threads: opts.threads, maxConnections: opts.maxConnections, concurrency: opts.concurrency, consumers: consumerSlots(opts.concurrency, opts.consumers).length });
+      if (fds.warning) process.stderr.write(`bos-fleet: WARNING: ${fds.warning}\n`);
       const { url, redis } = await connectRedis(opts.redis, { refuseVolatile: true, allowVolatile: opts.allowVolatileRedis ?? false });
       redis.disconnect();
       const activity = watchActivity();
@@ -102,7 +102,7 @@ export function registerWorker(program: Command): void {
         concurrency: opts.concurrency,
         consumers: opts.consumers,
         credentials,
-        coreOptions: { pool: { maxConnections: opts.maxConnections }, ...(opts.maxReceiveBytes ? { maxReceiveBytes: opts.maxReceiveBytes } : {}) },
+        coreOptions: { pool: { maxConnections: fds.maxConnections }, ...(opts.maxReceiveBytes ? { maxReceiveBytes: opts.maxReceiveBytes } : {}) },
         lockDurationMs: opts.lockMs,
         stalledIntervalMs: Math.max(1_000, Math.floor(opts.lockMs / 2)),
         ...(tlsBySite ? { tlsBySite } : {}),

@@ -17,6 +17,7 @@ export const ERROR_CODES = [
   'VERIFY_MISMATCH',
   'INVALID_JOB',
   'CANCELLED',
+  'WORKER_OUT_OF_RESOURCES',
   'INTERNAL',
 ] as const;
 
@@ -110,6 +111,12 @@ export const CODE_INFO: Record<ErrorCode, CodeInfo> = {
     retryable: false,
     minerFault: false,
     suggestion: 'The operation was cancelled before it finished.',
+  },
+  WORKER_OUT_OF_RESOURCES: {
+    retryable: true,
+    minerFault: false,
+    suggestion:
+      'The host running the worker ran out of what a new connection needs (open files: EMFILE/ENFILE; local ports: EADDRNOTAVAIL): the miner was not reached and nothing was sent. Raise the open-files limit (ulimit -n, systemd LimitNOFILE, the container\'s nofile) or lower the worker\'s --max-connections / --concurrency.',
   },
   INTERNAL: {
     retryable: false,

@@ -28,6 +28,9 @@ export interface PlainFleetError {
   context: ErrorContext;
 }
 
+// This host, not the miner, ran out of something a connection needs (grpc-js: "connect EMFILE
+// 10.0.0.1:50051 - Local (undefined:undefined)"): nothing was sent, and the miner is not to blame.
+const LOCAL_EXHAUSTION = /\b(EMFILE|ENFILE|EADDRNOTAVAIL|ENOBUFS)\b/;
 const TLS_TEXT = /SSL|TLS|certificate|self[- ]signed|unable to verify|Hostname\/IP does not match|ERR_OSSL|alert/i;
 // Before a request is sent: no connection, or the miner's host name did not resolve (grpc-js's DNS
 // resolver says "Name resolution failed for target dns:…", a deadline hit during it "waiting for name resolution").
@@ -100,6 +103,11 @@ function fromErrno(code: string, details: string, ctx: ErrorContext): FleetError
       return new FleetError('MINER_UNREACHABLE', details, { mayHaveReachedMiner: false, ...ctx });
     case 'ETIMEDOUT':
       return new FleetError('MINER_TIMEOUT', details, ctx);
+    case 'EMFILE':
+    case 'ENFILE':
+    case 'EADDRNOTAVAIL':
+    case 'ENOBUFS':
+      return new FleetError('WORKER_OUT_OF_RESOURCES', details, { mayHaveReachedMiner: false, ...ctx });
     case 'ECONNRESET':
     case 'EPIPE':
       return mutationAware('CONNECTION_LOST', details, ctx);
@@ -126,6 +134,7 @@ function fromGrpcStatus(grpcCode: number, details: string, context: ErrorContext
   const ctx: ErrorContext = { ...context, grpcCode, ...(neverLeft ? { mayHaveReachedMiner: false } : {}) };
   switch (grpcCode) {
     case GrpcStatus.UNAVAILABLE:
+      if (LOCAL_EXHAUSTION.test(details)) return new FleetError('WORKER_OUT_OF_RESOURCES', details, { ...ctx, mayHaveReachedMiner: false });
       if (TLS_TEXT.test(details)) return new FleetError('TLS_ERROR', details, ctx);
       // "No connection established. Last error: Protocol error": something that is not gRPC answered.
       if (/Protocol error|Received HTTP status code|Bad Request|malformed/i.test(details)) return new FleetError('PROTOCOL_ERROR', details, ctx);

@@ -42,7 +42,8 @@ export interface CallOptions {
 const OLDEST_API: ApiVersion = { major: 1, minor: 0, patch: 0 };
 
 /** Codes that say the connection itself is bad: the pool counts them towards rebuilding the channel. */
-const TRANSPORT_FAULTS: ReadonlySet<string> = new Set(['MINER_UNREACHABLE', 'MINER_TIMEOUT', 'CONNECTION_LOST', 'PROTOCOL_ERROR', 'TLS_ERROR']);
+// A channel whose connect failed for want of a descriptor stays failed through grpc-js's reconnect backoff: rebuilt, it tries again at once.
+const TRANSPORT_FAULTS: ReadonlySet<string> = new Set(['MINER_UNREACHABLE', 'MINER_TIMEOUT', 'CONNECTION_LOST', 'PROTOCOL_ERROR', 'TLS_ERROR', 'WORKER_OUT_OF_RESOURCES']);
 
 export class MinerClient {
   readonly key: string;
