@@ -41,6 +41,8 @@ describe('open files', () => {
     expect(fitDescriptors({ threads: 0, maxConnections: 4_096, concurrency: 200, consumers: 8 }, 600).maxConnections).toBe(520);
     // Three pools whose even share is below the miners in flight: the first holds those, the others share the rest.
     expect(fitDescriptors({ threads: 3, maxConnections: 4_096, concurrency: 1_000, consumers: 8 }, 2_000).maxConnections).toBe(460);
+    // A command with no --concurrency (rollout --wait's worker, a dry run) only says to raise the limit.
+    expect(fitDescriptors({ threads: 0, maxConnections: 4_096, concurrency: 100, consumers: 4, concurrencyFlag: false }, 150).warning).toMatch(/\(ulimit -n\): raise the limit \(using --max-connections 78 meanwhile\)$/);
     // Channels in use are never closed: a pool smaller than the miners in flight holds those.
     expect(fitDescriptors({ threads: 0, maxConnections: 100, concurrency: 10_000, consumers: 400 }, 10_000)).toEqual({
       maxConnections: 100,

@@ -15,6 +15,8 @@ import { positiveInt } from './parse.js';
 import { issueText } from '../fleet/zod-issue.js';
 import { readJsonFile } from '../fleet/json-file.js';
 import { whenOutputLost } from './hang-up.js';
+import { DEFAULT_MAX_CONNECTIONS } from '../core/options.js';
+import { consumerSlots } from '../workers/worker.js';
 
 /** What to do about a Redis that refused a connection: `where` is the flag or variable that named it (none: the embedded one). */
 function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined): string {
@@ -170,6 +172,17 @@ export function openFilesLimit(limitsText?: string): number | undefined {
 }
 
 /**
+ * The pool of a worker this command runs itself (`poll`, `rollout … --wait`, a dry run), fitted under
+ * the open-files limit (see fitDescriptors; the warning goes to stderr): `{pool}` when it had to be
+ * smaller than the default, else nothing.
+ */
+export function localPoolOptions(threads: number, concurrency: number, concurrencyFlag = true): { pool?: { maxConnections: number } } {
+  const fds = fitDescriptors({ threads, maxConnections: DEFAULT_MAX_CONNECTIONS, concurrency, consumers: consumerSlots(concurrency).length, concurrencyFlag });
+  if (fds.warning) process.stderr.write(`bos-fleet: WARNING: ${fds.warning}\n`);
+  return fds.maxConnections === DEFAULT_MAX_CONNECTIONS ? {} : { pool: { maxConnections: fds.maxConnections } };
+}
+
+/**
  * Fits the miner channels a worker may keep open (every thread its own pool) and its Redis
  * connections under the open-files limit: past it, connects fail with EMFILE mid-run. A pool keeps
  * every channel a call is using, so one pool may hold `concurrency` channels when that is more than
@@ -177,7 +190,10 @@ export function openFilesLimit(limitsText?: string): number | undefined {
  * then closes idle channels sooner), and the warning says so; when even the miners in flight do not
  * fit, it says to lower --concurrency.
  */
-export function fitDescriptors(o: { threads: number; maxConnections: number; concurrency: number; consumers: number }, limit = openFilesLimit()): { maxConnections: number; warning?: string } {
+export function fitDescriptors(
+  o: { threads: number; maxConnections: number; concurrency: number; consumers: number; /** false: the command has no --concurrency to lower. */ concurrencyFlag?: boolean },
+  limit = openFilesLimit(),
+): { maxConnections: number; warning?: string } {
   const pools = Math.max(1, o.threads); // --threads 0: one pool, in the main thread
   const reserve = 2 * o.consumers + 64;
   const needed = (m: number) => (pools - 1) * m + Math.max(m, o.concurrency) + reserve;
@@ -199,5 +215,5 @@ export function fitDescriptors(o: { threads: number; maxConnections: number; con
   // descriptors of finished calls free for the next ones (a miner left without one is retried, and
   // its outcome, should it stay without, says WORKER_OUT_OF_RESOURCES: not the miner's fault).
   const least = Math.max(1, Math.min(o.maxConnections, Math.floor(room / pools)));
-  return { maxConnections: least, warning: `${over}: lower --concurrency or raise the limit${least < o.maxConnections ? ` (using --max-connections ${least} meanwhile)` : ''}` };
+  return { maxConnections: least, warning: `${over}: ${o.concurrencyFlag === false ? '' : 'lower --concurrency or '}raise the limit${least < o.maxConnections ? ` (using --max-connections ${least} meanwhile)` : ''}` };
 }

@@ -4,9 +4,9 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { loadInventory } from '../producer/inventory.js';
 import { enqueueOnly, runLocal } from '../producer/run-local.js';
-import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS, consumerSlots } from '../workers/worker.js';
-import { connectRedis, fitDescriptors, interruptible, loadTlsSites, retentionFrom, retentionOptions, whereFlags, type RetentionFlags } from './common.js';
-import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS } from '../workers/worker.js';
+import { connectRedis, localPoolOptions, interruptible, loadTlsSites, retentionFrom, retentionOptions, whereFlags, type RetentionFlags } from './common.js';
+import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
@@ -48,8 +48,7 @@ export function registerPoll(program: Command): void {
     const inventory = loadInventory(opts.inventory);
     const credentials = loadCredentialProfiles(opts.credentials);
     const tlsBySite = loadTlsSites(opts.tls);
-    const fds = opts.enqueueOnly ? undefined : fitDescriptors({ threads: opts.threads, maxConnections: DEFAULT_MAX_CONNECTIONS, concurrency: opts.concurrency, consumers: consumerSlots(opts.concurrency).length });
-    if (fds?.warning) process.stderr.write(`bos-fleet: WARNING: ${fds.warning}\n`);
+    const pool = opts.enqueueOnly ? {} : localPoolOptions(opts.threads, opts.concurrency);
     const { url, redis } = await connectRedis(opts.redis);
     if (!opts.enqueueOnly) redis.disconnect();
     const common = {
@@ -63,7 +62,7 @@ export function registerPoll(program: Command): void {
       concurrency: opts.concurrency,
       ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
       ...(tlsBySite ? { tlsBySite } : {}),
-      coreOptions: { ...(opts.maxReceiveBytes ? { maxReceiveBytes: opts.maxReceiveBytes } : {}), ...(fds && fds.maxConnections !== DEFAULT_MAX_CONNECTIONS ? { pool: { maxConnections: fds.maxConnections } } : {}) },
+      coreOptions: { ...(opts.maxReceiveBytes ? { maxReceiveBytes: opts.maxReceiveBytes } : {}), ...pool },
       ...(retention ? { retention } : {}),
     };
     if (opts.enqueueOnly) {

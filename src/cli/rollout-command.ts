@@ -15,7 +15,7 @@ import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { columns, countsInOrder, printable } from './render.js';
-import { connectRedis, interruptible, loadTlsSites, whereFlags } from './common.js';
+import { connectRedis, interruptible, loadTlsSites, localPoolOptions, whereFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt } from './parse.js';
 import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, withPoolPasswordRef, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
@@ -115,7 +115,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} ${rec.startAtMs > Date.now() ? `scheduled for ${new Date(rec.startAtMs).toISOString()} (${untilText(rec.startAtMs)})` : 'started'} (${rec.waveEnds.length} wave${rec.waveEnds.length === 1 ? '' : 's'}); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
       return;
     }
-    const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, concurrency: 100, credentials, ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;
+    const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, concurrency: 100, credentials, coreOptions: localPoolOptions(0, 100, false), ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;
     // Ctrl-C stops this command, not the rollout: it is durable in Redis and any worker carries it on.
     const stop = interruptible(worker ? 'stopping: the miners being changed now finish and are verified' : 'stopping the wait');
     let report: RolloutReport;
@@ -259,7 +259,7 @@ async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventor
   // Ctrl-C: the miners being read finish; the rest are dropped (a dry run left queued would be read later by any worker).
   const stop = interruptible('stopping: the miners being read finish, the rest of the dry run is dropped');
   try {
-    const run = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, concurrency: 100, signal: stop.signal, ...(tlsBySite ? { tlsBySite } : {}) }).finally(() => stop.dispose());
+    const run = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, concurrency: 100, coreOptions: localPoolOptions(0, 100, false), signal: stop.signal, ...(tlsBySite ? { tlsBySite } : {}) }).finally(() => stop.dispose());
     const { record, interrupted } = run;
     const store = new RunStore(redis, flags.prefix);
     if (interrupted) {
