@@ -161,6 +161,26 @@ describe('a tuner target across its two modes', () => {
   });
 });
 
+describe('a reboot rollout', () => {
+  it('asks for the reboot when its wave starts: a miner that restarted by itself before that is rebooted all the same, once', async () => {
+    const prefix = uniquePrefix('reboot-at');
+    const targets = tf.inventory.targets.slice(140, 143);
+    const id = targets[0]!.minerId;
+    const writesBefore = (await writes('Reboot')).length;
+    const reboot = plan(0, { operation: 'reboot', spec: { kind: 'reboot', notBeforeMs: Date.now() }, targets, waves: [1], startAtMs: Date.now() + 1_500 });
+    const report = await withWorker(prefix, async () => {
+      const rec = await startRollout(redis, reboot, prefix);
+      await tf.fleet.reboot(id, 200); // after the start, back 200 ms later: before the wave
+      return waitForRollout(redis, rec.rolloutId, prefix);
+    });
+    expect(report).toMatchObject({ state: 'completed', counts: { OK: 3 } });
+    const outcomes = await new RunStore(redis, prefix).getOutcomes(waveRunId(report.rolloutId, 0));
+    expect(outcomes.map((o) => (o.data as MutationData).change)).toEqual(['applied', 'applied', 'applied']);
+    const rebooted = (await writes('Reboot')).slice(writesBefore).map((w) => w.minerId);
+    expect(rebooted.sort()).toEqual(targets.map((t) => t.minerId).sort());
+  });
+});
+
 describe('the failure gate mid-wave', () => {
   it('halts a wave once its failures so far would fail the gate even if every miner still to go succeeded: those are not changed', async () => {
     const prefix = uniquePrefix('halt-early');

@@ -98,10 +98,13 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     const { specByMiner } = members;
     const targets = members.targets.slice(...waveRange(rec, wave));
     const digest = createHash('sha256').update(JSON.stringify(targets)).digest('hex');
+    // A reboot is asked for when its wave starts, not when the rollout was started (with --at or
+    // --pause-between, hours before): a miner that restarted by itself in between is still rebooted.
+    const spec = rec.spec.kind === 'reboot' ? { ...rec.spec, notBeforeMs: Math.max(rec.spec.notBeforeMs, Date.now()) } : rec.spec;
     await enqueueRun(deps.jobs, runs, { file: `rollout ${rec.rolloutId} wave ${wave}`, targets, digest }, {
       operation: rec.operation,
       runId: waveRunId(rec.rolloutId, wave),
-      params: { rolloutId: rec.rolloutId, wave, mutation: rec.spec, ...(rec.maxInFlightPerSite ? { maxInFlightPerSite: rec.maxInFlightPerSite } : {}) },
+      params: { rolloutId: rec.rolloutId, wave, mutation: spec, ...(rec.maxInFlightPerSite ? { maxInFlightPerSite: rec.maxInFlightPerSite } : {}) },
       ...(specByMiner ? { paramsFor: (t) => ({ mutation: specByMiner[t.minerId] ?? rec.spec }), operationFor: (t) => operationOf(specByMiner[t.minerId] ?? rec.spec) } : {}),
       ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}),
       ...(rec.tlsSites ? { tlsSites: rec.tlsSites } : {}),
