@@ -206,9 +206,12 @@ describe('bos-fleet rollout status, as text', () => {
     expect(reportText(report({ nextWaveAt: new Date(Date.now() - 1_000).toISOString(), waves: [{ index: 0, miners: 1, counts: { OK: 1 } }, { index: 1, miners: 1, counts: {} }] }))).toContain('wave 1:      1 miner   not started (starting)');
     // Paused after the next wave's time came: it starts on resume.
     expect(reportText(report({ state: 'paused', heldWave: 1, waves: [{ index: 0, miners: 1, counts: { OK: 1 } }, { index: 1, miners: 1, counts: {} }] }))).toContain('wave 1:      1 miner   not started (its time came during the pause: starts on resume)');
-    // A rollout that has ended has nothing to go: a halted wave's rest were never changed.
-    expect(reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 4 } }] }))).toContain('wave 0:     10 miners  OK 3, INVALID_REQUEST 4\n'.trimEnd());
-    expect(reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 4 } }] }))).not.toContain('to go');
+    // A rollout that has ended has nothing to go; a wave it stopped in the middle of whose miners are
+    // not all settled yet (CANCELLED, or changed if they were being changed) says so.
+    const halted = reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 4 } }] }));
+    expect(halted).toContain('wave 0:     10 miners  OK 3, INVALID_REQUEST 4; 3 without an outcome yet (a running `bos-fleet worker` settles them)');
+    expect(halted).not.toContain('to go');
+    expect(reportText(report({ state: 'halted', waves: [{ index: 0, miners: 10, counts: { OK: 3, INVALID_REQUEST: 7 } }] }))).toMatch(/wave 0: {5}10 miners {2}OK 3, INVALID_REQUEST 7$/m);
   });
 
   it("says of each wave's OK miners how many it changed and how many were already set", () => {

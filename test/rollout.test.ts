@@ -209,6 +209,22 @@ describe('the failure gate mid-wave', () => {
   });
 });
 
+describe('waiting for a rollout', () => {
+  it('ended with miners of its wave still without an outcome and no worker to settle them, the wait stops after a while instead of never', async () => {
+    const prefix = uniquePrefix('wait-stall');
+    const store = new RolloutStore(redis, prefix);
+    // No worker runs: the wave is marked started, its miners have no outcome, then it is aborted.
+    const rec = await startRollout(redis, plan(2500, { targets: tf.inventory.targets.slice(0, 10), waves: [1] }), prefix);
+    await store.setWave(rec.rolloutId, 0);
+    await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
+    const started = Date.now();
+    const report = await waitForRollout(redis, rec.rolloutId, prefix, undefined, undefined, 600);
+    expect(report.state).toBe('aborted');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(600);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+});
+
 describe('rollout control', () => {
   it('pause holds the next wave, resume continues, abort cancels the rest', async () => {
     const prefix = uniquePrefix('ctl');

@@ -86,7 +86,7 @@ export function reportText(r: RolloutReport, where?: string): string {
   for (const w of r.waves) {
     const n = done(w);
     const when = w.index === r.heldWave ? ' (its time came during the pause: starts on resume)' : w.index === next && r.nextWaveAt ? ` (${Date.parse(r.nextWaveAt) > Date.now() ? `starts ${untilText(Date.parse(r.nextWaveAt))}, at ${r.nextWaveAt}` : 'starting'})` : '';
-    const toGo = !TERMINAL.includes(r.state) && n < w.miners ? `; ${w.miners - n} to go` : '';
+    const toGo = n >= w.miners ? '' : !TERMINAL.includes(r.state) ? `; ${w.miners - n} to go` : n > 0 ? `; ${w.miners - n} without an outcome yet (a running \`bos-fleet worker\` settles them)` : '';
     const ch = w.changes ?? {};
     const changes = ch['applied'] || ch['unchanged'] ? ` (changed ${ch['applied'] ?? 0}, already set ${ch['unchanged'] ?? 0})` : '';
     const counts = n === 0 ? `not started${when}` : `${countsInOrder(w.counts).join(', ')}${changes}${toGo}`;

@@ -201,8 +201,17 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
  * or aborted mid-wave still has miners being changed, and the rest of the wave to cancel); `signal`
  * stops the wait early (at its next look), returning the rollout as it is then.
  */
-export async function waitForRollout(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX, onTick?: (r: RolloutReport) => void, signal?: AbortSignal): Promise<RolloutReport> {
+export async function waitForRollout(
+  redis: Redis,
+  rolloutId: string,
+  prefix = DEFAULT_PREFIX,
+  onTick?: (r: RolloutReport) => void,
+  signal?: AbortSignal,
+  stallMs = SETTLE_STALL_MS,
+): Promise<RolloutReport> {
   const store = new RolloutStore(redis, prefix);
+  let unsettled = -1;
+  let changedAt = Date.now();
   for (;;) {
     const r = await rolloutReport(redis, rolloutId, prefix);
     if (!r) throw noRollout(rolloutId);
@@ -210,11 +219,18 @@ export async function waitForRollout(redis: Redis, rolloutId: string, prefix = D
     if (signal?.aborted) return r;
     if (TERMINAL.includes(r.state)) {
       const started = (await store.status(rolloutId))?.wave ?? -1;
-      if (r.waves.every((w) => w.index > started || Object.values(w.counts).reduce((a, b) => a + b, 0) >= w.miners)) return r;
+      const left = r.waves.reduce((n, w) => n + (w.index > started ? 0 : Math.max(0, w.miners - Object.values(w.counts).reduce((a, b) => a + b, 0))), 0);
+      if (left === 0) return r;
+      // No worker settling them (none runs): the report says how many are left, instead of a wait without end.
+      if (left !== unsettled) [unsettled, changedAt] = [left, Date.now()];
+      else if (Date.now() - changedAt > stallMs) return r;
     }
     await new Promise((res) => setTimeout(res, 300));
   }
 }
+
+/** How long an ended rollout's wait goes on with no miner of its started waves getting an outcome. */
+const SETTLE_STALL_MS = 30_000;
 
 export async function changeRolloutState(redis: Redis, rolloutId: string, action: 'pause' | 'resume' | 'abort', actor: string, prefix = DEFAULT_PREFIX): Promise<RolloutState> {
   const store = new RolloutStore(redis, prefix);
