@@ -18,7 +18,7 @@ let tf: TestFleet;
 let files: FleetFiles;
 let redis: Redis;
 beforeAll(async () => {
-  ({ tf, redis, files } = cf = await startCliFleet(5, '127.16.0.1', undefined, { maxRetriesPerRequest: null }));
+  ({ tf, redis, files } = cf = await startCliFleet(5, '127.16.0.1', undefined, { maxRetriesPerRequest: null }, { rebootDownMs: 300 }));
 });
 afterAll(() => cf.close());
 
@@ -175,6 +175,35 @@ describe('schedule add poll --every', () => {
       for (const id of gone) {
         expect(await rollouts.get(id)).toBeUndefined();
         expect(await redis.exists(store.k.outcomes(`${id}-w0`), store.k.run(`${id}-w0`))).toBe(0);
+      }
+    } finally {
+      await w.close();
+    }
+  });
+
+  it('a scheduled reboot reboots its miners at every tick (each wave asks for the reboot when it starts)', async () => {
+    const prefix = uniquePrefix('reboots');
+    const rebootsOf = async () => (await tf.fleet.mutations()).filter((m) => m.method === 'Reboot' && m.result === 'applied').length;
+    const before = await rebootsOf();
+    const w = await worker(prefix);
+    try {
+      const added = await runCli(['schedule', 'add', 'rollout', '--action', 'reboot', '--waves', '100%', '--inventory', files.inventory, '--every', '3s', '--id', 'nightly', '--redis', redisUrl(), '--prefix', prefix]);
+      expect(added.code).toBe(0);
+      const store = new RolloutStore(redis, prefix);
+      const completed = async () => {
+        const ids = (await store.listAll()).filter((id) => id.startsWith('nightly-'));
+        return (await Promise.all(ids.map((id) => store.status(id)))).filter((st) => st?.state === 'completed').length;
+      };
+      await until(async () => (await completed()) >= 2, 30_000, 200);
+      await runCli(['schedule', 'remove', 'nightly', '--redis', redisUrl(), '--prefix', prefix]);
+      // Two ticks' rollouts, each rebooting all 5 (the second found them booted after the schedule was
+      // added). Ticks are 3 s apart: a miner says its uptime in whole seconds.
+      expect((await rebootsOf()) - before).toBeGreaterThanOrEqual(10);
+      const runs = new RunStore(redis, prefix);
+      for (const id of (await store.listAll()).filter((x) => x.startsWith('nightly-'))) {
+        if ((await store.status(id))?.state !== 'completed') continue;
+        const { changes } = await runs.getCounts(`${id}-w0`);
+        expect(changes).toEqual({ applied: 5 });
       }
     } finally {
       await w.close();

@@ -108,7 +108,6 @@ export function registerSchedule(program: Command): void {
     .option('--max-in-flight-per-site <n>', 'miners changed at once per site', positiveInt('--max-in-flight-per-site'))
     .action(async (flags: AddFlags & OperationFlags & GateFlags) => {
       const spec = specFromFlags(flags);
-      if (spec.kind === 'reboot') throw new Error('scheduled reboots are not supported: start them with `bos-fleet rollout start --action reboot`');
       const retention = retentionFrom(flags);
       const def: ScheduleDef = { ...baseDef(flags, 'rollout'), ...(retention ? { retention } : {}), rollout: { operation: operationOf(spec), spec, ...gatesFromFlags(flags) } };
       await save(def, flags);

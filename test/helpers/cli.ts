@@ -59,8 +59,8 @@ export interface CliFleet {
   close(): Promise<void>;
 }
 
-export async function startCliFleet(count: number, base: string, faultsOf?: (i: number) => MinerFaults, redisOptions: RedisOptions = {}): Promise<CliFleet> {
-  const tf = await startTestFleet(count, base, faultsOf);
+export async function startCliFleet(count: number, base: string, faultsOf?: (i: number) => MinerFaults, redisOptions: RedisOptions = {}, fleetOptions: { rebootDownMs?: number } = {}): Promise<CliFleet> {
+  const tf = await startTestFleet(count, base, faultsOf, fleetOptions);
   const files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
   const redis = new Redis(redisUrl(), redisOptions);
   return {
