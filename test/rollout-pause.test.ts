@@ -9,22 +9,19 @@ import { RunStore } from '../src/fleet/run-store.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '../src/rollout/create.js';
 import { PAUSED_RECHECK_MAX_MS, pausedRecheckMs } from '../src/workers/processor.js';
 import { startWorker } from '../src/workers/worker.js';
-import { FAST_CORE, appliedWritesPerMiner, powerTargetPlan, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { FAST_CORE, appliedWritesPerMiner, powerTargetPlan, type TestFleet, startRedisFleet, type RedisFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
 const COUNT = 40;
 let tf: TestFleet;
 let redis: Redis;
+let rf: RedisFleet;
 beforeAll(async () => {
   // Every reply takes 150 ms: a wave of 40 at 4 at a time takes seconds, long enough to pause it.
-  tf = await startTestFleet(COUNT, '127.35.0.1', () => ({ slow: { latencyMs: 150 } }));
-  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+  ({ tf, redis } = rf = await startRedisFleet(COUNT, '127.35.0.1', () => ({ slow: { latencyMs: 150 } })));
 });
-afterAll(async () => {
-  redis.disconnect();
-  await tf.fleet.close();
-});
+afterAll(() => rf.close());
 
 const plan = (watts: number): RolloutPlan => powerTargetPlan(tf, watts);
 

@@ -12,21 +12,18 @@ import { rolloutReport, startRollout, waitForRollout, type RolloutPlan } from '.
 import { RolloutOverlapError } from '../src/rollout/overlap.js';
 import { RolloutStore } from '../src/rollout/store.js';
 import { startWorker } from '../src/workers/worker.js';
-import { FAST_CORE, appliedWritesPerMiner, powerTargetPlan, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { FAST_CORE, appliedWritesPerMiner, powerTargetPlan, type TestFleet, startRedisFleet, type RedisFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
 const COUNT = 6;
 let tf: TestFleet;
 let redis: Redis;
+let rf: RedisFleet;
 beforeAll(async () => {
-  tf = await startTestFleet(COUNT, '127.43.0.1');
-  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+  ({ tf, redis } = rf = await startRedisFleet(COUNT, '127.43.0.1'));
 });
-afterAll(async () => {
-  redis.disconnect();
-  await tf.fleet.close();
-});
+afterAll(() => rf.close());
 
 const plan = (rolloutId: string, watts: number): RolloutPlan => powerTargetPlan(tf, watts, { rolloutId, minSample: 1 });
 

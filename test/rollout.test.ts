@@ -12,21 +12,18 @@ import { CONTROL_QUEUE, addWaveJob } from '../src/rollout/control.js';
 import { Queue } from 'bullmq';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import type { MutationData } from '../src/workers/ops/mutate.js';
-import { FAST_CORE, powerTargetPlan, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { FAST_CORE, powerTargetPlan, type TestFleet, startRedisFleet, type RedisFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
 const COUNT = 200;
 let tf: TestFleet;
 let redis: Redis;
+let rf: RedisFleet;
 beforeAll(async () => {
-  tf = await startTestFleet(COUNT, '127.14.0.1');
-  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+  ({ tf, redis } = rf = await startRedisFleet(COUNT, '127.14.0.1'));
 });
-afterAll(async () => {
-  redis.disconnect();
-  await tf.fleet.close();
-});
+afterAll(() => rf.close());
 
 async function withWorker<T>(prefix: string, fn: (w: RunningWorker) => Promise<T>): Promise<T> {
   const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 32, credentials: tf.credentials, coreOptions: FAST_CORE });

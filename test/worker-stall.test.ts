@@ -7,20 +7,17 @@ import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
 import { startWorker } from '../src/workers/worker.js';
-import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { FAST_CORE, type TestFleet, startRedisFleet, type RedisFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
 let tf: TestFleet;
 let redis: Redis;
+let rf: RedisFleet;
 beforeAll(async () => {
-  tf = await startTestFleet(1, '127.25.0.1');
-  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+  ({ tf, redis } = rf = await startRedisFleet(1, '127.25.0.1'));
 });
-afterAll(async () => {
-  redis.disconnect();
-  await tf.fleet.close();
-});
+afterAll(() => rf.close());
 
 describe('a job that stalled more often than allowed', () => {
   it('gets an INTERNAL outcome saying so, and the run finishes', async () => {

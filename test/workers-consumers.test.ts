@@ -9,7 +9,7 @@ import { RunStore } from '../src/fleet/run-store.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { consumerSlots, JOBS_PER_CONSUMER, startWorker } from '../src/workers/worker.js';
-import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { FAST_CORE, type TestFleet, startRedisFleet, type RedisFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 
 describe('consumerSlots', () => {
@@ -30,15 +30,12 @@ describe('consumerSlots', () => {
 const COUNT = 60;
 let tf: TestFleet;
 let redis: Redis;
+let rf: RedisFleet;
 beforeAll(async () => {
   // Slow replies keep jobs in flight long enough to overlap.
-  tf = await startTestFleet(COUNT, '127.10.6.1', () => ({ slow: { latencyMs: 120 } }));
-  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+  ({ tf, redis } = rf = await startRedisFleet(COUNT, '127.10.6.1', () => ({ slow: { latencyMs: 120 } })));
 });
-afterAll(async () => {
-  redis.disconnect();
-  await tf.fleet.close();
-});
+afterAll(() => rf.close());
 
 describe('a worker with several consumers', () => {
   it('keeps at most --concurrency jobs in flight across its consumers, with more than one consumer busy, and runs every job once', async () => {

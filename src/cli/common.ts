@@ -203,7 +203,7 @@ export function fitDescriptors(
   const room = limit - reserve;
   const fit = Math.min(o.maxConnections, Math.floor(room / pools) >= o.concurrency ? Math.floor(room / pools) : pools > 1 ? Math.floor((room - o.concurrency) / (pools - 1)) : 0);
   const held = o.concurrency > o.maxConnections;
-  const channels = (pools - 1) * o.maxConnections + Math.max(o.maxConnections, o.concurrency);
+  const channels = needed(o.maxConnections) - reserve;
   const what = held
     ? `${channels} miner channels: a pool keeps the channel of each of --concurrency ${o.concurrency} miners in flight${pools > 1 ? `, the other ${pools - 1} thread(s) --max-connections ${o.maxConnections} each` : ''}`
     : `${pools} thread(s) × --max-connections ${o.maxConnections} miner channels`;

@@ -9,6 +9,7 @@ import { assertProfiles, assertTargetProfiles, runLocal } from '../producer/run-
 import { defaultActor } from '../rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
 import { rollbackPlanFor } from '../rollout/rollback.js';
+import { waveOutcomes } from '../rollout/control.js';
 import { noRollout, RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import type { MutationData } from '../workers/ops/mutate.js';
@@ -80,11 +81,10 @@ export function untilText(atMs: number, now = Date.now()): string {
 export function reportText(r: RolloutReport, where?: string): string {
   const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.startAt ? ` for ${r.startAt} (${untilText(Date.parse(r.startAt))})` : ''}${r.reason ? ` (${r.reason})` : ''}${r.rollbackOf ? `  rollback of ${r.rollbackOf}` : ''}`];
   if (r.retrying) lines.push(`  retrying: ${r.retrying.step}: ${r.retrying.error} (attempt ${r.retrying.attemptsMade} of ${r.retrying.attempts} failed; it is tried again, each time after a wait twice as long)`);
-  const done = (w: RolloutReport['waves'][number]) => Object.values(w.counts).reduce((a, b) => a + b, 0);
   // Between waves, the first wave not started is the one --pause-between is waiting for.
-  const next = r.nextWaveAt === undefined ? undefined : r.waves.find((w) => done(w) === 0)?.index;
+  const next = r.nextWaveAt === undefined ? undefined : r.waves.find((w) => waveOutcomes(w) === 0)?.index;
   for (const w of r.waves) {
-    const n = done(w);
+    const n = waveOutcomes(w);
     const when = w.index === r.heldWave ? ' (its time came during the pause: starts on resume)' : w.index === next && r.nextWaveAt ? ` (${Date.parse(r.nextWaveAt) > Date.now() ? `starts ${untilText(Date.parse(r.nextWaveAt))}, at ${r.nextWaveAt}` : 'starting'})` : '';
     const toGo = n >= w.miners ? '' : !TERMINAL.includes(r.state) ? `; ${w.miners - n} to go` : n > 0 ? `; ${w.miners - n} without an outcome yet (a running \`bos-fleet worker\` settles them)` : '';
     const ch = w.changes ?? {};

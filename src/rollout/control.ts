@@ -54,6 +54,11 @@ export interface WaveResult {
   changes: Record<string, number>;
 }
 
+/** How many of a wave's miners have their outcome: each outcome counts once under its code. */
+export function waveOutcomes(w: Pick<WaveResult, 'counts'> | undefined): number {
+  return Object.values(w?.counts ?? {}).reduce((a, b) => a + b, 0);
+}
+
 /** The results of the rollout's first `count` waves (a wave not started has empty counts). */
 export async function waveResults(runs: RunStore, rec: Pick<RolloutHeader, 'rolloutId' | 'waveEnds'>, count = rec.waveEnds.length): Promise<WaveResult[]> {
   const waves: WaveResult[] = [];
@@ -121,10 +126,8 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
    * so they are not changed (their jobs end CANCELLED). A wave of 40,000 that fails half its miners
    * stops after a few thousand, not at its end.
    */
-  async function haltedEarly(rec: RolloutHeader, wave: number, toGo: number): Promise<boolean> {
-    const waves = await waveResults(runs, rec, wave + 1);
+  async function haltedEarly(rec: RolloutHeader, wave: number, waves: WaveResult[], failed: number, toGo: number): Promise<boolean> {
     const all = waves.reduce((n, w) => n + w.miners, 0);
-    const failed = waves.reduce((n, w) => n + Object.entries(w.counts).reduce((f, [code, c]) => (code === 'OK' ? f : f + c), 0), 0);
     if (all < rec.minSample || failed / all <= rec.maxFailureRate) return false;
     const reason =
       `wave ${wave}: failure rate already ${((failed / all) * 100).toFixed(1)}% (${failed} failed of the ${all} miners up to this wave) above the ` +
@@ -139,11 +142,14 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
   async function gate(rec: RolloutHeader, wave: number, seq: number): Promise<void> {
     const st = await store.status(rec.rolloutId);
     if (!st || TERMINAL.includes(st.state)) return;
-    const runId = waveRunId(rec.rolloutId, wave);
-    const { done } = await runs.getCounts(runId);
+    // The outcomes of every wave up to this one, read once.
+    const waves = await waveResults(runs, rec, wave + 1);
+    const doneAll = waves.reduce((n, w) => n + waveOutcomes(w), 0);
+    const failedAll = doneAll - waves.reduce((n, w) => n + (w.counts['OK'] ?? 0), 0);
+    const done = waveOutcomes(waves[wave]);
     const total = waveSize(rec, wave);
     if (done < total) {
-      if (await haltedEarly(rec, wave, total - done)) return;
+      if (await haltedEarly(rec, wave, waves, failedAll, total - done)) return;
       // Wakes parked miners wherever a site has free slots, and makes again a wakeup cut short (its
       // worker died, or its job was not delayed yet).
       if (rec.maxInFlightPerSite) {
@@ -155,10 +161,6 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       return addGateJob(deps.control, rec.rolloutId, wave, seq + 1);
     }
     // Every miner of the wave has an outcome: gate on the failures of all finished waves.
-    const waves = await waveResults(runs, rec, wave + 1);
-    // Each outcome counts once under its code, so a wave's outcomes are the sum of its counts.
-    const doneAll = waves.reduce((n, w) => n + Object.values(w.counts).reduce((a, b) => a + b, 0), 0);
-    const failedAll = doneAll - waves.reduce((n, w) => n + (w.counts['OK'] ?? 0), 0);
     const rate = doneAll ? failedAll / doneAll : 0;
     // The first time this wave is seen ended (this gate may run again: after a resume, or delivered
     // twice): its result goes to the audit log once, and the next wave waits --pause-between from then.

@@ -8,7 +8,7 @@ import { RunStore } from '../fleet/run-store.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { auditEntryJson } from './audit.js';
 import { withStartLock } from './start-lock.js';
-import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, releaseHeld, waveResults, type ControlJobData, type WaveResult } from './control.js';
+import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, releaseHeld, waveOutcomes, waveResults, type ControlJobData, type WaveResult } from './control.js';
 import { noRollout, RolloutStore, TERMINAL, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
 import { clashWhat, overlapping, RolloutOverlapError } from './overlap.js';
@@ -219,7 +219,7 @@ export async function waitForRollout(
     if (signal?.aborted) return r;
     if (TERMINAL.includes(r.state)) {
       const started = (await store.status(rolloutId))?.wave ?? -1;
-      const left = r.waves.reduce((n, w) => n + (w.index > started ? 0 : Math.max(0, w.miners - Object.values(w.counts).reduce((a, b) => a + b, 0))), 0);
+      const left = r.waves.reduce((n, w) => n + (w.index > started ? 0 : Math.max(0, w.miners - waveOutcomes(w))), 0);
       if (left === 0) return r;
       // No worker settling them (none runs): the report says how many are left, instead of a wait without end.
       if (left !== unsettled) [unsettled, changedAt] = [left, Date.now()];

@@ -8,8 +8,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { SIM_PASSWORD, SIM_USERNAME } from '../../src/sim/miner.js';
 import { inventoryCsv } from '../../src/sim/plan.js';
 import type { MinerFaults } from '../../src/sim/faults.js';
-import { startTestFleet, type TestFleet } from './fleet.js';
-import { redisUrl } from './redis.js';
+import { startRedisFleet, type TestFleet } from './fleet.js';
 
 export const CLI = path.join(PACKAGE_ROOT, 'bin', 'bos-fleet.js');
 
@@ -60,16 +59,14 @@ export interface CliFleet {
 }
 
 export async function startCliFleet(count: number, base: string, faultsOf?: (i: number) => MinerFaults, redisOptions: RedisOptions = {}, fleetOptions: { rebootDownMs?: number } = {}): Promise<CliFleet> {
-  const tf = await startTestFleet(count, base, faultsOf, fleetOptions);
-  const files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
-  const redis = new Redis(redisUrl(), redisOptions);
+  const rf = await startRedisFleet(count, base, faultsOf, redisOptions, fleetOptions);
+  const files = writeFleetFiles(inventoryCsv(rf.tf.fleet.miners.map((m, index) => ({ ...m, index }))));
   return {
-    tf,
+    tf: rf.tf,
     files,
-    redis,
+    redis: rf.redis,
     close: async () => {
-      redis.disconnect();
-      await tf.fleet.close();
+      await rf.close();
       rmSync(files.dir, { recursive: true, force: true });
     },
   };

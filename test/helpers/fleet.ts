@@ -7,6 +7,8 @@ import { inventoryCsv } from '../../src/sim/plan.js';
 import { parseInventory, type Inventory } from '../../src/producer/inventory.js';
 import type { CredentialProfiles } from '../../src/fleet/credentials.js';
 import type { RolloutPlan } from '../../src/rollout/create.js';
+import { Redis, type RedisOptions } from 'ioredis';
+import { redisUrl } from './redis.js';
 
 export interface TestFleet {
   fleet: SimFleet;
@@ -24,6 +26,34 @@ export async function startTestFleet(count: number, base: string, faultsOf: (i: 
   });
   const inventory = parseInventory(inventoryCsv(fleet.miners.map((m, index) => ({ ...m, index }))), `${base}.csv`);
   return { fleet, inventory, credentials: new Map([['default', { username: SIM_USERNAME, password: SIM_PASSWORD }]]) };
+}
+
+/** A test fleet and a client of the test Redis, stopped together. */
+export interface RedisFleet {
+  tf: TestFleet;
+  redis: Redis;
+  /** Disconnects the client and stops the fleet. */
+  close(): Promise<void>;
+}
+
+/** A test fleet (see startTestFleet) and a client of the test Redis (by default `maxRetriesPerRequest: null`, as BullMQ needs). */
+export async function startRedisFleet(
+  count: number,
+  base: string,
+  faultsOf?: (i: number) => MinerFaults,
+  redisOptions: RedisOptions = { maxRetriesPerRequest: null },
+  fleetOptions: { rebootDownMs?: number } = {},
+): Promise<RedisFleet> {
+  const tf = await startTestFleet(count, base, faultsOf, fleetOptions);
+  const redis = new Redis(redisUrl(), redisOptions);
+  return {
+    tf,
+    redis,
+    close: async () => {
+      redis.disconnect();
+      await tf.fleet.close();
+    },
+  };
 }
 
 /** Short deadlines and job backoffs so failing miners settle quickly in tests. */
