@@ -164,12 +164,14 @@ describe('a reboot rollout', () => {
     const targets = tf.inventory.targets.slice(140, 143);
     const id = targets[0]!.minerId;
     const writesBefore = (await writes('Reboot')).length;
-    const reboot = plan(0, { operation: 'reboot', spec: { kind: 'reboot', notBeforeMs: Date.now() }, targets, waves: [1], startAtMs: Date.now() + 1_500 });
-    const report = await withWorker(prefix, async () => {
-      const rec = await startRollout(redis, reboot, prefix);
-      await tf.fleet.reboot(id, 200); // after the start, back 200 ms later: before the wave
-      return waitForRollout(redis, rec.rolloutId, prefix);
-    });
+    // Requested 10 s ago (as `rollout start --at` or a schedule records it); the miner restarts by
+    // itself since, and its wave starts more than a second after it is back (uptime is in whole seconds).
+    const reboot = plan(0, { operation: 'reboot', spec: { kind: 'reboot', notBeforeMs: Date.now() - 10_000 }, targets, waves: [1] });
+    const restartedAt = Date.now();
+    await tf.fleet.reboot(id, 200);
+    await until(async () => (await tf.fleet.state(id)).bootedAtMs > restartedAt, 5_000);
+    await new Promise((r) => setTimeout(r, 1_100));
+    const report = await withWorker(prefix, async () => waitForRollout(redis, (await startRollout(redis, reboot, prefix)).rolloutId, prefix));
     expect(report).toMatchObject({ state: 'completed', counts: { OK: 3 } });
     const outcomes = await new RunStore(redis, prefix).getOutcomes(waveRunId(report.rolloutId, 0));
     expect(outcomes.map((o) => (o.data as MutationData).change)).toEqual(['applied', 'applied', 'applied']);

@@ -189,22 +189,16 @@ describe('schedule add poll --every', () => {
     try {
       const added = await runCli(['schedule', 'add', 'rollout', '--action', 'reboot', '--waves', '100%', '--inventory', files.inventory, '--every', '3s', '--id', 'nightly', '--redis', redisUrl(), '--prefix', prefix]);
       expect(added.code).toBe(0);
-      const store = new RolloutStore(redis, prefix);
-      const completed = async () => {
-        const ids = (await store.listAll()).filter((id) => id.startsWith('nightly-'));
-        return (await Promise.all(ids.map((id) => store.status(id)))).filter((st) => st?.state === 'completed').length;
-      };
-      await until(async () => (await completed()) >= 2, 30_000, 200);
+      // Every miner rebooted by two ticks. Before, only the first tick rebooted anything: the next ones
+      // found every miner booted after the request, which was made when the schedule was added. (A
+      // tick whose wave starts within a second of the last reboot may find it so too, as a miner says
+      // its uptime in whole seconds: hence ticks 3 s apart, and the count rather than each tick.)
+      await until(async () => (await rebootsOf()) - before >= 10, 40_000, 200);
       await runCli(['schedule', 'remove', 'nightly', '--redis', redisUrl(), '--prefix', prefix]);
-      // Two ticks' rollouts, each rebooting all 5 (the second found them booted after the schedule was
-      // added). Ticks are 3 s apart: a miner says its uptime in whole seconds.
-      expect((await rebootsOf()) - before).toBeGreaterThanOrEqual(10);
       const runs = new RunStore(redis, prefix);
-      for (const id of (await store.listAll()).filter((x) => x.startsWith('nightly-'))) {
-        if ((await store.status(id))?.state !== 'completed') continue;
-        const { changes } = await runs.getCounts(`${id}-w0`);
-        expect(changes).toEqual({ applied: 5 });
-      }
+      const store = new RolloutStore(redis, prefix);
+      const applied = await Promise.all((await store.listAll()).filter((x) => x.startsWith('nightly-')).map(async (id) => (await runs.getCounts(`${id}-w0`)).changes['applied'] ?? 0));
+      expect(applied.filter((n) => n > 0).length).toBeGreaterThanOrEqual(2);
     } finally {
       await w.close();
     }
