@@ -447,6 +447,38 @@ describe('connection pool', () => {
     pool.close();
   });
 
+  it('a job holding its miner keeps the channel between its calls, past max size and the TTL; released, it goes as usual', async () => {
+    const { pool, made, clock, use } = setup(); // maxConnections 2, TTL 1 s
+    const release = pool.hold('a');
+    const a = use('a'); // the job's first call…
+    use('b');
+    use('c');
+    use('d'); // …other miners' calls fill the pool past its size: a is the oldest, but held
+    expect(pool.has('a')).toBe(true);
+    expect(made[0]?.closed).toBe(false);
+    await clock.advance(1_500);
+    pool.sweep(); // d expires, a does not
+    expect(pool.has('d')).toBe(false);
+    expect(use('a')).toBe(a); // the job's next call, on the same connection
+    release();
+    release(); // twice is once
+    use('e');
+    use('f'); // a is now the least recently used idle one
+    expect(pool.has('a')).toBe(false);
+    expect(made[0]?.closed).toBe(true);
+    // Two jobs of one miner: the channel stays until both are done.
+    const [r1, r2] = [pool.hold('g'), pool.hold('g')];
+    use('g');
+    use('h');
+    r1();
+    use('i');
+    expect(pool.has('g')).toBe(true);
+    r2();
+    use('j');
+    expect(pool.has('g')).toBe(false);
+    pool.close();
+  });
+
   it('a channel retired while in use (unhealthy, expired) serves its calls to the end, then closes', async () => {
     const { pool, made, clock, use } = setup();
     const ch = pool.acquire(target('a')); // a call in flight…

@@ -161,6 +161,21 @@ describe('the task runner, below the hand-on', () => {
       runner.close();
     }
   });
+
+  it('a job\'s calls share one connection to its miner, even with more miners in flight than the pool keeps', async () => {
+    // Each poll makes several calls; between two of them the other jobs' calls would evict the
+    // channel of a pool this small, and the next call reconnect (a socket closing for each).
+    const runner = createTaskRunner({ coreOptions: { ...FAST_CORE, pool: { maxConnections: 2 } }, breakerTable: createSharedBreakerTable(64), credentials: [['default', simCreds]] });
+    try {
+      const results = await Promise.all(
+        tf.fleet.miners.map((m) => runner({ job: { runId: 'held', operation: 'poll' as const, target: { minerId: m.id, host: m.host, port: m.port, site: 'site-a', tags: [], credentials: 'default' }, params: {} } })),
+      );
+      expect(results.map((r) => r.code)).toEqual(tf.fleet.miners.map(() => 'OK'));
+      expect(runner.poolStats()).toMatchObject({ created: COUNT, open: 2 });
+    } finally {
+      runner.close();
+    }
+  });
 });
 
 describe('the worker registry', () => {

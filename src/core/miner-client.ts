@@ -147,6 +147,11 @@ export class MinerClient {
     this.core.pool.release(channel);
   }
 
+  /** Keeps this miner's channel open between calls until the returned function is called (one job's calls). */
+  holdChannel(): () => void {
+    return this.core.pool.hold(this.key);
+  }
+
   /** How the pool finds or builds this miner's channel (built once per client, not per attempt). */
   private makePoolTarget(): PoolTarget {
     const { tls } = this.target;

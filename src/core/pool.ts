@@ -2,7 +2,9 @@
 // evicted client), idle TTL, health from consecutive failures, stats, and a close() that leaves nothing.
 // A channel is leased for each call or stream and never closed under one: eviction takes the least
 // recently used channels nobody is using (past maxConnections only while more miners than that are
-// being called at once), and a channel retired while in use closes when its last lease ends.
+// being called at once), and a channel retired while in use closes when its last lease ends. A job
+// holds its miner's key for all of its calls: its channel is not evicted between them (a pool smaller
+// than the jobs in flight would otherwise reconnect every call, and pile up closing sockets).
 import * as grpc from '@grpc/grpc-js';
 import { MinerChannel, type ClientLike } from './channel.js';
 import type { Clock } from './clock.js';
@@ -40,6 +42,8 @@ const grpcClientFactory: ClientFactory = (address, credentials, options) => new 
 export class ConnectionPool {
   /** Map order is recency order: the first entry is the least recently used. */
   private readonly channels = new Map<string, MinerChannel>();
+  /** Keys a job is holding (see {@link hold}), with how many jobs hold each. */
+  private readonly holds = new Map<string, number>();
   private readonly sweepTimer: NodeJS.Timeout;
   private counters = { created: 0, evictions: 0, expired: 0, rebuilt: 0 };
   private closed = false;
@@ -63,7 +67,7 @@ export class ConnectionPool {
     let ch = this.channels.get(target.key);
     if (ch) {
       this.channels.delete(target.key);
-      if (now - ch.lastUsedAtMs > this.opts.idleTtlMs || ch.state === 'closed') {
+      if ((now - ch.lastUsedAtMs > this.opts.idleTtlMs && !this.holds.has(target.key)) || ch.state === 'closed') {
         this.retire(ch);
         this.counters.expired++;
         ch = undefined;
@@ -92,12 +96,29 @@ export class ConnectionPool {
     else this.evictIdle();
   }
 
-  /** Past maxConnections, closes the least recently used channels that no call is using. */
+  /**
+   * Keeps the channel of `key` out of eviction and TTL expiry until the returned function is called:
+   * one job's calls to its miner go over one connection, however many other miners are being called.
+   */
+  hold(key: string): () => void {
+    this.holds.set(key, (this.holds.get(key) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const left = (this.holds.get(key) ?? 1) - 1;
+      if (left > 0) return void this.holds.set(key, left);
+      this.holds.delete(key);
+      this.evictIdle();
+    };
+  }
+
+  /** Past maxConnections, closes the least recently used channels that no call or job is using. */
   private evictIdle(): void {
     let excess = this.channels.size - this.opts.maxConnections;
     if (excess <= 0) return;
     for (const [key, oldest] of this.channels) {
-      if (oldest.leases > 0) continue;
+      if (oldest.leases > 0 || this.holds.has(key)) continue;
       this.channels.delete(key);
       oldest.close();
       this.counters.evictions++;
@@ -128,7 +149,7 @@ export class ConnectionPool {
   sweep(): void {
     const now = this.clock.now();
     for (const [key, ch] of this.channels) {
-      if (ch.leases === 0 && now - ch.lastUsedAtMs > this.opts.idleTtlMs) {
+      if (ch.leases === 0 && !this.holds.has(key) && now - ch.lastUsedAtMs > this.opts.idleTtlMs) {
         this.channels.delete(key);
         ch.close();
         this.counters.expired++;

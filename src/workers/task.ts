@@ -4,6 +4,7 @@ import { FleetCore } from '../core/fleet-core.js';
 import { SharedBreakerStore, type SharedBreakerTable } from '../core/breaker-table.js';
 import { FleetError, type PlainFleetError } from '../core/fleet-error.js';
 import type { CoreOptionsInput } from '../core/options.js';
+import type { PoolStats } from '../core/pool.js';
 import type { Credentials } from '../core/sessions.js';
 import { loadTlsMaterial, type TlsMaterial, type TlsProfile } from '../core/tls.js';
 import type { JobData } from '../fleet/job.js';
@@ -45,7 +46,8 @@ export interface TaskResult {
   error?: PlainFleetError;
 }
 
-export type TaskRunner = ((input: TaskInput) => Promise<TaskResult>) & { close(): void };
+/** `poolStats`: this thread's connection pool (for diagnostics and tests). */
+export type TaskRunner = ((input: TaskInput) => Promise<TaskResult>) & { close(): void; poolStats(): PoolStats };
 
 export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
   const core = new FleetCore(config.coreOptions, { breakerStore: new SharedBreakerStore(config.breakerTable) });
@@ -69,6 +71,7 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
     }
     const miner = core.miner({ id: t.minerId, host: t.host, port: t.port, credentials: creds, ...(siteTls ? { tls: siteTls } : {}) });
     const callOpts = job.timeoutMs ? { timeoutMs: job.timeoutMs } : {};
+    const release = miner.holdChannel(); // the job's calls share one connection
     try {
       let data: unknown;
       if (job.operation === 'poll') {
@@ -87,7 +90,9 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
     } catch (err) {
       const e = FleetError.from(err, { minerId: t.minerId, host: t.host, port: t.port });
       return { ok: false, code: e.code, attempts: e.context.attempts ?? miner.stats.maxAttempts, durationMs: Date.now() - started, transport, error: e.toPlain() };
+    } finally {
+      release();
     }
   };
-  return Object.assign(run, { close: () => core.close() });
+  return Object.assign(run, { close: () => core.close(), poolStats: () => core.pool.stats() });
 }
