@@ -28,26 +28,37 @@ describe('open files', () => {
     if (process.platform === 'linux') expect(openFilesLimit()).toBeGreaterThan(0);
   });
 
-  it('past the limit, uses the largest --max-connections that fits and says so; when the miners in flight alone do not fit, says to lower --concurrency', () => {
-    expect(fitDescriptors({ threads: 0, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 20_000)).toEqual({ maxConnections: 16_384 });
-    // 2 × 9,960 + 80 = 20,000.
-    expect(fitDescriptors({ threads: 2, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 20_000)).toEqual({
-      maxConnections: 9_960,
+  it('past the limit, uses the largest --max-connections that fits and says so; when the miners in flight alone do not fit, runs the most that do', () => {
+    expect(fitDescriptors({ threads: 0, maxConnections: 16_384, concurrency: 200 }, 20_000)).toEqual({ maxConnections: 16_384, concurrency: 200 });
+    // 2 × 9,860 + 8 consumers × 2 + 64 + 200 sockets of connections being closed = 20,000.
+    expect(fitDescriptors({ threads: 2, maxConnections: 16_384, concurrency: 200 }, 20_000)).toEqual({
+      maxConnections: 9_860,
+      concurrency: 200,
       warning:
-        "up to 32848 open files may be needed (2 thread(s) × --max-connections 16384 miner channels; 2 Redis connections per BullMQ consumer × 8), above this process's limit of 20000 (ulimit -n): using --max-connections 9960 instead (an idle channel is closed sooner, and reopened when its miner is next called); raise the limit to keep more open",
+        "up to 33048 open files may be needed (2 thread(s) × --max-connections 16384 miner channels; 2 Redis connections per BullMQ consumer × 8; 200 for connections being closed), above this process's limit of 20000 (ulimit -n): using --max-connections 9860 instead (an idle channel is closed sooner, and reopened when its miner is next called); raise the limit to keep more open",
     });
-    expect(fitDescriptors({ threads: 2, maxConnections: 16_384, concurrency: 200, consumers: 8 }, 65_536)).toEqual({ maxConnections: 16_384 });
+    expect(fitDescriptors({ threads: 2, maxConnections: 16_384, concurrency: 200 }, 65_536)).toEqual({ maxConnections: 16_384, concurrency: 200 });
     // One pool: all of what is left; its miners in flight always fit in it.
-    expect(fitDescriptors({ threads: 0, maxConnections: 4_096, concurrency: 200, consumers: 8 }, 600).maxConnections).toBe(520);
+    expect(fitDescriptors({ threads: 0, maxConnections: 4_096, concurrency: 200 }, 600)).toMatchObject({ maxConnections: 320, concurrency: 200 });
     // Three pools whose even share is below the miners in flight: the first holds those, the others share the rest.
-    expect(fitDescriptors({ threads: 3, maxConnections: 4_096, concurrency: 1_000, consumers: 8 }, 2_000).maxConnections).toBe(460);
-    // A command with no --concurrency (rollout --wait's worker, a dry run) only says to raise the limit.
-    expect(fitDescriptors({ threads: 0, maxConnections: 4_096, concurrency: 100, consumers: 4, concurrencyFlag: false }, 150).warning).toMatch(/\(ulimit -n\): raise the limit \(using --max-connections 78 meanwhile\)$/);
-    // Channels in use are never closed: a pool smaller than the miners in flight holds those.
-    expect(fitDescriptors({ threads: 0, maxConnections: 100, concurrency: 10_000, consumers: 400 }, 10_000)).toEqual({
+    expect(fitDescriptors({ threads: 3, maxConnections: 4_096, concurrency: 1_000, consumers: 8 }, 3_000)).toMatchObject({ maxConnections: 460, concurrency: 1_000 });
+    // Even the miners in flight do not fit: the most that do, each with a connection (4,776 × 2 + 192 consumers × 2 + 64 = 10,000).
+    expect(fitDescriptors({ threads: 0, maxConnections: 100, concurrency: 10_000 }, 10_000)).toEqual({
       maxConnections: 100,
+      concurrency: 4_776,
       warning:
-        "up to 10864 open files may be needed (10000 miner channels: a pool keeps the channel of each of --concurrency 10000 miners in flight; 2 Redis connections per BullMQ consumer × 400), above this process's limit of 10000 (ulimit -n): lower --concurrency or raise the limit",
+        "up to 20864 open files may be needed (10000 miner channels: a pool keeps the channel of each of --concurrency 10000 miners in flight; 2 Redis connections per BullMQ consumer × 400; 10000 for connections being closed), above this process's limit of 10000 (ulimit -n): using --concurrency 4776 instead, so that every miner in flight has a connection; raise the limit to run more at once",
+    });
+    // Several threads: each still keeps its share of the miners in flight between their calls.
+    expect(fitDescriptors({ threads: 4, maxConnections: 4_096, concurrency: 2_000 }, 1_024)).toMatchObject({ maxConnections: 85, concurrency: 338 });
+    // A command with no --concurrency (rollout --wait's worker, a dry run) says what it runs instead.
+    expect(fitDescriptors({ threads: 0, maxConnections: 4_096, concurrency: 100, concurrencyFlag: false }, 150).warning).toMatch(
+      /\(ulimit -n\): running 41 miners at once instead of 100, keeping at most 41 connections, so that every miner in flight has a connection; raise the limit to run more at once$/,
+    );
+    expect(fitDescriptors({ threads: 0, maxConnections: 4_096, concurrency: 100 }, 40)).toMatchObject({
+      maxConnections: 1,
+      concurrency: 1,
+      warning: expect.stringMatching(/: not even one miner in flight fits; raise the limit \(running one miner at a time meanwhile\)$/),
     });
   });
 });
@@ -169,21 +180,19 @@ describe('a poll short of open files', () => {
     return { stderr, counts: (JSON.parse(stdout) as { counts: Record<string, number> }).counts };
   }
 
-  it('keeps its pool under the limit, and a miner it could not open a connection to is WORKER_OUT_OF_RESOURCES, not the miner\'s fault', async () => {
+  it('keeps its pool under the limit, and runs fewer miners at once when even those in flight would not fit: every miner gets its own outcome', async () => {
     const tf = await startTestFleet(150, '127.45.0.1');
     const files = writeFleetFiles(inventoryCsv(tf.fleet.miners.map((m, index) => ({ ...m, index }))));
     try {
       // 150 miners, 20 at a time, 170 files: a pool keeping a channel per miner would run out (MINER_UNREACHABLE before).
       const fitted = await pollUnder(170, 20, files);
-      expect(fitted.stderr).toContain("above this process's limit of 170 (ulimit -n): using --max-connections 104 instead");
+      expect(fitted.stderr).toContain("above this process's limit of 170 (ulimit -n): using --max-connections 84 instead");
       expect(fitted.counts).toEqual({ OK: 150 });
-      // 100 in flight do not fit in 120 files: the few left without one, after their retries, are this host's failure.
+      // 100 in flight do not fit in 120 files: it polls 26 at a time, every miner with a connection
+      // (before, 100 at a time left some without one: WORKER_OUT_OF_RESOURCES, not the truth about them).
       const short = await pollUnder(120, 100, files);
-      expect(short.stderr).toContain('lower --concurrency or raise the limit (using --max-connections');
-      const { OK = 0, WORKER_OUT_OF_RESOURCES = 0, ...other } = short.counts;
-      expect(other).toEqual({});
-      expect(OK + WORKER_OUT_OF_RESOURCES).toBe(150);
-      expect(OK).toBeGreaterThan(100);
+      expect(short.stderr).toContain("above this process's limit of 120 (ulimit -n): using --concurrency 26 and --max-connections 26 instead");
+      expect(short.counts).toEqual({ OK: 150 });
     } finally {
       await tf.fleet.close();
       rmSync(files.dir, { recursive: true, force: true });

@@ -172,48 +172,75 @@ export function openFilesLimit(limitsText?: string): number | undefined {
 }
 
 /**
- * The pool of a worker this command runs itself (`poll`, `rollout … --wait`, a dry run), fitted under
- * the open-files limit (see fitDescriptors; the warning goes to stderr): `{pool}` when it had to be
- * smaller than the default, else nothing.
+ * The pool and concurrency of a worker this command runs itself (`poll`, `rollout … --wait`, a dry
+ * run), fitted under the open-files limit (see fitDescriptors; the warning goes to stderr): `pool`
+ * when it had to be smaller than the default, and the concurrency to run at.
  */
-export function localPoolOptions(threads: number, concurrency: number, concurrencyFlag = true): { pool?: { maxConnections: number } } {
-  const fds = fitDescriptors({ threads, maxConnections: DEFAULT_MAX_CONNECTIONS, concurrency, consumers: consumerSlots(concurrency).length, concurrencyFlag });
+export function localPoolOptions(threads: number, concurrency: number, concurrencyFlag = true): { concurrency: number; coreOptions: { pool?: { maxConnections: number } } } {
+  const fds = fitDescriptors({ threads, maxConnections: DEFAULT_MAX_CONNECTIONS, concurrency, concurrencyFlag });
   if (fds.warning) process.stderr.write(`bos-fleet: WARNING: ${fds.warning}\n`);
-  return fds.maxConnections === DEFAULT_MAX_CONNECTIONS ? {} : { pool: { maxConnections: fds.maxConnections } };
+  return { concurrency: fds.concurrency, coreOptions: fds.maxConnections === DEFAULT_MAX_CONNECTIONS ? {} : { pool: { maxConnections: fds.maxConnections } } };
 }
 
 /**
  * Fits the miner channels a worker may keep open (every thread its own pool) and its Redis
  * connections under the open-files limit: past it, connects fail with EMFILE mid-run. A pool keeps
  * every channel a call is using, so one pool may hold `concurrency` channels when that is more than
- * --max-connections. When a smaller --max-connections fits, that is what the worker uses (its pool
- * then closes idle channels sooner), and the warning says so; when even the miners in flight do not
- * fit, it says to lower --concurrency.
+ * --max-connections, plus the sockets of channels it has just closed. When a smaller
+ * --max-connections fits, that is what the worker uses (its pool
+ * then closes idle channels sooner); when even the miners in flight do not fit, it runs fewer at
+ * once — the largest concurrency that fits — rather than leave miners without a connection (their
+ * outcomes would say WORKER_OUT_OF_RESOURCES instead of the truth about the miner). The warning says
+ * which. `consumers`: the --consumers flag (default: one per JOBS_PER_CONSUMER jobs in flight).
  */
 export function fitDescriptors(
-  o: { threads: number; maxConnections: number; concurrency: number; consumers: number; /** false: the command has no --concurrency to lower. */ concurrencyFlag?: boolean },
+  o: { threads: number; maxConnections: number; concurrency: number; consumers?: number; /** false: the command has no --concurrency flag to name. */ concurrencyFlag?: boolean },
   limit = openFilesLimit(),
-): { maxConnections: number; warning?: string } {
+): { maxConnections: number; concurrency: number; warning?: string } {
   const pools = Math.max(1, o.threads); // --threads 0: one pool, in the main thread
-  const reserve = 2 * o.consumers + 64;
-  const needed = (m: number) => (pools - 1) * m + Math.max(m, o.concurrency) + reserve;
-  if (limit === undefined || needed(o.maxConnections) <= limit) return { maxConnections: o.maxConnections };
-  // The largest pool size that fits: above the concurrency every pool grows with it; below, the
-  // first pool holds the miners in flight anyway.
-  const room = limit - reserve;
-  const fit = Math.min(o.maxConnections, Math.floor(room / pools) >= o.concurrency ? Math.floor(room / pools) : pools > 1 ? Math.floor((room - o.concurrency) / (pools - 1)) : 0);
+  const consumers = (c: number) => consumerSlots(c, o.consumers).length;
+  // Redis connections, the process's own files, and a socket per miner in flight for channels the
+  // pool has closed: HTTP/2's graceful close keeps a socket for a few event-loop turns, and a pool
+  // smaller than the fleet closes one channel for every miner it opens (measured: up to 0.7 of the
+  // miners in flight at once).
+  const reserve = (c: number) => 2 * consumers(c) + 64 + c;
+  const needed = (m: number, c: number) => (pools - 1) * m + Math.max(m, c) + reserve(c);
+  const asked = { maxConnections: o.maxConnections, concurrency: o.concurrency };
+  if (limit === undefined || needed(o.maxConnections, o.concurrency) <= limit) return asked;
+  // The largest pool size that fits with `c` miners in flight (0: none): above `c` every pool grows
+  // with it; below, the first pool holds the miners in flight anyway.
+  const poolFit = (c: number) => {
+    const room = limit - reserve(c);
+    const even = Math.floor(room / pools);
+    const m = Math.min(o.maxConnections, even >= c ? even : pools > 1 ? Math.floor((room - c) / (pools - 1)) : 0);
+    return m >= 1 && needed(m, c) <= limit ? m : 0;
+  };
   const held = o.concurrency > o.maxConnections;
-  const channels = needed(o.maxConnections) - reserve;
+  const channels = needed(o.maxConnections, o.concurrency) - reserve(o.concurrency);
   const what = held
     ? `${channels} miner channels: a pool keeps the channel of each of --concurrency ${o.concurrency} miners in flight${pools > 1 ? `, the other ${pools - 1} thread(s) --max-connections ${o.maxConnections} each` : ''}`
     : `${pools} thread(s) × --max-connections ${o.maxConnections} miner channels`;
-  const over = `up to ${needed(o.maxConnections)} open files may be needed (${what}; 2 Redis connections per BullMQ consumer × ${o.consumers}), above this process's limit of ${limit} (ulimit -n)`;
-  if (fit >= 1 && !held) {
-    return { maxConnections: fit, warning: `${over}: using --max-connections ${fit} instead (an idle channel is closed sooner, and reopened when its miner is next called); raise the limit to keep more open` };
+  const over = `up to ${needed(o.maxConnections, o.concurrency)} open files may be needed (${what}; 2 Redis connections per BullMQ consumer × ${consumers(o.concurrency)}; ${o.concurrency} for connections being closed), above this process's limit of ${limit} (ulimit -n)`;
+  const fit = poolFit(o.concurrency);
+  if (fit >= 1) {
+    return { ...asked, maxConnections: fit, warning: `${over}: using --max-connections ${fit} instead (an idle channel is closed sooner, and reopened when its miner is next called); raise the limit to keep more open` };
   }
-  // Even the miners in flight do not fit: keep as few idle channels as may be, so that the
-  // descriptors of finished calls free for the next ones (a miner left without one is retried, and
-  // its outcome, should it stay without, says WORKER_OUT_OF_RESOURCES: not the miner's fault).
-  const least = Math.max(1, Math.min(o.maxConnections, Math.floor(room / pools)));
-  return { maxConnections: least, warning: `${over}: ${o.concurrencyFlag === false ? '' : 'lower --concurrency or '}raise the limit${least < o.maxConnections ? ` (using --max-connections ${least} meanwhile)` : ''}` };
+  // Even the miners in flight do not fit: the most that do, each thread still keeping its share of
+  // them open between calls (the need grows with the concurrency).
+  const fitsWith = (c: number) => poolFit(c) >= Math.min(o.maxConnections, Math.ceil(c / pools));
+  let lo = 0;
+  let hi = o.concurrency - 1;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (fitsWith(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  if (lo < 1) return { maxConnections: 1, concurrency: 1, warning: `${over}: not even one miner in flight fits; raise the limit (running one miner at a time meanwhile)` };
+  const maxConnections = poolFit(lo);
+  const smaller = maxConnections < o.maxConnections;
+  const instead =
+    o.concurrencyFlag === false
+      ? `running ${lo} miners at once instead of ${o.concurrency}${smaller ? `, keeping at most ${maxConnections} connections` : ''}`
+      : `using --concurrency ${lo}${smaller ? ` and --max-connections ${maxConnections}` : ''} instead`;
+  return { maxConnections, concurrency: lo, warning: `${over}: ${instead}, so that every miner in flight has a connection; raise the limit to run more at once` };
 }

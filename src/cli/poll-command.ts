@@ -48,7 +48,8 @@ export function registerPoll(program: Command): void {
     const inventory = loadInventory(opts.inventory);
     const credentials = loadCredentialProfiles(opts.credentials);
     const tlsBySite = loadTlsSites(opts.tls);
-    const pool = opts.enqueueOnly ? {} : localPoolOptions(opts.threads, opts.concurrency);
+    // The worker this command runs itself fits the open-files limit (an --enqueue-only run has none).
+    const local = opts.enqueueOnly ? { concurrency: opts.concurrency, coreOptions: {} } : localPoolOptions(opts.threads, opts.concurrency);
     const { url, redis } = await connectRedis(opts.redis);
     if (!opts.enqueueOnly) redis.disconnect();
     const common = {
@@ -59,10 +60,10 @@ export function registerPoll(program: Command): void {
       credentials,
       ...(opts.credentials ? { credentialsFile: opts.credentials } : {}),
       threads: opts.threads,
-      concurrency: opts.concurrency,
+      concurrency: local.concurrency,
       ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
       ...(tlsBySite ? { tlsBySite } : {}),
-      coreOptions: { ...(opts.maxReceiveBytes ? { maxReceiveBytes: opts.maxReceiveBytes } : {}), ...pool },
+      coreOptions: { ...(opts.maxReceiveBytes ? { maxReceiveBytes: opts.maxReceiveBytes } : {}), ...local.coreOptions },
       ...(retention ? { retention } : {}),
     };
     if (opts.enqueueOnly) {

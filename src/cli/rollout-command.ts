@@ -22,6 +22,9 @@ import { positiveInt } from './parse.js';
 import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, withPoolPasswordRef, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { openQueue } from '../fleet/queue.js';
 
+/** Miners in flight in the worker that `rollout … --wait` and a dry run run themselves. */
+const LOCAL_CONCURRENCY = 100;
+
 interface CommonFlags {
   redis?: string;
   credentials?: string;
@@ -115,7 +118,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} ${rec.startAtMs > Date.now() ? `scheduled for ${new Date(rec.startAtMs).toISOString()} (${untilText(rec.startAtMs)})` : 'started'} (${rec.waveEnds.length} wave${rec.waveEnds.length === 1 ? '' : 's'}); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
       return;
     }
-    const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, concurrency: 100, credentials, coreOptions: localPoolOptions(0, 100, false), ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;
+    const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, credentials, ...localPoolOptions(0, LOCAL_CONCURRENCY, false), ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;
     // Ctrl-C stops this command, not the rollout: it is durable in Redis and any worker carries it on.
     const stop = interruptible(worker ? 'stopping: the miners being changed now finish and are verified' : 'stopping the wait');
     let report: RolloutReport;
@@ -259,7 +262,7 @@ async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventor
   // Ctrl-C: the miners being read finish; the rest are dropped (a dry run left queued would be read later by any worker).
   const stop = interruptible('stopping: the miners being read finish, the rest of the dry run is dropped');
   try {
-    const run = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, concurrency: 100, coreOptions: localPoolOptions(0, 100, false), signal: stop.signal, ...(tlsBySite ? { tlsBySite } : {}) }).finally(() => stop.dispose());
+    const run = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, ...localPoolOptions(0, LOCAL_CONCURRENCY, false), signal: stop.signal, ...(tlsBySite ? { tlsBySite } : {}) }).finally(() => stop.dispose());
     const { record, interrupted } = run;
     const store = new RunStore(redis, flags.prefix);
     if (interrupted) {

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
-import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, consumerSlots, startWorker, MAX_CONCURRENCY, MAX_THREADS, MAX_CONSUMERS } from '../workers/worker.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker, MAX_CONCURRENCY, MAX_THREADS, MAX_CONSUMERS } from '../workers/worker.js';
 import { activityText, totalOutcomes, watchActivity } from '../workers/activity.js';
 import { listWorkers, type WorkerCapabilities, type WorkerInfo } from '../workers/registry.js';
 import { closeHandOnQueues, handOnQueueName, handOnQueues } from '../fleet/hand-on-queues.js';
@@ -89,7 +89,7 @@ export function registerWorker(program: Command): void {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): this worker hands every job to workers that have their profiles, and one that no running worker has ends INVALID_JOB\n');
       }
       const tlsBySite = loadTlsSites(opts.tls);
-      const fds = fitDescriptors({ threads: opts.threads, maxConnections: opts.maxConnections, concurrency: opts.concurrency, consumers: consumerSlots(opts.concurrency, opts.consumers).length });
+      const fds = fitDescriptors({ threads: opts.threads, maxConnections: opts.maxConnections, concurrency: opts.concurrency, ...(opts.consumers ? { consumers: opts.consumers } : {}) });
       if (fds.warning) process.stderr.write(`bos-fleet: WARNING: ${fds.warning}\n`);
       const { url, redis } = await connectRedis(opts.redis, { refuseVolatile: true, allowVolatile: opts.allowVolatileRedis ?? false });
       redis.disconnect();
@@ -99,7 +99,7 @@ export function registerWorker(program: Command): void {
         redisUrl: url,
         prefix: opts.prefix,
         threads: opts.threads,
-        concurrency: opts.concurrency,
+        concurrency: fds.concurrency,
         consumers: opts.consumers,
         credentials,
         coreOptions: { pool: { maxConnections: fds.maxConnections }, ...(opts.maxReceiveBytes ? { maxReceiveBytes: opts.maxReceiveBytes } : {}) },
@@ -107,7 +107,7 @@ export function registerWorker(program: Command): void {
         stalledIntervalMs: Math.max(1_000, Math.floor(opts.lockMs / 2)),
         ...(tlsBySite ? { tlsBySite } : {}),
       });
-      console.log(`worker: ${process.pid} on ${shownRedisUrl(url)}, threads ${opts.threads}, concurrency ${opts.concurrency} over ${running.workers.length} consumer(s)`);
+      console.log(`worker: ${process.pid} on ${shownRedisUrl(url)}, threads ${opts.threads}, concurrency ${fds.concurrency} over ${running.workers.length} consumer(s)`);
       const report = reportEveryMs > 0 ? setInterval(() => {
         const a = activity.take();
         if (totalOutcomes(a) || a.retries || a.handedOn) console.log(`worker: last ${opts.reportEvery}: ${activityText(a)}`);
