@@ -1,7 +1,7 @@
 // Results output: streamed batch by batch, it is the same text as the whole list formatted at once.
 import { describe, expect, it } from 'vitest';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { columns, outcomesText, progressRenderer, summaryText, writeOutcomes } from '../src/cli/render.js';
+import { columns, outcomesText, progressRenderer, settingText, summaryText, writeOutcomes } from '../src/cli/render.js';
 
 function outcome(i: number): Outcome {
   const ok = i % 3 !== 0;
@@ -50,9 +50,9 @@ describe('results output', () => {
 });
 
 describe('table', () => {
-  it("a change's detail says what it did: applied before → after, unchanged, a long setting cut", () => {
+  it("a change's detail says what it did, as a person reads it: applied before → after, unchanged, a long setting cut", () => {
     const change = (data: unknown): Outcome => ({ ...outcome(1), operation: 'power-target', data });
-    const pools = { poolGroups: [{ name: 'Main', pools: Array.from({ length: 4 }, (_, i) => ({ url: `stratum+tcp://pool-${i}.example:3333`, user: 'farm.m1' })) }] };
+    const pools = { groups: [{ name: 'Main', quota: 1, fixedShareRatio: null, pools: Array.from({ length: 4 }, (_, i) => ({ url: `stratum+tcp://pool-${i}.example:3333`, user: 'farm.m1', enabled: true })) }] };
     const details = outcomesText([
       change({ change: 'applied', before: { powerTargetWatts: 2760 }, after: { powerTargetWatts: 3100 }, verified: true }),
       change({ change: 'unchanged', before: { powerTargetWatts: 3100 }, after: { powerTargetWatts: 3100 }, verified: true }),
@@ -60,11 +60,25 @@ describe('table', () => {
       change({ change: 'applied', before: pools, after: pools, verified: true }),
     ], 'table').split('\n').slice(1).map((row) => row.slice(row.indexOf(' ms  ') + 5));
     expect(details.slice(0, 3)).toEqual([
-      'applied {"powerTargetWatts":2760} → {"powerTargetWatts":3100}',
-      'unchanged {"powerTargetWatts":3100}',
-      'would apply {"minerStatus":"NORMAL"} → {"minerStatus":"PAUSED"}',
+      'applied powerTargetWatts 2760 → powerTargetWatts 3100',
+      'unchanged powerTargetWatts 3100',
+      'would apply minerStatus NORMAL → minerStatus PAUSED',
     ]);
-    expect(details[3]).toMatch(/^applied \{"poolGroups":.{85}… → \{"poolGroups":.{85}…$/);
+    // Each side cut at 100 characters.
+    expect(details[3]).toMatch(/^applied (Main \(quota 1\): stratum\+tcp:\/\/pool-0\.example:3333 farm\.m1, .{40}…) → \1$/);
+  });
+
+  it('shows pool groups by name, share, URL and user (a disabled pool says so), and any other setting as name and value', () => {
+    const groups = [
+      { name: 'Main', quota: 2, fixedShareRatio: null, pools: [{ url: 'stratum+tcp://a.example:3333', user: 'farm.m1', enabled: true }, { url: 'stratum+tcp://b.example:3333', user: 'farm.m1', enabled: false }] },
+      { name: 'Backup', quota: null, fixedShareRatio: 0.25, pools: [] },
+    ];
+    expect(settingText({ groups })).toBe('Main (quota 2): stratum+tcp://a.example:3333 farm.m1, stratum+tcp://b.example:3333 farm.m1 (disabled); Backup (share 0.25): no pools');
+    expect(settingText({ groups: [] })).toBe('no pool groups');
+    expect(settingText({ hashrateTargetThs: null, powerTargetWatts: 2760 })).toBe('hashrateTargetThs none, powerTargetWatts 2760');
+    expect(settingText({ uptimeS: 60, bootedAfterRequest: true })).toBe('uptimeS 60, bootedAfterRequest true');
+    expect(settingText(undefined)).toBe('null');
+    expect(settingText({ powerTargetWatts: 123456 }, 10)).toBe('powerTarg…');
   });
 });
 

@@ -100,15 +100,40 @@ interface TableRow {
   detail: string;
 }
 
-/** A setting as the table shows it: its JSON, cut at 100 characters (`--format json` has it whole). */
-const settingText = (v: unknown): string => {
-  const t = JSON.stringify(v ?? null);
-  return t.length > 100 ? `${t.slice(0, 99)}…` : t;
-};
+interface PoolGroupShown {
+  name?: unknown;
+  quota?: unknown;
+  fixedShareRatio?: unknown;
+  pools?: { url?: unknown; user?: unknown; enabled?: unknown }[];
+}
+
+/** A pool group's share of the hashrate: its fixed share ratio, else its quota. */
+const groupShare = (g: PoolGroupShown): string =>
+  g.fixedShareRatio !== null && g.fixedShareRatio !== undefined ? ` (share ${String(g.fixedShareRatio)})` : g.quota !== null && g.quota !== undefined ? ` (quota ${String(g.quota)})` : '';
+
+/**
+ * A miner setting as a person reads it: `powerTargetWatts 2760`, `hashrateTargetThs none,
+ * powerTargetWatts 2760`, pool groups as `Main (quota 1): stratum+tcp://pool:3333 farm.m1; Backup …`
+ * (a disabled pool says so; a password is never read from a miner). Cut at `max` characters when
+ * given (`--format json` has it whole).
+ */
+export function settingText(v: unknown, max?: number): string {
+  let t: string;
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    const groups = (v as { groups?: unknown }).groups;
+    t = Array.isArray(groups)
+      ? (groups as PoolGroupShown[]).map((g) => `${String(g.name)}${groupShare(g)}: ${(g.pools ?? []).map((p) => `${String(p.url)} ${String(p.user)}${p.enabled === false ? ' (disabled)' : ''}`).join(', ') || 'no pools'}`).join('; ') || 'no pool groups'
+      : Object.entries(v).map(([k, x]) => `${k} ${x === null || x === undefined ? 'none' : typeof x === 'object' ? JSON.stringify(x) : String(x)}`).join(', ');
+  } else {
+    t = JSON.stringify(v ?? null);
+  }
+  return max !== undefined && t.length > max ? `${t.slice(0, max - 1)}…` : t;
+}
 
 /** A change's detail: `applied {before} → {after}` (read back: a mismatch is VERIFY_MISMATCH), `unchanged {value}`. */
 function changeText(c: { change?: unknown; before?: unknown; after?: unknown }): string {
-  return c.change === 'unchanged' ? `unchanged ${settingText(c.before)}` : `${String(c.change).replace('-', ' ')} ${settingText(c.before)} → ${settingText(c.after)}`;
+  const shown = (v: unknown) => settingText(v, 100);
+  return c.change === 'unchanged' ? `unchanged ${shown(c.before)}` : `${String(c.change).replace('-', ' ')} ${shown(c.before)} → ${shown(c.after)}`;
 }
 
 function tableRow(o: Outcome): TableRow {

@@ -15,7 +15,7 @@ import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js
 import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
-import { columns, countsInOrder, printable } from './render.js';
+import { columns, countsInOrder, printable, settingText } from './render.js';
 import { connectRedis, interruptible, loadTlsSites, localPoolOptions, whereFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt } from './parse.js';
@@ -282,7 +282,7 @@ async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventor
         ? `dry run of ${describeSpec(spec)}, interrupted: ${rows.length} of ${record.total} miners read, the rest dropped; nothing was changed`
         : `dry run of ${describeSpec(spec)} on ${rows.length} miners: nothing was changed`,
     );
-    const table = rows.map((r) => [r.minerId, r.host, r.result, printable(r.result === 'refused' ? `${r.code}: ${r.reason}` : `${JSON.stringify(r.before)} → ${JSON.stringify(r.after)}`)]);
+    const table = rows.map((r) => [r.minerId, r.host, r.result, printable(r.result === 'refused' ? `${r.code}: ${r.reason}` : `${settingText(r.before)} → ${settingText(r.after)}`)]);
     for (const line of columns(table)) console.log(line);
     // By result, and the refused by code: out of range and unreachable call for different actions.
     const tally = new Map<string, number>();
