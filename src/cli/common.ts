@@ -187,11 +187,11 @@ export function localPoolOptions(threads: number, concurrency: number, concurren
  * connections under the open-files limit: past it, connects fail with EMFILE mid-run. A pool keeps
  * every channel a call is using, so one pool may hold `concurrency` channels when that is more than
  * --max-connections, plus the sockets of channels it has just closed. When a smaller
- * --max-connections fits, that is what the worker uses (its pool
- * then closes idle channels sooner); when even the miners in flight do not fit, it runs fewer at
- * once — the largest concurrency that fits — rather than leave miners without a connection (their
- * outcomes would say WORKER_OUT_OF_RESOURCES instead of the truth about the miner). The warning says
- * which. `consumers`: the --consumers flag (default: one per JOBS_PER_CONSUMER jobs in flight).
+ * --max-connections fits, that is what the worker uses (its pool then closes idle channels sooner);
+ * when even the miners in flight do not fit, it runs fewer at once — the largest concurrency that
+ * fits — rather than leave miners without a connection (their outcomes would say
+ * WORKER_OUT_OF_RESOURCES instead of the truth about the miner). The warning says which.
+ * `consumers`: the --consumers flag (default: one per JOBS_PER_CONSUMER jobs in flight).
  */
 export function fitDescriptors(
   o: { threads: number; maxConnections: number; concurrency: number; consumers?: number; /** false: the command has no --concurrency flag to name. */ concurrencyFlag?: boolean },
