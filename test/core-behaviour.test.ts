@@ -1,5 +1,6 @@
 // The core's contracts against the simulator: sessions, version skew, reuse, retries, breaker, streams.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import dns from 'node:dns';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { FleetError, minerStatusStream, type FleetCore } from '../src/core/index.js';
 import { loopbackAddresses } from '../src/sim/addresses.js';
 import { SimFleet } from '../src/sim/fleet.js';
@@ -89,15 +90,18 @@ describe('pool and retries', () => {
     expect(core.pool.stats()).toMatchObject({ open: 1, inUse: 0 });
   });
 
-  it('a miner named by hostname is reached through DNS (IP literals skip the resolver)', async () => {
+  it('a miner named by hostname is reached through DNS (IP literals skip the resolver), with no TXT service-config query', async () => {
     const port = await freePort();
     const named = await SimFleet.start({ miners: [{ id: 'named', index: 0, host: 'localhost', port, faults: {} }] });
+    const txt = vi.spyOn(dns.promises, 'resolveTxt');
     try {
       core = testCore();
       const stats = await core.miner(simTarget('named', 'localhost', port)).getMinerStats();
       expect(stats).toBeDefined();
       expect((await named.callCounts('named'))['GetMinerStats']).toBe(1);
+      expect(txt).not.toHaveBeenCalled();
     } finally {
+      txt.mockRestore();
       await named.close();
     }
   });

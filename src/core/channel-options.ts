@@ -22,6 +22,10 @@ export function minerChannelOptions(opts: CoreOptions, tlsMaterial?: TlsMaterial
     'grpc.max_reconnect_backoff_ms': 5_000,
     // Each miner channel has its own subchannel: closing one never disturbs another.
     'grpc.use_local_subchannel_pool': 1,
+    // A miner named by hostname is looked up for its addresses only: grpc-js would also ask DNS for
+    // a TXT service config on every resolution (a query per miner per poll to the farm's DNS, and a
+    // way for DNS to change these channels' settings). Miners publish none.
+    'grpc.service_config_disable_resolution': 1,
     ...(tlsMaterial?.serverName ? { 'grpc.ssl_target_name_override': tlsMaterial.serverName } : {}),
   };
 }
