@@ -10,6 +10,7 @@ import { parsePercent, parseWaves } from '../src/rollout/waves.js';
 import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { inventoryCsv } from '../src/sim/plan.js';
+import { jobDataSchema } from '../src/fleet/job.js';
 import { CLI, exited, runCli, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
 import { startTestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
@@ -72,6 +73,20 @@ describe('flag bounds', () => {
     expect(threads.stderr).toContain('--threads must be a whole number from 0 to 256, got "999"');
     const consumers = await runCli(['worker', '--consumers', '0']);
     expect(consumers.stderr).toContain('--consumers must be a whole number from 1 to 1000, got "0"');
+  });
+
+  it('refuses a per-call deadline that would blame every miner (5 ms: a typo for seconds) or hold a slot for days (Node\'s timers overflow past 24.8 days and fire at once)', async () => {
+    for (const bad of ['5', '99999999999']) {
+      const poll = await runCli(['poll', '--inventory', 'x.csv', '--timeout-ms', bad]);
+      expect(poll.code).not.toBe(0);
+      expect(poll.stderr).toContain(`--timeout-ms must be a whole number from 100 to 600000, got "${bad}"`);
+      const schedule = await runCli(['schedule', 'add', 'poll', '--inventory', 'x.csv', '--every', '60s', '--timeout-ms', bad]);
+      expect(schedule.stderr).toContain(`--timeout-ms must be a whole number from 100 to 600000, got "${bad}"`);
+    }
+    // A job that carries one anyway (another producer, an old version) is refused by the worker, naming the field.
+    const job = { runId: 'r', operation: 'poll', target: { minerId: 'm', host: '10.0.0.1', port: 50051, site: '', tags: [], credentials: 'default' }, params: {} };
+    expect(jobDataSchema.safeParse({ ...job, timeoutMs: 2_000 }).success).toBe(true);
+    expect(jobDataSchema.safeParse({ ...job, timeoutMs: 3_000_000_000 }).error?.issues[0]?.path).toEqual(['timeoutMs']);
   });
 });
 

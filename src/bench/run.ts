@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs as nodeParseArgs } from 'node:util';
 import { PACKAGE_ROOT } from '../core/proto.js';
+import { MAX_TIMEOUT_MS, MIN_TIMEOUT_MS } from '../fleet/job.js';
 import { startRedisServer } from '../redis/server.js';
 import { SimCluster } from '../sim/cluster.js';
 import { planFleet } from '../sim/plan.js';
@@ -45,7 +46,7 @@ figures and the ratios (a)/(b) and (c)/(a).
   --modes M[,M…]          of ${MODES.join(',')} (default all)
   --threads N[,N…]        (a)'s --threads values (default 0,2; each 0 to 256)
   --concurrency N         polls in flight, every mode (default 200; 1 to 10,000)
-  --timeout-ms N          per-call timeout (default 5000)
+  --timeout-ms N          per-call timeout (default 5000; 100 to 600,000)
   --rounds N              runs of each mode per size, in rotated order; figures are medians (default 3; 1 to 50)
   --steady N              after the warm poll, N more polls in the same process whose median is the
                           steady figure (default 3 at sizes up to 1,000, 0 above; 0 to 20)
@@ -104,7 +105,7 @@ function parseArgs(argv: string[]): BenchArgs & { help: boolean; report?: string
     sizes,
     threads: ints('threads', values.threads, [0, 2], 0, 256),
     concurrency: int('concurrency', values.concurrency ?? '200', 1, 10_000),
-    timeoutMs: int('timeout-ms', values['timeout-ms'] ?? '5000', 1, 600_000),
+    timeoutMs: int('timeout-ms', values['timeout-ms'] ?? '5000', MIN_TIMEOUT_MS, MAX_TIMEOUT_MS),
     blackholeSize: int('blackhole-size', values['blackhole-size'] ?? '1000', 0, 100_000),
     rounds: int('rounds', values.rounds ?? '3', 1, 50),
     ...(values.steady === undefined ? {} : { steady: int('steady', values.steady, 0, 20) }),

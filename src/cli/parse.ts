@@ -1,5 +1,6 @@
 // Option parsers for the CLI: each error names the option and the bad value.
 import { InvalidArgumentError } from 'commander';
+import { MAX_TIMEOUT_MS, MIN_TIMEOUT_MS } from '../fleet/job.js';
 
 export function positiveInt(name: string) {
   return (value: string): number => {
@@ -16,3 +17,6 @@ export function intInRange(name: string, min: number, max: number) {
     return n;
   };
 }
+
+/** `--timeout-ms` of `poll` and `schedule add`: a per-attempt deadline a run can live with. */
+export const timeoutMsOption = intInRange('--timeout-ms', MIN_TIMEOUT_MS, MAX_TIMEOUT_MS);

@@ -7,7 +7,7 @@ import { enqueueOnly, runLocal } from '../producer/run-local.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS } from '../workers/worker.js';
 import { connectRedis, localPoolOptions, interruptible, loadTlsSites, retentionFrom, retentionOptions, whereFlags, type RetentionFlags } from './common.js';
 import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
-import { intInRange, positiveInt } from './parse.js';
+import { intInRange, timeoutMsOption } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 
@@ -34,7 +34,7 @@ export function registerPoll(program: Command): void {
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else an embedded redis-server)')
     .option('--concurrency <n>', 'jobs in flight at once', intInRange('--concurrency', 1, MAX_CONCURRENCY), DEFAULT_CONCURRENCY)
     .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', intInRange('--threads', 0, MAX_THREADS), DEFAULT_THREADS)
-    .option('--timeout-ms <n>', 'deadline of each call attempt, connect included (default: 5000)', positiveInt('--timeout-ms'))
+    .option('--timeout-ms <n>', 'deadline of each call attempt, connect included (default: 5000; 100 to 600000)', timeoutMsOption)
     .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}; those sites are polled over TLS only, by any worker')
     .option('--json', 'print one JSON object {runId, total, counts, durationMs}')

@@ -8,7 +8,7 @@ import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { connectRedis, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
-import { positiveInt } from './parse.js';
+import { positiveInt, timeoutMsOption } from './parse.js';
 import { gatesFromFlags, operationOf, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { columns } from './render.js';
 
@@ -33,7 +33,7 @@ function addOptions(cmd: Command): Command {
     .option('--cron <pattern>', 'fire on a cron pattern (e.g. "0 14 * * *")')
     .option('--tz <zone>', 'time zone of the cron pattern (e.g. Europe/Prague; default UTC, whatever the hosts\' zones)')
     .option('--id <id>', 'schedule id (default: generated)')
-    .option('--timeout-ms <n>', 'deadline of each call attempt', positiveInt('--timeout-ms'))
+    .option('--timeout-ms <n>', 'deadline of each call attempt (100 to 600000)', timeoutMsOption)
     .option('--tls <file>', 'TLS per site, as for poll: those sites are reached over TLS only, by workers that have their TLS files')
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)

@@ -18,12 +18,20 @@ export const minerTargetSchema = z.object({
 
 export type JobTarget = z.infer<typeof minerTargetSchema>;
 
+/**
+ * A run's per-attempt deadline, ms: below 100 every miner would time out (a typo for seconds),
+ * above 10 minutes a dead miner holds a worker's slot longer than anyone waits (and past 24.8 days
+ * Node's timers overflow and fire at once).
+ */
+export const MIN_TIMEOUT_MS = 100;
+export const MAX_TIMEOUT_MS = 600_000;
+
 export const jobDataSchema = z.object({
   runId: z.string().min(1),
   operation: z.enum(OPERATIONS),
   target: minerTargetSchema,
   /** Per-attempt deadline requested for this run (ms); core defaults when absent. */
-  timeoutMs: z.number().int().positive().optional(),
+  timeoutMs: z.number().int().min(MIN_TIMEOUT_MS).max(MAX_TIMEOUT_MS).optional(),
   /** The run asked for TLS to this miner's site: a worker without TLS material for it never connects in plaintext. */
   tls: z.boolean().optional(),
   params: z.record(z.string(), z.unknown()).default({}),
