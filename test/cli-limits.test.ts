@@ -73,6 +73,10 @@ describe('flag bounds', () => {
     expect(threads.stderr).toContain('--threads must be a whole number from 0 to 256, got "999"');
     const consumers = await runCli(['worker', '--consumers', '0']);
     expect(consumers.stderr).toContain('--consumers must be a whole number from 1 to 1000, got "0"');
+    // A Node interval past 24.8 days fires every millisecond: the log would get a report per ms.
+    const report = await runCli(['worker', '--report-every', '30d']);
+    expect(report.code).toBe(1);
+    expect(report.stderr).toContain('--report-every must be at most 1d (0 = only at exit), got "30d"');
   });
 
   it('refuses a per-call deadline that would blame every miner (5 ms: a typo for seconds) or hold a slot for days (Node\'s timers overflow past 24.8 days and fire at once)', async () => {

@@ -66,6 +66,9 @@ function watchRedisHealth(url: string, everyMs: number): { stop(): void } {
   };
 }
 
+/** The longest --report-every: a report a day. */
+const MAX_REPORT_EVERY_MS = 86_400_000;
+
 export function registerWorker(program: Command): void {
   program
     .command('worker')
@@ -84,6 +87,8 @@ export function registerWorker(program: Command): void {
     .option('--report-every <duration>', 'log what was done this often, when anything was (0 = only at exit)', '60s')
     .action(async (opts: { redis?: string; threads: number; concurrency: number; consumers?: number; credentials?: string; tls?: string; lockMs: number; maxConnections: number; maxReceiveBytes?: number; allowVolatileRedis?: boolean; prefix: string; reportEvery: string }) => {
       const reportEveryMs = parseDurationMs(opts.reportEvery, '--report-every', { example: '60s or 5m' });
+      // Past 24.8 days a Node interval overflows and fires every millisecond: a line per ms in the log.
+      if (reportEveryMs > MAX_REPORT_EVERY_MS) throw new Error(`--report-every must be at most 1d (0 = only at exit), got "${opts.reportEvery}"`);
       const credentials = loadCredentialProfiles(opts.credentials);
       if (credentials.size === 0) {
         process.stderr.write('bos-fleet: WARNING: no credential profiles (pass --credentials FILE or set BOS_FLEET_USERNAME): this worker hands every job to workers that have their profiles, and one that no running worker has ends INVALID_JOB\n');
