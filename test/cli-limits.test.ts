@@ -179,10 +179,15 @@ describe('rollout flags', () => {
     expect(parseWaves('1%,10%,100%')).toEqual([0.01, 0.1, 1]);
     expect(() => parseWaves('50%,10%,100%')).toThrow('--waves must increase (cumulative fractions), got "50%,10%,100%"');
     expect(() => parseWaves('10%,50%')).toThrow('--waves must end at 100%, got "10%,50%"');
-    for (const bad of ['-5', '0', '2800.5', 'lots', '']) {
-      expect(() => specFromFlags({ powerTarget: bad })).toThrow(`--power-target must be a positive whole number of watts, got "${bad}"`);
+    // 1e30 was taken (and every miner then refused it as INVALID_JOB), as were 0x10 and " 12 ".
+    for (const bad of ['-5', '0', '2800.5', 'lots', '', '1e30', '0x10', ' 12 ', '100001']) {
+      expect(() => specFromFlags({ powerTarget: bad })).toThrow(`--power-target must be a positive whole number of watts up to 100000, got "${bad}"`);
     }
     expect(specFromFlags({ powerTarget: '2800' })).toEqual({ kind: 'power-target', watts: 2800 });
+    for (const bad of ['0', '-1', '1e3', 'Infinity', '.5', '100000.5']) {
+      expect(() => specFromFlags({ hashrateTarget: bad })).toThrow(`--hashrate-target must be a positive number of TH/s up to 100000, got "${bad}"`);
+    }
+    expect(specFromFlags({ hashrateTarget: '110.5' })).toEqual({ kind: 'hashrate-target', terahashPerSecond: 110.5 });
   });
 });
 

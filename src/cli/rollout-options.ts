@@ -2,7 +2,7 @@
 // confirmation before a rollout starts.
 import { createInterface } from 'node:readline/promises';
 import { readJsonFile } from '../fleet/json-file.js';
-import { actionSpec, ACTIONS, operationOf, poolPasswordRefs, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
+import { actionSpec, ACTIONS, MAX_HASHRATE_TARGET_THS, MAX_POWER_TARGET_W, operationOf, poolPasswordRefs, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fleet/credentials.js';
 import { parsePercent, parseWaves } from '../rollout/waves.js';
@@ -28,14 +28,15 @@ export function specFromFlags(f: OperationFlags, nowMs = Date.now()): MutationSp
   if (given.length !== 1) {
     throw new Error(`give exactly one of --power-target, --hashrate-target, --pools, --action (got ${given.length ? given.map((g) => `--${g.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ') : 'none'})`);
   }
+  // Digits only: Number() would also take 1e30, 0x10 and " 12 ".
   if (f.powerTarget !== undefined) {
-    const watts = Number(f.powerTarget);
-    if (!Number.isInteger(watts) || watts <= 0) throw new Error(`--power-target must be a positive whole number of watts, got "${f.powerTarget}"`);
+    const watts = /^\d+$/.test(f.powerTarget) ? Number(f.powerTarget) : NaN;
+    if (!(watts > 0 && watts <= MAX_POWER_TARGET_W)) throw new Error(`--power-target must be a positive whole number of watts up to ${MAX_POWER_TARGET_W}, got "${f.powerTarget}"`);
     return { kind: 'power-target', watts };
   }
   if (f.hashrateTarget !== undefined) {
-    const ths = Number(f.hashrateTarget);
-    if (!Number.isFinite(ths) || ths <= 0) throw new Error(`--hashrate-target must be a positive number of TH/s, got "${f.hashrateTarget}"`);
+    const ths = /^\d+(\.\d+)?$/.test(f.hashrateTarget) ? Number(f.hashrateTarget) : NaN;
+    if (!(ths > 0 && ths <= MAX_HASHRATE_TARGET_THS)) throw new Error(`--hashrate-target must be a positive number of TH/s up to ${MAX_HASHRATE_TARGET_THS}, got "${f.hashrateTarget}"`);
     return { kind: 'hashrate-target', terahashPerSecond: ths };
   }
   if (f.pools !== undefined) {

@@ -36,9 +36,16 @@ export const poolGroupSpecSchema = z
 
 export type PoolGroupSpec = z.infer<typeof poolGroupSpecSchema>;
 
+/**
+ * Bounds no miner comes near (the largest draw ~11 kW, the fastest ~1 PH/s): a value past them is a
+ * typo, refused before anything is enqueued (each miner's own range comes from GetConstraints).
+ */
+export const MAX_POWER_TARGET_W = 100_000;
+export const MAX_HASHRATE_TARGET_THS = 100_000;
+
 export const mutationSpecSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('power-target'), watts: z.number().int().positive() }),
-  z.object({ kind: z.literal('hashrate-target'), terahashPerSecond: z.number().positive() }),
+  z.object({ kind: z.literal('power-target'), watts: z.number().int().positive().max(MAX_POWER_TARGET_W) }),
+  z.object({ kind: z.literal('hashrate-target'), terahashPerSecond: z.number().positive().max(MAX_HASHRATE_TARGET_THS) }),
   z.object({ kind: z.literal('pools'), groups: z.array(poolGroupSpecSchema).min(1) }),
   z.object({ kind: z.literal('pause') }),
   z.object({ kind: z.literal('resume') }),
