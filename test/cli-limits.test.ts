@@ -73,6 +73,11 @@ describe('flag bounds', () => {
     expect(threads.stderr).toContain('--threads must be a whole number from 0 to 256, got "999"');
     const consumers = await runCli(['worker', '--consumers', '0']);
     expect(consumers.stderr).toContain('--consumers must be a whole number from 1 to 1000, got "0"');
+    // Digits only: 0x10 and 1e3 are no counts an operator means.
+    for (const bad of ['0x10', '1e3', '']) {
+      const r = await runCli(['worker', '--concurrency', bad]);
+      expect(r.stderr).toContain(`--concurrency must be a whole number from 1 to 10000, got "${bad}"`);
+    }
     // A Node interval past 24.8 days fires every millisecond: the log would get a report per ms.
     const report = await runCli(['worker', '--report-every', '30d']);
     expect(report.code).toBe(1);

@@ -2,9 +2,12 @@
 import { InvalidArgumentError } from 'commander';
 import { MAX_TIMEOUT_MS, MIN_TIMEOUT_MS } from '../fleet/job.js';
 
+/** A whole number written in digits (Number() would also take 1e3, 0x10, 1_000 or an empty string as 0). */
+const digits = (value: string): number => (/^\d+$/.test(value) ? Number(value) : NaN);
+
 export function positiveInt(name: string) {
   return (value: string): number => {
-    const n = Number(value);
+    const n = digits(value);
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got "${value}"`);
     return n;
   };
@@ -12,7 +15,7 @@ export function positiveInt(name: string) {
 
 export function intInRange(name: string, min: number, max: number) {
   return (value: string): number => {
-    const n = Number(value);
+    const n = digits(value);
     if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a whole number from ${min} to ${max}, got "${value}"`);
     return n;
   };
