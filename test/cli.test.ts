@@ -106,7 +106,8 @@ describe('bos-fleet poll', () => {
     const runs = await runCli(['runs', '--json', '--redis', redisUrl(), '--prefix', prefix]);
     expect(JSON.parse(runs.stdout)).toMatchObject([{ runId, total: 12, done: 0 }]);
     const redis = new Redis(redisUrl());
-    expect(await redis.llen(`${prefix}:jobs:wait`)).toBe(12);
+    // Queued for separate workers, behind foreground runs and rollouts (BullMQ priority).
+    expect(await redis.zcard(`${prefix}:jobs:prioritized`)).toBe(12);
     redis.disconnect();
   });
 

@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
-import { enqueueRun } from '../src/producer/enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun } from '../src/producer/enqueue.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { consumerSlots, JOBS_PER_CONSUMER, startWorker } from '../src/workers/worker.js';
 import { FAST_CORE, type TestFleet, startRedisFleet, type RedisFleet } from './helpers/fleet.js';
@@ -72,6 +72,30 @@ describe('a worker with several consumers', () => {
       expect(maxInFlight).toBeLessThanOrEqual(concurrency);
       // One consumer alone holds 5: more in flight means several filled their slots side by side.
       expect(maxInFlight).toBeGreaterThan(5);
+    } finally {
+      await worker.close();
+      await queue.obliterate({ force: true });
+      await queue.close();
+    }
+  });
+});
+
+describe('job order', () => {
+  it("a rollout's or a foreground poll's jobs go ahead of queued background polls (poll --enqueue-only, schedule ticks)", async () => {
+    const prefix = uniquePrefix('order');
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const store = new RunStore(redis, prefix);
+    // The farm's regular poll of every miner, queued for separate workers, then an operator's poll of ten.
+    const background = await enqueueRun(queue, store, tf.inventory, { operation: 'poll', priority: BACKGROUND_PRIORITY });
+    const ten = { ...tf.inventory, file: 'rack.csv', targets: tf.inventory.targets.slice(0, 10) };
+    const foreground = await enqueueRun(queue, store, ten, { operation: 'poll' });
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 2, consumers: 1, credentials: tf.credentials, coreOptions: FAST_CORE });
+    try {
+      await waitForRun(store, foreground.runId, 10, { intervalMs: 20 });
+      // In FIFO order all 60 background miners came first; now at most the jobs taken beside its last ones.
+      expect((await store.getCounts(background.runId)).done).toBeLessThanOrEqual(2);
+      await waitForRun(store, background.runId, COUNT, { intervalMs: 50 });
+      expect((await store.getOutcomes(background.runId)).every((o) => o.code === 'OK')).toBe(true);
     } finally {
       await worker.close();
       await queue.obliterate({ force: true });

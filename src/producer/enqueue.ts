@@ -34,7 +34,17 @@ export interface EnqueueOptions {
   keepFinishedJobs?: number;
   /** Sites (`*` = all) whose miners must be reached over TLS: their jobs say so to every worker. */
   tlsSites?: readonly string[];
+  /** BullMQ priority of the run's jobs: 0 (the default) goes first; {@link BACKGROUND_PRIORITY} after. */
+  priority?: number;
 }
+
+/**
+ * The priority of polls left to separate workers (`poll --enqueue-only`, schedule ticks): their jobs
+ * wait while jobs without one — a rollout's changes, a `poll` run in the foreground, a dry run — are
+ * queued. A curtailment rollout or an operator's poll of a rack does not wait behind the farm's
+ * regular poll of every miner (BullMQ takes jobs without a priority before prioritized ones).
+ */
+export const BACKGROUND_PRIORITY = 100;
 
 /**
  * Finished BullMQ jobs kept per state (completed, failed): enough to make a re-enqueue of a recent run
@@ -93,6 +103,7 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
         data,
         opts: {
           jobId: jobId(record.runId, target.minerId),
+          ...(opts.priority ? { priority: opts.priority } : {}),
           attempts: opts.jobAttempts ?? DEFAULT_JOB_ATTEMPTS,
           backoff: { type: 'exponential', delay: opts.jobBackoffMs ?? 2_000, jitter: 0.5 },
           removeOnComplete: { age: 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },

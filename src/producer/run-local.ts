@@ -10,7 +10,7 @@ import { RunStore, type RunRecord } from '../fleet/run-store.js';
 import type { RetentionPolicy } from '../fleet/retention.js';
 import { reportRedisOutages } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
-import { enqueueRun } from './enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun } from './enqueue.js';
 import type { Inventory } from './inventory.js';
 import { waitForRun, type Progress } from './wait.js';
 import { openQueue } from '../fleet/queue.js';
@@ -64,7 +64,7 @@ export function assertTargetProfiles(targets: readonly { credentials: string }[]
  */
 export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
   if (opts.credentials.size > 0) assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
-  return enqueueChecked(opts, true);
+  return enqueueChecked(opts, true, BACKGROUND_PRIORITY);
 }
 
 /**
@@ -79,7 +79,7 @@ function patientRedis(url: string, report: boolean): Redis {
 }
 
 /** The enqueue itself, for callers that checked the profiles already. */
-async function enqueueChecked(opts: LocalRunOptions, report = false): Promise<RunRecord> {
+async function enqueueChecked(opts: LocalRunOptions, report = false, priority = 0): Promise<RunRecord> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const redis = patientRedis(opts.redisUrl, report);
   const queue = openQueue(QUEUE_NAME, redis, prefix);
@@ -93,6 +93,7 @@ async function enqueueChecked(opts: LocalRunOptions, report = false): Promise<Ru
       ...(opts.retention ? { retention: opts.retention } : {}),
       ...(opts.keepFinishedJobs ? { keepFinishedJobs: opts.keepFinishedJobs } : {}),
       ...(opts.tlsBySite ? { tlsSites: Object.keys(opts.tlsBySite) } : {}),
+      ...(priority ? { priority } : {}),
     });
   } finally {
     await queue.close();

@@ -9,7 +9,7 @@ import { isFinalFailure, type JobTarget, type MutationOperation } from '../fleet
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/retention.js';
-import { enqueueRun } from '../producer/enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun } from '../producer/enqueue.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
 import { startRollout } from './create.js';
@@ -243,6 +243,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
         ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}),
         ...(def.retention ? { retention: def.retention } : {}),
         ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}),
+        priority: BACKGROUND_PRIORITY,
       });
       return { started: id };
     }

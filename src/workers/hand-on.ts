@@ -53,6 +53,7 @@ export async function handOn(redis: Redis, k: Keys, main: Queue, job: Job, data:
     jobId: id,
     attempts: Math.max(1, (job.opts.attempts ?? 1) - job.attemptsMade),
     ...(job.opts.backoff !== undefined ? { backoff: job.opts.backoff } : {}),
+    ...(job.opts.priority ? { priority: job.opts.priority } : {}),
     ...(job.opts.removeOnComplete !== undefined ? { removeOnComplete: job.opts.removeOnComplete } : {}),
     ...(job.opts.removeOnFail !== undefined ? { removeOnFail: job.opts.removeOnFail } : {}),
   });
