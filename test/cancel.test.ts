@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { cancelRun, type CancelResult } from '../src/producer/cancel.js';
-import { enqueueRun } from '../src/producer/enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun } from '../src/producer/enqueue.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { startWorker } from '../src/workers/worker.js';
 import { exited, runCli, spawnCli } from './helpers/cli.js';
@@ -64,7 +64,8 @@ describe('cancelling a poll run', () => {
 
   it('from the CLI: counts in JSON; an unknown run and a rollout run are refused with the way out', async () => {
     const { prefix, queue, store } = setup();
-    const poll = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
+    // Queued for separate workers, as `poll --enqueue-only` does: prioritized jobs, cancelled as well.
+    const poll = await enqueueRun(queue, store, tf.inventory, { operation: 'poll', priority: BACKGROUND_PRIORITY });
     const push = await enqueueRun(queue, store, tf.inventory, { operation: 'pause', params: { rolloutId: 'r1' } });
     await queue.close();
     const env = { REDIS_URL: redisUrl() };
