@@ -10,7 +10,7 @@ import type { JobData } from '../src/fleet/job.js';
 import { QUEUE_NAME, keys } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { cancelRun } from '../src/producer/cancel.js';
-import { enqueueRun } from '../src/producer/enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun } from '../src/producer/enqueue.js';
 import { parseInventory, type Inventory } from '../src/producer/inventory.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { promoteJobs } from '../src/rollout/site-limit.js';
@@ -53,15 +53,16 @@ async function delayedEvents(prefix: string, queue: string): Promise<number> {
  * A worker with only "default" takes every job while a worker configured with both profiles is
  * announced but not yet consuming: the "site2" jobs must go to that configuration's queue.
  */
-async function handedOnRun(prefix: string) {
+async function handedOnRun(prefix: string, priority = 0) {
   const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
   const store = new RunStore(redis, prefix);
   const announced = new WorkerRegistry(redis, prefix, FULL);
   await announced.start();
   const plain = await worker(prefix, { default: simCreds });
-  const record = await enqueueRun(queue, store, inventory, { operation: 'poll', jobAttempts: 1 });
+  const record = await enqueueRun(queue, store, inventory, { operation: 'poll', jobAttempts: 1, priority });
   const theirs = handOnQueue(queue, signatureOf(FULL));
-  for (let i = 0; i < 100 && ((await theirs.getJobCounts('waiting')).waiting ?? 0) < COUNT / 2; i++) await new Promise((r) => setTimeout(r, 50));
+  const queued = async () => Object.values(await theirs.getJobCounts('waiting', 'prioritized')).reduce((a, b) => a + b, 0);
+  for (let i = 0; i < 100 && (await queued()) < COUNT / 2; i++) await new Promise((r) => setTimeout(r, 50));
   return { queue, store, record, announced, plain, theirs };
 }
 
@@ -90,6 +91,18 @@ describe('a job this worker cannot do', () => {
       expect(await theirs.getJobCounts('completed')).toMatchObject({ completed: COUNT / 2 });
       expect(await delayedEvents(prefix, QUEUE_NAME)).toBe(0);
       expect(await delayedEvents(prefix, handOnQueueName(signatureOf(FULL)))).toBe(0);
+    } finally {
+      await plain.close();
+      await announced.stop();
+      await queue.close();
+    }
+  });
+
+  it('keeps its priority: a background poll handed on does not go ahead of rollouts there', async () => {
+    const prefix = uniquePrefix('hand-prio');
+    const { queue, theirs, announced, plain } = await handedOnRun(prefix, BACKGROUND_PRIORITY);
+    try {
+      expect(await theirs.getJobCounts('waiting', 'prioritized')).toEqual({ waiting: 0, prioritized: COUNT / 2 });
     } finally {
       await plain.close();
       await announced.stop();
