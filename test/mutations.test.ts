@@ -19,7 +19,7 @@ afterAll(async () => {
 });
 
 function ctx(i: number, extra: Partial<MutateContext> = {}): MutateContext {
-  return { target: tf.inventory.targets[i]!, credentials: tf.credentials, dryRun: false, callOpts: {}, rebootWaitMs: 5_000, ...extra };
+  return { target: tf.inventory.targets[i]!, credentials: tf.credentials, dryRun: false, callOpts: {}, rebootWaitMs: 5_000, sharedNowMs: Date.now, ...extra };
 }
 const miner = (i: number) => core.miner(simTarget(tf.fleet.miners[i]!.id, tf.fleet.miners[i]!.host));
 const run = (i: number, spec: MutationSpec, extra: Partial<MutateContext> = {}) => mutateMiner(miner(i), spec, ctx(i, extra));
@@ -62,6 +62,18 @@ describe('mutations', () => {
     expect(await run(2, { kind: 'reboot', notBeforeMs: requestedAt })).toMatchObject({ change: 'unchanged' });
     expect(await writes(2, 'Reboot')).toBe(1);
     expect(core.breaker(miner(2).key).state).toBe('CLOSED'); // the expected outage did not count against it
+  });
+
+  it("a reboot compares boot times on the shared clock: a worker whose own clock is 10 min behind Redis's still reboots once", async () => {
+    // The wave's start is on Redis's clock, here 10 min ahead of this host's; the worker adds its offset.
+    // (Miner 0: up for long, not just rebooted — a miner reports its uptime in whole seconds.)
+    const skew = 600_000;
+    const requestedAt = Date.now() + skew;
+    const before = await writes(0, 'Reboot');
+    const data = await run(0, { kind: 'reboot', notBeforeMs: requestedAt }, { sharedNowMs: () => Date.now() + skew });
+    expect(data).toMatchObject({ change: 'applied', before: { bootedAfterRequest: false }, after: { bootedAfterRequest: true }, verified: true });
+    expect(await run(0, { kind: 'reboot', notBeforeMs: requestedAt }, { sharedNowMs: () => Date.now() + skew })).toMatchObject({ change: 'unchanged' });
+    expect(await writes(0, 'Reboot')).toBe(before + 1);
   });
 
   it('a write whose reply was lost is settled by the read-back: applied, written once', async () => {

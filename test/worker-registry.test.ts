@@ -17,6 +17,7 @@ import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import { WorkerRegistry, workersWarning } from '../src/workers/registry.js';
 import { createTaskRunner } from '../src/workers/task.js';
+import { redisClockOffsetMs } from '../src/redis/clock.js';
 import { createSharedBreakerTable } from '../src/core/breaker-table.js';
 import { makeTestCerts } from './helpers/certs.js';
 import { runCli } from './helpers/cli.js';
@@ -157,6 +158,23 @@ describe('the task runner, below the hand-on', () => {
       const pools = { kind: 'pools', groups: [{ name: 'Main', pools: [{ url: 'stratum+tcp://pool.example:3333', passwordRef: 'pool-main' }] }] };
       expect(await runner({ job: { ...job('default', false), operation: 'pools' as const, params: { mutation: pools } } })).toMatchObject({ code: 'INVALID_JOB', error: { message: 'this worker has no credentials profile "pool-main" (a pool password)' } });
       expect(await tf.fleet.callCounts(m.id)).toEqual(before);
+    } finally {
+      runner.close();
+    }
+  });
+
+  it("reads a reboot's boot time on Redis's clock: the offset the processor measures is applied", async () => {
+    const runner = createTaskRunner({ coreOptions: FAST_CORE, breakerTable: createSharedBreakerTable(64), credentials: [['default', simCreds]] });
+    try {
+      const m = tf.fleet.miners[5]!;
+      const requestedAt = Date.now() - 1_000; // the wave started a second ago (Redis's clock)
+      const job = { runId: 'clock', operation: 'reboot' as const, target: { minerId: m.id, host: m.host, port: m.port, site: 'site-a', tags: [], credentials: 'default' }, params: { mutation: { kind: 'reboot', notBeforeMs: requestedAt } } };
+      const prepare = async (clockOffsetMs: number) => ((await runner({ job, phase: 'prepare', clockOffsetMs })).data as { before: { bootedAfterRequest: boolean } }).before.bootedAfterRequest;
+      expect(await prepare(0)).toBe(false); // up for long: not rebooted since
+      // Were Redis's clock a year ahead of this host's, the same boot would be long after the request.
+      expect(await prepare(365 * 86_400_000)).toBe(true);
+      // On one host the two clocks agree (to the round trip).
+      expect(Math.abs(await redisClockOffsetMs(redis))).toBeLessThan(1_000);
     } finally {
       runner.close();
     }

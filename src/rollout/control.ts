@@ -3,6 +3,7 @@
 // and either start the next wave (after --pause-between), complete, or halt.
 import { DelayedError, Queue, UnrecoverableError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { redisNowMs } from '../redis/clock.js';
 import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { operationOf } from '../workers/ops/mutation-spec.js';
@@ -105,7 +106,8 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     const digest = createHash('sha256').update(JSON.stringify(targets)).digest('hex');
     // A reboot is asked for when its wave starts, not when the rollout was started (with --at or
     // --pause-between, hours before): a miner that restarted by itself in between is still rebooted.
-    const spec = rec.spec.kind === 'reboot' ? { ...rec.spec, notBeforeMs: Math.max(rec.spec.notBeforeMs, Date.now()) } : rec.spec;
+    // On Redis's clock, which the workers that read the miners' boot times share (redis/clock.ts).
+    const spec = rec.spec.kind === 'reboot' ? { ...rec.spec, notBeforeMs: await redisNowMs(deps.redis) } : rec.spec;
     await enqueueRun(deps.jobs, runs, { file: `rollout ${rec.rolloutId} wave ${wave}`, targets, digest }, {
       operation: rec.operation,
       runId: waveRunId(rec.rolloutId, wave),

@@ -14,6 +14,7 @@ import { missingFor, type WorkerRegistry } from './registry.js';
 import { HANDED_ON, handedOnBefore, handOn } from './hand-on.js';
 import { handOnQueueName } from '../fleet/hand-on-queues.js';
 import { unwrittenResult, type MutationData, type PreparedChange } from './ops/mutate.js';
+import { redisClockOffsetMs } from '../redis/clock.js';
 
 export interface ProcessorDeps {
   store: RunStore;
@@ -124,7 +125,8 @@ export async function settleFailedJob(store: RunStore, job: Job | undefined, err
  */
 async function runChange(data: JobData, executor: Executor, store: RunStore): Promise<TaskResult> {
   const started = Date.now();
-  const prepared = await executor.run({ job: data, phase: 'prepare' });
+  const clock = await sharedClock(data, store);
+  const prepared = await executor.run({ job: data, phase: 'prepare', ...clock });
   if (!prepared.ok) return prepared;
   const p = prepared.data as PreparedChange;
   const journaled = await store.journaled(data.runId, data.target.minerId);
@@ -132,8 +134,17 @@ async function runChange(data: JobData, executor: Executor, store: RunStore): Pr
   if (change) return { ...prepared, data: change };
   // An earlier attempt's record wins (read above): only the first attempt writes one.
   const before = journaled ? journaled.before : await store.journalBefore(data.runId, data.target.minerId, p.before);
-  const applied = await executor.run({ job: data, phase: 'apply', before });
+  const applied = await executor.run({ job: data, phase: 'apply', before, ...clock });
   return { ...applied, attempts: Math.max(prepared.attempts, applied.attempts), durationMs: Date.now() - started };
+}
+
+/**
+ * A reboot's request time is on Redis's clock (the wave's start): the task compares the miner's boot
+ * time with it on that clock too, not on this host's, which may be off (redis/clock.ts).
+ */
+async function sharedClock(data: JobData, store: RunStore): Promise<{ clockOffsetMs?: number }> {
+  const kind = (data.params['mutation'] as { kind?: unknown } | undefined)?.kind;
+  return kind === 'reboot' ? { clockOffsetMs: await redisClockOffsetMs(store.redis) } : {};
 }
 
 /** The change an earlier attempt journaled and made: it is on the miner now (the read found it so). */
@@ -150,7 +161,7 @@ function madeEarlier(journaled: { before: unknown } | undefined, p: PreparedChan
 async function stoppedChange(data: JobData, executor: Executor, store: RunStore, why: string): Promise<TaskResult> {
   const journaled = await store.journaled(data.runId, data.target.minerId);
   if (!journaled) return failedTask('CANCELLED', `${why} before this miner was changed`);
-  const prepared = await executor.run({ job: data, phase: 'prepare' });
+  const prepared = await executor.run({ job: data, phase: 'prepare', ...(await sharedClock(data, store)) });
   const made = prepared.ok ? madeEarlier(journaled, prepared.data as PreparedChange) : undefined;
   if (made) return { ...prepared, data: made };
   // A refusal (out of range, unsupported) comes after a read that found the change not there.

@@ -34,6 +34,8 @@ export interface TaskInput {
   phase?: 'prepare' | 'apply';
   /** For 'apply': the state from before the change, as journaled. */
   before?: unknown;
+  /** How far Redis's clock is ahead of this host's (ms): a reboot compares boot times on it. */
+  clockOffsetMs?: number;
 }
 
 export interface TaskResult {
@@ -56,7 +58,7 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
   for (const [site, profile] of Object.entries(config.tlsBySite ?? {})) tls.set(site, loadTlsMaterial(profile, `site:${site}`));
   const caps = { profiles: [...credentials.keys()], tlsSites: [...tls.keys()] };
 
-  const run = async ({ job, phase, before }: TaskInput): Promise<TaskResult> => {
+  const run = async ({ job, phase, before, clockOffsetMs = 0 }: TaskInput): Promise<TaskResult> => {
     const started = Date.now();
     const t = job.target;
     const siteTls = tls.get(t.site) ?? tls.get('*');
@@ -81,7 +83,7 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
         if (!spec.success) {
           throw new FleetError('INVALID_JOB', `params.mutation: ${spec.error.issues[0]?.message ?? 'invalid'}`, { minerId: t.minerId, attempts: 0 });
         }
-        const ctx = { target: t, credentials, dryRun: job.params['dryRun'] === true, callOpts, rebootWaitMs: config.rebootWaitMs ?? 300_000 };
+        const ctx = { target: t, credentials, dryRun: job.params['dryRun'] === true, callOpts, rebootWaitMs: config.rebootWaitMs ?? 300_000, sharedNowMs: () => Date.now() + clockOffsetMs };
         if (phase === 'prepare') data = await prepareMutation(miner, spec.data, ctx);
         else if (phase === 'apply') data = await applyMutation(miner, spec.data, ctx, before);
         else data = await mutateMiner(miner, spec.data, ctx);

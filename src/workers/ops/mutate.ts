@@ -24,6 +24,8 @@ export interface MutateContext {
   callOpts: CallOptions;
   /** How long to wait for a rebooted miner to come back (ms). */
   rebootWaitMs: number;
+  /** Now on Redis's clock (a reboot's request time is on it): this host's clock plus its offset. */
+  sharedNowMs: () => number;
 }
 
 /** What a change finds on the miner before writing anything (validated when there is something to write). */

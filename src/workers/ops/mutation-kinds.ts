@@ -191,7 +191,7 @@ export function mutationKind(spec: MutationSpec, ctx: MutateContext): MutationKi
     case 'reboot': {
       const read = async (m: MinerClient, opts = o) => {
         const uptimeS = (await m.getMinerDetails(opts)).systemUptimeS;
-        return { uptimeS, bootedAfterRequest: Date.now() - uptimeS * 1000 > spec.notBeforeMs };
+        return { uptimeS, bootedAfterRequest: ctx.sharedNowMs() - uptimeS * 1000 > spec.notBeforeMs };
       };
       return {
         read: (m) => read(m),
