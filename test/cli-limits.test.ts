@@ -78,6 +78,11 @@ describe('flag bounds', () => {
       const r = await runCli(['worker', '--concurrency', bad]);
       expect(r.stderr).toContain(`--concurrency must be a whole number from 1 to 10000, got "${bad}"`);
     }
+    // Printed back in commands to copy (--prefix '…'): a quote or a space would break them.
+    for (const bad of ['', "farm 'a'", 'x'.repeat(65)]) {
+      const r = await runCli(['runs', '--prefix', bad]);
+      expect(r.stderr).toContain(`--prefix must be 1 to 64 letters, digits or {}_.:- characters (default "{bosfleet}"), got "${bad}"`);
+    }
     // A Node interval past 24.8 days fires every millisecond: the log would get a report per ms.
     const report = await runCli(['worker', '--report-every', '30d']);
     expect(report.code).toBe(1);

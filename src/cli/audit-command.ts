@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { readAudit } from '../rollout/audit.js';
 import { connectRedis } from './common.js';
-import { positiveInt } from './parse.js';
+import { positiveInt, prefixOption } from './parse.js';
 import { columns, printable } from './render.js';
 
 export function registerAudit(program: Command): void {
@@ -11,7 +11,7 @@ export function registerAudit(program: Command): void {
     .command('audit')
     .description('show the audit log (append-only: the CLI never edits or deletes it)')
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
-    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix', prefixOption, DEFAULT_PREFIX)
     .option('--limit <n>', 'most recent entries', positiveInt('--limit'), 200)
     .option('--subject <id>', 'only entries of this rollout or schedule (a schedule id also finds its rollouts: their ids start with it)')
     .option('--json', 'print JSON')

@@ -23,3 +23,13 @@ export function intInRange(name: string, min: number, max: number) {
 
 /** `--timeout-ms` of `poll` and `schedule add`: a per-attempt deadline a run can live with. */
 export const timeoutMsOption = intInRange('--timeout-ms', MIN_TIMEOUT_MS, MAX_TIMEOUT_MS);
+
+/**
+ * `--prefix`: the Redis key prefix of a farm's keys. Letters, digits and `{}_.:-` only, 1 to 64 of
+ * them: the CLI prints the prefix back in commands to copy and run (`--prefix '…'`), which a quote
+ * or a space would break, and an empty one would leave a farm's keys unnamed (`:jobs:wait`).
+ */
+export function prefixOption(value: string): string {
+  if (!/^[A-Za-z0-9{}_.:-]{1,64}$/.test(value)) throw new InvalidArgumentError(`--prefix must be 1 to 64 letters, digits or {}_.:- characters (default "{bosfleet}"), got "${value}"`);
+  return value;
+}

@@ -7,7 +7,7 @@ import { enqueueOnly, runLocal } from '../producer/run-local.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS } from '../workers/worker.js';
 import { connectRedis, localPoolOptions, interruptible, loadTlsSites, retentionFrom, retentionOptions, whereFlags, type RetentionFlags } from './common.js';
 import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
-import { intInRange, timeoutMsOption } from './parse.js';
+import { intInRange, timeoutMsOption, prefixOption } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 
@@ -38,7 +38,7 @@ export function registerPoll(program: Command): void {
     .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}; those sites are polled over TLS only, by any worker')
     .option('--json', 'print one JSON object {runId, total, counts, durationMs}')
-    .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', prefixOption, DEFAULT_PREFIX)
     .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes');
   retentionOptions(poll, 'of `bos-fleet poll` (not of schedules)').action(async (opts: PollCliOptions) => {
     if (opts.enqueueOnly && opts.maxReceiveBytes !== undefined) {

@@ -18,7 +18,7 @@ import { listWorkers, workersWarning } from '../workers/registry.js';
 import { columns, countsInOrder, printable, settingText } from './render.js';
 import { connectRedis, interruptible, loadTlsSites, localPoolOptions, whereFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
-import { positiveInt } from './parse.js';
+import { positiveInt, prefixOption } from './parse.js';
 import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, withPoolPasswordRef, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { openQueue } from '../fleet/queue.js';
 
@@ -45,7 +45,7 @@ function common(cmd: Command): Command {
   return cmd
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--credentials <file>', 'credential profiles JSON (miner logins and pool passwordRef targets)')
-    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix', prefixOption, DEFAULT_PREFIX)
     .option('--actor <name>', 'who is acting, for the audit log (default: the OS user)')
     .option('--json', 'print JSON');
 }

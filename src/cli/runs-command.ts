@@ -6,7 +6,7 @@ import { SummaryBuilder } from '../fleet/outcome.js';
 import { RunStore } from '../fleet/run-store.js';
 import { connectRedis } from './common.js';
 import { listWorkers } from '../workers/registry.js';
-import { positiveInt } from './parse.js';
+import { positiveInt, prefixOption } from './parse.js';
 import { columns, summaryText, writeOutcomes } from './render.js';
 import { openQueue } from '../fleet/queue.js';
 
@@ -22,7 +22,7 @@ export function registerRuns(program: Command): void {
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--limit <n>', 'how many runs', positiveInt('--limit'), 20)
     .option('--json', 'print JSON')
-    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix', prefixOption, DEFAULT_PREFIX)
     .action(async (opts: { redis?: string; limit: number; json?: boolean; prefix: string }) => {
       const { redis } = await connectRedis(opts.redis);
       try {
@@ -47,7 +47,7 @@ export function registerRuns(program: Command): void {
     .description("drop what is left of a poll run (or a dry run): its queued miners get a CANCELLED outcome; miners being polled finish; a run still being enqueued stops there")
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--json', 'print one JSON object {runId, cancelled, done, total, neverEnqueued}')
-    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix', prefixOption, DEFAULT_PREFIX)
     .action(async (runId: string, opts: { redis?: string; json?: boolean; prefix: string }) => {
       const { redis } = await connectRedis(opts.redis);
       const queue = openQueue(QUEUE_NAME, redis, opts.prefix);
@@ -76,7 +76,7 @@ export function registerRuns(program: Command): void {
       return v;
     }, 'table')
     .option('--failed', 'only miners whose outcome is not OK')
-    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix', prefixOption, DEFAULT_PREFIX)
     .action(async (runId: string, opts: { redis?: string; format: 'table' | 'json' | 'csv'; failed?: boolean; prefix: string }) => {
       const { redis } = await connectRedis(opts.redis);
       try {

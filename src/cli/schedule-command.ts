@@ -8,7 +8,7 @@ import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { connectRedis, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
-import { positiveInt, timeoutMsOption } from './parse.js';
+import { positiveInt, timeoutMsOption, prefixOption } from './parse.js';
 import { gatesFromFlags, operationOf, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { columns } from './render.js';
 
@@ -36,7 +36,7 @@ function addOptions(cmd: Command): Command {
     .option('--timeout-ms <n>', 'deadline of each call attempt (100 to 600000)', timeoutMsOption)
     .option('--tls <file>', 'TLS per site, as for poll: those sites are reached over TLS only, by workers that have their TLS files')
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
-    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix', prefixOption, DEFAULT_PREFIX)
     .option('--actor <name>', 'who is acting, for the audit log')
     .option('--json', 'print JSON');
 }
@@ -116,7 +116,7 @@ export function registerSchedule(program: Command): void {
   sc.command('list')
     .description('list schedules with their next tick, the last run or rollout they started, and ticks skipped or failed')
     .option('--redis <url>', 'Redis URL')
-    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix', prefixOption, DEFAULT_PREFIX)
     .option('--json', 'print JSON')
     .action(async (flags: { redis?: string; prefix: string; json?: boolean }) => {
       const { redis } = await connectRedis(flags.redis);
@@ -141,7 +141,7 @@ export function registerSchedule(program: Command): void {
   sc.command('remove <scheduleId>')
     .description('remove a schedule (ticks already started run to their end)')
     .option('--redis <url>', 'Redis URL')
-    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix', prefixOption, DEFAULT_PREFIX)
     .option('--actor <name>', 'who is acting, for the audit log')
     .action(async (id: string, flags: { redis?: string; prefix: string; actor?: string }) => {
       const { redis } = await connectRedis(flags.redis);

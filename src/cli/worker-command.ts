@@ -10,7 +10,7 @@ import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { connectRedis, fitDescriptors, interruptible, loadTlsSites } from './common.js';
 import { shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
-import { intInRange, positiveInt } from './parse.js';
+import { intInRange, positiveInt, prefixOption } from './parse.js';
 import { Redis } from 'ioredis';
 import { redisHealthProblems } from '../redis/durability.js';
 import { rateLimitedLog } from '../workers/error-log.js';
@@ -83,7 +83,7 @@ export function registerWorker(program: Command): void {
     .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
     .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
     .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
-    .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', prefixOption, DEFAULT_PREFIX)
     .option('--report-every <duration>', 'log what was done this often, when anything was (0 = only at exit)', '60s')
     .action(async (opts: { redis?: string; threads: number; concurrency: number; consumers?: number; credentials?: string; tls?: string; lockMs: number; maxConnections: number; maxReceiveBytes?: number; allowVolatileRedis?: boolean; prefix: string; reportEvery: string }) => {
       const reportEveryMs = parseDurationMs(opts.reportEvery, '--report-every', { example: '60s or 5m' });
@@ -136,7 +136,7 @@ export function registerWorker(program: Command): void {
     .description('the bos-fleet workers running on this Redis: host, pid, concurrency, the profiles and TLS sites they have')
     .option('--redis <url>', 'Redis URL (default: REDIS_URL, else the embedded redis-server)')
     .option('--json', 'print JSON')
-    .option('--prefix <prefix>', 'Redis key prefix', DEFAULT_PREFIX)
+    .option('--prefix <prefix>', 'Redis key prefix', prefixOption, DEFAULT_PREFIX)
     .action(async (opts: { redis?: string; json?: boolean; prefix: string }) => {
       const { redis } = await connectRedis(opts.redis);
       try {
