@@ -213,7 +213,7 @@ export function fitDescriptors(
     const room = limit - reserve(c);
     const even = Math.floor(room / pools);
     const m = Math.min(o.maxConnections, even >= c ? even : pools > 1 ? Math.floor((room - c) / (pools - 1)) : 0);
-    return m >= 1 && needed(m, c) <= limit ? m : 0;
+    return Math.max(0, m);
   };
   const held = o.concurrency > o.maxConnections;
   const channels = needed(o.maxConnections, o.concurrency) - reserve(o.concurrency);

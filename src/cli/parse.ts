@@ -3,7 +3,7 @@ import { InvalidArgumentError } from 'commander';
 import { MAX_TIMEOUT_MS, MIN_TIMEOUT_MS } from '../fleet/job.js';
 
 /** A whole number written in digits (Number() would also take 1e3, 0x10, 1_000 or an empty string as 0). */
-const digits = (value: string): number => (/^\d+$/.test(value) ? Number(value) : NaN);
+export const digits = (value: string): number => (/^\d+$/.test(value) ? Number(value) : NaN);
 
 export function positiveInt(name: string) {
   return (value: string): number => {

@@ -4,6 +4,7 @@ import { createInterface } from 'node:readline/promises';
 import { readJsonFile } from '../fleet/json-file.js';
 import { actionSpec, ACTIONS, MAX_HASHRATE_TARGET_THS, MAX_POWER_TARGET_W, operationOf, poolPasswordRefs, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
+import { digits } from './parse.js';
 import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fleet/credentials.js';
 import { parsePercent, parseWaves } from '../rollout/waves.js';
 import { firstIssue, issueText } from '../fleet/zod-issue.js';
@@ -30,7 +31,7 @@ export function specFromFlags(f: OperationFlags, nowMs = Date.now()): MutationSp
   }
   // Digits only: Number() would also take 1e30, 0x10 and " 12 ".
   if (f.powerTarget !== undefined) {
-    const watts = /^\d+$/.test(f.powerTarget) ? Number(f.powerTarget) : NaN;
+    const watts = digits(f.powerTarget);
     if (!(watts > 0 && watts <= MAX_POWER_TARGET_W)) throw new Error(`--power-target must be a positive whole number of watts up to ${MAX_POWER_TARGET_W}, got "${f.powerTarget}"`);
     return { kind: 'power-target', watts };
   }
