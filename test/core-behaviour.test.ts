@@ -7,7 +7,7 @@ import { SimFleet } from '../src/sim/fleet.js';
 import { freePort } from '../src/redis/server.js';
 import { simTarget, testCore } from './helpers/core.js';
 
-const NAMES = ['expiry', 'concurrent', 'old', 'skew', 'reuse', 'invalid', 'breaker', 'hang-write', 'reboot-refused', 'stream', 'dropper'] as const;
+const NAMES = ['expiry', 'concurrent', 'old', 'skew', 'reuse', 'invalid', 'breaker', 'hang-write', 'reboot-refused', 'stream', 'dropper', 'frozen', 'refused-login'] as const;
 const hosts = loopbackAddresses('127.6.0.1', NAMES.length);
 const host = (n: (typeof NAMES)[number]) => hosts[NAMES.indexOf(n)]!;
 let fleet: SimFleet;
@@ -20,7 +20,7 @@ beforeAll(async () => {
       index,
       host: hosts[index]!,
       port: 50051,
-      faults: id === 'expiry' ? { tokenExpiry: { ttlMs: 200 } } : id === 'old' ? { oldApi: true } : id === 'dropper' ? { dropStream: { afterMessages: 1 } } : {},
+      faults: id === 'expiry' ? { tokenExpiry: { ttlMs: 200 } } : id === 'old' ? { oldApi: true } : id === 'dropper' ? { dropStream: { afterMessages: 1 } } : id === 'refused-login' ? { badAuth: true } : {},
     })),
     rebootDownMs: 400,
   });
@@ -190,6 +190,33 @@ describe('status stream', () => {
     expect(err).toMatchObject({ code: 'CONNECTION_LOST' });
     expect(messages).toBe(3); // one message per subscription: the first and two reconnects
     expect(core.pool.stats().inUse).toBe(0);
+  });
+
+  it('a subscription answered by no first status (a frozen miner) is tried again, not waited on for ever', async () => {
+    core = testCore({ stream: { reconnectBaseDelayMs: 20, reconnectMaxDelayMs: 50 } });
+    const miner = core.miner(simTarget('frozen', host('frozen')));
+    try {
+      await miner.token(); // logged in before the freeze: only the subscription itself hangs
+      await fleet.setFaults('frozen', { hang: true });
+      const started = Date.now();
+      const err = await (async () => {
+        for await (const _ of minerStatusStream(core, miner, { maxReconnects: 1 }));
+      })().catch((e: unknown) => FleetError.from(e));
+      expect(err).toMatchObject({ code: 'MINER_TIMEOUT', message: 'no status within 600 ms of subscribing' });
+      expect(Date.now() - started).toBeLessThan(3_000); // two subscriptions of 600 ms, and a backoff
+      expect(core.pool.stats().inUse).toBe(0);
+    } finally {
+      await fleet.setFaults('frozen', {});
+    }
+  });
+
+  it('a refused login ends the stream at once, whatever maxReconnects allows (retrying only locks the account sooner)', async () => {
+    core = testCore();
+    const err = await (async () => {
+      for await (const _ of minerStatusStream(core, core.miner(simTarget('refused-login', host('refused-login'))), { maxReconnects: Infinity }));
+    })().catch((e: unknown) => FleetError.from(e));
+    expect(err).toMatchObject({ code: 'MINER_AUTH_FAILED', context: { attempts: 1 } });
+    expect((await fleet.callCounts('refused-login'))['Login']).toBe(1);
   });
 
   it('return() releases the call (no stream left open on the miner)', async () => {

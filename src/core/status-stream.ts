@@ -17,8 +17,10 @@ export interface StatusUpdate {
 
 export interface StatusStreamOptions {
   signal?: AbortSignal;
-  /** Reconnects allowed in a row without a message in between (default from core options). */
+  /** Reconnects allowed in a row without a message in between (default from core options; Infinity: never give up). */
   maxReconnects?: number;
+  /** Told each time the stream dropped (or could not subscribe) and is about to try again after `delayMs`. */
+  onReconnect?: (info: { error: FleetError; attempt: number; delayMs: number }) => void;
 }
 
 const RECONNECTABLE = new Set(['MINER_UNREACHABLE', 'CONNECTION_LOST', 'MINER_TIMEOUT', 'MINER_OVERLOADED']);
@@ -48,11 +50,29 @@ export async function* minerStatusStream(core: FleetCore, miner: MinerClient, op
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       subscription++;
       subscribedAtMs = core.clock.now();
+      // A miner answers a subscription with its status at once: one that says nothing within a
+      // read deadline is frozen (it accepted the call and hangs), and the subscription is tried
+      // again like a dropped one — else a miner that recovers would never be heard from.
+      const firstMessage = new AbortController();
+      let silent = false;
+      const current = call;
+      core.clock.sleep(core.options.readTimeoutMs, firstMessage.signal).then(
+        () => {
+          silent = true;
+          current.cancel();
+        },
+        () => undefined,
+      );
       try {
         for await (const msg of call as AsyncIterable<{ status: string }>) {
+          firstMessage.abort();
           yield { status: msg.status, subscription };
         }
+      } catch (err) {
+        if (silent && !opts.signal?.aborted) throw new FleetError('MINER_TIMEOUT', `no status within ${core.options.readTimeoutMs} ms of subscribing`, { mayHaveReachedMiner: true });
+        throw err;
       } finally {
+        firstMessage.abort();
         opts.signal?.removeEventListener('abort', onAbort);
       }
       // The server ended the stream cleanly: resubscribe like after a drop.
@@ -64,14 +84,19 @@ export async function* minerStatusStream(core: FleetCore, miner: MinerClient, op
       channel = undefined;
       if (opts.signal?.aborted) return;
       const err = FleetError.from(raw, { minerId: miner.target.id, host: miner.target.host, operation: 'GetMinerStatus' });
-      // A refused token (expired session) is dropped and the next subscription logs in again.
-      if (err.code === 'MINER_AUTH_FAILED' && token) miner.invalidateToken(token);
+      // A refused token (expired session) is dropped and the next subscription logs in again; a
+      // refused login (a wrong password) is final: trying again only locks the account out sooner.
+      if (err.code === 'MINER_AUTH_FAILED') {
+        if (!token) throw err.with({ attempts: failuresInRow + 1 });
+        miner.invalidateToken(token);
+      }
       if (!RECONNECTABLE.has(err.code) && err.code !== 'MINER_AUTH_FAILED') throw err;
       // A subscription that stayed up long enough was healthy: the count of drops in a row restarts.
       if (subscribedAtMs !== undefined && core.clock.now() - subscribedAtMs >= o.stableAfterMs) failuresInRow = 0;
       failuresInRow++;
       if (failuresInRow > maxReconnects) throw err.with({ attempts: failuresInRow });
       const delay = backoffDelayMs(failuresInRow, { baseDelayMs: o.reconnectBaseDelayMs, maxDelayMs: o.reconnectMaxDelayMs, random: core.random });
+      opts.onReconnect?.({ error: err, attempt: failuresInRow, delayMs: delay });
       try {
         await core.clock.sleep(delay, opts.signal);
       } catch {
