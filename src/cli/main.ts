@@ -8,6 +8,7 @@ import { registerRuns } from './runs-command.js';
 import { registerSchedule } from './schedule-command.js';
 import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
+import { registerWatch } from './watch-command.js';
 import { redisRefusalAdvice } from '../redis/durability.js';
 import { exitAfterHangUp, outputLost } from './hang-up.js';
 
@@ -18,6 +19,7 @@ const program = new Command('bos-fleet')
 
 registerDemo(program);
 registerPoll(program);
+registerWatch(program);
 registerWorker(program);
 registerRuns(program);
 registerRollout(program);
