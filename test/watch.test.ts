@@ -144,7 +144,7 @@ describe('bos-fleet watch', () => {
     expect(await exited(child)).toBe(0);
     const { stdout, stderr } = child.output();
     expect(stdout).toMatch(/cli-paused +127\.46\.0\.5:50051 +PAUSED \(was NORMAL\)/);
-    expect(stderr).toContain('all 1 watched miners are PAUSED');
+    expect(stderr).toContain('the watched miner is PAUSED');
   });
 
   it('--timeout exits 2 naming each miner not there; --json ends with an end event', async () => {

@@ -147,7 +147,7 @@ export function registerWatch(program: Command): void {
         console.log(JSON.stringify({ at: new Date().toISOString(), event: 'end', result, ...(opts.until ? { until: opts.until } : {}), watched: selected.length, notThere: notThere.map((t) => t.minerId) }));
       }
       if (result === 'reached') {
-        process.stderr.write(`bos-fleet: all ${selected.length} watched miners are ${opts.until} (after ${seconds(Date.now() - started)})\n`);
+        process.stderr.write(`bos-fleet: ${selected.length === 1 ? 'the watched miner is' : `all ${selected.length} watched miners are`} ${opts.until} (after ${seconds(Date.now() - started)})\n`);
         return;
       }
       if (result === 'interrupted') {
