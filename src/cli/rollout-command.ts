@@ -8,7 +8,7 @@ import { loadInventory } from '../producer/inventory.js';
 import { assertProfiles, assertTargetProfiles, runLocal } from '../producer/run-local.js';
 import { defaultActor } from '../rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
-import { rollbackPlanFor } from '../rollout/rollback.js';
+import { rollbackPlanFor, withPoolPasswordRef } from '../rollout/rollback.js';
 import { waveOutcomes } from '../rollout/control.js';
 import { noRollout, RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
@@ -19,7 +19,7 @@ import { columns, countsInOrder, printable, settingText } from './render.js';
 import { connectRedis, interruptible, loadTlsSites, localPoolOptions, whereFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt, prefixOption } from './parse.js';
-import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, withPoolPasswordRef, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { openQueue } from '../fleet/queue.js';
 
 /** Miners in flight in the worker that `rollout … --wait` and a dry run run themselves. */

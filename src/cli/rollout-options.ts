@@ -95,16 +95,6 @@ export function assertPoolRefs(spec: MutationSpec, credentials: CredentialProfil
 }
 
 /**
- * A pools rollback's specs with every restored pool given `passwordRef`. A miner never reports its
- * pool passwords, so the pools a rollback restores have none unless the operator names a profile.
- */
-export function withPoolPasswordRef(specs: Record<string, MutationSpec>, passwordRef: string): Record<string, MutationSpec> {
-  return Object.fromEntries(
-    Object.entries(specs).map(([minerId, spec]) => [minerId, spec.kind === 'pools' ? { ...spec, groups: spec.groups.map((g) => ({ ...g, pools: g.pools.map((p) => ({ ...p, passwordRef })) })) } : spec]),
-  );
-}
-
-/**
  * Runs the checks of what `--wait`'s local worker needs (profiles, pool passwords, TLS); when one
  * fails, the error also says how to leave the work to the running `bos-fleet worker` processes.
  */

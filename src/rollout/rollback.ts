@@ -92,3 +92,13 @@ function restoreSpec(spec: MutationSpec, before: unknown): MutationSpec | undefi
       return undefined;
   }
 }
+
+/**
+ * A pools rollback's specs with every restored pool given `passwordRef`. A miner never reports its
+ * pool passwords, so the pools a rollback restores have none unless the operator names a profile.
+ */
+export function withPoolPasswordRef(specs: Record<string, MutationSpec>, passwordRef: string): Record<string, MutationSpec> {
+  return Object.fromEntries(
+    Object.entries(specs).map(([minerId, spec]) => [minerId, spec.kind === 'pools' ? { ...spec, groups: spec.groups.map((g) => ({ ...g, pools: g.pools.map((p) => ({ ...p, passwordRef })) })) } : spec]),
+  );
+}

@@ -16,13 +16,14 @@ import { startRollout } from './create.js';
 import { RolloutOverlapError } from './overlap.js';
 import { RolloutStore, TERMINAL, type RolloutState } from './store.js';
 import { pruneScheduleRollouts } from './retention.js';
+import { rollBackLatest, type RollbackScheduleSpec } from './scheduled-rollback.js';
 import { openQueue } from '../fleet/queue.js';
 
 export const SCHEDULE_QUEUE = 'schedules';
 
 export interface ScheduleDef {
   scheduleId: string;
-  kind: 'poll' | 'rollout';
+  kind: 'poll' | 'rollout' | 'rollback';
   everyMs?: number;
   cron?: string;
   tz?: string;
@@ -43,6 +44,8 @@ export interface ScheduleDef {
     pauseBetweenMs: number;
     maxInFlightPerSite?: number;
   };
+  /** kind 'rollback': whose latest rollout each tick rolls back (its `targets` are that schedule's, for show). */
+  rollback?: RollbackScheduleSpec;
   actor: string;
   createdAt: string;
 }
@@ -54,9 +57,10 @@ const tickKey = (prefix: string, id: string) => `${prefix}:schedule:${id}:ticks`
 
 export interface TickState {
   last?: string;
-  /** Ticks skipped because the schedule's previous run or rollout had not finished. */
+  /** Ticks that started nothing: the schedule's previous run or rollout had not finished, or (a rollback's) there was nothing to roll back. */
   skipped: number;
   skippedAt?: string;
+  skippedReason?: string;
   /** Ticks that could not start their run or rollout (Redis full, say), after TICK_RETRY. */
   failed: number;
   failedAt?: string;
@@ -72,6 +76,7 @@ async function tickState(redis: Redis, prefix: string, id: string): Promise<Tick
     ...(h['last'] ? { last: h['last'] } : {}),
     skipped: Number(h['skipped'] ?? 0),
     ...(h['skippedAt'] ? { skippedAt: h['skippedAt'] } : {}),
+    ...(h['skippedReason'] ? { skippedReason: h['skippedReason'] } : {}),
     failed: Number(h['failed'] ?? 0),
     ...(h['failedAt'] ? { failedAt: h['failedAt'] } : {}),
     ...(h['failedReason'] ? { failedReason: h['failedReason'] } : {}),
@@ -129,7 +134,7 @@ export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAU
     await q.close();
   }
   const replaced = previous !== null;
-  await appendAudit(redis, { actor: def.actor, action: 'schedule.add', subject: def.scheduleId, targetDigest: def.inventoryDigest, details: { kind: def.kind, every: def.everyMs, cron: def.cron, tz: def.tz, rollout: def.rollout, ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}), ...(replaced ? { replaced } : {}) } }, prefix);
+  await appendAudit(redis, { actor: def.actor, action: 'schedule.add', subject: def.scheduleId, targetDigest: def.inventoryDigest, details: { kind: def.kind, every: def.everyMs, cron: def.cron, tz: def.tz, rollout: def.rollout, ...(def.rollback ? { rollback: def.rollback } : {}), ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}), ...(replaced ? { replaced } : {}) } }, prefix);
   return { replaced };
 }
 
@@ -217,6 +222,11 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     if ('done' in p) return p.done < p.total ? `run ${last} has ${p.total - p.done} of ${p.total} miners to go` : undefined;
     return TERMINAL.includes(p.state) ? undefined : `rollout ${last} is ${p.state}`;
   };
+  // The rollout is started whatever happens here: a failed clean-up is said, not thrown.
+  const pruneOld = (def: ScheduleDef, started: string) =>
+    pruneScheduleRollouts(deps.redis, deps.prefix, def.scheduleId, def.retention ?? DEFAULT_RETENTION).catch((err: unknown) => {
+      console.error(`bos-fleet: schedule ${def.scheduleId}: rollout ${started} started, but deleting its old finished rollouts failed: ${err instanceof Error ? err.message : String(err)}`);
+    });
   return async (job: Job<{ scheduleId: string }>): Promise<{ started?: string; skipped?: string } | undefined> => {
     const def = await getSchedule(deps.redis, job.data.scheduleId, deps.prefix);
     if (!def) return undefined;
@@ -227,13 +237,28 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     // schedule would change the same miners at once. The tick is skipped, counted and said.
     const { last } = await tickState(deps.redis, deps.prefix, def.scheduleId);
     const skip = async (why: string) => {
-      await deps.redis.multi().hincrby(tickKey(deps.prefix, def.scheduleId), 'skipped', 1).hset(tickKey(deps.prefix, def.scheduleId), 'skippedAt', new Date().toISOString()).exec();
+      await deps.redis.multi().hincrby(tickKey(deps.prefix, def.scheduleId), 'skipped', 1).hset(tickKey(deps.prefix, def.scheduleId), 'skippedAt', new Date().toISOString(), 'skippedReason', why.slice(0, 500)).exec();
       console.error(`bos-fleet: schedule ${def.scheduleId}: tick skipped, ${why}`);
       return { skipped: id };
     };
     const busy = last === id ? undefined : await unfinished(def, last);
     if (busy) return skip(busy);
-    await deps.redis.hset(tickKey(deps.prefix, def.scheduleId), 'last', id);
+    const markLast = () => deps.redis.hset(tickKey(deps.prefix, def.scheduleId), 'last', id);
+    // A rollback tick that finds nothing to roll back leaves `last` on the rollback before it.
+    if (def.kind === 'rollback' && def.rollback) {
+      const source = await getSchedule(deps.redis, def.rollback.of, deps.prefix);
+      if (!source) throw new Error(`schedule ${def.rollback.of}, whose latest rollout this one rolls back, is gone (removed): remove this one too, or add it again with another --of`);
+      const { last: sourceLast } = await tickState(deps.redis, deps.prefix, source.scheduleId);
+      // The source this schedule rolled back last: never twice (its rollback may since have been deleted by retention).
+      const rolledBack = await deps.redis.hget(tickKey(deps.prefix, def.scheduleId), 'rolledBack');
+      if (sourceLast && rolledBack === sourceLast && last !== id) return skip(`rollout ${sourceLast} (schedule ${source.scheduleId}'s latest) was rolled back already, by this schedule`);
+      const r = await rollBackLatest(deps.redis, deps.prefix, { id, scheduleId: def.scheduleId, spec: def.rollback, sourceLast, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}), onStart: markLast });
+      if ('skipped' in r) return skip(r.skipped);
+      await deps.redis.hset(tickKey(deps.prefix, def.scheduleId), 'rolledBack', sourceLast as string);
+      await pruneOld(def, id);
+      return r;
+    }
+    await markLast();
     const inventory = { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest };
     if (def.kind === 'poll') {
       await enqueueRun(deps.jobs, runs, inventory, {
@@ -260,10 +285,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
       if (err instanceof RolloutOverlapError) return skip(err.message);
       throw err;
     }
-    // The rollout is started whatever happens here: a failed clean-up is said, not thrown.
-    await pruneScheduleRollouts(deps.redis, deps.prefix, def.scheduleId, def.retention ?? DEFAULT_RETENTION).catch((err: unknown) => {
-      console.error(`bos-fleet: schedule ${def.scheduleId}: rollout ${id} started, but deleting its old finished rollouts failed: ${err instanceof Error ? err.message : String(err)}`);
-    });
+    await pruneOld(def, id);
     return { started: id };
   };
 }

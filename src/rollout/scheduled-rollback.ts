@@ -1,0 +1,91 @@
+// A rollback schedule's tick (`schedule add rollback --of SCHEDULE`): the end of a curtailment
+// window. It rolls back the latest rollout of another schedule, putting each miner back to its own
+// recorded `before` — a farm of several models has no single power target to "restore" to.
+import type { Redis } from 'ioredis';
+import type { MutationSpec } from '../workers/ops/mutation-spec.js';
+import { operationOf } from '../workers/ops/mutation-spec.js';
+import { startRollout } from './create.js';
+import { RolloutOverlapError } from './overlap.js';
+import { rollbackPlanFor, withPoolPasswordRef } from './rollback.js';
+import { RolloutStore } from './store.js';
+
+export interface RollbackScheduleSpec {
+  /** The rollout schedule whose latest rollout each tick rolls back. */
+  of: string;
+  /** Pools: the credentials profile whose password every restored pool gets (a miner never reports its pool passwords). */
+  poolPasswordRef?: string;
+  waves: number[];
+  maxFailureRate: number;
+  minSample: number;
+  pauseBetweenMs: number;
+  maxInFlightPerSite?: number;
+}
+
+export type RollbackTick = { started: string } | { skipped: string };
+
+/**
+ * Rolls back `sourceLast` (the rollout the source schedule's last tick started) as rollout `id`.
+ * Skips, saying why, when there is nothing to do: no rollout yet, rolled back already (a restore
+ * tick after a day whose lowering tick did not start would otherwise restore the day before's
+ * values over whatever was changed since), or no miner changed. Throws — the tick is retried, then
+ * counted FAILED in `schedule list` — when the rollout to roll back still runs: its miners are not
+ * restored, and an operator has to act.
+ */
+export async function rollBackLatest(
+  redis: Redis,
+  prefix: string,
+  o: { id: string; scheduleId: string; spec: RollbackScheduleSpec; sourceLast: string | undefined; timeoutMs?: number; /** Called just before the rollback is created. */ onStart?: () => Promise<unknown> },
+): Promise<RollbackTick> {
+  const { id, spec, sourceLast } = o;
+  if (!sourceLast) return { skipped: `schedule ${spec.of} has started no rollout yet: nothing to roll back` };
+  const store = new RolloutStore(redis, prefix);
+  const by = await rolledBackBy(store, sourceLast);
+  // This very tick, delivered again: its rollback is started already.
+  if (by === id) return { started: id };
+  if (by) return { skipped: `rollout ${sourceLast} (schedule ${spec.of}'s latest) was rolled back already, by ${by}` };
+  let plan;
+  try {
+    plan = await rollbackPlanFor(redis, sourceLast, prefix);
+  } catch (err) {
+    throw new Error(`cannot roll back rollout ${sourceLast} of schedule ${spec.of}: ${(err as Error).message}`);
+  }
+  if (plan.targets.length === 0) return { skipped: `rollout ${sourceLast} (schedule ${spec.of}'s latest) changed no miner it can restore: nothing to roll back` };
+  const specByMiner = spec.poolPasswordRef !== undefined ? withPoolPasswordRef(plan.specByMiner, spec.poolPasswordRef) : plan.specByMiner;
+  const first = specByMiner[plan.targets[0]!.minerId] as MutationSpec;
+  await o.onStart?.();
+  try {
+    await startRollout(
+      redis,
+      {
+        operation: operationOf(first),
+        spec: first,
+        specByMiner,
+        targets: plan.targets,
+        inventoryDigest: plan.rec.inventoryDigest,
+        waves: spec.waves,
+        maxFailureRate: spec.maxFailureRate,
+        minSample: spec.minSample,
+        pauseBetweenMs: spec.pauseBetweenMs,
+        ...(spec.maxInFlightPerSite ? { maxInFlightPerSite: spec.maxInFlightPerSite } : {}),
+        actor: `schedule:${o.scheduleId}`,
+        rolloutId: id,
+        rollbackOf: sourceLast,
+        ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}),
+        ...(plan.rec.tlsSites ? { tlsSites: plan.rec.tlsSites } : {}),
+      },
+      prefix,
+    );
+  } catch (err) {
+    if (err instanceof RolloutOverlapError) return { skipped: err.message };
+    throw err;
+  }
+  return { started: id };
+}
+
+/** The kept rollout that rolls `rolloutId` back, if any (all are read: hosts' clocks order the list, and they may disagree). */
+async function rolledBackBy(store: RolloutStore, rolloutId: string): Promise<string | undefined> {
+  for (const id of await store.listAll()) {
+    if (id !== rolloutId && (await store.get(id))?.rollbackOf === rolloutId) return id;
+  }
+  return undefined;
+}

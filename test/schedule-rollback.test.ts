@@ -1,0 +1,130 @@
+// `schedule add rollback --of SCHEDULE`: the end of a curtailment window puts each miner back to its
+// own power target (a farm of several models has no one value to restore), once per lowering, and
+// never restores an old lowering's values over later changes. Ticks are handed to the real schedule
+// processor one by one (their times chosen by the test); rollouts run on a real worker and Redis.
+import type { Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { openQueue } from '../src/fleet/queue.js';
+import { changeRolloutState } from '../src/rollout/create.js';
+import { createScheduleProcessor } from '../src/rollout/schedules.js';
+import { RolloutStore, TERMINAL } from '../src/rollout/store.js';
+import { startWorker, type RunningWorker } from '../src/workers/worker.js';
+import { runCli, startCliFleet, type CliFleet } from './helpers/cli.js';
+import { FAST_CORE } from './helpers/fleet.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
+
+let cf: CliFleet;
+let redis: Redis;
+beforeAll(async () => {
+  cf = await startCliFleet(6, '127.47.0.1', undefined, { maxRetriesPerRequest: null });
+  redis = cf.redis;
+});
+afterAll(() => cf.close());
+
+/** A cron that does not fire during a test: its ticks are the test's, at times from T on (retention reads them). */
+const T = Date.now();
+const NEVER = ['--cron', '0 0 1 1 *'];
+
+async function setUp(prefix: string) {
+  const cli = (args: string[]) => runCli([...args, '--redis', redisUrl(), '--prefix', prefix]);
+  const worker: RunningWorker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 8, credentials: cf.tf.credentials, coreOptions: FAST_CORE });
+  const jobs = openQueue(QUEUE_NAME, redis, prefix);
+  const process = createScheduleProcessor({ redis, prefix, jobs });
+  const tick = (scheduleId: string, ms: number) => process({ id: `repeat:${scheduleId}:${ms}`, data: { scheduleId }, timestamp: ms } as Job<{ scheduleId: string }>);
+  const store = new RolloutStore(redis, prefix);
+  const settled = (id: string) => until(async () => TERMINAL.includes((await store.status(id))?.state ?? 'running'), 30_000, 50);
+  return { cli, tick, store, settled, close: async () => (await worker.close(), await jobs.close()) };
+}
+
+const watts = async () => Object.fromEntries(await Promise.all(cf.tf.fleet.miners.map(async (m) => [m.id, (await cf.tf.fleet.state(m.id)).powerTargetW] as const)));
+const writes = async () => (await cf.tf.fleet.mutations()).filter((m) => m.method === 'SetPowerTarget' && m.result === 'applied').length;
+
+describe('schedule add rollback', () => {
+  it('restores each miner its own target, once per lowering; later ticks and a tick delivered twice change nothing', async () => {
+    const prefix = uniquePrefix('restore');
+    const t = await setUp(prefix);
+    try {
+      const original = await watts();
+      expect(new Set(Object.values(original)).size).toBeGreaterThan(1); // several models: no one value to restore
+      expect((await t.cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--power-target', '2000', '--waves', '100%', '--id', 'lower', ...NEVER])).code).toBe(0);
+      const added = await t.cli(['schedule', 'add', 'rollback', '--of', 'lower', '--waves', '50%,100%', '--id', 'restore', ...NEVER]);
+      expect(added.stdout).toContain("schedule restore: rollback of schedule lower's latest rollout");
+
+      // Before any lowering: nothing to roll back.
+      expect(await t.tick('restore', T + 1_000)).toEqual({ skipped: `restore-${T + 1000}` });
+      expect(await t.tick('lower', T + 2_000)).toEqual({ started: `lower-${T + 2000}` });
+      await t.settled(`lower-${T + 2000}`);
+      expect(Object.values(await watts()).every((w) => w === 2000)).toBe(true);
+      const afterLowering = await writes();
+
+      expect(await t.tick('restore', T + 3_000)).toEqual({ started: `restore-${T + 3000}` });
+      await t.settled(`restore-${T + 3000}`);
+      expect(await t.store.get(`restore-${T + 3000}`)).toMatchObject({ rollbackOf: `lower-${T + 2000}`, actor: 'schedule:restore', waves: [0.5, 1] });
+      expect((await t.store.status(`restore-${T + 3000}`))?.state).toBe('completed');
+      expect(await watts()).toEqual(original);
+      expect(await writes()).toBe(afterLowering + 6);
+
+      // The next day's lowering did not start: this restore must not put yesterday's values back over
+      // what was changed since. The same tick delivered again starts nothing new.
+      expect(await t.tick('restore', T + 4_000)).toEqual({ skipped: `restore-${T + 4000}` });
+      expect(await t.tick('restore', T + 3_000)).toEqual({ started: `restore-${T + 3000}` });
+      expect(await writes()).toBe(afterLowering + 6);
+      const list = await t.cli(['schedule', 'list']);
+      expect(list.stdout).toMatch(
+        new RegExp(`restore +rollback of lower's latest rollout +6 miners +cron "0 0 1 1 \\*" UTC +next \\S+ +last restore-${T + 3000} \\(completed\\) +2 ticks skipped \\(last \\S+: rollout lower-${T + 2000} \\(schedule lower's latest\\) was rolled back already, by this schedule\\)`),
+      );
+
+      // The lowering schedule goes: the restore's ticks now fail, and removing it says so.
+      const removed = await t.cli(['schedule', 'remove', 'lower']);
+      expect(removed.stderr).toContain("schedule restore rolls back this one's rollouts: its ticks now fail (bos-fleet schedule remove restore)");
+      await expect(t.tick('restore', T + 5_000)).rejects.toThrow('schedule lower, whose latest rollout this one rolls back, is gone (removed)');
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('a lowering still running is not rolled back under its feet: the tick fails, saying what to do; once aborted, its changed miners are restored', async () => {
+    const prefix = uniquePrefix('restore-busy');
+    const t = await setUp(prefix);
+    try {
+      const original = await watts();
+      await t.cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--power-target', '2100', '--waves', '50%,100%', '--pause-between', '1h', '--id', 'slow', ...NEVER]);
+      await t.cli(['schedule', 'add', 'rollback', '--of', 'slow', '--waves', '100%', '--id', 'undo', ...NEVER]);
+      expect(await t.tick('slow', T + 1_000)).toEqual({ started: `slow-${T + 1000}` });
+      // Wave 0 done, wave 1 an hour away: the rollout is running.
+      await until(async () => (await t.store.status(`slow-${T + 1000}`))?.waveEndedAtMs !== undefined, 30_000, 50);
+      await expect(t.tick('undo', T + 2_000)).rejects.toThrow(`cannot roll back rollout slow-${T + 1000} of schedule slow: rollout slow-${T + 1000} is running: abort it first (bos-fleet rollout abort slow-${T + 1000})`);
+      await changeRolloutState(redis, `slow-${T + 1000}`, 'abort', 'test', prefix);
+      expect(await t.tick('undo', T + 3_000)).toEqual({ started: `undo-${T + 3000}` });
+      await t.settled(`undo-${T + 3000}`);
+      expect(await watts()).toEqual(original);
+      const undone = await t.store.members(`undo-${T + 3000}`);
+      expect(undone?.targets).toHaveLength(3); // the wave-0 half the lowering changed, and only those
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('refuses what cannot be rolled back, naming the option and the value', async () => {
+    const prefix = uniquePrefix('restore-bad');
+    const cli = (args: string[]) => runCli([...args, '--redis', redisUrl(), '--prefix', prefix]);
+    await cli(['schedule', 'add', 'poll', '--inventory', cf.files.inventory, '--id', 'polls', ...NEVER]);
+    await cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--action', 'reboot', '--id', 'reboots', ...NEVER]);
+    await cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--power-target', '2000', '--id', 'power', ...NEVER]);
+    const cases: [string[], string][] = [
+      [['--of', 'nope'], '--of "nope": no such schedule (see bos-fleet schedule list)'],
+      [['--of', 'polls'], '--of "polls" is a poll schedule: only a rollout schedule\'s changes can be rolled back'],
+      [['--of', 'reboots'], '--of "reboots" reboots its miners: a reboot cannot be rolled back'],
+      [['--of', 'power', '--pool-password-ref', 'ops'], '--pool-password-ref goes with the rollback of a pools schedule; power changes power target 2000 W'],
+      [['--of', 'power', '--id', 'power'], '--of "power" is this schedule\'s own --id'],
+    ];
+    for (const [args, message] of cases) {
+      const r = await cli(['schedule', 'add', 'rollback', ...args, ...NEVER]);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr).toContain(message);
+    }
+  });
+});
