@@ -17,6 +17,8 @@ import { readJsonFile } from '../fleet/json-file.js';
 import { whenOutputLost } from './hang-up.js';
 import { DEFAULT_MAX_CONNECTIONS } from '../core/options.js';
 import { consumerSlots } from '../workers/worker.js';
+import { loadInventory, type Inventory } from '../producer/inventory.js';
+import { isSelecting, selectionText, selectTargets } from '../producer/selection.js';
 
 /** What to do about a Redis that refused a connection: `where` is the flag or variable that named it (none: the embedded one). */
 function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined): string {
@@ -154,6 +156,32 @@ function keepForMs(text: string): number {
   const ms = parseDurationMs(text, '--keep-for', { example: '24h or 7d', unitRequired: true });
   if (ms < 60_000) throw new Error(`--keep-for must be at least 1m (finished runs would be deleted before anyone read them), got "${text}"`);
   return ms;
+}
+
+/** `--miner`, `--site`, `--tag` (each repeatable) of the commands that take an inventory. */
+export function selectionOptions(cmd: Command): Command {
+  const collect = (v: string, prev: string[] = []) => [...prev, v];
+  return cmd
+    .option('--miner <id>', 'only this miner of the inventory (repeat for more)', collect)
+    .option('--site <site>', 'only the miners at this site (repeat: at any of them)', collect)
+    .option('--tag <tag>', 'only the miners with this tag (repeat: with every one)', collect);
+}
+
+export interface SelectionFlags {
+  inventory: string;
+  miner?: string[];
+  site?: string[];
+  tag?: string[];
+}
+
+/** The inventory cut to the selection flags; says on stderr how many of its miners they picked. */
+export function loadSelected(flags: SelectionFlags): Inventory {
+  const inventory = loadInventory(flags.inventory);
+  const selection = { miners: flags.miner ?? [], sites: flags.site ?? [], tags: flags.tag ?? [] };
+  if (!isSelecting(selection)) return inventory;
+  const picked = selectTargets(inventory, selection);
+  process.stderr.write(`bos-fleet: ${picked.targets.length} of the ${inventory.targets.length} miners of ${inventory.file} (${selectionText(selection)})\n`);
+  return picked;
 }
 
 /** This process's soft limit on open files (Linux: /proc/self/limits), if it can be read. */

@@ -2,17 +2,15 @@
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
-import { loadInventory } from '../producer/inventory.js';
 import { enqueueOnly, runLocal } from '../producer/run-local.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS } from '../workers/worker.js';
-import { connectRedis, localPoolOptions, interruptible, loadTlsSites, retentionFrom, retentionOptions, whereFlags, type RetentionFlags } from './common.js';
+import { connectRedis, localPoolOptions, interruptible, loadSelected, loadTlsSites, retentionFrom, retentionOptions, selectionOptions, whereFlags, type RetentionFlags, type SelectionFlags } from './common.js';
 import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, timeoutMsOption, prefixOption } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 
-export interface PollCliOptions extends RetentionFlags {
-  inventory: string;
+export interface PollCliOptions extends RetentionFlags, SelectionFlags {
   credentials?: string;
   redis?: string;
   concurrency: number;
@@ -40,12 +38,12 @@ export function registerPoll(program: Command): void {
     .option('--json', 'print one JSON object {runId, total, counts, durationMs}')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', prefixOption, DEFAULT_PREFIX)
     .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes');
-  retentionOptions(poll, 'of `bos-fleet poll` (not of schedules)').action(async (opts: PollCliOptions) => {
+  retentionOptions(selectionOptions(poll), 'of `bos-fleet poll` (not of schedules)').action(async (opts: PollCliOptions) => {
     if (opts.enqueueOnly && opts.maxReceiveBytes !== undefined) {
       throw new Error('--max-receive-bytes is a setting of the workers that poll: with --enqueue-only, pass it to `bos-fleet worker`');
     }
     const retention = retentionFrom(opts);
-    const inventory = loadInventory(opts.inventory);
+    const inventory = loadSelected(opts);
     const credentials = loadCredentialProfiles(opts.credentials);
     const tlsBySite = loadTlsSites(opts.tls);
     // The worker this command runs itself fits the open-files limit (an --enqueue-only run has none).

@@ -4,7 +4,7 @@ import { cancelRun } from '../producer/cancel.js';
 import { loadCredentialProfiles, type CredentialProfiles } from '../fleet/credentials.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
-import { loadInventory } from '../producer/inventory.js';
+import type { Inventory } from '../producer/inventory.js';
 import { assertProfiles, assertTargetProfiles, runLocal } from '../producer/run-local.js';
 import { defaultActor } from '../rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
@@ -16,7 +16,7 @@ import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { columns, countsInOrder, printable, settingText } from './render.js';
-import { connectRedis, interruptible, loadTlsSites, localPoolOptions, whereFlags } from './common.js';
+import { connectRedis, interruptible, loadSelected, loadTlsSites, localPoolOptions, selectionOptions, whereFlags, type SelectionFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt, prefixOption } from './parse.js';
 import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
@@ -159,7 +159,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
 export function registerRollout(program: Command): void {
   const ro = program.command('rollout').description('staged config changes: waves that halt themselves, verification, rollback');
 
-  runOptions(ro.command('start').description('change a setting on every miner of an inventory, in waves'))
+  selectionOptions(runOptions(ro.command('start').description('change a setting on every miner of an inventory (or of --site, --tag, --miner), in waves')))
     .requiredOption('--inventory <file>', 'inventory CSV or JSON')
     .option('--power-target <watts>', 'set this power target (W)')
     .option('--hashrate-target <ths>', 'set this hashrate target (TH/s)')
@@ -167,8 +167,8 @@ export function registerRollout(program: Command): void {
     .option('--action <action>', 'pause | resume | reboot | locate-on | locate-off')
     .option('--at <iso-time>', 'start at this time instead of now')
     .option('--dry-run', 'read every miner and print what would change; change nothing')
-    .action(async (flags: RunFlags & OperationFlags & { inventory: string; at?: string; dryRun?: boolean }) => {
-      const inventory = loadInventory(flags.inventory);
+    .action(async (flags: RunFlags & OperationFlags & SelectionFlags & { at?: string; dryRun?: boolean }) => {
+      const inventory = loadSelected(flags);
       const spec = specFromFlags(flags);
       const gates = gatesFromFlags(flags);
       const startAtMs = parseAt(flags.at);
@@ -257,7 +257,7 @@ export function registerRollout(program: Command): void {
     });
 }
 
-async function dryRun(flags: RunFlags, inventory: ReturnType<typeof loadInventory>, spec: MutationSpec, credentials: CredentialProfiles, tlsBySite: Record<string, TlsProfile> | undefined): Promise<void> {
+async function dryRun(flags: RunFlags, inventory: Inventory, spec: MutationSpec, credentials: CredentialProfiles, tlsBySite: Record<string, TlsProfile> | undefined): Promise<void> {
   const { url, redis } = await connectRedis(flags.redis);
   // Ctrl-C: the miners being read finish; the rest are dropped (a dry run left queued would be read later by any worker).
   const stop = interruptible('stopping: the miners being read finish, the rest of the dry run is dropped');

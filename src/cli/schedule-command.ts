@@ -1,19 +1,17 @@
 // `bos-fleet schedule add poll|rollout`, `schedule list`, `schedule remove ID`.
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
-import { loadInventory } from '../producer/inventory.js';
 import { defaultActor } from '../rollout/audit.js';
 import { addSchedule, checkCron, getSchedule, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
 import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
-import { connectRedis, loadTlsSites, retentionFrom, retentionOptions, type RetentionFlags } from './common.js';
+import { connectRedis, loadSelected, loadTlsSites, retentionFrom, retentionOptions, selectionOptions, type RetentionFlags, type SelectionFlags } from './common.js';
 import { positiveInt, timeoutMsOption, prefixOption } from './parse.js';
 import { gatesFromFlags, operationOf, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { columns } from './render.js';
 
-interface AddFlags extends RetentionFlags {
-  inventory: string;
+interface AddFlags extends RetentionFlags, SelectionFlags {
   every?: string;
   cron?: string;
   tz?: string;
@@ -26,11 +24,15 @@ interface AddFlags extends RetentionFlags {
   json?: boolean;
 }
 
+/** The flags of every `schedule add` but its target set's. */
+type TimingFlags = Omit<AddFlags, keyof SelectionFlags>;
+
 function addOptions(cmd: Command, withInventory = true): Command {
   if (withInventory) {
-    cmd
-      .requiredOption('--inventory <file>', 'inventory CSV or JSON (read now; the schedule keeps this target set)')
-      .option('--tls <file>', 'TLS per site, as for poll: those sites are reached over TLS only, by workers that have their TLS files');
+    selectionOptions(cmd.requiredOption('--inventory <file>', 'inventory CSV or JSON (read now; the schedule keeps this target set)')).option(
+      '--tls <file>',
+      'TLS per site, as for poll: those sites are reached over TLS only, by workers that have their TLS files',
+    );
   }
   return cmd
     .option('--every <duration>', 'fire every interval (e.g. 60s, 15m)')
@@ -55,7 +57,7 @@ function gateOptions(cmd: Command): Command {
 }
 
 /** When and who of a schedule: its --every or --cron (with --tz), id, deadline and actor. */
-function timingDef(flags: Omit<AddFlags, 'inventory'>, kind: ScheduleDef['kind']) {
+function timingDef(flags: TimingFlags, kind: ScheduleDef['kind']) {
   if (Boolean(flags.every) === Boolean(flags.cron)) throw new Error('give exactly one of --every and --cron');
   if (flags.tz && !flags.cron) throw new Error('--tz goes with --cron');
   if (flags.id !== undefined && !/^[A-Za-z0-9_-]{1,64}$/.test(flags.id)) throw new Error(`--id must be 1–64 letters, digits, "_" or "-", got "${flags.id}"`);
@@ -79,12 +81,12 @@ function timingDef(flags: Omit<AddFlags, 'inventory'>, kind: ScheduleDef['kind']
 
 function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
   const timing = timingDef(flags, kind);
-  const inventory = loadInventory(flags.inventory);
+  const inventory = loadSelected(flags);
   const tlsBySite = loadTlsSites(flags.tls);
   return { ...timing, targets: inventory.targets, inventoryFile: inventory.file, inventoryDigest: inventory.digest, ...(tlsBySite ? { tlsSites: Object.keys(tlsBySite) } : {}) };
 }
 
-async function save(def: ScheduleDef, flags: Omit<AddFlags, 'inventory'>): Promise<void> {
+async function save(def: ScheduleDef, flags: TimingFlags): Promise<void> {
   const { redis } = await connectRedis(flags.redis);
   try {
     const { replaced } = await addSchedule(redis, def, flags.prefix);
@@ -133,7 +135,7 @@ export function registerSchedule(program: Command): void {
   )
     .requiredOption('--of <scheduleId>', 'the rollout schedule whose latest rollout each tick rolls back (once: a tick finding it rolled back already skips)')
     .option('--pool-password-ref <profile>', 'rolling back pools: the credentials profile whose password the restored pools get (a miner never reports its pool passwords)');
-  gateOptions(rollback).action(async (flags: Omit<AddFlags, 'inventory'> & GateFlags & { of: string; poolPasswordRef?: string }) => {
+  gateOptions(rollback).action(async (flags: TimingFlags & GateFlags & { of: string; poolPasswordRef?: string }) => {
     const gates = gatesFromFlags(flags);
     const retention = retentionFrom(flags);
     const timing = timingDef(flags, 'rollback');

@@ -4,11 +4,10 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { FleetCore, loadTlsMaterial, type MinerTarget, type TlsMaterial } from '../core/index.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
-import { loadInventory } from '../producer/inventory.js';
 import { assertTargetProfiles } from '../producer/run-local.js';
 import { statusName, watchStatuses, type WatchEvent } from '../watch/status-watch.js';
 import { MAX_CONCURRENCY } from '../workers/worker.js';
-import { interruptible, loadTlsSites, openFilesLimit } from './common.js';
+import { interruptible, loadSelected, loadTlsSites, openFilesLimit, selectionOptions, type SelectionFlags } from './common.js';
 import { printable } from './render.js';
 
 /** The statuses a miner reports (MinerStatus without UNSPECIFIED), as `--until` takes them. */
@@ -22,9 +21,7 @@ const RECONNECT_MAX_MS = 3_000;
 /** Miners named in a closing line; the events above name every one. */
 const LISTED = 20;
 
-interface WatchCliOptions {
-  inventory: string;
-  miner?: string[];
+interface WatchCliOptions extends SelectionFlags {
   credentials?: string;
   tls?: string;
   until?: string;
@@ -38,22 +35,12 @@ function untilOption(value: string): string {
   return status;
 }
 
-/** The miners to watch: the inventory's, or those `--miner` names (each must be in it). */
-function selectTargets(opts: WatchCliOptions) {
-  const inventory = loadInventory(opts.inventory);
-  if (!opts.miner?.length) return inventory.targets;
-  const byId = new Map(inventory.targets.map((t) => [t.minerId, t]));
-  const unknown = opts.miner.filter((id) => !byId.has(id));
-  if (unknown.length) throw new Error(`--miner ${unknown.map((id) => `"${printable(id)}"`).join(', ')}: not in inventory ${opts.inventory}`);
-  return [...new Set(opts.miner)].map((id) => byId.get(id)!);
-}
-
 export function registerWatch(program: Command): void {
-  program
+  const watch = program
     .command('watch')
     .description("follow miners' status live (GetMinerStatus streams): each change as it happens, outages and returns; --until waits for a status")
-    .requiredOption('--inventory <file>', 'inventory CSV (header row) or JSON: id, host, port, site, tags, credentials')
-    .option('--miner <id>', 'watch only this miner of the inventory (repeat for more)', (v: string, prev: string[] = []) => [...prev, v])
+    .requiredOption('--inventory <file>', 'inventory CSV (header row) or JSON: id, host, port, site, tags, credentials');
+  selectionOptions(watch)
     .option('--credentials <file>', 'credential profiles JSON {"profile": {"username", "password"}} (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--until <status>', `stop once every watched miner reports this status (${WATCH_STATUSES.join(', ')}): exit 0`, untilOption)
@@ -66,7 +53,7 @@ export function registerWatch(program: Command): void {
         timeoutMs = parseDurationMs(opts.timeout, '--timeout', { unitRequired: true, example: '90s or 10m' });
         if (timeoutMs < MIN_TIMEOUT_MS || timeoutMs > MAX_TIMEOUT_MS) throw new Error(`--timeout must be from 1s to 7d, got "${opts.timeout}"`);
       }
-      const selected = selectTargets(opts);
+      const selected = loadSelected(opts).targets;
       if (selected.length > MAX_CONCURRENCY) throw new Error(`watch keeps a stream open per miner: at most ${MAX_CONCURRENCY} at once, and inventory ${opts.inventory} has ${selected.length} (pick some with --miner, or split the inventory)`);
       const limit = openFilesLimit();
       if (limit !== undefined && selected.length + OWN_FILES > limit) {

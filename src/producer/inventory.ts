@@ -168,9 +168,11 @@ export function parseInventory(text: string, file: string): Inventory {
   }
   if (rows.length === 0) problems.push('no miners in the file');
   if (problems.length > 0) throw new InventoryError(file, problems);
-  const digest = createHash('sha256').update(JSON.stringify(targets)).digest('hex');
-  return { file, targets, digest };
+  return { file, targets, digest: targetsDigest(targets) };
 }
+
+/** Identifies a target set (in run records and audits): sha256 of its normalized targets. */
+export const targetsDigest = (targets: readonly JobTarget[]): string => createHash('sha256').update(JSON.stringify(targets)).digest('hex');
 
 export function loadInventory(file: string): Inventory {
   let text: string;
