@@ -64,7 +64,7 @@ describe('inventory', () => {
   });
 
   it("refuses a misspelt field (it would be ignored, and every miner get the field's default); ignores other columns", () => {
-    const fields = '(the fields: id, host, port, site, tags, credentials)';
+    const fields = '(the fields: id, host, port, site, tags, credentials, mac)';
     // A `credential` column would put every miner on the `default` profile, a `sites` one on no site (so no TLS).
     expect(() => parseInventory('id,host,credential\nm1,10.0.0.1,ops\n', 'f.csv')).toThrow(`line 1: column "credential" is not an inventory field: did you mean "credentials"? ${fields}`);
     expect(() => parseInventory('id,host,prot,sites\nm1,10.0.0.1,50052,a\n', 'f.csv')).toThrow('line 1: column "prot" is not an inventory field: did you mean "port"?; column "sites" is not an inventory field: did you mean "site"?');

@@ -16,6 +16,7 @@ export const ERROR_CODES = [
   'OUTCOME_UNKNOWN',
   'VERIFY_MISMATCH',
   'INVALID_JOB',
+  'MINER_IDENTITY_MISMATCH',
   'CANCELLED',
   'WORKER_OUT_OF_RESOURCES',
   'INTERNAL',
@@ -106,6 +107,12 @@ export const CODE_INFO: Record<ErrorCode, CodeInfo> = {
     retryable: false,
     minerFault: false,
     suggestion: 'The job itself is invalid (bad inventory row or operation arguments): fix the input and enqueue again.',
+  },
+  MINER_IDENTITY_MISMATCH: {
+    retryable: false,
+    minerFault: false,
+    suggestion:
+      "The machine at this address is not the miner the inventory names (its MAC address differs): the address was given to another machine (DHCP) or the machine was swapped. Nothing was changed on the machine that answered and none of its data is reported as the named miner's: find the miner's current address by its MAC and fix the inventory.",
   },
   CANCELLED: {
     retryable: false,

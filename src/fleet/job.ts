@@ -7,6 +7,13 @@ export const OPERATIONS = ['poll', 'power-target', 'hashrate-target', 'pools', '
 export type Operation = (typeof OPERATIONS)[number];
 export type MutationOperation = Exclude<Operation, 'poll'>;
 
+/** A MAC address as `aa:bb:cc:dd:ee:ff` (lower case, colons); undefined when `text` is none. */
+export function normalizeMac(text: string): string | undefined {
+  const hex = text.trim().toLowerCase();
+  if (!/^([0-9a-f]{2}([:-]?)){5}[0-9a-f]{2}$/.test(hex)) return undefined;
+  return hex.replace(/[:-]/g, '').match(/../g)!.join(':');
+}
+
 export const minerTargetSchema = z.object({
   minerId: z.string().min(1),
   host: z.string().min(1),
@@ -14,6 +21,8 @@ export const minerTargetSchema = z.object({
   site: z.string(),
   tags: z.array(z.string()),
   credentials: z.string().min(1),
+  /** The miner's MAC address, when the inventory gives it: a job first checks the machine at `host` is this miner. */
+  mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/).optional(),
 });
 
 export type JobTarget = z.infer<typeof minerTargetSchema>;

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { z } from 'zod';
-import type { JobTarget } from '../fleet/job.js';
+import { normalizeMac, type JobTarget } from '../fleet/job.js';
 import { parseCsv } from './csv.js';
 import { fileProblem } from '../core/file-problem.js';
 import { parseJson } from '../fleet/json-file.js';
@@ -32,6 +32,16 @@ export const inventoryEntrySchema = z.object({
     .default([])
     .transform((v) => (Array.isArray(v) ? v : v.split(';')).map((t) => t.trim()).filter(Boolean)),
   credentials: z.string().trim().min(1).default('default'),
+  // Optional: with it, every job first checks that the machine at `host` is this miner.
+  mac: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined) return undefined;
+      const mac = normalizeMac(v);
+      if (!mac) ctx.addIssue({ code: 'custom', message: 'is not a MAC address (like aa:bb:cc:dd:ee:ff)' });
+      return mac;
+    }),
 });
 
 const FIELDS = Object.keys(inventoryEntrySchema.shape);
@@ -131,6 +141,7 @@ export function parseInventory(text: string, file: string): Inventory {
   const targets: JobTarget[] = [];
   const seenIds = new Map<string, string>();
   const seenHosts = new Map<string, string>();
+  const seenMacs = new Map<string, string>();
   const misspeltKeys = new Set<string>(); // said once, at the first entry that has it
   for (const { where, record } of rows) {
     if (typeof record !== 'object' || record === null || Array.isArray(record)) {
@@ -160,11 +171,14 @@ export function parseInventory(text: string, file: string): Inventory {
     const hostKey = `${net.isIP(e.host) === 6 ? new URL(`http://[${e.host}]`).hostname : e.host.toLowerCase()}:${e.port}`;
     const dupId = seenIds.get(e.id);
     const dupHost = seenHosts.get(hostKey);
+    const dupMac = e.mac ? seenMacs.get(e.mac) : undefined;
     if (dupId) problems.push(`${where}: field id: "${e.id}" duplicates ${dupId}`);
     if (dupHost) problems.push(`${where}: field host: "${hostKey}" duplicates ${dupHost}`);
+    if (dupMac) problems.push(`${where}: field mac: "${e.mac}" duplicates ${dupMac}`);
     seenIds.set(e.id, where);
     seenHosts.set(hostKey, where);
-    targets.push({ minerId: e.id, host: e.host, port: e.port, site: e.site, tags: e.tags, credentials: e.credentials });
+    if (e.mac) seenMacs.set(e.mac, where);
+    targets.push({ minerId: e.id, host: e.host, port: e.port, site: e.site, tags: e.tags, credentials: e.credentials, ...(e.mac ? { mac: e.mac } : {}) });
   }
   if (rows.length === 0) problems.push('no miners in the file');
   if (problems.length > 0) throw new InventoryError(file, problems);

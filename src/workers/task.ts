@@ -9,6 +9,7 @@ import type { Credentials } from '../core/sessions.js';
 import { loadTlsMaterial, type TlsMaterial, type TlsProfile } from '../core/tls.js';
 import type { JobData } from '../fleet/job.js';
 import { pollMiner } from './ops/poll.js';
+import { assertSameMiner } from './ops/identity.js';
 import { missingFor } from './registry.js';
 import { applyMutation, mutateMiner, prepareMutation } from './ops/mutate.js';
 import { mutationSpecSchema } from './ops/mutation-spec.js';
@@ -77,12 +78,16 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
     try {
       let data: unknown;
       if (job.operation === 'poll') {
-        data = await pollMiner(miner, callOpts);
+        const snapshot = await pollMiner(miner, callOpts);
+        assertSameMiner(t, snapshot.macAddress); // another machine's data is never reported as this miner's
+        data = snapshot;
       } else {
         const spec = mutationSpecSchema.safeParse(job.params['mutation']);
         if (!spec.success) {
           throw new FleetError('INVALID_JOB', `params.mutation: ${spec.error.issues[0]?.message ?? 'invalid'}`, { minerId: t.minerId, attempts: 0 });
         }
+        // Before anything is read as `before` or written: the machine answering is this miner.
+        if (t.mac) assertSameMiner(t, (await miner.getMinerDetails(callOpts)).macAddress);
         const ctx = { target: t, credentials, dryRun: job.params['dryRun'] === true, callOpts, rebootWaitMs: config.rebootWaitMs ?? 300_000, sharedNowMs: () => Date.now() + clockOffsetMs };
         if (phase === 'prepare') data = await prepareMutation(miner, spec.data, ctx);
         else if (phase === 'apply') data = await applyMutation(miner, spec.data, ctx, before);

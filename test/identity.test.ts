@@ -1,0 +1,60 @@
+// An inventory `mac` column: each job first checks the machine at the miner's address is that miner.
+// After a DHCP lease moves, a poll must not report another machine's data as the named miner's, and a
+// rollout must not change the other machine.
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseInventory } from '../src/producer/inventory.js';
+import type { Outcome } from '../src/fleet/outcome.js';
+import { runCli, startCliFleet, type CliFleet } from './helpers/cli.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+
+describe('inventory mac column', () => {
+  it('is normalized (case, dashes, no separators) and optional; a bad or repeated one is refused by line', () => {
+    const inv = parseInventory(['id,host,mac', 'a,10.0.0.1,AA-BB-CC-DD-EE-01', 'b,10.0.0.2,aabbccddee02', 'c,10.0.0.3,'].join('\n'), 'farm.csv');
+    expect(inv.targets.map((t) => t.mac)).toEqual(['aa:bb:cc:dd:ee:01', 'aa:bb:cc:dd:ee:02', undefined]);
+    expect('mac' in inv.targets[2]!).toBe(false); // an inventory without macs keeps its digest
+    expect(() => parseInventory(['id,host,mac', 'a,10.0.0.1,aa:bb:cc:dd:ee', 'b,10.0.0.2,AA:BB:CC:DD:EE:01', 'c,10.0.0.3,aa:bb:cc:dd:ee:01'].join('\n'), 'farm.csv')).toThrow(
+      /line 2: field mac: "aa:bb:cc:dd:ee" is not a MAC address \(like aa:bb:cc:dd:ee:ff\)\n {2}line 4: field mac: "aa:bb:cc:dd:ee:01" duplicates line 3/,
+    );
+  });
+});
+
+describe('a machine that is not the miner the inventory names', () => {
+  let cf: CliFleet;
+  let file: string;
+  beforeAll(async () => {
+    cf = await startCliFleet(4, '127.49.0.1');
+    // m0000 and m0001 right; m0002 and m0003 have swapped addresses (each row names the other's MAC).
+    const macs = await Promise.all(cf.tf.fleet.miners.map(async (m) => (await cf.tf.fleet.state(m.id)).macAddress));
+    const rows = cf.tf.fleet.miners.map((m, i) => `${m.id},${m.host},${m.port},site-a,,default,${macs[i === 2 ? 3 : i === 3 ? 2 : i]!.toUpperCase()}`);
+    file = path.join(cf.files.dir, 'with-macs.csv');
+    writeFileSync(file, ['id,host,port,site,tags,credentials,mac', ...rows].join('\n'));
+  });
+  afterAll(async () => {
+    rmSync(file, { force: true });
+    await cf.close();
+  });
+
+  it('poll reports MINER_IDENTITY_MISMATCH with none of its data; rollout and dry run change nothing on it', async () => {
+    const prefix = uniquePrefix('identity');
+    const where = ['--redis', redisUrl(), '--prefix', prefix, '--credentials', cf.files.credentials];
+    const poll = await runCli(['poll', '--inventory', file, '--json', ...where]);
+    const { runId, counts } = JSON.parse(poll.stdout) as { runId: string; counts: Record<string, number> };
+    expect(counts).toEqual({ OK: 2, MINER_IDENTITY_MISMATCH: 2 });
+    const outcomes = JSON.parse((await runCli(['results', runId, '--format', 'json', ...where.slice(0, 4)])).stdout) as Outcome[];
+    const swapped = outcomes.find((o) => o.minerId === 'm0002')!;
+    expect(swapped).toMatchObject({ status: 'failed', code: 'MINER_IDENTITY_MISMATCH', error: { message: expect.stringMatching(/^the machine at 127\.49\.0\.3:50051 reports MAC 02:00:00:00:00:02; the inventory has 02:00:00:00:00:03 for m0002/) } });
+    expect(swapped.data).toBeUndefined();
+    expect(swapped.jobAttempts).toBe(1); // not retried: it will not become the other miner
+    expect(outcomes.find((o) => o.minerId === 'm0000')).toMatchObject({ code: 'OK', data: { macAddress: '02:00:00:00:00:00' } });
+
+    const before = (await cf.tf.fleet.mutations()).length;
+    const dry = JSON.parse((await runCli(['rollout', 'start', '--inventory', file, '--power-target', '2500', '--dry-run', '--json', ...where])).stdout) as { miners: { minerId: string; code: string }[] };
+    expect(dry.miners.map((m) => `${m.minerId} ${m.code}`)).toEqual(['m0000 OK', 'm0001 OK', 'm0002 MINER_IDENTITY_MISMATCH', 'm0003 MINER_IDENTITY_MISMATCH']);
+    const rollout = await runCli(['rollout', 'start', '--inventory', file, '--power-target', '2500', '--waves', '100%', '--max-failure-rate', '60%', '--yes', '--wait', '--json', ...where]);
+    expect(JSON.parse(rollout.stdout)).toMatchObject({ state: 'completed', counts: { OK: 2, MINER_IDENTITY_MISMATCH: 2 } });
+    const writes = (await cf.tf.fleet.mutations()).slice(before);
+    expect(writes.map((w) => w.minerId).sort()).toEqual(['m0000', 'm0001']);
+  });
+});
