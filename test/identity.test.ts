@@ -57,4 +57,13 @@ describe('a machine that is not the miner the inventory names', () => {
     const writes = (await cf.tf.fleet.mutations()).slice(before);
     expect(writes.map((w) => w.minerId).sort()).toEqual(['m0000', 'm0001']);
   });
+
+  it('watch stops watching a machine that is not the miner, before reporting any status of it', async () => {
+    const r = await runCli(['watch', '--inventory', file, '--credentials', cf.files.credentials, '--until', 'NORMAL', '--timeout', '20s', '--json']);
+    expect(r.code).toBe(2);
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { minerId: string; event: string; status?: string; code?: string; result?: string });
+    const of = (id: string) => events.filter((e) => e.minerId === id).map((e) => e.status ?? e.code);
+    expect([of('m0000'), of('m0001'), of('m0002'), of('m0003')]).toEqual([['NORMAL'], ['NORMAL'], ['MINER_IDENTITY_MISMATCH'], ['MINER_IDENTITY_MISMATCH']]);
+    expect(events.at(-1)).toMatchObject({ event: 'end', result: 'out of reach' });
+  });
 });

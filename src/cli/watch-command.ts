@@ -1,7 +1,8 @@
 // `bos-fleet watch`: follow miners' status live over GetMinerStatus streams — a rack coming back
 // after a pause or a reboot — with no Redis and no record: it reads, and changes nothing.
 import { InvalidArgumentError, type Command } from 'commander';
-import { FleetCore, loadTlsMaterial, type MinerTarget, type TlsMaterial } from '../core/index.js';
+import { FleetCore, loadTlsMaterial, type MinerClient, type MinerTarget, type TlsMaterial } from '../core/index.js';
+import { assertSameMiner } from '../workers/ops/identity.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
 import { assertTargetProfiles } from '../producer/run-local.js';
@@ -66,7 +67,9 @@ export function registerWatch(program: Command): void {
         const siteTls = tls.get(t.site) ?? tls.get('*');
         return { id: t.minerId, host: t.host, port: t.port, credentials: credentials.get(t.credentials)!, ...(siteTls ? { tls: siteTls } : {}) };
       });
-      const where = new Map(selected.map((t) => [t.minerId, { host: t.host, port: t.port }]));
+      const where = new Map(selected.map((t) => [t.minerId, t]));
+      // With the inventory's MAC: the machine answering is that miner, at each new subscription.
+      const verify = selected.some((t) => t.mac) ? async (miner: MinerClient) => assertSameMiner(where.get(miner.target.id)!, (await miner.getMinerDetails()).macAddress) : undefined;
       const idWidth = Math.max(...selected.map((t) => t.minerId.length));
       const addrWidth = Math.max(...selected.map((t) => `${t.host}:${t.port}`.length));
 
@@ -121,7 +124,7 @@ export function registerWatch(program: Command): void {
           }, timeoutMs)
         : undefined;
       try {
-        await watchStatuses(core, targets, { signal: AbortSignal.any([stop.signal, finished.signal]), onEvent: print });
+        await watchStatuses(core, targets, { signal: AbortSignal.any([stop.signal, finished.signal]), onEvent: print, ...(verify ? { verify } : {}) });
       } finally {
         if (timer) clearTimeout(timer);
         stop.dispose();

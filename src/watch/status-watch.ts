@@ -28,6 +28,11 @@ export interface WatchOptions {
   retryDelayMs?: number;
   /** How often a stream that is up checks its connection with a call (default 10 s). */
   heartbeatMs?: number;
+  /**
+   * Checked before each subscription's first status is reported (the inventory's MAC, say): one that
+   * throws an error retrying cannot fix stops the miner's watch with it.
+   */
+  verify?: (miner: MinerClient) => Promise<void>;
 }
 
 export const DEFAULT_HEARTBEAT_MS = 10_000;
@@ -69,9 +74,15 @@ async function watchOne(core: FleetCore, target: MinerTarget, opts: WatchOptions
       lose(error);
       subscription.abort();
     });
+    let verified = 0; // the subscription whose machine was checked
     try {
       // Never gives up on its own: a miner down for an hour is watched until it is back.
       for await (const update of minerStatusStream(core, miner, { signal: both, maxReconnects: Infinity, onReconnect: ({ error }) => lose(error) })) {
+        if (opts.verify && update.subscription !== verified) {
+          // Each new subscription may reach another machine (a reboot can bring a new DHCP lease).
+          await opts.verify(miner);
+          verified = update.subscription;
+        }
         const status = statusName(update.status);
         if (status === last && lostAt === undefined) continue; // a resubscription repeats the status
         const at = now();
