@@ -79,5 +79,9 @@ describe('the commands that take an inventory', () => {
     const bad = await runCli(['poll', '--inventory', file, '--site', 'site-x', ...where]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('--site "site-x": no miner of inventory');
+    // An empty value would pick the miners with no site: refused.
+    const empty = await runCli(['poll', '--inventory', file, '--site', ' ', ...where]);
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toContain('--site needs a value, got " "');
   });
 });

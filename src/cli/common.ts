@@ -1,7 +1,7 @@
 // Pieces shared by the CLI commands: Redis connection with a durability check, options parsing.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { loadTlsMaterial, tlsProfileSchema, type TlsProfile } from '../core/tls.js';
@@ -160,11 +160,15 @@ function keepForMs(text: string): number {
 
 /** `--miner`, `--site`, `--tag` (each repeatable) of the commands that take an inventory. */
 export function selectionOptions(cmd: Command): Command {
-  const collect = (v: string, prev: string[] = []) => [...prev, v];
+  // An empty value would pick the miners with no site (or refer to nothing): refused by name.
+  const collect = (flag: string) => (v: string, prev: string[] = []) => {
+    if (!v.trim()) throw new InvalidArgumentError(`${flag} needs a value, got "${v}"`);
+    return [...prev, v.trim()];
+  };
   return cmd
-    .option('--miner <id>', 'only this miner of the inventory (repeat for more)', collect)
-    .option('--site <site>', 'only the miners at this site (repeat: at any of them)', collect)
-    .option('--tag <tag>', 'only the miners with this tag (repeat: with every one)', collect);
+    .option('--miner <id>', 'only this miner of the inventory (repeat for more)', collect('--miner'))
+    .option('--site <site>', 'only the miners at this site (repeat: at any of them)', collect('--site'))
+    .option('--tag <tag>', 'only the miners with this tag (repeat: with every one)', collect('--tag'));
 }
 
 export interface SelectionFlags {
