@@ -46,7 +46,7 @@ export function registerWatch(program: Command): void {
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--until <status>', `stop once every watched miner reports this status (${WATCH_STATUSES.join(', ')}): exit 0`, untilOption)
     .option('--timeout <duration>', 'with --until: give up after this long (e.g. 90s, 10m; at most 7d) and exit 2, naming the miners not there')
-    .option('--json', 'one JSON object per line and event: {at, minerId, host, port, event: "status"|"lost"|"stopped", status?, previous?, downMs?, code?, message?, suggestion?}')
+    .option('--json', 'one JSON object per line and event: {at, minerId, host, port, event: "status"|"lost"|"stopped", status?, previous?, downMs?, code?, message?, suggestion?}, and a last {event: "end", result, until?, watched, notThere}')
     .action(async (opts: WatchCliOptions) => {
       let timeoutMs: number | undefined;
       if (opts.timeout !== undefined) {
@@ -55,7 +55,7 @@ export function registerWatch(program: Command): void {
         if (timeoutMs < MIN_TIMEOUT_MS || timeoutMs > MAX_TIMEOUT_MS) throw new Error(`--timeout must be from 1s to 7d, got "${opts.timeout}"`);
       }
       const selected = loadSelected(opts).targets;
-      if (selected.length > MAX_CONCURRENCY) throw new Error(`watch keeps a stream open per miner: at most ${MAX_CONCURRENCY} at once, and inventory ${opts.inventory} has ${selected.length} (pick some with --miner, or split the inventory)`);
+      if (selected.length > MAX_CONCURRENCY) throw new Error(`watch keeps a stream open per miner: at most ${MAX_CONCURRENCY} at once, and ${selected.length} miners of inventory ${opts.inventory} are selected (pick part of it with --site, --tag or --miner)`);
       const limit = openFilesLimit();
       if (limit !== undefined && selected.length + OWN_FILES > limit) {
         throw new Error(`watch keeps a connection open per miner: ${selected.length} miners need about ${selected.length + OWN_FILES} open files, above this process's limit of ${limit} (ulimit -n): raise it, or watch fewer miners`);
