@@ -6,7 +6,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseInventory } from '../src/producer/inventory.js';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { runCli, startCliFleet, type CliFleet } from './helpers/cli.js';
+import { exited, runCli, spawnCli, startCliFleet, type CliFleet } from './helpers/cli.js';
+import { until } from './helpers/until.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 
 describe('inventory mac column', () => {
@@ -24,7 +25,7 @@ describe('a machine that is not the miner the inventory names', () => {
   let cf: CliFleet;
   let file: string;
   beforeAll(async () => {
-    cf = await startCliFleet(4, '127.49.0.1');
+    cf = await startCliFleet(4, '127.49.0.1', undefined, undefined, { rebootDownMs: 1_000 });
     // m0000 and m0001 right; m0002 and m0003 have swapped addresses (each row names the other's MAC).
     const macs = await Promise.all(cf.tf.fleet.miners.map(async (m) => (await cf.tf.fleet.state(m.id)).macAddress));
     const rows = cf.tf.fleet.miners.map((m, i) => `${m.id},${m.host},${m.port},site-a,,default,${macs[i === 2 ? 3 : i === 3 ? 2 : i]!.toUpperCase()}`);
@@ -56,6 +57,25 @@ describe('a machine that is not the miner the inventory names', () => {
     expect(JSON.parse(rollout.stdout)).toMatchObject({ state: 'completed', counts: { OK: 2, MINER_IDENTITY_MISMATCH: 2 } });
     const writes = (await cf.tf.fleet.mutations()).slice(before);
     expect(writes.map((w) => w.minerId).sort()).toEqual(['m0000', 'm0001']);
+  });
+
+  it('a miner that comes back from a reboot with another machine in its place is MINER_IDENTITY_MISMATCH, not a verified reboot', async () => {
+    const prefix = uniquePrefix('identity-reboot');
+    const original = (await cf.tf.fleet.state('m0000')).macAddress;
+    const rebooted = async () => (await cf.tf.fleet.mutations('m0000')).some((m) => m.method === 'Reboot');
+    try {
+      const child = spawnCli(['rollout', 'start', '--inventory', file, '--miner', 'm0000', '--action', 'reboot', '--waves', '100%', '--yes', '--wait', '--json', '--redis', redisUrl(), '--prefix', prefix, '--credentials', cf.files.credentials]);
+      // While it is down, its address goes to another machine.
+      await until(rebooted, 20_000, 20);
+      await cf.tf.fleet.replaceMachine('m0000', '02:00:00:00:aa:00');
+      expect(await exited(child)).toBe(0);
+      const report = JSON.parse(child.output().stdout) as { counts: Record<string, number>; rolloutId: string };
+      expect(report.counts).toEqual({ MINER_IDENTITY_MISMATCH: 1 });
+      const [outcome] = JSON.parse((await runCli(['results', `${report.rolloutId}-w0`, '--format', 'json', '--redis', redisUrl(), '--prefix', prefix])).stdout) as Outcome[];
+      expect(outcome?.error?.message).toBe(`the machine at 127.49.0.1:50051 reports MAC 02:00:00:00:aa:00; the inventory has ${original} for m0000`);
+    } finally {
+      await cf.tf.fleet.replaceMachine('m0000', original);
+    }
   });
 
   it('watch stops watching a machine that is not the miner, before reporting any status of it', async () => {

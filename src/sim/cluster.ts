@@ -121,6 +121,9 @@ export class SimCluster implements FleetControl {
   reboot(minerId: string, downMs: number): Promise<void> {
     return this.shard(minerId).call('reboot', minerId, downMs);
   }
+  replaceMachine(minerId: string, macAddress: string): Promise<void> {
+    return this.shard(minerId).call('replaceMachine', minerId, macAddress);
+  }
   dropConnections(minerId: string): Promise<void> {
     return this.shard(minerId).call('dropConnections', minerId);
   }

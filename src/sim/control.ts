@@ -26,6 +26,8 @@ export interface FleetControl {
   expireSessions(minerId?: string): Promise<void>;
   reboot(minerId: string, downMs: number): Promise<void>;
   dropConnections(minerId: string): Promise<void>;
+  /** Another machine now answers at the miner's address (a DHCP lease moved): its MAC is `macAddress`, its serial and hostname others. */
+  replaceMachine(minerId: string, macAddress: string): Promise<void>;
   /** Sends `count` status messages (each padded by `padBytes`) to the miner's open status streams. */
   floodStatus(minerId: string, count: number, padBytes?: number): Promise<void>;
   close(): Promise<void>;

@@ -138,6 +138,13 @@ export class SimFleet implements FleetControl {
     this.sessions.expire(minerId);
   }
 
+  async replaceMachine(minerId: string, macAddress: string): Promise<void> {
+    const state = this.runtime(minerId).state;
+    state.macAddress = macAddress;
+    state.serialNumber = `SN-${macAddress.replace(/:/g, '').toUpperCase()}`;
+    state.hostname = `other-${state.hostname}`;
+  }
+
   async dropConnections(minerId: string): Promise<void> {
     dropSockets(this.runtime(minerId).endpoint);
   }

@@ -4,6 +4,7 @@ import { FleetError } from '../../core/fleet-error.js';
 import type { MinerClient } from '../../core/miner-client.js';
 import type * as T from '../../core/types.js';
 import type { MutateContext } from './mutate.js';
+import { assertSameMiner } from './identity.js';
 import type { MutationSpec, PoolGroupSpec } from './mutation-spec.js';
 
 export interface MutationKind<S> {
@@ -190,7 +191,10 @@ export function mutationKind(spec: MutationSpec, ctx: MutateContext): MutationKi
     }
     case 'reboot': {
       const read = async (m: MinerClient, opts = o) => {
-        const uptimeS = (await m.getMinerDetails(opts)).systemUptimeS;
+        const details = await m.getMinerDetails(opts);
+        // A miner can come back from a reboot on a new DHCP lease, and another machine at its address.
+        assertSameMiner(ctx.target, details.macAddress);
+        const uptimeS = details.systemUptimeS;
         return { uptimeS, bootedAfterRequest: ctx.sharedNowMs() - uptimeS * 1000 > spec.notBeforeMs };
       };
       return {
@@ -208,8 +212,9 @@ export function mutationKind(spec: MutationSpec, ctx: MutateContext): MutationKi
             try {
               last = await read(m, { ...o, expectOutage: true });
               if (last.bootedAfterRequest) return last;
-            } catch {
-              // still rebooting
+            } catch (err) {
+              // Still rebooting — unless another machine answers in its place.
+              if (FleetError.from(err).code === 'MINER_IDENTITY_MISMATCH') throw err;
             }
           }
           if (last) return last;
