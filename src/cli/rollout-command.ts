@@ -1,29 +1,22 @@
 // `bos-fleet rollout start|status|pause|resume|abort|rollback`.
 import type { Command } from 'commander';
-import { cancelRun } from '../producer/cancel.js';
 import { loadCredentialProfiles, type CredentialProfiles } from '../fleet/credentials.js';
-import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
-import { RunStore } from '../fleet/run-store.js';
-import type { Inventory } from '../producer/inventory.js';
-import { assertProfiles, assertTargetProfiles, runLocal } from '../producer/run-local.js';
+import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { assertProfiles, assertTargetProfiles } from '../producer/run-local.js';
 import { defaultActor } from '../rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
 import { rollbackPlanFor, withPoolPasswordRef } from '../rollout/rollback.js';
 import { waveOutcomes } from '../rollout/control.js';
 import { noRollout, RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
-import type { MutationData } from '../workers/ops/mutate.js';
 import { startWorker } from '../workers/worker.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
-import { columns, countsInOrder, printable, settingText } from './render.js';
+import { countsInOrder } from './render.js';
 import { connectRedis, interruptible, loadSelected, loadTlsSites, localPoolOptions, selectionOptions, whereFlags, type SelectionFlags } from './common.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt, prefixOption } from './parse.js';
 import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
-import { openQueue } from '../fleet/queue.js';
-
-/** Miners in flight in the worker that `rollout … --wait` and a dry run run themselves. */
-const LOCAL_CONCURRENCY = 100;
+import { dryRun, LOCAL_CONCURRENCY } from './dry-run.js';
 
 interface CommonFlags {
   redis?: string;
@@ -255,45 +248,4 @@ export function registerRollout(program: Command): void {
       }
       await launch(plan, flags, credentials, tlsBySite);
     });
-}
-
-async function dryRun(flags: RunFlags, inventory: Inventory, spec: MutationSpec, credentials: CredentialProfiles, tlsBySite: Record<string, TlsProfile> | undefined): Promise<void> {
-  const { url, redis } = await connectRedis(flags.redis);
-  // Ctrl-C: the miners being read finish; the rest are dropped (a dry run left queued would be read later by any worker).
-  const stop = interruptible('stopping: the miners being read finish, the rest of the dry run is dropped');
-  try {
-    const run = await runLocal({ redisUrl: url, prefix: flags.prefix, inventory, operation: operationOf(spec), params: { mutation: spec, dryRun: true }, credentials, threads: 0, ...localPoolOptions(0, LOCAL_CONCURRENCY, false), signal: stop.signal, ...(tlsBySite ? { tlsBySite } : {}) }).finally(() => stop.dispose());
-    const { record, interrupted } = run;
-    const store = new RunStore(redis, flags.prefix);
-    if (interrupted) {
-      const queue = openQueue(QUEUE_NAME, redis, flags.prefix);
-      await cancelRun(queue, store, record.runId).finally(() => queue.close());
-    }
-    const read = (await store.getOutcomes(record.runId)).filter((o) => !(interrupted && o.code === 'CANCELLED'));
-    const outcomes = read.sort((a, b) => a.minerId.localeCompare(b.minerId));
-    const rows = outcomes.map((o) => {
-      const d = o.data as MutationData | undefined;
-      return { minerId: o.minerId, host: o.host, result: o.status === 'ok' ? (d?.change ?? 'unknown') : 'refused', code: o.code, before: d?.before, after: d?.after, ...(o.error ? { reason: o.error.message } : {}) };
-    });
-    if (interrupted) process.exitCode = 130;
-    if (flags.json) return console.log(JSON.stringify({ dryRun: true, runId: record.runId, ...(interrupted ? { interrupted: true } : {}), miners: rows }));
-    console.log(
-      interrupted
-        ? `dry run of ${describeSpec(spec)}, interrupted: ${rows.length} of ${record.total} miners read, the rest dropped; nothing was changed`
-        : `dry run of ${describeSpec(spec)} on ${rows.length} miners: nothing was changed`,
-    );
-    const table = rows.map((r) => [r.minerId, r.host, r.result, printable(r.result === 'refused' ? `${r.code}: ${r.reason}` : `${settingText(r.before)} → ${settingText(r.after)}`)]);
-    for (const line of columns(table)) console.log(line);
-    // By result, and the refused by code: out of range and unreachable call for different actions.
-    const tally = new Map<string, number>();
-    const refusedBy = new Map<string, number>();
-    for (const r of rows) {
-      tally.set(r.result, (tally.get(r.result) ?? 0) + 1);
-      if (r.result === 'refused') refusedBy.set(r.code, (refusedBy.get(r.code) ?? 0) + 1);
-    }
-    const byCode = [...refusedBy].sort((a, b) => b[1] - a[1]).map(([c, n]) => `${c} ${n}`).join(', ');
-    console.log(`\n${[...tally].map(([k, n]) => (k === 'refused' ? `${k} ${n} (${byCode})` : `${k} ${n}`)).join(', ')}`);
-  } finally {
-    redis.disconnect();
-  }
 }
