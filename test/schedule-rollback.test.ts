@@ -108,6 +108,35 @@ describe('schedule add rollback', () => {
     }
   });
 
+  it('a rack rolled back by hand first: the restore still restores the rest', async () => {
+    const prefix = uniquePrefix('restore-part');
+    const t = await setUp(prefix);
+    try {
+      const original = await watts();
+      const siteOf = new Map(cf.tf.inventory.targets.map((x) => [x.minerId, x.site]));
+      await t.cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--power-target', '2200', '--waves', '100%', '--id', 'cut', ...NEVER]);
+      await t.cli(['schedule', 'add', 'rollback', '--of', 'cut', '--waves', '100%', '--id', 'uncut', ...NEVER]);
+      expect(await t.tick('cut', T + 1_000)).toEqual({ started: `cut-${T + 1000}` });
+      await t.settled(`cut-${T + 1000}`);
+      // site-a's miners overheat at 2200 W: rolled back by hand, site-b's stay lowered.
+      const byHand = await t.cli(['rollout', 'rollback', `cut-${T + 1000}`, '--site', 'site-a', '--waves', '100%', '--yes', '--wait', '--json', '--credentials', cf.files.credentials]);
+      expect(byHand.stderr).toContain(`bos-fleet: 3 of the 6 miners rollout cut-${T + 1000} changed (--site "site-a")`);
+      const partial = (JSON.parse(byHand.stdout) as { rolloutId: string }).rolloutId;
+      expect(await t.store.get(partial)).toMatchObject({ rollbackOf: `cut-${T + 1000}`, rollbackOnly: '--site "site-a"' });
+      expect((await t.cli(['rollout', 'status', partial])).stdout).toContain(`rollback of cut-${T + 1000} (only --site "site-a")`);
+      const now = await watts();
+      for (const [id, w] of Object.entries(now)) expect(w).toBe(siteOf.get(id) === 'site-a' ? original[id] : 2200);
+      // The restore tick does not take the partial rollback for the whole: site-b comes back too.
+      expect(await t.tick('uncut', T + 2_000)).toEqual({ started: `uncut-${T + 2000}` });
+      await t.settled(`uncut-${T + 2000}`);
+      expect(await watts()).toEqual(original);
+      const bad = await t.cli(['rollout', 'rollback', `cut-${T + 1000}`, '--tag', 'no-such-rack', '--yes']);
+      expect(bad.stderr).toContain(`--tag "no-such-rack": rollout cut-${T + 1000} changed no miner with that tag`);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('refuses what cannot be rolled back, naming the option and the value', async () => {
     const prefix = uniquePrefix('restore-bad');
     const cli = (args: string[]) => runCli([...args, '--redis', redisUrl(), '--prefix', prefix]);

@@ -38,11 +38,11 @@ describe('selectTargets', () => {
   });
 
   it('a value matching no miner, or a combination matching none, is refused by name', () => {
-    expect(() => ids({ sites: ['site-x'] })).toThrow('--site "site-x": no miner of inventory farm.csv is at that site (its sites: site-a, site-b, site-c)');
-    expect(() => ids({ tags: ['rack-9'] })).toThrow('--tag "rack-9": no miner of inventory farm.csv has that tag (its tags: rack-1, rack-2, rack-3, rack-4, s19, s21)');
-    expect(() => ids({ miners: ['zz'] })).toThrow('--miner "zz": no miner of that id in inventory farm.csv');
+    expect(() => ids({ sites: ['site-x'] })).toThrow('--site "site-x": inventory farm.csv has no miner at that site (its sites: site-a, site-b, site-c)');
+    expect(() => ids({ tags: ['rack-9'] })).toThrow('--tag "rack-9": inventory farm.csv has no miner with that tag (its tags: rack-1, rack-2, rack-3, rack-4, s19, s21)');
+    expect(() => ids({ miners: ['zz'] })).toThrow('--miner "zz": inventory farm.csv has no miner of that id');
     // site-c's only miner has neither tag: each value matches some miner, the whole matches none.
-    expect(() => ids({ sites: ['site-c'], tags: ['s19'] })).toThrow('--site "site-c" --tag "s19": no miner of inventory farm.csv matches all of these');
+    expect(() => ids({ sites: ['site-c'], tags: ['s19'] })).toThrow('--site "site-c" --tag "s19": inventory farm.csv has no miner matching all of these');
   });
 });
 
@@ -78,7 +78,7 @@ describe('the commands that take an inventory', () => {
 
     const bad = await runCli(['poll', '--inventory', file, '--site', 'site-x', ...where]);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toContain('--site "site-x": no miner of inventory');
+    expect(bad.stderr).toContain('--site "site-x": inventory ' + file + ' has no miner at that site');
     // An empty value would pick the miners with no site: refused.
     const empty = await runCli(['poll', '--inventory', file, '--site', ' ', ...where]);
     expect(empty.code).toBe(1);

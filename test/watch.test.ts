@@ -167,7 +167,7 @@ describe('bos-fleet watch', () => {
 
   it('refuses bad input, naming the option and the value', async () => {
     const cases: [string[], string][] = [
-      [['--miner', 'nope', '--miner', 'cli-quiet'], `--miner "nope": no miner of that id in inventory ${files.inventory}`],
+      [['--miner', 'nope', '--miner', 'cli-quiet'], `--miner "nope": inventory ${files.inventory} has no miner of that id`],
       [['--until', 'mining'], '--until must be one of NORMAL, PAUSED, NOT_STARTED, SUSPENDED, RESTRICTED, got "mining"'],
       [['--timeout', '10m'], '--timeout goes with --until'],
       [['--until', 'NORMAL', '--timeout', '10'], '--timeout needs a unit, like 90s or 10m, got "10"'],

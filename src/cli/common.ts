@@ -18,7 +18,7 @@ import { whenOutputLost } from './hang-up.js';
 import { DEFAULT_MAX_CONNECTIONS } from '../core/options.js';
 import { consumerSlots } from '../workers/worker.js';
 import { loadInventory, type Inventory } from '../producer/inventory.js';
-import { isSelecting, selectionText, selectTargets } from '../producer/selection.js';
+import { isSelecting, selectionText, selectTargets, type Selection } from '../producer/selection.js';
 
 /** What to do about a Redis that refused a connection: `where` is the flag or variable that named it (none: the embedded one). */
 function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined): string {
@@ -178,13 +178,19 @@ export interface SelectionFlags {
   tag?: string[];
 }
 
+/** The selection flags as a Selection. */
+export const selectionFrom = (flags: Omit<SelectionFlags, 'inventory'>): Selection => ({ miners: flags.miner ?? [], sites: flags.site ?? [], tags: flags.tag ?? [] });
+
 /** The inventory cut to the selection flags; says on stderr how many of its miners they picked. */
 export function loadSelected(flags: SelectionFlags): Inventory {
-  const inventory = loadInventory(flags.inventory);
-  const selection = { miners: flags.miner ?? [], sites: flags.site ?? [], tags: flags.tag ?? [] };
-  if (!isSelecting(selection)) return inventory;
-  const picked = selectTargets(inventory, selection);
-  process.stderr.write(`bos-fleet: ${picked.targets.length} of the ${inventory.targets.length} miners of ${inventory.file} (${selectionText(selection)})\n`);
+  return selectAndSay(loadInventory(flags.inventory), selectionFrom(flags));
+}
+
+/** `from`'s miners that `selection` picks (all without one), saying how many of how many; `has` names whose miners they are in errors. */
+export function selectAndSay(from: Inventory, selection: Selection, has?: string, of = `the ${from.targets.length} miners of ${from.file}`): Inventory {
+  if (!isSelecting(selection)) return from;
+  const picked = selectTargets(from, selection, has);
+  process.stderr.write(`bos-fleet: ${picked.targets.length} of ${of} (${selectionText(selection)})\n`);
   return picked;
 }
 

@@ -12,7 +12,8 @@ import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js
 import { startWorker } from '../workers/worker.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { countsInOrder } from './render.js';
-import { connectRedis, interruptible, loadSelected, loadTlsSites, localPoolOptions, selectionOptions, whereFlags, type SelectionFlags } from './common.js';
+import { connectRedis, interruptible, loadSelected, loadTlsSites, localPoolOptions, selectAndSay, selectionFrom, selectionOptions, whereFlags, type SelectionFlags } from './common.js';
+import { isSelecting, selectionText } from '../producer/selection.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt, prefixOption } from './parse.js';
 import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
@@ -75,7 +76,7 @@ export function untilText(atMs: number, now = Date.now()): string {
 
 /** `where`: print where each wave's failed miners are listed, with these flags (none: leave it out). */
 export function reportText(r: RolloutReport, where?: string): string {
-  const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.startAt ? ` for ${r.startAt} (${untilText(Date.parse(r.startAt))})` : ''}${r.reason ? ` (${r.reason})` : ''}${r.rollbackOf ? `  rollback of ${r.rollbackOf}` : ''}`];
+  const lines = [`rollout ${r.rolloutId}  ${r.operation}  ${r.state}${r.startAt ? ` for ${r.startAt} (${untilText(Date.parse(r.startAt))})` : ''}${r.reason ? ` (${r.reason})` : ''}${r.rollbackOf ? `  rollback of ${r.rollbackOf}${r.rollbackOnly ? ` (only ${r.rollbackOnly})` : ''}` : ''}`];
   if (r.retrying) lines.push(`  retrying: ${r.retrying.step}: ${r.retrying.error} (attempt ${r.retrying.attemptsMade} of ${r.retrying.attempts} failed; it is tried again, each time after a wait twice as long)`);
   // Between waves, the first wave not started is the one --pause-between is waiting for.
   const next = r.nextWaveAt === undefined ? undefined : r.waves.find((w) => waveOutcomes(w) === 0)?.index;
@@ -209,16 +210,21 @@ export function registerRollout(program: Command): void {
     });
   }
 
-  runOptions(ro.command('rollback <rolloutId>').description("restore every miner the rollout changed to its recorded `before`, as a rollout of its own"))
+  selectionOptions(runOptions(ro.command('rollback <rolloutId>').description("restore every miner the rollout changed (or those of them --site, --tag, --miner pick) to its recorded `before`, as a rollout of its own")))
     .option('--pool-password-ref <profile>', 'rolling back pools: the credentials profile whose password the restored pools get (a miner never reports its pool passwords)')
-    .action(async (id: string, flags: RunFlags & { poolPasswordRef?: string }) => {
+    .action(async (id: string, flags: RunFlags & Omit<SelectionFlags, 'inventory'> & { poolPasswordRef?: string }) => {
       const { redis } = await connectRedis(flags.redis);
       const credentials = loadCredentialProfiles(flags.credentials);
       const tlsBySite = loadTlsSites(flags.tls);
       let plan: RolloutPlan;
       try {
         const rb = await rollbackPlanFor(redis, id, flags.prefix);
-        if (rb.targets.length === 0) {
+        // Part of it (a rack that overheats): the rest stays as the rollout left it, and a restore schedule still restores it.
+        const only = selectionFrom(flags);
+        const picked = rb.targets.length > 0 ? selectAndSay({ file: id, targets: rb.targets, digest: rb.rec.inventoryDigest }, only, `rollout ${id} changed`, `the ${rb.targets.length} miners rollout ${id} changed`) : undefined;
+        const targets = picked?.targets ?? rb.targets;
+        const uncertain = rb.uncertain.filter((m) => targets.some((t) => t.minerId === m));
+        if (targets.length === 0) {
           throw new Error(
             rb.skipped.length
               ? `rollout ${id} changed ${rb.skipped.length} miner${rb.skipped.length === 1 ? '' : 's'}, but none has a recorded before value to restore (${rb.skipped.slice(0, 5).join(', ')}${rb.skipped.length > 5 ? ', …' : ''}): nothing to roll back`
@@ -228,20 +234,20 @@ export function registerRollout(program: Command): void {
         const pools = rb.rec.spec.kind === 'pools';
         if (flags.poolPasswordRef !== undefined && !pools) throw new Error(`--pool-password-ref goes with the rollback of a pools rollout; ${id} is a ${rb.rec.operation} rollout`);
         const specByMiner = flags.poolPasswordRef !== undefined ? withPoolPasswordRef(rb.specByMiner, flags.poolPasswordRef) : rb.specByMiner;
-        const first = specByMiner[rb.targets[0]?.minerId ?? ''] as MutationSpec;
+        const first = specByMiner[targets[0]?.minerId ?? ''] as MutationSpec;
         if (flags.wait && flags.localWorker) {
           checkLocalWorker(() => {
-            assertTargetProfiles(rb.targets, `rollout ${id}'s miners`, credentials, flags.credentials);
+            assertTargetProfiles(targets, `rollout ${id}'s miners`, credentials, flags.credentials);
             assertPoolRefs(first, credentials, '--pool-password-ref', flags.credentials);
-            assertTlsCovers(rb.rec.tlsSites, rb.targets, tlsBySite, `rollout ${id}`);
+            assertTlsCovers(rb.rec.tlsSites, targets, tlsBySite, `rollout ${id}`);
           });
         }
         if (pools && flags.poolPasswordRef === undefined) {
           process.stderr.write('bos-fleet: a miner never reports its pool passwords: the pools this rollback restores are written with no password (pass --pool-password-ref PROFILE to give them the password of that credentials profile)\n');
         }
-        await confirm(rb.targets.length, `roll back ${describeSpec(rb.rec.spec)}`, flags.yes);
-        plan = { operation: operationOf(first), spec: first, specByMiner, targets: rb.targets, inventoryDigest: rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id, ...(flags.allowOverlap ? { allowOverlap: true } : {}), ...(rb.rec.tlsSites ? { tlsSites: rb.rec.tlsSites } : {}) };
-        if (rb.uncertain.length) process.stderr.write(`bos-fleet: ${rb.uncertain.length} miners whose change failed after it may have been written are restored too (a miner it never reached reads back unchanged): ${rb.uncertain.slice(0, 10).join(', ')}\n`);
+        await confirm(targets.length, `roll back ${describeSpec(rb.rec.spec)}`, flags.yes);
+        plan = { operation: operationOf(first), spec: first, specByMiner, targets, inventoryDigest: picked?.digest ?? rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id, ...(isSelecting(only) ? { rollbackOnly: selectionText(only) } : {}), ...(flags.allowOverlap ? { allowOverlap: true } : {}), ...(rb.rec.tlsSites ? { tlsSites: rb.rec.tlsSites } : {}) };
+        if (uncertain.length) process.stderr.write(`bos-fleet: ${uncertain.length} miners whose change failed after it may have been written are restored too (a miner it never reached reads back unchanged): ${uncertain.slice(0, 10).join(', ')}\n`);
         if (rb.skipped.length) process.stderr.write(`bos-fleet: ${rb.skipped.length} changed miners have no restorable before value and are left as they are: ${rb.skipped.slice(0, 10).join(', ')}\n`);
       } finally {
         redis.disconnect();

@@ -29,18 +29,17 @@ const listed = (values: Iterable<string>, max = 10): string => {
  * selected set's). Every value given must match some miner — a misspelt site or tag would otherwise
  * quietly select nothing, or, combined with others, less than meant — and the whole must select one.
  */
-export function selectTargets(inventory: Inventory, s: Selection): Inventory {
+export function selectTargets(inventory: Inventory, s: Selection, /** Whose miners, as in `… has no miner at that site`. */ has = `inventory ${inventory.file} has`): Inventory {
   if (!isSelecting(s)) return inventory;
-  const where = `inventory ${inventory.file}`;
   const ids = new Set(inventory.targets.map((t) => t.minerId));
   const sites = new Set(inventory.targets.map((t) => t.site));
   const tags = new Set(inventory.targets.flatMap((t) => t.tags));
-  for (const id of s.miners ?? []) if (!ids.has(id)) throw new Error(`--miner "${id}": no miner of that id in ${where}`);
-  for (const site of s.sites ?? []) if (!sites.has(site)) throw new Error(`--site "${site}": no miner of ${where} is at that site (its sites: ${listed([...sites].filter(Boolean))})`);
-  for (const tag of s.tags ?? []) if (!tags.has(tag)) throw new Error(`--tag "${tag}": no miner of ${where} has that tag (its tags: ${listed(tags)})`);
+  for (const id of s.miners ?? []) if (!ids.has(id)) throw new Error(`--miner "${id}": ${has} no miner of that id`);
+  for (const site of s.sites ?? []) if (!sites.has(site)) throw new Error(`--site "${site}": ${has} no miner at that site (its sites: ${listed([...sites].filter(Boolean))})`);
+  for (const tag of s.tags ?? []) if (!tags.has(tag)) throw new Error(`--tag "${tag}": ${has} no miner with that tag (its tags: ${listed(tags)})`);
   const miners = s.miners?.length ? new Set(s.miners) : undefined;
   const atSites = s.sites?.length ? new Set(s.sites) : undefined;
   const targets = inventory.targets.filter((t) => (!miners || miners.has(t.minerId)) && (!atSites || atSites.has(t.site)) && (s.tags ?? []).every((tag) => t.tags.includes(tag)));
-  if (targets.length === 0) throw new Error(`${selectionText(s)}: no miner of ${where} matches all of these (--miner and --site pick any of theirs, --tag needs every one)`);
+  if (targets.length === 0) throw new Error(`${selectionText(s)}: ${has} no miner matching all of these (--miner and --site pick any of theirs, --tag needs every one)`);
   return { file: inventory.file, targets, digest: targetsDigest(targets) };
 }

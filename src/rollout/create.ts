@@ -28,6 +28,8 @@ export interface RolloutPlan {
   startAtMs?: number;
   actor: string;
   rollbackOf?: string;
+  /** A rollback of part of what `rollbackOf` changed: the selection that picked it (`--site "site-b"`). */
+  rollbackOnly?: string;
   timeoutMs?: number;
   /** A deterministic id (a scheduled tick's): starting it twice starts it once. */
   rolloutId?: string;
@@ -46,6 +48,8 @@ export interface RolloutReport {
   startAt?: string;
   /** The rollout this one rolls back. */
   rollbackOf?: string;
+  /** A rollback of part of what it changed: the selection (`--site "site-b"`). */
+  rollbackOnly?: string;
   /** While running between waves: when the next wave starts (--pause-between after the last one ended). */
   nextWaveAt?: string;
   /** While paused: the wave whose start came during the pause (it starts on `resume`). */
@@ -110,6 +114,7 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
     createdAt: new Date(now).toISOString(),
     actor: plan.actor,
     ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}),
+    ...(plan.rollbackOnly ? { rollbackOnly: plan.rollbackOnly } : {}),
     ...(plan.timeoutMs ? { timeoutMs: plan.timeoutMs } : {}),
     ...(plan.tlsSites?.length ? { tlsSites: plan.tlsSites } : {}),
   };
@@ -126,6 +131,7 @@ export async function startRollout(redis: Redis, plan: RolloutPlan, prefix = DEF
       waves: plan.waves,
       startAt: new Date(startAtMs).toISOString(),
       ...(plan.rollbackOf ? { rollbackOf: plan.rollbackOf } : {}),
+      ...(plan.rollbackOnly ? { rollbackOnly: plan.rollbackOnly } : {}),
       ...(plan.tlsSites?.length ? { tlsSites: plan.tlsSites } : {}),
     },
   });
@@ -188,6 +194,7 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     operation: rec.operation,
     ...(st.state === 'scheduled' ? { startAt: new Date(rec.startAtMs).toISOString() } : {}),
     ...(rec.rollbackOf ? { rollbackOf: rec.rollbackOf } : {}),
+    ...(rec.rollbackOnly ? { rollbackOnly: rec.rollbackOnly } : {}),
     ...(between ? { nextWaveAt: new Date((st.waveEndedAtMs ?? 0) + rec.pauseBetweenMs).toISOString() } : {}),
     ...(retrying ? { retrying } : {}),
     ...(st.state === 'paused' && st.heldWave !== undefined ? { heldWave: st.heldWave } : {}),

@@ -82,10 +82,15 @@ export async function rollBackLatest(
   return { started: id };
 }
 
-/** The kept rollout that rolls `rolloutId` back, if any (all are read: hosts' clocks order the list, and they may disagree). */
+/**
+ * The kept rollout that rolls all of `rolloutId` back, if any (all are read: hosts' clocks order the
+ * list, and they may disagree). A rollback of part of it (a rack rolled back by hand) leaves the rest
+ * to the restore.
+ */
 async function rolledBackBy(store: RolloutStore, rolloutId: string): Promise<string | undefined> {
   for (const id of await store.listAll()) {
-    if (id !== rolloutId && (await store.get(id))?.rollbackOf === rolloutId) return id;
+    const rec = id === rolloutId ? undefined : await store.get(id);
+    if (rec?.rollbackOf === rolloutId && !rec.rollbackOnly) return id;
   }
   return undefined;
 }

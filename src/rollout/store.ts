@@ -33,6 +33,8 @@ export interface RolloutRecord {
   createdAt: string;
   actor: string;
   rollbackOf?: string;
+  /** A rollback of part of what `rollbackOf` changed: the selection that picked it. */
+  rollbackOnly?: string;
   timeoutMs?: number;
   /** Sites (`*` = all) whose miners are changed over TLS only, by whichever worker has their TLS file. */
   tlsSites?: string[];
