@@ -2,26 +2,18 @@
 import dns from 'node:dns';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { FleetError, minerStatusStream, type FleetCore } from '../src/core/index.js';
-import { loopbackAddresses } from '../src/sim/addresses.js';
 import { SimFleet } from '../src/sim/fleet.js';
 import { freePort } from '../src/redis/server.js';
-import { simTarget, testCore } from './helpers/core.js';
+import { namedMiners, simTarget, testCore } from './helpers/core.js';
 
 const NAMES = ['expiry', 'concurrent', 'old', 'skew', 'reuse', 'invalid', 'breaker', 'hang-write', 'reboot-refused', 'stream', 'dropper', 'frozen', 'refused-login'] as const;
-const hosts = loopbackAddresses('127.6.0.1', NAMES.length);
-const host = (n: (typeof NAMES)[number]) => hosts[NAMES.indexOf(n)]!;
+const { host, specs } = namedMiners(NAMES, '127.6.0.1');
 let fleet: SimFleet;
 let core: FleetCore;
 
 beforeAll(async () => {
   fleet = await SimFleet.start({
-    miners: NAMES.map((id, index) => ({
-      id,
-      index,
-      host: hosts[index]!,
-      port: 50051,
-      faults: id === 'expiry' ? { tokenExpiry: { ttlMs: 200 } } : id === 'old' ? { oldApi: true } : id === 'dropper' ? { dropStream: { afterMessages: 1 } } : id === 'refused-login' ? { badAuth: true } : {},
-    })),
+    miners: specs((id) => (id === 'expiry' ? { tokenExpiry: { ttlMs: 200 } } : id === 'old' ? { oldApi: true } : id === 'dropper' ? { dropStream: { afterMessages: 1 } } : id === 'refused-login' ? { badAuth: true } : {})),
     rebootDownMs: 400,
   });
 });

@@ -36,7 +36,24 @@ async function setUp(prefix: string) {
   const tick = (scheduleId: string, ms: number) => process({ id: `repeat:${scheduleId}:${ms}`, data: { scheduleId }, timestamp: ms } as Job<{ scheduleId: string }>);
   const store = new RolloutStore(redis, prefix);
   const settled = (id: string) => until(async () => TERMINAL.includes((await store.status(id))?.state ?? 'running'), 30_000, 50);
-  return { cli, tick, store, settled, close: async () => (await worker.close(), await jobs.close()) };
+  return { prefix, cli, tick, store, settled, close: async () => (await worker.close(), await jobs.close()) };
+}
+
+/** Runs `body` against a worker and the schedule processor under a fresh prefix, and stops them after. */
+async function withProcessor(name: string, body: (t: Awaited<ReturnType<typeof setUp>>) => Promise<void>): Promise<void> {
+  const t = await setUp(uniquePrefix(name));
+  try {
+    await body(t);
+  } finally {
+    await t.close();
+  }
+}
+
+/** A lowering schedule (`lowering`: its change and waves) and a rollback schedule of it, neither firing on its own. */
+async function addCurtailment(t: Awaited<ReturnType<typeof setUp>>, [lower, restore]: [string, string], lowering: string[], restoreWaves = '100%') {
+  const lowered = await t.cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, ...lowering, '--id', lower, ...NEVER]);
+  const restored = await t.cli(['schedule', 'add', 'rollback', '--of', lower, '--waves', restoreWaves, '--id', restore, ...NEVER]);
+  return { lowered, restored };
 }
 
 const watts = async () => Object.fromEntries(await Promise.all(cf.tf.fleet.miners.map(async (m) => [m.id, (await cf.tf.fleet.state(m.id)).powerTargetW] as const)));
@@ -44,13 +61,11 @@ const writes = async () => (await cf.tf.fleet.mutations()).filter((m) => m.metho
 
 describe('schedule add rollback', () => {
   it('restores each miner its own target, once per lowering; later ticks and a tick delivered twice change nothing', async () => {
-    const prefix = uniquePrefix('restore');
-    const t = await setUp(prefix);
-    try {
+    await withProcessor('restore', async (t) => {
       const original = await watts();
       expect(new Set(Object.values(original)).size).toBeGreaterThan(1); // several models: no one value to restore
-      expect((await t.cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--power-target', '2000', '--waves', '100%', '--id', 'lower', ...NEVER])).code).toBe(0);
-      const added = await t.cli(['schedule', 'add', 'rollback', '--of', 'lower', '--waves', '50%,100%', '--id', 'restore', ...NEVER]);
+      const { lowered, restored: added } = await addCurtailment(t, ['lower', 'restore'], ['--power-target', '2000', '--waves', '100%'], '50%,100%');
+      expect(lowered.code).toBe(0);
       expect(added.stdout).toContain("schedule restore: rollback of schedule lower's latest rollout");
 
       // Before any lowering: nothing to roll back.
@@ -81,41 +96,31 @@ describe('schedule add rollback', () => {
       const removed = await t.cli(['schedule', 'remove', 'lower']);
       expect(removed.stderr).toContain("schedule restore rolls back this one's rollouts: its ticks now fail (bos-fleet schedule remove restore)");
       await expect(t.tick('restore', T + 5_000)).rejects.toThrow('schedule lower, whose latest rollout this one rolls back, is gone (removed)');
-    } finally {
-      await t.close();
-    }
+    });
   });
 
   it('a lowering still running is not rolled back under its feet: the tick fails, saying what to do; once aborted, its changed miners are restored', async () => {
-    const prefix = uniquePrefix('restore-busy');
-    const t = await setUp(prefix);
-    try {
+    await withProcessor('restore-busy', async (t) => {
       const original = await watts();
-      await t.cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--power-target', '2100', '--waves', '50%,100%', '--pause-between', '1h', '--id', 'slow', ...NEVER]);
-      await t.cli(['schedule', 'add', 'rollback', '--of', 'slow', '--waves', '100%', '--id', 'undo', ...NEVER]);
+      await addCurtailment(t, ['slow', 'undo'], ['--power-target', '2100', '--waves', '50%,100%', '--pause-between', '1h']);
       expect(await t.tick('slow', T + 1_000)).toEqual({ started: `slow-${T + 1000}` });
       // Wave 0 done, wave 1 an hour away: the rollout is running.
       await until(async () => (await t.store.status(`slow-${T + 1000}`))?.waveEndedAtMs !== undefined, 30_000, 50);
       await expect(t.tick('undo', T + 2_000)).rejects.toThrow(`cannot roll back rollout slow-${T + 1000} of schedule slow: rollout slow-${T + 1000} is running: abort it first (bos-fleet rollout abort slow-${T + 1000})`);
-      await changeRolloutState(redis, `slow-${T + 1000}`, 'abort', 'test', prefix);
+      await changeRolloutState(redis, `slow-${T + 1000}`, 'abort', 'test', t.prefix);
       expect(await t.tick('undo', T + 3_000)).toEqual({ started: `undo-${T + 3000}` });
       await t.settled(`undo-${T + 3000}`);
       expect(await watts()).toEqual(original);
       const undone = await t.store.members(`undo-${T + 3000}`);
       expect(undone?.targets).toHaveLength(3); // the wave-0 half the lowering changed, and only those
-    } finally {
-      await t.close();
-    }
+    });
   });
 
   it('a rack rolled back by hand first: the restore still restores the rest', async () => {
-    const prefix = uniquePrefix('restore-part');
-    const t = await setUp(prefix);
-    try {
+    await withProcessor('restore-part', async (t) => {
       const original = await watts();
       const siteOf = new Map(cf.tf.inventory.targets.map((x) => [x.minerId, x.site]));
-      await t.cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--power-target', '2200', '--waves', '100%', '--id', 'cut', ...NEVER]);
-      await t.cli(['schedule', 'add', 'rollback', '--of', 'cut', '--waves', '100%', '--id', 'uncut', ...NEVER]);
+      await addCurtailment(t, ['cut', 'uncut'], ['--power-target', '2200', '--waves', '100%']);
       expect(await t.tick('cut', T + 1_000)).toEqual({ started: `cut-${T + 1000}` });
       await t.settled(`cut-${T + 1000}`);
       // site-a's miners overheat at 2200 W: rolled back by hand, site-b's stay lowered.
@@ -132,9 +137,7 @@ describe('schedule add rollback', () => {
       expect(await watts()).toEqual(original);
       const bad = await t.cli(['rollout', 'rollback', `cut-${T + 1000}`, '--tag', 'no-such-rack', '--yes']);
       expect(bad.stderr).toContain(`--tag "no-such-rack": rollout cut-${T + 1000} changed no miner with that tag`);
-    } finally {
-      await t.close();
-    }
+    });
   });
 
   it('refuses what cannot be rolled back, naming the option and the value', async () => {

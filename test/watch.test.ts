@@ -3,25 +3,23 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FleetCore } from '../src/core/index.js';
-import { loopbackAddresses } from '../src/sim/addresses.js';
 import { SimFleet } from '../src/sim/fleet.js';
 import { inventoryCsv } from '../src/sim/plan.js';
 import { watchStatuses, type WatchEvent } from '../src/watch/status-watch.js';
 import { runCli, spawnCli, exited, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
-import { simTarget, testCore } from './helpers/core.js';
+import { namedMiners, simTarget, testCore } from './helpers/core.js';
 import { until } from './helpers/until.js';
 
 const NAMES = ['rebooted', 'refused', 'frozen', 'bad-auth', 'cli-paused', 'cli-quiet', 'cli-bad-auth'] as const;
-const hosts = loopbackAddresses('127.46.0.1', NAMES.length);
-const host = (n: (typeof NAMES)[number]) => hosts[NAMES.indexOf(n)]!;
+const { host, specs } = namedMiners(NAMES, '127.46.0.1');
 let fleet: SimFleet;
 let files: FleetFiles;
 
 beforeAll(async () => {
   fleet = await SimFleet.start({
-    miners: NAMES.map((id, index) => ({ id, index, host: hosts[index]!, port: 50051, faults: id.endsWith('bad-auth') ? { badAuth: true } : {} })),
+    miners: specs((id) => (id.endsWith('bad-auth') ? { badAuth: true } : {})),
   });
-  files = writeFleetFiles(inventoryCsv(NAMES.map((id, index) => ({ id, host: hosts[index]!, port: 50051, index }))));
+  files = writeFleetFiles(inventoryCsv(specs()));
 });
 afterAll(async () => {
   await fleet.close();

@@ -223,7 +223,8 @@ export function registerRollout(program: Command): void {
         const only = selectionFrom(flags);
         const picked = rb.targets.length > 0 ? selectAndSay({ file: id, targets: rb.targets, digest: rb.rec.inventoryDigest }, only, `rollout ${id} changed`, `the ${rb.targets.length} miners rollout ${id} changed`) : undefined;
         const targets = picked?.targets ?? rb.targets;
-        const uncertain = rb.uncertain.filter((m) => targets.some((t) => t.minerId === m));
+        const chosen = picked && new Set(picked.targets.map((t) => t.minerId));
+        const uncertain = chosen ? rb.uncertain.filter((m) => chosen.has(m)) : rb.uncertain;
         if (targets.length === 0) {
           throw new Error(
             rb.skipped.length

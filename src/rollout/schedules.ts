@@ -65,6 +65,8 @@ export interface TickState {
   failed: number;
   failedAt?: string;
   failedReason?: string;
+  /** A rollback schedule's: the rollout its last started tick rolled back (never rolled back twice). */
+  rolledBack?: string;
 }
 
 /** A tick that throws is tried again 1 s, 2 s and 4 s later before it counts as failed. */
@@ -80,6 +82,7 @@ async function tickState(redis: Redis, prefix: string, id: string): Promise<Tick
     failed: Number(h['failed'] ?? 0),
     ...(h['failedAt'] ? { failedAt: h['failedAt'] } : {}),
     ...(h['failedReason'] ? { failedReason: h['failedReason'] } : {}),
+    ...(h['rolledBack'] ? { rolledBack: h['rolledBack'] } : {}),
   };
 }
 
@@ -235,7 +238,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     // A tick never starts a run or rollout beside the schedule's previous one: a poll that takes longer
     // than the interval would otherwise pile runs up in Redis without end, and two rollouts of one
     // schedule would change the same miners at once. The tick is skipped, counted and said.
-    const { last } = await tickState(deps.redis, deps.prefix, def.scheduleId);
+    const { last, rolledBack } = await tickState(deps.redis, deps.prefix, def.scheduleId);
     const skip = async (why: string) => {
       await deps.redis.multi().hincrby(tickKey(deps.prefix, def.scheduleId), 'skipped', 1).hset(tickKey(deps.prefix, def.scheduleId), 'skippedAt', new Date().toISOString(), 'skippedReason', why.slice(0, 500)).exec();
       console.error(`bos-fleet: schedule ${def.scheduleId}: tick skipped, ${why}`);
@@ -250,7 +253,6 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
       if (!source) throw new Error(`schedule ${def.rollback.of}, whose latest rollout this one rolls back, is gone (removed): remove this one too, or add it again with another --of`);
       const { last: sourceLast } = await tickState(deps.redis, deps.prefix, source.scheduleId);
       // The source this schedule rolled back last: never twice (its rollback may since have been deleted by retention).
-      const rolledBack = await deps.redis.hget(tickKey(deps.prefix, def.scheduleId), 'rolledBack');
       if (sourceLast && rolledBack === sourceLast && last !== id) return skip(`rollout ${sourceLast} (schedule ${source.scheduleId}'s latest) was rolled back already, by this schedule`);
       const r = await rollBackLatest(deps.redis, deps.prefix, { id, scheduleId: def.scheduleId, spec: def.rollback, sourceLast, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}), onStart: markLast });
       if ('skipped' in r) return skip(r.skipped);

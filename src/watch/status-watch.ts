@@ -35,7 +35,7 @@ export interface WatchOptions {
   verify?: (miner: MinerClient) => Promise<void>;
 }
 
-export const DEFAULT_HEARTBEAT_MS = 10_000;
+const DEFAULT_HEARTBEAT_MS = 10_000;
 
 /** `MINER_STATUS_PAUSED` → `PAUSED`, as in a poll's `minerStatus`. */
 export const statusName = (status: string): string => status.replace(/^MINER_STATUS_/, '');

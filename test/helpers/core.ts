@@ -2,6 +2,8 @@
 import { FleetCore, type CoreOptionsInput } from '../../src/core/index.js';
 import type { MinerTarget } from '../../src/core/miner-client.js';
 import { SIM_PASSWORD, SIM_USERNAME } from '../../src/sim/miner.js';
+import { loopbackAddresses } from '../../src/sim/addresses.js';
+import type { MinerFaults } from '../../src/sim/faults.js';
 
 export const TEST_CORE_OPTIONS: CoreOptionsInput = {
   connectTimeoutMs: 300,
@@ -19,4 +21,13 @@ export function testCore(overrides: CoreOptionsInput = {}): FleetCore {
 
 export function simTarget(id: string, host: string, port = 50051): MinerTarget {
   return { id, host, port, credentials: { username: SIM_USERNAME, password: SIM_PASSWORD } };
+}
+
+/** One simulated miner per name, each on its own loopback address from `base`: a name's host, and the SimFleet specs (faults by name). */
+export function namedMiners<N extends string>(names: readonly N[], base: string) {
+  const hosts = loopbackAddresses(base, names.length);
+  return {
+    host: (name: N) => hosts[names.indexOf(name)]!,
+    specs: (faultsOf: (name: N) => MinerFaults = () => ({})) => names.map((id, index) => ({ id, index, host: hosts[index]!, port: 50051, faults: faultsOf(id) })),
+  };
 }
