@@ -396,6 +396,33 @@ describe('rollback of an unfinished rollout', () => {
       expect(rb.targets).toHaveLength(20);
     });
   });
+
+  it('a miner still being read when the rollout is aborted is not written after it: a rollback planned then misses no changed miner', async () => {
+    const prefix = uniquePrefix('rbrace');
+    const targets = tf.inventory.targets.slice(180, 186);
+    const slow = targets[0]!;
+    await tf.fleet.setFaults(slow.minerId, { slow: { latencyMs: 500 } });
+    try {
+      await withWorker(prefix, async () => {
+        const rec = await startRollout(redis, plan(2650, { targets, waves: [1], minSample: 100 }), prefix);
+        const run = waveRunId(rec.rolloutId, 0);
+        const runs = new RunStore(redis, prefix);
+        // The others changed; the slow one is reading its miner (logged in, API version, target), not yet journaled.
+        await until(async () => (await runs.getOutcomes(run)).length === targets.length - 1, 10_000, 20);
+        expect(await runs.journaled(run, slow.minerId)).toBeUndefined();
+        await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
+        const rb = await rollbackPlanFor(redis, rec.rolloutId, prefix);
+        await waitForRollout(redis, rec.rolloutId, prefix);
+        const outcome = (await runs.getOutcomes(run)).find((o) => o.minerId === slow.minerId);
+        expect(outcome).toMatchObject({ code: 'CANCELLED' });
+        expect(outcome?.error?.message).toContain(`rollout ${rec.rolloutId} was aborted before this miner was changed`);
+        expect((await tf.fleet.state(slow.minerId)).powerTargetW).not.toBe(2650);
+        expect(rb.targets.map((t) => t.minerId).sort()).toEqual(targets.slice(1).map((t) => t.minerId).sort());
+      });
+    } finally {
+      await tf.fleet.setFaults(slow.minerId, {});
+    }
+  });
 });
 
 describe('a rollout step that fails', () => {

@@ -6,6 +6,25 @@ import { keys, type Keys } from './keys.js';
 import { runsBeyond, type RetentionPolicy } from './retention.js';
 import { byMinerId, SummaryBuilder, type Outcome, type RunSummary } from './outcome.js';
 
+/** A rollout's state key and the states (stopped ones) in which a miner of it must not be changed any more. */
+export interface StopGuard {
+  stateKey: string;
+  states: readonly string[];
+}
+
+// KEYS[1] the run's journal, KEYS[2] (optional) a rollout's state hash. When that state is one of
+// ARGV[3..], returns {0, state}; otherwise records ARGV[2] for miner ARGV[1] unless an earlier
+// record is there, and returns {1, the record kept}.
+const JOURNAL_UNLESS_STOPPED = `
+if KEYS[2] then
+  local st = redis.call('HGET', KEYS[2], 'state')
+  for i = 3, #ARGV do
+    if st == ARGV[i] then return {0, st} end
+  end
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return {1, ARGV[2]} end
+return {1, redis.call('HGET', KEYS[1], ARGV[1])}`;
+
 export interface RunRecord {
   runId: string;
   operation: string;
@@ -127,10 +146,16 @@ export class RunStore {
    * earlier record wins and is returned. A job that runs again after its worker died between the
    * write and the outcome (or whose outcome Redis refused) so still reports the change as applied,
    * with the state from before it — what a rollback restores — instead of "unchanged".
+   *
+   * With `unless`, nothing is recorded (and the change must not be written) when the rollout's state
+   * is one of `unless.states` by then: checked and recorded in one step, so a rollback planned after
+   * an abort finds in the journal every miner that may still be written to, and no miner read before
+   * the abort is written after it.
    */
-  async journalBefore(runId: string, minerId: string, before: unknown): Promise<unknown> {
-    if ((await this.redis.hsetnx(this.k.journal(runId), minerId, JSON.stringify({ before: before ?? null }))) === 1) return before ?? null;
-    return (await this.journaled(runId, minerId))?.before;
+  async journalBefore(runId: string, minerId: string, before: unknown, unless?: StopGuard): Promise<{ before: unknown } | { stopped: string }> {
+    const keys = [this.k.journal(runId), ...(unless ? [unless.stateKey] : [])];
+    const [written, value] = (await this.redis.eval(JOURNAL_UNLESS_STOPPED, keys.length, ...keys, minerId, JSON.stringify({ before: before ?? null }), ...(unless?.states ?? []))) as [number, string];
+    return written ? (JSON.parse(value) as { before: unknown }) : { stopped: value };
   }
 
   /** The `before` an earlier attempt of this run recorded for the miner, if any. */

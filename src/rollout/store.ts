@@ -5,6 +5,7 @@
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import type { StopGuard } from '../fleet/run-store.js';
 import { auditKey } from './audit.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 
@@ -121,6 +122,10 @@ export class RolloutStore {
   }
   private stateKey(id: string) {
     return `${this.prefix}:rollout:${id}:state`;
+  }
+  /** What a miner job checks as it journals its change: the rollout stopped (aborted, halted) by then, the change is not written. */
+  stopGuard(id: string): StopGuard {
+    return { stateKey: this.stateKey(id), states: ['aborted', 'halted'] };
   }
   private listKey() {
     return `${this.prefix}:rollouts`;

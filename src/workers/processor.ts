@@ -7,7 +7,7 @@ import { CODE_INFO, isErrorCode, type ErrorCode } from '../core/error-codes.js';
 import { FleetError } from '../core/fleet-error.js';
 import { isFinalFailure, jobDataSchema, type JobData } from '../fleet/job.js';
 import type { Outcome } from '../fleet/outcome.js';
-import type { RunStore } from '../fleet/run-store.js';
+import type { RunStore, StopGuard } from '../fleet/run-store.js';
 import type { Executor } from './executor.js';
 import type { TaskResult } from './task.js';
 import { missingFor, type WorkerRegistry } from './registry.js';
@@ -123,7 +123,7 @@ export async function settleFailedJob(store: RunStore, job: Job | undefined, err
  * the write and the outcome, it finds the change made and still reports it as applied, with the
  * state from before it (a rollback restores that), not as "unchanged" with the new state as before.
  */
-async function runChange(data: JobData, executor: Executor, store: RunStore): Promise<TaskResult> {
+async function runChange(data: JobData, executor: Executor, store: RunStore, rollout?: { id: string; guard: StopGuard }): Promise<TaskResult> {
   const started = Date.now();
   const clock = await sharedClock(data, store);
   const prepared = await executor.run({ job: data, phase: 'prepare', ...clock });
@@ -132,8 +132,11 @@ async function runChange(data: JobData, executor: Executor, store: RunStore): Pr
   const journaled = await store.journaled(data.runId, data.target.minerId);
   const change = madeEarlier(journaled, p) ?? unwrittenResult(p, data.params['dryRun'] === true);
   if (change) return { ...prepared, data: change };
-  // An earlier attempt's record wins (read above): only the first attempt writes one.
-  const before = journaled ? journaled.before : await store.journalBefore(data.runId, data.target.minerId, p.before);
+  // An earlier attempt's record wins (read above): only the first attempt writes one. A rollout
+  // stopped while this miner was being read is not written to (it was checked before the read).
+  const kept = journaled ?? (await store.journalBefore(data.runId, data.target.minerId, p.before, rollout?.guard));
+  if ('stopped' in kept) return { ...failedTask('CANCELLED', `rollout ${rollout?.id} was ${kept.stopped} before this miner was changed`), attempts: prepared.attempts, durationMs: Date.now() - started, transport: prepared.transport };
+  const before = kept.before;
   const applied = await executor.run({ job: data, phase: 'apply', before, ...clock });
   return { ...applied, attempts: Math.max(prepared.attempts, applied.attempts), durationMs: Date.now() - started };
 }
@@ -266,7 +269,7 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
     let result: TaskResult;
     let endedAt: number;
     try {
-      result = data.operation === 'poll' ? await executor.run({ job: data }) : await runChange(data, executor, store);
+      result = data.operation === 'poll' ? await executor.run({ job: data }) : await runChange(data, executor, store, rolloutId ? { id: rolloutId, guard: rollouts.stopGuard(rolloutId) } : undefined);
     } finally {
       // The miner's change ends here, before its site's slot goes to the next miner.
       endedAt = Date.now();
