@@ -2,14 +2,15 @@
 // own power target (a farm of several models has no one value to restore), once per lowering, and
 // never restores an old lowering's values over later changes. Ticks are handed to the real schedule
 // processor one by one (their times chosen by the test); rollouts run on a real worker and Redis.
-import type { Job } from 'bullmq';
+import { DelayedError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { openQueue } from '../src/fleet/queue.js';
-import { changeRolloutState } from '../src/rollout/create.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { readAudit } from '../src/rollout/audit.js';
 import { createScheduleProcessor } from '../src/rollout/schedules.js';
-import { RolloutStore, TERMINAL } from '../src/rollout/store.js';
+import { RolloutStore, TERMINAL, waveRunId } from '../src/rollout/store.js';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import { runCli, startCliFleet, type CliFleet } from './helpers/cli.js';
 import { FAST_CORE } from './helpers/fleet.js';
@@ -33,7 +34,9 @@ async function setUp(prefix: string) {
   const worker: RunningWorker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 8, credentials: cf.tf.credentials, coreOptions: FAST_CORE });
   const jobs = openQueue(QUEUE_NAME, redis, prefix);
   const process = createScheduleProcessor({ redis, prefix, jobs });
-  const tick = (scheduleId: string, ms: number) => process({ id: `repeat:${scheduleId}:${ms}`, data: { scheduleId }, timestamp: ms } as Job<{ scheduleId: string }>);
+  // A tick as BullMQ delivers it (`delivery`: the lock token, and the job's moveToDelayed).
+  const tick = (scheduleId: string, ms: number, delivery?: { token: string; moveToDelayed: (at: number) => Promise<void> }) =>
+    process({ id: `repeat:${scheduleId}:${ms}`, data: { scheduleId }, timestamp: ms, moveToDelayed: delivery?.moveToDelayed } as Job<{ scheduleId: string }>, delivery?.token);
   const store = new RolloutStore(redis, prefix);
   const settled = (id: string) => until(async () => TERMINAL.includes((await store.status(id))?.state ?? 'running'), 30_000, 50);
   return { prefix, cli, tick, store, settled, close: async () => (await worker.close(), await jobs.close()) };
@@ -99,21 +102,51 @@ describe('schedule add rollback', () => {
     });
   });
 
-  it('a lowering still running is not rolled back under its feet: the tick fails, saying what to do; once aborted, its changed miners are restored', async () => {
+  it('a lowering still going at the restore\'s time is aborted, saying why: the miners it changed are restored, the rest left as they are', async () => {
     await withProcessor('restore-busy', async (t) => {
       const original = await watts();
       await addCurtailment(t, ['slow', 'undo'], ['--power-target', '2100', '--waves', '50%,100%', '--pause-between', '1h']);
       expect(await t.tick('slow', T + 1_000)).toEqual({ started: `slow-${T + 1000}` });
-      // Wave 0 done, wave 1 an hour away: the rollout is running.
+      // Wave 0 done, wave 1 an hour away: the lowering still runs when the window ends.
       await until(async () => (await t.store.status(`slow-${T + 1000}`))?.waveEndedAtMs !== undefined, 30_000, 50);
-      await expect(t.tick('undo', T + 2_000)).rejects.toThrow(`cannot roll back rollout slow-${T + 1000} of schedule slow: rollout slow-${T + 1000} is running: abort it first (bos-fleet rollout abort slow-${T + 1000})`);
-      await changeRolloutState(redis, `slow-${T + 1000}`, 'abort', 'test', t.prefix);
-      expect(await t.tick('undo', T + 3_000)).toEqual({ started: `undo-${T + 3000}` });
-      await t.settled(`undo-${T + 3000}`);
+      expect(await t.tick('undo', T + 2_000)).toEqual({ started: `undo-${T + 2000}` });
+      const why = `the end of its window: schedule undo restores the miners it changed (rollout undo-${T + 2000})`;
+      expect(await t.store.status(`slow-${T + 1000}`)).toMatchObject({ state: 'aborted', reason: why });
+      expect((await readAudit(redis, t.prefix, 200, `slow-${T + 1000}`)).find((a) => a.action === 'rollout.abort')).toMatchObject({ actor: 'schedule:undo', details: { reason: why } });
+      await t.settled(`undo-${T + 2000}`);
       expect(await watts()).toEqual(original);
-      const undone = await t.store.members(`undo-${T + 3000}`);
+      const undone = await t.store.members(`undo-${T + 2000}`);
       expect(undone?.targets).toHaveLength(3); // the wave-0 half the lowering changed, and only those
     });
+  });
+
+  it('a miner still being written when the window ends is waited for (the tick is delayed, not failed), then restored too', async () => {
+    const slow = cf.tf.fleet.miners[0]!;
+    await cf.tf.fleet.setFaults(slow.id, { slow: { latencyMs: 600 } });
+    try {
+      await withProcessor('restore-settle', async (t) => {
+        const original = await watts();
+        await addCurtailment(t, ['dip', 'rise'], ['--power-target', '2300', '--waves', '100%']);
+        expect(await t.tick('dip', T + 1_000)).toEqual({ started: `dip-${T + 1000}` });
+        const runs = new RunStore(redis, t.prefix);
+        const wave = waveRunId(`dip-${T + 1000}`, 0);
+        // The slow miner journaled: its write is on its way.
+        await until(async () => (await runs.journaled(wave, slow.id)) !== undefined, 15_000, 10);
+        const delayed: number[] = [];
+        const tick = () => t.tick('rise', T + 2_000, { token: 'lock', moveToDelayed: async (at: number) => void delayed.push(at) });
+        await expect(tick()).rejects.toBeInstanceOf(DelayedError);
+        expect(delayed).toHaveLength(1);
+        expect((await t.store.status(`dip-${T + 1000}`))?.state).toBe('aborted');
+        // Its outcome in (the write made), the tick delivered again starts the restore of all six.
+        await until(async () => (await runs.getOutcomes(wave)).length === 6, 15_000, 50);
+        expect(await tick()).toEqual({ started: `rise-${T + 2000}` });
+        await t.settled(`rise-${T + 2000}`);
+        expect(await watts()).toEqual(original);
+        expect((await t.store.members(`rise-${T + 2000}`))?.targets).toHaveLength(6);
+      });
+    } finally {
+      await cf.tf.fleet.setFaults(slow.id, {});
+    }
   });
 
   it('a rack rolled back by hand first: the restore still restores the rest', async () => {

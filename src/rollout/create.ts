@@ -239,7 +239,8 @@ export async function waitForRollout(
 /** How long an ended rollout's wait goes on with no miner of its started waves getting an outcome. */
 const SETTLE_STALL_MS = 30_000;
 
-export async function changeRolloutState(redis: Redis, rolloutId: string, action: 'pause' | 'resume' | 'abort', actor: string, prefix = DEFAULT_PREFIX): Promise<RolloutState> {
+/** `reason` (an abort's or a pause's) is kept on the rollout, shown by its status, and goes to the audit entry. */
+export async function changeRolloutState(redis: Redis, rolloutId: string, action: 'pause' | 'resume' | 'abort', actor: string, prefix = DEFAULT_PREFIX, reason?: string): Promise<RolloutState> {
   const store = new RolloutStore(redis, prefix);
   const rec = await store.get(rolloutId);
   if (!rec) throw noRollout(rolloutId);
@@ -264,8 +265,8 @@ export async function changeRolloutState(redis: Redis, rolloutId: string, action
       }
     }
     // A resumed rollout runs again: why it stopped (it failed) is forgotten.
-    const audit = auditEntryJson({ actor, action: `rollout.${action}`, subject: rolloutId, targetDigest: rec.inventoryDigest });
-    if (!(await store.transition(rolloutId, from, to, { audit, clearReason: action === 'resume' }))) {
+    const audit = auditEntryJson({ actor, action: `rollout.${action}`, subject: rolloutId, targetDigest: rec.inventoryDigest, ...(reason ? { details: { reason } } : {}) });
+    if (!(await store.transition(rolloutId, from, to, { audit, ...(reason && action !== 'resume' ? { reason } : { clearReason: action === 'resume' }) }))) {
       const st = await store.status(rolloutId);
       throw new Error(`rollout ${rolloutId} is ${st?.state}: cannot ${action} it`);
     }

@@ -59,12 +59,15 @@ export async function rollbackPlanFor(
     }
   }
   if (inFlight.length) {
-    throw new Error(
+    throw new RolloutSettlingError(
       `rollout ${rolloutId} still has ${inFlight.length} miner${inFlight.length === 1 ? '' : 's'} being changed (${inFlight.slice(0, 5).join(', ')}${inFlight.length > 5 ? ', …' : ''}): roll back once ${inFlight.length === 1 ? 'it has its' : 'they have their'} outcome (a running \`bos-fleet worker\` settles them; \`bos-fleet rollout status ${rolloutId}\` shows what is to go)`,
     );
   }
   return { rec, targets, specByMiner, skipped, uncertain };
 }
+
+/** A rollout that has ended but still has miners being changed: its rollback has to wait for their outcomes. */
+export class RolloutSettlingError extends Error {}
 
 function restoreSpec(spec: MutationSpec, before: unknown): MutationSpec | undefined {
   const b = (before ?? {}) as Record<string, unknown>;

@@ -4,10 +4,10 @@
 import type { Redis } from 'ioredis';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { operationOf } from '../workers/ops/mutation-spec.js';
-import { startRollout } from './create.js';
+import { changeRolloutState, startRollout } from './create.js';
 import { RolloutOverlapError } from './overlap.js';
-import { rollbackPlanFor, withPoolPasswordRef } from './rollback.js';
-import { RolloutStore } from './store.js';
+import { rollbackPlanFor, RolloutSettlingError, withPoolPasswordRef } from './rollback.js';
+import { RolloutStore, TERMINAL } from './store.js';
 
 export interface RollbackScheduleSpec {
   /** The rollout schedule whose latest rollout each tick rolls back. */
@@ -21,15 +21,18 @@ export interface RollbackScheduleSpec {
   maxInFlightPerSite?: number;
 }
 
-export type RollbackTick = { started: string } | { skipped: string };
+/** `settling`: the rollout to roll back has miners still being changed; the tick has to look again once they have their outcomes. */
+export type RollbackTick = { started: string } | { skipped: string } | { settling: string };
 
 /**
  * Rolls back `sourceLast` (the rollout the source schedule's last tick started) as rollout `id`.
  * Skips, saying why, when there is nothing to do: no rollout yet, rolled back already (a restore
  * tick after a day whose lowering tick did not start would otherwise restore the day before's
- * values over whatever was changed since), or no miner changed. Throws — the tick is retried, then
- * counted FAILED in `schedule list` — when the rollout to roll back still runs: its miners are not
- * restored, and an operator has to act.
+ * values over whatever was changed since), or no miner changed.
+ *
+ * The tick is the end of the window: a lowering still going then (its next wave after a long
+ * --pause-between, paused by hand, a step that failed) is aborted first, saying why, so it changes
+ * no more miners; the miners it changed are restored once those being changed have their outcomes.
  */
 export async function rollBackLatest(
   redis: Redis,
@@ -43,10 +46,22 @@ export async function rollBackLatest(
   // This very tick, delivered again: its rollback is started already.
   if (by === id) return { started: id };
   if (by) return { skipped: `rollout ${sourceLast} (schedule ${spec.of}'s latest) was rolled back already, by ${by}` };
+  const running = async () => {
+    const st = await store.status(sourceLast);
+    return st && !TERMINAL.includes(st.state) ? st.state : undefined;
+  };
+  if (await running()) {
+    const why = `the end of its window: schedule ${o.scheduleId} restores the miners it changed (rollout ${id})`;
+    // It may end by itself meanwhile: then there is nothing to abort.
+    await changeRolloutState(redis, sourceLast, 'abort', `schedule:${o.scheduleId}`, prefix, why).catch(async (err: unknown) => {
+      if (await running()) throw err;
+    });
+  }
   let plan;
   try {
     plan = await rollbackPlanFor(redis, sourceLast, prefix);
   } catch (err) {
+    if (err instanceof RolloutSettlingError) return { settling: `cannot roll back rollout ${sourceLast} of schedule ${spec.of} yet: ${err.message}` };
     throw new Error(`cannot roll back rollout ${sourceLast} of schedule ${spec.of}: ${(err as Error).message}`);
   }
   if (plan.targets.length === 0) return { skipped: `rollout ${sourceLast} (schedule ${spec.of}'s latest) changed no miner it can restore: nothing to roll back` };
