@@ -95,6 +95,10 @@ describe('schedule add rollback', () => {
         new RegExp(`restore +rollback of lower's latest rollout +6 miners +cron "0 0 1 1 \\*" UTC +next \\S+ +last restore-${T + 3000} \\(completed\\) +2 ticks skipped \\(last \\S+: rollout lower-${T + 2000} \\(schedule lower's latest\\) was rolled back already, by this schedule\\)`),
       );
 
+      // The lowering added again for one rack: the restore's list shows the miners it now rolls back.
+      await t.cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--power-target', '2000', '--miner', cf.tf.fleet.miners[0]!.id, '--id', 'lower', ...NEVER]);
+      expect((await t.cli(['schedule', 'list'])).stdout).toMatch(/restore +rollback of lower's latest rollout +1 miner +cron/);
+
       // The lowering schedule goes: the restore's ticks now fail, and removing it says so.
       const removed = await t.cli(['schedule', 'remove', 'lower']);
       expect(removed.stderr).toContain("schedule restore rolls back this one's rollouts: its ticks now fail (bos-fleet schedule remove restore)");

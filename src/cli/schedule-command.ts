@@ -180,7 +180,7 @@ export function registerSchedule(program: Command): void {
           const skipped = d.skipped ? `  ${d.skipped} tick${d.skipped === 1 ? '' : 's'} skipped (last ${d.skippedAt}${d.skippedReason ? `: ${d.skippedReason}` : ''})` : '';
           const failed = d.failed ? `  ${d.failed} tick${d.failed === 1 ? '' : 's'} FAILED (last ${d.failedAt}: ${d.failedReason})` : '';
           const last = d.last ? `  last ${d.last}${d.lastState ? ` (${d.lastState})` : ''}` : '';
-          return [d.scheduleId, what, `${d.targets.length} miners`, when, `next ${d.nextAt ?? '?'}${last}${skipped}${failed}`];
+          return [d.scheduleId, what, `${d.targets.length} miner${d.targets.length === 1 ? '' : 's'}`, when, `next ${d.nextAt ?? '?'}${last}${skipped}${failed}`];
         });
         for (const line of columns(table, [2])) console.log(line);
       } finally {

@@ -185,8 +185,11 @@ export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Prom
   try {
     const out = [];
     for (const id of ids) {
-      const def = await getSchedule(redis, id, prefix);
-      if (!def) continue;
+      const own = await getSchedule(redis, id, prefix);
+      if (!own) continue;
+      // A rollback schedule's ticks roll back its lowering's miners as that schedule has them now (it may have been added again since).
+      const source = own.kind === 'rollback' && own.rollback ? await getSchedule(redis, own.rollback.of, prefix) : undefined;
+      const def = source ? { ...own, targets: source.targets } : own;
       const s = await q.getJobScheduler(id);
       const ticks = await tickState(redis, prefix, id);
       const progress = ticks.last ? await lastProgress(redis, prefix, def, ticks.last) : undefined;
