@@ -15,6 +15,7 @@ import type { MutationData } from '../src/workers/ops/mutate.js';
 import { FAST_CORE, powerTargetPlan, type TestFleet, startRedisFleet, type RedisFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
+import { runCli } from './helpers/cli.js';
 
 const COUNT = 200;
 let tf: TestFleet;
@@ -418,6 +419,31 @@ describe('rollback of an unfinished rollout', () => {
         expect(outcome?.error?.message).toContain(`rollout ${rec.rolloutId} was aborted before this miner was changed`);
         expect((await tf.fleet.state(slow.minerId)).powerTargetW).not.toBe(2650);
         expect(rb.targets.map((t) => t.minerId).sort()).toEqual(targets.slice(1).map((t) => t.minerId).sort());
+      });
+    } finally {
+      await tf.fleet.setFaults(slow.minerId, {});
+    }
+  });
+
+  it('rollout rollback right after an abort waits for the miner still being written, and restores it too', async () => {
+    const prefix = uniquePrefix('rbwait');
+    const targets = tf.inventory.targets.slice(186, 190);
+    const slow = targets[0]!;
+    await tf.fleet.setFaults(slow.minerId, { slow: { latencyMs: 600 } });
+    try {
+      await withWorker(prefix, async () => {
+        const rec = await startRollout(redis, plan(2640, { targets, waves: [1], minSample: 100 }), prefix);
+        const runs = new RunStore(redis, prefix);
+        // Journaled: its write is on its way.
+        await until(async () => (await runs.journaled(waveRunId(rec.rolloutId, 0), slow.minerId)) !== undefined, 10_000, 10);
+        await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
+        const r = await runCli(['rollout', 'rollback', rec.rolloutId, '--yes', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+        expect(r.code).toBe(0);
+        expect(r.stderr).toContain(`bos-fleet: rollout ${rec.rolloutId} still has 1 miner being changed: waiting for its outcome before rolling back`);
+        const rollback = (JSON.parse(r.stdout) as { rolloutId: string }).rolloutId;
+        expect((await new RolloutStore(redis, prefix).members(rollback))?.targets.map((t) => t.minerId).sort()).toEqual(targets.map((t) => t.minerId).sort());
+        await waitForRollout(redis, rollback, prefix);
+        expect((await tf.fleet.state(slow.minerId)).powerTargetW).toBe((await tf.fleet.state(slow.minerId)).model.defaultPowerW);
       });
     } finally {
       await tf.fleet.setFaults(slow.minerId, {});

@@ -5,7 +5,7 @@ import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { assertProfiles, assertTargetProfiles } from '../producer/run-local.js';
 import { defaultActor } from '../rollout/audit.js';
 import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
-import { rollbackPlanFor, withPoolPasswordRef } from '../rollout/rollback.js';
+import { settledRollbackPlan, withPoolPasswordRef } from '../rollout/rollback.js';
 import { waveOutcomes } from '../rollout/control.js';
 import { noRollout, RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
@@ -218,7 +218,8 @@ export function registerRollout(program: Command): void {
       const tlsBySite = loadTlsSites(flags.tls);
       let plan: RolloutPlan;
       try {
-        const rb = await rollbackPlanFor(redis, id, flags.prefix);
+        // Just after an abort, miners being changed finish first: what they end up with is what is restored.
+        const rb = await settledRollbackPlan(redis, id, flags.prefix, (n) => process.stderr.write(`bos-fleet: rollout ${id} still has ${n} miner${n === 1 ? '' : 's'} being changed: waiting for ${n === 1 ? 'its outcome' : 'their outcomes'} before rolling back\n`));
         // Part of it (a rack that overheats): the rest stays as the rollout left it, and a restore schedule still restores it.
         const only = selectionFrom(flags);
         const picked = rb.targets.length > 0 ? selectAndSay({ file: id, targets: rb.targets, digest: rb.rec.inventoryDigest }, only, `rollout ${id} changed`, `the ${rb.targets.length} miners rollout ${id} changed`) : undefined;

@@ -60,6 +60,7 @@ export async function rollbackPlanFor(
   }
   if (inFlight.length) {
     throw new RolloutSettlingError(
+      inFlight.length,
       `rollout ${rolloutId} still has ${inFlight.length} miner${inFlight.length === 1 ? '' : 's'} being changed (${inFlight.slice(0, 5).join(', ')}${inFlight.length > 5 ? ', …' : ''}): roll back once ${inFlight.length === 1 ? 'it has its' : 'they have their'} outcome (a running \`bos-fleet worker\` settles them; \`bos-fleet rollout status ${rolloutId}\` shows what is to go)`,
     );
   }
@@ -67,7 +68,36 @@ export async function rollbackPlanFor(
 }
 
 /** A rollout that has ended but still has miners being changed: its rollback has to wait for their outcomes. */
-export class RolloutSettlingError extends Error {}
+export class RolloutSettlingError extends Error {
+  constructor(
+    readonly inFlight: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * rollbackPlanFor, once the rollout's miners being changed (just after an abort, say) have their
+ * outcomes: `onWait` is told how many are left each time that changes. Gives up, with the plan's
+ * error, when none of them has got its outcome for `stallMs` (no worker settles them).
+ */
+export async function settledRollbackPlan(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX, onWait?: (inFlight: number) => void, stallMs = 60_000): ReturnType<typeof rollbackPlanFor> {
+  let left = -1;
+  let changedAt = Date.now();
+  for (;;) {
+    try {
+      return await rollbackPlanFor(redis, rolloutId, prefix);
+    } catch (err) {
+      if (!(err instanceof RolloutSettlingError)) throw err;
+      if (err.inFlight !== left) {
+        [left, changedAt] = [err.inFlight, Date.now()];
+        onWait?.(left);
+      } else if (Date.now() - changedAt > stallMs) throw err;
+    }
+    await new Promise((res) => setTimeout(res, 300));
+  }
+}
 
 function restoreSpec(spec: MutationSpec, before: unknown): MutationSpec | undefined {
   const b = (before ?? {}) as Record<string, unknown>;
