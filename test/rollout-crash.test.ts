@@ -81,7 +81,8 @@ describe('a change whose worker dies after writing to the miner', () => {
     // m0 applies the write but never answers it; once the write has landed it drops off the network,
     // so the read-back that would settle the change fails too: its job ends failed, the change made.
     await tf.fleet.setFaults(m0!.id, { lostReply: true });
-    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
+    // Its job's later attempts (each reads first) fail too and open m0's breaker: short here, so the rollback soon gets through.
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: { ...FAST_CORE, breaker: { openMs: 1_000 } } });
     try {
       const plan = (spec: { kind: 'power-target'; watts: number }) => ({ operation: 'power-target' as const, spec, targets: tf.inventory.targets, inventoryDigest: tf.inventory.digest, waves: [1], maxFailureRate: 0.5, minSample: 1, pauseBetweenMs: 0, actor: 'test' });
       const rec = await startRollout(redis, plan({ kind: 'power-target', watts: 2400 }), prefix);
@@ -91,7 +92,7 @@ describe('a change whose worker dies after writing to the miner', () => {
       expect(report.counts['OK']).toBe(rest.length);
       const store = new RunStore(redis, prefix);
       const failed = (await store.getOutcomes(waveRunId(rec.rolloutId, 0))).find((o) => o.minerId === m0!.id)!;
-      expect(failed.status).toBe('failed');
+      expect(failed).toMatchObject({ status: 'failed', code: 'OUTCOME_UNKNOWN', jobAttempts: 3 });
 
       const rb = await rollbackPlanFor(redis, rec.rolloutId, prefix);
       expect(rb.uncertain).toEqual([m0!.id]);

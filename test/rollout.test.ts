@@ -26,8 +26,8 @@ beforeAll(async () => {
 });
 afterAll(() => rf.close());
 
-async function withWorker<T>(prefix: string, fn: (w: RunningWorker) => Promise<T>): Promise<T> {
-  const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 32, credentials: tf.credentials, coreOptions: FAST_CORE });
+async function withWorker<T>(prefix: string, fn: (w: RunningWorker) => Promise<T>, coreOptions: typeof FAST_CORE = FAST_CORE): Promise<T> {
+  const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 32, credentials: tf.credentials, coreOptions });
   try {
     return await fn(w);
   } finally {
@@ -428,25 +428,63 @@ describe('rollback of an unfinished rollout', () => {
   it('rollout rollback right after an abort waits for the miner still being written, and restores it too', async () => {
     const prefix = uniquePrefix('rbwait');
     const targets = tf.inventory.targets.slice(186, 190);
-    const slow = targets[0]!;
-    await tf.fleet.setFaults(slow.minerId, { slow: { latencyMs: 600 } });
+    const late = targets[0]!;
+    const original = (await tf.fleet.state(late.minerId)).powerTargetW;
+    // Its write lands, but its reply never comes: the job waits out the 5 s write deadline, then reads it back.
+    await tf.fleet.setFaults(late.minerId, { lostReply: true });
+    try {
+      await withWorker(
+        prefix,
+        async () => {
+          const rec = await startRollout(redis, plan(2640, { targets, waves: [1], minSample: 100 }), prefix);
+          const runs = new RunStore(redis, prefix);
+          await until(async () => (await runs.journaled(waveRunId(rec.rolloutId, 0), late.minerId)) !== undefined, 10_000, 10);
+          await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
+          const r = await runCli(['rollout', 'rollback', rec.rolloutId, '--yes', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+          expect(r.code).toBe(0);
+          expect(r.stderr).toContain(`bos-fleet: rollout ${rec.rolloutId} still has 1 miner being changed: waiting for its outcome before rolling back`);
+          const rollback = (JSON.parse(r.stdout) as { rolloutId: string }).rolloutId;
+          expect((await new RolloutStore(redis, prefix).members(rollback))?.targets.map((t) => t.minerId).sort()).toEqual(targets.map((t) => t.minerId).sort());
+          await tf.fleet.setFaults(late.minerId, {});
+          await waitForRollout(redis, rollback, prefix);
+          expect((await tf.fleet.state(late.minerId)).powerTargetW).toBe(original);
+        },
+        { ...FAST_CORE, mutationTimeoutMs: 5_000, callBudgetMs: 12_000 },
+      );
+    } finally {
+      await tf.fleet.setFaults(late.minerId, {});
+    }
+  });
+});
+
+describe('a write cut off with the miner gone before it could be read back (OUTCOME_UNKNOWN)', () => {
+  it('is settled by a later job attempt that reads the miner first; one still unreadable at the last attempt stays OUTCOME_UNKNOWN', async () => {
+    const prefix = uniquePrefix('unknown');
+    const [back, gone] = tf.inventory.targets.slice(190, 192) as [(typeof tf.inventory.targets)[0], (typeof tf.inventory.targets)[0]];
+    for (const t of [back, gone]) await tf.fleet.setFaults(t.minerId, { lostReply: true });
+    const writesSoFar = async (id: string) => (await tf.fleet.mutations(id)).filter((m) => m.method === 'SetPowerTarget').length;
+    const earlier = { [back.minerId]: await writesSoFar(back.minerId), [gone.minerId]: await writesSoFar(gone.minerId) };
+    const writesTo = async (id: string) => (await writesSoFar(id)) - (earlier[id] ?? 0);
     try {
       await withWorker(prefix, async () => {
-        const rec = await startRollout(redis, plan(2640, { targets, waves: [1], minSample: 100 }), prefix);
-        const runs = new RunStore(redis, prefix);
-        // Journaled: its write is on its way.
-        await until(async () => (await runs.journaled(waveRunId(rec.rolloutId, 0), slow.minerId)) !== undefined, 10_000, 10);
-        await changeRolloutState(redis, rec.rolloutId, 'abort', 'test', prefix);
-        const r = await runCli(['rollout', 'rollback', rec.rolloutId, '--yes', '--json', '--redis', redisUrl(), '--prefix', prefix]);
-        expect(r.code).toBe(0);
-        expect(r.stderr).toContain(`bos-fleet: rollout ${rec.rolloutId} still has 1 miner being changed: waiting for its outcome before rolling back`);
-        const rollback = (JSON.parse(r.stdout) as { rolloutId: string }).rolloutId;
-        expect((await new RolloutStore(redis, prefix).members(rollback))?.targets.map((t) => t.minerId).sort()).toEqual(targets.map((t) => t.minerId).sort());
-        await waitForRollout(redis, rollback, prefix);
-        expect((await tf.fleet.state(slow.minerId)).powerTargetW).toBe((await tf.fleet.state(slow.minerId)).model.defaultPowerW);
+        const rec = await startRollout(redis, plan(2630, { targets: [back, gone], waves: [1], minSample: 100 }), prefix);
+        // Each write lands but its reply never comes; then the miner drops off (power, a switch) before the read-back.
+        await until(async () => (await writesTo(back.minerId)) === 1 && (await writesTo(gone.minerId)) === 1, 10_000, 10);
+        await Promise.all([tf.fleet.reboot(back.minerId, 1_000), tf.fleet.reboot(gone.minerId, 12_000)]);
+        const report = await waitForRollout(redis, rec.rolloutId, prefix);
+        const outcomes = new Map((await new RunStore(redis, prefix).getOutcomes(waveRunId(rec.rolloutId, 0))).map((o) => [o.minerId, o]));
+        // Back within the job's retries: read first, found changed, reported applied with the journaled before; no second write.
+        expect(outcomes.get(back.minerId)).toMatchObject({ code: 'OK', data: { change: 'applied', after: { powerTargetWatts: 2630 }, verified: true } });
+        expect(outcomes.get(back.minerId)?.jobAttempts).toBeGreaterThan(1);
+        expect(await writesTo(back.minerId)).toBe(1);
+        // Never back: the outcome still says the write may have landed (not MINER_UNREACHABLE), after every attempt.
+        const unknown = outcomes.get(gone.minerId);
+        expect(unknown).toMatchObject({ code: 'OUTCOME_UNKNOWN', jobAttempts: 3 });
+        expect(unknown?.error?.message).toContain('an earlier attempt wrote to this miner (or was cut off about to) and it could not be read back since: ');
+        expect(report.counts).toEqual({ OK: 1, OUTCOME_UNKNOWN: 1 });
       });
     } finally {
-      await tf.fleet.setFaults(slow.minerId, {});
+      for (const t of [back, gone]) await tf.fleet.setFaults(t.minerId, {});
     }
   });
 });

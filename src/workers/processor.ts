@@ -4,7 +4,7 @@ import { DelayedError, UnrecoverableError, type Job, type Queue } from 'bullmq';
 import type { RolloutStore } from '../rollout/store.js';
 import { holdSiteSlot, park, PARKED_MS, type SiteSlot } from '../rollout/site-limit.js';
 import { CODE_INFO, isErrorCode, type ErrorCode } from '../core/error-codes.js';
-import { FleetError } from '../core/fleet-error.js';
+import { FleetError, OUTCOME_UNKNOWN_NOTE } from '../core/fleet-error.js';
 import { isFinalFailure, jobDataSchema, type JobData } from '../fleet/job.js';
 import type { Outcome } from '../fleet/outcome.js';
 import type { RunStore, StopGuard } from '../fleet/run-store.js';
@@ -127,9 +127,9 @@ async function runChange(data: JobData, executor: Executor, store: RunStore, rol
   const started = Date.now();
   const clock = await sharedClock(data, store);
   const prepared = await executor.run({ job: data, phase: 'prepare', ...clock });
-  if (!prepared.ok) return prepared;
-  const p = prepared.data as PreparedChange;
   const journaled = await store.journaled(data.runId, data.target.minerId);
+  if (!prepared.ok) return journaled ? unsettled(prepared) : prepared;
+  const p = prepared.data as PreparedChange;
   const change = madeEarlier(journaled, p) ?? unwrittenResult(p, data.params['dryRun'] === true);
   if (change) return { ...prepared, data: change };
   // An earlier attempt's record wins (read above): only the first attempt writes one. A rollout
@@ -148,6 +148,27 @@ async function runChange(data: JobData, executor: Executor, store: RunStore, rol
 async function sharedClock(data: JobData, store: RunStore): Promise<{ clockOffsetMs?: number }> {
   const kind = (data.params['mutation'] as { kind?: unknown } | undefined)?.kind;
   return kind === 'reboot' ? { clockOffsetMs: await redisClockOffsetMs(store.redis) } : {};
+}
+
+/**
+ * An earlier attempt of this change journaled it (then wrote, or was cut off about to) and this one
+ * could not read the miner (unreachable, timed out, its breaker open): whether the change landed is
+ * still unknown, and the outcome says so, not that the miner was merely unreachable. Retried, as
+ * OUTCOME_UNKNOWN of a change is (see {@link changeRetryable}), until an attempt reads it.
+ */
+function unsettled(r: TaskResult): TaskResult {
+  if (!r.error?.retryable || r.code === 'OUTCOME_UNKNOWN') return r;
+  return { ...r, ...failedTask('OUTCOME_UNKNOWN', `an earlier attempt wrote to this miner (or was cut off about to) and it could not be read back since: ${r.code}: ${r.error.message}${OUTCOME_UNKNOWN_NOTE}`), attempts: r.attempts, durationMs: r.durationMs, transport: r.transport };
+}
+
+/**
+ * Whether a failed attempt is tried again at job level. A change whose outcome is unknown (its write
+ * cut off, and the miner gone before it could be read back) is: the next attempt reads the miner
+ * before anything else, finds the change made (applied, with the journaled before) or not (written
+ * again: an absolute set), so it is settled by a read, never by a blind second write.
+ */
+function changeRetryable(data: JobData, r: TaskResult): boolean {
+  return !r.ok && (r.error?.retryable === true || (data.operation !== 'poll' && r.code === 'OUTCOME_UNKNOWN'));
 }
 
 /** The change an earlier attempt journaled and made: it is on the miner now (the read found it so). */
@@ -276,7 +297,7 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
       await siteSlot?.release(jobs);
     }
     const maxAttempts = job.opts.attempts ?? 1;
-    const retryable = !result.ok && (result.error?.retryable ?? false);
+    const retryable = changeRetryable(data, result);
     // An attempt skipped by an open breaker reports (and hands on) the earlier attempt's real failure.
     const final = withEarlierCause(result, job.failedReason || data.prior?.failedReason);
     if (retryable && jobAttempts < maxAttempts) {
