@@ -103,4 +103,20 @@ describe('mutations', () => {
     }
     expect((await tf.fleet.state(id)).powerTargetW).toBe(2300);
   });
+
+  it('a reboot the miner never carries out (it answers reads all along, with its old boot time) is said not done once it stayed up past rebootStartMs, not after the whole rebootWaitMs', async () => {
+    const id = tf.fleet.miners[1]!.id;
+    const bootedAt = (await tf.fleet.state(id)).bootedAtMs;
+    await tf.fleet.setFaults(id, { dropWrites: true });
+    try {
+      const started = Date.now();
+      const err = await run(1, { kind: 'reboot', notBeforeMs: started }, { rebootWaitMs: 60_000, rebootStartMs: 1_500 }).catch((e: unknown) => FleetError.from(e));
+      expect(err).toMatchObject({ code: 'MINER_TIMEOUT', retryable: true });
+      expect((err as FleetError).message).toMatch(/read-back shows the change was not applied$/);
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      await tf.fleet.setFaults(id, {});
+    }
+    expect((await tf.fleet.state(id)).bootedAtMs).toBe(bootedAt);
+  });
 });

@@ -24,6 +24,11 @@ export interface MutateContext {
   callOpts: CallOptions;
   /** How long to wait for a rebooted miner to come back (ms). */
   rebootWaitMs: number;
+  /**
+   * How long a miner that answers every read with its old boot time (it never went away) is given to
+   * start its reboot before the reboot is taken as not done (ms; default 60 s).
+   */
+  rebootStartMs?: number;
   /** Now on Redis's clock (a reboot's request time is on it): this host's clock plus its offset. */
   sharedNowMs: () => number;
 }

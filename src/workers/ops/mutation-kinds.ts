@@ -7,6 +7,9 @@ import type { MutateContext } from './mutate.js';
 import { assertSameMiner } from './identity.js';
 import type { MutationSpec, PoolGroupSpec } from './mutation-spec.js';
 
+/** How long a miner that never goes away after Reboot is given to start rebooting (see MutateContext.rebootStartMs). */
+const REBOOT_START_MS = 60_000;
+
 export interface MutationKind<S> {
   read(m: MinerClient): Promise<S>;
   desired(before: S): S;
@@ -205,16 +208,22 @@ export function mutationKind(spec: MutationSpec, ctx: MutateContext): MutationKi
         write: async (m) => void (await m.reboot(o)),
         settle: async (m) => {
           // The miner goes away and comes back: its outage must not count against its breaker.
-          const deadline = Date.now() + ctx.rebootWaitMs;
+          const asked = Date.now();
+          const deadline = asked + ctx.rebootWaitMs;
           let last: { uptimeS: number; bootedAfterRequest: boolean } | undefined;
+          let wentAway = false;
           while (Date.now() < deadline) {
             await new Promise((r) => setTimeout(r, 500));
             try {
               last = await read(m, { ...o, expectOutage: true });
               if (last.bootedAfterRequest) return last;
+              // Up all along, its boot time the old one: it is not rebooting (a reboot takes it away
+              // within seconds), and waiting the whole rebootWaitMs would hold its wave for nothing.
+              if (!wentAway && Date.now() - asked >= (ctx.rebootStartMs ?? REBOOT_START_MS)) return last;
             } catch (err) {
               // Still rebooting — unless another machine answers in its place.
               if (FleetError.from(err).code === 'MINER_IDENTITY_MISMATCH') throw err;
+              wentAway = true;
             }
           }
           if (last) return last;
