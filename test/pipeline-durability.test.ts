@@ -268,6 +268,41 @@ describe('worker process', () => {
     }
   });
 
+  it('stopped while Redis is down: jobs in flight wait for it to record their outcomes (said), a worker with none stops at once', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-stop-down-'));
+    let server = await startRedisServer({ dir });
+    const prefix = uniquePrefix('stopdown');
+    const own = new Redis(server.url, { maxRetriesPerRequest: null });
+    own.on('error', () => undefined);
+    const queue = new Queue(QUEUE_NAME, { connection: own, prefix });
+    queue.on('error', () => undefined);
+    try {
+      const record = await enqueueOnly({ redisUrl: server.url, prefix, inventory: { ...tf.inventory, targets: tf.inventory.targets.slice(0, 1) }, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 1 });
+      const busy = spawnCli(['worker', '--redis', server.url, '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '1']);
+      const idle = spawnCli(['worker', '--redis', server.url, '--prefix', uniquePrefix('stopidle'), '--credentials', files.credentials]);
+      await until(async () => busy.output().stdout.includes('worker:') && idle.output().stdout.includes('worker:'));
+      // The poll's job in flight (its miner answers in 150 ms per call): Redis goes, then both are told to stop.
+      await until(async () => (await queue.getActiveCount()) === 1, 10_000, 10);
+      server.process.kill('SIGKILL');
+      await new Promise((r) => server.process.once('exit', r));
+      busy.kill('SIGTERM');
+      idle.kill('SIGTERM');
+      expect(await exited(idle)).toBe(0);
+      expect(idle.output().stdout).toContain('worker: Redis is unreachable and no job is in flight: stopped without it');
+      await until(async () => busy.output().stdout.includes('worker: Redis is unreachable: the 1 job in flight wait for it to record their outcomes'), 10_000);
+      expect(busy.exitCode).toBeNull();
+      server = await startRedisServer({ dir, port: server.port });
+      // Back: the job records its outcome and the worker stops (past BullMQ's close, which can hang after an outage).
+      expect(await exited(busy)).toBe(0);
+      expect(await outcomeCount(new RunStore(own, prefix), record.runId)).toBe(1);
+    } finally {
+      await queue.close();
+      own.disconnect();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('refuses a Redis that can lose jobs unless told otherwise', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-volatile-'));
     const volatile = await startRedisServer({ dir, appendonly: false });

@@ -87,7 +87,7 @@ describe('a change whose worker dies after writing to the miner', () => {
       const plan = (spec: { kind: 'power-target'; watts: number }) => ({ operation: 'power-target' as const, spec, targets: tf.inventory.targets, inventoryDigest: tf.inventory.digest, waves: [1], maxFailureRate: 0.5, minSample: 1, pauseBetweenMs: 0, actor: 'test' });
       const rec = await startRollout(redis, plan({ kind: 'power-target', watts: 2400 }), prefix);
       await until(async () => (await tf.fleet.mutations()).some((m) => m.minerId === m0!.id && m.method === 'SetPowerTarget' && (m.request as { powerTarget: { watt: number } }).powerTarget.watt === 2400), 30_000, 5);
-      await tf.fleet.setFaults(m0!.id, { blackhole: true });
+      await tf.fleet.setFaults(m0!.id, { refuse: true });
       const report = await waitForRollout(redis, rec.rolloutId, prefix);
       expect(report.counts['OK']).toBe(rest.length);
       const store = new RunStore(redis, prefix);

@@ -50,6 +50,10 @@ export interface RunningWorker {
   handOnConsumers: Worker[];
   control: Worker;
   executor: Executor;
+  /** Jobs being processed now (miner jobs, rollout steps, schedule ticks). */
+  busy(): number;
+  /** Whether its Redis connection is up. */
+  redisReachable(): boolean;
   close(): Promise<void>;
 }
 
@@ -112,12 +116,21 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   );
   const rollouts = new RolloutStore(storeRedis, prefix);
   const connections: Redis[] = [];
+  let busy = 0;
   // Each BullMQ Worker gets its own blocking connection; every one is closed by close().
   const consume = <D, R>(queue: string, processor: (job: Job<D>, token?: string) => Promise<R>, concurrency: number, extra: Partial<BullWorkerOptions> = {}) => {
     const conn = connections.length === 0 ? connection : connection.duplicate();
     conn.on('error', () => undefined);
     connections.push(conn);
-    const w = new Worker<D, R>(queue, processor, {
+    const counted = async (job: Job<D>, token?: string): Promise<R> => {
+      busy++;
+      try {
+        return await processor(job, token);
+      } finally {
+        busy--;
+      }
+    };
+    const w = new Worker<D, R>(queue, counted, {
       connection: conn,
       prefix,
       concurrency,
@@ -186,6 +199,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     handOnConsumers,
     control,
     executor,
+    busy: () => busy,
+    redisReachable: () => storeRedis.status === 'ready' && connection.status === 'ready',
     close: () =>
       (closing ??= (async () => {
         await schedules.close();
