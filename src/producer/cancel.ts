@@ -5,7 +5,8 @@ import type { Queue } from 'bullmq';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { jobDataSchema } from '../fleet/job.js';
 import type { RunStore } from '../fleet/run-store.js';
-import { attemptsUsed, failedTask, outcomeOf } from '../workers/processor.js';
+import { attemptsUsed, outcomeOf } from '../workers/processor.js';
+import { failedTask } from '../workers/task.js';
 
 export interface CancelResult {
   runId: string;

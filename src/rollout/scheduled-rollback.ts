@@ -1,6 +1,7 @@
 // A rollback schedule's tick (`schedule add rollback --of SCHEDULE`): the end of a curtailment
 // window. It rolls back the latest rollout of another schedule, putting each miner back to its own
 // recorded `before` — a farm of several models has no single power target to "restore" to.
+import { DelayedError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { operationOf } from '../workers/ops/mutation-spec.js';
@@ -95,6 +96,22 @@ export async function rollBackLatest(
     throw err;
   }
   return { started: id };
+}
+
+/** How long after its time a rollback tick waits for the miners its lowering is still changing. */
+const SETTLE_WAIT_MS = 15 * 60_000;
+
+/**
+ * A tick whose lowering still has miners being changed: they get their outcomes within their jobs'
+ * time, so the tick looks again each second (delayed in BullMQ, holding no worker's slot) for up to
+ * SETTLE_WAIT_MS after its time `tickMs`; past that (or delivered without a lock token) it fails, saying why.
+ */
+export async function lookAgainLater(job: Job, token: string | undefined, tickMs: number, why: string): Promise<never> {
+  if (token && Date.now() < tickMs + SETTLE_WAIT_MS) {
+    await job.moveToDelayed(Date.now() + 1_000, token);
+    throw new DelayedError();
+  }
+  throw new Error(why);
 }
 
 /**

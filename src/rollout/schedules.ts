@@ -2,7 +2,7 @@
 // each tick to exactly one worker. Ticks missed while every worker was down are NOT replayed: the one
 // pending tick fires late when a worker returns, and the schedule continues from then.
 import { randomBytes } from 'node:crypto';
-import { DelayedError, type Job, type Queue } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import type { Redis } from 'ioredis';
 import { isFinalFailure, type JobTarget, type MutationOperation } from '../fleet/job.js';
@@ -16,7 +16,7 @@ import { startRollout } from './create.js';
 import { RolloutOverlapError } from './overlap.js';
 import { RolloutStore, TERMINAL, type RolloutState } from './store.js';
 import { pruneScheduleRollouts } from './retention.js';
-import { rollBackLatest, type RollbackScheduleSpec } from './scheduled-rollback.js';
+import { lookAgainLater, rollBackLatest, type RollbackScheduleSpec } from './scheduled-rollback.js';
 import { openQueue } from '../fleet/queue.js';
 
 export const SCHEDULE_QUEUE = 'schedules';
@@ -71,8 +71,6 @@ export interface TickState {
 
 /** A tick that throws is tried again 1 s, 2 s and 4 s later before it counts as failed. */
 export const TICK_RETRY = { attempts: 4, backoff: { type: 'exponential', delay: 1_000 } };
-/** How long after its time a rollback tick waits for the miners its lowering is still changing. */
-const SETTLE_WAIT_MS = 15 * 60_000;
 
 async function tickState(redis: Redis, prefix: string, id: string): Promise<TickState> {
   const h = await redis.hgetall(tickKey(prefix, id));
@@ -261,15 +259,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
       if (sourceLast && rolledBack === sourceLast && last !== id) return skip(`rollout ${sourceLast} (schedule ${source.scheduleId}'s latest) was rolled back already, by this schedule`);
       const r = await rollBackLatest(deps.redis, deps.prefix, { id, scheduleId: def.scheduleId, spec: def.rollback, sourceLast, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}), onStart: markLast });
       if ('skipped' in r) return skip(r.skipped);
-      if ('settling' in r) {
-        // Its miners being changed get their outcomes within their jobs' time: the tick looks again
-        // each second (without holding a worker's slot), for a while; past that it fails, saying why.
-        if (token && Date.now() < Number(tickMillis(job)) + SETTLE_WAIT_MS) {
-          await job.moveToDelayed(Date.now() + 1_000, token);
-          throw new DelayedError();
-        }
-        throw new Error(r.settling);
-      }
+      if ('settling' in r) return lookAgainLater(job, token, Number(tickMillis(job)), r.settling);
       await deps.redis.hset(tickKey(deps.prefix, def.scheduleId), 'rolledBack', sourceLast as string);
       await pruneOld(def, id);
       return r;

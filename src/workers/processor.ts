@@ -3,18 +3,16 @@
 import { DelayedError, UnrecoverableError, type Job, type Queue } from 'bullmq';
 import type { RolloutStore } from '../rollout/store.js';
 import { holdSiteSlot, park, PARKED_MS, type SiteSlot } from '../rollout/site-limit.js';
-import { CODE_INFO, isErrorCode, type ErrorCode } from '../core/error-codes.js';
-import { FleetError, OUTCOME_UNKNOWN_NOTE } from '../core/fleet-error.js';
+import { CODE_INFO, isErrorCode } from '../core/error-codes.js';
 import { isFinalFailure, jobDataSchema, type JobData } from '../fleet/job.js';
 import type { Outcome } from '../fleet/outcome.js';
-import type { RunStore, StopGuard } from '../fleet/run-store.js';
+import type { RunStore } from '../fleet/run-store.js';
 import type { Executor } from './executor.js';
-import type { TaskResult } from './task.js';
+import { failedTask, type TaskResult } from './task.js';
 import { missingFor, type WorkerRegistry } from './registry.js';
 import { HANDED_ON, handedOnBefore, handOn } from './hand-on.js';
 import { handOnQueueName } from '../fleet/hand-on-queues.js';
-import { unwrittenResult, type MutationData, type PreparedChange } from './ops/mutate.js';
-import { redisClockOffsetMs } from '../redis/clock.js';
+import { changeRetryable, runChange, stoppedChange } from './change-job.js';
 
 export interface ProcessorDeps {
   store: RunStore;
@@ -81,10 +79,6 @@ export function withEarlierCause(result: TaskResult, failedReason: string | unde
   };
 }
 
-export function failedTask(code: ErrorCode, message: string): TaskResult {
-  return { ok: false, code, attempts: 0, durationMs: 0, transport: 'plaintext', error: new FleetError(code, message).toPlain() };
-}
-
 async function delay(job: Job, token: string | undefined, ms: number): Promise<never> {
   await job.moveToDelayed(Date.now() + ms + Math.floor(Math.random() * ms), token);
   throw new DelayedError();
@@ -115,87 +109,6 @@ export async function settleFailedJob(store: RunStore, job: Job | undefined, err
     ? `its worker stopped while on this miner more often than allowed (killed, out of memory, or cut off from Redis): ${err.message}`
     : `the job failed outside the miner's result: ${err.message}`;
   return store.writeOutcome(outcomeOf(parsed.data, failedTask('INTERNAL', why), attemptsUsed(job, parsed.data)));
-}
-
-/**
- * A change job: prepare (read, validate) → journal `before` in Redis → apply (write, read back). The
- * journal is written before the miner is, so when this job runs again after its worker died between
- * the write and the outcome, it finds the change made and still reports it as applied, with the
- * state from before it (a rollback restores that), not as "unchanged" with the new state as before.
- */
-async function runChange(data: JobData, executor: Executor, store: RunStore, rollout?: { id: string; guard: StopGuard }): Promise<TaskResult> {
-  const started = Date.now();
-  const clock = await sharedClock(data, store);
-  const prepared = await executor.run({ job: data, phase: 'prepare', ...clock });
-  const journaled = await store.journaled(data.runId, data.target.minerId);
-  if (!prepared.ok) return journaled ? unsettled(prepared) : prepared;
-  const p = prepared.data as PreparedChange;
-  const change = madeEarlier(journaled, p) ?? unwrittenResult(p, data.params['dryRun'] === true);
-  if (change) return { ...prepared, data: change };
-  // An earlier attempt's record wins (read above): only the first attempt writes one. A rollout
-  // stopped while this miner was being read is not written to (it was checked before the read).
-  const kept = journaled ?? (await store.journalBefore(data.runId, data.target.minerId, p.before, rollout?.guard));
-  if ('stopped' in kept) return { ...failedTask('CANCELLED', `rollout ${rollout?.id} was ${kept.stopped} before this miner was changed`), attempts: prepared.attempts, durationMs: Date.now() - started, transport: prepared.transport };
-  const before = kept.before;
-  const applied = await executor.run({ job: data, phase: 'apply', before, ...clock });
-  return { ...applied, attempts: Math.max(prepared.attempts, applied.attempts), durationMs: Date.now() - started };
-}
-
-/**
- * A reboot's request time is on Redis's clock (the wave's start): the task compares the miner's boot
- * time with it on that clock too, not on this host's, which may be off (redis/clock.ts).
- */
-async function sharedClock(data: JobData, store: RunStore): Promise<{ clockOffsetMs?: number }> {
-  const kind = (data.params['mutation'] as { kind?: unknown } | undefined)?.kind;
-  return kind === 'reboot' ? { clockOffsetMs: await redisClockOffsetMs(store.redis) } : {};
-}
-
-/**
- * An earlier attempt of this change journaled it (then wrote, or was cut off about to) and this one
- * could not read the miner (unreachable, timed out, its breaker open): whether the change landed is
- * still unknown, and the outcome says so, not that the miner was merely unreachable. Retried, as
- * OUTCOME_UNKNOWN of a change is (see {@link changeRetryable}), until an attempt reads it.
- */
-function unsettled(r: TaskResult): TaskResult {
-  if (!r.error?.retryable || r.code === 'OUTCOME_UNKNOWN') return r;
-  return { ...r, ...failedTask('OUTCOME_UNKNOWN', `an earlier attempt wrote to this miner (or was cut off about to) and it could not be read back since: ${r.code}: ${r.error.message}${OUTCOME_UNKNOWN_NOTE}`), attempts: r.attempts, durationMs: r.durationMs, transport: r.transport };
-}
-
-/**
- * Whether a failed attempt is tried again at job level. A change whose outcome is unknown (its write
- * cut off, and the miner gone before it could be read back) is: the next attempt reads the miner
- * before anything else, finds the change made (applied, with the journaled before) or not (written
- * again: an absolute set), so it is settled by a read, never by a blind second write.
- */
-function changeRetryable(data: JobData, r: TaskResult): boolean {
-  return !r.ok && (r.error?.retryable === true || (data.operation !== 'poll' && r.code === 'OUTCOME_UNKNOWN'));
-}
-
-/** The change an earlier attempt journaled and made: it is on the miner now (the read found it so). */
-function madeEarlier(journaled: { before: unknown } | undefined, p: PreparedChange): MutationData | undefined {
-  return journaled && p.equal ? { change: 'applied', before: journaled.before, after: p.before, verified: true } : undefined;
-}
-
-/**
- * A change job of a rollout that was stopped (aborted, halted) before this miner's outcome. It is never
- * written now. When an earlier attempt journaled the miner's state (its worker died after that, maybe
- * after its write), the miner is read to tell whether that write landed: if it did, the outcome says
- * the change was applied (a rollback restores it), not that the miner was never changed.
- */
-async function stoppedChange(data: JobData, executor: Executor, store: RunStore, why: string): Promise<TaskResult> {
-  const journaled = await store.journaled(data.runId, data.target.minerId);
-  if (!journaled) return failedTask('CANCELLED', `${why} before this miner was changed`);
-  const prepared = await executor.run({ job: data, phase: 'prepare', ...(await sharedClock(data, store)) });
-  const made = prepared.ok ? madeEarlier(journaled, prepared.data as PreparedChange) : undefined;
-  if (made) return { ...prepared, data: made };
-  // A refusal (out of range, unsupported) comes after a read that found the change not there.
-  const readBack = prepared.ok || prepared.code === 'INVALID_REQUEST' || prepared.code === 'UNSUPPORTED_BY_FIRMWARE';
-  return failedTask(
-    'CANCELLED',
-    readBack
-      ? `${why}; an earlier attempt on this miner was cut off, and the miner does not have its change (read back)`
-      : `${why}; an earlier attempt on this miner was cut off and the miner could not be read back (${prepared.code}): its change may have been written, and a rollback restores the state recorded before it`,
-  );
 }
 
 /** The longest a miner job of a paused rollout waits before it looks at the rollout again. */

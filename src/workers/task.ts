@@ -2,6 +2,7 @@
 // Each thread has its own FleetCore (channels, sessions); breaker state is the shared table.
 import { FleetCore } from '../core/fleet-core.js';
 import { SharedBreakerStore, type SharedBreakerTable } from '../core/breaker-table.js';
+import type { ErrorCode } from '../core/error-codes.js';
 import { FleetError, type PlainFleetError } from '../core/fleet-error.js';
 import type { CoreOptionsInput } from '../core/options.js';
 import type { PoolStats } from '../core/pool.js';
@@ -50,6 +51,11 @@ export interface TaskResult {
 }
 
 /** `poolStats`: this thread's connection pool (for diagnostics and tests). */
+/** A failed task result made here, not by the core (nothing sent to the miner). */
+export function failedTask(code: ErrorCode, message: string): TaskResult {
+  return { ok: false, code, attempts: 0, durationMs: 0, transport: 'plaintext', error: new FleetError(code, message).toPlain() };
+}
+
 export type TaskRunner = ((input: TaskInput) => Promise<TaskResult>) & { close(): void; poolStats(): PoolStats };
 
 export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
