@@ -276,10 +276,12 @@ describe('worker process', () => {
     own.on('error', () => undefined);
     const queue = new Queue(QUEUE_NAME, { connection: own, prefix });
     queue.on('error', () => undefined);
+    const workers: ReturnType<typeof spawnCli>[] = [];
     try {
       const record = await enqueueOnly({ redisUrl: server.url, prefix, inventory: { ...tf.inventory, targets: tf.inventory.targets.slice(0, 1) }, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 1 });
       const busy = spawnCli(['worker', '--redis', server.url, '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '1']);
       const idle = spawnCli(['worker', '--redis', server.url, '--prefix', uniquePrefix('stopidle'), '--credentials', files.credentials]);
+      workers.push(busy, idle);
       await until(async () => busy.output().stdout.includes('worker:') && idle.output().stdout.includes('worker:'));
       // The poll's job in flight (its miner answers in 150 ms per call): Redis goes, then both are told to stop.
       await until(async () => (await queue.getActiveCount()) === 1, 10_000, 10);
@@ -296,6 +298,8 @@ describe('worker process', () => {
       expect(await exited(busy)).toBe(0);
       expect(await outcomeCount(new RunStore(own, prefix), record.runId)).toBe(1);
     } finally {
+      // A failed assertion must not leave a worker behind.
+      for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
       await queue.close();
       own.disconnect();
       await server.stop();
