@@ -16,7 +16,7 @@ import { connectRedis, interruptible, loadSelected, loadTlsSites, localPoolOptio
 import { isSelecting, selectionText } from '../producer/selection.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt, prefixOption } from './parse.js';
-import { assertPoolRefs, checkLocalWorker, confirm, CONFIRM_THRESHOLD, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+import { assertPoolRefs, poolPasswordRefOption, warnNoPoolPassword, checkLocalWorker, confirm, CONFIRM_THRESHOLD, gatesFromFlags, operationOf, parseAt, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { dryRun, LOCAL_CONCURRENCY } from './dry-run.js';
 
 interface CommonFlags {
@@ -210,8 +210,7 @@ export function registerRollout(program: Command): void {
     });
   }
 
-  selectionOptions(runOptions(ro.command('rollback <rolloutId>').description("restore every miner the rollout changed (or those of them --site, --tag, --miner pick) to its recorded `before`, as a rollout of its own")))
-    .option('--pool-password-ref <profile>', 'rolling back pools: the credentials profile whose password the restored pools get (a miner never reports its pool passwords)')
+  poolPasswordRefOption(selectionOptions(runOptions(ro.command('rollback <rolloutId>').description("restore every miner the rollout changed (or those of them --site, --tag, --miner pick) to its recorded `before`, as a rollout of its own"))))
     .action(async (id: string, flags: RunFlags & Omit<SelectionFlags, 'inventory'> & { poolPasswordRef?: string }) => {
       const { redis } = await connectRedis(flags.redis);
       const credentials = loadCredentialProfiles(flags.credentials);
@@ -245,7 +244,7 @@ export function registerRollout(program: Command): void {
           });
         }
         if (pools && flags.poolPasswordRef === undefined) {
-          process.stderr.write('bos-fleet: a miner never reports its pool passwords: the pools this rollback restores are written with no password (pass --pool-password-ref PROFILE to give them the password of that credentials profile)\n');
+          warnNoPoolPassword('this rollback');
         }
         await confirm(targets.length, `roll back ${describeSpec(rb.rec.spec)}`, flags.yes);
         plan = { operation: operationOf(first), spec: first, specByMiner, targets, inventoryDigest: picked?.digest ?? rb.rec.inventoryDigest, ...gatesFromFlags(flags), actor: flags.actor ?? defaultActor(), rollbackOf: id, ...(isSelecting(only) ? { rollbackOnly: selectionText(only) } : {}), ...(flags.allowOverlap ? { allowOverlap: true } : {}), ...(rb.rec.tlsSites ? { tlsSites: rb.rec.tlsSites } : {}) };

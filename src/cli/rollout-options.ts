@@ -1,5 +1,6 @@
 // Turns `rollout start` flags into a validated mutation spec and gate settings; the checks and the
 // confirmation before a rollout starts.
+import type { Command } from 'commander';
 import { createInterface } from 'node:readline/promises';
 import { readJsonFile } from '../fleet/json-file.js';
 import { actionSpec, ACTIONS, MAX_HASHRATE_TARGET_THS, MAX_POWER_TARGET_W, operationOf, poolPasswordRefs, poolsFileSchema, type Action, type MutationSpec } from '../workers/ops/mutation-spec.js';
@@ -92,6 +93,16 @@ export function assertPoolRefs(spec: MutationSpec, credentials: CredentialProfil
   if (missing.length) {
     throw new Error(`${source}: passwordRef ${missing.map((m) => `"${m}"`).join(', ')} names no credentials profile: ${credentialsHelp(credentialsFile)}`);
   }
+}
+
+/** `--pool-password-ref` of a rollback, by hand or scheduled. */
+export function poolPasswordRefOption(cmd: Command): Command {
+  return cmd.option('--pool-password-ref <profile>', 'rolling back pools: the credentials profile whose password the restored pools get (a miner never reports its pool passwords)');
+}
+
+/** Said when a rollback of pools goes without --pool-password-ref: `restorer` ("this rollback") writes them with no password. */
+export function warnNoPoolPassword(restorer: string): void {
+  process.stderr.write(`bos-fleet: a miner never reports its pool passwords: the pools ${restorer} restores are written with no password (pass --pool-password-ref PROFILE to give them the password of that credentials profile)\n`);
 }
 
 /**

@@ -2,13 +2,13 @@
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { defaultActor } from '../rollout/audit.js';
-import { addSchedule, checkCron, getSchedule, listSchedules, newScheduleId, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
+import { addSchedule, checkCron, getSchedule, listSchedules, newScheduleId, scheduleDefs, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
 import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { connectRedis, loadSelected, loadTlsSites, retentionFrom, retentionOptions, selectionOptions, type RetentionFlags, type SelectionFlags } from './common.js';
 import { positiveInt, timeoutMsOption, prefixOption } from './parse.js';
-import { gatesFromFlags, operationOf, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+import { gatesFromFlags, operationOf, poolPasswordRefOption, warnNoPoolPassword, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { columns } from './render.js';
 
 interface AddFlags extends RetentionFlags, SelectionFlags {
@@ -133,9 +133,8 @@ export function registerSchedule(program: Command): void {
     'of this schedule',
     'rollbacks (their runs and outcomes)',
   )
-    .requiredOption('--of <scheduleId>', 'the rollout schedule whose latest rollout each tick rolls back (once: a tick finding it rolled back already skips)')
-    .option('--pool-password-ref <profile>', 'rolling back pools: the credentials profile whose password the restored pools get (a miner never reports its pool passwords)');
-  gateOptions(rollback).action(async (flags: TimingFlags & GateFlags & { of: string; poolPasswordRef?: string }) => {
+    .requiredOption('--of <scheduleId>', 'the rollout schedule whose latest rollout each tick rolls back (once: a tick finding it rolled back already skips)');
+  gateOptions(poolPasswordRefOption(rollback)).action(async (flags: TimingFlags & GateFlags & { of: string; poolPasswordRef?: string }) => {
     const gates = gatesFromFlags(flags);
     const retention = retentionFrom(flags);
     const timing = timingDef(flags, 'rollback');
@@ -148,7 +147,7 @@ export function registerSchedule(program: Command): void {
     const pools = source.rollout.spec.kind === 'pools';
     if (flags.poolPasswordRef !== undefined && !pools) throw new Error(`--pool-password-ref goes with the rollback of a pools schedule; ${flags.of} changes ${describeSpec(source.rollout.spec)}`);
     if (pools && flags.poolPasswordRef === undefined) {
-      process.stderr.write('bos-fleet: a miner never reports its pool passwords: the pools this schedule restores are written with no password (pass --pool-password-ref PROFILE to give them the password of that credentials profile)\n');
+      warnNoPoolPassword('this schedule');
     }
     const def: ScheduleDef = {
       ...timing,
@@ -199,7 +198,7 @@ export function registerSchedule(program: Command): void {
         await removeSchedule(redis, id, flags.actor ?? defaultActor(), flags.prefix);
         console.log(`schedule ${id} removed`);
         // A restore left without its lowering fails at every tick, loudly: say so now.
-        const dependents = (await listSchedules(redis, flags.prefix)).filter((d) => d.rollback?.of === id).map((d) => d.scheduleId);
+        const dependents = (await scheduleDefs(redis, flags.prefix)).filter((d) => d.rollback?.of === id).map((d) => d.scheduleId);
         if (dependents.length) process.stderr.write(`bos-fleet: WARNING: schedule${dependents.length === 1 ? '' : 's'} ${dependents.join(', ')} roll${dependents.length === 1 ? 's' : ''} back this one's rollouts: ${dependents.length === 1 ? 'its' : 'their'} ticks now fail (bos-fleet schedule remove ${dependents[0]})\n`);
       } finally {
         redis.disconnect();

@@ -1,7 +1,7 @@
 // `bos-fleet watch`: follow miners' status live over GetMinerStatus streams — a rack coming back
 // after a pause or a reboot — with no Redis and no record: it reads, and changes nothing.
 import { InvalidArgumentError, type Command } from 'commander';
-import { FleetCore, loadTlsMaterial, type MinerClient, type MinerTarget, type TlsMaterial } from '../core/index.js';
+import { FleetCore, siteTlsLookup, type MinerClient, type MinerTarget } from '../core/index.js';
 import { assertSameMiner } from '../workers/ops/identity.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
@@ -62,9 +62,9 @@ export function registerWatch(program: Command): void {
       }
       const credentials = loadCredentialProfiles(opts.credentials);
       assertTargetProfiles(selected, `inventory ${opts.inventory}`, credentials, opts.credentials);
-      const tls = new Map<string, TlsMaterial>(Object.entries(loadTlsSites(opts.tls) ?? {}).map(([site, p]) => [site, loadTlsMaterial(p, `site:${site}`)]));
+      const tls = siteTlsLookup(loadTlsSites(opts.tls));
       const targets: MinerTarget[] = selected.map((t) => {
-        const siteTls = tls.get(t.site) ?? tls.get('*');
+        const siteTls = tls.forSite(t.site);
         return { id: t.minerId, host: t.host, port: t.port, credentials: credentials.get(t.credentials)!, ...(siteTls ? { tls: siteTls } : {}) };
       });
       const where = new Map(selected.map((t) => [t.minerId, t]));

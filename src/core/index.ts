@@ -19,7 +19,7 @@ export { ConnectionPool } from './pool.js';
 export type { PoolStats } from './pool.js';
 export { minerStatusStream } from './status-stream.js';
 export type { StatusUpdate, StatusStreamOptions } from './status-stream.js';
-export { loadTlsMaterial, tlsProfileSchema } from './tls.js';
+export { loadTlsMaterial, siteTlsLookup, tlsProfileSchema } from './tls.js';
 export type { TlsProfile, TlsMaterial } from './tls.js';
 export { systemClock, FakeClock } from './clock.js';
 export type { Clock } from './clock.js';

@@ -44,6 +44,12 @@ export function siteHasTls(sites: readonly string[], site: string): boolean {
   return sites.includes(site) || sites.includes('*');
 }
 
+/** Each site's TLS material, read and checked once: `forSite` gives a site its own, else the `*` entry's. */
+export function siteTlsLookup(bySite: Record<string, TlsProfile> | undefined): { sites: string[]; forSite(site: string): TlsMaterial | undefined } {
+  const tls = new Map(Object.entries(bySite ?? {}).map(([site, profile]) => [site, loadTlsMaterial(profile, `site:${site}`)] as const));
+  return { sites: [...tls.keys()], forSite: (site) => tls.get(site) ?? tls.get('*') };
+}
+
 /** Reads and checks the files now, so a bad path fails at start-up with a clear error. */
 export function loadTlsMaterial(profile: TlsProfile, id = 'tls'): TlsMaterial {
   const p = tlsProfileSchema.parse(profile);

@@ -32,14 +32,14 @@ export async function rollbackPlanFor(
   const specByMiner: Record<string, MutationSpec> = {};
   const skipped: string[] = [];
   const uncertain: string[] = [];
-  const inFlight: string[] = [];
+  const inFlight: InFlight[] = [];
   for (let w = 0; w < rec.waveEnds.length; w++) {
     const runId = waveRunId(rolloutId, w);
     const journal = await runs.journalEntries(runId);
     const outcomes = await runs.getOutcomes(runId);
     // Journaled (about to be written) with no outcome yet: being changed now, or its worker died on it.
     const settled = new Set(outcomes.map((o) => o.minerId));
-    inFlight.push(...[...journal.keys()].filter((id) => !settled.has(id)));
+    inFlight.push(...[...journal.keys()].filter((id) => !settled.has(id)).map((minerId) => ({ runId, minerId })));
     for (const o of outcomes) {
       const data = o.data as MutationData | undefined;
       let before: unknown;
@@ -60,17 +60,26 @@ export async function rollbackPlanFor(
   }
   if (inFlight.length) {
     throw new RolloutSettlingError(
-      inFlight.length,
-      `rollout ${rolloutId} still has ${inFlight.length} miner${inFlight.length === 1 ? '' : 's'} being changed (${inFlight.slice(0, 5).join(', ')}${inFlight.length > 5 ? ', …' : ''}): roll back once ${inFlight.length === 1 ? 'it has its' : 'they have their'} outcome (a running \`bos-fleet worker\` settles them; \`bos-fleet rollout status ${rolloutId}\` shows what is to go)`,
+      inFlight,
+      byId.size,
+      `rollout ${rolloutId} still has ${inFlight.length} miner${inFlight.length === 1 ? '' : 's'} being changed (${inFlight.slice(0, 5).map((m) => m.minerId).join(', ')}${inFlight.length > 5 ? ', …' : ''}): roll back once ${inFlight.length === 1 ? 'it has its' : 'they have their'} outcome (a running \`bos-fleet worker\` settles them; \`bos-fleet rollout status ${rolloutId}\` shows what is to go)`,
     );
   }
   return { rec, targets, specByMiner, skipped, uncertain };
 }
 
+/** A miner journaled for its write in a wave's run, with no outcome yet. */
+interface InFlight {
+  runId: string;
+  minerId: string;
+}
+
 /** A rollout that has ended but still has miners being changed: its rollback has to wait for their outcomes. */
 export class RolloutSettlingError extends Error {
   constructor(
-    readonly inFlight: number,
+    readonly inFlight: readonly InFlight[],
+    /** The rollout's miners: what planning its rollback reads. */
+    readonly miners: number,
     message: string,
   ) {
     super(message);
@@ -79,23 +88,30 @@ export class RolloutSettlingError extends Error {
 
 /**
  * rollbackPlanFor, once the rollout's miners being changed (just after an abort, say) have their
- * outcomes: `onWait` is told how many are left each time that changes. Gives up, with the plan's
- * error, when none of them has got its outcome for `stallMs` (no worker settles them).
+ * outcomes: `onWait` is told how many are left each time that changes. While it waits only those
+ * miners' outcomes are read, not the whole rollout's. Gives up, with the plan's error, when none of
+ * them has got its outcome for `stallMs` (no worker settles them).
  */
 export async function settledRollbackPlan(redis: Redis, rolloutId: string, prefix = DEFAULT_PREFIX, onWait?: (inFlight: number) => void, stallMs = 60_000): ReturnType<typeof rollbackPlanFor> {
-  let left = -1;
-  let changedAt = Date.now();
+  const runs = new RunStore(redis, prefix);
+  let told = -1;
   for (;;) {
+    let settling: RolloutSettlingError;
     try {
       return await rollbackPlanFor(redis, rolloutId, prefix);
     } catch (err) {
       if (!(err instanceof RolloutSettlingError)) throw err;
-      if (err.inFlight !== left) {
-        [left, changedAt] = [err.inFlight, Date.now()];
-        onWait?.(left);
-      } else if (Date.now() - changedAt > stallMs) throw err;
+      settling = err;
     }
-    await new Promise((res) => setTimeout(res, 300));
+    let left = settling.inFlight;
+    let changedAt = Date.now();
+    while (left.length) {
+      if (left.length !== told) onWait?.((told = left.length));
+      if (Date.now() - changedAt > stallMs) throw settling;
+      await new Promise((res) => setTimeout(res, 300));
+      const still = (await Promise.all(left.map(async (m) => ((await runs.getOutcome(m.runId, m.minerId)) ? undefined : m)))).filter((m) => m !== undefined);
+      if (still.length !== left.length) [left, changedAt] = [still, Date.now()];
+    }
   }
 }
 

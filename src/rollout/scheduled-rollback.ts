@@ -23,7 +23,7 @@ export interface RollbackScheduleSpec {
 }
 
 /** `settling`: the rollout to roll back has miners still being changed; the tick has to look again once they have their outcomes. */
-export type RollbackTick = { started: string } | { skipped: string } | { settling: string };
+export type RollbackTick = { started: string } | { skipped: string } | { settling: string; lookAgainMs: number };
 
 /**
  * Rolls back `sourceLast` (the rollout the source schedule's last tick started) as rollout `id`.
@@ -62,7 +62,8 @@ export async function rollBackLatest(
   try {
     plan = await rollbackPlanFor(redis, sourceLast, prefix);
   } catch (err) {
-    if (err instanceof RolloutSettlingError) return { settling: `cannot roll back rollout ${sourceLast} of schedule ${spec.of} yet: ${err.message}` };
+    // Looked at again soon — for a large rollout less often: each look reads all of its outcomes.
+    if (err instanceof RolloutSettlingError) return { settling: `cannot roll back rollout ${sourceLast} of schedule ${spec.of} yet: ${err.message}`, lookAgainMs: Math.min(30_000, Math.max(1_000, err.miners / 2)) };
     throw new Error(`cannot roll back rollout ${sourceLast} of schedule ${spec.of}: ${(err as Error).message}`);
   }
   if (plan.targets.length === 0) return { skipped: `rollout ${sourceLast} (schedule ${spec.of}'s latest) changed no miner it can restore: nothing to roll back` };
@@ -103,12 +104,12 @@ const SETTLE_WAIT_MS = 15 * 60_000;
 
 /**
  * A tick whose lowering still has miners being changed: they get their outcomes within their jobs'
- * time, so the tick looks again each second (delayed in BullMQ, holding no worker's slot) for up to
+ * time, so the tick looks again `afterMs` later (delayed in BullMQ, holding no worker's slot) for up to
  * SETTLE_WAIT_MS after its time `tickMs`; past that (or delivered without a lock token) it fails, saying why.
  */
-export async function lookAgainLater(job: Job, token: string | undefined, tickMs: number, why: string): Promise<never> {
+export async function lookAgainLater(job: Job, token: string | undefined, tickMs: number, why: string, afterMs: number): Promise<never> {
   if (token && Date.now() < tickMs + SETTLE_WAIT_MS) {
-    await job.moveToDelayed(Date.now() + 1_000, token);
+    await job.moveToDelayed(Date.now() + afterMs, token);
     throw new DelayedError();
   }
   throw new Error(why);

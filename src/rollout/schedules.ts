@@ -177,16 +177,23 @@ async function lastProgress(redis: Redis, prefix: string, def: ScheduleDef, last
 /** For `schedule list`: `300/300 miners`, or a rollout's state and why it stopped (`halted: wave 0: failure rate …`). */
 const lastStateText = (p: LastProgress): string => ('done' in p ? `${p.done}/${p.total} miners` : `${p.state}${p.reason ? `: ${p.reason}` : ''}`);
 
-export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Promise<(ScheduleDef & TickState & { nextAt?: string; lastState?: string })[]> {
+/** Every schedule's definition, by id, read in one call. */
+export async function scheduleDefs(redis: Redis, prefix = DEFAULT_PREFIX): Promise<ScheduleDef[]> {
   const ids = (await redis.smembers(listKey(prefix))).sort();
+  const raw = ids.length ? await redis.mget(ids.map((id) => defKey(prefix, id))) : [];
+  return raw.flatMap((r) => (r ? [JSON.parse(r) as ScheduleDef] : []));
+}
+
+export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Promise<(ScheduleDef & TickState & { nextAt?: string; lastState?: string })[]> {
+  const defs = await scheduleDefs(redis, prefix);
+  const byId = new Map(defs.map((d) => [d.scheduleId, d]));
   const q = openQueue(SCHEDULE_QUEUE, redis, prefix);
   try {
     const out = [];
-    for (const id of ids) {
-      const own = await getSchedule(redis, id, prefix);
-      if (!own) continue;
+    for (const own of defs) {
+      const id = own.scheduleId;
       // A rollback schedule's ticks roll back its lowering's miners as that schedule has them now (it may have been added again since).
-      const source = own.kind === 'rollback' && own.rollback ? await getSchedule(redis, own.rollback.of, prefix) : undefined;
+      const source = own.rollback ? byId.get(own.rollback.of) : undefined;
       const def = source ? { ...own, targets: source.targets } : own;
       const s = await q.getJobScheduler(id);
       const ticks = await tickState(redis, prefix, id);
@@ -259,7 +266,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
       if (sourceLast && rolledBack === sourceLast && last !== id) return skip(`rollout ${sourceLast} (schedule ${source.scheduleId}'s latest) was rolled back already, by this schedule`);
       const r = await rollBackLatest(deps.redis, deps.prefix, { id, scheduleId: def.scheduleId, spec: def.rollback, sourceLast, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}), onStart: markLast });
       if ('skipped' in r) return skip(r.skipped);
-      if ('settling' in r) return lookAgainLater(job, token, Number(tickMillis(job)), r.settling);
+      if ('settling' in r) return lookAgainLater(job, token, Number(tickMillis(job)), r.settling, r.lookAgainMs);
       await deps.redis.hset(tickKey(deps.prefix, def.scheduleId), 'rolledBack', sourceLast as string);
       await pruneOld(def, id);
       return r;

@@ -7,7 +7,7 @@ import { FleetError, type PlainFleetError } from '../core/fleet-error.js';
 import type { CoreOptionsInput } from '../core/options.js';
 import type { PoolStats } from '../core/pool.js';
 import type { Credentials } from '../core/sessions.js';
-import { loadTlsMaterial, type TlsMaterial, type TlsProfile } from '../core/tls.js';
+import { siteTlsLookup, type TlsProfile } from '../core/tls.js';
 import type { JobData } from '../fleet/job.js';
 import { pollMiner } from './ops/poll.js';
 import { assertSameMiner } from './ops/identity.js';
@@ -50,25 +50,24 @@ export interface TaskResult {
   error?: PlainFleetError;
 }
 
-/** `poolStats`: this thread's connection pool (for diagnostics and tests). */
 /** A failed task result made here, not by the core (nothing sent to the miner). */
 export function failedTask(code: ErrorCode, message: string): TaskResult {
   return { ok: false, code, attempts: 0, durationMs: 0, transport: 'plaintext', error: new FleetError(code, message).toPlain() };
 }
 
+/** `poolStats`: this thread's connection pool (for diagnostics and tests). */
 export type TaskRunner = ((input: TaskInput) => Promise<TaskResult>) & { close(): void; poolStats(): PoolStats };
 
 export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
   const core = new FleetCore(config.coreOptions, { breakerStore: new SharedBreakerStore(config.breakerTable) });
   const credentials = new Map(config.credentials);
-  const tls = new Map<string, TlsMaterial>();
-  for (const [site, profile] of Object.entries(config.tlsBySite ?? {})) tls.set(site, loadTlsMaterial(profile, `site:${site}`));
-  const caps = { profiles: [...credentials.keys()], tlsSites: [...tls.keys()] };
+  const tls = siteTlsLookup(config.tlsBySite);
+  const caps = { profiles: [...credentials.keys()], tlsSites: tls.sites };
 
   const run = async ({ job, phase, before, clockOffsetMs = 0 }: TaskInput): Promise<TaskResult> => {
     const started = Date.now();
     const t = job.target;
-    const siteTls = tls.get(t.site) ?? tls.get('*');
+    const siteTls = tls.forSite(t.site);
     const transport = siteTls ? 'tls' : 'plaintext';
     // The processor hands such jobs to a worker that can (registry.ts); here is the last line: no
     // password, or a run that asked for TLS where this worker has none, never reaches a miner.
@@ -92,8 +91,10 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
         if (!spec.success) {
           throw new FleetError('INVALID_JOB', `params.mutation: ${spec.error.issues[0]?.message ?? 'invalid'}`, { minerId: t.minerId, attempts: 0 });
         }
-        // Before anything is read as `before` or written: the machine answering is this miner.
-        if (t.mac) assertSameMiner(t, (await miner.getMinerDetails(callOpts)).macAddress);
+        // Before anything is read as `before` or written: the machine answering is this miner. Checked
+        // when the change is read (its apply follows at once, on the same connection); a reboot's own
+        // reads check it, before the reboot and when the miner is back.
+        if (t.mac && phase !== 'apply' && spec.data.kind !== 'reboot') assertSameMiner(t, (await miner.getMinerDetails(callOpts)).macAddress);
         const ctx = { target: t, credentials, dryRun: job.params['dryRun'] === true, callOpts, rebootWaitMs: config.rebootWaitMs ?? 300_000, sharedNowMs: () => Date.now() + clockOffsetMs };
         if (phase === 'prepare') data = await prepareMutation(miner, spec.data, ctx);
         else if (phase === 'apply') data = await applyMutation(miner, spec.data, ctx, before);
