@@ -30,3 +30,12 @@ export function exitAfterHangUp(): boolean {
   process.kill(process.pid, 'SIGHUP');
   return true;
 }
+
+/**
+ * Ends the process now with `code`, instead of when nothing is left open (a worker whose queue
+ * connections never closed after a Redis outage, a connection waiting for Redis): by SIGHUP when its
+ * terminal hung up (see exitAfterHangUp).
+ */
+export function exitNow(code: number): void {
+  if (!exitAfterHangUp()) process.exit(code);
+}

@@ -42,5 +42,7 @@ program.parseAsync(process.argv).then(exitAfterHangUp, (err: unknown) => {
   // Redis refusing a write (full, cannot save, a replica): its bare reply, with what to do about it.
   const refused = /^(OOM|MISCONF|READONLY)\b/.test(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message)}` : '';
   console.error(`bos-fleet: ${message}${refused}`);
-  if (!exitAfterHangUp()) process.exit(1);
+  // An error may carry its own exit code (130: interrupted).
+  const code = err instanceof Error && 'exitCode' in err && typeof err.exitCode === 'number' ? err.exitCode : 1;
+  if (!exitAfterHangUp()) process.exit(code);
 });

@@ -2,13 +2,14 @@
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
-import { enqueueOnly, runLocal } from '../producer/run-local.js';
+import { enqueueOnly, InterruptedWithoutRedisError, runLocal } from '../producer/run-local.js';
 import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, MAX_CONCURRENCY, MAX_THREADS } from '../workers/worker.js';
 import { connectRedis, localPoolOptions, interruptible, loadSelected, loadTlsSites, retentionFrom, retentionOptions, selectionOptions, whereFlags, type RetentionFlags, type SelectionFlags } from './common.js';
 import { DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, timeoutMsOption, prefixOption } from './parse.js';
 import { progressRenderer, summaryText } from './render.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
+import { exitNow } from './hang-up.js';
 
 export interface PollCliOptions extends RetentionFlags, SelectionFlags {
   credentials?: string;
@@ -78,7 +79,15 @@ export function registerPoll(program: Command): void {
     const bar = opts.json ? undefined : progressRenderer();
     const started = Date.now();
     const stop = interruptible('stopping: the jobs in flight finish, the rest stay queued');
-    const { record, summary, interrupted } = await runLocal({ ...common, signal: stop.signal, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) }).finally(() => stop.dispose());
+    const { record, summary, interrupted, workerLeftOpen } = await runLocal({ ...common, signal: stop.signal, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) })
+      .catch((err: unknown) => {
+        if (!(err instanceof InterruptedWithoutRedisError)) throw err;
+        bar?.done();
+        process.stderr.write(`bos-fleet: ${err.text(whereFlags(opts))}\n`);
+        exitNow(err.exitCode); // its Redis connections would wait for Redis without end
+        return new Promise<never>(() => undefined);
+      })
+      .finally(() => stop.dispose());
     bar?.done();
     if (opts.json) {
       console.log(JSON.stringify({ runId: record.runId, total: record.total, counts: summary.counts, durationMs: Date.now() - started }));
@@ -91,5 +100,7 @@ export function registerPoll(program: Command): void {
       process.stderr.write(`bos-fleet: interrupted: ${left} of ${record.total} miners not polled; their jobs stay queued in Redis and \`bos-fleet worker\` polls them (\`bos-fleet runs\` shows the run's progress), or \`bos-fleet cancel ${record.runId}\` drops them\n`);
       process.exitCode = 130;
     }
+    // Its worker's queue connections never closed after a Redis outage (closeWorker): they hold none of its jobs.
+    if (workerLeftOpen) exitNow(Number(process.exitCode ?? 0));
   });
 }

@@ -10,6 +10,8 @@ import { waveOutcomes } from '../rollout/control.js';
 import { noRollout, RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import { startWorker } from '../workers/worker.js';
+import { closeWorker, type CloseResult } from '../workers/close.js';
+import { exitNow } from './hang-up.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { countsInOrder } from './render.js';
 import { connectRedis, interruptible, loadSelected, loadTlsSites, localPoolOptions, selectAndSay, selectionFrom, selectionOptions, whereFlags, type SelectionFlags } from './common.js';
@@ -115,7 +117,8 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
     const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, credentials, ...localPoolOptions(0, LOCAL_CONCURRENCY, false), ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;
     // Ctrl-C stops this command, not the rollout: it is durable in Redis and any worker carries it on.
     const stop = interruptible(worker ? 'stopping: the miners being changed now finish and are verified' : 'stopping the wait');
-    let report: RolloutReport;
+    let report: RolloutReport | undefined;
+    let closed: CloseResult | undefined;
     try {
       let last = '';
       report = await waitForRollout(
@@ -131,11 +134,22 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       );
       if (!flags.json && process.stderr.isTTY) process.stderr.write('\n');
     } finally {
-      await worker?.close();
+      // With Redis down, the miners being changed wait for it to record their outcomes; with none, the command stops here.
+      if (worker) closed = await closeWorker(worker, (busy) => process.stderr.write(`bos-fleet: Redis is unreachable: the ${busy} miner${busy === 1 ? '' : 's'} being changed wait for it to record their outcomes (Ctrl-C again to quit now: a worker verifies them once their lock expires)\n`));
       stop.dispose();
     }
     // What the local worker finished while closing counts too.
-    if (stop.signal.aborted) report = (await rolloutReport(redis, rec.rolloutId, flags.prefix)) ?? report;
+    const redisDown = stop.signal.aborted && (closed === 'redis-down' || redis.status !== 'ready');
+    if (stop.signal.aborted && !redisDown) report = (await rolloutReport(redis, rec.rolloutId, flags.prefix)) ?? report;
+    if (!report || redisDown) {
+      const where = whereFlags(flags);
+      process.stderr.write(
+        `bos-fleet: interrupted while Redis is unreachable: rollout ${rec.rolloutId} stays in Redis as it is, and goes on as soon as Redis is back and a \`bos-fleet worker\` runs on it. ` +
+          `Then \`bos-fleet rollout status ${rec.rolloutId}${where}\` shows it; to hold it: bos-fleet rollout pause ${rec.rolloutId}${where}; to stop it: bos-fleet rollout abort ${rec.rolloutId}${where}\n`,
+      );
+      exitNow(130); // its Redis connections would wait for Redis without end
+      return;
+    }
     console.log(flags.json ? JSON.stringify(jsonReport(report)) : reportText(report, whereFlags(flags)));
     if (stop.signal.aborted && !TERMINAL.includes(report.state)) {
       const where = whereFlags(flags);
@@ -145,6 +159,8 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       );
       process.exitCode = 130;
     } else if (report.state !== 'completed') process.exitCode = 2;
+    // A local worker whose queue connections never closed after a Redis outage would keep the process up.
+    if (closed && closed !== 'closed') exitNow(Number(process.exitCode ?? 0));
   } finally {
     redis.disconnect();
   }

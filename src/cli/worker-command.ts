@@ -2,7 +2,8 @@
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
-import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker, MAX_CONCURRENCY, MAX_THREADS, MAX_CONSUMERS, type RunningWorker } from '../workers/worker.js';
+import { DEFAULT_CONCURRENCY, DEFAULT_THREADS, JOBS_PER_CONSUMER, startWorker, MAX_CONCURRENCY, MAX_THREADS, MAX_CONSUMERS } from '../workers/worker.js';
+import { closeWorker } from '../workers/close.js';
 import { activityText, totalOutcomes, watchActivity } from '../workers/activity.js';
 import { listWorkers, type WorkerCapabilities, type WorkerInfo } from '../workers/registry.js';
 import { closeHandOnQueues, handOnQueueName, handOnQueues } from '../fleet/hand-on-queues.js';
@@ -69,41 +70,6 @@ function watchRedisHealth(url: string, everyMs: number): { stop(): void } {
 /** The longest --report-every: a report a day. */
 const MAX_REPORT_EVERY_MS = 86_400_000;
 
-/**
- * Closes the worker: its jobs in flight finish and record their outcomes. While Redis is down those
- * outcomes wait for it (none is lost), and the log says so; a worker with nothing in flight has
- * nothing to wait for, and stops at once instead of waiting for Redis without end. BullMQ's close
- * can also hang for good once Redis went away during it, even after Redis is back (taskforcesh/bullmq
- * #4656): with its jobs done and Redis reachable for a few seconds, the worker stops without it.
- */
-async function closeOrGiveUp(running: RunningWorker): Promise<'closed' | 'redis-down' | 'stuck'> {
-  let said = false;
-  let idleSince: number | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const givenUp = new Promise<'redis-down' | 'stuck'>((resolve) => {
-    timer = setInterval(() => {
-      const busy = running.busy();
-      const reachable = running.redisReachable();
-      if (busy > 0) {
-        idleSince = undefined;
-        if (!reachable && !said) console.log(`worker: Redis is unreachable: the ${busy} job${busy === 1 ? '' : 's'} in flight wait for it to record their outcomes (SIGTERM again to quit now: they run again elsewhere once their lock expires)`);
-        said ||= !reachable;
-        return;
-      }
-      if (!reachable) return resolve('redis-down');
-      idleSince ??= Date.now();
-      if (Date.now() - idleSince > CLOSE_STUCK_MS) resolve('stuck');
-    }, 500);
-  });
-  try {
-    return await Promise.race([running.close().then(() => 'closed' as const), givenUp]);
-  } finally {
-    clearInterval(timer);
-  }
-}
-
-/** How long a worker with no job left and Redis reachable waits for its queue connections to close. */
-const CLOSE_STUCK_MS = 5_000;
 
 export function registerWorker(program: Command): void {
   program
@@ -161,7 +127,9 @@ export function registerWorker(program: Command): void {
       // fail quietly: main.ts).
       const stop = interruptible('finishing in-flight jobs…', (reason) => console.log(`worker: ${reason}, finishing in-flight jobs…`));
       await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
-      const closed = await closeOrGiveUp(running);
+      const closed = await closeWorker(running, (busy) =>
+        console.log(`worker: Redis is unreachable: the ${busy} job${busy === 1 ? '' : 's'} in flight wait for it to record their outcomes (SIGTERM again to quit now: they run again elsewhere once their lock expires)`),
+      );
       if (closed !== 'closed') {
         console.log(
           closed === 'redis-down'

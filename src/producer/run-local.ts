@@ -6,7 +6,7 @@ import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fl
 import type { Operation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import type { RunSummary } from '../fleet/outcome.js';
-import { RunStore, type RunRecord } from '../fleet/run-store.js';
+import { newRunId, RunStore, type RunRecord } from '../fleet/run-store.js';
 import type { RetentionPolicy } from '../fleet/retention.js';
 import { reportRedisOutages } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
@@ -14,6 +14,7 @@ import { BACKGROUND_PRIORITY, enqueueRun } from './enqueue.js';
 import type { Inventory } from './inventory.js';
 import { waitForRun, type Progress } from './wait.js';
 import { openQueue } from '../fleet/queue.js';
+import { closeWorker, unlessAborted, type CloseResult } from '../workers/close.js';
 
 export interface LocalRunOptions {
   redisUrl: string;
@@ -79,13 +80,14 @@ function patientRedis(url: string, report: boolean): Redis {
 }
 
 /** The enqueue itself, for callers that checked the profiles already. */
-async function enqueueChecked(opts: LocalRunOptions, report = false, priority = 0): Promise<RunRecord> {
+async function enqueueChecked(opts: LocalRunOptions, report = false, priority = 0, runId?: string): Promise<RunRecord> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const redis = patientRedis(opts.redisUrl, report);
   const queue = openQueue(QUEUE_NAME, redis, prefix);
   try {
     return await enqueueRun(queue, new RunStore(redis, prefix), opts.inventory, {
       operation: opts.operation,
+      ...(runId ? { runId } : {}),
       ...(opts.params ? { params: opts.params } : {}),
       ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
       ...(opts.jobAttempts ? { jobAttempts: opts.jobAttempts } : {}),
@@ -101,7 +103,44 @@ async function enqueueChecked(opts: LocalRunOptions, report = false, priority = 
   }
 }
 
-export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunRecord; summary: RunSummary; interrupted: boolean }> {
+/**
+ * A foreground run interrupted while Redis is unreachable, with no job of its worker in flight: the
+ * run, its outcomes so far and its queued jobs are all in Redis, and stay there; its summary cannot be
+ * read until Redis is back, and waiting for that is not what an interruption asks for.
+ */
+export class InterruptedWithoutRedisError extends Error {
+  /** The exit code of an interrupted command. */
+  readonly exitCode = 130;
+  constructor(
+    readonly runId: string,
+    readonly total: number,
+    /** Miners with an outcome at the last read of the run's counts. */
+    readonly done: number | undefined,
+    /** Interrupted while its jobs were being enqueued: it may hold only some of its miners. */
+    readonly enqueuing = false,
+  ) {
+    super('');
+    this.message = this.text('');
+  }
+
+  /** What happened and what to do once Redis is back; `where`: the commands' --redis/--prefix flags. */
+  text(where: string): string {
+    const { runId, total, done } = this;
+    if (this.enqueuing) {
+      return (
+        `interrupted while Redis is unreachable, with run ${runId} (${total} miners) still being enqueued: it may hold only some of its miners. Once Redis is back, ` +
+        `\`bos-fleet runs${where}\` shows it and \`bos-fleet worker${where}\` polls the miners it holds; \`bos-fleet cancel ${runId}${where}\` ends it (each miner left gets a CANCELLED outcome)`
+      );
+    }
+    const seen = done === undefined ? 'its progress could not be read' : `${done} of ${total} miners had an outcome at the last read`;
+    return (
+      `interrupted while Redis is unreachable: run ${runId} stays in Redis as it is (${seen}); once Redis is back, ` +
+      `\`bos-fleet results ${runId}${where}\` shows its outcomes and \`bos-fleet worker${where}\` polls the miners left (or \`bos-fleet cancel ${runId}${where}\` drops them)`
+    );
+  }
+}
+
+export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunRecord; summary: RunSummary; interrupted: boolean; workerLeftOpen: boolean }> {
   assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   // The worker is up before the enqueue starts, so it works the first miners while the rest go in.
@@ -115,19 +154,37 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
     ...(opts.tlsBySite ? { tlsBySite: opts.tlsBySite } : {}),
   });
   const redis = patientRedis(opts.redisUrl, false);
+  let closed: CloseResult | undefined;
+  // Interrupted: in-flight jobs finish (their outcomes count in the summary); the rest stay queued.
+  // With Redis down, those in flight wait for it to record their outcomes (said); with none, there is
+  // nothing to wait for. A close that gave up is not tried again: it would wait without end.
+  const close = async () =>
+    (closed ??= await closeWorker(worker, (busy) =>
+      process.stderr.write(`bos-fleet: Redis is unreachable: the ${busy} job${busy === 1 ? '' : 's'} in flight wait for it to record their outcomes (Ctrl-C again to quit now: they run again once their lock expires)\n`),
+    ));
   try {
-    const record = await enqueueChecked(opts);
+    // Named before it is enqueued: an interruption while Redis is down mid-enqueue can say which run.
+    const runId = newRunId();
+    const enqueuing = enqueueChecked(opts, false, 0, runId);
+    let record = await unlessAborted(enqueuing, opts.signal);
+    if (!record) {
+      if ((await close()) === 'redis-down') {
+        enqueuing.catch(() => undefined); // left behind: it waits for Redis
+        throw new InterruptedWithoutRedisError(runId, opts.inventory.targets.length, undefined, true);
+      }
+      record = await enqueuing; // Redis is there: it ends at once
+    }
     const store = new RunStore(redis, prefix);
     const progress = await waitForRun(store, record.runId, record.total, {
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    // Interrupted: in-flight jobs finish (their outcomes count below); the rest stay queued.
-    if (progress.done < record.total) await worker.close();
+    if ((progress?.done ?? 0) < record.total && (await close()) === 'redis-down') throw new InterruptedWithoutRedisError(record.runId, record.total, progress?.done);
     const summary = await store.summarize(record);
-    return { record, summary, interrupted: summary.done < record.total };
+    await close();
+    return { record, summary, interrupted: summary.done < record.total, workerLeftOpen: closed !== 'closed' };
   } finally {
-    await worker.close();
+    await close();
     redis.disconnect();
   }
 }

@@ -13,6 +13,7 @@ import { noRollout, RolloutStore, TERMINAL, type RolloutHeader, type RolloutReco
 import { waveBounds } from './waves.js';
 import { clashWhat, overlapping, RolloutOverlapError } from './overlap.js';
 import { openQueue } from '../fleet/queue.js';
+import { unlessAborted } from '../workers/close.js';
 
 export interface RolloutPlan {
   operation: MutationOperation;
@@ -206,8 +207,11 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
 /**
  * Waits until the rollout ends and every miner of its started waves has its outcome (a rollout halted
  * or aborted mid-wave still has miners being changed, and the rest of the wave to cancel); `signal`
- * stops the wait early (at its next look), returning the rollout as it is then.
+ * stops the wait early, returning the rollout as it was at its last look (undefined: there was none,
+ * Redis being unreachable since the wait began).
  */
+export function waitForRollout(redis: Redis, rolloutId: string, prefix?: string, onTick?: (r: RolloutReport) => void, signal?: undefined, stallMs?: number): Promise<RolloutReport>;
+export function waitForRollout(redis: Redis, rolloutId: string, prefix: string, onTick: ((r: RolloutReport) => void) | undefined, signal: AbortSignal, stallMs?: number): Promise<RolloutReport | undefined>;
 export async function waitForRollout(
   redis: Redis,
   rolloutId: string,
@@ -215,13 +219,19 @@ export async function waitForRollout(
   onTick?: (r: RolloutReport) => void,
   signal?: AbortSignal,
   stallMs = SETTLE_STALL_MS,
-): Promise<RolloutReport> {
+): Promise<RolloutReport | undefined> {
   const store = new RolloutStore(redis, prefix);
   let unsettled = -1;
   let changedAt = Date.now();
+  let last: RolloutReport | undefined;
   for (;;) {
-    const r = await rolloutReport(redis, rolloutId, prefix);
-    if (!r) throw noRollout(rolloutId);
+    // A read waiting out a Redis outage does not hold up `signal`: the last report read is returned.
+    const r = await unlessAborted(rolloutReport(redis, rolloutId, prefix), signal);
+    if (!r) {
+      if (signal?.aborted) return last;
+      throw noRollout(rolloutId);
+    }
+    last = r;
     onTick?.(r);
     if (signal?.aborted) return r;
     if (TERMINAL.includes(r.state)) {

@@ -203,10 +203,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     redisReachable: () => storeRedis.status === 'ready' && connection.status === 'ready',
     close: () =>
       (closing ??= (async () => {
-        await schedules.close();
-        await control.close();
-        await orphans.stop();
-        await Promise.all([...workers, ...handOnConsumers].map((w) => w.close()));
+        // Every consumer stops taking jobs at once: one whose close waits on Redis (or hangs after an
+        // outage, taskforcesh/bullmq #4656) must not leave the others fetching new jobs meanwhile.
+        await Promise.all([...[schedules, control, ...workers, ...handOnConsumers].map((w) => w.close()), orphans.stop()]);
         await closeHandOnQueues(jobsQueue);
         await jobsQueue.close();
         await controlQueue.close();

@@ -37,6 +37,13 @@ export function exited(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.on('exit', (c) => resolve(c))));
 }
 
+/** Its exit code; fails after `ms` (before the test's own timeout, so that its clean-up runs). */
+export function exitedWithin(child: ChildProcess, ms = 20_000): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`still running after ${ms} ms: ${child.spawnargs.slice(2).join(' ')}`)), ms)));
+  return Promise.race([exited(child), late]).finally(() => clearTimeout(timer));
+}
+
 /** Writes an inventory and a credentials file for a test fleet; returns their paths. */
 export function writeFleetFiles(inventoryText: string): { dir: string; inventory: string; credentials: string } {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-cli-'));

@@ -1,0 +1,147 @@
+// Foreground commands (poll, rollout start --wait) interrupted while their Redis is down: with nothing
+// in flight they stop at once and say where the work is; jobs in flight wait for Redis to record
+// their outcomes, and the command stops once they have. Nothing is lost either way.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
+import { exitedWithin, spawnCli, startCliFleet, type CliFleet } from './helpers/cli.js';
+import { uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
+
+let cf: CliFleet;
+
+beforeAll(async () => {
+  cf = await startCliFleet(6, '127.26.0.1');
+});
+afterAll(() => cf.close());
+
+/** A Redis of the test's own (it is SIGKILLed), a connection to it, and the commands started on it. */
+async function withOwnRedis(body: (r: { server: LocalRedis; redis: Redis; queue: Queue; started: ReturnType<typeof spawnCli>[]; restart: () => Promise<void> }) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-int-down-'));
+  const server = await startRedisServer({ dir });
+  const redis = new Redis(server.url, { maxRetriesPerRequest: null });
+  redis.on('error', () => undefined);
+  const started: ReturnType<typeof spawnCli>[] = [];
+  let current = server;
+  const ctx = {
+    server,
+    redis,
+    queue: new Queue(QUEUE_NAME, { connection: redis, prefix: uniquePrefix('intdown') }),
+    started,
+    restart: async () => void (current = await startRedisServer({ dir, port: server.port })),
+  };
+  ctx.queue.on('error', () => undefined);
+  try {
+    await body(ctx);
+  } finally {
+    // A failed assertion must not leave a command behind.
+    for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await ctx.queue.close();
+    redis.disconnect();
+    await current.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function kill(server: LocalRedis): Promise<void> {
+  server.process.kill('SIGKILL');
+  await new Promise((r) => (server.process.exitCode !== null || server.process.signalCode !== null ? r(undefined) : server.process.once('exit', r)));
+}
+
+const runIdOf = async (store: RunStore): Promise<string> => {
+  let id: string | undefined;
+  await until(async () => (id = (await store.listRuns()).at(0)?.runId) !== undefined, 10_000, 20);
+  return id!;
+};
+
+describe('poll interrupted while Redis is down', () => {
+  it('with no job in flight (its miners waiting out a job backoff) stops at once, saying where the run is; a worker finishes it once Redis is back', async () => {
+    const miners = cf.tf.inventory.targets.slice(0, 2);
+    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { refuse: true });
+    try {
+      await withOwnRedis(async ({ server, redis, queue, started, restart }) => {
+        const prefix = queue.opts.prefix!;
+        const poll = spawnCli(['poll', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix, '--json']);
+        started.push(poll);
+        // Both failed their first attempt and wait out the job backoff: nothing is in flight.
+        await until(async () => (await queue.getDelayedCount()) === 2, 20_000, 10);
+        const runId = await runIdOf(new RunStore(redis, prefix));
+        await kill(server);
+        poll.kill('SIGINT');
+        expect(await exitedWithin(poll)).toBe(130);
+        expect(poll.output().stderr).toContain(
+          `bos-fleet: interrupted while Redis is unreachable: run ${runId} stays in Redis as it is (0 of 2 miners had an outcome at the last read); once Redis is back, \`bos-fleet results ${runId} --redis ${server.url} --prefix '${prefix}'\` shows its outcomes`,
+        );
+        // Back, with the miners answering: a worker polls both, once each.
+        await restart();
+        for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
+        const worker = spawnCli(['worker', '--redis', server.url, '--prefix', prefix, '--credentials', cf.files.credentials]);
+        started.push(worker);
+        const store = new RunStore(redis, prefix);
+        await until(async () => (await store.getCounts(runId)).done === 2, 30_000);
+        expect((await store.getCounts(runId)).counts).toEqual({ OK: 2 });
+        expect((await store.getOutcomes(runId)).map((o) => o.minerId).sort()).toEqual(miners.map((m) => m.minerId).sort());
+        worker.kill('SIGTERM');
+        expect(await exitedWithin(worker)).toBe(0);
+      });
+    } finally {
+      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
+    }
+  });
+
+  it('with jobs in flight says they wait for Redis; once it is back they record their outcomes and the poll stops with its summary', async () => {
+    const miners = cf.tf.inventory.targets.slice(2, 5);
+    // Each reply takes 1 s: a poll of one miner lasts seconds.
+    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { slow: { latencyMs: 1_000 } });
+    try {
+      await withOwnRedis(async ({ server, redis, queue, started, restart }) => {
+        const prefix = queue.opts.prefix!;
+        const poll = spawnCli(['poll', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix, '--concurrency', '2', '--json']);
+        started.push(poll);
+        await until(async () => (await queue.getActiveCount()) === 2, 20_000, 10);
+        const runId = await runIdOf(new RunStore(redis, prefix));
+        await kill(server);
+        poll.kill('SIGINT');
+        await until(async () => poll.output().stderr.includes('bos-fleet: Redis is unreachable: the 2 jobs in flight wait for it to record their outcomes'), 15_000).catch((err: Error) => {
+          throw new Error(`${err.message}: ${JSON.stringify(poll.output())}`);
+        });
+        expect(poll.exitCode).toBeNull();
+        await restart();
+        // Back: the two record their outcomes, and the poll stops (past BullMQ's close, which can hang after an outage).
+        expect(await exitedWithin(poll)).toBe(130);
+        expect(JSON.parse(poll.output().stdout)).toMatchObject({ runId, total: 3, counts: { OK: 2 } });
+        expect(poll.output().stderr).toContain(`interrupted: 1 of 3 miners not polled; their jobs stay queued`);
+        const store = new RunStore(redis, prefix);
+        expect((await store.getCounts(runId)).done).toBe(2);
+        expect(await queue.getActiveCount()).toBe(0);
+      });
+    } finally {
+      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
+    }
+  });
+});
+
+describe('rollout start --wait interrupted while Redis is down', () => {
+  it('stops at once, saying the rollout stays in Redis and how to hold or stop it', async () => {
+    await withOwnRedis(async ({ server, redis, queue, started }) => {
+      const prefix = queue.opts.prefix!;
+      // No worker runs: the rollout waits in Redis, and so does this command.
+      const start = spawnCli(['rollout', 'start', '--power-target', '2600', '--inventory', cf.files.inventory, '--miner', cf.tf.inventory.targets[5]!.minerId, '--wait', '--no-local-worker', '--redis', server.url, '--prefix', prefix]);
+      started.push(start);
+      let rolloutId: string | undefined;
+      await until(async () => (rolloutId = (await redis.keys(`${prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0)) !== undefined, 10_000, 20);
+      await kill(server);
+      start.kill('SIGINT');
+      expect(await exitedWithin(start)).toBe(130);
+      expect(start.output().stderr).toContain(
+        `bos-fleet: interrupted while Redis is unreachable: rollout ${rolloutId} stays in Redis as it is, and goes on as soon as Redis is back and a \`bos-fleet worker\` runs on it. Then \`bos-fleet rollout status ${rolloutId} --redis ${server.url} --prefix '${prefix}'\` shows it`,
+      );
+    });
+  });
+});
