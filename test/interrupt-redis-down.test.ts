@@ -134,8 +134,10 @@ describe('rollout start --wait interrupted while Redis is down', () => {
       // No worker runs: the rollout waits in Redis, and so does this command.
       const start = spawnCli(['rollout', 'start', '--power-target', '2600', '--inventory', cf.files.inventory, '--miner', cf.tf.inventory.targets[5]!.minerId, '--wait', '--no-local-worker', '--redis', server.url, '--prefix', prefix]);
       started.push(start);
-      let rolloutId: string | undefined;
-      await until(async () => (rolloutId = (await redis.keys(`${prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0)) !== undefined, 10_000, 20);
+      // Waiting: it said no worker runs (just before its wait begins).
+      await until(async () => start.output().stderr.includes('WARNING'), 15_000, 20);
+      const rolloutId = (await redis.keys(`${prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0);
+      expect(rolloutId).toBeDefined();
       await kill(server);
       start.kill('SIGINT');
       expect(await exitedWithin(start)).toBe(130);
