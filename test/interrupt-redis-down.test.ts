@@ -12,12 +12,14 @@ import { RunStore } from '../src/fleet/run-store.js';
 import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
 import { exitedWithin, spawnCli, startCliFleet, type CliFleet } from './helpers/cli.js';
 import { uniquePrefix } from './helpers/redis.js';
+import { appliedWritesPerMiner } from './helpers/fleet.js';
+import { waveRunId } from '../src/rollout/store.js';
 import { until } from './helpers/until.js';
 
 let cf: CliFleet;
 
 beforeAll(async () => {
-  cf = await startCliFleet(6, '127.26.0.1');
+  cf = await startCliFleet(9, '127.26.0.1');
 });
 afterAll(() => cf.close());
 
@@ -145,5 +147,38 @@ describe('rollout start --wait interrupted while Redis is down', () => {
         `bos-fleet: interrupted while Redis is unreachable: rollout ${rolloutId} stays in Redis as it is, and goes on as soon as Redis is back and a \`bos-fleet worker\` runs on it. Then \`bos-fleet rollout status ${rolloutId} --redis ${server.url} --prefix '${prefix}'\` shows it`,
       );
     });
+  });
+
+  it('with miners being changed by its own worker: they wait for Redis (said), then each is verified and recorded once, and the command stops', async () => {
+    const miners = cf.tf.inventory.targets.slice(6, 9);
+    const ours = (r: unknown) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2610;
+    // Each reply takes 1 s: a change (reads, write, read-back) lasts seconds.
+    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { slow: { latencyMs: 1_000 } });
+    try {
+      await withOwnRedis(async ({ server, redis, queue, started, restart }) => {
+        const prefix = queue.opts.prefix!;
+        const start = spawnCli(['rollout', 'start', '--power-target', '2610', '--waves', '100%', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--wait', '--redis', server.url, '--prefix', prefix]);
+        started.push(start);
+        await until(async () => (await queue.getActiveCount()) === 3, 20_000, 10);
+        const rolloutId = (await redis.keys(`${prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0)!;
+        await kill(server);
+        start.kill('SIGINT');
+        // In flight: the three changes, and the rollout's own step watching its wave.
+        await until(async () => /bos-fleet: Redis is unreachable: the [34] jobs in flight \(miners being changed, the rollout's own steps\) wait for it to record their results/.test(start.output().stderr), 15_000).catch((err: Error) => {
+          throw new Error(`${err.message}: ${JSON.stringify(start.output())}`);
+        });
+        expect(start.exitCode).toBeNull();
+        await restart();
+        // Back: the three record their outcomes; the command stops (the rollout stays for a worker to finish).
+        expect([0, 130]).toContain(await exitedWithin(start));
+        expect(start.output().stdout).toContain(`rollout ${rolloutId}  power-target`);
+        const outcomes = await new RunStore(redis, prefix).getOutcomes(waveRunId(rolloutId, 0));
+        expect(outcomes.map((o) => [o.minerId, o.code]).sort()).toEqual(miners.map((m) => [m.minerId, 'OK']).sort());
+        const writes = await appliedWritesPerMiner(cf.tf.fleet, 'SetPowerTarget', ours);
+        expect(miners.map((m) => writes.get(m.minerId))).toEqual([1, 1, 1]);
+      });
+    } finally {
+      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
+    }
   });
 });

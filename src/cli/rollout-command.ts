@@ -135,7 +135,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       if (!flags.json && process.stderr.isTTY) process.stderr.write('\n');
     } finally {
       // With Redis down, the miners being changed wait for it to record their outcomes; with none, the command stops here.
-      if (worker) closed = await closeWorker(worker, (busy) => process.stderr.write(`bos-fleet: Redis is unreachable: the ${busy} miner${busy === 1 ? '' : 's'} being changed wait for it to record their outcomes (Ctrl-C again to quit now: a worker verifies them once their lock expires)\n`));
+      if (worker) closed = await closeWorker(worker, (busy) => process.stderr.write(`bos-fleet: Redis is unreachable: the ${busy} job${busy === 1 ? '' : 's'} in flight (miners being changed, the rollout's own steps) wait for it to record their results (Ctrl-C again to quit now: a worker takes them up once their lock expires)\n`));
       stop.dispose();
     }
     // What the local worker finished while closing counts too.
