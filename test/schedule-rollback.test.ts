@@ -9,7 +9,7 @@ import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { openQueue } from '../src/fleet/queue.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { readAudit } from '../src/rollout/audit.js';
-import { createScheduleProcessor } from '../src/rollout/schedules.js';
+import { createScheduleProcessor } from '../src/rollout/schedule-ticks.js';
 import { RolloutStore, TERMINAL, waveRunId } from '../src/rollout/store.js';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import { runCli, startCliFleet, type CliFleet } from './helpers/cli.js';

@@ -4,7 +4,8 @@ import { loadCredentialProfiles, type CredentialProfiles } from '../fleet/creden
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { assertProfiles, assertTargetProfiles } from '../producer/run-local.js';
 import { defaultActor } from '../rollout/audit.js';
-import { changeRolloutState, rolloutReport, startRollout, waitForRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
+import { changeRolloutState, rolloutReport, startRollout, type RolloutPlan, type RolloutReport } from '../rollout/create.js';
+import { waitForRollout } from '../rollout/wait.js';
 import { settledRollbackPlan, withPoolPasswordRef } from '../rollout/rollback.js';
 import { waveOutcomes } from '../rollout/control.js';
 import { noRollout, RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';

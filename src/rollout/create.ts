@@ -8,12 +8,11 @@ import { RunStore } from '../fleet/run-store.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { auditEntryJson } from './audit.js';
 import { withStartLock } from './start-lock.js';
-import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, releaseHeld, waveOutcomes, waveResults, type ControlJobData, type WaveResult } from './control.js';
+import { CONTROL_QUEUE, addGateJob, addWaveJob, controlStep, releaseHeld, waveResults, type ControlJobData, type WaveResult } from './control.js';
 import { noRollout, RolloutStore, TERMINAL, type RolloutHeader, type RolloutRecord, type RolloutState } from './store.js';
 import { waveBounds } from './waves.js';
 import { clashWhat, overlapping, RolloutOverlapError } from './overlap.js';
 import { openQueue } from '../fleet/queue.js';
-import { unlessAborted } from '../workers/close.js';
 
 export interface RolloutPlan {
   operation: MutationOperation;
@@ -203,51 +202,6 @@ export async function rolloutReport(redis: Redis, rolloutId: string, prefix = DE
     counts,
   };
 }
-
-/**
- * Waits until the rollout ends and every miner of its started waves has its outcome (a rollout halted
- * or aborted mid-wave still has miners being changed, and the rest of the wave to cancel); `signal`
- * stops the wait early, returning the rollout as it was at its last look (undefined: there was none,
- * Redis being unreachable since the wait began).
- */
-export function waitForRollout(redis: Redis, rolloutId: string, prefix?: string, onTick?: (r: RolloutReport) => void, signal?: undefined, stallMs?: number): Promise<RolloutReport>;
-export function waitForRollout(redis: Redis, rolloutId: string, prefix: string, onTick: ((r: RolloutReport) => void) | undefined, signal: AbortSignal, stallMs?: number): Promise<RolloutReport | undefined>;
-export async function waitForRollout(
-  redis: Redis,
-  rolloutId: string,
-  prefix = DEFAULT_PREFIX,
-  onTick?: (r: RolloutReport) => void,
-  signal?: AbortSignal,
-  stallMs = SETTLE_STALL_MS,
-): Promise<RolloutReport | undefined> {
-  const store = new RolloutStore(redis, prefix);
-  let unsettled = -1;
-  let changedAt = Date.now();
-  let last: RolloutReport | undefined;
-  for (;;) {
-    // A read waiting out a Redis outage does not hold up `signal`: the last report read is returned.
-    const r = await unlessAborted(rolloutReport(redis, rolloutId, prefix), signal);
-    if (!r) {
-      if (signal?.aborted) return last;
-      throw noRollout(rolloutId);
-    }
-    last = r;
-    onTick?.(r);
-    if (signal?.aborted) return r;
-    if (TERMINAL.includes(r.state)) {
-      const started = (await store.status(rolloutId))?.wave ?? -1;
-      const left = r.waves.reduce((n, w) => n + (w.index > started ? 0 : Math.max(0, w.miners - waveOutcomes(w))), 0);
-      if (left === 0) return r;
-      // No worker settling them (none runs): the report says how many are left, instead of a wait without end.
-      if (left !== unsettled) [unsettled, changedAt] = [left, Date.now()];
-      else if (Date.now() - changedAt > stallMs) return r;
-    }
-    await new Promise((res) => setTimeout(res, 300));
-  }
-}
-
-/** How long an ended rollout's wait goes on with no miner of its started waves getting an outcome. */
-const SETTLE_STALL_MS = 30_000;
 
 /** `reason` (an abort's or a pause's) is kept on the rollout, shown by its status, and goes to the audit entry. */
 export async function changeRolloutState(redis: Redis, rolloutId: string, action: 'pause' | 'resume' | 'abort', actor: string, prefix = DEFAULT_PREFIX, reason?: string): Promise<RolloutState> {

@@ -2,21 +2,16 @@
 // each tick to exactly one worker. Ticks missed while every worker was down are NOT replayed: the one
 // pending tick fires late when a worker returns, and the schedule continues from then.
 import { randomBytes } from 'node:crypto';
-import type { Job, Queue } from 'bullmq';
 import { CronExpressionParser } from 'cron-parser';
 import type { Redis } from 'ioredis';
-import { isFinalFailure, type JobTarget, type MutationOperation } from '../fleet/job.js';
+import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
-import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/retention.js';
-import { BACKGROUND_PRIORITY, enqueueRun } from '../producer/enqueue.js';
+import type { RetentionPolicy } from '../fleet/retention.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 import { appendAudit } from './audit.js';
-import { startRollout } from './create.js';
-import { RolloutOverlapError } from './overlap.js';
-import { RolloutStore, TERMINAL, type RolloutState } from './store.js';
-import { pruneScheduleRollouts } from './retention.js';
-import { lookAgainLater, rollBackLatest, type RollbackScheduleSpec } from './scheduled-rollback.js';
+import { RolloutStore, type RolloutState } from './store.js';
+import type { RollbackScheduleSpec } from './scheduled-rollback.js';
 import { openQueue } from '../fleet/queue.js';
 
 export const SCHEDULE_QUEUE = 'schedules';
@@ -53,7 +48,7 @@ export interface ScheduleDef {
 const defKey = (prefix: string, id: string) => `${prefix}:schedule:${id}`;
 const listKey = (prefix: string) => `${prefix}:schedules`;
 /** A schedule's tick state: `last` (the run or rollout its last tick started), `skipped`, `skippedAt`. */
-const tickKey = (prefix: string, id: string) => `${prefix}:schedule:${id}:ticks`;
+export const tickKey = (prefix: string, id: string) => `${prefix}:schedule:${id}:ticks`;
 
 export interface TickState {
   last?: string;
@@ -72,7 +67,7 @@ export interface TickState {
 /** A tick that throws is tried again 1 s, 2 s and 4 s later before it counts as failed. */
 export const TICK_RETRY = { attempts: 4, backoff: { type: 'exponential', delay: 1_000 } };
 
-async function tickState(redis: Redis, prefix: string, id: string): Promise<TickState> {
+export async function tickState(redis: Redis, prefix: string, id: string): Promise<TickState> {
   const h = await redis.hgetall(tickKey(prefix, id));
   return {
     ...(h['last'] ? { last: h['last'] } : {}),
@@ -164,7 +159,7 @@ export async function getSchedule(redis: Redis, scheduleId: string, prefix = DEF
 type LastProgress = { done: number; total: number } | { state: RolloutState; reason?: string };
 
 /** `last`'s progress; none when it is gone (deleted by retention: long finished). */
-async function lastProgress(redis: Redis, prefix: string, def: ScheduleDef, last: string): Promise<LastProgress | undefined> {
+export async function lastProgress(redis: Redis, prefix: string, def: ScheduleDef, last: string): Promise<LastProgress | undefined> {
   if (def.kind === 'poll') {
     const runs = new RunStore(redis, prefix);
     const record = await runs.getRun(last);
@@ -204,101 +199,4 @@ export async function listSchedules(redis: Redis, prefix = DEFAULT_PREFIX): Prom
   } finally {
     await q.close();
   }
-}
-
-/** The tick's time, from the scheduler job id (`repeat:<schedulerId>:<millis>`). */
-function tickMillis(job: Job): string {
-  const last = String(job.id ?? '').split(':').pop() ?? '';
-  return /^\d+$/.test(last) ? last : String(job.timestamp);
-}
-
-/**
- * A tick that failed for good (its attempts used): counted on its schedule with its time and error,
- * for `schedule list`, and said in the worker's log. A scheduled curtailment that did not start is
- * not left for the farm to find out from its power bill.
- */
-export async function recordFailedTick(redis: Redis, prefix: string, job: Job<{ scheduleId: string }> | undefined, err: Error): Promise<boolean> {
-  if (!job?.data?.scheduleId || !isFinalFailure(job, err)) return false;
-  const key = tickKey(prefix, job.data.scheduleId);
-  const at = new Date(Number(tickMillis(job))).toISOString();
-  console.error(`bos-fleet: schedule ${job.data.scheduleId}: the tick of ${at} failed after ${job.attemptsMade} attempt${job.attemptsMade === 1 ? '' : 's'}: ${err.message}`);
-  await redis.multi().hincrby(key, 'failed', 1).hset(key, 'failedAt', at, 'failedReason', err.message.slice(0, 500)).exec();
-  return true;
-}
-
-export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jobs: Queue }) {
-  const runs = new RunStore(deps.redis, deps.prefix);
-  /** What of the schedule's previous run or rollout is still going, if anything. */
-  const unfinished = async (def: ScheduleDef, last: string | undefined): Promise<string | undefined> => {
-    const p = last ? await lastProgress(deps.redis, deps.prefix, def, last) : undefined;
-    if (!p) return undefined;
-    if ('done' in p) return p.done < p.total ? `run ${last} has ${p.total - p.done} of ${p.total} miners to go` : undefined;
-    return TERMINAL.includes(p.state) ? undefined : `rollout ${last} is ${p.state}`;
-  };
-  // The rollout is started whatever happens here: a failed clean-up is said, not thrown.
-  const pruneOld = (def: ScheduleDef, started: string) =>
-    pruneScheduleRollouts(deps.redis, deps.prefix, def.scheduleId, def.retention ?? DEFAULT_RETENTION).catch((err: unknown) => {
-      console.error(`bos-fleet: schedule ${def.scheduleId}: rollout ${started} started, but deleting its old finished rollouts failed: ${err instanceof Error ? err.message : String(err)}`);
-    });
-  return async (job: Job<{ scheduleId: string }>, token?: string): Promise<{ started?: string; skipped?: string } | undefined> => {
-    const def = await getSchedule(deps.redis, job.data.scheduleId, deps.prefix);
-    if (!def) return undefined;
-    // One id per tick: a tick delivered twice (stalled worker) starts its run once.
-    const id = `${def.scheduleId}-${tickMillis(job)}`;
-    // A tick never starts a run or rollout beside the schedule's previous one: a poll that takes longer
-    // than the interval would otherwise pile runs up in Redis without end, and two rollouts of one
-    // schedule would change the same miners at once. The tick is skipped, counted and said.
-    const { last, rolledBack } = await tickState(deps.redis, deps.prefix, def.scheduleId);
-    const skip = async (why: string) => {
-      await deps.redis.multi().hincrby(tickKey(deps.prefix, def.scheduleId), 'skipped', 1).hset(tickKey(deps.prefix, def.scheduleId), 'skippedAt', new Date().toISOString(), 'skippedReason', why.slice(0, 500)).exec();
-      console.error(`bos-fleet: schedule ${def.scheduleId}: tick skipped, ${why}`);
-      return { skipped: id };
-    };
-    const busy = last === id ? undefined : await unfinished(def, last);
-    if (busy) return skip(busy);
-    const markLast = () => deps.redis.hset(tickKey(deps.prefix, def.scheduleId), 'last', id);
-    // A rollback tick that finds nothing to roll back leaves `last` on the rollback before it.
-    if (def.kind === 'rollback' && def.rollback) {
-      const source = await getSchedule(deps.redis, def.rollback.of, deps.prefix);
-      if (!source) throw new Error(`schedule ${def.rollback.of}, whose latest rollout this one rolls back, is gone (removed): remove this one too, or add it again with another --of`);
-      const { last: sourceLast } = await tickState(deps.redis, deps.prefix, source.scheduleId);
-      // The source this schedule rolled back last: never twice (its rollback may since have been deleted by retention).
-      if (sourceLast && rolledBack === sourceLast && last !== id) return skip(`rollout ${sourceLast} (schedule ${source.scheduleId}'s latest) was rolled back already, by this schedule`);
-      const r = await rollBackLatest(deps.redis, deps.prefix, { id, scheduleId: def.scheduleId, spec: def.rollback, sourceLast, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}), onStart: markLast });
-      if ('skipped' in r) return skip(r.skipped);
-      if ('settling' in r) return lookAgainLater(job, token, Number(tickMillis(job)), r.settling, r.lookAgainMs);
-      await deps.redis.hset(tickKey(deps.prefix, def.scheduleId), 'rolledBack', sourceLast as string);
-      await pruneOld(def, id);
-      return r;
-    }
-    await markLast();
-    const inventory = { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest };
-    if (def.kind === 'poll') {
-      await enqueueRun(deps.jobs, runs, inventory, {
-        operation: 'poll',
-        runId: id,
-        series: def.scheduleId,
-        ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}),
-        ...(def.retention ? { retention: def.retention } : {}),
-        ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}),
-        priority: BACKGROUND_PRIORITY,
-      });
-      return { started: id };
-    }
-    const r = def.rollout;
-    if (!r) return undefined;
-    try {
-      await startRollout(
-        deps.redis,
-        { ...r, targets: def.targets, inventoryDigest: def.inventoryDigest, actor: `schedule:${def.scheduleId}`, rolloutId: id, ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}), ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}) },
-        deps.prefix,
-      );
-    } catch (err) {
-      // Another unfinished rollout changes the same setting on these miners (or one of the two reboots): not beside it.
-      if (err instanceof RolloutOverlapError) return skip(err.message);
-      throw err;
-    }
-    await pruneOld(def, id);
-    return { started: id };
-  };
 }

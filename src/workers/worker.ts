@@ -4,7 +4,8 @@ import { Worker, type Job, type WorkerOptions as BullWorkerOptions } from 'bullm
 import { CONTROL_QUEUE, controlStep, createControlProcessor, failRollout } from '../rollout/control.js';
 import { isFinalFailure } from '../fleet/job.js';
 import { RolloutStore } from '../rollout/store.js';
-import { SCHEDULE_QUEUE, createScheduleProcessor, recordFailedTick } from '../rollout/schedules.js';
+import { SCHEDULE_QUEUE } from '../rollout/schedules.js';
+import { createScheduleProcessor, recordFailedTick } from '../rollout/schedule-ticks.js';
 import { Redis } from 'ioredis';
 import { createSharedBreakerTable } from '../core/breaker-table.js';
 import type { CoreOptionsInput } from '../core/options.js';
