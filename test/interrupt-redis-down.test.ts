@@ -149,6 +149,23 @@ describe('rollout start --wait interrupted while Redis is down', () => {
     });
   });
 
+  it('a Ctrl-C while the rollout is being started lets the start finish, and names the rollout (Redis up)', async () => {
+    await withOwnRedis(async ({ server, redis, queue, started }) => {
+      const prefix = queue.opts.prefix!;
+      // Redis holds every write for 3 s: the command is inside the start when the Ctrl-C comes.
+      await redis.call('CLIENT', 'PAUSE', '3000', 'WRITE');
+      const start = spawnCli(['rollout', 'start', '--power-target', '2600', '--inventory', cf.files.inventory, '--miner', cf.tf.inventory.targets[5]!.minerId, '--wait', '--no-local-worker', '--redis', server.url, '--prefix', prefix]);
+      started.push(start);
+      await until(async () => start.output().stderr.includes('1 of the 9 miners'), 10_000, 20);
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(start.output().stderr).not.toContain('WARNING'); // still starting
+      start.kill('SIGINT');
+      expect(await exitedWithin(start)).toBe(130);
+      const rolloutId = (await redis.keys(`${prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0);
+      expect(start.output().stderr).toContain(`bos-fleet: interrupted: rollout ${rolloutId} is still running in Redis`);
+    });
+  });
+
   it('with miners being changed by its own worker: they wait for Redis (said), then each is verified and recorded once, and the command stops', async () => {
     const miners = cf.tf.inventory.targets.slice(6, 9);
     const ours = (r: unknown) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2610;

@@ -105,19 +105,20 @@ function jsonReport(r: RolloutReport) {
 
 async function launch(plan: RolloutPlan, flags: RunFlags, credentials: CredentialProfiles, tlsBySite: Record<string, TlsProfile> | undefined): Promise<void> {
   const { url, redis } = await connectRedis(flags.redis);
+  // Ctrl-C stops this command, not the rollout: it is durable in Redis and any worker carries it on.
+  // Taken from before the start: a Ctrl-C during it lets it finish, and the rollout is named.
+  const stop = flags.wait ? interruptible(flags.localWorker ? 'stopping: the miners being changed now finish and are verified' : 'stopping the wait') : undefined;
   try {
     const rec = await startRollout(redis, plan, flags.prefix);
     if (!flags.wait || !flags.localWorker) {
       const warning = workersWarning(await listWorkers(redis, flags.prefix), plan.targets, plan.tlsSites ?? [], 'the rollout waits', { mutation: plan.spec });
       if (warning) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
     }
-    if (!flags.wait) {
+    if (!stop) {
       console.log(flags.json ? JSON.stringify({ rolloutId: rec.rolloutId, state: (await rolloutReport(redis, rec.rolloutId, flags.prefix))?.state }) : `rollout ${rec.rolloutId} ${rec.startAtMs > Date.now() ? `scheduled for ${new Date(rec.startAtMs).toISOString()} (${untilText(rec.startAtMs)})` : 'started'} (${rec.waveEnds.length} wave${rec.waveEnds.length === 1 ? '' : 's'}); run \`bos-fleet worker\` to carry it out, \`bos-fleet rollout status ${rec.rolloutId}\` to follow it`);
       return;
     }
-    const worker = flags.localWorker ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, credentials, ...localPoolOptions(0, LOCAL_CONCURRENCY, false), ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;
-    // Ctrl-C stops this command, not the rollout: it is durable in Redis and any worker carries it on.
-    const stop = interruptible(worker ? 'stopping: the miners being changed now finish and are verified' : 'stopping the wait');
+    const worker = flags.localWorker && !stop.signal.aborted ? await startWorker({ redisUrl: url, prefix: flags.prefix, threads: 0, credentials, ...localPoolOptions(0, LOCAL_CONCURRENCY, false), ...(tlsBySite ? { tlsBySite } : {}) }) : undefined;
     let report: RolloutReport | undefined;
     let closed: CloseResult | undefined;
     try {
@@ -137,7 +138,6 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
     } finally {
       // With Redis down, the miners being changed wait for it to record their outcomes; with none, the command stops here.
       if (worker) closed = await closeWorker(worker, (busy) => process.stderr.write(`bos-fleet: Redis is unreachable: the ${busy} job${busy === 1 ? '' : 's'} in flight (miners being changed, the rollout's own steps) wait for it to record their results (Ctrl-C again to quit now: a worker takes them up once their lock expires)\n`));
-      stop.dispose();
     }
     // What the local worker finished while closing counts too.
     const redisDown = stop.signal.aborted && (closed === 'redis-down' || redis.status !== 'ready');
@@ -163,6 +163,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
     // A local worker whose queue connections never closed after a Redis outage would keep the process up.
     if (closed && closed !== 'closed') exitNow(Number(process.exitCode ?? 0));
   } finally {
+    stop?.dispose();
     redis.disconnect();
   }
 }
