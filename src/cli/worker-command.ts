@@ -70,7 +70,6 @@ function watchRedisHealth(url: string, everyMs: number): { stop(): void } {
 /** The longest --report-every: a report a day. */
 const MAX_REPORT_EVERY_MS = 86_400_000;
 
-
 export function registerWorker(program: Command): void {
   program
     .command('worker')

@@ -10,7 +10,7 @@ import { noRollout, RolloutStore, TERMINAL } from './store.js';
  * Waits until the rollout ends and every miner of its started waves has its outcome (a rollout halted
  * or aborted mid-wave still has miners being changed, and the rest of the wave to cancel); `signal`
  * stops the wait early, returning the rollout as it was at its last look (undefined: there was none,
- * Redis being unreachable since the wait began).
+ * the signal having come before the first read, or while Redis was unreachable from the start).
  */
 export function waitForRollout(redis: Redis, rolloutId: string, prefix?: string, onTick?: (r: RolloutReport) => void, signal?: undefined, stallMs?: number): Promise<RolloutReport>;
 export function waitForRollout(redis: Redis, rolloutId: string, prefix: string, onTick: ((r: RolloutReport) => void) | undefined, signal: AbortSignal, stallMs?: number): Promise<RolloutReport | undefined>;
