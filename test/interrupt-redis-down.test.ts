@@ -97,6 +97,23 @@ describe('poll interrupted while Redis is down', () => {
     }
   });
 
+  it('(not interrupted) whose Redis goes away as it starts says so, and where to look once Redis is back', async () => {
+    await withOwnRedis(async ({ server, redis, queue, started }) => {
+      const prefix = queue.opts.prefix!;
+      // Redis holds every write: the poll is starting up when Redis goes.
+      await redis.call('CLIENT', 'PAUSE', '10000', 'WRITE');
+      const poll = spawnCli(['poll', '--inventory', cf.files.inventory, '--miner', cf.tf.inventory.targets[0]!.minerId, '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix, '--json']);
+      started.push(poll);
+      await until(async () => poll.output().stderr.includes('1 of the 9 miners'), 10_000, 20);
+      await new Promise((r) => setTimeout(r, 1_000));
+      await kill(server);
+      expect(await exitedWithin(poll), JSON.stringify(poll.output())).toBe(1);
+      expect(poll.output().stderr).toContain(
+        'bos-fleet: Command aborted due to connection close — the connection to Redis closed under it (Redis stopped, restarted or unreachable): once Redis runs, `bos-fleet runs` and `bos-fleet rollout status` show what got in before running it again',
+      );
+    });
+  });
+
   it('with jobs in flight says they wait for Redis; once it is back they record their outcomes and the poll stops with its summary', async () => {
     const miners = cf.tf.inventory.targets.slice(2, 5);
     // Each reply takes 1 s: a poll of one miner lasts seconds.

@@ -10,6 +10,7 @@ import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
 import { registerWatch } from './watch-command.js';
 import { redisRefusalAdvice } from '../redis/durability.js';
+import { isConnectionDrop } from '../producer/enqueue.js';
 import { exitAfterHangUp, outputLost } from './hang-up.js';
 
 const program = new Command('bos-fleet')
@@ -41,7 +42,10 @@ program.parseAsync(process.argv).then(exitAfterHangUp, (err: unknown) => {
   const message = err instanceof Error ? err.message : String(err);
   // Redis refusing a write (full, cannot save, a replica): its bare reply, with what to do about it.
   const refused = /^(OOM|MISCONF|READONLY)\b/.test(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message)}` : '';
-  console.error(`bos-fleet: ${message}${refused}`);
+  // Redis gone in the middle of a command (its bare "Command aborted due to connection close"); an
+  // enqueue cut off mid-run says what to do itself ("run …: Redis stayed unreachable …").
+  const dropped = !refused && isConnectionDrop(err) && !/^run \S+: Redis/.test(message) ? ` — the connection to Redis closed under it (Redis stopped, restarted or unreachable): once Redis runs, \`bos-fleet runs\` and \`bos-fleet rollout status\` show what got in before running it again` : '';
+  console.error(`bos-fleet: ${message}${refused}${dropped}`);
   // An error may carry its own exit code (130: interrupted).
   const code = err instanceof Error && 'exitCode' in err && typeof err.exitCode === 'number' ? err.exitCode : 1;
   if (!exitAfterHangUp()) process.exit(code);

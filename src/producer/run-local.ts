@@ -128,8 +128,8 @@ export class InterruptedWithoutRedisError extends Error {
     const { runId, total, done } = this;
     if (this.enqueuing) {
       return (
-        `interrupted while Redis is unreachable, with run ${runId} (${total} miners) still being enqueued: it may hold only some of its miners. Once Redis is back, ` +
-        `\`bos-fleet runs${where}\` shows it and \`bos-fleet worker${where}\` polls the miners it holds; \`bos-fleet cancel ${runId}${where}\` ends it (each miner left gets a CANCELLED outcome)`
+        `interrupted while Redis is unreachable, with run ${runId} (${total} miners) still being enqueued: it holds none, some or all of its miners. Once Redis is back, ` +
+        `\`bos-fleet runs${where}\` lists it if it got in, \`bos-fleet worker${where}\` polls the miners it holds, and \`bos-fleet cancel ${runId}${where}\` ends it (each miner left gets a CANCELLED outcome)`
       );
     }
     const seen = done === undefined ? 'its progress could not be read' : `${done} of ${total} miners had an outcome at the last read`;
