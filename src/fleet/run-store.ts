@@ -7,8 +7,6 @@ import { runsBeyond, type RetentionPolicy } from './retention.js';
 import { byMinerId, SummaryBuilder, type Outcome, type RunSummary } from './outcome.js';
 import { JOURNAL_UNLESS_STOPPED, type StopGuard } from './journal.js';
 
-export type { StopGuard } from './journal.js';
-
 export interface RunRecord {
   runId: string;
   operation: string;

@@ -5,7 +5,7 @@
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
-import type { StopGuard } from '../fleet/run-store.js';
+import type { StopGuard } from '../fleet/journal.js';
 import { auditKey } from './audit.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 

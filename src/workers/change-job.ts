@@ -1,7 +1,8 @@
 // A change job's steps around the task runner: prepare (read, validate) → journal `before` in Redis →
 // apply (write, read back), and what an attempt that cannot finish them reports.
 import type { JobData } from '../fleet/job.js';
-import type { RunStore, StopGuard } from '../fleet/run-store.js';
+import type { RunStore } from '../fleet/run-store.js';
+import type { StopGuard } from '../fleet/journal.js';
 import { OUTCOME_UNKNOWN_NOTE } from '../core/fleet-error.js';
 import { redisClockOffsetMs } from '../redis/clock.js';
 import type { Executor } from './executor.js';
