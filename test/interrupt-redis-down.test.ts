@@ -78,7 +78,7 @@ describe('poll interrupted while Redis is down', () => {
         poll.kill('SIGINT');
         expect(await exitedWithin(poll)).toBe(130);
         expect(poll.output().stderr).toContain(
-          `bos-fleet: interrupted while Redis is unreachable: run ${runId} stays in Redis as it is (0 of 2 miners had an outcome at the last read); once Redis is back, \`bos-fleet results ${runId} --redis ${server.url} --prefix '${prefix}'\` shows its outcomes`,
+          `bos-fleet: interrupted while Redis is unreachable or not answering: run ${runId} stays in Redis as it is (0 of 2 miners had an outcome at the last read); once Redis is back, \`bos-fleet results ${runId} --redis ${server.url} --prefix '${prefix}'\` shows its outcomes`,
         );
         // Back, with the miners answering: a worker polls both, once each.
         await restart();
@@ -127,7 +127,7 @@ describe('poll interrupted while Redis is down', () => {
         const runId = await runIdOf(new RunStore(redis, prefix));
         await kill(server);
         poll.kill('SIGINT');
-        await until(async () => poll.output().stderr.includes('bos-fleet: Redis is unreachable: the 2 jobs in flight wait for it to record their outcomes'), 15_000).catch((err: Error) => {
+        await until(async () => poll.output().stderr.includes('bos-fleet: Redis is unreachable or not answering: the 2 jobs in flight wait for it to record their outcomes'), 15_000).catch((err: Error) => {
           throw new Error(`${err.message}: ${JSON.stringify(poll.output())}`);
         });
         expect(poll.exitCode).toBeNull();
@@ -161,7 +161,7 @@ describe('rollout start --wait interrupted while Redis is down', () => {
       start.kill('SIGINT');
       expect(await exitedWithin(start)).toBe(130);
       expect(start.output().stderr).toContain(
-        `bos-fleet: interrupted while Redis is unreachable: rollout ${rolloutId} stays in Redis as it is, and goes on as soon as Redis is back and a \`bos-fleet worker\` runs on it. Then \`bos-fleet rollout status ${rolloutId} --redis ${server.url} --prefix '${prefix}'\` shows it`,
+        `bos-fleet: interrupted while Redis is unreachable or not answering: rollout ${rolloutId} stays in Redis as it is, and goes on as soon as Redis is back and a \`bos-fleet worker\` runs on it. Then \`bos-fleet rollout status ${rolloutId} --redis ${server.url} --prefix '${prefix}'\` shows it`,
       );
     });
   });
@@ -198,7 +198,7 @@ describe('rollout start --wait interrupted while Redis is down', () => {
         await kill(server);
         start.kill('SIGINT');
         // In flight: the three changes, and the rollout's own step watching its wave.
-        await until(async () => /bos-fleet: Redis is unreachable: the [34] jobs in flight \(miners being changed, the rollout's own steps\) wait for it to record their results/.test(start.output().stderr), 15_000).catch((err: Error) => {
+        await until(async () => /bos-fleet: Redis is unreachable or not answering: the [34] jobs in flight \(miners being changed, the rollout's own steps\) wait for it to record their results/.test(start.output().stderr), 15_000).catch((err: Error) => {
           throw new Error(`${err.message}: ${JSON.stringify(start.output())}`);
         });
         expect(start.exitCode).toBeNull();

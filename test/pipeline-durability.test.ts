@@ -290,8 +290,8 @@ describe('worker process', () => {
       busy.kill('SIGTERM');
       idle.kill('SIGTERM');
       expect(await exited(idle)).toBe(0);
-      expect(idle.output().stdout).toContain('worker: Redis is unreachable and no job is in flight: stopped without it');
-      await until(async () => busy.output().stdout.includes('worker: Redis is unreachable: the 1 job in flight wait for it to record their outcomes'), 10_000);
+      expect(idle.output().stdout).toContain('worker: Redis is unreachable or not answering, and no job is in flight: stopped without it');
+      await until(async () => busy.output().stdout.includes('worker: Redis is unreachable or not answering: the 1 job in flight wait for it to record their outcomes'), 10_000);
       expect(busy.exitCode).toBeNull();
       server = await startRedisServer({ dir, port: server.port });
       // Back: the job records its outcome and the worker stops (past BullMQ's close, which can hang after an outage).

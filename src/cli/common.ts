@@ -8,6 +8,7 @@ import { loadTlsMaterial, tlsProfileSchema, type TlsProfile } from '../core/tls.
 import { checkDurability, redisHealthProblems } from '../redis/durability.js';
 import { stateDir, superviseEmbedded } from '../redis/embedded.js';
 import { resolveRedisUrl, shownRedisUrl } from '../redis/resolve.js';
+import { stallAfterMs, watchStalls } from '../redis/stall.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
 import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/retention.js';
@@ -34,6 +35,14 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
   // connect() rejects with a bare "Connection is closed."; the reason (ECONNREFUSED, …) is the error event's.
   let cause: Error | undefined;
   redis.on('error', (err: Error) => (cause ??= err));
+  // A Redis that accepts the connection but never answers (its process stopped, a long load or
+  // script) would leave the command waiting without a word: said once, and the wait goes on.
+  const afterMs = stallAfterMs();
+  const silent = setTimeout(() => {
+    process.stderr.write(
+      `bos-fleet: WARNING: Redis at ${shownRedisUrl(url)} has not answered for ${Math.round(afterMs / 1000)} s after connecting: it is frozen, busy (loading its data, a long script or save), or cut off from this host; still waiting (Ctrl-C to stop)\n`,
+    );
+  }, afterMs);
   try {
     await redis.connect();
   } catch (err) {
@@ -41,7 +50,11 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
     const reason = (cause ?? (err as Error)).message;
     const hint = unreachableHint(reason, flag ? '--redis' : process.env['REDIS_URL'] ? 'REDIS_URL' : undefined);
     throw new Error(`cannot connect to Redis at ${shownRedisUrl(url)}: ${reason} (${hint})`);
+  } finally {
+    clearTimeout(silent);
   }
+  const stall = watchStalls(redis, 'bos-fleet', 'still waiting for it (Ctrl-C to stop)', { afterMs });
+  redis.once('end', () => stall.stop());
   // bos-fleet's own Redis is started again if it goes away while this command runs.
   if (!(flag ?? process.env['REDIS_URL'])) superviseEmbedded(url);
   for (const problem of await redisHealthProblems(redis)) process.stderr.write(`bos-fleet: WARNING: ${problem}\n`);

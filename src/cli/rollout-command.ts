@@ -137,7 +137,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       if (!flags.json && process.stderr.isTTY) process.stderr.write('\n');
     } finally {
       // With Redis down, the miners being changed wait for it to record their outcomes; with none, the command stops here.
-      if (worker) closed = await closeWorker(worker, (busy) => process.stderr.write(`bos-fleet: Redis is unreachable: the ${busy} job${busy === 1 ? '' : 's'} in flight (miners being changed, the rollout's own steps) wait for it to record their results (Ctrl-C again to quit now: a worker takes them up once their lock expires)\n`));
+      if (worker) closed = await closeWorker(worker, (busy) => process.stderr.write(`bos-fleet: Redis is unreachable or not answering: the ${busy} job${busy === 1 ? '' : 's'} in flight (miners being changed, the rollout's own steps) wait for it to record their results (Ctrl-C again to quit now: a worker takes them up once their lock expires)\n`));
     }
     // What the local worker finished while closing counts too.
     const redisDown = stop.signal.aborted && (closed === 'redis-down' || redis.status !== 'ready');
@@ -145,7 +145,7 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
     if (!report || redisDown) {
       const where = whereFlags(flags);
       process.stderr.write(
-        `bos-fleet: interrupted while Redis is unreachable: rollout ${rec.rolloutId} stays in Redis as it is, and goes on as soon as Redis is back and a \`bos-fleet worker\` runs on it. ` +
+        `bos-fleet: interrupted while Redis is unreachable or not answering: rollout ${rec.rolloutId} stays in Redis as it is, and goes on as soon as Redis is back and a \`bos-fleet worker\` runs on it. ` +
           `Then \`bos-fleet rollout status ${rec.rolloutId}${where}\` shows it; to hold it: bos-fleet rollout pause ${rec.rolloutId}${where}; to stop it: bos-fleet rollout abort ${rec.rolloutId}${where}\n`,
       );
       exitNow(130); // its Redis connections would wait for Redis without end

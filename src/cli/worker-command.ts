@@ -127,12 +127,12 @@ export function registerWorker(program: Command): void {
       const stop = interruptible('finishing in-flight jobs…', (reason) => console.log(`worker: ${reason}, finishing in-flight jobs…`));
       await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
       const closed = await closeWorker(running, (busy) =>
-        console.log(`worker: Redis is unreachable: the ${busy} job${busy === 1 ? '' : 's'} in flight wait for it to record their outcomes (SIGTERM again to quit now: they run again elsewhere once their lock expires)`),
+        console.log(`worker: Redis is unreachable or not answering: the ${busy} job${busy === 1 ? '' : 's'} in flight wait for it to record their outcomes (SIGTERM again to quit now: they run again elsewhere once their lock expires)`),
       );
       if (closed !== 'closed') {
         console.log(
           closed === 'redis-down'
-            ? 'worker: Redis is unreachable and no job is in flight: stopped without it (its registration expires by itself)'
+            ? 'worker: Redis is unreachable or not answering, and no job is in flight: stopped without it (its registration expires by itself)'
             : 'worker: its jobs are done, but its queue connections did not close after the Redis outage: stopped without them',
         );
         process.exit(0);

@@ -104,7 +104,7 @@ async function enqueueChecked(opts: LocalRunOptions, report = false, priority = 
 }
 
 /**
- * A foreground run interrupted while Redis is unreachable, with no job of its worker in flight: the
+ * A foreground run interrupted while Redis is unreachable or not answering, with no job of its worker in flight: the
  * run, its outcomes so far and its queued jobs are all in Redis, and stay there; its summary cannot be
  * read until Redis is back, and waiting for that is not what an interruption asks for.
  */
@@ -128,13 +128,13 @@ export class InterruptedWithoutRedisError extends Error {
     const { runId, total, done } = this;
     if (this.enqueuing) {
       return (
-        `interrupted while Redis is unreachable, with run ${runId} (${total} miners) still being enqueued: it holds none, some or all of its miners. Once Redis is back, ` +
+        `interrupted while Redis is unreachable or not answering, with run ${runId} (${total} miners) still being enqueued: it holds none, some or all of its miners. Once Redis is back, ` +
         `\`bos-fleet runs${where}\` lists it if it got in, \`bos-fleet worker${where}\` polls the miners it holds, and \`bos-fleet cancel ${runId}${where}\` ends it (each miner left gets a CANCELLED outcome)`
       );
     }
     const seen = done === undefined ? 'its progress could not be read' : `${done} of ${total} miners had an outcome at the last read`;
     return (
-      `interrupted while Redis is unreachable: run ${runId} stays in Redis as it is (${seen}); once Redis is back, ` +
+      `interrupted while Redis is unreachable or not answering: run ${runId} stays in Redis as it is (${seen}); once Redis is back, ` +
       `\`bos-fleet results ${runId}${where}\` shows its outcomes and \`bos-fleet worker${where}\` polls the miners left (or \`bos-fleet cancel ${runId}${where}\` drops them)`
     );
   }
@@ -160,7 +160,7 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
   // nothing to wait for. A close that gave up is not tried again: it would wait without end.
   const close = async () =>
     (closed ??= await closeWorker(worker, (busy) =>
-      process.stderr.write(`bos-fleet: Redis is unreachable: the ${busy} job${busy === 1 ? '' : 's'} in flight wait for it to record their outcomes (Ctrl-C again to quit now: they run again once their lock expires)\n`),
+      process.stderr.write(`bos-fleet: Redis is unreachable or not answering: the ${busy} job${busy === 1 ? '' : 's'} in flight wait for it to record their outcomes (Ctrl-C again to quit now: they run again once their lock expires)\n`),
     ));
   try {
     // Named before it is enqueued: an interruption while Redis is down mid-enqueue can say which run.

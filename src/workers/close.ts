@@ -3,7 +3,7 @@
 import type { RunningWorker } from './worker.js';
 
 /**
- * How a close ended: `closed`; `redis-down`: Redis is unreachable and no job is in flight (nothing
+ * How a close ended: `closed`; `redis-down`: Redis is unreachable or not answering, and no job is in flight (nothing
  * is lost by stopping now: every queued job and outcome is in Redis); `stuck`: the jobs are done and
  * Redis is reachable, but BullMQ's close hangs after the outage (taskforcesh/bullmq #4656).
  */
@@ -33,7 +33,9 @@ export async function closeWorker(running: RunningWorker, waiting: (busy: number
         said ||= !reachable;
         return;
       }
-      if (!reachable) return resolve('redis-down');
+      // With nothing in flight, a Redis that leaves a PING unanswered for as long as a stuck close
+      // is waited for is as good as gone: stopping loses nothing, and what follows would wait on it.
+      if (!reachable || running.redisUnansweredMs() > CLOSE_STUCK_MS) return resolve('redis-down');
       idleSince ??= Date.now();
       if (Date.now() - idleSince > CLOSE_STUCK_MS) resolve('stuck');
     }, 500);

@@ -19,6 +19,7 @@ import { WorkerRegistry } from './registry.js';
 import { watchOrphans } from './hand-on.js';
 import { closeHandOnQueues, handOnQueueName } from '../fleet/hand-on-queues.js';
 import { rateLimitedLog, reportRedisOutages } from './error-log.js';
+import { watchStalls } from '../redis/stall.js';
 import { openQueue } from '../fleet/queue.js';
 
 export interface WorkerOptions {
@@ -53,8 +54,10 @@ export interface RunningWorker {
   executor: Executor;
   /** Jobs being processed now (miner jobs, rollout steps, schedule ticks). */
   busy(): number;
-  /** Whether its Redis connection is up. */
+  /** Whether its Redis connections are up and Redis answers them (not stalled: see redis/stall.ts). */
   redisReachable(): boolean;
+  /** How long Redis has left its probe unanswered on a connection that is up (0: it answers). */
+  redisUnansweredMs(): number;
   close(): Promise<void>;
 }
 
@@ -104,6 +107,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const connection = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
   const storeRedis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
   reportRedisOutages('worker', 'no job is lost while it is down', [connection, storeRedis]);
+  const stall = watchStalls(storeRedis, 'worker', 'jobs in flight wait for it to record their outcomes, and no job is lost');
   const executor = createExecutor(
     {
       coreOptions: opts.coreOptions ?? {},
@@ -201,7 +205,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     control,
     executor,
     busy: () => busy,
-    redisReachable: () => storeRedis.status === 'ready' && connection.status === 'ready',
+    redisReachable: () => storeRedis.status === 'ready' && connection.status === 'ready' && !stall.stalled(),
+    redisUnansweredMs: () => stall.unansweredMs(),
     close: () =>
       (closing ??= (async () => {
         // Every consumer stops taking jobs at once: one whose close waits on Redis (or hangs after an
@@ -213,6 +218,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
         await executor.close();
         await registry.stop();
         for (const c of connections) c.disconnect();
+        stall.stop();
         storeRedis.disconnect();
       })()),
   };

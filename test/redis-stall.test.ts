@@ -1,0 +1,176 @@
+// A Redis that keeps its connections open but stops answering (here: its process SIGSTOPped): no
+// error reaches ioredis, so without a probe every command would wait without a word. Commands say
+// so, and an interrupted poll with nothing in flight stops instead of waiting for it.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
+import { stallAfterMs, watchStalls } from '../src/redis/stall.js';
+import { exitedWithin, runCli, spawnCli, startCliFleet, type CliFleet } from './helpers/cli.js';
+import { uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
+
+let cf: CliFleet;
+
+beforeAll(async () => {
+  cf = await startCliFleet(5, '127.28.0.1');
+});
+afterAll(() => cf.close());
+
+/** A Redis of the test's own (it is frozen), a connection to it, and the commands started on it. */
+async function withOwnRedis(body: (r: { server: LocalRedis; redis: Redis; queue: Queue; started: ReturnType<typeof spawnCli>[] }) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-stall-'));
+  const server = await startRedisServer({ dir });
+  const redis = new Redis(server.url, { maxRetriesPerRequest: null });
+  redis.on('error', () => undefined);
+  const started: ReturnType<typeof spawnCli>[] = [];
+  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: uniquePrefix('stall') });
+  queue.on('error', () => undefined);
+  try {
+    await body({ server, redis, queue, started });
+  } finally {
+    // A failed assertion must not leave a command behind, nor a stopped redis-server.
+    for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    server.process.kill('SIGCONT');
+    await queue.close();
+    redis.disconnect();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const freeze = (server: LocalRedis) => void server.process.kill('SIGSTOP');
+const thaw = (server: LocalRedis) => void server.process.kill('SIGCONT');
+
+describe('a Redis that stops answering', () => {
+  it('is said once when a probe goes unanswered on a connected Redis, and once when it answers again; a Redis that is gone is not stalled', async () => {
+    await withOwnRedis(async ({ server }) => {
+      const redis = new Redis(server.url, { maxRetriesPerRequest: null });
+      redis.on('error', () => undefined);
+      const lines: string[] = [];
+      const watch = watchStalls(redis, 'test', 'waiting', { afterMs: 600, probeEveryMs: 100, write: (l) => lines.push(l) });
+      try {
+        await until(async () => redis.status === 'ready', 5_000, 20);
+        await new Promise((r) => setTimeout(r, 800));
+        expect(watch.stalled()).toBe(false);
+        expect(lines).toEqual([]);
+        freeze(server);
+        await until(async () => watch.stalled(), 5_000, 20);
+        await until(async () => lines.length === 1, 2_000, 20);
+        expect(lines[0]).toMatch(/^test: WARNING: Redis has not answered for \d s, though connected: it is frozen, busy \(a long script or save\), or cut off from this host without the connection closing; waiting$/);
+        await new Promise((r) => setTimeout(r, 500));
+        expect(lines).toHaveLength(1); // said once per stall, not per probe
+        thaw(server);
+        await until(async () => lines.length === 2, 5_000, 20);
+        expect(lines[1]).toMatch(/^test: Redis answers again \(after \d+ s without an answer\)$/);
+        expect(watch.stalled()).toBe(false);
+        // Gone (its connection closed): ioredis reports that, and the probe waits for the reconnect.
+        server.process.kill('SIGKILL');
+        await until(async () => redis.status !== 'ready', 5_000, 20);
+        await new Promise((r) => setTimeout(r, 1_000));
+        expect(watch.stalled()).toBe(false);
+        expect(watch.unansweredMs()).toBe(0);
+        expect(lines).toHaveLength(2);
+      } finally {
+        watch.stop();
+        redis.disconnect();
+      }
+    });
+  });
+
+  it('BOS_FLEET_REDIS_STALL_S is read in seconds, and a bad value is refused by name', async () => {
+    expect(stallAfterMs({})).toBe(15_000);
+    expect(stallAfterMs({ BOS_FLEET_REDIS_STALL_S: '2.5' })).toBe(2_500);
+    for (const bad of ['0', '-3', 'soon']) expect(() => stallAfterMs({ BOS_FLEET_REDIS_STALL_S: bad })).toThrow(`BOS_FLEET_REDIS_STALL_S must be a number of seconds above 0, got "${bad}"`);
+    const r = await runCli(['runs', '--redis', 'redis://127.0.0.1:1'], { BOS_FLEET_REDIS_STALL_S: 'soon' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('BOS_FLEET_REDIS_STALL_S must be a number of seconds above 0, got "soon"');
+  });
+
+  it('that does not answer as a command connects is said, and the command goes on once it answers', async () => {
+    await withOwnRedis(async ({ server, queue, started }) => {
+      freeze(server);
+      const runs = spawnCli(['runs', '--redis', server.url, '--prefix', queue.opts.prefix!], { BOS_FLEET_REDIS_STALL_S: '1' });
+      started.push(runs);
+      await until(async () => runs.output().stderr.includes('has not answered'), 15_000, 20).catch((err: Error) => {
+        throw new Error(`${err.message}: ${JSON.stringify(runs.output())}`);
+      });
+      expect(runs.output().stderr).toContain(
+        `bos-fleet: WARNING: Redis at ${server.url} has not answered for 1 s after connecting: it is frozen, busy (loading its data, a long script or save), or cut off from this host; still waiting (Ctrl-C to stop)`,
+      );
+      expect(runs.exitCode).toBeNull();
+      thaw(server);
+      expect(await exitedWithin(runs)).toBe(0);
+      expect(runs.output().stdout).toMatch(/no runs yet/i);
+    });
+  });
+
+  it('interrupting a poll with no job in flight stops it at once, saying where the run is, instead of waiting for Redis', async () => {
+    const miners = cf.tf.inventory.targets.slice(0, 2);
+    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { refuse: true });
+    try {
+      await withOwnRedis(async ({ server, redis, queue, started }) => {
+        const prefix = queue.opts.prefix!;
+        const poll = spawnCli(
+          ['poll', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix, '--json'],
+          { BOS_FLEET_REDIS_STALL_S: '1' },
+        );
+        started.push(poll);
+        // Both failed their first attempt and wait out the job backoff: nothing is in flight.
+        await until(async () => (await queue.getDelayedCount()) === 2, 20_000, 10);
+        const runId = (await new RunStore(redis, prefix).listRuns())[0]!.runId;
+        freeze(server);
+        await until(async () => /WARNING: Redis has not answered for \d s, though connected/.test(poll.output().stderr), 10_000, 20).catch((err: Error) => {
+          throw new Error(`${err.message}: ${JSON.stringify(poll.output())}`);
+        });
+        poll.kill('SIGINT');
+        expect(await exitedWithin(poll, 15_000)).toBe(130);
+        expect(poll.output().stderr).toContain(`bos-fleet: interrupted while Redis is unreachable or not answering: run ${runId} stays in Redis as it is (0 of 2 miners had an outcome at the last read)`);
+        // Nothing was lost: once Redis answers, both miners are still queued.
+        thaw(server);
+        expect(await queue.getDelayedCount()).toBe(2);
+        expect((await new RunStore(redis, prefix).getCounts(runId)).done).toBe(0);
+      });
+    } finally {
+      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
+    }
+  });
+
+  it('a poll whose jobs in flight wait for a frozen Redis says so, and once it answers they record their outcomes and the poll ends', async () => {
+    const miners = cf.tf.inventory.targets.slice(2, 5);
+    // Each reply takes 1 s: the jobs are in flight when Redis freezes.
+    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { slow: { latencyMs: 1_000 } });
+    try {
+      await withOwnRedis(async ({ server, redis, queue, started }) => {
+        const prefix = queue.opts.prefix!;
+        const poll = spawnCli(
+          ['poll', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix, '--concurrency', '2', '--json'],
+          { BOS_FLEET_REDIS_STALL_S: '1' },
+        );
+        started.push(poll);
+        await until(async () => (await queue.getActiveCount()) === 2, 20_000, 10);
+        const runId = (await new RunStore(redis, prefix).listRuns())[0]!.runId;
+        freeze(server);
+        await until(async () => /WARNING: Redis has not answered for \d s, though connected/.test(poll.output().stderr), 10_000, 20);
+        poll.kill('SIGINT');
+        await until(async () => poll.output().stderr.includes('bos-fleet: Redis is unreachable or not answering: the 2 jobs in flight wait for it to record their outcomes'), 10_000, 20).catch((err: Error) => {
+          throw new Error(`${err.message}: ${JSON.stringify(poll.output())}`);
+        });
+        expect(poll.exitCode).toBeNull();
+        thaw(server);
+        expect(await exitedWithin(poll)).toBe(130);
+        expect(poll.output().stderr).toMatch(/Redis answers again \(after \d+ s without an answer\)/);
+        expect(JSON.parse(poll.output().stdout)).toMatchObject({ runId, total: 3, counts: { OK: 2 } });
+        expect((await new RunStore(redis, prefix).getCounts(runId)).done).toBe(2);
+        expect(await queue.getWaitingCount()).toBe(1);
+      });
+    } finally {
+      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
+    }
+  });
+});
