@@ -11,7 +11,7 @@ import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
 import { stallAfterMs, watchStalls } from '../src/redis/stall.js';
-import { exitedWithin, runCli, spawnCli, startCliFleet, type CliFleet } from './helpers/cli.js';
+import { exitedWithin, runCli, spawnCli, startCliFleet, writeFleetFiles, type CliFleet } from './helpers/cli.js';
 import { uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 
@@ -171,6 +171,36 @@ describe('a Redis that stops answering', () => {
       });
     } finally {
       for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
+    }
+  });
+
+  it('interrupting a poll whose run is still being enqueued names the run, which holds some of its miners', async () => {
+    // 30,000 miners at addresses where nothing listens (each poll fails at once): the enqueue takes seconds.
+    const files = writeFleetFiles(['id,host', ...Array.from({ length: 30_000 }, (_, i) => `m${i},127.29.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`)].join('\n'));
+    try {
+      await withOwnRedis(async ({ server, redis, queue, started }) => {
+        const prefix = queue.opts.prefix!;
+        const poll = spawnCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', server.url, '--prefix', prefix, '--json'], { BOS_FLEET_REDIS_STALL_S: '1' });
+        started.push(poll);
+        const store = new RunStore(redis, prefix);
+        let runId: string | undefined;
+        await until(async () => (runId = (await store.listRuns())[0]?.runId) !== undefined && (await queue.count()) > 0, 20_000, 5);
+        freeze(server);
+        await until(async () => /WARNING: Redis has not answered for \d s, though connected/.test(poll.output().stderr), 10_000, 20);
+        poll.kill('SIGINT');
+        expect(await exitedWithin(poll, 20_000), JSON.stringify(poll.output())).toBe(130);
+        expect(poll.output().stderr).toContain(
+          `bos-fleet: interrupted while Redis is unreachable or not answering, with run ${runId} (30000 miners) still being enqueued: it holds none, some or all of its miners. Once Redis is back, \`bos-fleet runs --redis ${server.url} --prefix '${prefix}'\` lists it if it got in`,
+        );
+        thaw(server);
+        // What got in is there, and nothing more was added once the command stopped.
+        const jobs = await queue.getJobCountByTypes('wait', 'prioritized', 'delayed', 'active', 'completed', 'failed');
+        expect(jobs).toBeGreaterThan(0);
+        expect(jobs).toBeLessThan(30_000);
+        expect((await store.getRun(runId!))?.runId).toBe(runId);
+      });
+    } finally {
+      rmSync(files.dir, { recursive: true, force: true });
     }
   });
 });
