@@ -22,6 +22,24 @@ describe('rate-limited error log', () => {
     ]);
   });
 
+  it("BullMQ's per-job lock errors after a Redis stall are one kind each, printed with the first job they name", () => {
+    let t = 0;
+    const lines: string[] = [];
+    const log = rateLimitedLog((l) => lines.push(l), 10_000, () => t);
+    const ids = Array.from({ length: 50 }, (_, i) => `run-20261201T113203Z-d7902b.miner-${String(i).padStart(5, '0')}`);
+    for (const id of ids) log(`could not renew lock for job ${id}`);
+    for (const id of ids) log(`Missing lock for job ${id}. moveToFinished`);
+    for (const id of ids) log(`Missing lock for job ${id}. moveToDelayed`);
+    t += 10_001;
+    log(`could not renew lock for job ${ids[7]}`);
+    expect(lines).toEqual([
+      `could not renew lock for job ${ids[0]}`,
+      `Missing lock for job ${ids[0]}. moveToFinished`,
+      `Missing lock for job ${ids[0]}. moveToDelayed`,
+      `could not renew lock for job ${ids[7]} (49 more like it in the last 10 s)`,
+    ]);
+  });
+
   it('says Redis is unreachable once per interval, and once, for all its connections, when it is back', () => {
     let t = 0;
     const lines: string[] = [];

@@ -14,6 +14,10 @@ import { stallAfterMs, watchStalls } from '../src/redis/stall.js';
 import { exitedWithin, runCli, spawnCli, startCliFleet, writeFleetFiles, type CliFleet } from './helpers/cli.js';
 import { uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
+import { appliedWritesPerMiner, powerTargetPlan } from './helpers/fleet.js';
+import { startRollout } from '../src/rollout/create.js';
+import { waitForRollout } from '../src/rollout/wait.js';
+import { waveRunId } from '../src/rollout/store.js';
 
 let cf: CliFleet;
 
@@ -201,6 +205,41 @@ describe('a Redis that stops answering', () => {
       });
     } finally {
       rmSync(files.dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a rollout whose Redis freezes past its jobs' locks changes each miner once, with one outcome each saying so, and the worker's log says it once per kind", async () => {
+    const miners = cf.tf.fleet.miners;
+    for (const m of miners) await cf.tf.fleet.setFaults(m.id, { slow: { latencyMs: 400 } });
+    try {
+      await withOwnRedis(async ({ server, redis, queue, started }) => {
+        const prefix = queue.opts.prefix!;
+        const before = new Map(await Promise.all(miners.map(async (m) => [m.id, (await cf.tf.fleet.state(m.id)).powerTargetW] as const)));
+        const rec = await startRollout(redis, powerTargetPlan(cf.tf, 2_410, { maxFailureRate: 0.5, minSample: 1 }), prefix);
+        const worker = spawnCli(['worker', '--redis', server.url, '--prefix', prefix, '--credentials', cf.files.credentials, '--concurrency', '5', '--lock-ms', '2000'], { BOS_FLEET_REDIS_STALL_S: '1' });
+        started.push(worker);
+        const to2410 = (r: unknown) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2_410;
+        await until(async () => (await appliedWritesPerMiner(cf.tf.fleet, 'SetPowerTarget', to2410)).size >= 1, 30_000, 5);
+        freeze(server);
+        await new Promise((r) => setTimeout(r, 5_000)); // past the 2 s locks of the jobs in flight
+        thaw(server);
+        const report = await waitForRollout(redis, rec.rolloutId, prefix);
+        expect(report.counts).toEqual({ OK: miners.length });
+        const outcomes = await new RunStore(redis, prefix).getOutcomes(waveRunId(rec.rolloutId, 0));
+        expect(outcomes.map((o) => o.minerId).sort()).toEqual(miners.map((m) => m.id).sort());
+        for (const o of outcomes) {
+          expect({ miner: o.minerId, data: o.data }).toEqual({ miner: o.minerId, data: { change: 'applied', before: { powerTargetWatts: before.get(o.minerId) }, after: { powerTargetWatts: 2_410 }, verified: true } });
+        }
+        expect([...(await appliedWritesPerMiner(cf.tf.fleet, 'SetPowerTarget', to2410)).values()]).toEqual(miners.map(() => 1));
+        const log = worker.output().stderr;
+        expect(log).toMatch(/worker: WARNING: Redis has not answered for \d s, though connected/);
+        expect(log).toMatch(/worker: Redis answers again/);
+        for (const kind of ['could not renew lock for job', 'Missing lock for job']) expect(log.split(kind).length - 1, log).toBeLessThanOrEqual(2);
+        worker.kill('SIGTERM');
+        expect(await exitedWithin(worker)).toBe(0);
+      });
+    } finally {
+      for (const m of miners) await cf.tf.fleet.setFaults(m.id, {});
     }
   });
 });

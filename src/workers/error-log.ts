@@ -11,10 +11,18 @@ export function errorKind(message: string): string {
 }
 
 /**
- * `kindOf` says which messages are alike (default: the same error kind); the line printed is the
- * message itself, without script hashes.
+ * Messages alike but for the job they name (BullMQ's "could not renew lock for job ID", "Missing lock
+ * for job ID. moveToFinished": after a Redis stall, one per job in flight) are one kind.
  */
-export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, now: () => number = Date.now, kindOf: (message: string) => string = errorKind): ErrorLog {
+export function sameKind(message: string): string {
+  return errorKind(message).replace(/\bjob \S+?(?=\.?(?:\s|$))/g, 'job …');
+}
+
+/**
+ * `kindOf` says which messages are alike (default: the same error kind, whichever job it names); the
+ * line printed is the message itself, without script hashes.
+ */
+export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, now: () => number = Date.now, kindOf: (message: string) => string = sameKind): ErrorLog {
   const seen = new Map<string, { atMs: number; held: number }>();
   return (message: string) => {
     const kind = kindOf(message);

@@ -145,7 +145,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     });
     const log = rateLimitedLog((line) => console.error(`worker (${queue}): ${line}`));
     w.on('error', (err) => {
-      if (!/ECONNREFUSED|Connection is closed|ECONNRESET/.test(String(err))) log(err.message);
+      if (/ECONNREFUSED|Connection is closed|ECONNRESET/.test(String(err))) return;
+      // After Redis stalled past the jobs' locks, one per job in flight: what it means, said with it.
+      log(/^(could not renew lock|Missing lock) for job /.test(err.message) ? `${err.message} (its lock may have run out while Redis did not answer: then the job runs again, and its outcome is still written once)` : err.message);
     });
     return w;
   };
