@@ -146,6 +146,31 @@ describe('poll interrupted while Redis is down', () => {
   });
 });
 
+describe('rollout start --dry-run interrupted while Redis is down', () => {
+  it('with no read in flight stops at once, saying how to drop the reads left once Redis is back', async () => {
+    const miners = cf.tf.inventory.targets.slice(0, 2);
+    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { refuse: true });
+    try {
+      await withOwnRedis(async ({ server, redis, queue, started }) => {
+        const prefix = queue.opts.prefix!;
+        const dry = spawnCli(['rollout', 'start', '--dry-run', '--power-target', '2600', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix]);
+        started.push(dry);
+        // Both failed their first read and wait out the job backoff: nothing is in flight.
+        await until(async () => (await queue.getDelayedCount()) === 2, 20_000, 10);
+        const runId = await runIdOf(new RunStore(redis, prefix));
+        await kill(server);
+        dry.kill('SIGINT');
+        expect(await exitedWithin(dry), JSON.stringify(dry.output())).toBe(130);
+        expect(dry.output().stderr).toContain(
+          `bos-fleet: interrupted while Redis is unreachable or not answering: the dry run's reads left could not be dropped; once Redis is back, \`bos-fleet cancel ${runId} --redis ${server.url} --prefix '${prefix}'\` drops them`,
+        );
+      });
+    } finally {
+      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
+    }
+  });
+});
+
 describe('rollout start --wait interrupted while Redis is down', () => {
   it('stops at once, saying the rollout stays in Redis and how to hold or stop it', async () => {
     await withOwnRedis(async ({ server, redis, queue, started }) => {

@@ -17,7 +17,7 @@ import { until } from './helpers/until.js';
 import { appliedWritesPerMiner, powerTargetPlan } from './helpers/fleet.js';
 import { startRollout } from '../src/rollout/create.js';
 import { waitForRollout } from '../src/rollout/wait.js';
-import { waveRunId } from '../src/rollout/store.js';
+import { RolloutStore, waveRunId } from '../src/rollout/store.js';
 
 let cf: CliFleet;
 
@@ -143,6 +143,26 @@ describe('a Redis that stops answering', () => {
     } finally {
       for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
     }
+  });
+
+  it('interrupting rollout start --wait with no local worker stops it at once, saying the rollout stays in Redis, instead of waiting for Redis', async () => {
+    await withOwnRedis(async ({ server, redis, queue, started }) => {
+      const prefix = queue.opts.prefix!;
+      // No worker runs: the rollout waits in Redis, and so does this command. Its connection stays open.
+      const start = spawnCli(['rollout', 'start', '--power-target', '2600', '--inventory', cf.files.inventory, '--miner', cf.tf.inventory.targets[0]!.minerId, '--wait', '--no-local-worker', '--redis', server.url, '--prefix', prefix]);
+      started.push(start);
+      await until(async () => start.output().stderr.includes('WARNING'), 15_000, 20);
+      const rolloutId = (await redis.keys(`${prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0);
+      expect(rolloutId).toBeDefined();
+      freeze(server);
+      start.kill('SIGINT');
+      expect(await exitedWithin(start, 15_000), JSON.stringify(start.output())).toBe(130);
+      expect(start.output().stderr).toContain(`bos-fleet: interrupted while Redis is unreachable or not answering: rollout ${rolloutId} stays in Redis as it is`);
+      // Nothing was lost: once Redis answers, the rollout is there, still running.
+      thaw(server);
+      const report = await new RolloutStore(redis, prefix).status(rolloutId!);
+      expect(report?.state).toBe('running');
+    });
   });
 
   it('a poll whose jobs in flight wait for a frozen Redis says so, and once it answers they record their outcomes and the poll ends', async () => {

@@ -25,7 +25,7 @@ export async function dryRun(flags: { redis?: string; prefix: string; json?: boo
       .catch((err: unknown) => {
         if (!(err instanceof InterruptedWithoutRedisError)) throw err;
         const where = whereFlags(flags);
-        process.stderr.write(`bos-fleet: interrupted while Redis is unreachable or not answering or not answering: the dry run's reads left could not be dropped; once Redis is back, \`bos-fleet cancel ${err.runId}${where}\` drops them (a worker would read those miners; nothing is changed either way)\n`);
+        process.stderr.write(`bos-fleet: interrupted while Redis is unreachable or not answering: the dry run's reads left could not be dropped; once Redis is back, \`bos-fleet cancel ${err.runId}${where}\` drops them (a worker would read those miners; nothing is changed either way)\n`);
         exitNow(err.exitCode); // its Redis connections would wait for Redis without end
         return new Promise<never>(() => undefined);
       })

@@ -11,7 +11,7 @@ import { waveOutcomes } from '../rollout/control.js';
 import { noRollout, RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
 import { describeSpec, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import { startWorker } from '../workers/worker.js';
-import { closeWorker, type CloseResult } from '../workers/close.js';
+import { answeredWithin, CLOSE_STUCK_MS, closeWorker, type CloseResult } from '../workers/close.js';
 import { exitNow } from './hang-up.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { countsInOrder } from './render.js';
@@ -140,8 +140,12 @@ async function launch(plan: RolloutPlan, flags: RunFlags, credentials: Credentia
       if (worker) closed = await closeWorker(worker, (busy) => process.stderr.write(`bos-fleet: Redis is unreachable or not answering: the ${busy} job${busy === 1 ? '' : 's'} in flight (miners being changed, the rollout's own steps) wait for it to record their results (Ctrl-C again to quit now: a worker takes them up once their lock expires)\n`));
     }
     // What the local worker finished while closing counts too.
-    const redisDown = stop.signal.aborted && (closed === 'redis-down' || redis.status !== 'ready');
-    if (stop.signal.aborted && !redisDown) report = (await rolloutReport(redis, rec.rolloutId, flags.prefix)) ?? report;
+    let redisDown = stop.signal.aborted && (closed === 'redis-down' || redis.status !== 'ready');
+    if (stop.signal.aborted && !redisDown) {
+      const read = await answeredWithin(rolloutReport(redis, rec.rolloutId, flags.prefix), CLOSE_STUCK_MS);
+      if (read) report = read.value ?? report;
+      else redisDown = true; // gone as the Ctrl-C came, or not answering: nothing of this command is in flight
+    }
     if (!report || redisDown) {
       const where = whereFlags(flags);
       process.stderr.write(

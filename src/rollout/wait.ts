@@ -37,7 +37,9 @@ export async function waitForRollout(
     onTick?.(r);
     if (signal?.aborted) return r;
     if (TERMINAL.includes(r.state)) {
-      const started = (await store.status(rolloutId))?.wave ?? -1;
+      const status = await unlessAborted(store.status(rolloutId), signal);
+      if (signal?.aborted) return r;
+      const started = status?.wave ?? -1;
       const left = r.waves.reduce((n, w) => n + (w.index > started ? 0 : Math.max(0, w.miners - waveOutcomes(w))), 0);
       if (left === 0) return r;
       // No worker settling them (none runs): the report says how many are left, instead of a wait without end.

@@ -9,8 +9,11 @@ import type { RunningWorker } from './worker.js';
  */
 export type CloseResult = 'closed' | 'redis-down' | 'stuck';
 
-/** How long a worker with no job left and Redis reachable waits for its queue connections to close. */
-const CLOSE_STUCK_MS = 5_000;
+/**
+ * How long a worker with no job left and Redis reachable waits for its queue connections to close;
+ * also how long an interrupted command's last read waits for Redis before taking it as gone.
+ */
+export const CLOSE_STUCK_MS = 5_000;
 
 /**
  * Closes the worker: its jobs in flight finish and record their outcomes. While Redis is down those
@@ -54,4 +57,15 @@ export function unlessAborted<T>(p: Promise<T>, signal: AbortSignal | undefined)
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<undefined>((resolve) => signal.addEventListener('abort', (onAbort = () => resolve(undefined)), { once: true }));
   return Promise.race([p, aborted]).finally(() => signal.removeEventListener('abort', onAbort!));
+}
+
+/**
+ * `p`'s value as `{ value }`, or undefined when it has not come within `ms`: an interrupted command's
+ * last read, on a Redis that went away as the interruption came (its connection not yet seen to
+ * close) or that stopped answering, would otherwise wait for it without end.
+ */
+export function answeredWithin<T>(p: Promise<T>, ms: number): Promise<{ value: T } | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  return Promise.race([p.then((value) => ({ value })), late]).finally(() => clearTimeout(timer));
 }
