@@ -178,7 +178,7 @@ describe('rollout start --dry-run, interrupted', () => {
       expect(done).toBe(250); // every miner has its outcome: read, or CANCELLED
       expect(counts['CANCELLED']).toBe(250 - out.miners.length);
       const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
-      expect(await queue.getWaitingCount()).toBe(0);
+      expect(await queue.getJobCountByTypes('waiting', 'prioritized')).toBe(0);
       await queue.close();
       expect(await big.fleet.mutations()).toEqual([]);
     } finally {

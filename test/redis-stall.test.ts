@@ -191,7 +191,7 @@ describe('a Redis that stops answering', () => {
         expect(poll.output().stderr).toMatch(/Redis answers again \(after \d+ s without an answer\)/);
         expect(JSON.parse(poll.output().stdout)).toMatchObject({ runId, total: 3, counts: { OK: 2 } });
         expect((await new RunStore(redis, prefix).getCounts(runId)).done).toBe(2);
-        expect(await queue.getWaitingCount()).toBe(1);
+        expect(await queue.getJobCountByTypes('waiting', 'prioritized')).toBe(1);
       });
     } finally {
       for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});

@@ -6,10 +6,14 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
-import { BACKGROUND_PRIORITY, enqueueRun } from '../src/producer/enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun, FOREGROUND_PRIORITY } from '../src/producer/enqueue.js';
+import { runLocal } from '../src/producer/run-local.js';
+import { startRollout } from '../src/rollout/create.js';
+import { waitForRollout } from '../src/rollout/wait.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { consumerSlots, JOBS_PER_CONSUMER, startWorker } from '../src/workers/worker.js';
-import { FAST_CORE, type TestFleet, startRedisFleet, type RedisFleet } from './helpers/fleet.js';
+import { FAST_CORE, powerTargetPlan, type TestFleet, startRedisFleet, type RedisFleet } from './helpers/fleet.js';
+import { until } from './helpers/until.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 
 describe('consumerSlots', () => {
@@ -81,6 +85,31 @@ describe('a worker with several consumers', () => {
 });
 
 describe('job order', () => {
+  it("a rollout started while a foreground poll is under way has its miners changed before that poll's miners left", async () => {
+    const prefix = uniquePrefix('order-ro');
+    const store = new RunStore(redis, prefix);
+    // The operator's poll of 30 miners, two at a time (the worker that also carries out the rollout).
+    const thirty = { ...tf.inventory, targets: tf.inventory.targets.slice(0, 30) };
+    const polling = runLocal({ redisUrl: redisUrl(), prefix, inventory: thirty, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 2, coreOptions: FAST_CORE });
+    try {
+      let runId = '';
+      await until(async () => (runId = (await store.listRuns()).at(0)?.runId ?? '') !== '', 10_000, 20);
+      await until(async () => (await store.getCounts(runId)).done >= 2, 20_000, 20);
+      const three = { ...tf.inventory, targets: tf.inventory.targets.slice(40, 43) };
+      const rec = await startRollout(redis, powerTargetPlan({ ...tf, inventory: three }, 2_620, { minSample: 1 }), prefix);
+      const stop = new AbortController();
+      const rolledOut = waitForRollout(redis, rec.rolloutId, prefix, undefined, stop.signal);
+      // In FIFO order the poll's 30 miners would all have come first (and its worker gone with them).
+      const first = await Promise.race([rolledOut.then(() => 'rollout'), polling.then(() => 'poll')]).finally(() => stop.abort());
+      expect(first).toBe('rollout');
+      expect((await rolledOut)?.state).toBe('completed');
+      expect((await store.getCounts(runId)).done).toBeLessThan(25);
+    } finally {
+      const { summary } = await polling;
+      expect(summary.counts).toEqual({ OK: 30 });
+    }
+  });
+
   it("a rollout's or a foreground poll's jobs go ahead of queued background polls (poll --enqueue-only, schedule ticks)", async () => {
     const prefix = uniquePrefix('order');
     const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
@@ -88,12 +117,15 @@ describe('job order', () => {
     // The farm's regular poll of every miner, queued for separate workers, then an operator's poll of ten.
     const background = await enqueueRun(queue, store, tf.inventory, { operation: 'poll', priority: BACKGROUND_PRIORITY });
     const ten = { ...tf.inventory, file: 'rack.csv', targets: tf.inventory.targets.slice(0, 10) };
-    const foreground = await enqueueRun(queue, store, ten, { operation: 'poll' });
-    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 2, consumers: 1, credentials: tf.credentials, coreOptions: FAST_CORE });
+    const foreground = await enqueueRun(queue, store, ten, { operation: 'poll', priority: FOREGROUND_PRIORITY });
+    let worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 2, consumers: 1, credentials: tf.credentials, coreOptions: FAST_CORE });
     try {
       await waitForRun(store, foreground.runId, 10, { intervalMs: 20 });
       // In FIFO order all 60 background miners came first; now at most the jobs taken beside its last ones.
       expect((await store.getCounts(background.runId)).done).toBeLessThanOrEqual(2);
+      // The rest still run (a wider worker: two at a time would take seconds).
+      await worker.close();
+      worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: COUNT, credentials: tf.credentials, coreOptions: FAST_CORE });
       await waitForRun(store, background.runId, COUNT, { intervalMs: 50 });
       expect((await store.getOutcomes(background.runId)).every((o) => o.code === 'OK')).toBe(true);
     } finally {

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import { SummaryBuilder } from '../fleet/outcome.js';
-import { enqueueRun } from '../producer/enqueue.js';
+import { enqueueRun, FOREGROUND_PRIORITY } from '../producer/enqueue.js';
 import { parseInventory } from '../producer/inventory.js';
 import { waitForRun } from '../producer/wait.js';
 import { SIM_PASSWORD, SIM_USERNAME } from '../sim/miner.js';
@@ -81,7 +81,8 @@ async function pipeline(cfg: ModeConfig): Promise<ModeResult[]> {
       const rss = rssSampler();
       const others = watchedCpu(cfg.watch);
       const started = Date.now();
-      const record = await enqueueRun(queue, store, inventory, { operation: 'poll', timeoutMs: cfg.timeoutMs, jobBackoffMs: 500 });
+      // At the priority `bos-fleet poll` gives its jobs (prioritized: BullMQ keeps them in a sorted set).
+      const record = await enqueueRun(queue, store, inventory, { operation: 'poll', timeoutMs: cfg.timeoutMs, jobBackoffMs: 500, priority: FOREGROUND_PRIORITY });
       await waitForRun(store, record.runId, record.total, { intervalMs: 100 });
       // CPU up to the run's end, not the reading of its outcomes below.
       const cpuMs = rss.cpuMs();

@@ -34,15 +34,23 @@ export interface EnqueueOptions {
   keepFinishedJobs?: number;
   /** Sites (`*` = all) whose miners must be reached over TLS: their jobs say so to every worker. */
   tlsSites?: readonly string[];
-  /** BullMQ priority of the run's jobs: 0 (the default) goes first; {@link BACKGROUND_PRIORITY} after. */
+  /** BullMQ priority of the run's jobs: 0 (the default: a rollout's changes) goes first, then {@link FOREGROUND_PRIORITY}, then {@link BACKGROUND_PRIORITY}. */
   priority?: number;
 }
 
 /**
+ * The priority of the reads an operator waits for (`poll` in the foreground, a dry run): their jobs
+ * go after a rollout's changes, which carry none (BullMQ takes jobs without a priority before
+ * prioritized ones, lower numbers first), so a curtailment rollout started while the farm is being
+ * polled does not wait behind that poll's miners. Job-level retries keep their priority.
+ */
+export const FOREGROUND_PRIORITY = 1;
+
+/**
  * The priority of polls left to separate workers (`poll --enqueue-only`, schedule ticks): their jobs
- * wait while jobs without one — a rollout's changes, a `poll` run in the foreground, a dry run — are
- * queued. A curtailment rollout or an operator's poll of a rack does not wait behind the farm's
- * regular poll of every miner (BullMQ takes jobs without a priority before prioritized ones).
+ * wait while a rollout's changes, a `poll` run in the foreground or a dry run are queued. A
+ * curtailment rollout or an operator's poll of a rack does not wait behind the farm's regular poll of
+ * every miner.
  */
 export const BACKGROUND_PRIORITY = 100;
 

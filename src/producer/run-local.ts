@@ -10,7 +10,7 @@ import { newRunId, RunStore, type RunRecord } from '../fleet/run-store.js';
 import type { RetentionPolicy } from '../fleet/retention.js';
 import { reportRedisOutages } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
-import { BACKGROUND_PRIORITY, enqueueRun } from './enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun, FOREGROUND_PRIORITY } from './enqueue.js';
 import type { Inventory } from './inventory.js';
 import { waitForRun, type Progress } from './wait.js';
 import { openQueue } from '../fleet/queue.js';
@@ -80,7 +80,7 @@ function patientRedis(url: string, report: boolean): Redis {
 }
 
 /** The enqueue itself, for callers that checked the profiles already. */
-async function enqueueChecked(opts: LocalRunOptions, report = false, priority = 0, runId?: string): Promise<RunRecord> {
+async function enqueueChecked(opts: LocalRunOptions, report: boolean, priority: number, runId?: string): Promise<RunRecord> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const redis = patientRedis(opts.redisUrl, report);
   const queue = openQueue(QUEUE_NAME, redis, prefix);
@@ -165,7 +165,7 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
   try {
     // Named before it is enqueued: an interruption while Redis is down mid-enqueue can say which run.
     const runId = newRunId();
-    const enqueuing = enqueueChecked(opts, false, 0, runId);
+    const enqueuing = enqueueChecked(opts, false, FOREGROUND_PRIORITY, runId);
     let record = await unlessAborted(enqueuing, opts.signal);
     if (!record) {
       if ((await close()) === 'redis-down') {
