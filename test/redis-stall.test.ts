@@ -87,6 +87,39 @@ describe('a Redis that stops answering', () => {
     });
   });
 
+  it('a probe left unanswered when the connection dropped counts from the reconnect, not from before the outage', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-stall-'));
+    let server = await startRedisServer({ dir });
+    const redis = new Redis(server.url, { maxRetriesPerRequest: null, retryStrategy: () => 50 });
+    redis.on('error', () => undefined);
+    let t = 0;
+    const lines: string[] = [];
+    const watch = watchStalls(redis, 'test', 'waiting', { afterMs: 1_000, probeEveryMs: 20, write: (l) => lines.push(l), now: () => t });
+    try {
+      await until(async () => redis.status === 'ready', 5_000, 20);
+      freeze(server);
+      await new Promise((r) => setTimeout(r, 100)); // a probe is sent, and left unanswered
+      t = 500;
+      expect(watch.unansweredMs()).toBe(500);
+      // The frozen Redis dies (its connection closes) and is started again a minute later.
+      server.process.kill('SIGKILL');
+      await until(async () => redis.status !== 'ready', 5_000, 20);
+      t = 60_000;
+      const atReady = new Promise<number>((resolve) => redis.once('ready', () => resolve(watch.unansweredMs())));
+      server = await startRedisServer({ dir, port: server.port });
+      // As it is ready again the probe is resent, and has waited nothing yet.
+      expect(await atReady).toBeLessThan(1_000);
+      await until(async () => watch.unansweredMs() === 0, 5_000, 20);
+      expect(lines).toEqual([]);
+    } finally {
+      watch.stop();
+      redis.disconnect();
+      thaw(server);
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('BOS_FLEET_REDIS_STALL_S is read in seconds, and a bad value is refused by name', async () => {
     expect(stallAfterMs({})).toBe(15_000);
     expect(stallAfterMs({ BOS_FLEET_REDIS_STALL_S: '2.5' })).toBe(2_500);

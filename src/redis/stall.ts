@@ -59,6 +59,10 @@ export function watchStalls(
       () => void (sentAt = undefined), // the connection ended: nothing to watch
     );
   };
+  // A probe left unanswered when the connection dropped is sent again on the reconnect (ioredis
+  // resends what had no reply): it waits from then, not from before the outage.
+  const reconnected = () => void (sentAt = sentAt === undefined ? undefined : now());
+  redis.on('ready', reconnected);
   const timer = setInterval(probe, o.probeEveryMs ?? Math.min(2_000, afterMs / 4));
   timer.unref();
   return {
@@ -66,6 +70,7 @@ export function watchStalls(
     unansweredMs: waited,
     stop: () => {
       clearInterval(timer);
+      redis.off('ready', reconnected);
       saying.delete(self);
     },
   };
