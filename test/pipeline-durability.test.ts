@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { OUTCOME_BATCH_MAX, RunStore } from '../src/fleet/run-store.js';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { enqueueRun, isConnectionDrop } from '../src/producer/enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun, isConnectionDrop } from '../src/producer/enqueue.js';
 import { openQueue } from '../src/fleet/queue.js';
 import { enqueueOnly } from '../src/producer/run-local.js';
 import { waitForRun } from '../src/producer/wait.js';
@@ -218,9 +218,13 @@ describe('worker process', () => {
     expect(stderr).toContain(`interrupted: ${COUNT - done} of ${COUNT} miners not polled; their jobs stay queued`);
     const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
     const counts = await queue.getJobCounts('active', 'waiting', 'prioritized');
+    // Left as a background poll: the next poll an operator waits for goes ahead of them.
+    const left = await queue.getJobs(['prioritized', 'delayed']);
     await queue.close();
     expect(counts['active']).toBe(0);
     expect(queued(counts) + done).toBe(COUNT);
+    expect(left.length).toBe(COUNT - done);
+    expect(left.every((j) => j.priority === BACKGROUND_PRIORITY)).toBe(true);
     const w = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '8']);
     await until(async () => (await outcomeCount(store, runId)) >= COUNT);
     w.kill('SIGTERM');

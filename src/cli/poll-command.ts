@@ -97,7 +97,7 @@ export function registerPoll(program: Command): void {
     }
     if (interrupted) {
       const left = record.total - summary.done;
-      process.stderr.write(`bos-fleet: interrupted: ${left} of ${record.total} miners not polled; their jobs stay queued in Redis and \`bos-fleet worker\` polls them (\`bos-fleet runs\` shows the run's progress), or \`bos-fleet cancel ${record.runId}\` drops them\n`);
+      process.stderr.write(`bos-fleet: interrupted: ${left} of ${record.total} miners not polled; their jobs stay queued in Redis, behind rollouts and foreground polls as a background poll's do, and \`bos-fleet worker\` polls them (\`bos-fleet runs\` shows the run's progress), or \`bos-fleet cancel ${record.runId}\` drops them\n`);
       process.exitCode = 130;
     }
     // Its worker's queue connections never closed after a Redis outage (closeWorker): they hold none of its jobs.

@@ -1,7 +1,9 @@
 // Cancels what is left of a poll run: its queued jobs are removed and each of those miners gets a
 // CANCELLED outcome, so the run still ends with exactly one outcome per miner. Jobs already running
 // finish normally (BullMQ will not remove a locked job), and a miner that has an outcome keeps it.
-import type { Queue } from 'bullmq';
+// Or, for an interrupted foreground poll, leaves what is left of it to the workers as a background poll.
+import { Job, type JobType, type Queue } from 'bullmq';
+import { BACKGROUND_PRIORITY } from './enqueue.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { jobDataSchema } from '../fleet/job.js';
 import type { RunStore } from '../fleet/run-store.js';
@@ -28,6 +30,36 @@ const ENQUEUE_SETTLE_MS = 500;
 /** Queued job states a cancel removes from. */
 const QUEUED = ['waiting', 'delayed', 'prioritized'] as const;
 
+/** The ids of the run's jobs in `q` in these states (job ids are `<runId>.<minerId>`). */
+async function runJobIds(q: Queue, runId: string, states: readonly JobType[]): Promise<string[]> {
+  return (await q.getRanges([...states], 0, -1)).filter((id) => id.startsWith(`${runId}.`));
+}
+
+/**
+ * What is left queued of an interrupted foreground poll is left to the workers as a background poll
+ * (`poll --enqueue-only`'s priority): it no longer goes ahead of the next poll an operator waits for.
+ * A job a worker took meanwhile runs as it is (if it is tried again, in the background tier too).
+ * Returns the jobs moved.
+ */
+export async function leaveToBackground(queue: Queue, runId: string, batch = 500): Promise<number> {
+  const queues = await allJobQueues(queue);
+  let moved = 0;
+  try {
+    for (const q of queues) {
+      const ids = await runJobIds(q, runId, ['prioritized', 'delayed']);
+      for (let i = 0; i < ids.length; i += batch) {
+        // A Job made from its id alone: changePriority needs no more, and reading each would cost a
+        // round trip. One gone meanwhile (finished, cancelled) has nothing to move; one that fails to
+        // move stays queued where it was: nothing is lost either way.
+        await Promise.all(ids.slice(i, i + batch).map((id) => new Job(q, 'poll', {}, {}, id).changePriority({ priority: BACKGROUND_PRIORITY }).then(() => moved++, () => undefined)));
+      }
+    }
+  } finally {
+    await closeHandOnQueues(queue);
+  }
+  return moved;
+}
+
 export async function cancelRun(queue: Queue, store: RunStore, runId: string, batch = 500): Promise<CancelResult> {
   const record = await store.getRun(runId);
   if (!record) throw new Error(`no run "${runId}" (see bos-fleet runs)`);
@@ -46,7 +78,7 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
   let cancelled = 0;
   try {
     for (const q of queues) {
-      const ids = (await q.getRanges([...QUEUED], 0, -1)).filter((id) => id.startsWith(`${runId}.`));
+      const ids = await runJobIds(q, runId, QUEUED);
       for (let i = 0; i < ids.length; i += batch) {
         await Promise.all(
           ids.slice(i, i + batch).map(async (id) => {
@@ -72,7 +104,7 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
     if (!enqueued && done < record.total) {
       const prefix = `${runId}.`;
       const known = new Set<string>();
-      for (const q of queues) for (const id of await q.getRanges([...QUEUED, 'active'], 0, -1)) if (id.startsWith(prefix)) known.add(id.slice(prefix.length));
+      for (const q of queues) for (const id of await runJobIds(q, runId, [...QUEUED, 'active'])) known.add(id.slice(prefix.length));
       for (const minerId of await store.outcomeMinerIds(runId)) known.add(minerId);
       neverEnqueued = Math.max(0, record.total - known.size);
       if (neverEnqueued > 0) await store.closeRunAt(runId, known.size, `${neverEnqueued} miners were never enqueued; the run was cancelled`);

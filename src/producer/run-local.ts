@@ -11,6 +11,7 @@ import type { RetentionPolicy } from '../fleet/retention.js';
 import { reportRedisOutages } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
 import { BACKGROUND_PRIORITY, enqueueRun, FOREGROUND_PRIORITY } from './enqueue.js';
+import { leaveToBackground } from './cancel.js';
 import type { Inventory } from './inventory.js';
 import { waitForRun, type Progress } from './wait.js';
 import { openQueue } from '../fleet/queue.js';
@@ -40,7 +41,8 @@ export interface LocalRunOptions {
   enqueueOnly?: boolean;
   /**
    * Stops the run early (Ctrl-C): the local worker finishes its in-flight jobs and the rest stay
-   * queued for any `bos-fleet worker`; the summary covers the outcomes written so far.
+   * queued for any `bos-fleet worker`, at the background polls' priority; the summary covers the
+   * outcomes written so far.
    */
   signal?: AbortSignal;
 }
@@ -180,6 +182,12 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     if ((progress?.done ?? 0) < record.total && (await close()) === 'redis-down') throw new InterruptedWithoutRedisError(record.runId, record.total, progress?.done);
+    // Interrupted: the miners left are left to the workers as a background poll (as --enqueue-only
+    // leaves one). A dry run drops its reads left instead (cli/dry-run.ts).
+    if ((progress?.done ?? 0) < record.total && opts.params?.['dryRun'] !== true) {
+      const queue = openQueue(QUEUE_NAME, redis, prefix);
+      await leaveToBackground(queue, record.runId).finally(() => queue.close());
+    }
     const summary = await store.summarize(record);
     await close();
     return { record, summary, interrupted: summary.done < record.total, workerLeftOpen: closed !== 'closed' };
