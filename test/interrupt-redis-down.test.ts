@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
-import { exitedWithin, spawnCli, startCliFleet, type CliFleet } from './helpers/cli.js';
+import { exitedWithin, spawnCli, startCliFleet, startWaitingRollout, type CliFleet } from './helpers/cli.js';
 import { uniquePrefix } from './helpers/redis.js';
 import { appliedWritesPerMiner } from './helpers/fleet.js';
 import { waveRunId } from '../src/rollout/store.js';
@@ -176,12 +176,7 @@ describe('rollout start --wait interrupted while Redis is down', () => {
     await withOwnRedis(async ({ server, redis, queue, started }) => {
       const prefix = queue.opts.prefix!;
       // No worker runs: the rollout waits in Redis, and so does this command.
-      const start = spawnCli(['rollout', 'start', '--power-target', '2600', '--inventory', cf.files.inventory, '--miner', cf.tf.inventory.targets[5]!.minerId, '--wait', '--no-local-worker', '--redis', server.url, '--prefix', prefix]);
-      started.push(start);
-      // Waiting: it said no worker runs (just before its wait begins).
-      await until(async () => start.output().stderr.includes('WARNING'), 15_000, 20);
-      const rolloutId = (await redis.keys(`${prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0);
-      expect(rolloutId).toBeDefined();
+      const { start, rolloutId } = await startWaitingRollout({ files: cf.files, minerId: cf.tf.inventory.targets[5]!.minerId, redis, redisUrl: server.url, prefix, started });
       await kill(server);
       start.kill('SIGINT');
       expect(await exitedWithin(start)).toBe(130);

@@ -11,7 +11,7 @@ import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
 import { stallAfterMs, watchStalls } from '../src/redis/stall.js';
-import { exitedWithin, runCli, spawnCli, startCliFleet, writeFleetFiles, type CliFleet } from './helpers/cli.js';
+import { exitedWithin, runCli, spawnCli, startCliFleet, startWaitingRollout, writeFleetFiles, type CliFleet } from './helpers/cli.js';
 import { uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
 import { appliedWritesPerMiner, powerTargetPlan } from './helpers/fleet.js';
@@ -182,18 +182,14 @@ describe('a Redis that stops answering', () => {
     await withOwnRedis(async ({ server, redis, queue, started }) => {
       const prefix = queue.opts.prefix!;
       // No worker runs: the rollout waits in Redis, and so does this command. Its connection stays open.
-      const start = spawnCli(['rollout', 'start', '--power-target', '2600', '--inventory', cf.files.inventory, '--miner', cf.tf.inventory.targets[0]!.minerId, '--wait', '--no-local-worker', '--redis', server.url, '--prefix', prefix]);
-      started.push(start);
-      await until(async () => start.output().stderr.includes('WARNING'), 15_000, 20);
-      const rolloutId = (await redis.keys(`${prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0);
-      expect(rolloutId).toBeDefined();
+      const { start, rolloutId } = await startWaitingRollout({ files: cf.files, minerId: cf.tf.inventory.targets[0]!.minerId, redis, redisUrl: server.url, prefix, started });
       freeze(server);
       start.kill('SIGINT');
       expect(await exitedWithin(start, 15_000), JSON.stringify(start.output())).toBe(130);
       expect(start.output().stderr).toContain(`bos-fleet: interrupted while Redis is unreachable or not answering: rollout ${rolloutId} stays in Redis as it is`);
       // Nothing was lost: once Redis answers, the rollout is there, still running.
       thaw(server);
-      const report = await new RolloutStore(redis, prefix).status(rolloutId!);
+      const report = await new RolloutStore(redis, prefix).status(rolloutId);
       expect(report?.state).toBe('running');
     });
   });

@@ -181,10 +181,11 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    if ((progress?.done ?? 0) < record.total && (await close()) === 'redis-down') throw new InterruptedWithoutRedisError(record.runId, record.total, progress?.done);
-    // Interrupted: the miners left are left to the workers as a background poll (as --enqueue-only
-    // leaves one). A dry run drops its reads left instead (cli/dry-run.ts).
-    if ((progress?.done ?? 0) < record.total && opts.params?.['dryRun'] !== true) {
+    const stoppedEarly = (progress?.done ?? 0) < record.total;
+    if (stoppedEarly && (await close()) === 'redis-down') throw new InterruptedWithoutRedisError(record.runId, record.total, progress?.done);
+    // The miners left are left to the workers as a background poll (as --enqueue-only leaves one).
+    // A dry run drops its reads left instead (cli/dry-run.ts).
+    if (stoppedEarly && opts.params?.['dryRun'] !== true) {
       const queue = openQueue(QUEUE_NAME, redis, prefix);
       await leaveToBackground(queue, record.runId).finally(() => queue.close());
     }

@@ -61,7 +61,9 @@ export function watchStalls(
   };
   // A probe left unanswered when the connection dropped is sent again on the reconnect (ioredis
   // resends what had no reply): it waits from then, not from before the outage.
-  const reconnected = () => void (sentAt = sentAt === undefined ? undefined : now());
+  const reconnected = () => {
+    if (sentAt !== undefined) sentAt = now();
+  };
   redis.on('ready', reconnected);
   const timer = setInterval(probe, o.probeEveryMs ?? Math.min(2_000, afterMs / 4));
   timer.unref();

@@ -9,6 +9,7 @@ import { SIM_PASSWORD, SIM_USERNAME } from '../../src/sim/miner.js';
 import { inventoryCsv } from '../../src/sim/plan.js';
 import type { MinerFaults } from '../../src/sim/faults.js';
 import { startRedisFleet, type TestFleet } from './fleet.js';
+import { until } from './until.js';
 
 export const CLI = path.join(PACKAGE_ROOT, 'bin', 'bos-fleet.js');
 
@@ -77,4 +78,20 @@ export async function startCliFleet(count: number, base: string, faultsOf?: (i: 
       rmSync(files.dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * `rollout start --wait --no-local-worker` on one miner of `files`' inventory with no worker running:
+ * the rollout waits in Redis, and so does the command (once it has warned that no worker runs). The
+ * command goes into `started` at once, so that the test's clean-up kills it whatever fails.
+ */
+export async function startWaitingRollout(
+  o: { files: FleetFiles; minerId: string; redis: Redis; redisUrl: string; prefix: string; started: ReturnType<typeof spawnCli>[] },
+): Promise<{ start: ReturnType<typeof spawnCli>; rolloutId: string }> {
+  const start = spawnCli(['rollout', 'start', '--power-target', '2600', '--inventory', o.files.inventory, '--miner', o.minerId, '--wait', '--no-local-worker', '--redis', o.redisUrl, '--prefix', o.prefix]);
+  o.started.push(start);
+  await until(async () => start.output().stderr.includes('WARNING'), 15_000, 20);
+  const rolloutId = (await o.redis.keys(`${o.prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0);
+  if (!rolloutId) throw new Error(`no rollout in Redis after: ${JSON.stringify(start.output())}`);
+  return { start, rolloutId };
 }
