@@ -1,3 +1,3 @@
 #!/usr/bin/env node
-// Entry point: the compiled CLI lives in dist/ (built by `npm run build`).
-import '../dist/cli/main.js';
+// Entry point: the CLI bundled in one file by `npm run build` (tsc, then scripts/bundle-cli.mjs).
+import '../dist/cli/bos-fleet.mjs';
