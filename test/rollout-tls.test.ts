@@ -65,6 +65,20 @@ describe('a rollout with --tls', () => {
     expect(await watts()).toEqual(was);
   });
 
+  it('a farm CA without serverName: the miner is checked against its IP, with no Node deprecation warning in the output', async () => {
+    // The certificate names 127.34.0.1 (miner 0) as an IP address; grpc-js passes that IP on as the TLS
+    // server name, which Node answers with a DEP0123 DeprecationWarning unless bos-fleet drops it.
+    const byIp = path.join(files.dir, 'tls-by-ip.json');
+    writeFileSync(byIp, JSON.stringify({ '*': { caFile: certs.caFile } }));
+    const where = ['--inventory', files.inventory, '--miner', tf.fleet.miners[0]!.id, '--credentials', files.credentials, '--tls', byIp, '--redis', redisUrl(), '--prefix', uniquePrefix('tlsip'), '--json'];
+    for (const threads of ['0', '2']) {
+      const r = await runCli(['poll', ...where, '--threads', threads]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ total: 1, counts: { OK: 1 } });
+      expect(r.stderr).not.toMatch(/Warning|DEP0123/);
+    }
+  });
+
   it('a worker without the TLS file never changes those miners in plaintext: INVALID_JOB naming the site, no write', async () => {
     const prefix = uniquePrefix('rotls');
     const writes = (await tf.fleet.mutations()).length;

@@ -76,7 +76,29 @@ export function loadTlsMaterial(profile: TlsProfile, id = 'tls'): TlsMaterial {
   return material;
 }
 
+let ipServernameQuiet = false;
+
+/**
+ * With no serverName, grpc-js hands Node's tls.connect the miner's address as the SNI server name.
+ * For an IP address (how farms address miners) Node sends no SNI, as RFC 6066 wants, and prints
+ * "[DEP0123] DeprecationWarning: Setting the TLS ServerName to an IP address…" once per process and
+ * thread: an alarming line in an operator's log about nothing they can or need change (the
+ * certificate is still checked against the IP). This drops that one warning, and nothing else.
+ */
+function quietIpServernameWarning(): void {
+  if (ipServernameQuiet) return;
+  ipServernameQuiet = true;
+  const emitWarning = process.emitWarning;
+  process.emitWarning = function (this: NodeJS.Process, warning: string | Error, ...rest: unknown[]) {
+    // Node's own call is emitWarning(message, 'DeprecationWarning', 'DEP0123'); an options object may carry the code too.
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: unknown }).code : rest[1];
+    if (code === 'DEP0123') return;
+    return (emitWarning as (...args: unknown[]) => void).call(this, warning, ...rest);
+  } as typeof process.emitWarning;
+}
+
 export function channelCredentials(tlsMaterial: TlsMaterial | undefined): grpc.ChannelCredentials {
   if (!tlsMaterial) return grpc.credentials.createInsecure();
+  if (!tlsMaterial.serverName) quietIpServernameWarning();
   return grpc.credentials.createSsl(tlsMaterial.ca, tlsMaterial.key ?? null, tlsMaterial.cert ?? null);
 }
