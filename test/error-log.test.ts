@@ -1,7 +1,7 @@
 // A worker's errors it cannot act on arrive once per job; each kind is printed once per interval.
 import { describe, expect, it } from 'vitest';
 import { EventEmitter } from 'node:events';
-import { errorKind, rateLimitedLog, reportRedisOutages } from '../src/workers/error-log.js';
+import { errorKind, rateLimitedLog, reportRedisOutages, workerErrorText } from '../src/workers/error-log.js';
 import { redisRefusalAdvice } from '../src/redis/durability.js';
 
 describe('rate-limited error log', () => {
@@ -65,6 +65,17 @@ describe('rate-limited error log', () => {
       'worker: Redis unreachable (connect ECONNREFUSED 127.0.0.1:6391); retrying — no job is lost while it is down',
       'worker: Redis reachable again (unreachable for 2 s)',
     ]);
+  });
+
+  it("a worker's dropped Redis connection is left to the outage report, whichever way it dropped; Redis's refusals and lost locks are logged", () => {
+    // Seen when Redis was SIGKILLed under a busy worker: "worker (jobs): write EPIPE" before "Redis unreachable (write EPIPE)".
+    const errno = (message: string, code: string) => Object.assign(new Error(message), { code });
+    for (const dropped of [errno('write EPIPE', 'EPIPE'), errno('connect ECONNREFUSED 127.0.0.1:6391', 'ECONNREFUSED'), errno('read ECONNRESET', 'ECONNRESET'), new Error('Connection is closed.'), new Error("Stream isn't writeable and enableOfflineQueue options is false")]) {
+      expect(workerErrorText(dropped)).toBeUndefined();
+    }
+    const refused = Object.assign(new Error('MISCONF Errors writing to the AOF file: No space left on device'), { name: 'ReplyError' });
+    expect(workerErrorText(refused)).toBe(refused.message);
+    expect(workerErrorText(new Error('Missing lock for job run-1.miner-00001. moveToFinished'))).toMatch(/^Missing lock for job run-1\.miner-00001\. moveToFinished \(its lock may have run out while Redis did not answer/);
   });
 
   it('a kind is the message without the script hash and line', () => {

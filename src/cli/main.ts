@@ -10,7 +10,7 @@ import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
 import { registerWatch } from './watch-command.js';
 import { redisRefusalAdvice } from '../redis/durability.js';
-import { isConnectionDrop } from '../producer/enqueue.js';
+import { isConnectionDrop } from '../redis/connection-drop.js';
 import { exitAfterHangUp, outputLost } from './hang-up.js';
 
 const program = new Command('bos-fleet')

@@ -8,6 +8,7 @@ import { DEFAULT_RETENTION, type RetentionPolicy } from '../fleet/retention.js';
 import type { Inventory } from './inventory.js';
 import { siteHasTls } from '../core/tls.js';
 import { headroomProblem, redisMemory, redisRefusalAdvice } from '../redis/durability.js';
+import { isConnectionDrop } from '../redis/connection-drop.js';
 
 /** Redis refused a run for want of memory (nothing of it was written). */
 export class RedisFullError extends Error {}
@@ -151,13 +152,6 @@ async function ensureRoom(store: RunStore, miners: number, retention: RetentionP
     problem = headroomProblem(await redisMemory(store.redis), miners);
   }
   if (problem) throw new RedisFullError(`${problem}. Nothing was enqueued${deleted.length ? ` (${deleted.length} old finished poll run${deleted.length === 1 ? '' : 's'} deleted to make room, not enough)` : ''}.`);
-}
-
-/** A chunk cut off by the connection (Redis restarting, a network blip), not refused by Redis. */
-export function isConnectionDrop(err: unknown): boolean {
-  const e = err as { name?: unknown; message?: unknown } | null;
-  if (!e || e.name === 'ReplyError') return false;
-  return /Connection is closed|aborted due to connection close|Stream isn't writeable|ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT/.test(String(e.message));
 }
 
 /** Attempts of a chunk cut off by the connection (each waits for ioredis to reconnect, then 0.2 s, 0.4 s … 5 s). */

@@ -1,5 +1,6 @@
 // Errors a worker cannot act on (Redis refusing writes, say) arrive once per job: thousands a minute.
 // Each kind is printed once, then at most every `everyMs` with how many were held back meanwhile.
+import { isConnectionDrop } from '../redis/connection-drop.js';
 
 export interface ErrorLog {
   (message: string): void;
@@ -38,6 +39,17 @@ export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, 
     if (seen.size > 100) seen.delete(seen.keys().next().value as string); // bounded: oldest kind first
     write(held > 0 ? `${text} (${held} more like it in the last ${Math.round((t - s!.atMs) / 1000)} s)` : text);
   };
+}
+
+/**
+ * The line a BullMQ worker's 'error' event is logged with, or undefined for a dropped connection
+ * (ECONNREFUSED, EPIPE, …): reportRedisOutages says those once, in words, for all of a worker's
+ * connections. A lock lost after a Redis stall (one per job in flight) is said with what it means.
+ */
+export function workerErrorText(err: Error): string | undefined {
+  if (isConnectionDrop(err)) return undefined;
+  if (/^(could not renew lock|Missing lock) for job /.test(err.message)) return `${err.message} (its lock may have run out while Redis did not answer: then the job runs again, and its outcome is still written once)`;
+  return err.message;
 }
 
 /**

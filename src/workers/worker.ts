@@ -18,7 +18,7 @@ import { createProcessor, settleFailedJob } from './processor.js';
 import { WorkerRegistry } from './registry.js';
 import { watchOrphans } from './hand-on.js';
 import { closeHandOnQueues, handOnQueueName } from '../fleet/hand-on-queues.js';
-import { rateLimitedLog, reportRedisOutages } from './error-log.js';
+import { rateLimitedLog, reportRedisOutages, workerErrorText } from './error-log.js';
 import { watchStalls } from '../redis/stall.js';
 import { openQueue } from '../fleet/queue.js';
 
@@ -145,9 +145,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     });
     const log = rateLimitedLog((line) => console.error(`worker (${queue}): ${line}`));
     w.on('error', (err) => {
-      if (/ECONNREFUSED|Connection is closed|ECONNRESET/.test(String(err))) return;
-      // After Redis stalled past the jobs' locks, one per job in flight: what it means, said with it.
-      log(/^(could not renew lock|Missing lock) for job /.test(err.message) ? `${err.message} (its lock may have run out while Redis did not answer: then the job runs again, and its outcome is still written once)` : err.message);
+      const line = workerErrorText(err);
+      if (line !== undefined) log(line);
     });
     return w;
   };
