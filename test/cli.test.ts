@@ -1,5 +1,6 @@
 // The bos-fleet command line as an operator runs it: poll --json, results, runs, bad input.
-import { readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -7,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inventoryCsv } from '../src/sim/plan.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { exited, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
+import { CLI, exited, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
 import { makeTestCerts } from './helpers/certs.js';
 import { until } from './helpers/until.js';
 import { startTestFleet, type TestFleet } from './helpers/fleet.js';
@@ -157,6 +158,23 @@ describe('bos-fleet poll', () => {
     const e = await runCli(['poll', '--inventory', files.inventory, '--enqueue-only', '--max-receive-bytes', '1048576', '--redis', redisUrl()]);
     expect(e.code).toBe(1);
     expect(e.stderr).toContain('with --enqueue-only, pass it to `bos-fleet worker`');
+  });
+});
+
+describe('bin/bos-fleet.js', () => {
+  it('in a checkout not built yet says to run npm run build, with no stack trace', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-unbuilt-'));
+    try {
+      mkdirSync(path.join(dir, 'bin'));
+      copyFileSync(CLI, path.join(dir, 'bin', 'bos-fleet.js'));
+      const child = spawn(process.execPath, [path.join(dir, 'bin', 'bos-fleet.js'), 'runs'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      expect(await exited(child)).toBe(1);
+      expect(stderr).toBe(`bos-fleet: ${path.join(dir, 'dist', 'cli', 'bos-fleet.mjs')} is missing: run \`npm run build\` in ${dir}/\n`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
