@@ -29,6 +29,9 @@ function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefi
   return where ? `check ${where}, and that redis-server runs there` : `the embedded redis-server (data in ${stateDir()}) did not answer`;
 }
 
+/** The command's Redis did not take its connection: said with why and what to check, and nothing more. */
+export class RedisUnreachableError extends Error {}
+
 export async function connectRedis(flag: string | undefined, opts: { refuseVolatile?: boolean; allowVolatile?: boolean } = {}): Promise<{ url: string; redis: Redis }> {
   const url = await resolveRedisUrl(flag);
   const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true });
@@ -49,7 +52,7 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
     redis.disconnect();
     const reason = (cause ?? (err as Error)).message;
     const hint = unreachableHint(reason, flag ? '--redis' : process.env['REDIS_URL'] ? 'REDIS_URL' : undefined);
-    throw new Error(`cannot connect to Redis at ${shownRedisUrl(url)}: ${reason} (${hint})`);
+    throw new RedisUnreachableError(`cannot connect to Redis at ${shownRedisUrl(url)}: ${reason} (${hint})`);
   } finally {
     clearTimeout(silent);
   }

@@ -12,6 +12,7 @@ import { registerWatch } from './watch-command.js';
 import { redisRefusalAdvice } from '../redis/durability.js';
 import { isConnectionDrop } from '../redis/connection-drop.js';
 import { exitAfterHangUp, outputLost } from './hang-up.js';
+import { RedisUnreachableError } from './common.js';
 
 const program = new Command('bos-fleet')
   .description('Fleet executor for Braiins OS mining farms: polls, config pushes and staged rollouts')
@@ -43,8 +44,9 @@ program.parseAsync(process.argv).then(exitAfterHangUp, (err: unknown) => {
   // Redis refusing a write (full, cannot save, a replica): its bare reply, with what to do about it.
   const refused = /^(OOM|MISCONF|READONLY)\b/.test(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message)}` : '';
   // Redis gone in the middle of a command (its bare "Command aborted due to connection close"); an
-  // enqueue cut off mid-run says what to do itself ("run …: Redis stayed unreachable …").
-  const dropped = !refused && isConnectionDrop(err) && !/^run \S+: Redis/.test(message) ? ` — the connection to Redis closed under it (Redis stopped, restarted or unreachable): once Redis runs, \`bos-fleet runs\` and \`bos-fleet rollout status\` show what got in before running it again` : '';
+  // enqueue cut off mid-run says what to do itself ("run …: Redis stayed unreachable …"), and so does
+  // a command whose Redis never took its connection (nothing of it can have got in).
+  const dropped = !refused && !(err instanceof RedisUnreachableError) && isConnectionDrop(err) && !/^run \S+: Redis/.test(message) ? ` — the connection to Redis closed under it (Redis stopped, restarted or unreachable): once Redis runs, \`bos-fleet runs\` and \`bos-fleet rollout status\` show what got in before running it again` : '';
   console.error(`bos-fleet: ${message}${refused}${dropped}`);
   // An error may carry its own exit code (130: interrupted).
   const code = err instanceof Error && 'exitCode' in err && typeof err.exitCode === 'number' ? err.exitCode : 1;
