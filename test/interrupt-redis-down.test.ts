@@ -189,8 +189,10 @@ describe('rollout start --wait interrupted while Redis is down', () => {
   it('a Ctrl-C while the rollout is being started lets the start finish, and names the rollout (Redis up)', async () => {
     await withOwnRedis(async ({ server, redis, queue, started }) => {
       const prefix = queue.opts.prefix!;
-      // Redis holds every write for 3 s: the command is inside the start when the Ctrl-C comes.
-      await redis.call('CLIENT', 'PAUSE', '3000', 'WRITE');
+      // Redis holds every write for 6 s: the command is inside the start when the Ctrl-C comes, even
+      // on a loaded machine where starting the CLI and reading the inventory take a few seconds (with
+      // 3 s the start had once finished, and warned, by the time of the check).
+      await redis.call('CLIENT', 'PAUSE', '6000', 'WRITE');
       const start = spawnCli(['rollout', 'start', '--power-target', '2600', '--inventory', cf.files.inventory, '--miner', cf.tf.inventory.targets[5]!.minerId, '--wait', '--no-local-worker', '--redis', server.url, '--prefix', prefix]);
       started.push(start);
       await until(async () => start.output().stderr.includes('1 of the 9 miners'), 10_000, 20);
