@@ -1,18 +1,12 @@
 // Foreground commands (poll, rollout start --wait) interrupted while their Redis is down: with nothing
 // in flight they stop at once and say where the work is; jobs in flight wait for Redis to record
 // their outcomes, and the command stops once they have. Nothing is lost either way.
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
-import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
+import type { LocalRedis } from '../src/redis/server.js';
+import { withOwnRedis } from './helpers/own-redis.js';
 import { exitedWithin, spawnCli, startCliFleet, startWaitingRollout, type CliFleet } from './helpers/cli.js';
-import { uniquePrefix } from './helpers/redis.js';
-import { appliedWritesPerMiner } from './helpers/fleet.js';
+import { appliedWritesPerMiner, withFaults } from './helpers/fleet.js';
 import { waveRunId } from '../src/rollout/store.js';
 import { until } from './helpers/until.js';
 
@@ -22,34 +16,6 @@ beforeAll(async () => {
   cf = await startCliFleet(9, '127.26.0.1');
 });
 afterAll(() => cf.close());
-
-/** A Redis of the test's own (it is SIGKILLed), a connection to it, and the commands started on it. */
-async function withOwnRedis(body: (r: { server: LocalRedis; redis: Redis; queue: Queue; started: ReturnType<typeof spawnCli>[]; restart: () => Promise<void> }) => Promise<void>): Promise<void> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-int-down-'));
-  const server = await startRedisServer({ dir });
-  const redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  redis.on('error', () => undefined);
-  const started: ReturnType<typeof spawnCli>[] = [];
-  let current = server;
-  const ctx = {
-    server,
-    redis,
-    queue: new Queue(QUEUE_NAME, { connection: redis, prefix: uniquePrefix('intdown') }),
-    started,
-    restart: async () => void (current = await startRedisServer({ dir, port: server.port })),
-  };
-  ctx.queue.on('error', () => undefined);
-  try {
-    await body(ctx);
-  } finally {
-    // A failed assertion must not leave a command behind.
-    for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    await ctx.queue.close();
-    redis.disconnect();
-    await current.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
 
 async function kill(server: LocalRedis): Promise<void> {
   server.process.kill('SIGKILL');
@@ -65,9 +31,8 @@ const runIdOf = async (store: RunStore): Promise<string> => {
 describe('poll interrupted while Redis is down', () => {
   it('with no job in flight (its miners waiting out a job backoff) stops at once, saying where the run is; a worker finishes it once Redis is back', async () => {
     const miners = cf.tf.inventory.targets.slice(0, 2);
-    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { refuse: true });
-    try {
-      await withOwnRedis(async ({ server, redis, queue, started, restart }) => {
+    await withFaults(cf.tf.fleet, miners.map((m) => m.minerId), { refuse: true }, () =>
+      withOwnRedis('int-down', async ({ server, redis, queue, started, restart }) => {
         const prefix = queue.opts.prefix!;
         const poll = spawnCli(['poll', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix, '--json']);
         started.push(poll);
@@ -91,14 +56,12 @@ describe('poll interrupted while Redis is down', () => {
         expect((await store.getOutcomes(runId)).map((o) => o.minerId).sort()).toEqual(miners.map((m) => m.minerId).sort());
         worker.kill('SIGTERM');
         expect(await exitedWithin(worker)).toBe(0);
-      });
-    } finally {
-      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
-    }
+      }),
+    );
   });
 
   it('(not interrupted) whose Redis goes away as it starts says so, and where to look once Redis is back', async () => {
-    await withOwnRedis(async ({ server, redis, queue, started }) => {
+    await withOwnRedis('int-down', async ({ server, redis, queue, started }) => {
       const prefix = queue.opts.prefix!;
       // Redis holds every write: the poll is starting up when Redis goes.
       await redis.call('CLIENT', 'PAUSE', '10000', 'WRITE');
@@ -117,9 +80,8 @@ describe('poll interrupted while Redis is down', () => {
   it('with jobs in flight says they wait for Redis; once it is back they record their outcomes and the poll stops with its summary', async () => {
     const miners = cf.tf.inventory.targets.slice(2, 5);
     // Each reply takes 1 s: a poll of one miner lasts seconds.
-    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { slow: { latencyMs: 1_000 } });
-    try {
-      await withOwnRedis(async ({ server, redis, queue, started, restart }) => {
+    await withFaults(cf.tf.fleet, miners.map((m) => m.minerId), { slow: { latencyMs: 1_000 } }, () =>
+      withOwnRedis('int-down', async ({ server, redis, queue, started, restart }) => {
         const prefix = queue.opts.prefix!;
         const poll = spawnCli(['poll', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix, '--concurrency', '2', '--json']);
         started.push(poll);
@@ -139,19 +101,16 @@ describe('poll interrupted while Redis is down', () => {
         const store = new RunStore(redis, prefix);
         expect((await store.getCounts(runId)).done).toBe(2);
         expect(await queue.getActiveCount()).toBe(0);
-      });
-    } finally {
-      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
-    }
+      }),
+    );
   });
 });
 
 describe('rollout start --dry-run interrupted while Redis is down', () => {
   it('with no read in flight stops at once, saying how to drop the reads left once Redis is back', async () => {
     const miners = cf.tf.inventory.targets.slice(0, 2);
-    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { refuse: true });
-    try {
-      await withOwnRedis(async ({ server, redis, queue, started }) => {
+    await withFaults(cf.tf.fleet, miners.map((m) => m.minerId), { refuse: true }, () =>
+      withOwnRedis('int-down', async ({ server, redis, queue, started }) => {
         const prefix = queue.opts.prefix!;
         const dry = spawnCli(['rollout', 'start', '--dry-run', '--power-target', '2600', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix]);
         started.push(dry);
@@ -164,16 +123,14 @@ describe('rollout start --dry-run interrupted while Redis is down', () => {
         expect(dry.output().stderr).toContain(
           `bos-fleet: interrupted while Redis is unreachable or not answering: the dry run's reads left could not be dropped; once Redis is back, \`bos-fleet cancel ${runId} --redis ${server.url} --prefix '${prefix}'\` drops them`,
         );
-      });
-    } finally {
-      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
-    }
+      }),
+    );
   });
 });
 
 describe('rollout start --wait interrupted while Redis is down', () => {
   it('stops at once, saying the rollout stays in Redis and how to hold or stop it', async () => {
-    await withOwnRedis(async ({ server, redis, queue, started }) => {
+    await withOwnRedis('int-down', async ({ server, redis, queue, started }) => {
       const prefix = queue.opts.prefix!;
       // No worker runs: the rollout waits in Redis, and so does this command.
       const { start, rolloutId } = await startWaitingRollout({ files: cf.files, minerId: cf.tf.inventory.targets[5]!.minerId, redis, redisUrl: server.url, prefix, started });
@@ -187,7 +144,7 @@ describe('rollout start --wait interrupted while Redis is down', () => {
   });
 
   it('a Ctrl-C while the rollout is being started lets the start finish, and names the rollout (Redis up)', async () => {
-    await withOwnRedis(async ({ server, redis, queue, started }) => {
+    await withOwnRedis('int-down', async ({ server, redis, queue, started }) => {
       const prefix = queue.opts.prefix!;
       // Redis holds every write for 6 s: the command is inside the start when the Ctrl-C comes, even
       // on a loaded machine where starting the CLI and reading the inventory take a few seconds (with
@@ -209,9 +166,8 @@ describe('rollout start --wait interrupted while Redis is down', () => {
     const miners = cf.tf.inventory.targets.slice(6, 9);
     const ours = (r: unknown) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2610;
     // Each reply takes 1 s: a change (reads, write, read-back) lasts seconds.
-    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { slow: { latencyMs: 1_000 } });
-    try {
-      await withOwnRedis(async ({ server, redis, queue, started, restart }) => {
+    await withFaults(cf.tf.fleet, miners.map((m) => m.minerId), { slow: { latencyMs: 1_000 } }, () =>
+      withOwnRedis('int-down', async ({ server, redis, queue, started, restart }) => {
         const prefix = queue.opts.prefix!;
         const start = spawnCli(['rollout', 'start', '--power-target', '2610', '--waves', '100%', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--wait', '--redis', server.url, '--prefix', prefix]);
         started.push(start);
@@ -232,9 +188,7 @@ describe('rollout start --wait interrupted while Redis is down', () => {
         expect(outcomes.map((o) => [o.minerId, o.code]).sort()).toEqual(miners.map((m) => [m.minerId, 'OK']).sort());
         const writes = await appliedWritesPerMiner(cf.tf.fleet, 'SetPowerTarget', ours);
         expect(miners.map((m) => writes.get(m.minerId))).toEqual([1, 1, 1]);
-      });
-    } finally {
-      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
-    }
+      }),
+    );
   });
 });

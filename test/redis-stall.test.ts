@@ -4,17 +4,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
+import { withOwnRedis } from './helpers/own-redis.js';
 import { stallAfterMs, watchStalls } from '../src/redis/stall.js';
 import { exitedWithin, runCli, spawnCli, startCliFleet, startWaitingRollout, writeFleetFiles, type CliFleet } from './helpers/cli.js';
-import { uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
-import { appliedWritesPerMiner, powerTargetPlan } from './helpers/fleet.js';
+import { appliedWritesPerMiner, withFaults, powerTargetPlan } from './helpers/fleet.js';
 import { startRollout } from '../src/rollout/create.js';
 import { waitForRollout } from '../src/rollout/wait.js';
 import { RolloutStore, waveRunId } from '../src/rollout/store.js';
@@ -26,34 +24,12 @@ beforeAll(async () => {
 });
 afterAll(() => cf.close());
 
-/** A Redis of the test's own (it is frozen), a connection to it, and the commands started on it. */
-async function withOwnRedis(body: (r: { server: LocalRedis; redis: Redis; queue: Queue; started: ReturnType<typeof spawnCli>[] }) => Promise<void>): Promise<void> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-stall-'));
-  const server = await startRedisServer({ dir });
-  const redis = new Redis(server.url, { maxRetriesPerRequest: null });
-  redis.on('error', () => undefined);
-  const started: ReturnType<typeof spawnCli>[] = [];
-  const queue = new Queue(QUEUE_NAME, { connection: redis, prefix: uniquePrefix('stall') });
-  queue.on('error', () => undefined);
-  try {
-    await body({ server, redis, queue, started });
-  } finally {
-    // A failed assertion must not leave a command behind, nor a stopped redis-server.
-    for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    server.process.kill('SIGCONT');
-    await queue.close();
-    redis.disconnect();
-    await server.stop();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
 const freeze = (server: LocalRedis) => void server.process.kill('SIGSTOP');
 const thaw = (server: LocalRedis) => void server.process.kill('SIGCONT');
 
 describe('a Redis that stops answering', () => {
   it('is said once when a probe goes unanswered on a connected Redis, and once when it answers again; a Redis that is gone is not stalled', async () => {
-    await withOwnRedis(async ({ server }) => {
+    await withOwnRedis('stall', async ({ server }) => {
       const redis = new Redis(server.url, { maxRetriesPerRequest: null });
       redis.on('error', () => undefined);
       const lines: string[] = [];
@@ -130,7 +106,7 @@ describe('a Redis that stops answering', () => {
   });
 
   it('that does not answer as a command connects is said, and the command goes on once it answers', async () => {
-    await withOwnRedis(async ({ server, queue, started }) => {
+    await withOwnRedis('stall', async ({ server, queue, started }) => {
       freeze(server);
       const runs = spawnCli(['runs', '--redis', server.url, '--prefix', queue.opts.prefix!], { BOS_FLEET_REDIS_STALL_S: '1' });
       started.push(runs);
@@ -149,9 +125,8 @@ describe('a Redis that stops answering', () => {
 
   it('interrupting a poll with no job in flight stops it at once, saying where the run is, instead of waiting for Redis', async () => {
     const miners = cf.tf.inventory.targets.slice(0, 2);
-    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { refuse: true });
-    try {
-      await withOwnRedis(async ({ server, redis, queue, started }) => {
+    await withFaults(cf.tf.fleet, miners.map((m) => m.minerId), { refuse: true }, () =>
+      withOwnRedis('stall', async ({ server, redis, queue, started }) => {
         const prefix = queue.opts.prefix!;
         const poll = spawnCli(
           ['poll', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix, '--json'],
@@ -172,14 +147,12 @@ describe('a Redis that stops answering', () => {
         thaw(server);
         expect(await queue.getDelayedCount()).toBe(2);
         expect((await new RunStore(redis, prefix).getCounts(runId)).done).toBe(0);
-      });
-    } finally {
-      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
-    }
+      }),
+    );
   });
 
   it('interrupting rollout start --wait with no local worker stops it at once, saying the rollout stays in Redis, instead of waiting for Redis', async () => {
-    await withOwnRedis(async ({ server, redis, queue, started }) => {
+    await withOwnRedis('stall', async ({ server, redis, queue, started }) => {
       const prefix = queue.opts.prefix!;
       // No worker runs: the rollout waits in Redis, and so does this command. Its connection stays open.
       const { start, rolloutId } = await startWaitingRollout({ files: cf.files, minerId: cf.tf.inventory.targets[0]!.minerId, redis, redisUrl: server.url, prefix, started });
@@ -197,9 +170,8 @@ describe('a Redis that stops answering', () => {
   it('a poll whose jobs in flight wait for a frozen Redis says so, and once it answers they record their outcomes and the poll ends', async () => {
     const miners = cf.tf.inventory.targets.slice(2, 5);
     // Each reply takes 1 s: the jobs are in flight when Redis freezes.
-    for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, { slow: { latencyMs: 1_000 } });
-    try {
-      await withOwnRedis(async ({ server, redis, queue, started }) => {
+    await withFaults(cf.tf.fleet, miners.map((m) => m.minerId), { slow: { latencyMs: 1_000 } }, () =>
+      withOwnRedis('stall', async ({ server, redis, queue, started }) => {
         const prefix = queue.opts.prefix!;
         const poll = spawnCli(
           ['poll', '--inventory', cf.files.inventory, ...miners.flatMap((m) => ['--miner', m.minerId]), '--credentials', cf.files.credentials, '--redis', server.url, '--prefix', prefix, '--concurrency', '2', '--json'],
@@ -221,17 +193,15 @@ describe('a Redis that stops answering', () => {
         expect(JSON.parse(poll.output().stdout)).toMatchObject({ runId, total: 3, counts: { OK: 2 } });
         expect((await new RunStore(redis, prefix).getCounts(runId)).done).toBe(2);
         expect(await queue.getJobCountByTypes('waiting', 'prioritized')).toBe(1);
-      });
-    } finally {
-      for (const m of miners) await cf.tf.fleet.setFaults(m.minerId, {});
-    }
+      }),
+    );
   });
 
   it('interrupting a poll whose run is still being enqueued names the run, which holds some of its miners', async () => {
     // 30,000 miners at addresses where nothing listens (each poll fails at once): the enqueue takes seconds.
     const files = writeFleetFiles(['id,host', ...Array.from({ length: 30_000 }, (_, i) => `m${i},127.29.${Math.floor(i / 250) + 1}.${(i % 250) + 1}`)].join('\n'));
     try {
-      await withOwnRedis(async ({ server, redis, queue, started }) => {
+      await withOwnRedis('stall', async ({ server, redis, queue, started }) => {
         const prefix = queue.opts.prefix!;
         const poll = spawnCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', server.url, '--prefix', prefix, '--json'], { BOS_FLEET_REDIS_STALL_S: '1' });
         started.push(poll);
@@ -259,9 +229,8 @@ describe('a Redis that stops answering', () => {
 
   it("a rollout whose Redis freezes past its jobs' locks changes each miner once, with one outcome each saying so, and the worker's log says it once per kind", async () => {
     const miners = cf.tf.fleet.miners;
-    for (const m of miners) await cf.tf.fleet.setFaults(m.id, { slow: { latencyMs: 400 } });
-    try {
-      await withOwnRedis(async ({ server, redis, queue, started }) => {
+    await withFaults(cf.tf.fleet, miners.map((m) => m.id), { slow: { latencyMs: 400 } }, () =>
+      withOwnRedis('stall', async ({ server, redis, queue, started }) => {
         const prefix = queue.opts.prefix!;
         const before = new Map(await Promise.all(miners.map(async (m) => [m.id, (await cf.tf.fleet.state(m.id)).powerTargetW] as const)));
         const rec = await startRollout(redis, powerTargetPlan(cf.tf, 2_410, { maxFailureRate: 0.5, minSample: 1 }), prefix);
@@ -286,9 +255,7 @@ describe('a Redis that stops answering', () => {
         for (const kind of ['could not renew lock for job', 'Missing lock for job']) expect(log.split(kind).length - 1, log).toBeLessThanOrEqual(2);
         worker.kill('SIGTERM');
         expect(await exitedWithin(worker)).toBe(0);
-      });
-    } finally {
-      for (const m of miners) await cf.tf.fleet.setFaults(m.id, {});
-    }
+      }),
+    );
   });
 });

@@ -35,6 +35,14 @@ async function runJobIds(q: Queue, runId: string, states: readonly JobType[]): P
   return (await q.getRanges([...states], 0, -1)).filter((id) => id.startsWith(`${runId}.`));
 }
 
+/** Runs `each` on the run's jobs in these states, queue by queue, `batch` at a time. */
+async function eachRunJob(queues: readonly Queue[], runId: string, states: readonly JobType[], batch: number, each: (q: Queue, id: string) => Promise<void>): Promise<void> {
+  for (const q of queues) {
+    const ids = await runJobIds(q, runId, states);
+    for (let i = 0; i < ids.length; i += batch) await Promise.all(ids.slice(i, i + batch).map((id) => each(q, id)));
+  }
+}
+
 /**
  * What is left queued of an interrupted foreground poll is left to the workers as a background poll
  * (`poll --enqueue-only`'s priority): it no longer goes ahead of the next poll an operator waits for.
@@ -45,15 +53,12 @@ export async function leaveToBackground(queue: Queue, runId: string, batch = 500
   const queues = await allJobQueues(queue);
   let moved = 0;
   try {
-    for (const q of queues) {
-      const ids = await runJobIds(q, runId, ['prioritized', 'delayed']);
-      for (let i = 0; i < ids.length; i += batch) {
-        // A Job made from its id alone: changePriority needs no more, and reading each would cost a
-        // round trip. One gone meanwhile (finished, cancelled) has nothing to move; one that fails to
-        // move stays queued where it was: nothing is lost either way.
-        await Promise.all(ids.slice(i, i + batch).map((id) => new Job(q, 'poll', {}, {}, id).changePriority({ priority: BACKGROUND_PRIORITY }).then(() => moved++, () => undefined)));
-      }
-    }
+    // A Job made from its id alone: changePriority needs no more, and reading each would cost a
+    // round trip. One gone meanwhile (finished, cancelled) has nothing to move; one that fails to
+    // move stays queued where it was: nothing is lost either way.
+    await eachRunJob(queues, runId, ['prioritized', 'delayed'], batch, (q, id) =>
+      new Job(q, 'poll', {}, {}, id).changePriority({ priority: BACKGROUND_PRIORITY }).then(() => void moved++, () => undefined),
+    );
   } finally {
     await closeHandOnQueues(queue);
   }
@@ -77,24 +82,17 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
   const queues = await allJobQueues(queue);
   let cancelled = 0;
   try {
-    for (const q of queues) {
-      const ids = await runJobIds(q, runId, QUEUED);
-      for (let i = 0; i < ids.length; i += batch) {
-        await Promise.all(
-          ids.slice(i, i + batch).map(async (id) => {
-            const job = await q.getJob(id);
-            const parsed = jobDataSchema.safeParse(job?.data);
-            // Taken by a worker since the listing (or gone): it ends with its own outcome.
-            if (!job || !parsed.success || (await q.remove(id)) !== 1) return;
-            const reason = job.failedReason ?? parsed.data.prior?.failedReason;
-            const earlier = reason ? `; its last attempt failed: ${reason}` : '';
-            const result = failedTask('CANCELLED', `run cancelled by the operator before this miner was ${dryRun ? 'read' : 'polled'}${earlier}`);
-            // Never replaces an outcome written meanwhile.
-            if (await store.writeOutcome(outcomeOf(parsed.data, result, attemptsUsed(job, parsed.data)))) cancelled++;
-          }),
-        );
-      }
-    }
+    await eachRunJob(queues, runId, QUEUED, batch, async (q, id) => {
+      const job = await q.getJob(id);
+      const parsed = jobDataSchema.safeParse(job?.data);
+      // Taken by a worker since the listing (or gone): it ends with its own outcome.
+      if (!job || !parsed.success || (await q.remove(id)) !== 1) return;
+      const reason = job.failedReason ?? parsed.data.prior?.failedReason;
+      const earlier = reason ? `; its last attempt failed: ${reason}` : '';
+      const result = failedTask('CANCELLED', `run cancelled by the operator before this miner was ${dryRun ? 'read' : 'polled'}${earlier}`);
+      // Never replaces an outcome written meanwhile.
+      if (await store.writeOutcome(outcomeOf(parsed.data, result, attemptsUsed(job, parsed.data)))) cancelled++;
+    });
     // A run not marked fully enqueued (its producer was cancelled, or Redis refused part of it): miners
     // with neither an outcome nor a job left were never enqueued. Cut the run down
     // to the others, or it would wait for them forever (and never be pruned). Jobs are listed before

@@ -90,3 +90,13 @@ export function powerTargetPlan(tf: TestFleet, watts: number, extra: Partial<Rol
     ...extra,
   };
 }
+
+/** Runs `body` with `faults` on the given miners, and clears them after, whatever happens. */
+export async function withFaults<T>(fleet: SimFleet, minerIds: readonly string[], faults: MinerFaults, body: () => Promise<T>): Promise<T> {
+  for (const id of minerIds) await fleet.setFaults(id, faults);
+  try {
+    return await body();
+  } finally {
+    for (const id of minerIds) await fleet.setFaults(id, {});
+  }
+}
