@@ -43,6 +43,18 @@ describe('inventory', () => {
     ]);
   });
 
+  it('a row with more fields than the header is one problem among the others, with what usually causes it', () => {
+    const text = 'id,host,tags\nm1,10.0.0.1,rack-1,row-2\nm1,10.0.0.2,\nm3,bad host,"rack-1,row-2"\n';
+    expect(() => parseInventory(text, 'farm.csv')).toThrow(
+      new InventoryError('farm.csv', [
+        'line 2: 4 fields, the header has 3 (a value holding a comma must be in double quotes; tags are separated by ";")',
+        'line 4: field host: "bad host" is not an IP address or hostname',
+      ]).message,
+    );
+    // The quoted value is one field (its comma is no separator).
+    expect(parseInventory('id,host,tags\nm1,10.0.0.1,"rack-1,row-2"\n', 'f.csv').targets[0]?.tags).toEqual(['rack-1,row-2']);
+  });
+
   it('refuses ids BullMQ cannot use and a header without id/host', () => {
     expect(() => parseInventory('id,host\na:b,10.0.0.1\n', 'f.csv')).toThrow(/line 2: field id: "a:b" must be/);
     expect(() => parseInventory('id,host\nm1,10.0.0.1:50051\n', 'f.csv')).toThrow('line 2: field host: "10.0.0.1:50051" is not an IP address or hostname (the port goes in the port column)');

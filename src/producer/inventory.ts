@@ -90,6 +90,8 @@ export class InventoryError extends Error {
 interface RawRow {
   where: string;
   record: Record<string, unknown>;
+  /** A row that cannot be read as a record (more fields than the header): reported with the others. */
+  problem?: string;
 }
 
 function rowsFromCsv(text: string): RawRow[] {
@@ -109,7 +111,11 @@ function rowsFromCsv(text: string): RawRow[] {
   });
   if (misspelt.length) throw new Error(`line ${header.line}: ${misspelt.join('; ')} (the fields: ${FIELDS.join(', ')})`);
   return rows.map((r) => {
-    if (r.fields.length > names.length) throw new Error(`line ${r.line}: ${r.fields.length} fields, the header has ${names.length}`);
+    if (r.fields.length > names.length) {
+      // Most often an unquoted comma inside a value (tags "a,b" for "a;b", a site name).
+      const problem = `line ${r.line}: ${r.fields.length} fields, the header has ${names.length} (a value holding a comma must be in double quotes; tags are separated by ";")`;
+      return { where: `line ${r.line}`, record: {}, problem };
+    }
     const record: Record<string, unknown> = {};
     names.forEach((n, i) => {
       const v = r.fields[i];
@@ -143,7 +149,11 @@ export function parseInventory(text: string, file: string): Inventory {
   const seenHosts = new Map<string, string>();
   const seenMacs = new Map<string, string>();
   const misspeltKeys = new Set<string>(); // said once, at the first entry that has it
-  for (const { where, record } of rows) {
+  for (const { where, record, problem } of rows) {
+    if (problem) {
+      problems.push(problem);
+      continue;
+    }
     if (typeof record !== 'object' || record === null || Array.isArray(record)) {
       const got = JSON.stringify(record) ?? String(record);
       problems.push(`${where}: must be an object {"id", "host", …}, got ${got.length > 60 ? `${got.slice(0, 60)}…` : got}`);
