@@ -51,6 +51,11 @@ describe('inventory', () => {
         'line 4: field host: "bad host" is not an IP address or hostname',
       ]).message,
     );
+    // A port that is no port number says which numbers are.
+    const port = 'must be a whole number from 1 to 65535 (the miner\'s gRPC port, 50051 unless changed)';
+    expect(() => parseInventory('[{"id": "m1", "host": "10.0.0.1", "port": "abc"}, {"id": "m2", "host": "10.0.0.2", "port": 0}, {"id": "m3", "host": "10.0.0.3", "port": 50051.5}]', 'f.json')).toThrow(
+      new InventoryError('f.json', [`entry 0 (id "m1"): field port: "abc" ${port}`, `entry 1 (id "m2"): field port: 0 ${port}`, `entry 2 (id "m3"): field port: 50051.5 ${port}`]).message,
+    );
     // The quoted value is one field (its comma is no separator).
     expect(parseInventory('id,host,tags\nm1,10.0.0.1,"rack-1,row-2"\n', 'f.csv').targets[0]?.tags).toEqual(['rack-1,row-2']);
   });

@@ -11,6 +11,8 @@ import { parseJson } from '../fleet/json-file.js';
 
 const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
+const PORT_RANGE = 'must be a whole number from 1 to 65535 (the miner\'s gRPC port, 50051 unless changed)';
+
 export const inventoryEntrySchema = z.object({
   id: z
     .string()
@@ -25,7 +27,12 @@ export const inventoryEntrySchema = z.object({
     .refine((v) => net.isIP(v) !== 0 || (HOSTNAME.test(v) && !/^((0x[0-9a-f]*|\d+)\.){0,3}(0x[0-9a-f]*|\d+)\.?$/i.test(v)), {
       error: (iss) => `is not an IP address or hostname${/^[^:]+:\d+$/.test(String(iss.input)) ? ' (the port goes in the port column)' : ''}`,
     }),
-  port: z.coerce.number().int().min(1).max(65535).default(50051),
+  port: z.coerce
+    .number({ error: PORT_RANGE })
+    .int({ error: PORT_RANGE })
+    .min(1, { error: PORT_RANGE })
+    .max(65535, { error: PORT_RANGE })
+    .default(50051),
   site: z.string().trim().default(''),
   tags: z
     .union([z.array(z.string()), z.string()])
