@@ -1,6 +1,7 @@
 // Schedules: one run per tick however many workers run; ticks missed while all workers were down
 // collapse into one late tick.
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
@@ -250,5 +251,35 @@ describe('schedule add poll --every', () => {
     expect(again.stdout).toContain('schedule curtail (replaces the schedule of that id): rollout of 5 miners, cron "0 15 * * *" (UTC)');
     const utc = await runCli(['schedule', 'list', '--json', '--redis', redisUrl(), '--prefix', prefix]);
     expect(JSON.parse(utc.stdout)).toMatchObject([{ scheduleId: 'curtail', cron: '0 15 * * *', tz: 'UTC' }]);
+  });
+
+  it('a rollout or rollback schedule of more than 50 miners asks first (--yes without a terminal), saying when it fires; add says its first tick', async () => {
+    const prefix = uniquePrefix('confirm');
+    // 60 miners on addresses nothing serves: no worker runs under this prefix, so no tick is carried out.
+    const big = path.join(files.dir, 'big.csv');
+    writeFileSync(big, inventoryCsv(Array.from({ length: 60 }, (_, i) => ({ id: `b${String(i).padStart(3, '0')}`, host: `127.37.0.${i + 1}`, port: 50051 }))));
+    const list = async () => (JSON.parse((await runCli(['schedule', 'list', '--json', '--redis', redisUrl(), '--prefix', prefix])).stdout) as { scheduleId: string }[]).map((d) => d.scheduleId);
+    const at = (flags: string[]) => runCli(['schedule', 'add', ...flags, '--redis', redisUrl(), '--prefix', prefix]);
+    // An --every schedule fires its first tick at once: a farm-wide reboot added by mistake would start now.
+    const reboot = await at(['rollout', '--inventory', big, '--action', 'reboot', '--every', '24h', '--id', 'nightly']);
+    expect(reboot.code).toBe(1);
+    expect(reboot.stderr).toMatch(/this schedule changes 60 miners \(reboot\) at every tick, every 1d, the first at once \(\d{4}-\d\d-\d\dT[\d:.]+Z\); pass --yes to confirm/);
+    const cron = await at(['rollout', '--inventory', big, '--power-target', '2000', '--cron', '0 14 * * *', '--id', 'curtail']);
+    expect(cron.stderr).toMatch(/this schedule changes 60 miners \(power target 2000 W\) at every tick, cron "0 14 \* \* \*" \(UTC\), the first at \d{4}-\d\d-\d\dT14:00:00\.000Z; pass --yes to confirm/);
+    expect(await list()).toEqual([]);
+    // Confirmed: added, and the first tick said (BullMQ's own next tick).
+    const added = await at(['rollout', '--inventory', big, '--power-target', '2000', '--cron', '0 14 * * *', '--id', 'curtail', '--yes']);
+    expect(added.code).toBe(0);
+    expect(added.stdout).toMatch(/schedule curtail: rollout of 60 miners, cron "0 14 \* \* \*" \(UTC\), first tick at \d{4}-\d\d-\d\dT14:00:00\.000Z; carried out by/);
+    // The restore asks too, naming what it rolls back.
+    const restore = await at(['rollback', '--of', 'curtail', '--cron', '0 18 * * *', '--id', 'restore']);
+    expect(restore.stderr).toContain("this schedule changes 60 miners (roll back schedule curtail's latest rollout: power target 2000 W) at every tick, cron \"0 18 * * *\" (UTC), the first at ");
+    const json = await at(['rollback', '--of', 'curtail', '--cron', '0 18 * * *', '--id', 'restore', '--yes', '--json']);
+    expect(JSON.parse(json.stdout)).toEqual({ scheduleId: 'restore', replaced: false, nextAt: expect.stringMatching(/T18:00:00\.000Z$/) });
+    expect((await list()).sort()).toEqual(['curtail', 'restore']);
+    // A poll changes nothing: not asked. Its --every schedule's first tick is at once, and said so.
+    const poll = await at(['poll', '--inventory', big, '--every', '10m', '--id', 'often']);
+    expect(poll.stdout).toMatch(/schedule often: poll of 60 miners, every 10m, first tick at once \(\d{4}-\d\d-\d\dT[\d:.]+Z\); carried out by/);
+    for (const id of ['curtail', 'restore', 'often']) expect((await runCli(['schedule', 'remove', id, '--redis', redisUrl(), '--prefix', prefix])).code).toBe(0);
   });
 });

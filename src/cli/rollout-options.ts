@@ -120,12 +120,17 @@ export function checkLocalWorker(check: () => void): void {
 /** Rollouts over more miners than this ask for confirmation unless --yes. */
 export const CONFIRM_THRESHOLD = 50;
 
-/** Asks on the terminal before changing more than CONFIRM_THRESHOLD miners; without one, --yes is needed. */
-export async function confirm(miners: number, what: string, yes: boolean | undefined): Promise<void> {
+/**
+ * Asks on the terminal before changing more than CONFIRM_THRESHOLD miners; without one, --yes is needed.
+ * `schedule` (when it fires, e.g. "at every tick, every 24h, the first at once (…)") asks for a
+ * schedule's changes instead of a rollout's.
+ */
+export async function confirm(miners: number, what: string, yes: boolean | undefined, schedule?: string): Promise<void> {
   if (yes || miners <= CONFIRM_THRESHOLD) return;
-  if (!process.stdin.isTTY) throw new Error(`this rollout changes ${miners} miners (${what}); pass --yes to confirm`);
+  const change = `${miners} miners (${what})${schedule ? ` ${schedule}` : ''}`;
+  if (!process.stdin.isTTY) throw new Error(`this ${schedule ? 'schedule' : 'rollout'} changes ${change}; pass --yes to confirm`);
   const rl = createInterface({ input: process.stdin, output: process.stderr });
-  const answer = await rl.question(`Change ${miners} miners (${what})? Type "yes" to continue: `);
+  const answer = await rl.question(`Change ${change}? Type "yes" to continue: `);
   rl.close();
-  if (answer.trim() !== 'yes') throw new Error('not confirmed: nothing was changed');
+  if (answer.trim() !== 'yes') throw new Error(schedule ? 'not confirmed: no schedule was added' : 'not confirmed: nothing was changed');
 }

@@ -2,13 +2,13 @@
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { defaultActor } from '../rollout/audit.js';
-import { addSchedule, checkCron, getSchedule, listSchedules, newScheduleId, scheduleDefs, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
+import { addSchedule, checkCron, firstTickAt, getSchedule, listSchedules, newScheduleId, scheduleDefs, removeSchedule, type ScheduleDef } from '../rollout/schedules.js';
 import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { connectRedis, loadSelected, loadTlsSites, retentionFrom, retentionOptions, selectionOptions, type RetentionFlags, type SelectionFlags } from './common.js';
 import { positiveInt, timeoutMsOption, prefixOption } from './parse.js';
-import { gatesFromFlags, operationOf, poolPasswordRefOption, warnNoPoolPassword, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
+import { confirm, CONFIRM_THRESHOLD, gatesFromFlags, operationOf, poolPasswordRefOption, warnNoPoolPassword, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { columns } from './render.js';
 
 interface AddFlags extends RetentionFlags, SelectionFlags {
@@ -86,18 +86,36 @@ function baseDef(flags: AddFlags, kind: ScheduleDef['kind']): ScheduleDef {
   return { ...timing, targets: inventory.targets, inventoryFile: inventory.file, inventoryDigest: inventory.digest, ...(tlsBySite ? { tlsSites: Object.keys(tlsBySite) } : {}) };
 }
 
+/** When a schedule fires: `every 24h`, `cron "0 14 * * *" (UTC)`. */
+const whenText = (def: ScheduleDef): string => (def.everyMs ? `every ${durationText(def.everyMs)}` : `cron "${def.cron}"${def.tz ? ` (${def.tz})` : ''}`);
+
+/** A first tick, said: `at once (…Z)` for one due now (an --every schedule's), else its time. */
+function firstTickText(at: number): string {
+  const iso = new Date(at).toISOString();
+  return at - Date.now() < 2_000 ? `at once (${iso})` : `at ${iso}`;
+}
+
+/**
+ * A schedule that changes more than CONFIRM_THRESHOLD miners asks first, as `rollout start` does, saying
+ * when it fires — an --every schedule's first tick is at once: a scheduled reboot of the farm added
+ * by mistake would start rebooting it before anyone could look.
+ */
+async function confirmSchedule(def: ScheduleDef, what: string, yes: boolean | undefined): Promise<void> {
+  await confirm(def.targets.length, what, yes, `at every tick, ${whenText(def)}, the first ${firstTickText(firstTickAt(def))}`);
+}
+
 async function save(def: ScheduleDef, flags: TimingFlags): Promise<void> {
   const { redis } = await connectRedis(flags.redis);
   try {
-    const { replaced } = await addSchedule(redis, def, flags.prefix);
-    const when = def.everyMs ? `every ${durationText(def.everyMs)}` : `cron "${def.cron}"${def.tz ? ` (${def.tz})` : ''}`;
+    const { replaced, nextAt } = await addSchedule(redis, def, flags.prefix);
+    const first = `first tick ${firstTickText(nextAt ? Date.parse(nextAt) : firstTickAt(def))}`;
     console.log(
       flags.json
-        ? JSON.stringify({ scheduleId: def.scheduleId, replaced })
+        ? JSON.stringify({ scheduleId: def.scheduleId, replaced, ...(nextAt ? { nextAt } : {}) })
         : `schedule ${def.scheduleId}${replaced ? ' (replaces the schedule of that id)' : ''}: ` +
           (def.rollback
-            ? `rollback of schedule ${def.rollback.of}'s latest rollout (its miners that rollout changed), ${when}; carried out by \`bos-fleet worker\` processes`
-            : `${def.kind} of ${def.targets.length} miners, ${when}; carried out by \`bos-fleet worker\` processes. It keeps these miners: after editing ${def.inventoryFile}, add it again with --id ${def.scheduleId}`),
+            ? `rollback of schedule ${def.rollback.of}'s latest rollout (its miners that rollout changed), ${whenText(def)}, ${first}; carried out by \`bos-fleet worker\` processes`
+            : `${def.kind} of ${def.targets.length} miners, ${whenText(def)}, ${first}; carried out by \`bos-fleet worker\` processes. It keeps these miners: after editing ${def.inventoryFile}, add it again with --id ${def.scheduleId}`),
     );
     // Its ticks fire only in workers, and its miners need their profiles and TLS files there.
     const warning = workersWarning(await listWorkers(redis, flags.prefix), def.targets, def.tlsSites ?? [], 'its ticks wait', def.rollout ? { mutation: def.rollout.spec } : {});
@@ -120,11 +138,13 @@ export function registerSchedule(program: Command): void {
     .option('--power-target <watts>', 'set this power target (W)')
     .option('--hashrate-target <ths>', 'set this hashrate target (TH/s)')
     .option('--pools <file>', 'set these pool groups (JSON)')
-    .option('--action <action>', 'pause | resume | reboot | locate-on | locate-off');
-  gateOptions(rollout).action(async (flags: AddFlags & OperationFlags & GateFlags) => {
+    .option('--action <action>', 'pause | resume | reboot | locate-on | locate-off')
+    .option('--yes', `do not ask for confirmation (asked above ${CONFIRM_THRESHOLD} miners)`);
+  gateOptions(rollout).action(async (flags: AddFlags & OperationFlags & GateFlags & { yes?: boolean }) => {
     const spec = specFromFlags(flags);
     const retention = retentionFrom(flags);
     const def: ScheduleDef = { ...baseDef(flags, 'rollout'), ...(retention ? { retention } : {}), rollout: { operation: operationOf(spec), spec, ...gatesFromFlags(flags) } };
+    await confirmSchedule(def, describeSpec(spec), flags.yes);
     await save(def, flags);
   });
 
@@ -133,8 +153,9 @@ export function registerSchedule(program: Command): void {
     'of this schedule',
     'rollbacks (their runs and outcomes)',
   )
-    .requiredOption('--of <scheduleId>', 'the rollout schedule whose latest rollout each tick rolls back (once: a tick finding it rolled back already skips)');
-  gateOptions(poolPasswordRefOption(rollback)).action(async (flags: TimingFlags & GateFlags & { of: string; poolPasswordRef?: string }) => {
+    .requiredOption('--of <scheduleId>', 'the rollout schedule whose latest rollout each tick rolls back (once: a tick finding it rolled back already skips)')
+    .option('--yes', `do not ask for confirmation (asked above ${CONFIRM_THRESHOLD} miners)`);
+  gateOptions(poolPasswordRefOption(rollback)).action(async (flags: TimingFlags & GateFlags & { of: string; poolPasswordRef?: string; yes?: boolean }) => {
     const gates = gatesFromFlags(flags);
     const retention = retentionFrom(flags);
     const timing = timingDef(flags, 'rollback');
@@ -159,6 +180,7 @@ export function registerSchedule(program: Command): void {
       ...(retention ? { retention } : {}),
       rollback: { of: flags.of, ...(flags.poolPasswordRef !== undefined ? { poolPasswordRef: flags.poolPasswordRef } : {}), ...gates },
     };
+    await confirmSchedule(def, `roll back schedule ${flags.of}'s latest rollout: ${describeSpec(source.rollout.spec)}`, flags.yes);
     await save(def, flags);
   });
 

@@ -109,20 +109,36 @@ export function checkCron(cron: string, tz?: string): void {
   }
 }
 
-/** Adds a schedule, or replaces the one with the same id (then `replaced` is true). */
-export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAULT_PREFIX): Promise<{ replaced: boolean }> {
+/**
+ * When a schedule would fire first if added at `now`: an `--every` schedule at once (BullMQ's job
+ * scheduler fires its first tick when it is added), a cron one at the pattern's next time in its zone.
+ */
+export function firstTickAt(def: Pick<ScheduleDef, 'everyMs' | 'cron' | 'tz'>, now = Date.now()): number {
+  if (!def.cron) return now;
+  return CronExpressionParser.parse(def.cron, { currentDate: new Date(now), ...(def.tz ? { tz: def.tz } : {}) })
+    .next()
+    .getTime();
+}
+
+/**
+ * Adds a schedule, or replaces the one with the same id (then `replaced` is true); `nextAt` is its
+ * next tick as BullMQ's scheduler holds it.
+ */
+export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAULT_PREFIX): Promise<{ replaced: boolean; nextAt?: string }> {
   if (!def.everyMs === !def.cron) throw new Error('a schedule needs exactly one of --every and --cron');
   if (def.cron) checkCron(def.cron, def.tz);
   const previous = await redis.get(defKey(prefix, def.scheduleId));
   await redis.set(defKey(prefix, def.scheduleId), JSON.stringify(def));
   await redis.sadd(listKey(prefix), def.scheduleId);
   const q = openQueue(SCHEDULE_QUEUE, redis, prefix);
+  let next: number | undefined;
   try {
     await q.upsertJobScheduler(def.scheduleId, def.everyMs ? { every: def.everyMs } : { pattern: def.cron as string, ...(def.tz ? { tz: def.tz } : {}) }, {
       name: 'tick',
       data: { scheduleId: def.scheduleId },
       opts: { ...TICK_RETRY, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
     });
+    next = (await q.getJobScheduler(def.scheduleId))?.next;
   } catch (err) {
     // A schedule BullMQ refused is not listed as if it would fire; one it replaced stays as it was.
     if (previous) await redis.set(defKey(prefix, def.scheduleId), previous);
@@ -133,7 +149,7 @@ export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAU
   }
   const replaced = previous !== null;
   await appendAudit(redis, { actor: def.actor, action: 'schedule.add', subject: def.scheduleId, targetDigest: def.inventoryDigest, details: { kind: def.kind, every: def.everyMs, cron: def.cron, tz: def.tz, rollout: def.rollout, ...(def.rollback ? { rollback: def.rollback } : {}), ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}), ...(replaced ? { replaced } : {}) } }, prefix);
-  return { replaced };
+  return { replaced, ...(next ? { nextAt: new Date(next).toISOString() } : {}) };
 }
 
 export async function removeSchedule(redis: Redis, scheduleId: string, actor: string, prefix = DEFAULT_PREFIX): Promise<void> {
