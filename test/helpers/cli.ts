@@ -22,24 +22,26 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProc
   return Object.assign(child, { output: () => ({ stdout, stderr }) });
 }
 
-export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the CLI to its end: `code` is its exit code, or the signal that ended it. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<{ code: number | NodeJS.Signals | null; stdout: string; stderr: string }> {
   const child = spawnCli(args, env);
-  const code = await new Promise<number | null>((resolve) => {
+  const code = await new Promise<number | NodeJS.Signals | null>((resolve) => {
     const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('exit', (c) => {
+    child.on('exit', (c, sig) => {
       clearTimeout(t);
-      resolve(c);
+      resolve(c ?? sig);
     });
   });
   return { code, ...child.output() };
 }
 
-export function exited(child: ChildProcess): Promise<number | null> {
-  return new Promise((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.on('exit', (c) => resolve(c))));
+/** Its exit code, or the signal that ended it (so that a failed expectation names it: SIGABRT, not null). */
+export function exited(child: ChildProcess): Promise<number | NodeJS.Signals | null> {
+  return new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(child.exitCode ?? child.signalCode) : child.on('exit', (c, sig) => resolve(c ?? sig))));
 }
 
 /** Its exit code; fails after `ms` (before the test's own timeout, so that its clean-up runs). */
-export function exitedWithin(child: ChildProcess, ms = 20_000): Promise<number | null> {
+export function exitedWithin(child: ChildProcess, ms = 20_000): Promise<number | NodeJS.Signals | null> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`still running after ${ms} ms: ${child.spawnargs.slice(2).join(' ')}`)), ms)));
   return Promise.race([exited(child), late]).finally(() => clearTimeout(timer));
