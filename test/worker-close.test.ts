@@ -32,6 +32,14 @@ function track(p: Promise<CloseResult>): { result: CloseResult | undefined } {
   return t;
 }
 
+/** Idle with Redis answering, the close is still waited for a second before CLOSE_STUCK_MS, and given up as stuck just after. */
+async function expectStuckAfterIdle(t: { result: CloseResult | undefined }): Promise<void> {
+  await vi.advanceTimersByTimeAsync(CLOSE_STUCK_MS - 1_000);
+  expect(t.result).toBeUndefined();
+  await vi.advanceTimersByTimeAsync(2_000);
+  expect(t.result).toBe('stuck');
+}
+
 describe('closeWorker', () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => vi.useRealTimers());
@@ -47,11 +55,7 @@ describe('closeWorker', () => {
 
   it('with its jobs done and Redis answering, a close that hangs is given up as "stuck" after CLOSE_STUCK_MS', async () => {
     const { worker } = fakeWorker({ busy: 0, reachable: true, unansweredMs: 0 });
-    const t = track(closeWorker(worker, () => undefined));
-    await vi.advanceTimersByTimeAsync(CLOSE_STUCK_MS - 500);
-    expect(t.result).toBeUndefined();
-    await vi.advanceTimersByTimeAsync(2_000);
-    expect(t.result).toBe('stuck');
+    await expectStuckAfterIdle(track(closeWorker(worker, () => undefined)));
   });
 
   it('never gives up while jobs are in flight: they wait for Redis (said once), and the idle clock starts when they end', async () => {
@@ -67,24 +71,21 @@ describe('closeWorker', () => {
     r.reachable = true;
     await vi.advanceTimersByTimeAsync(30_000);
     r.busy = 0;
-    await vi.advanceTimersByTimeAsync(CLOSE_STUCK_MS - 500);
-    expect(t.result).toBeUndefined();
-    await vi.advanceTimersByTimeAsync(2_000);
-    expect(t.result).toBe('stuck');
+    await expectStuckAfterIdle(t);
     expect(waiting).toHaveBeenCalledTimes(1);
   });
 
   it('with nothing in flight, Redis unreachable or leaving its probe unanswered past CLOSE_STUCK_MS is "redis-down" at once', async () => {
-    const down = track(closeWorker(fakeWorker({ busy: 0, reachable: false, unansweredMs: 0 }).worker, () => undefined));
-    await vi.advanceTimersByTimeAsync(600);
-    expect(down.result).toBe('redis-down');
-    const stalled = track(closeWorker(fakeWorker({ busy: 0, reachable: true, unansweredMs: CLOSE_STUCK_MS + 1 }).worker, () => undefined));
-    await vi.advanceTimersByTimeAsync(600);
-    expect(stalled.result).toBe('redis-down');
+    // How the close stands 600 ms in (after the first check), idle with these readings.
+    const after600 = async (r: Omit<Readings, 'busy'>) => {
+      const t = track(closeWorker(fakeWorker({ busy: 0, ...r }).worker, () => undefined));
+      await vi.advanceTimersByTimeAsync(600);
+      return t.result;
+    };
+    expect(await after600({ reachable: false, unansweredMs: 0 })).toBe('redis-down');
+    expect(await after600({ reachable: true, unansweredMs: CLOSE_STUCK_MS + 1 })).toBe('redis-down');
     // A probe unanswered for less is a slow Redis, not a gone one: the close is waited for.
-    const slow = track(closeWorker(fakeWorker({ busy: 0, reachable: true, unansweredMs: 1_000 }).worker, () => undefined));
-    await vi.advanceTimersByTimeAsync(600);
-    expect(slow.result).toBeUndefined();
+    expect(await after600({ reachable: true, unansweredMs: 1_000 })).toBeUndefined();
   });
 
   it('a job starting again (busy after idle) resets the idle clock', async () => {
@@ -95,9 +96,6 @@ describe('closeWorker', () => {
     r.busy = 1;
     await vi.advanceTimersByTimeAsync(2_000);
     r.busy = 0;
-    await vi.advanceTimersByTimeAsync(CLOSE_STUCK_MS - 1_000);
-    expect(t.result).toBeUndefined();
-    await vi.advanceTimersByTimeAsync(2_000);
-    expect(t.result).toBe('stuck');
+    await expectStuckAfterIdle(t);
   });
 });
