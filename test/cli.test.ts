@@ -87,12 +87,16 @@ describe('bos-fleet poll', () => {
     redis.disconnect();
   });
 
-  it('an unknown credentials profile is named before anything is enqueued', async () => {
+  it('an unknown credentials profile is named, with the miners that use it, before anything is enqueued', async () => {
     const inv = path.join(files.dir, 'profiles.csv');
-    writeFileSync(inv, 'id,host,credentials\nm1,127.12.0.1,site-b\n');
+    writeFileSync(inv, 'id,host,credentials\nm1,127.12.0.1,site-b\nm2,127.12.0.2,site-b\nm3,127.12.0.3,site-c\nm4,127.12.0.4,site-b\nm5,127.12.0.5,site-b\nm6,127.12.0.6,default\n');
     const r = await runCli(['poll', '--inventory', inv, '--redis', redisUrl(), '--prefix', uniquePrefix('prof')], { BOS_FLEET_USERNAME: '' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/credentials profile "site-b" not found/);
+    expect(r.stderr).toContain(`inventory ${inv}: credentials profiles "site-b" (miners m1, m2, m4 and 1 more), "site-c" (miner m3), "default" (miner m6) not found: pass --credentials FILE`);
+    // In the file given, one missing profile: "add it" there, with the shape to add.
+    const one = await runCli(['poll', '--inventory', inv, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', uniquePrefix('prof')]);
+    expect(one.code).toBe(1);
+    expect(one.stderr).toContain(`credentials profiles "site-b" (miners m1, m2, m4 and 1 more), "site-c" (miner m3) not found: add them to ${files.credentials} ({"profile": {"username": "...", "password": "..."}})`);
   });
 
   it('--enqueue-only needs no passwords here (the workers hold them) and leaves the jobs queued', async () => {

@@ -91,7 +91,7 @@ export { operationOf };
 export function assertPoolRefs(spec: MutationSpec, credentials: CredentialProfiles, source: string, credentialsFile: string | undefined): void {
   const missing = missingProfiles(poolPasswordRefs(spec), credentials);
   if (missing.length) {
-    throw new Error(`${source}: passwordRef ${missing.map((m) => `"${m}"`).join(', ')} names no credentials profile: ${credentialsHelp(credentialsFile)}`);
+    throw new Error(`${source}: passwordRef${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')} name${missing.length > 1 ? '' : 's'} no credentials profile: ${credentialsHelp(credentialsFile, missing.length)}`);
   }
 }
 

@@ -53,8 +53,9 @@ export function missingProfiles(needed: Iterable<string>, profiles: CredentialPr
   return [...new Set(needed)].filter((p) => !profiles.has(p));
 }
 
-export function credentialsHelp(file: string | undefined): string {
+/** How to add `count` missing profiles: to the credentials file given, or by --credentials / the environment. */
+export function credentialsHelp(file: string | undefined, count = 1): string {
   return file
-    ? `add them to ${file}`
+    ? `add ${count === 1 ? 'it' : 'them'} to ${file} ({"profile": {"username": "...", "password": "..."}})`
     : 'pass --credentials FILE (JSON {"profile": {"username", "password"}}) or set BOS_FLEET_USERNAME and BOS_FLEET_PASSWORD for the "default" profile';
 }

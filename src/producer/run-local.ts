@@ -52,12 +52,19 @@ export function assertProfiles(inventory: Inventory, credentials: CredentialProf
   assertTargetProfiles(inventory.targets, `inventory ${inventory.file}`, credentials, file);
 }
 
-/** The same check for targets that come from elsewhere (a rollback's, read from Redis); `what` names them. */
-export function assertTargetProfiles(targets: readonly { credentials: string }[], what: string, credentials: CredentialProfiles, file?: string): void {
+/**
+ * The same check for targets that come from elsewhere (a rollback's, read from Redis); `what` names
+ * them. Each missing profile is named with the miners that use it, so the rows to fix can be found.
+ */
+export function assertTargetProfiles(targets: readonly { credentials: string; minerId: string }[], what: string, credentials: CredentialProfiles, file?: string): void {
   const missing = missingProfiles(targets.map((t) => t.credentials), credentials);
-  if (missing.length) {
-    throw new Error(`${what}: credentials profile${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')} not found: ${credentialsHelp(file)}`);
-  }
+  if (!missing.length) return;
+  const named = missing.map((profile) => {
+    const users = targets.filter((t) => t.credentials === profile).map((t) => t.minerId);
+    const shown = users.slice(0, 3).join(', ');
+    return `"${profile}" (${users.length === 1 ? 'miner' : 'miners'} ${shown}${users.length > 3 ? ` and ${(users.length - 3).toLocaleString('en-US')} more` : ''})`;
+  });
+  throw new Error(`${what}: credentials profile${missing.length > 1 ? 's' : ''} ${named.join(', ')} not found: ${credentialsHelp(file, missing.length)}`);
 }
 
 /**
