@@ -111,8 +111,18 @@ describe('--redis / REDIS_URL', () => {
     expect(badPort.stderr).toContain('--redis is not a valid URL: "redis://:***@127.0.0.1:99999"');
     expect(badPort.stderr).not.toContain('s3cret');
     const scheme = await runCli(['runs'], { REDIS_URL: 'http://127.0.0.1:6379' });
-    expect(scheme.stderr).toContain('REDIS_URL must look like redis://host:6379, got "http://127.0.0.1:6379"');
+    expect(scheme.stderr).toContain('REDIS_URL must look like redis://host:6379, got "http://127.0.0.1:6379"\n');
+    // host:port alone, as redis-cli takes it: the URL meant is said whole (its password hidden).
+    const bare = await runCli(['runs', '--redis', ':s3cret@127.0.0.1:6379']);
+    expect(bare.code).toBe(1);
+    expect(bare.stderr).toContain('--redis must look like redis://host:6379, got ":***@127.0.0.1:6379" (did you mean "redis://:***@127.0.0.1:6379"?)');
   });
+
+  it('rediss:// to a Redis without TLS says that TLS may be the reason', async () => {
+    const r = await runCli(['runs', '--redis', redisUrl().replace(/^redis:/, 'rediss:')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('(check --redis, and that redis-server runs there with TLS: rediss:// connects over TLS, a Redis without it needs redis://)');
+  }, 30_000);
 
   it('a Redis that does not answer is named without its password', async () => {
     const r = await runCli(['runs', '--redis', 'redis://farm:s3cret@127.0.0.1:1/2']);

@@ -22,11 +22,13 @@ import { loadInventory, type Inventory } from '../producer/inventory.js';
 import { isSelecting, selectionText, selectTargets, type Selection } from '../producer/selection.js';
 
 /** What to do about a Redis that refused a connection: `where` is the flag or variable that named it (none: the embedded one). */
-function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined): string {
+function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined, url: string): string {
   const given = where ?? 'REDIS_URL';
   if (/^NOAUTH/.test(reason)) return `this Redis wants a password: give it in ${given}, redis://:PASSWORD@host:port (or redis://USER:PASSWORD@…)`;
   if (/^WRONGPASS/.test(reason)) return `the user or password in ${given} is refused`;
-  return where ? `check ${where}, and that redis-server runs there` : `the embedded redis-server (data in ${stateDir()}) did not answer`;
+  if (!where) return `the embedded redis-server (data in ${stateDir()}) did not answer`;
+  // A rediss:// URL to a Redis without TLS times out in the handshake: the likelier fix is said.
+  return url.startsWith('rediss://') ? `check ${where}, and that redis-server runs there with TLS: rediss:// connects over TLS, a Redis without it needs redis://` : `check ${where}, and that redis-server runs there`;
 }
 
 /** The command's Redis did not take its connection: said with why and what to check, and nothing more. */
@@ -51,7 +53,7 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
   } catch (err) {
     redis.disconnect();
     const reason = (cause ?? (err as Error)).message;
-    const hint = unreachableHint(reason, flag ? '--redis' : process.env['REDIS_URL'] ? 'REDIS_URL' : undefined);
+    const hint = unreachableHint(reason, flag ? '--redis' : process.env['REDIS_URL'] ? 'REDIS_URL' : undefined, url);
     throw new RedisUnreachableError(`cannot connect to Redis at ${shownRedisUrl(url)}: ${reason} (${hint})`);
   } finally {
     clearTimeout(silent);

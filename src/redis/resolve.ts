@@ -21,7 +21,11 @@ export async function resolveRedisUrl(flag: string | undefined, env: NodeJS.Proc
   const url = flag ?? env['REDIS_URL'];
   if (url) {
     const source = flag === undefined ? 'REDIS_URL' : '--redis';
-    if (!/^rediss?:\/\//.test(url)) throw new Error(`${source} must look like redis://host:6379, got "${shownRedisUrl(url)}"`);
+    if (!/^rediss?:\/\//.test(url)) {
+      // host:port alone (as redis-cli -h / -p take it) is the usual slip: the fix is said whole.
+      const meant = /^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? '' : ` (did you mean "redis://${shownRedisUrl(url)}"?)`;
+      throw new Error(`${source} must look like redis://host:6379, got "${shownRedisUrl(url)}"${meant}`);
+    }
     try {
       new URL(url); // what ioredis parses it with: a bad port or host fails here, named, not as a bare "Invalid URL"
     } catch {
