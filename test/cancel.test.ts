@@ -10,7 +10,7 @@ import { cancelRun, type CancelResult } from '../src/producer/cancel.js';
 import { BACKGROUND_PRIORITY, enqueueRun } from '../src/producer/enqueue.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { startWorker } from '../src/workers/worker.js';
-import { exited, runCli, spawnCli } from './helpers/cli.js';
+import { exited, expectExit, runCli, spawnCli } from './helpers/cli.js';
 import { parseInventory } from '../src/producer/inventory.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
@@ -146,7 +146,7 @@ describe('a reader that stops early', () => {
     await queue.close();
     const child = spawnCli(['results', record.runId, '--format', 'json', '--prefix', prefix], { REDIS_URL: redisUrl() });
     child.stdout?.once('data', () => child.stdout?.destroy()); // like `head`: read a little, close the pipe
-    expect(await exited(child)).toBe(0);
+    await expectExit(child, 0);
     expect(child.output().stderr).toBe('');
   });
 });

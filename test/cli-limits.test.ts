@@ -220,7 +220,7 @@ describe('a poll short of open files', () => {
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
-    expect(await exited(child)).toBe(0);
+    expect(await exited(child), stderr).toBe(0);
     return { stderr, counts: (JSON.parse(stdout) as { counts: Record<string, number> }).counts };
   }
 

@@ -175,7 +175,7 @@ describe('bin/bos-fleet.js', () => {
       const child = spawn(process.execPath, [path.join(dir, 'bin', 'bos-fleet.js'), 'runs'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      expect(await exited(child)).toBe(1);
+      expect(await exited(child), stderr).toBe(1);
       expect(stderr).toBe(`bos-fleet: ${path.join(dir, 'dist', 'cli', 'bos-fleet.mjs')} is missing: run \`npm run build\` in ${dir}/\n`);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -8,7 +8,7 @@ import { embeddedRedisUrl, withStartLock } from '../src/redis/embedded.js';
 import { startRedisServer, waitForRedis } from '../src/redis/server.js';
 import { Redis } from 'ioredis';
 import { RunStore } from '../src/fleet/run-store.js';
-import { exited, runCli, spawnCli, startCliFleet } from './helpers/cli.js';
+import { exited, expectExit, runCli, spawnCli, startCliFleet } from './helpers/cli.js';
 import { until } from './helpers/until.js';
 
 const home = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-home-'));
@@ -149,7 +149,7 @@ describe('embedded Redis gone under a running command', () => {
       };
       await until(async () => (await done()) >= 8);
       process.kill(first.pid, 'SIGKILL');
-      expect(await exited(poll)).toBe(0);
+      await expectExit(poll, 0);
       const { stdout, stderr } = poll.output();
       expect(stderr).toContain(`bos-fleet: the embedded Redis (pid ${first.pid}) had stopped; started it again from its data in ${path.join(dir, 'redis')} on the same address (${first.url})`);
       expect(stderr).not.toContain('Unhandled error event');

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseInventory } from '../src/producer/inventory.js';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { exited, runCli, spawnCli, startCliFleet, type CliFleet } from './helpers/cli.js';
+import { expectExit, runCli, spawnCli, startCliFleet, type CliFleet } from './helpers/cli.js';
 import { until } from './helpers/until.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 
@@ -68,7 +68,7 @@ describe('a machine that is not the miner the inventory names', () => {
       // While it is down, its address goes to another machine.
       await until(rebooted, 20_000, 20);
       await cf.tf.fleet.replaceMachine('m0000', '02:00:00:00:aa:00');
-      expect(await exited(child)).toBe(0);
+      await expectExit(child, 0);
       const report = JSON.parse(child.output().stdout) as { counts: Record<string, number>; rolloutId: string };
       expect(report.counts).toEqual({ MINER_IDENTITY_MISMATCH: 1 });
       const [outcome] = JSON.parse((await runCli(['results', `${report.rolloutId}-w0`, '--format', 'json', '--redis', redisUrl(), '--prefix', prefix])).stdout) as Outcome[];

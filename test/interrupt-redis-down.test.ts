@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
 import type { LocalRedis } from '../src/redis/server.js';
 import { withOwnRedis } from './helpers/own-redis.js';
-import { exitedWithin, spawnCli, startCliFleet, startWaitingRollout, type CliFleet } from './helpers/cli.js';
+import { exitedWithin, expectExit, spawnCli, startCliFleet, startWaitingRollout, type CliFleet } from './helpers/cli.js';
 import { appliedWritesPerMiner, withFaults } from './helpers/fleet.js';
 import { waveRunId } from '../src/rollout/store.js';
 import { until } from './helpers/until.js';
@@ -41,7 +41,7 @@ describe('poll interrupted while Redis is down', () => {
         const runId = await runIdOf(new RunStore(redis, prefix));
         await kill(server);
         poll.kill('SIGINT');
-        expect(await exitedWithin(poll)).toBe(130);
+        await expectExit(poll, 130, { within: 20_000 });
         expect(poll.output().stderr).toContain(
           `bos-fleet: interrupted while Redis is unreachable or not answering: run ${runId} stays in Redis as it is (0 of 2 miners had an outcome at the last read); once Redis is back, \`bos-fleet results ${runId} --redis ${server.url} --prefix '${prefix}'\` shows its outcomes`,
         );
@@ -55,7 +55,7 @@ describe('poll interrupted while Redis is down', () => {
         expect((await store.getCounts(runId)).counts).toEqual({ OK: 2 });
         expect((await store.getOutcomes(runId)).map((o) => o.minerId).sort()).toEqual(miners.map((m) => m.minerId).sort());
         worker.kill('SIGTERM');
-        expect(await exitedWithin(worker)).toBe(0);
+        await expectExit(worker, 0, { within: 20_000 });
       }),
     );
   });
@@ -70,7 +70,7 @@ describe('poll interrupted while Redis is down', () => {
       await until(async () => poll.output().stderr.includes('1 of the 9 miners'), 10_000, 20);
       await new Promise((r) => setTimeout(r, 1_000));
       await kill(server);
-      expect(await exitedWithin(poll), JSON.stringify(poll.output())).toBe(1);
+      await expectExit(poll, 1, { within: 20_000 });
       expect(poll.output().stderr).toContain(
         'bos-fleet: Command aborted due to connection close — the connection to Redis closed under it (Redis stopped, restarted or unreachable): once Redis runs, `bos-fleet runs` and `bos-fleet rollout status` show what got in before running it again',
       );
@@ -95,7 +95,7 @@ describe('poll interrupted while Redis is down', () => {
         expect(poll.exitCode).toBeNull();
         await restart();
         // Back: the two record their outcomes, and the poll stops (past BullMQ's close, which can hang after an outage).
-        expect(await exitedWithin(poll)).toBe(130);
+        await expectExit(poll, 130, { within: 20_000 });
         expect(JSON.parse(poll.output().stdout)).toMatchObject({ runId, total: 3, counts: { OK: 2 } });
         expect(poll.output().stderr).toContain(`interrupted: 1 of 3 miners not polled; their jobs stay queued`);
         const store = new RunStore(redis, prefix);
@@ -119,7 +119,7 @@ describe('rollout start --dry-run interrupted while Redis is down', () => {
         const runId = await runIdOf(new RunStore(redis, prefix));
         await kill(server);
         dry.kill('SIGINT');
-        expect(await exitedWithin(dry), JSON.stringify(dry.output())).toBe(130);
+        await expectExit(dry, 130, { within: 20_000 });
         expect(dry.output().stderr).toContain(
           `bos-fleet: interrupted while Redis is unreachable or not answering: the dry run's reads left could not be dropped; once Redis is back, \`bos-fleet cancel ${runId} --redis ${server.url} --prefix '${prefix}'\` drops them`,
         );
@@ -136,7 +136,7 @@ describe('rollout start --wait interrupted while Redis is down', () => {
       const { start, rolloutId } = await startWaitingRollout({ files: cf.files, minerId: cf.tf.inventory.targets[5]!.minerId, redis, redisUrl: server.url, prefix, started });
       await kill(server);
       start.kill('SIGINT');
-      expect(await exitedWithin(start)).toBe(130);
+      await expectExit(start, 130, { within: 20_000 });
       expect(start.output().stderr).toContain(
         `bos-fleet: interrupted while Redis is unreachable or not answering: rollout ${rolloutId} stays in Redis as it is, and goes on as soon as Redis is back and a \`bos-fleet worker\` runs on it. Then \`bos-fleet rollout status ${rolloutId} --redis ${server.url} --prefix '${prefix}'\` shows it`,
       );
@@ -156,7 +156,7 @@ describe('rollout start --wait interrupted while Redis is down', () => {
       await new Promise((r) => setTimeout(r, 1_000));
       expect(start.output().stderr).not.toContain('WARNING'); // still starting
       start.kill('SIGINT');
-      expect(await exitedWithin(start)).toBe(130);
+      await expectExit(start, 130, { within: 20_000 });
       const rolloutId = (await redis.keys(`${prefix}:rollout:ro-*`)).map((k) => k.split(':')[2]).at(0);
       expect(start.output().stderr).toContain(`bos-fleet: interrupted: rollout ${rolloutId} is still running in Redis`);
     });

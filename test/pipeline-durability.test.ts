@@ -16,7 +16,7 @@ import { enqueueOnly } from '../src/producer/run-local.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { startRedisServer } from '../src/redis/server.js';
 import { startWorker } from '../src/workers/worker.js';
-import { CLI, exited, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
+import { CLI, exited, expectExit, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { FAST_CORE, type TestFleet } from './helpers/fleet.js';
 import { crashAndRestart, redisUrl, startCuttingProxy, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
@@ -126,7 +126,7 @@ describe('worker process', () => {
     const second = spawnCli(args);
     await until(async () => (await outcomeCount(store, record.runId)) >= COUNT);
     second.kill('SIGTERM');
-    expect(await exited(second)).toBe(0);
+    await expectExit(second, 0);
     await expectExactlyOneOutcomeEach(store, record.runId);
     // The worker logs what it did: every second while busy, and in total when it stops.
     expect(second.output().stdout).toMatch(/worker: last 1s: \d+ outcomes? \(OK \d+\)/);
@@ -151,7 +151,7 @@ describe('worker process', () => {
       const second = spawnCli(args);
       await until(async () => (await outcomeCount(store, record.runId)) >= COUNT);
       second.kill('SIGTERM');
-      expect(await exited(second)).toBe(0);
+      await expectExit(second, 0);
       await expectExactlyOneOutcomeEach(store, record.runId);
       const handedOn = (await queue.getCompleted()).filter((j) => (j.returnvalue as { code?: string }).code === 'HANDED_ON');
       expect(handedOn.length).toBeGreaterThan(0);
@@ -169,7 +169,7 @@ describe('worker process', () => {
     const w = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--consumers', '2', '--threads', '2']);
     await until(async () => (await outcomeCount(store, record.runId)) >= 5);
     w.kill(signal);
-    expect(await exited(w)).toBe(0);
+    await expectExit(w, 0);
     expect(w.output().stdout).toContain('concurrency 4 over 2 consumer(s)');
     expect(w.output().stdout).toContain(`worker: ${signal}, finishing in-flight jobs`);
     const done = await outcomeCount(store, record.runId);
@@ -190,7 +190,7 @@ describe('worker process', () => {
     // Its reader goes away: the next report line fails with EPIPE.
     w.stdout?.destroy();
     w.stderr?.destroy();
-    expect(await exited(w)).toBe(0);
+    await expectExit(w, 0);
     const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
     const counts = await queue.getJobCounts('active', 'waiting', 'prioritized');
     expect(counts['active']).toBe(0); // nothing left half-done
@@ -210,7 +210,7 @@ describe('worker process', () => {
       return runId !== '' && (await outcomeCount(store, runId)) >= 5;
     });
     poll.kill(signal);
-    expect(await exited(poll)).toBe(130);
+    await expectExit(poll, 130);
     const { stdout, stderr } = poll.output();
     const printed = JSON.parse(stdout) as { runId: string; total: number; counts: Record<string, number> };
     const done = await outcomeCount(store, runId);
@@ -229,7 +229,7 @@ describe('worker process', () => {
     const w = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '8']);
     await until(async () => (await outcomeCount(store, runId)) >= COUNT);
     w.kill('SIGTERM');
-    expect(await exited(w)).toBe(0);
+    await expectExit(w, 0);
     await expectExactlyOneOutcomeEach(store, runId);
   });
 
@@ -294,13 +294,13 @@ describe('worker process', () => {
       await new Promise((r) => server.process.once('exit', r));
       busy.kill('SIGTERM');
       idle.kill('SIGTERM');
-      expect(await exited(idle)).toBe(0);
+      await expectExit(idle, 0);
       expect(idle.output().stdout).toContain('worker: Redis is unreachable or not answering, and no job is in flight: stopped without it');
       await until(async () => busy.output().stdout.includes('worker: Redis is unreachable or not answering: the 1 job in flight wait for it to record their outcomes'), 10_000);
       expect(busy.exitCode).toBeNull();
       server = await startRedisServer({ dir, port: server.port });
       // Back: the job records its outcome and the worker stops (past BullMQ's close, which can hang after an outage).
-      expect(await exited(busy)).toBe(0);
+      await expectExit(busy, 0);
       expect(await outcomeCount(new RunStore(own, prefix), record.runId)).toBe(1);
     } finally {
       // A failed assertion must not leave a worker behind.
@@ -317,13 +317,13 @@ describe('worker process', () => {
     const volatile = await startRedisServer({ dir, appendonly: false });
     try {
       const refused = spawnCli(['worker', '--redis', volatile.url, '--credentials', files.credentials]);
-      expect(await exited(refused)).toBe(1);
+      await expectExit(refused, 1);
       expect(refused.output().stderr).toMatch(/appendonly no.*\n.*refusing to run a worker/s);
       const allowed = spawnCli(['worker', '--redis', volatile.url, '--credentials', files.credentials, '--allow-volatile-redis']);
       await until(async () => allowed.output().stdout.includes('worker:'));
       expect(allowed.output().stderr).toContain('WARNING');
       allowed.kill('SIGTERM');
-      expect(await exited(allowed)).toBe(0);
+      await expectExit(allowed, 0);
     } finally {
       await volatile.stop();
       rmSync(dir, { recursive: true, force: true });

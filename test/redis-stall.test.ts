@@ -10,7 +10,7 @@ import { RunStore } from '../src/fleet/run-store.js';
 import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
 import { withOwnRedis } from './helpers/own-redis.js';
 import { stallAfterMs, watchStalls } from '../src/redis/stall.js';
-import { exitedWithin, runCli, spawnCli, startCliFleet, startWaitingRollout, writeFleetFiles, type CliFleet } from './helpers/cli.js';
+import { expectExit, runCli, spawnCli, startCliFleet, startWaitingRollout, writeFleetFiles, type CliFleet } from './helpers/cli.js';
 import { until } from './helpers/until.js';
 import { appliedWritesPerMiner, withFaults, powerTargetPlan } from './helpers/fleet.js';
 import { startRollout } from '../src/rollout/create.js';
@@ -118,7 +118,7 @@ describe('a Redis that stops answering', () => {
       );
       expect(runs.exitCode).toBeNull();
       thaw(server);
-      expect(await exitedWithin(runs)).toBe(0);
+      await expectExit(runs, 0, { within: 20_000 });
       expect(runs.output().stdout).toMatch(/no runs yet/i);
     });
   });
@@ -141,7 +141,7 @@ describe('a Redis that stops answering', () => {
           throw new Error(`${err.message}: ${JSON.stringify(poll.output())}`);
         });
         poll.kill('SIGINT');
-        expect(await exitedWithin(poll, 15_000)).toBe(130);
+        await expectExit(poll, 130, { within: 15_000 });
         expect(poll.output().stderr).toContain(`bos-fleet: interrupted while Redis is unreachable or not answering: run ${runId} stays in Redis as it is (0 of 2 miners had an outcome at the last read)`);
         // Nothing was lost: once Redis answers, both miners are still queued.
         thaw(server);
@@ -158,7 +158,7 @@ describe('a Redis that stops answering', () => {
       const { start, rolloutId } = await startWaitingRollout({ files: cf.files, minerId: cf.tf.inventory.targets[0]!.minerId, redis, redisUrl: server.url, prefix, started });
       freeze(server);
       start.kill('SIGINT');
-      expect(await exitedWithin(start, 15_000), JSON.stringify(start.output())).toBe(130);
+      await expectExit(start, 130, { within: 15_000 });
       expect(start.output().stderr).toContain(`bos-fleet: interrupted while Redis is unreachable or not answering: rollout ${rolloutId} stays in Redis as it is`);
       // Nothing was lost: once Redis answers, the rollout is there, still running.
       thaw(server);
@@ -188,7 +188,7 @@ describe('a Redis that stops answering', () => {
         });
         expect(poll.exitCode).toBeNull();
         thaw(server);
-        expect(await exitedWithin(poll)).toBe(130);
+        await expectExit(poll, 130, { within: 20_000 });
         expect(poll.output().stderr).toMatch(/Redis answers again \(after \d+ s without an answer\)/);
         expect(JSON.parse(poll.output().stdout)).toMatchObject({ runId, total: 3, counts: { OK: 2 } });
         expect((await new RunStore(redis, prefix).getCounts(runId)).done).toBe(2);
@@ -211,7 +211,7 @@ describe('a Redis that stops answering', () => {
         freeze(server);
         await until(async () => /WARNING: Redis has not answered for \d s, though connected/.test(poll.output().stderr), 10_000, 20);
         poll.kill('SIGINT');
-        expect(await exitedWithin(poll, 20_000), JSON.stringify(poll.output())).toBe(130);
+        await expectExit(poll, 130, { within: 20_000 });
         expect(poll.output().stderr).toContain(
           `bos-fleet: interrupted while Redis is unreachable or not answering, with run ${runId} (30000 miners) still being enqueued: it holds none, some or all of its miners. Once Redis is back, \`bos-fleet runs --redis ${server.url} --prefix '${prefix}'\` lists it if it got in`,
         );
@@ -254,7 +254,7 @@ describe('a Redis that stops answering', () => {
         expect(log).toMatch(/worker: Redis answers again/);
         for (const kind of ['could not renew lock for job', 'Missing lock for job']) expect(log.split(kind).length - 1, log).toBeLessThanOrEqual(2);
         worker.kill('SIGTERM');
-        expect(await exitedWithin(worker)).toBe(0);
+        await expectExit(worker, 0, { within: 20_000 });
       }),
     );
   });

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
 import { rolloutReport, type RolloutReport } from '../src/rollout/create.js';
 import { reportText } from '../src/cli/rollout-command.js';
-import { exited, runCli, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
+import { exited, expectExit, runCli, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { appliedWritesPerMiner, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
@@ -169,7 +169,7 @@ describe('bos-fleet rollout', () => {
     const cli = spawnCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2150', '--waves', '10%,100%', '--pause-between', '10s', '--yes', '--wait']);
     await until(async () => (await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', watts)).size >= 1, 30_000, 10);
     cli.kill('SIGINT');
-    expect(await exited(cli)).toBe(130);
+    await expectExit(cli, 130);
     const { stdout, stderr } = cli.output();
     const rolloutId = /rollout (ro-\S+) is still running in Redis/.exec(stderr)?.[1];
     expect(rolloutId, stderr).toBeDefined();

@@ -6,7 +6,7 @@ import type { FleetCore } from '../src/core/index.js';
 import { SimFleet } from '../src/sim/fleet.js';
 import { inventoryCsv } from '../src/sim/plan.js';
 import { watchStatuses, type WatchEvent } from '../src/watch/status-watch.js';
-import { runCli, spawnCli, exited, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
+import { expectExit, runCli, spawnCli, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
 import { namedMiners, simTarget, testCore } from './helpers/core.js';
 import { until } from './helpers/until.js';
 
@@ -139,7 +139,7 @@ describe('bos-fleet watch', () => {
     } finally {
       core.close();
     }
-    expect(await exited(child)).toBe(0);
+    await expectExit(child, 0);
     const { stdout, stderr } = child.output();
     expect(stdout).toMatch(/cli-paused +127\.46\.0\.5:50051 +PAUSED \(was NORMAL\)/);
     expect(stderr).toContain('the watched miner is PAUSED');

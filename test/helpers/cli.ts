@@ -1,5 +1,6 @@
 // Runs the built CLI (dist/) as a separate process, as an operator would.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { expect } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -45,6 +46,16 @@ export function exitedWithin(child: ChildProcess, ms = 20_000): Promise<number |
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`still running after ${ms} ms: ${child.spawnargs.slice(2).join(' ')}`)), ms)));
   return Promise.race([exited(child), late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Waits for a CLI process's end (`within` ms at most, when given) and expects exit code `code`; a
+ * mismatch shows what ended it (a signal's name) and the end of its output, so a rare failure says why.
+ */
+export async function expectExit(child: ReturnType<typeof spawnCli>, code: number, opts: { within?: number } = {}): Promise<void> {
+  const got = await (opts.within === undefined ? exited(child) : exitedWithin(child, opts.within));
+  const { stdout, stderr } = child.output();
+  expect(got, `ended by ${got}; stderr: …${stderr.slice(-1500)}\nstdout: …${stdout.slice(-500)}`).toBe(code);
 }
 
 /** Writes an inventory and a credentials file for a test fleet; returns their paths. */
