@@ -7,6 +7,7 @@ import { loadCredentialProfiles, missingProfiles } from '../src/fleet/credential
 import { parseJson } from '../src/fleet/json-file.js';
 import { InventoryError, loadInventory, parseInventory } from '../src/producer/inventory.js';
 import { parseCsv } from '../src/producer/csv.js';
+import { assertTargetProfiles } from '../src/producer/run-local.js';
 
 describe('inventory', () => {
   it('reads CSV with defaults (port 50051, credentials default) and ;-separated tags', () => {
@@ -112,6 +113,22 @@ describe('credential profiles', () => {
     expect(profiles.get('default')).toEqual({ username: 'root', password: 'pw' });
     expect(profiles.get('ops')).toEqual({ username: 'admin', password: 'secret' });
     expect(missingProfiles(['ops', 'site-b', 'site-b'], profiles)).toEqual(['site-b']);
+  });
+
+  it('a credentials column of wrong values (a profile per miner) is refused at once, naming five profiles and counting the rest', () => {
+    const targets = Array.from({ length: 100_000 }, (_, i) => ({ minerId: `m${i}`, credentials: i < 4 ? 'ops' : `10.0.${i >> 8}.${i & 255}` }));
+    const started = Date.now();
+    const thrown = (() => {
+      try {
+        assertTargetProfiles(targets, 'inventory farm.csv', new Map(), 'creds.json');
+      } catch (err) {
+        return (err as Error).message;
+      }
+    })();
+    expect(Date.now() - started).toBeLessThan(5_000); // a scan per profile took minutes
+    expect(thrown).toBe(
+      'inventory farm.csv: credentials profiles "ops" (miners m0, m1, m2 and 1 more), "10.0.0.4" (miner m4), "10.0.0.5" (miner m5), "10.0.0.6" (miner m6), "10.0.0.7" (miner m7), and 99,992 more profiles not found: add them to creds.json ({"profile": {"username": "...", "password": "..."}})',
+    );
   });
 
   it('from the environment: an empty user name is no profile; a half-set pair is said', () => {

@@ -52,19 +52,28 @@ export function assertProfiles(inventory: Inventory, credentials: CredentialProf
   assertTargetProfiles(inventory.targets, `inventory ${inventory.file}`, credentials, file);
 }
 
+/** Missing credentials profiles named in full; the rest are counted. */
+const MISSING_PROFILES_SHOWN = 5;
+
 /**
  * The same check for targets that come from elsewhere (a rollback's, read from Redis); `what` names
  * them. Each missing profile is named with the miners that use it, so the rows to fix can be found.
  */
 export function assertTargetProfiles(targets: readonly { credentials: string; minerId: string }[], what: string, credentials: CredentialProfiles, file?: string): void {
-  const missing = missingProfiles(targets.map((t) => t.credentials), credentials);
-  if (!missing.length) return;
-  const named = missing.map((profile) => {
-    const users = targets.filter((t) => t.credentials === profile).map((t) => t.minerId);
-    const shown = users.slice(0, 3).join(', ');
-    return `"${profile}" (${users.length === 1 ? 'miner' : 'miners'} ${shown}${users.length > 3 ? ` and ${(users.length - 3).toLocaleString('en-US')} more` : ''})`;
-  });
-  throw new Error(`${what}: credentials profile${missing.length > 1 ? 's' : ''} ${named.join(', ')} not found: ${credentialsHelp(file, missing.length)}`);
+  const missing = new Set(missingProfiles(targets.map((t) => t.credentials), credentials));
+  if (!missing.size) return;
+  // One pass, and a bounded message: a credentials column filled with the wrong values (each miner's
+  // own) must not take minutes, nor print every miner.
+  const users = new Map<string, { count: number; first: string[] }>();
+  for (const t of targets) {
+    if (!missing.has(t.credentials)) continue;
+    const u = users.get(t.credentials) ?? { count: 0, first: [] };
+    if (u.count++ < 3) u.first.push(t.minerId);
+    users.set(t.credentials, u);
+  }
+  const named = [...users].slice(0, MISSING_PROFILES_SHOWN).map(([profile, { count, first }]) => `"${profile}" (${count === 1 ? 'miner' : 'miners'} ${first.join(', ')}${count > 3 ? ` and ${(count - 3).toLocaleString('en-US')} more` : ''})`);
+  if (missing.size > MISSING_PROFILES_SHOWN) named.push(`and ${(missing.size - MISSING_PROFILES_SHOWN).toLocaleString('en-US')} more profiles`);
+  throw new Error(`${what}: credentials profile${missing.size > 1 ? 's' : ''} ${named.join(', ')} not found: ${credentialsHelp(file, missing.size)}`);
 }
 
 /**
