@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inventoryCsv } from '../src/sim/plan.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import type { Outcome } from '../src/fleet/outcome.js';
-import { CLI, exited, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
+import { CLI, exited, expectExit, runCli, spawnCli, writeFleetFiles } from './helpers/cli.js';
 import { makeTestCerts } from './helpers/certs.js';
 import { until } from './helpers/until.js';
 import { startTestFleet, type TestFleet } from './helpers/fleet.js';
@@ -206,6 +206,25 @@ describe('a miner whose replies exceed the receive limit', () => {
     const raised = await runCli(['poll', ...base, '--max-receive-bytes', String(2 * 1024 * 1024), '--json']);
     expect(raised.code).toBe(0);
     expect(JSON.parse(raised.stdout)).toMatchObject({ total: 2, counts: { OK: 2 } });
+  });
+
+  it('a `bos-fleet worker` counts a miner whose failure is final (not retried) as its outcome, not as an attempt to run again', async () => {
+    // In the bundled CLI BullMQ's UnrecoverableError is named otherwise (esbuild renames the class):
+    // a check by name alone counted every non-retryable failure as a retry in the worker's log.
+    const prefix = uniquePrefix('final');
+    const e = await runCli(['poll', '--inventory', bigFiles.inventory, '--enqueue-only', '--json', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(e.code).toBe(0);
+    const { runId } = JSON.parse(e.stdout) as { runId: string };
+    const worker = spawnCli(['worker', '--credentials', bigFiles.credentials, '--report-every', '0', '--redis', redisUrl(), '--prefix', prefix]);
+    const redis = new Redis(redisUrl());
+    try {
+      await until(async () => (await new RunStore(redis, prefix).getCounts(runId)).done === 2);
+    } finally {
+      redis.disconnect();
+      worker.kill('SIGTERM');
+    }
+    await expectExit(worker, 0);
+    expect(worker.output().stdout).toContain('worker: stopped after 2 outcomes (OK 1, RESPONSE_TOO_LARGE 1)\n');
   });
 });
 

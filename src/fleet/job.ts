@@ -1,6 +1,6 @@
 // The job payload: plain data, validated on both sides of Redis. It names a credentials profile,
 // never a password.
-import type { Job } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
 import { z } from 'zod';
 
 export const OPERATIONS = ['poll', 'power-target', 'hashrate-target', 'pools', 'pause', 'resume', 'reboot', 'locate-on', 'locate-off'] as const;
@@ -54,7 +54,11 @@ export const jobDataSchema = z.object({
 
 export type JobData = z.infer<typeof jobDataSchema>;
 
-/** Whether BullMQ is done with a job that failed (no attempt left, or unrecoverable). */
+/**
+ * Whether BullMQ is done with a job that failed (no attempt left, or unrecoverable). As BullMQ itself
+ * tells: by class, or by name for an error from another copy of BullMQ (a bundle may rename the class,
+ * and its `name` with it, which is set from the constructor's).
+ */
 export function isFinalFailure(job: Pick<Job, 'attemptsMade' | 'opts'> | undefined, err: Error): boolean {
-  return err.name === 'UnrecoverableError' || !job || job.attemptsMade >= (job.opts.attempts ?? 1);
+  return err instanceof UnrecoverableError || err.name === 'UnrecoverableError' || !job || job.attemptsMade >= (job.opts.attempts ?? 1);
 }
