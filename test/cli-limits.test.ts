@@ -104,6 +104,25 @@ describe('flag bounds', () => {
   });
 });
 
+describe('a value with spaces given unquoted', () => {
+  it('a --cron pattern split by the shell is refused saying to quote it, and nothing is scheduled', async () => {
+    const files = writeFleetFiles(inventoryCsv([{ id: 'm1', host: '127.37.9.1', port: 50051 }]));
+    const prefix = uniquePrefix('unquoted');
+    try {
+      // What `--cron 0 14 * * *` gives in a directory with no files (with files, each * becomes their names).
+      const r = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', prefix, '--cron', '0', '14', '*', '*', '*']);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`error: too many arguments for 'poll'. Expected 0 arguments but got 4. — a --cron pattern is one argument, in quotes: --cron "0 14 * * *" (unquoted, the shell splits it and turns each * into file names)`);
+      expect((await runCli(['schedule', 'list', '--redis', redisUrl(), '--prefix', prefix])).stdout).toBe('no schedules\n');
+      const waves = await runCli(['rollout', 'start', '--inventory', files.inventory, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '3000', '--waves', '1%,', '100%']);
+      expect(waves.code).toBe(1);
+      expect(waves.stderr).toContain(`error: too many arguments for 'start'. Expected 0 arguments but got 1. — a value with spaces must be in quotes`);
+    } finally {
+      rmSync(files.dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('--redis / REDIS_URL', () => {
   it('a URL that cannot be parsed is named (its password hidden), not reported as a bare "Invalid URL"', async () => {
     const badPort = await runCli(['runs', '--redis', 'redis://:s3cret@127.0.0.1:99999']);

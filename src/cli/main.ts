@@ -14,10 +14,24 @@ import { isConnectionDrop } from '../redis/connection-drop.js';
 import { exitAfterHangUp, outputLost } from './hang-up.js';
 import { RedisUnreachableError } from './common.js';
 
+/**
+ * What commander's "too many arguments" most often means here: a value with spaces given unquoted (a
+ * cron pattern above all, whose * the shell also turns into file names).
+ */
+function excessArgumentsHint(argv: readonly string[]): string {
+  return argv.includes('--cron')
+    ? 'a --cron pattern is one argument, in quotes: --cron "0 14 * * *" (unquoted, the shell splits it and turns each * into file names)'
+    : 'a value with spaces must be in quotes';
+}
+
 const program = new Command('bos-fleet')
   .description('Fleet executor for Braiins OS mining farms: polls, config pushes and staged rollouts')
   .version('0.1.0')
-  .showHelpAfterError('(add --help for usage)');
+  .showHelpAfterError('(add --help for usage)')
+  // Set before the commands are added, which inherit it.
+  .configureOutput({
+    outputError: (text, write) => write(/^error: too many arguments/.test(text) ? `${text.trimEnd()} — ${excessArgumentsHint(process.argv)}\n` : text),
+  });
 
 registerDemo(program);
 registerPoll(program);
