@@ -252,7 +252,11 @@ describe('a Redis that stops answering', () => {
         const log = worker.output().stderr;
         expect(log).toMatch(/worker: WARNING: Redis has not answered for \d s, though connected/);
         expect(log).toMatch(/worker: Redis answers again/);
-        for (const kind of ['could not renew lock for job', 'Missing lock for job']) expect(log.split(kind).length - 1, log).toBeLessThanOrEqual(2);
+        // Once per kind and consumer group (jobs, control): a lock lost at moveToFinished is often lost
+        // again at the retry's moveToDelayed, another kind (error-log.test.ts).
+        for (const kind of [/could not renew lock for job/g, /Missing lock for job \S+ moveToFinished/g, /Missing lock for job \S+ moveToDelayed/g]) {
+          expect(log.match(kind)?.length ?? 0, log).toBeLessThanOrEqual(2);
+        }
         worker.kill('SIGTERM');
         await expectExit(worker, 0, { within: 20_000 });
       }),
