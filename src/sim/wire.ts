@@ -17,9 +17,21 @@ function varint(n: number): Buffer {
   return Buffer.from(bytes);
 }
 
-/** An unknown length-delimited field (number 1999): decoders skip it, size limits still count it. */
+const padding = new Map<number, Buffer>();
+
+/**
+ * An unknown length-delimited field (number 1999): decoders skip it, size limits still count it. Made
+ * once per size, not for every reply (allocate, fill, copy 5 MiB): one of the costs that keep a simulator's one
+ * event loop busy while the healthy miners it serves beside an oversized one wait (README, simulated faults).
+ */
 export function unknownField(bytes: number): Buffer {
-  return Buffer.concat([varint((1999 << 3) | 2), varint(bytes), Buffer.alloc(bytes, 0x61)]);
+  let field = padding.get(bytes);
+  if (!field) {
+    field = Buffer.concat([varint((1999 << 3) | 2), varint(bytes), Buffer.alloc(bytes, 0x61)]);
+    if (padding.size >= 8) padding.clear();
+    padding.set(bytes, field);
+  }
+  return field;
 }
 
 /** Bytes that are not a valid encoding of any message (a truncated varint on a bad wire type). */
