@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import { readAudit } from '../rollout/audit.js';
-import { connectRedis } from './common.js';
+import { connectRedis } from './connect-redis.js';
 import { positiveInt, prefixOption } from './parse.js';
 import { columns, printable } from './render.js';
 

@@ -9,7 +9,8 @@ import { InterruptedWithoutRedisError, runLocal } from '../producer/run-local.js
 import type { TlsProfile } from '../core/tls.js';
 import { describeSpec, operationOf, type MutationSpec } from '../workers/ops/mutation-spec.js';
 import type { MutationData } from '../workers/ops/mutate.js';
-import { connectRedis, interruptible, localPoolOptions, whereFlags } from './common.js';
+import { interruptible, localPoolOptions, whereFlags } from './common.js';
+import { connectRedis } from './connect-redis.js';
 import { exitNow } from './hang-up.js';
 import { columns, printable, settingText } from './render.js';
 

@@ -12,7 +12,7 @@ import { registerWatch } from './watch-command.js';
 import { redisRefusalAdvice } from '../redis/durability.js';
 import { isConnectionDrop } from '../redis/connection-drop.js';
 import { exitAfterHangUp, outputLost } from './hang-up.js';
-import { RedisUnreachableError } from './common.js';
+import { RedisUnreachableError } from './connect-redis.js';
 
 /**
  * What commander's "too many arguments" most often means here: a value with spaces given unquoted (a

@@ -15,7 +15,8 @@ import { answeredWithin, CLOSE_STUCK_MS, closeWorker, type CloseResult } from '.
 import { exitNow } from './hang-up.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
 import { countsInOrder } from './render.js';
-import { connectRedis, interruptible, loadSelected, loadTlsSites, localPoolOptions, selectAndSay, selectionFrom, selectionOptions, whereFlags, type SelectionFlags } from './common.js';
+import { interruptible, loadSelected, loadTlsSites, localPoolOptions, selectAndSay, selectionFrom, selectionOptions, whereFlags, type SelectionFlags } from './common.js';
+import { connectRedis } from './connect-redis.js';
 import { isSelecting, selectionText } from '../producer/selection.js';
 import { siteHasTls, type TlsProfile } from '../core/tls.js';
 import { positiveInt, prefixOption } from './parse.js';

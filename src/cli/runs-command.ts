@@ -4,7 +4,7 @@ import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { cancelRun } from '../producer/cancel.js';
 import { SummaryBuilder } from '../fleet/outcome.js';
 import { RunStore } from '../fleet/run-store.js';
-import { connectRedis } from './common.js';
+import { connectRedis } from './connect-redis.js';
 import { listWorkers } from '../workers/registry.js';
 import { positiveInt, prefixOption } from './parse.js';
 import { columns, summaryText, writeOutcomes } from './render.js';

@@ -6,7 +6,8 @@ import { addSchedule, checkCron, firstTickAt, getSchedule, listSchedules, newSch
 import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
 import { describeSpec } from '../workers/ops/mutation-spec.js';
 import { listWorkers, workersWarning } from '../workers/registry.js';
-import { connectRedis, loadSelected, loadTlsSites, retentionFrom, retentionOptions, selectionOptions, type RetentionFlags, type SelectionFlags } from './common.js';
+import { loadSelected, loadTlsSites, retentionFrom, retentionOptions, selectionOptions, type RetentionFlags, type SelectionFlags } from './common.js';
+import { connectRedis } from './connect-redis.js';
 import { positiveInt, timeoutMsOption, prefixOption } from './parse.js';
 import { confirm, CONFIRM_THRESHOLD, gatesFromFlags, operationOf, poolPasswordRefOption, warnNoPoolPassword, specFromFlags, type GateFlags, type OperationFlags } from './rollout-options.js';
 import { columns } from './render.js';

@@ -8,7 +8,8 @@ import { activityText, totalOutcomes, watchActivity } from '../workers/activity.
 import { listWorkers, type WorkerCapabilities, type WorkerInfo } from '../workers/registry.js';
 import { closeHandOnQueues, handOnQueueName, handOnQueues } from '../fleet/hand-on-queues.js';
 import { parseDurationMs } from '../fleet/ids-and-durations.js';
-import { connectRedis, fitDescriptors, interruptible, loadTlsSites } from './common.js';
+import { fitDescriptors, interruptible, loadTlsSites } from './common.js';
+import { connectRedis } from './connect-redis.js';
 import { shownRedisUrl } from '../redis/resolve.js';
 import { DEFAULT_MAX_CONNECTIONS, DEFAULT_RECEIVE_BYTES, MAX_RECEIVE_BYTES, MIN_RECEIVE_BYTES } from '../core/options.js';
 import { intInRange, positiveInt, prefixOption } from './parse.js';
