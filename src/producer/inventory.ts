@@ -29,9 +29,7 @@ export const inventoryEntrySchema = z.object({
     }),
   port: z.coerce
     .number({ error: PORT_RANGE })
-    .int({ error: PORT_RANGE })
-    .min(1, { error: PORT_RANGE })
-    .max(65535, { error: PORT_RANGE })
+    .refine((v) => Number.isInteger(v) && v >= 1 && v <= 65535, { error: PORT_RANGE })
     .default(50051),
   site: z.string().trim().default(''),
   tags: z

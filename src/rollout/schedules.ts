@@ -133,20 +133,18 @@ export async function addSchedule(redis: Redis, def: ScheduleDef, prefix = DEFAU
   const q = openQueue(SCHEDULE_QUEUE, redis, prefix);
   let next: number | undefined;
   try {
-    try {
-      await q.upsertJobScheduler(def.scheduleId, def.everyMs ? { every: def.everyMs } : { pattern: def.cron as string, ...(def.tz ? { tz: def.tz } : {}) }, {
-        name: 'tick',
-        data: { scheduleId: def.scheduleId },
-        opts: { ...TICK_RETRY, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
-      });
-    } catch (err) {
-      // A schedule BullMQ refused is not listed as if it would fire; one it replaced stays as it was.
-      if (previous) await redis.set(defKey(prefix, def.scheduleId), previous);
-      else await Promise.all([redis.del(defKey(prefix, def.scheduleId)), redis.srem(listKey(prefix), def.scheduleId)]);
-      throw err;
-    }
-    // Added: its next tick is only said, so failing to read it undoes nothing (the caller computes it).
+    await q.upsertJobScheduler(def.scheduleId, def.everyMs ? { every: def.everyMs } : { pattern: def.cron as string, ...(def.tz ? { tz: def.tz } : {}) }, {
+      name: 'tick',
+      data: { scheduleId: def.scheduleId },
+      opts: { ...TICK_RETRY, removeOnComplete: { count: 100 }, removeOnFail: { count: 100 } },
+    });
+    // Its next tick is only said: a failed read gives none (the caller computes it), never the undo below.
     next = await q.getJobScheduler(def.scheduleId).then((s) => s?.next, () => undefined);
+  } catch (err) {
+    // A schedule BullMQ refused is not listed as if it would fire; one it replaced stays as it was.
+    if (previous) await redis.set(defKey(prefix, def.scheduleId), previous);
+    else await Promise.all([redis.del(defKey(prefix, def.scheduleId)), redis.srem(listKey(prefix), def.scheduleId)]);
+    throw err;
   } finally {
     await q.close();
   }
