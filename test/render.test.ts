@@ -193,4 +193,9 @@ describe('a run summary', () => {
     expect(summaryText(record, summary(7)).split('\n')[0]).toBe('run run-x  poll  7/11 miners so far (4 to go), in 2000 ms (2.5 miners/s)  p50 200 ms  p95 900 ms');
     expect(summaryText(record, summary(11)).split('\n')[0]).toBe('run run-x  poll  11/11 miners in 2000 ms (2.5 miners/s)  p50 200 ms  p95 900 ms');
   });
+
+  it('of a dry run says so: it changed nothing', () => {
+    const dry = { ...record, operation: 'power-target', params: { dryRun: true } };
+    expect(summaryText(dry, summary(11)).split('\n')[0]).toBe('run run-x  power-target (dry run)  11/11 miners in 2000 ms (2.5 miners/s)  p50 200 ms  p95 900 ms');
+  });
 });

@@ -28,11 +28,18 @@ const appliedWrites = async (method: string) => (await tf.fleet.mutations()).fil
 describe('bos-fleet rollout', () => {
   it('--dry-run reads every miner, prints the diff and sends zero writes', async () => {
     const before = (await tf.fleet.mutations()).length;
-    const r = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', uniquePrefix('dry'), '--power-target', '2400', '--dry-run', '--json']);
+    const prefix = uniquePrefix('dry');
+    const r = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', prefix, '--power-target', '2400', '--dry-run', '--json']);
     expect(r.code).toBe(0);
-    const out = JSON.parse(r.stdout) as { dryRun: boolean; miners: { minerId: string; result: string; before: unknown; after: unknown }[] };
+    const out = JSON.parse(r.stdout) as { dryRun: boolean; runId: string; miners: { minerId: string; result: string; before: unknown; after: unknown }[] };
     expect(out.miners.length).toBe(COUNT);
     expect(out.miners[0]).toMatchObject({ result: 'would-apply', after: { powerTargetWatts: 2400 } });
+    // Its run says it is a dry run wherever it is listed: it changed nothing.
+    const runs = await runCli(['runs', '--redis', redisUrl(), '--prefix', prefix]);
+    expect(runs.stdout.split('\n')[1]).toMatch(new RegExp(`^${out.runId}  power-target \\(dry run\\)  `));
+    expect(JSON.parse((await runCli(['runs', '--json', '--redis', redisUrl(), '--prefix', prefix])).stdout)).toMatchObject([{ runId: out.runId, operation: 'power-target', dryRun: true, changes: { 'would-apply': COUNT } }]);
+    const results = await runCli(['results', out.runId, '--redis', redisUrl(), '--prefix', prefix]);
+    expect(results.stdout).toContain(`run ${out.runId}  power-target (dry run)  ${COUNT}/${COUNT} miners in `);
     // As text: a line per miner, columns aligned, then the tally, the refused counted by code
     // (1600 W is below some models' range).
     const text = await runCli(['rollout', 'start', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', redisUrl(), '--prefix', uniquePrefix('drytext'), '--power-target', '1600', '--dry-run']);

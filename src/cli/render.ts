@@ -50,13 +50,18 @@ export function progressRenderer(
   };
 }
 
+/** A run's operation as shown to an operator: a dry run (`rollout start --dry-run`) says so, as it changed nothing. */
+export function operationLabel(record: Pick<RunRecord, 'operation' | 'params'>): string {
+  return record.params['dryRun'] === true ? `${record.operation} (dry run)` : record.operation;
+}
+
 /** A run Redis refused part of at enqueue: how much of the inventory it covers, and why. */
 export function cutShort(record: RunRecord): string {
   return `CUT SHORT: only ${record.total} of the inventory's ${record.inventoryTotal} miners were enqueued (${printable(record.enqueueError ?? 'Redis refused the rest')})`;
 }
 
 export function summaryText(record: RunRecord, summary: RunSummary): string {
-  const head = `run ${record.runId}  ${record.operation}  `;
+  const head = `run ${record.runId}  ${operationLabel(record)}  `;
   // An unfinished run (still running, interrupted, or waiting for a worker) says so.
   const toGo = summary.total - summary.done;
   if (summary.done === 0) return [`${head}0/${summary.total} miners done, ${toGo} to go`, ...(record.inventoryTotal === undefined ? [] : [cutShort(record)])].join('\n');

@@ -7,7 +7,7 @@ import { RunStore } from '../fleet/run-store.js';
 import { connectRedis } from './connect-redis.js';
 import { listWorkers } from '../workers/registry.js';
 import { positiveInt, prefixOption } from './parse.js';
-import { columns, summaryText, writeOutcomes } from './render.js';
+import { columns, operationLabel, summaryText, writeOutcomes } from './render.js';
 import { openQueue } from '../fleet/queue.js';
 
 /** Writes to stdout, waiting while its buffer is full (a large run piped into a slow reader). */
@@ -29,13 +29,13 @@ export function registerRuns(program: Command): void {
         const store = new RunStore(redis, opts.prefix);
         const runs = await store.listRuns(opts.limit);
         const rows = await Promise.all(runs.map(async (r) => ({ ...r, ...(await store.getCounts(r.runId)) })));
-        if (opts.json) return console.log(JSON.stringify(rows.map(({ params: _p, changes, ...r }) => ({ ...r, ...(Object.keys(changes).length ? { changes } : {}) })), null, 2));
+        if (opts.json) return console.log(JSON.stringify(rows.map(({ params, changes, ...r }) => ({ ...r, ...(params['dryRun'] === true ? { dryRun: true } : {}), ...(Object.keys(changes).length ? { changes } : {}) })), null, 2));
         if (rows.length === 0) return console.log('no runs yet');
         const unfinished = rows.filter((r) => r.done < r.total).length;
         if (unfinished > 0 && (await listWorkers(redis, opts.prefix)).length === 0) {
           process.stderr.write(`bos-fleet: WARNING: ${unfinished} run${unfinished === 1 ? ' is' : 's are'} unfinished and no \`bos-fleet worker\` is running on this Redis and prefix: their miners wait until one starts (or \`bos-fleet cancel RUN_ID\`)\n`);
         }
-        const table = rows.map((r) => [r.runId, r.operation, r.createdAt, `${r.done}/${r.total}`, `${r.counts['OK'] ?? 0}${r.inventoryTotal === undefined ? '' : `  (cut short: ${r.total} of ${r.inventoryTotal} enqueued)`}`]);
+        const table = rows.map((r) => [r.runId, operationLabel(r), r.createdAt, `${r.done}/${r.total}`, `${r.counts['OK'] ?? 0}${r.inventoryTotal === undefined ? '' : `  (cut short: ${r.total} of ${r.inventoryTotal} enqueued)`}`]);
         for (const line of columns([['RUN', 'OPERATION', 'CREATED', 'DONE', 'OK'], ...table], [3])) console.log(line);
       } finally {
         redis.disconnect();
