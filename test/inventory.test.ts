@@ -64,6 +64,10 @@ describe('inventory', () => {
   it('refuses ids BullMQ cannot use and a header without id/host', () => {
     expect(() => parseInventory('id,host\na:b,10.0.0.1\n', 'f.csv')).toThrow(/line 2: field id: "a:b" must be/);
     expect(() => parseInventory('id,host\nm1,10.0.0.1:50051\n', 'f.csv')).toThrow('line 2: field host: "10.0.0.1:50051" is not an IP address or hostname (the port goes in the port column)');
+    // An IPv6 address as written in a URL: the brackets go (and the port to its column).
+    expect(() => parseInventory('id,host\nm1,[fd00::5]\n', 'f.csv')).toThrow('line 2: field host: "[fd00::5]" is not an IP address or hostname (an IPv6 address goes without brackets: fd00::5)');
+    expect(() => parseInventory('id,host\nm1,[fd00::5]:50051\n', 'f.csv')).toThrow('line 2: field host: "[fd00::5]:50051" is not an IP address or hostname (an IPv6 address goes without brackets: fd00::5, the port in the port column)');
+    expect(parseInventory('id,host\nm1,fd00::5\n', 'f.csv').targets[0]).toMatchObject({ host: 'fd00::5', port: 50051 });
     expect(() => parseInventory('[{"id": "m1"}]', 'f.json')).toThrow('entry 0 (id "m1"): field host: is missing or empty (it is required)');
     expect(() => parseInventory('[{"id": "m1", "host": "10.0.0.1"}, 5, ["m2"], null]', 'f.json')).toThrow('entry 1: must be an object {"id", "host", …}, got 5\n  entry 2: must be an object {"id", "host", …}, got ["m2"]\n  entry 3: must be an object {"id", "host", …}, got null');
     expect(() => parseInventory('id,host\n12345,10.0.0.1\n', 'f.csv')).toThrow(/must not be all digits/);

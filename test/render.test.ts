@@ -131,6 +131,8 @@ describe('csv data columns', () => {
 
 describe('table', () => {
   it('shows the control characters of a miner message, never sends them to the terminal', () => {
+    // An IPv6 miner's address is shown as people write one, in brackets before the port.
+    expect(outcomesText([{ ...outcome(1), host: 'fd00::5' }], 'table').split('\n')[1]).toMatch(/^miner-001 {2}\[fd00::5\]:50051 {2}OK /);
     const text = outcomesText([{ ...outcome(0), error: { message: 'boom\u001b[2J\u0007\nnext', suggestion: 's' } }], 'table');
     expect(text.split('\n')[1]).toMatch(/boom\\x1b\[2J\\x07\\x0anext$/);
     expect(text).not.toMatch(/[\u0000-\u0009\u000b-\u001f]/);

@@ -1,4 +1,5 @@
 // Terminal output: a progress line, the run summary table, and results as table / JSON / CSV.
+import { hostPort } from '../core/channel-options.js';
 import { CODE_INFO, isErrorCode } from '../core/error-codes.js';
 import { byMinerId, type Outcome, type RunSummary } from '../fleet/outcome.js';
 import type { RunRecord } from '../fleet/run-store.js';
@@ -150,7 +151,7 @@ function tableRow(o: Outcome): TableRow {
       : d?.change !== undefined
         ? changeText(d)
         : '';
-  return { id: o.minerId, host: `${o.host}:${o.port}`, code: o.code, tries: `${o.attempts}/${o.jobAttempts}`, time: fmtMs(o.durationMs), detail: printable(detail) };
+  return { id: o.minerId, host: hostPort(o.host, o.port), code: o.code, tries: `${o.attempts}/${o.jobAttempts}`, time: fmtMs(o.durationMs), detail: printable(detail) };
 }
 
 function tableText(rows: TableRow[]): string {

@@ -2,6 +2,7 @@
 // after a pause or a reboot — with no Redis and no record: it reads, and changes nothing.
 import { InvalidArgumentError, type Command } from 'commander';
 import { FleetCore, siteTlsLookup, type MinerClient, type MinerTarget } from '../core/index.js';
+import { hostPort } from '../core/channel-options.js';
 import { assertSameMiner } from '../workers/ops/identity.js';
 import { loadCredentialProfiles } from '../fleet/credentials.js';
 import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
@@ -71,7 +72,7 @@ export function registerWatch(program: Command): void {
       // With the inventory's MAC: the machine answering is that miner, at each new subscription.
       const verify = selected.some((t) => t.mac) ? async (miner: MinerClient) => assertSameMiner(where.get(miner.target.id)!, (await miner.getMinerDetails()).macAddress) : undefined;
       const idWidth = Math.max(...selected.map((t) => t.minerId.length));
-      const addrWidth = Math.max(...selected.map((t) => `${t.host}:${t.port}`.length));
+      const addrWidth = Math.max(...selected.map((t) => hostPort(t.host, t.port).length));
 
       // A stream holds its channel: the pool keeps one per watched miner.
       // A miner back from an outage is seen within RECONNECT_MAX_MS (the stream's backoff cap).
@@ -100,7 +101,7 @@ export function registerWatch(program: Command): void {
               : e.kind === 'lost'
                 ? `LOST    ${e.error.code}: ${printable(e.error.message)}; watching for its return`
                 : `STOPPED ${e.error.code}: ${printable(e.error.message)} — ${e.error.suggestion}`;
-          console.log(`${new Date(e.at).toISOString()}  ${e.minerId.padEnd(idWidth)}  ${`${at.host}:${at.port}`.padEnd(addrWidth)}  ${what}`);
+          console.log(`${new Date(e.at).toISOString()}  ${e.minerId.padEnd(idWidth)}  ${hostPort(at.host, at.port).padEnd(addrWidth)}  ${what}`);
         }
         if (!opts.until || end) return;
         // Done once every miner is there, or is there or stopped (a stopped one never gets there).

@@ -30,6 +30,11 @@ export function minerChannelOptions(opts: CoreOptions, tlsMaterial?: TlsMaterial
   };
 }
 
+/** A miner's address as people write it: `10.0.0.5:50051`, `[fd00::5]:50051` (an IPv6 address in brackets). */
+export function hostPort(host: string, port: number): string {
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
 /**
  * The grpc-js target for a miner. IP literals (a farm's usual inventory) use grpc-js's ipv4:/ipv6:
  * resolver: the default DNS resolver would build a c-ares resolver per channel for an address that
@@ -40,7 +45,7 @@ export function grpcTarget(host: string, port: number): string {
     case 4:
       return `ipv4:${host}:${port}`;
     case 6:
-      return `ipv6:[${host}]:${port}`;
+      return `ipv6:${hostPort(host, port)}`;
     default:
       return `${host}:${port}`;
   }

@@ -3,7 +3,7 @@
 import type { MinerChannel } from './channel.js';
 import type { PoolTarget } from './pool.js';
 import { channelCredentials } from './tls.js';
-import { grpcTarget, minerChannelOptions } from './channel-options.js';
+import { grpcTarget, hostPort, minerChannelOptions } from './channel-options.js';
 import { withBreaker } from './breaker-guard.js';
 import type { Breaker } from './breaker.js';
 import { FleetError, type ErrorContext } from './fleet-error.js';
@@ -245,7 +245,7 @@ export class MinerClient {
         const connectMs = Math.min(this.core.options.connectTimeoutMs, timeoutMs);
         if ((await channel.waitReady(connectMs)) === 'timeout') {
           // A transport fault: counted against the channel by the catch below.
-          throw new FleetError('MINER_TIMEOUT', `no connection to ${this.target.host}:${this.target.port} within ${connectMs} ms`, { ...ctx, mayHaveReachedMiner: false });
+          throw new FleetError('MINER_TIMEOUT', `no connection to ${hostPort(this.target.host, this.target.port)} within ${connectMs} ms`, { ...ctx, mayHaveReachedMiner: false });
         }
         // 'failed' still sends: grpc-js fails the call at once with the real reason (refused, TLS, …).
       }

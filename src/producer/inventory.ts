@@ -11,6 +11,13 @@ import { parseJson } from '../fleet/json-file.js';
 
 const HOSTNAME = /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
+/** What a host that is no address nor hostname was probably meant to be. */
+function hostHint(host: string): string {
+  const bracketed = /^\[([^\]]*)\](?::\d+)?$/.exec(host.trim());
+  if (bracketed && net.isIP(bracketed[1]!) === 6) return ` (an IPv6 address goes without brackets: ${bracketed[1]}${host.trim().endsWith(']') ? '' : ', the port in the port column'})`;
+  return /^[^:]+:\d+$/.test(host) ? ' (the port goes in the port column)' : '';
+}
+
 const PORT_RANGE = 'must be a whole number from 1 to 65535 (the miner\'s gRPC port, 50051 unless changed)';
 
 export const inventoryEntrySchema = z.object({
@@ -25,7 +32,7 @@ export const inventoryEntrySchema = z.object({
     // Not an IP address, yet one to the resolver (inet_aton: 1-4 parts, each decimal, octal or hex —
     // "0x7f.0.0.1", "127.1", "10.0.0.010" is 10.0.0.8): refused, it would reach another miner.
     .refine((v) => net.isIP(v) !== 0 || (HOSTNAME.test(v) && !/^((0x[0-9a-f]*|\d+)\.){0,3}(0x[0-9a-f]*|\d+)\.?$/i.test(v)), {
-      error: (iss) => `is not an IP address or hostname${/^[^:]+:\d+$/.test(String(iss.input)) ? ' (the port goes in the port column)' : ''}`,
+      error: (iss) => `is not an IP address or hostname${hostHint(String(iss.input))}`,
     }),
   port: z.coerce
     .number({ error: PORT_RANGE })
