@@ -212,6 +212,12 @@ describe('a Redis that cannot save', () => {
         const poll = await runCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--enqueue-only'], { REDIS_URL: url });
         expect(poll.code).toBe(1);
         expect(poll.stderr).toMatch(/bos-fleet: MISCONF .* — Redis refused a write\. Redis cannot save its data \(its disk is full or not writable: its log says which\) and refuses writes until it can: free disk space\.$/m);
+        // In the foreground too, where the first write refused is inside a transaction (whose own
+        // error says only "EXECABORT Transaction discarded because of previous errors").
+        const foreground = await runCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials], { REDIS_URL: url });
+        expect(foreground.code).toBe(1);
+        expect(foreground.stderr).toMatch(/bos-fleet: MISCONF .* — Redis refused a write\. Redis cannot save its data/m);
+        expect(foreground.stderr).not.toContain('EXECABORT');
       } finally {
         rmSync(files.dir, { recursive: true, force: true });
       }

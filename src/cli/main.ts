@@ -9,7 +9,7 @@ import { registerSchedule } from './schedule-command.js';
 import { registerSim } from './sim-command.js';
 import { registerWorker } from './worker-command.js';
 import { registerWatch } from './watch-command.js';
-import { redisRefusalAdvice } from '../redis/durability.js';
+import { redisRefusal, redisRefusalAdvice } from '../redis/durability.js';
 import { isConnectionDrop } from '../redis/connection-drop.js';
 import { exitAfterHangUp, outputLost } from './hang-up.js';
 import { RedisUnreachableError } from './connect-redis.js';
@@ -54,9 +54,11 @@ for (const out of [process.stdout, process.stderr]) {
 
 program.parseAsync(process.argv).then(exitAfterHangUp, (err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode);
-  const message = err instanceof Error ? err.message : String(err);
+  // A transaction Redis refused part of says only EXECABORT: the refusal is its first previous error.
+  const cause = (err as { previousErrors?: Error[] } | null)?.previousErrors?.[0];
+  const message = cause?.message ?? (err instanceof Error ? err.message : String(err));
   // Redis refusing a write (full, cannot save, a replica): its bare reply, with what to do about it.
-  const refused = /^(OOM|MISCONF|READONLY)\b/.test(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message)}` : '';
+  const refused = redisRefusal(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message)}` : '';
   // Redis gone in the middle of a command (its bare "Command aborted due to connection close"); an
   // enqueue cut off mid-run says what to do itself ("run …: Redis stayed unreachable …"), and so does
   // a command whose Redis never took its connection (nothing of it can have got in).

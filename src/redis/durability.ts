@@ -123,10 +123,25 @@ export async function redisHealthProblems(redis: Redis): Promise<string[]> {
   return [memoryWarning(memoryOf(info)), persistenceProblem(info)].filter((p): p is string => p !== undefined);
 }
 
+/**
+ * Why Redis refused a write, from its error: OOM (at its maxmemory), MISCONF (it cannot save) or
+ * READONLY (a replica); as its bare reply, or inside a script's error (`…: -OOM command not allowed…`,
+ * as Redis before 7 reports a script's refused write). Undefined for any other error.
+ */
+export function redisRefusal(message: string): 'OOM' | 'MISCONF' | 'READONLY' | undefined {
+  return /(?:^|: -)(OOM|MISCONF|READONLY)\b/.exec(message)?.[1] as 'OOM' | 'MISCONF' | 'READONLY' | undefined;
+}
+
 /** What to do about a write Redis refused, from its error (a sentence; the caller says what to do next). */
 export function redisRefusalAdvice(message: string): string {
-  if (/^OOM\b/.test(message)) return 'Free or add Redis memory (maxmemory).';
-  if (/^MISCONF\b/.test(message)) return 'Redis cannot save its data (its disk is full or not writable: its log says which) and refuses writes until it can: free disk space.';
-  if (/^READONLY\b/.test(message)) return 'This Redis is a read-only replica: point --redis / REDIS_URL at the primary.';
-  return 'Fix what Redis reports.';
+  switch (redisRefusal(message)) {
+    case 'OOM':
+      return 'Free or add Redis memory (maxmemory).';
+    case 'MISCONF':
+      return 'Redis cannot save its data (its disk is full or not writable: its log says which) and refuses writes until it can: free disk space.';
+    case 'READONLY':
+      return 'This Redis is a read-only replica: point --redis / REDIS_URL at the primary.';
+    default:
+      return 'Fix what Redis reports.';
+  }
 }

@@ -18,7 +18,9 @@ import { createProcessor, settleFailedJob } from './processor.js';
 import { WorkerRegistry } from './registry.js';
 import { watchOrphans } from './hand-on.js';
 import { closeHandOnQueues, handOnQueueName } from '../fleet/hand-on-queues.js';
-import { rateLimitedLog, reportRedisOutages, workerErrorText } from './error-log.js';
+import { errorKind, rateLimitedLog, reportRedisOutages, workerErrorText } from './error-log.js';
+import { refusalBrake, type RefusalBrake } from './refusal-brake.js';
+import { redisRefusalAdvice } from '../redis/durability.js';
 import { watchStalls } from '../redis/stall.js';
 import { openQueue } from '../fleet/queue.js';
 
@@ -121,6 +123,9 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   );
   const rollouts = new RolloutStore(storeRedis, prefix);
   const connections: Redis[] = [];
+  const brakes: RefusalBrake[] = [];
+  // One line for all consumers each time Redis refuses writes anew, then at most every 30 s.
+  const refusalLog = rateLimitedLog((line) => console.error(`worker: ${line}`), 30_000, Date.now, () => 'refused');
   let busy = 0;
   // Each BullMQ Worker gets its own blocking connection; every one is closed by close().
   const consume = <D, R>(queue: string, processor: (job: Job<D>, token?: string) => Promise<R>, concurrency: number, extra: Partial<BullWorkerOptions> = {}) => {
@@ -144,7 +149,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       ...extra,
     });
     const log = rateLimitedLog((line) => console.error(`worker (${queue}): ${line}`));
+    const brake = refusalBrake(w, {
+      onHold: (ms, message) => refusalLog(`Redis refuses writes (${errorKind(message)}): taking no new jobs for ${ms / 1000} s, then trying again, longer while it refuses (jobs in flight end once it takes writes; none is lost). ${redisRefusalAdvice(message)}`),
+    });
+    brakes.push(brake);
     w.on('error', (err) => {
+      if (brake.onError(err)) return; // said by the brake.s line
       const line = workerErrorText(err);
       if (line !== undefined) log(line);
     });
@@ -210,6 +220,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     redisUnansweredMs: () => stall.unansweredMs(),
     close: () =>
       (closing ??= (async () => {
+        for (const b of brakes) b.stop();
         // Every consumer stops taking jobs at once: one whose close waits on Redis (or hangs after an
         // outage, taskforcesh/bullmq #4656) must not leave the others fetching new jobs meanwhile.
         await Promise.all([...[schedules, control, ...workers, ...handOnConsumers].map((w) => w.close()), orphans.stop()]);

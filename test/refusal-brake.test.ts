@@ -1,0 +1,122 @@
+// A worker whose Redis refuses writes (full, cannot save, a replica) stops taking jobs for a while
+// instead of asking again at once, and takes them again once Redis takes writes.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { enqueueRun } from '../src/producer/enqueue.js';
+import { redisRefusal } from '../src/redis/durability.js';
+import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
+import { startWorker } from '../src/workers/worker.js';
+import { refusalBrake } from '../src/workers/refusal-brake.js';
+import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { until } from './helpers/until.js';
+
+describe('the refusal brake', () => {
+  const consumer = () => ({ pause: vi.fn(async () => undefined), resume: vi.fn() });
+  const refused = new Error("OOM command not allowed when used memory > 'maxmemory'.");
+
+  it('holds on a refusal, 1 s first and twice as long each time Redis refuses again soon after, up to 30 s; other errors pass', () => {
+    vi.useFakeTimers();
+    try {
+      const c = consumer();
+      const holds: number[] = [];
+      const brake = refusalBrake(c, { onHold: (ms) => holds.push(ms), now: () => Date.now() });
+      expect(brake.onError(new Error('Missing lock for job 1. moveToFinished'))).toBe(false);
+      expect(c.pause).not.toHaveBeenCalled();
+      expect(brake.onError(refused)).toBe(true);
+      expect(c.pause).toHaveBeenCalledWith(true); // jobs in flight go on
+      expect(brake.held()).toBe(true);
+      expect(brake.onError(refused)).toBe(true); // while held: no new hold
+      expect(c.pause).toHaveBeenCalledTimes(1);
+      for (let i = 0; i < 7; i++) {
+        vi.advanceTimersByTime(holds.at(-1)!);
+        expect(brake.held()).toBe(false);
+        brake.onError(refused); // refused again right after the resume
+      }
+      expect(c.resume).toHaveBeenCalledTimes(7);
+      expect(holds).toEqual([1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000]);
+      // Refused again long after the last hold ended: a new episode starts at 1 s.
+      vi.advanceTimersByTime(30_000);
+      vi.advanceTimersByTime(120_000);
+      brake.onError(new Error('MISCONF Errors writing to the AOF file: No space left on device'));
+      expect(holds.at(-1)).toBe(1_000);
+      // Stopped (the worker closes): no resume after.
+      brake.stop();
+      vi.advanceTimersByTime(5_000);
+      expect(c.resume).toHaveBeenCalledTimes(8);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('knows a refusal as Redis says it, bare or inside a script error', () => {
+    expect(redisRefusal("OOM command not allowed when used memory > 'maxmemory'.")).toBe('OOM');
+    expect(redisRefusal('MISCONF Errors writing to the AOF file: No space left on device script: 2998…, on @user_script:583.')).toBe('MISCONF');
+    expect(redisRefusal("READONLY You can't write against a read only replica.")).toBe('READONLY');
+    expect(redisRefusal("ERR Error running script (call to f_d5e8…): @user_script:1: @user_script: 1: -OOM command not allowed when used memory > 'maxmemory'.")).toBe('OOM');
+    expect(redisRefusal('Missing lock for job OOMKILLED. moveToFinished')).toBeUndefined();
+    expect(redisRefusal('connect ECONNREFUSED 127.0.0.1:6379')).toBeUndefined();
+  });
+});
+
+describe('a worker whose Redis fills up under it', () => {
+  let dir: string;
+  let server: LocalRedis;
+  let redis: Redis;
+  let tf: TestFleet;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-brake-'));
+    server = await startRedisServer({ dir });
+    redis = new Redis(server.url, { maxRetriesPerRequest: null });
+    // Slow miners: the worker is still busy with the run when Redis fills up.
+    tf = await startTestFleet(40, '127.38.0.1', () => ({ slow: { latencyMs: 150 } }));
+  });
+  afterAll(async () => {
+    redis.disconnect();
+    await tf.fleet.close();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('stops taking jobs for a while instead of asking again at once, and works every job once Redis has room', async () => {
+    const prefix = 'brake';
+    const store = new RunStore(redis, prefix);
+    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+    const run = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)));
+    // Slots to spare: its consumers keep fetching (a worker with every slot busy fetches nothing).
+    const worker = await startWorker({ redisUrl: server.url, prefix, threads: 0, concurrency: 50, credentials: tf.credentials, coreOptions: FAST_CORE });
+    const refusals = async () => Number(/errorstat_OOM:count=(\d+)/.exec(await redis.info('errorstats'))?.[1] ?? 0);
+    try {
+      await until(async () => (await store.getCounts(run.runId)).done >= 2, 20_000, 20);
+      await redis.config('SET', 'maxmemory', '1'); // full: every write refused (OOM)
+      await until(async () => (await refusals()) > 0, 10_000, 20);
+      const before = await refusals();
+      await new Promise((r) => setTimeout(r, 3_000));
+      // Without the brake: thousands (2,632 measured), its consumers' free slots fetching again at once.
+      expect((await refusals()) - before).toBeLessThan(100);
+      expect(lines.filter((l) => l.startsWith('worker: Redis refuses writes'))).toEqual([
+        "worker: Redis refuses writes (OOM command not allowed when used memory > 'maxmemory'.): taking no new jobs for 1 s, then trying again, longer while it refuses (jobs in flight end once it takes writes; none is lost). Free or add Redis memory (maxmemory).",
+      ]);
+      expect(lines.filter((l) => l.includes('OOM') && !l.startsWith('worker: Redis refuses writes') && !l.startsWith('worker: a failed job'))).toEqual([]);
+    } finally {
+      await redis.config('SET', 'maxmemory', '0');
+    }
+    try {
+      // Redis has room again: every miner gets its one outcome (the brake holds at most 4 s by now).
+      await until(async () => (await store.getCounts(run.runId)).done === 40, 60_000, 50);
+      const { counts } = await store.getCounts(run.runId);
+      expect(counts).toEqual({ OK: 40 });
+    } finally {
+      await worker.close();
+      await queue.close();
+      spy.mockRestore();
+    }
+  }, 90_000);
+});
