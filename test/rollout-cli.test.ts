@@ -133,6 +133,14 @@ describe('bos-fleet rollout', () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain(`rollout ${rolloutId} (power-target, running) already changes the tuner target of ${COUNT} of these ${COUNT} miners`);
     expect((await runCli([...args, '--allow-overlap'])).code).toBe(0);
+    // A rollout's id where a run's is wanted: where its runs are, and how to stop it.
+    const where = ['--redis', redisUrl(), '--prefix', prefix];
+    expect((await runCli(['results', rolloutId, ...where])).stderr).toBe(
+      `bos-fleet: "${rolloutId}" is a rollout, not a run: each of its 4 waves is a run (${rolloutId}-w0 … ${rolloutId}-w3: bos-fleet results ${rolloutId}-w0), and \`bos-fleet rollout status ${rolloutId}\` shows them together\n`,
+    );
+    expect((await runCli(['cancel', rolloutId, ...where])).stderr).toBe(`bos-fleet: "${rolloutId}" is a rollout, not a run: stop it with \`bos-fleet rollout abort ${rolloutId}\` (it records which miners were changed)\n`);
+    expect((await runCli(['rollout', 'abort', rolloutId, ...where])).code).toBe(0);
+    expect((await runCli(['cancel', rolloutId, ...where])).stderr).toBe(`bos-fleet: "${rolloutId}" is a rollout, not a run, and it has ended (aborted): nothing to cancel\n`);
   });
 
   it('a worker SIGKILLed mid-rollout and restarted: 0 double-applies, 0 miners without an outcome', async () => {

@@ -9,6 +9,26 @@ import { listWorkers } from '../workers/registry.js';
 import { positiveInt, prefixOption } from './parse.js';
 import { columns, operationLabel, summaryText, writeOutcomes } from './render.js';
 import { openQueue } from '../fleet/queue.js';
+import { RolloutStore, TERMINAL, waveRunId } from '../rollout/store.js';
+import type { Redis } from 'ioredis';
+
+/**
+ * A rollout's id given where a run's is wanted: the rollout's waves are its runs (`ID-w0`, …). Says
+ * so, and where to look or what to do instead; undefined when the id names no rollout either.
+ */
+async function rolloutNotRun(redis: Redis, prefix: string, id: string, command: 'results' | 'cancel'): Promise<Error | undefined> {
+  const rollouts = new RolloutStore(redis, prefix);
+  const rollout = await rollouts.get(id);
+  if (!rollout) return undefined;
+  if (command === 'cancel') {
+    const state = (await rollouts.status(id))?.state;
+    if (state && TERMINAL.includes(state)) return new Error(`"${id}" is a rollout, not a run, and it has ended (${state}): nothing to cancel`);
+    return new Error(`"${id}" is a rollout, not a run: stop it with \`bos-fleet rollout abort ${id}\` (it records which miners were changed)`);
+  }
+  const waves = rollout.waveEnds.length;
+  const runs = waves === 1 ? waveRunId(id, 0) : `${waveRunId(id, 0)} … ${waveRunId(id, waves - 1)}`;
+  return new Error(`"${id}" is a rollout, not a run: each of its ${waves} wave${waves === 1 ? ' is a run' : 's is a run'} (${runs}: bos-fleet results ${waveRunId(id, 0)}), and \`bos-fleet rollout status ${id}\` shows them together`);
+}
 
 /** Writes to stdout, waiting while its buffer is full (a large run piped into a slow reader). */
 function writeStdout(text: string): Promise<void> {
@@ -52,7 +72,12 @@ export function registerRuns(program: Command): void {
       const { redis } = await connectRedis(opts.redis);
       const queue = openQueue(QUEUE_NAME, redis, opts.prefix);
       try {
-        const r = await cancelRun(queue, new RunStore(redis, opts.prefix), runId);
+        const store = new RunStore(redis, opts.prefix);
+        if (!(await store.getRun(runId))) {
+          const rollout = await rolloutNotRun(redis, opts.prefix, runId, 'cancel');
+          if (rollout) throw rollout;
+        }
+        const r = await cancelRun(queue, store, runId);
         if (opts.json) return console.log(JSON.stringify(r));
         const left = r.total - r.done;
         if (r.cancelled === 0 && left === 0 && r.neverEnqueued === 0) return console.log(`run ${r.runId} had already finished (${r.done}/${r.total} have an outcome): nothing to cancel`);
@@ -82,7 +107,7 @@ export function registerRuns(program: Command): void {
       try {
         const store = new RunStore(redis, opts.prefix);
         const record = await store.getRun(runId);
-        if (!record) throw new Error(`no run "${runId}" (see bos-fleet runs; finished poll runs beyond --keep-runs / --keep-for are deleted)`);
+        if (!record) throw (await rolloutNotRun(redis, opts.prefix, runId, 'results')) ?? new Error(`no run "${runId}" (see bos-fleet runs; finished poll runs beyond --keep-runs / --keep-for are deleted)`);
         // Streamed: a run of hundreds of thousands of miners is never held whole.
         const summary = new SummaryBuilder(record.total, record.createdAtMs);
         const batches = async function* () {
