@@ -139,6 +139,8 @@ describe('bos-fleet rollout', () => {
       `bos-fleet: "${rolloutId}" is a rollout, not a run: each of its 4 waves is a run (${rolloutId}-w0 … ${rolloutId}-w3: bos-fleet results ${rolloutId}-w0), and \`bos-fleet rollout status ${rolloutId}\` shows them together\n`,
     );
     expect((await runCli(['cancel', rolloutId, ...where])).stderr).toBe(`bos-fleet: "${rolloutId}" is a rollout, not a run: stop it with \`bos-fleet rollout abort ${rolloutId}\` (it records which miners were changed)\n`);
+    // And the other way round: a wave's run id where its rollout's is wanted.
+    expect((await runCli(['rollout', 'abort', `${rolloutId}-w1`, ...where])).stderr).toBe(`bos-fleet: no rollout "${rolloutId}-w1": that is the run of wave 1 of rollout ${rolloutId} (bos-fleet rollout status ${rolloutId})\n`);
     expect((await runCli(['rollout', 'abort', rolloutId, ...where])).code).toBe(0);
     expect((await runCli(['cancel', rolloutId, ...where])).stderr).toBe(`bos-fleet: "${rolloutId}" is a rollout, not a run, and it has ended (aborted): nothing to cancel\n`);
   });

@@ -243,6 +243,9 @@ export class RolloutStore {
 
 /** The error for a rollout id Redis does not know, with where it may have gone. */
 export function noRollout(rolloutId: string): Error {
+  // A wave's run id (ID-w1, as `runs` lists it) given for its rollout's.
+  const wave = /^(.+)-w(\d+)$/.exec(rolloutId);
+  if (wave) return new Error(`no rollout "${rolloutId}": that is the run of wave ${wave[2]} of rollout ${wave[1]} (bos-fleet rollout status ${wave[1]})`);
   return new Error(`no rollout "${rolloutId}" (see bos-fleet rollout status; a schedule's finished rollouts beyond its --keep-runs / --keep-for are deleted: bos-fleet audit --subject ${rolloutId} shows what it did)`);
 }
 
