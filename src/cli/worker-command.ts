@@ -79,7 +79,7 @@ export function registerWorker(program: Command): void {
     .option('--threads <n>', 'worker threads running the gRPC core (0 = in the main thread)', intInRange('--threads', 0, MAX_THREADS), DEFAULT_THREADS)
     .option('--concurrency <n>', 'jobs in flight at once', intInRange('--concurrency', 1, MAX_CONCURRENCY), DEFAULT_CONCURRENCY)
     .option('--consumers <n>', `BullMQ consumers sharing --concurrency (default: one per ${JOBS_PER_CONSUMER} jobs)`, intInRange('--consumers', 1, MAX_CONSUMERS))
-    .option('--credentials <file>', 'credential profiles JSON (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD)')
+    .option('--credentials <file>', 'credential profiles JSON (default profile also from BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD); read at start: restart the worker after changing it')
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--max-connections <n>', 'miner channels kept open per thread between polls (least recently used idle ones closed beyond, never one a call is using; keep threads × n under the fd limit)', positiveInt('--max-connections'), DEFAULT_MAX_CONNECTIONS)
     .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
