@@ -153,6 +153,43 @@ describe('schedule add rollback', () => {
     }
   });
 
+  it('a lowering not restored yet (its restore tick failed, say) is not lowered over: the next restore tick restores it', async () => {
+    await withProcessor('restore-owed', async (t) => {
+      const original = await watts();
+      await addCurtailment(t, ['low', 'up'], ['--power-target', '2050', '--waves', '100%']);
+      expect(await t.tick('low', T + 1_000)).toEqual({ started: `low-${T + 1000}` });
+      await t.settled(`low-${T + 1000}`);
+      const lowered = await writes();
+      // No restore since (its tick failed for good). Lowered over, every miner would count "already
+      // set", and the restore after — of that lowering only — would leave them at 2050 W for good.
+      expect(await t.tick('low', T + 2_000)).toEqual({ skipped: `low-${T + 2000}` });
+      expect(await writes()).toBe(lowered);
+      const list = await t.cli(['schedule', 'list', '--json']);
+      const low = (JSON.parse(list.stdout) as { scheduleId: string; skippedReason?: string }[]).find((s) => s.scheduleId === 'low');
+      expect(low?.skippedReason).toBe(
+        `rollout low-${T + 1000} (this schedule's previous) is not restored yet, and schedule up restores this schedule's rollouts: lowered again now, its miners would count as already set, and the next restore would leave them lowered for good; so this tick changes nothing, and the next restore tick restores low-${T + 1000} (or now: bos-fleet rollout rollback low-${T + 1000})`,
+      );
+      // The next restore tick restores that lowering; the schedule then goes on as before.
+      expect(await t.tick('up', T + 3_000)).toEqual({ started: `up-${T + 3000}` });
+      await t.settled(`up-${T + 3000}`);
+      expect(await t.store.get(`up-${T + 3000}`)).toMatchObject({ rollbackOf: `low-${T + 1000}` });
+      expect(await watts()).toEqual(original);
+      expect(await t.tick('low', T + 4_000)).toEqual({ started: `low-${T + 4000}` });
+      await t.settled(`low-${T + 4000}`);
+      expect(await t.tick('up', T + 5_000)).toEqual({ started: `up-${T + 5000}` });
+      await t.settled(`up-${T + 5000}`);
+      expect(await watts()).toEqual(original);
+      // A schedule no restore schedule follows is never held so.
+      await t.cli(['schedule', 'add', 'rollout', '--inventory', cf.files.inventory, '--power-target', '2050', '--waves', '100%', '--id', 'solo', ...NEVER]);
+      expect(await t.tick('solo', T + 6_000)).toEqual({ started: `solo-${T + 6000}` });
+      await t.settled(`solo-${T + 6000}`);
+      expect(await t.tick('solo', T + 7_000)).toEqual({ started: `solo-${T + 7000}` });
+      await t.settled(`solo-${T + 7000}`);
+      await t.cli(['rollout', 'rollback', `solo-${T + 6000}`, '--waves', '100%', '--yes', '--wait', '--credentials', cf.files.credentials]);
+      expect(await watts()).toEqual(original);
+    });
+  });
+
   it('a rack rolled back by hand first: the restore still restores the rest', async () => {
     await withProcessor('restore-part', async (t) => {
       const original = await watts();

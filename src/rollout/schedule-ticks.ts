@@ -10,8 +10,8 @@ import { startRollout } from './create.js';
 import { RolloutOverlapError } from './overlap.js';
 import { TERMINAL } from './store.js';
 import { pruneScheduleRollouts } from './retention.js';
-import { lookAgainLater, rollBackLatest } from './scheduled-rollback.js';
-import { getSchedule, lastProgress, tickKey, tickState, type ScheduleDef } from './schedules.js';
+import { lookAgainLater, rollBackLatest, unrestoredLowering } from './scheduled-rollback.js';
+import { getSchedule, lastProgress, scheduleDefs, tickKey, tickState, type ScheduleDef } from './schedules.js';
 
 /** The tick's time, from the scheduler job id (`repeat:<schedulerId>:<millis>`). */
 function tickMillis(job: Job): string {
@@ -78,9 +78,9 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
       await pruneOld(def, id);
       return r;
     }
-    await markLast();
     const inventory = { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest };
     if (def.kind === 'poll') {
+      await markLast();
       await enqueueRun(deps.jobs, runs, inventory, {
         operation: 'poll',
         runId: id,
@@ -94,6 +94,10 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     }
     const r = def.rollout;
     if (!r) return undefined;
+    const restores = (await scheduleDefs(deps.redis, deps.prefix)).filter((s) => s.kind === 'rollback' && s.rollback?.of === def.scheduleId).map((s) => s.scheduleId);
+    const unrestored = last === id ? undefined : await unrestoredLowering(deps.redis, deps.prefix, def.scheduleId, last, restores);
+    if (unrestored) return skip(unrestored);
+    await markLast();
     try {
       await startRollout(
         deps.redis,

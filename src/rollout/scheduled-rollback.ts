@@ -116,6 +116,26 @@ export async function lookAgainLater(job: Job, token: string | undefined, tickMs
 }
 
 /**
+ * Why a lowering tick must not start: its schedule's previous rollout `last` has restorable changes
+ * that no rollback restored yet, while schedule `restoreId` restores this schedule's rollouts (its
+ * tick failed, say). Lowered again now, those miners would be "already set", and the restore that
+ * follows — of the newest lowering only — would leave them lowered for good. Skipped instead, the
+ * schedule's latest rollout stays `last`, so the next restore tick restores it. Undefined: go ahead.
+ */
+export async function unrestoredLowering(redis: Redis, prefix: string, scheduleId: string, last: string | undefined, restoreIds: readonly string[]): Promise<string | undefined> {
+  if (!last || restoreIds.length === 0) return undefined;
+  const store = new RolloutStore(redis, prefix);
+  const rec = await store.get(last);
+  if (!rec || rec.operation === 'reboot' || (await rolledBackBy(store, last))) return undefined;
+  try {
+    if ((await rollbackPlanFor(redis, last, prefix)).targets.length === 0) return undefined;
+  } catch (err) {
+    if (!(err instanceof RolloutSettlingError)) return undefined; // the restore tick says what is wrong
+  }
+  return `rollout ${last} (this schedule's previous) is not restored yet, and schedule ${restoreIds.join(', ')} restores this schedule's rollouts: lowered again now, its miners would count as already set, and the next restore would leave them lowered for good; so this tick changes nothing, and the next restore tick restores ${last} (or now: bos-fleet rollout rollback ${last})`;
+}
+
+/**
  * The kept rollout that rolls all of `rolloutId` back, if any (all are read: hosts' clocks order the
  * list, and they may disagree). A rollback of part of it (a rack rolled back by hand) leaves the rest
  * to the restore.
