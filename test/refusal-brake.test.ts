@@ -59,6 +59,7 @@ describe('the refusal brake', () => {
     expect(redisRefusal('MISCONF Errors writing to the AOF file: No space left on device script: 2998…, on @user_script:583.')).toBe('MISCONF');
     expect(redisRefusal("READONLY You can't write against a read only replica.")).toBe('READONLY');
     expect(redisRefusal("ERR Error running script (call to f_d5e8…): @user_script:1: @user_script: 1: -OOM command not allowed when used memory > 'maxmemory'.")).toBe('OOM');
+    expect(redisRefusal("NOPERM this user has no permissions to access one of the keys used as arguments")).toBe('NOPERM');
     expect(redisRefusal('Missing lock for job OOMKILLED. moveToFinished')).toBeUndefined();
     expect(redisRefusal('connect ECONNREFUSED 127.0.0.1:6379')).toBeUndefined();
   });

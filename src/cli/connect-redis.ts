@@ -5,6 +5,7 @@ import { checkDurability, redisHealthProblems } from '../redis/durability.js';
 import { stateDir, superviseEmbedded } from '../redis/embedded.js';
 import { resolveRedisUrl, shownRedisUrl } from '../redis/resolve.js';
 import { stallAfterMs, watchStalls } from '../redis/stall.js';
+import { checkRedisServer, redisUser } from '../redis/permissions.js';
 
 /** What to do about a Redis that refused a connection: `where` is the flag or variable that named it (none: the embedded one). */
 function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined, url: string): string {
@@ -42,6 +43,12 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
     throw new RedisUnreachableError(`cannot connect to Redis at ${shownRedisUrl(url)}: ${reason} (${hint})`);
   } finally {
     clearTimeout(silent);
+  }
+  try {
+    for (const warning of await checkRedisServer(redis, redisUser(url))) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
+  } catch (err) {
+    redis.disconnect();
+    throw err;
   }
   const stall = watchStalls(redis, 'bos-fleet', 'still waiting for it (Ctrl-C to stop)', { afterMs });
   redis.once('end', () => stall.stop());

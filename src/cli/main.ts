@@ -58,7 +58,8 @@ program.parseAsync(process.argv).then(exitAfterHangUp, (err: unknown) => {
   const cause = (err as { previousErrors?: Error[] } | null)?.previousErrors?.[0];
   const message = cause?.message ?? (err instanceof Error ? err.message : String(err));
   // Redis refusing a write (full, cannot save, a replica): its bare reply, with what to do about it.
-  const refused = redisRefusal(message) ? ` — Redis refused a write. ${redisRefusalAdvice(message)}` : '';
+  const kind = redisRefusal(message);
+  const refused = kind ? ` — Redis refused ${kind === 'NOPERM' ? 'the command' : 'a write'}. ${redisRefusalAdvice(message)}` : '';
   // Redis gone in the middle of a command (its bare "Command aborted due to connection close"); an
   // enqueue cut off mid-run says what to do itself ("run …: Redis stayed unreachable …"), and so does
   // a command whose Redis never took its connection (nothing of it can have got in).

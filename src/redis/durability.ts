@@ -123,13 +123,16 @@ export async function redisHealthProblems(redis: Redis): Promise<string[]> {
   return [memoryWarning(memoryOf(info)), persistenceProblem(info)].filter((p): p is string => p !== undefined);
 }
 
+export type RedisRefusal = 'OOM' | 'MISCONF' | 'READONLY' | 'NOPERM';
+
 /**
- * Why Redis refused a write, from its error: OOM (at its maxmemory), MISCONF (it cannot save) or
- * READONLY (a replica); as its bare reply, or inside a script's error (`…: -OOM command not allowed…`,
- * as Redis before 7 reports a script's refused write). Undefined for any other error.
+ * Why Redis refused a command, from its error: OOM (at its maxmemory), MISCONF (it cannot save),
+ * READONLY (a replica), or NOPERM (the ACL user may not run it or touch its keys); as its bare reply,
+ * or inside a script's error (`…: -OOM command not allowed…`, as Redis before 7 reports a script's
+ * refused write). Undefined for any other error.
  */
-export function redisRefusal(message: string): 'OOM' | 'MISCONF' | 'READONLY' | undefined {
-  return /(?:^|: -)(OOM|MISCONF|READONLY)\b/.exec(message)?.[1] as 'OOM' | 'MISCONF' | 'READONLY' | undefined;
+export function redisRefusal(message: string): RedisRefusal | undefined {
+  return /(?:^|: -)(OOM|MISCONF|READONLY|NOPERM)\b/.exec(message)?.[1] as RedisRefusal | undefined;
 }
 
 /** What to do about a write Redis refused, from its error (a sentence; the caller says what to do next). */
@@ -141,6 +144,8 @@ export function redisRefusalAdvice(message: string): string {
       return 'Redis cannot save its data (its disk is full or not writable: its log says which) and refuses writes until it can: free disk space.';
     case 'READONLY':
       return 'This Redis is a read-only replica: point --redis / REDIS_URL at the primary.';
+    case 'NOPERM':
+      return "The Redis user (ACL) may not do this: let it run every command on bos-fleet's keys (ACL SETUSER USER ~{bosfleet}:* +@all, with the --prefix used), or use another user.";
     default:
       return 'Fix what Redis reports.';
   }

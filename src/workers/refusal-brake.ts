@@ -1,9 +1,10 @@
 // While Redis refuses writes (OOM: at its maxmemory; MISCONF: it cannot save; READONLY: a replica),
-// every job fetch of a BullMQ worker fails at once, and BullMQ fetches again at once: it waits its
-// runRetryDelay only after a dropped connection. Left alone, each consumer asks thousands of times a
-// second (~4,000 refusals/s measured for one worker), a core of the worker's CPU and much of Redis's.
-// The brake stops the consumer fetching for a while on each refusal: 1 s, doubling while refusals go
-// on, up to 30 s; jobs in flight go on. Nothing is lost: a job is fetched once Redis takes writes again.
+// or this ACL user's commands (NOPERM), every job fetch of a BullMQ worker fails at once, and BullMQ
+// fetches again at once: it waits its runRetryDelay only after a dropped connection. Left alone, each
+// consumer asks thousands of times a second (~4,000 refusals/s measured for one worker), a core of the
+// worker's CPU and much of Redis's. The brake stops the consumer fetching for a while on each refusal:
+// 1 s, doubling while refusals go on, up to 30 s; jobs in flight go on. Nothing is lost: a job is
+// fetched once Redis takes it again.
 import { redisRefusal } from '../redis/durability.js';
 
 /** The part of a BullMQ Worker the brake drives. */

@@ -20,7 +20,7 @@ import { watchOrphans } from './hand-on.js';
 import { closeHandOnQueues, handOnQueueName } from '../fleet/hand-on-queues.js';
 import { errorKind, rateLimitedLog, reportRedisOutages, workerErrorText } from './error-log.js';
 import { refusalBrake, type RefusalBrake } from './refusal-brake.js';
-import { redisRefusalAdvice } from '../redis/durability.js';
+import { redisRefusal, redisRefusalAdvice } from '../redis/durability.js';
 import { watchStalls } from '../redis/stall.js';
 import { openQueue } from '../fleet/queue.js';
 
@@ -150,7 +150,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     });
     const log = rateLimitedLog((line) => console.error(`worker (${queue}): ${line}`));
     const brake = refusalBrake(w, {
-      onHold: (ms, message) => refusalLog(`Redis refuses writes (${errorKind(message)}): taking no new jobs for ${ms / 1000} s, then trying again, longer while it refuses (jobs in flight end once it takes writes; none is lost). ${redisRefusalAdvice(message)}`),
+      onHold: (ms, message) => refusalLog(`Redis refuses ${redisRefusal(message) === 'NOPERM' ? "this user's commands" : 'writes'} (${errorKind(message)}): taking no new jobs for ${ms / 1000} s, then trying again, longer while it refuses (jobs in flight end once it takes writes; none is lost). ${redisRefusalAdvice(message)}`),
     });
     brakes.push(brake);
     w.on('error', (err) => {

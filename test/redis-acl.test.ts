@@ -1,0 +1,70 @@
+// A Redis user restricted by ACL: a command it may not run is named with the grant that fixes it,
+// before anything starts — BullMQ without INFO spun a core forever and never handled SIGTERM.
+import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serverVersionProblem } from '../src/redis/permissions.js';
+import { runCli, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
+import { redisUrl } from './helpers/redis.js';
+
+let admin: Redis;
+let files: FleetFiles;
+const users: string[] = [];
+/** A user with `rules`, and a --redis URL that logs in as it. */
+async function user(...rules: string[]): Promise<{ name: string; url: string }> {
+  const name = `acl-${randomUUID().slice(0, 8)}`;
+  users.push(name);
+  await admin.call('ACL', 'SETUSER', name, 'on', '>pw', ...rules);
+  const url = new URL(redisUrl());
+  url.username = name;
+  url.password = 'pw';
+  return { name, url: url.toString() };
+}
+
+beforeAll(async () => {
+  admin = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+  files = writeFleetFiles('id,host\nm1,127.38.1.1\n');
+});
+afterAll(async () => {
+  for (const name of users) await admin.call('ACL', 'DELUSER', name);
+  admin.disconnect();
+  rmSync(files.dir, { recursive: true, force: true });
+});
+
+describe('a Redis user restricted by ACL', () => {
+  const poll = (url: string) => runCli(['poll', '--inventory', files.inventory, '--credentials', files.credentials, '--redis', url], {}, 20_000);
+
+  it('without INFO or Lua scripts: refused at start, naming the command and the grant', async () => {
+    const noInfo = await user('~*', '&*', '+@all', '-info');
+    const r = await poll(noInfo.url);
+    expect(r.code).toBe(1); // not SIGKILLed at the timeout: it spun for ever before
+    expect(r.stderr).toContain(`bos-fleet: the Redis user "${noInfo.name}" may not run INFO (BullMQ reads the server version with it on every connection): NOPERM`);
+    expect(r.stderr).toContain(`Grant it (ACL SETUSER ${noInfo.name} +info) or use a user that has it`);
+    const noScripts = await user('~*', '&*', '+@all', '-@scripting');
+    const s = await poll(noScripts.url);
+    expect(s.code).toBe(1);
+    expect(s.stderr).toContain(`bos-fleet: the Redis user "${noScripts.name}" may not run Lua scripts (every queue operation is one): NOPERM`);
+    expect(s.stderr).toContain(`(ACL SETUSER ${noScripts.name} +@scripting)`);
+  });
+
+  it("without bos-fleet's keys: the refusal says which grant it needs", async () => {
+    const elsewhere = await user('~other:*', '&*', '+@all');
+    const r = await poll(elsewhere.url);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^bos-fleet: NOPERM .* — Redis refused the command\. The Redis user \(ACL\) may not do this: let it run every command on bos-fleet's keys \(ACL SETUSER USER ~\{bosfleet\}:\* \+@all, with the --prefix used\), or use another user\.$/m);
+  });
+});
+
+describe("a Redis older than BullMQ's minimum", () => {
+  it('is refused (below 5.0.0: BullMQ would fail every connection), warned of below 6.2, and passed from 6.2 on', () => {
+    const info = (version: string) => `# Server\r\nredis_version:${version}\r\nredis_mode:standalone\r\n`;
+    expect(serverVersionProblem(info('4.0.9')).fatal).toBe("Redis 4.0.9 is too old: bos-fleet's queue (BullMQ) needs Redis 5.0.0 or later (tested on 7.0): upgrade it, or point --redis / REDIS_URL at a newer one");
+    expect(serverVersionProblem(info('5.0.7'))).toEqual({ warning: 'Redis 5.0.7 is older than 6.2, which BullMQ recommends (bos-fleet is tested on 7.0)' });
+    expect(serverVersionProblem(info('6.0.16')).warning).toMatch(/^Redis 6\.0\.16 is older than 6\.2/);
+    for (const ok of ['6.2.0', '6.10.1', '7.0.15', '10.0.0']) expect(serverVersionProblem(info(ok))).toEqual({});
+    // Redis-compatible servers report their own version: BullMQ judges those itself.
+    expect(serverVersionProblem(`${info('7.2.4')}valkey_version:8.0.1\r\n`)).toEqual({});
+    expect(serverVersionProblem('# Server\r\n')).toEqual({});
+  });
+});
