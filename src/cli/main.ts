@@ -57,7 +57,7 @@ program.parseAsync(process.argv).then(exitAfterHangUp, (err: unknown) => {
   // A transaction Redis refused part of says only EXECABORT: the refusal is its first previous error.
   const cause = (err as { previousErrors?: Error[] } | null)?.previousErrors?.[0];
   const message = cause?.message ?? (err instanceof Error ? err.message : String(err));
-  // Redis refusing a write (full, cannot save, a replica): its bare reply, with what to do about it.
+  // Redis refusing a write (full, cannot save, a replica) or the ACL user's command: its bare reply, with what to do about it.
   const kind = redisRefusal(message);
   const refused = kind ? ` — Redis refused ${kind === 'NOPERM' ? 'the command' : 'a write'}. ${redisRefusalAdvice(message)}` : '';
   // Redis gone in the middle of a command (its bare "Command aborted due to connection close"); an

@@ -135,7 +135,7 @@ export function redisRefusal(message: string): RedisRefusal | undefined {
   return /(?:^|: -)(OOM|MISCONF|READONLY|NOPERM)\b/.exec(message)?.[1] as RedisRefusal | undefined;
 }
 
-/** What to do about a write Redis refused, from its error (a sentence; the caller says what to do next). */
+/** What to do about a command Redis refused (see redisRefusal), from its error (a sentence; the caller says what to do next). */
 export function redisRefusalAdvice(message: string): string {
   switch (redisRefusal(message)) {
     case 'OOM':
