@@ -66,5 +66,7 @@ describe("a Redis older than BullMQ's minimum", () => {
     // Redis-compatible servers report their own version: BullMQ judges those itself.
     expect(serverVersionProblem(`${info('7.2.4')}valkey_version:8.0.1\r\n`)).toEqual({});
     expect(serverVersionProblem('# Server\r\n')).toEqual({});
+    // A cluster's keys live on several nodes; bos-fleet keeps its queue on one Redis.
+    expect(serverVersionProblem(`${info('7.0.15')}redis_mode:cluster\r\n`).fatal).toMatch(/^this Redis runs in cluster mode, which bos-fleet does not use/);
   });
 });

@@ -24,11 +24,13 @@ function older(a: readonly number[], b: readonly number[]): boolean {
 }
 
 /**
- * What is wrong with a Redis server of this INFO text for bos-fleet: `fatal` below BullMQ's minimum
- * version (5.0.0), a `warning` below the one it recommends (6.2.0); nothing for a Redis-compatible
- * server that reports its own version field (BullMQ judges those itself).
+ * What is wrong with a Redis server of this INFO text for bos-fleet: `fatal` in cluster mode (bos-fleet
+ * talks to one Redis: keys on other nodes would answer MOVED) or below BullMQ's minimum version
+ * (5.0.0), a `warning` below the one it recommends (6.2.0); nothing for a Redis-compatible server that
+ * reports its own version field (BullMQ judges those itself).
  */
 export function serverVersionProblem(info: string): { fatal?: string; warning?: string } {
+  if (/^redis_mode:cluster\b/m.test(info)) return { fatal: 'this Redis runs in cluster mode, which bos-fleet does not use (it keeps its queue on one Redis): point --redis / REDIS_URL at a standalone Redis (a replica can take over when it fails)' };
   const version = /^redis_version:(\S+)/m.exec(info)?.[1];
   if (!version || /^(valkey|dragonfly)_version:/m.test(info)) return {};
   const parts = version.split('.').map((p) => Number.parseInt(p, 10) || 0);
