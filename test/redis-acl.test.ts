@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { serverVersionProblem } from '../src/redis/permissions.js';
+import { serverProblem } from '../src/redis/permissions.js';
 import { runCli, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
 import { redisUrl } from './helpers/redis.js';
 
@@ -59,14 +59,14 @@ describe('a Redis user restricted by ACL', () => {
 describe("a Redis older than BullMQ's minimum", () => {
   it('is refused (below 5.0.0: BullMQ would fail every connection), warned of below 6.2, and passed from 6.2 on', () => {
     const info = (version: string) => `# Server\r\nredis_version:${version}\r\nredis_mode:standalone\r\n`;
-    expect(serverVersionProblem(info('4.0.9')).fatal).toBe("Redis 4.0.9 is too old: bos-fleet's queue (BullMQ) needs Redis 5.0.0 or later (tested on 7.0): upgrade it, or point --redis / REDIS_URL at a newer one");
-    expect(serverVersionProblem(info('5.0.7'))).toEqual({ warning: 'Redis 5.0.7 is older than 6.2, which BullMQ recommends (bos-fleet is tested on 7.0)' });
-    expect(serverVersionProblem(info('6.0.16')).warning).toMatch(/^Redis 6\.0\.16 is older than 6\.2/);
-    for (const ok of ['6.2.0', '6.10.1', '7.0.15', '10.0.0']) expect(serverVersionProblem(info(ok))).toEqual({});
+    expect(serverProblem(info('4.0.9')).fatal).toBe("Redis 4.0.9 is too old: bos-fleet's queue (BullMQ) needs Redis 5.0.0 or later (tested on 7.0): upgrade it, or point --redis / REDIS_URL at a newer one");
+    expect(serverProblem(info('5.0.7'))).toEqual({ warning: 'Redis 5.0.7 is older than 6.2, which BullMQ recommends (bos-fleet is tested on 7.0)' });
+    expect(serverProblem(info('6.0.16')).warning).toMatch(/^Redis 6\.0\.16 is older than 6\.2/);
+    for (const ok of ['6.2.0', '6.10.1', '7.0.15', '10.0.0']) expect(serverProblem(info(ok))).toEqual({});
     // Redis-compatible servers report their own version: BullMQ judges those itself.
-    expect(serverVersionProblem(`${info('7.2.4')}valkey_version:8.0.1\r\n`)).toEqual({});
-    expect(serverVersionProblem('# Server\r\n')).toEqual({});
+    expect(serverProblem(`${info('7.2.4')}valkey_version:8.0.1\r\n`)).toEqual({});
+    expect(serverProblem('# Server\r\n')).toEqual({});
     // A cluster's keys live on several nodes; bos-fleet keeps its queue on one Redis.
-    expect(serverVersionProblem(`${info('7.0.15')}redis_mode:cluster\r\n`).fatal).toMatch(/^this Redis runs in cluster mode, which bos-fleet does not use/);
+    expect(serverProblem(`${info('7.0.15')}redis_mode:cluster\r\n`).fatal).toMatch(/^this Redis runs in cluster mode, which bos-fleet does not use/);
   });
 });

@@ -29,7 +29,7 @@ function older(a: readonly number[], b: readonly number[]): boolean {
  * (5.0.0), a `warning` below the one it recommends (6.2.0); nothing for a Redis-compatible server that
  * reports its own version field (BullMQ judges those itself).
  */
-export function serverVersionProblem(info: string): { fatal?: string; warning?: string } {
+export function serverProblem(info: string): { fatal?: string; warning?: string } {
   if (/^redis_mode:cluster\b/m.test(info)) return { fatal: 'this Redis runs in cluster mode, which bos-fleet does not use (it keeps its queue on one Redis): point --redis / REDIS_URL at a standalone Redis (a replica can take over when it fails)' };
   const version = /^redis_version:(\S+)/m.exec(info)?.[1];
   if (!version || /^(valkey|dragonfly)_version:/m.test(info)) return {};
@@ -57,7 +57,7 @@ export async function checkRedisServer(redis: Redis, user: string): Promise<stri
     }
     if (typeof result === 'string') info = result;
   }
-  const { fatal, warning } = info ? serverVersionProblem(info) : {};
+  const { fatal, warning } = info ? serverProblem(info) : {};
   if (fatal) throw new Error(fatal);
   return warning ? [warning] : [];
 }
