@@ -95,7 +95,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     const r = def.rollout;
     if (!r) return undefined;
     const restores = (await scheduleDefs(deps.redis, deps.prefix)).filter((s) => s.kind === 'rollback' && s.rollback?.of === def.scheduleId).map((s) => s.scheduleId);
-    const unrestored = last === id ? undefined : await unrestoredLowering(deps.redis, deps.prefix, def.scheduleId, last, restores);
+    const unrestored = last === id ? undefined : await unrestoredLowering(deps.redis, deps.prefix, last, restores);
     if (unrestored) return skip(unrestored);
     await markLast();
     try {

@@ -117,12 +117,12 @@ export async function lookAgainLater(job: Job, token: string | undefined, tickMs
 
 /**
  * Why a lowering tick must not start: its schedule's previous rollout `last` has restorable changes
- * that no rollback restored yet, while schedule `restoreId` restores this schedule's rollouts (its
- * tick failed, say). Lowered again now, those miners would be "already set", and the restore that
+ * that no rollback restored yet, while the schedules `restoreIds` restore this schedule's rollouts
+ * (a restore tick failed, say). Lowered again now, those miners would be "already set", and the restore that
  * follows — of the newest lowering only — would leave them lowered for good. Skipped instead, the
  * schedule's latest rollout stays `last`, so the next restore tick restores it. Undefined: go ahead.
  */
-export async function unrestoredLowering(redis: Redis, prefix: string, scheduleId: string, last: string | undefined, restoreIds: readonly string[]): Promise<string | undefined> {
+export async function unrestoredLowering(redis: Redis, prefix: string, last: string | undefined, restoreIds: readonly string[]): Promise<string | undefined> {
   if (!last || restoreIds.length === 0) return undefined;
   const store = new RolloutStore(redis, prefix);
   const rec = await store.get(last);
