@@ -1,19 +1,13 @@
 // A worker whose Redis refuses writes (full, cannot save, a replica) stops taking jobs for a while
 // instead of asking again at once, and takes them again once Redis takes writes.
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
 import { redisRefusal } from '../src/redis/durability.js';
-import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
 import { startWorker } from '../src/workers/worker.js';
 import { refusalBrake } from '../src/workers/refusal-brake.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { withOwnRedis } from './helpers/own-redis.js';
 import { until } from './helpers/until.js';
 
 describe('the refusal brake', () => {
@@ -66,58 +60,45 @@ describe('the refusal brake', () => {
 });
 
 describe('a worker whose Redis fills up under it', () => {
-  let dir: string;
-  let server: LocalRedis;
-  let redis: Redis;
   let tf: TestFleet;
-  beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-brake-'));
-    server = await startRedisServer({ dir });
-    redis = new Redis(server.url, { maxRetriesPerRequest: null });
-    // Slow miners: the worker is still busy with the run when Redis fills up.
-    tf = await startTestFleet(40, '127.38.0.1', () => ({ slow: { latencyMs: 150 } }));
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await tf.fleet.close();
-    await server.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  // Slow miners: the worker is still busy with the run when Redis fills up.
+  beforeAll(async () => void (tf = await startTestFleet(40, '127.38.0.1', () => ({ slow: { latencyMs: 150 } }))));
+  afterAll(() => tf.fleet.close());
 
   it('stops taking jobs for a while instead of asking again at once, and works every job once Redis has room', async () => {
-    const prefix = 'brake';
-    const store = new RunStore(redis, prefix);
-    const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
-    const run = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
-    const lines: string[] = [];
-    const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)));
-    // Slots to spare: its consumers keep fetching (a worker with every slot busy fetches nothing).
-    const worker = await startWorker({ redisUrl: server.url, prefix, threads: 0, concurrency: 50, credentials: tf.credentials, coreOptions: FAST_CORE });
-    const refusals = async () => Number(/errorstat_OOM:count=(\d+)/.exec(await redis.info('errorstats'))?.[1] ?? 0);
-    try {
-      await until(async () => (await store.getCounts(run.runId)).done >= 2, 20_000, 20);
-      await redis.config('SET', 'maxmemory', '1'); // full: every write refused (OOM)
-      await until(async () => (await refusals()) > 0, 10_000, 20);
-      const before = await refusals();
-      await new Promise((r) => setTimeout(r, 3_000));
-      // Without the brake: thousands (2,632 measured), its consumers' free slots fetching again at once.
-      expect((await refusals()) - before).toBeLessThan(100);
-      expect(lines.filter((l) => l.startsWith('worker: Redis refuses writes'))).toEqual([
-        "worker: Redis refuses writes (OOM command not allowed when used memory > 'maxmemory'.): taking no new jobs for 1 s, then trying again, longer while it refuses (jobs in flight end once it takes writes; none is lost). Free or add Redis memory (maxmemory).",
-      ]);
-      expect(lines.filter((l) => l.includes('OOM') && !l.startsWith('worker: Redis refuses writes') && !l.startsWith('worker: a failed job'))).toEqual([]);
-    } finally {
-      await redis.config('SET', 'maxmemory', '0');
-    }
-    try {
-      // Redis has room again: every miner gets its one outcome (the brake holds at most 4 s by now).
-      await until(async () => (await store.getCounts(run.runId)).done === 40, 60_000, 50);
-      const { counts } = await store.getCounts(run.runId);
-      expect(counts).toEqual({ OK: 40 });
-    } finally {
-      await worker.close();
-      await queue.close();
-      spy.mockRestore();
-    }
+    await withOwnRedis('brake', async ({ server, redis, queue }) => {
+      const prefix = queue.opts.prefix!;
+      const store = new RunStore(redis, prefix);
+      const run = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
+      const lines: string[] = [];
+      const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)));
+      // Slots to spare: its consumers keep fetching (a worker with every slot busy fetches nothing).
+      const worker = await startWorker({ redisUrl: server.url, prefix, threads: 0, concurrency: 50, credentials: tf.credentials, coreOptions: FAST_CORE });
+      const refusals = async () => Number(/errorstat_OOM:count=(\d+)/.exec(await redis.info('errorstats'))?.[1] ?? 0);
+      try {
+        await until(async () => (await store.getCounts(run.runId)).done >= 2, 20_000, 20);
+        await redis.config('SET', 'maxmemory', '1'); // full: every write refused (OOM)
+        try {
+          await until(async () => (await refusals()) > 0, 10_000, 20);
+          const before = await refusals();
+          await new Promise((r) => setTimeout(r, 3_000));
+          // Without the brake: thousands (2,632 measured), its consumers' free slots fetching again at once.
+          expect((await refusals()) - before).toBeLessThan(100);
+          expect(lines.filter((l) => l.startsWith('worker: Redis refuses writes'))).toEqual([
+            "worker: Redis refuses writes (OOM command not allowed when used memory > 'maxmemory'.): taking no new jobs for 1 s, then trying again, longer while it refuses (jobs in flight end once it takes writes; none is lost). Free or add Redis memory (maxmemory).",
+          ]);
+          expect(lines.filter((l) => l.includes('OOM') && !l.startsWith('worker: Redis refuses writes') && !l.startsWith('worker: a failed job'))).toEqual([]);
+        } finally {
+          await redis.config('SET', 'maxmemory', '0');
+        }
+        // Redis has room again: every miner gets its one outcome (the brake holds at most 4 s by now).
+        await until(async () => (await store.getCounts(run.runId)).done === 40, 60_000, 50);
+        const { counts } = await store.getCounts(run.runId);
+        expect(counts).toEqual({ OK: 40 });
+      } finally {
+        await worker.close();
+        spy.mockRestore();
+      }
+    });
   }, 90_000);
 });

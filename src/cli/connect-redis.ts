@@ -44,17 +44,19 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
   } finally {
     clearTimeout(silent);
   }
+  let server;
   try {
-    for (const warning of await checkRedisServer(redis, redisUser(url))) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
+    server = await checkRedisServer(redis, redisUser(url));
   } catch (err) {
     redis.disconnect();
     throw err;
   }
+  for (const warning of server.warnings) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
   const stall = watchStalls(redis, 'bos-fleet', 'still waiting for it (Ctrl-C to stop)', { afterMs });
   redis.once('end', () => stall.stop());
   // bos-fleet's own Redis is started again if it goes away while this command runs.
   if (!(flag ?? process.env['REDIS_URL'])) superviseEmbedded(url);
-  for (const problem of await redisHealthProblems(redis)) process.stderr.write(`bos-fleet: WARNING: ${problem}\n`);
+  for (const problem of await redisHealthProblems(redis, server.info)) process.stderr.write(`bos-fleet: WARNING: ${problem}\n`);
   const report = await checkDurability(redis);
   if (report.problems.length) {
     const banner = report.problems.map((p) => `bos-fleet: WARNING: ${p}`).join('\n');

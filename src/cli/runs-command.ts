@@ -72,12 +72,10 @@ export function registerRuns(program: Command): void {
       const { redis } = await connectRedis(opts.redis);
       const queue = openQueue(QUEUE_NAME, redis, opts.prefix);
       try {
-        const store = new RunStore(redis, opts.prefix);
-        if (!(await store.getRun(runId))) {
-          const rollout = await rolloutNotRun(redis, opts.prefix, runId, 'cancel');
-          if (rollout) throw rollout;
-        }
-        const r = await cancelRun(queue, store, runId);
+        // Refused (no such run, say): a rollout's id gets where to look instead.
+        const r = await cancelRun(queue, new RunStore(redis, opts.prefix), runId).catch(async (err: unknown) => {
+          throw (await rolloutNotRun(redis, opts.prefix, runId, 'cancel')) ?? err;
+        });
         if (opts.json) return console.log(JSON.stringify(r));
         const left = r.total - r.done;
         if (r.cancelled === 0 && left === 0 && r.neverEnqueued === 0) return console.log(`run ${r.runId} had already finished (${r.done}/${r.total} have an outcome): nothing to cancel`);

@@ -49,6 +49,11 @@ export async function redisInfo(redis: Redis, section?: string): Promise<Map<str
   } catch {
     return undefined;
   }
+  return infoFields(text);
+}
+
+/** INFO's text as its fields. */
+export function infoFields(text: string): Map<string, string> {
   const fields = new Map<string, string>();
   for (const line of text.split('\r\n')) {
     const at = line.indexOf(':');
@@ -117,9 +122,9 @@ export function persistenceProblem(info: Map<string, string> | undefined): strin
   return undefined;
 }
 
-/** What Redis's state says an operator should fix now (nearly full, cannot save), from one INFO. */
-export async function redisHealthProblems(redis: Redis): Promise<string[]> {
-  const info = await redisInfo(redis);
+/** What Redis's state says an operator should fix now (nearly full, cannot save), from one INFO (read now unless given). */
+export async function redisHealthProblems(redis: Redis, given?: Map<string, string>): Promise<string[]> {
+  const info = given ?? (await redisInfo(redis));
   return [memoryWarning(memoryOf(info)), persistenceProblem(info)].filter((p): p is string => p !== undefined);
 }
 

@@ -5,10 +5,12 @@
 // says which permission to grant, or that Redis is too old.
 import type { Redis } from 'ioredis';
 import { isConnectionDrop } from './connection-drop.js';
+import { infoFields } from './durability.js';
 
 /** The commands every BullMQ connection runs, with how to grant each. */
 const NEEDED: ReadonlyArray<{ what: string; grant: string; probe: (redis: Redis) => Promise<unknown> }> = [
-  { what: 'INFO (BullMQ reads the server version with it on every connection)', grant: '+info', probe: (r) => r.info('server') },
+  // All of INFO's default sections: the command's start-up checks of memory and persistence read them too.
+  { what: 'INFO (BullMQ reads the server version with it on every connection)', grant: '+info', probe: (r) => r.info() },
   // SCRIPT EXISTS, not EVAL: Redis holds a script as a write (CLIENT PAUSE WRITE, a replica), so the
   // check itself could wait before the command's Ctrl-C handling is in place. ACLs grant scripting
   // as one category (+@scripting), EVAL and SCRIPT alike.
@@ -41,9 +43,10 @@ export function serverProblem(info: string): { fatal?: string; warning?: string 
 
 /**
  * Throws when the connection's user may not run a command BullMQ needs (naming the user, the command
- * and the grant) or when the server is older than BullMQ can use; returns the warnings to say.
+ * and the grant) or when the server is older than BullMQ can use; returns the warnings to say, and
+ * INFO's fields (undefined when INFO failed otherwise).
  */
-export async function checkRedisServer(redis: Redis, user: string): Promise<string[]> {
+export async function checkRedisServer(redis: Redis, user: string): Promise<{ warnings: string[]; info?: Map<string, string> }> {
   let info: string | undefined;
   for (const need of NEEDED) {
     let result: unknown;
@@ -59,7 +62,7 @@ export async function checkRedisServer(redis: Redis, user: string): Promise<stri
   }
   const { fatal, warning } = info ? serverProblem(info) : {};
   if (fatal) throw new Error(fatal);
-  return warning ? [warning] : [];
+  return { warnings: warning ? [warning] : [], ...(info ? { info: infoFields(info) } : {}) };
 }
 
 /** The ACL user a Redis URL logs in as ("default" when it names none). */
