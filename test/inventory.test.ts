@@ -3,7 +3,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadCredentialProfiles, missingProfiles } from '../src/fleet/credentials.js';
+import { loadCredentialProfiles, loginOf, missingProfiles } from '../src/fleet/credentials.js';
 import { parseJson } from '../src/fleet/json-file.js';
 import { InventoryError, loadInventory, parseInventory } from '../src/producer/inventory.js';
 import { parseCsv } from '../src/producer/csv.js';
@@ -117,6 +117,23 @@ describe('credential profiles', () => {
     expect(profiles.get('default')).toEqual({ username: 'root', password: 'pw' });
     expect(profiles.get('ops')).toEqual({ username: 'admin', password: 'secret' });
     expect(missingProfiles(['ops', 'site-b', 'site-b'], profiles)).toEqual(['site-b']);
+  });
+
+  it('a profile without a username is a pool password only: a miner that logs in with it is refused, named', () => {
+    const file = path.join(dir, 'pool-only.json');
+    writeFileSync(file, JSON.stringify({ ops: { username: 'admin', password: 'secret' }, 'pool-main': { password: 'pool-secret' } }), { mode: 0o600 });
+    const profiles = loadCredentialProfiles(file, {});
+    expect(profiles.get('pool-main')).toEqual({ password: 'pool-secret' });
+    expect(loginOf(profiles, 'pool-main')).toBeUndefined();
+    expect(loginOf(profiles, 'ops')).toEqual({ username: 'admin', password: 'secret' });
+    const targets = [{ minerId: 'm0', credentials: 'ops' }, { minerId: 'm1', credentials: 'pool-main' }, { minerId: 'm2', credentials: 'pool-main' }];
+    expect(() => assertTargetProfiles(targets.slice(0, 1), 'inventory farm.csv', profiles, file)).not.toThrow();
+    expect(() => assertTargetProfiles(targets, 'inventory farm.csv', profiles, file)).toThrow(
+      `inventory farm.csv: credentials profile "pool-main" (miners m1, m2) has no "username" in ${file}: it holds a pool password only (a pools change's passwordRef), and a miner logs in with a username: add its "username"`,
+    );
+    // An empty username is still refused: it is a typo, not a pool password.
+    writeFileSync(file, JSON.stringify({ ops: { username: '', password: 'secret' } }), { mode: 0o600 });
+    expect(() => loadCredentialProfiles(file, {})).toThrow(`credentials file ${file}: ops.username`);
   });
 
   it('a credentials column of wrong values (a profile per miner) is refused at once, naming five profiles and counting the rest', () => {

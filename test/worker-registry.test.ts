@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
+import type { CredentialProfile } from '../src/fleet/credentials.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
 import { parseInventory, type Inventory } from '../src/producer/inventory.js';
 import { waitForRun } from '../src/producer/wait.js';
@@ -56,7 +57,7 @@ async function run(prefix: string, workers: RunningWorker[], opts: { tlsSites?: 
   }
 }
 
-const worker = (prefix: string, profiles: Record<string, typeof simCreds>, extra: Partial<Parameters<typeof startWorker>[0]> = {}) =>
+const worker = (prefix: string, profiles: Record<string, CredentialProfile>, extra: Partial<Parameters<typeof startWorker>[0]> = {}) =>
   startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: new Map(Object.entries(profiles)), coreOptions: FAST_CORE, ...extra });
 
 describe('a job this worker cannot do', () => {
@@ -117,10 +118,12 @@ describe('a pools change whose pool password profile this worker lacks', () => {
     const before = await writes();
     // Both take jobs from the start; only the second can resolve the pool password.
     const lacking = await worker(prefix, both);
-    const able = await worker(prefix, { ...both, 'pool-main': { username: 'x', password: 'pool-secret' } });
+    // The pool password's profile has no username: a pool password only.
+    const able = await worker(prefix, { ...both, 'pool-main': { password: 'pool-secret' } });
     const outcomes = await run(prefix, [lacking, able], { operation: 'pools', params: { mutation: pools } });
     expect([...outcomes.values()].filter((o) => o.code !== 'OK').map((o) => `${o.minerId} ${o.code} ${o.error?.message}`)).toEqual([]);
     expect(await writes()).toBe(before + COUNT);
+    expect((await tf.fleet.state(tf.fleet.miners[0]!.id)).poolGroups[0]?.pools[0]).toMatchObject({ user: `farm.${tf.fleet.miners[0]!.id}`, password: 'pool-secret' });
   });
 
   it('when no live worker has it, the outcome names the pool password profile and nothing is written', async () => {
@@ -148,13 +151,14 @@ describe('a pools change whose pool password profile this worker lacks', () => {
 
 describe('the task runner, below the hand-on', () => {
   it('never reaches a miner without the password, nor in plaintext for a run that asked for TLS', async () => {
-    const runner = createTaskRunner({ coreOptions: FAST_CORE, breakerTable: createSharedBreakerTable(64), credentials: [['default', simCreds]] });
+    const runner = createTaskRunner({ coreOptions: FAST_CORE, breakerTable: createSharedBreakerTable(64), credentials: [['default', simCreds], ['pool-b', { password: 'pool-secret' }]] });
     try {
       const m = tf.fleet.miners[2]!;
       const before = await tf.fleet.callCounts(m.id);
       const job = (credentials: string, tls: boolean) => ({ runId: 'r', operation: 'poll' as const, target: { minerId: m.id, host: m.host, port: m.port, site: 'site-a', tags: [], credentials }, params: {}, tls });
       expect(await runner({ job: job('default', true) })).toMatchObject({ code: 'INVALID_JOB', error: { message: 'this worker has no TLS for site "site-a"' } });
       expect(await runner({ job: job('site2', false) })).toMatchObject({ code: 'INVALID_JOB', error: { message: 'this worker has no credentials profile "site2"' } });
+      expect(await runner({ job: job('pool-b', false) })).toMatchObject({ code: 'INVALID_JOB', error: { message: `this worker has no username in credentials profile "pool-b" (it holds a pool password only: add its "username" to this worker's --credentials file)` } });
       const pools = { kind: 'pools', groups: [{ name: 'Main', pools: [{ url: 'stratum+tcp://pool.example:3333', passwordRef: 'pool-main' }] }] };
       expect(await runner({ job: { ...job('default', false), operation: 'pools' as const, params: { mutation: pools } } })).toMatchObject({ code: 'INVALID_JOB', error: { message: 'this worker has no credentials profile "pool-main" (a pool password)' } });
       expect(await tf.fleet.callCounts(m.id)).toEqual(before);

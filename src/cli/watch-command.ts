@@ -4,7 +4,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { FleetCore, siteTlsLookup, type MinerClient, type MinerTarget } from '../core/index.js';
 import { hostPort } from '../core/channel-options.js';
 import { assertSameMiner } from '../workers/ops/identity.js';
-import { loadCredentialProfiles } from '../fleet/credentials.js';
+import { loadCredentialProfiles, loginOf } from '../fleet/credentials.js';
 import { durationText, parseDurationMs } from '../fleet/ids-and-durations.js';
 import { assertTargetProfiles } from '../producer/run-local.js';
 import { statusName, watchStatuses, type WatchEvent } from '../watch/status-watch.js';
@@ -66,7 +66,7 @@ export function registerWatch(program: Command): void {
       const tls = siteTlsLookup(loadTlsSites(opts.tls));
       const targets: MinerTarget[] = selected.map((t) => {
         const siteTls = tls.forSite(t.site);
-        return { id: t.minerId, host: t.host, port: t.port, credentials: credentials.get(t.credentials)!, ...(siteTls ? { tls: siteTls } : {}) };
+        return { id: t.minerId, host: t.host, port: t.port, credentials: loginOf(credentials, t.credentials)!, ...(siteTls ? { tls: siteTls } : {}) };
       });
       const where = new Map(selected.map((t) => [t.minerId, t]));
       // With the inventory's MAC: the machine answering is that miner, at each new subscription.

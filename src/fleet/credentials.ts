@@ -1,14 +1,32 @@
 // Credential profiles: from a JSON file ({profile: {username, password}}) or, for `default`, the
-// environment (BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD). Jobs carry only the profile name.
+// environment (BOS_FLEET_USERNAME / BOS_FLEET_PASSWORD). Jobs carry only the profile name. A profile
+// without a username holds a pool password only (a `pools` change's passwordRef): no miner logs in with it.
 import { statSync } from 'node:fs';
 import { z } from 'zod';
 import type { Credentials } from '../core/sessions.js';
 import { readJsonFile } from './json-file.js';
 import { issueText } from './zod-issue.js';
 
-const fileSchema = z.record(z.string().min(1), z.object({ username: z.string().min(1), password: z.string() }).strict());
+const fileSchema = z.record(z.string().min(1), z.object({ username: z.string().min(1).optional(), password: z.string() }).strict());
 
-export type CredentialProfiles = Map<string, Credentials>;
+/** A profile: a miner login, or (no username) a pool password that a `pools` change names as passwordRef. */
+export interface CredentialProfile {
+  username?: string;
+  password: string;
+}
+
+export type CredentialProfiles = Map<string, CredentialProfile>;
+
+/** The login a profile gives, or undefined when it has none (missing, or a pool password only). */
+export function loginOf(profiles: ReadonlyMap<string, CredentialProfile>, name: string): Credentials | undefined {
+  const p = profiles.get(name);
+  return p?.username === undefined ? undefined : { username: p.username, password: p.password };
+}
+
+/** Of the profiles miners log in with, those that are there but hold a pool password only (no username). */
+export function passwordOnlyProfiles(needed: Iterable<string>, profiles: CredentialProfiles): string[] {
+  return [...new Set(needed)].filter((p) => profiles.has(p) && profiles.get(p)?.username === undefined);
+}
 
 /** Why a credentials file is too open (readable or writable by group or others), if it is. */
 export function looseModeWarning(file: string): string | undefined {
@@ -40,9 +58,9 @@ export function loadCredentialProfiles(
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     // Never echo a value here: it could be a password.
-    throw new Error(`credentials file ${file}: ${issue?.path.join('.') || '(top level)'} ${issueText(issue)}; expected {"profile": {"username": "...", "password": "..."}}`);
+    throw new Error(`credentials file ${file}: ${issue?.path.join('.') || '(top level)'} ${issueText(issue)}; expected {"profile": {"username": "...", "password": "..."}} ("username" left out: a pool password only)`);
   }
-  for (const [name, c] of Object.entries(parsed.data)) profiles.set(name, c);
+  for (const [name, c] of Object.entries(parsed.data)) profiles.set(name, c.username === undefined ? { password: c.password } : { username: c.username, password: c.password });
   const loose = looseModeWarning(file);
   if (loose) warn(loose);
   return profiles;

@@ -2,7 +2,7 @@
 import { Redis } from 'ioredis';
 import type { CoreOptionsInput } from '../core/options.js';
 import type { TlsProfile } from '../core/tls.js';
-import { credentialsHelp, missingProfiles, type CredentialProfiles } from '../fleet/credentials.js';
+import { credentialsHelp, missingProfiles, passwordOnlyProfiles, type CredentialProfiles } from '../fleet/credentials.js';
 import type { Operation } from '../fleet/job.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import type { RunSummary } from '../fleet/outcome.js';
@@ -47,7 +47,7 @@ export interface LocalRunOptions {
   signal?: AbortSignal;
 }
 
-/** Fails before anything is enqueued when the inventory names an unknown credentials profile. */
+/** Fails before anything is enqueued when the inventory names an unknown credentials profile, or one with no username. */
 export function assertProfiles(inventory: Inventory, credentials: CredentialProfiles, file?: string): void {
   assertTargetProfiles(inventory.targets, `inventory ${inventory.file}`, credentials, file);
 }
@@ -57,23 +57,32 @@ const MISSING_PROFILES_SHOWN = 5;
 
 /**
  * The same check for targets that come from elsewhere (a rollback's, read from Redis); `what` names
- * them. Each missing profile is named with the miners that use it, so the rows to fix can be found.
+ * them. Each missing profile, or one miners cannot log in with (a pool password only), is named with
+ * the miners that use it, so the rows to fix can be found.
  */
 export function assertTargetProfiles(targets: readonly { credentials: string; minerId: string }[], what: string, credentials: CredentialProfiles, file?: string): void {
-  const missing = new Set(missingProfiles(targets.map((t) => t.credentials), credentials));
-  if (!missing.size) return;
-  // One pass, and a bounded message: a credentials column filled with the wrong values (each miner's
-  // own) must not take minutes, nor print every miner.
+  const missing = missingProfiles(targets.map((t) => t.credentials), credentials);
+  if (missing.length) throw new Error(`${what}: credentials profile${missing.length > 1 ? 's' : ''} ${profilesWithMiners(targets, missing)} not found: ${credentialsHelp(file, missing.length)}`);
+  const noLogin = passwordOnlyProfiles(targets.map((t) => t.credentials), credentials);
+  if (noLogin.length) {
+    const one = noLogin.length === 1;
+    throw new Error(`${what}: credentials profile${one ? '' : 's'} ${profilesWithMiners(targets, noLogin)} ${one ? 'has' : 'have'} no "username" in ${file ?? 'the credentials'}: ${one ? 'it holds' : 'they hold'} a pool password only (a pools change's passwordRef), and a miner logs in with a username: add ${one ? 'its' : 'their'} "username"`);
+  }
+}
+
+/** Profiles named with the miners that use them (the rows to fix), bounded: a credentials column filled with each miner's own value must not print every miner. */
+function profilesWithMiners(targets: readonly { credentials: string; minerId: string }[], profiles: readonly string[]): string {
+  const wanted = new Set(profiles);
   const users = new Map<string, { count: number; first: string[] }>();
   for (const t of targets) {
-    if (!missing.has(t.credentials)) continue;
+    if (!wanted.has(t.credentials)) continue;
     const u = users.get(t.credentials) ?? { count: 0, first: [] };
     if (u.count++ < 3) u.first.push(t.minerId);
     users.set(t.credentials, u);
   }
   const named = [...users].slice(0, MISSING_PROFILES_SHOWN).map(([profile, { count, first }]) => `"${profile}" (${count === 1 ? 'miner' : 'miners'} ${first.join(', ')}${count > 3 ? ` and ${(count - 3).toLocaleString('en-US')} more` : ''})`);
-  if (missing.size > MISSING_PROFILES_SHOWN) named.push(`and ${(missing.size - MISSING_PROFILES_SHOWN).toLocaleString('en-US')} more profiles`);
-  throw new Error(`${what}: credentials profile${missing.size > 1 ? 's' : ''} ${named.join(', ')} not found: ${credentialsHelp(file, missing.size)}`);
+  if (wanted.size > MISSING_PROFILES_SHOWN) named.push(`and ${(wanted.size - MISSING_PROFILES_SHOWN).toLocaleString('en-US')} more profiles`);
+  return named.join(', ');
 }
 
 /**

@@ -6,9 +6,9 @@ import type { ErrorCode } from '../core/error-codes.js';
 import { FleetError, type PlainFleetError } from '../core/fleet-error.js';
 import type { CoreOptionsInput } from '../core/options.js';
 import type { PoolStats } from '../core/pool.js';
-import type { Credentials } from '../core/sessions.js';
 import { siteTlsLookup, type TlsProfile } from '../core/tls.js';
 import type { JobData } from '../fleet/job.js';
+import { loginOf, type CredentialProfile } from '../fleet/credentials.js';
 import { pollMiner } from './ops/poll.js';
 import { assertSameMiner } from './ops/identity.js';
 import { missingFor } from './registry.js';
@@ -19,7 +19,7 @@ import { mutationSpecSchema } from './ops/mutation-spec.js';
 export interface TaskRunnerConfig {
   coreOptions: CoreOptionsInput;
   breakerTable: SharedBreakerTable;
-  credentials: [string, Credentials][];
+  credentials: [string, CredentialProfile][];
   /** TLS profile per site ('*' for every site); absent = plaintext. */
   tlsBySite?: Record<string, TlsProfile>;
   /** How long a mutation waits for a rebooted miner to come back. */
@@ -72,9 +72,11 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
     // The processor hands such jobs to a worker that can (registry.ts); here is the last line: no
     // password, or a run that asked for TLS where this worker has none, never reaches a miner.
     const missing = missingFor(job, caps);
-    const creds = credentials.get(t.credentials);
+    const creds = loginOf(credentials, t.credentials);
     if (missing || !creds) {
-      const error = new FleetError('INVALID_JOB', `this worker has no ${missing ?? 'credentials'}`, { minerId: t.minerId, host: t.host, operation: job.operation, attempts: 0 });
+      // A profile with no username here (a pool password only, in this worker's file) logs in nowhere.
+      const what = missing ?? `username in credentials profile "${t.credentials}" (it holds a pool password only: add its "username" to this worker's --credentials file)`;
+      const error = new FleetError('INVALID_JOB', `this worker has no ${what}`, { minerId: t.minerId, host: t.host, operation: job.operation, attempts: 0 });
       return { ok: false, code: error.code, attempts: 0, durationMs: 0, transport, error: error.toPlain() };
     }
     const miner = core.miner({ id: t.minerId, host: t.host, port: t.port, credentials: creds, ...(siteTls ? { tls: siteTls } : {}) });

@@ -5,7 +5,7 @@
 // by the read-back, never by a blind retry. Safe to run again after a stall: it finds the change made.
 import { FleetError, OUTCOME_UNKNOWN_NOTE } from '../../core/fleet-error.js';
 import type { CallOptions, MinerClient } from '../../core/miner-client.js';
-import type { Credentials } from '../../core/sessions.js';
+import type { CredentialProfile } from '../../fleet/credentials.js';
 import type { JobTarget } from '../../fleet/job.js';
 import type { MutationSpec } from './mutation-spec.js';
 import { mutationKind, type MutationKind } from './mutation-kinds.js';
@@ -19,7 +19,7 @@ export interface MutationData {
 
 export interface MutateContext {
   target: JobTarget;
-  credentials: Map<string, Credentials>;
+  credentials: ReadonlyMap<string, CredentialProfile>;
   dryRun: boolean;
   callOpts: CallOptions;
   /** How long to wait for a rebooted miner to come back (ms). */
