@@ -6,7 +6,7 @@ import { SimFleet } from '../src/sim/fleet.js';
 import { freePort } from '../src/redis/server.js';
 import { namedMiners, simTarget, testCore } from './helpers/core.js';
 
-const NAMES = ['expiry', 'concurrent', 'old', 'skew', 'reuse', 'invalid', 'breaker', 'hang-write', 'reboot-refused', 'stream', 'dropper', 'frozen', 'refused-login'] as const;
+const NAMES = ['expiry', 'concurrent', 'old', 'skew', 'reuse', 'invalid', 'breaker', 'hang-write', 'reboot-refused', 'stream', 'dropper', 'frozen', 'refused-login', 'window'] as const;
 const { host, specs } = namedMiners(NAMES, '127.6.0.1');
 let fleet: SimFleet;
 let core: FleetCore;
@@ -124,6 +124,24 @@ describe('pool and retries', () => {
     await m.getMinerDetails();
     await fleet.setFaults('hang-write', { hang: true });
     await expect(m.setPowerTarget(2000)).rejects.toMatchObject({ code: 'OUTCOME_UNKNOWN', context: { attempts: 1, mayHaveReachedMiner: true } });
+  });
+
+  it('a write whose window has closed is never sent (CANCELLED, writeWindowClosed); within it, its deadline ends with the window', async () => {
+    core = testCore({ mutationTimeoutMs: 10_000, callBudgetMs: 10_000 });
+    const m = core.miner(simTarget('window', host('window')));
+    await m.getMinerDetails();
+    const before = await fleet.callCounts('window');
+    const closed = { writeNotAfterMs: Date.now() - 1 };
+    await expect(m.setPowerTarget(2000, closed)).rejects.toMatchObject({ code: 'CANCELLED', retryable: false, context: { attempts: 1, mayHaveReachedMiner: false, writeWindowClosed: true } });
+    expect((await m.getMinerDetails(closed)).macAddress).toBeTruthy(); // reads are not held to it
+    expect(await fleet.callCounts('window')).toEqual({ ...before, GetMinerDetails: (before['GetMinerDetails'] ?? 0) + 1 });
+    expect(await fleet.mutations('window')).toEqual([]);
+    // A write sent with 300 ms of its window left times out then, not after its 10 s.
+    await fleet.setFaults('window', { hang: true });
+    const started = Date.now();
+    await expect(m.setPowerTarget(2000, { writeNotAfterMs: Date.now() + 300 })).rejects.toMatchObject({ code: 'OUTCOME_UNKNOWN', context: { mayHaveReachedMiner: true } });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    await fleet.setFaults('window', {});
   });
 
   it('an abort signal cancels a call in flight at once, without waiting for its deadline', async () => {

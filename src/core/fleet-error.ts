@@ -16,6 +16,8 @@ export interface ErrorContext {
   mutation?: boolean;
   /** How the call went to the miner. */
   transport?: 'plaintext' | 'tls';
+  /** A write not sent because its window closed (CallOptions.writeNotAfterMs). */
+  writeWindowClosed?: boolean;
 }
 
 /** The plain-data form that crosses thread and process boundaries. */

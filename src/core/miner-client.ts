@@ -10,7 +10,7 @@ import { FleetError, type ErrorContext } from './fleet-error.js';
 import type { FleetCore } from './fleet-core.js';
 import { METHODS, formatVersion, versionAtLeast, type ApiVersion, type MethodName, type MethodSpec } from './methods.js';
 import { invokeUnary, type UnaryReply } from './rpc.js';
-import { withRetry, type RetryContext } from './retry.js';
+import { withRetry, writeWindow, type RetryContext } from './retry.js';
 import type { Credentials } from './sessions.js';
 import type { TlsMaterial } from './tls.js';
 import type * as T from './types.js';
@@ -37,6 +37,13 @@ export interface CallOptions {
   timeoutMs?: number;
   /** The miner is expected to be down (rebooting): failures do not count against its breaker. */
   expectOutage?: boolean;
+  /**
+   * Time (ms, the core's clock) after which this call's writes are no longer sent: the worker's hold on
+   * its job (BullMQ's lock) may have ended by then, and another worker taken the change over. A write
+   * due later (this process was frozen, or slowed, in between) fails CANCELLED with
+   * `writeWindowClosed`, unsent; its gRPC deadline never reaches past it.
+   */
+  writeNotAfterMs?: number;
 }
 
 const OLDEST_API: ApiVersion = { major: 1, minor: 0, patch: 0 };
@@ -209,13 +216,13 @@ export class MinerClient {
       const timeoutMs = Math.min(kindTimeoutMs, remainingMs);
       const sendOnce = async (): Promise<UnaryReply<R>> => {
         try {
-          return await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal);
+          return await this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts);
         } catch (err) {
           const e = FleetError.from(err, ctx);
           if (e.code !== 'MINER_AUTH_FAILED' || !reauth || (await reauth()) === undefined) throw e;
           attempts++;
           this.stats.attempts++;
-          return this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts.signal);
+          return this.attemptOnce<R>(method, request, ctx, timeoutMs, currentToken?.(), opts);
         }
       };
       return breaker ? withBreaker(breaker, ctx, sendOnce) : sendOnce();
@@ -236,7 +243,7 @@ export class MinerClient {
     ctx: ErrorContext,
     timeoutMs: number,
     token: string | undefined,
-    signal: AbortSignal | undefined,
+    { signal, writeNotAfterMs }: CallOptions,
   ): Promise<UnaryReply<R>> {
     if (signal?.aborted) throw new FleetError('CANCELLED', 'operation aborted', { ...ctx, mayHaveReachedMiner: false });
     const channel = this.channel(); // leased: the pool closes no channel under a call
@@ -249,7 +256,9 @@ export class MinerClient {
         }
         // 'failed' still sends: grpc-js fails the call at once with the real reason (refused, TLS, …).
       }
-      const reply = await invokeUnary<R>(channel, method, request, timeoutMs, token, signal, method === 'Login');
+      // Checked last, once connected: a write is sent now or never.
+      const callMs = ctx.mutation && writeNotAfterMs !== undefined ? writeWindow(method, writeNotAfterMs - this.core.clock.now(), timeoutMs, ctx) : timeoutMs;
+      const reply = await invokeUnary<R>(channel, method, request, callMs, token, signal, method === 'Login');
       this.core.pool.reportSuccess(channel);
       return reply;
     } catch (err) {

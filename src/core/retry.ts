@@ -3,12 +3,14 @@
 //    so an attempt counted here is exactly one request on the wire.
 //  - This layer retries one logical call: only retryable codes, only reads or provably-unsent or
 //    idempotent mutations, with capped exponential backoff + full jitter, inside one deadline budget.
+//  - A write is sent only within its window (CallOptions.writeNotAfterMs: while the worker surely
+//    holds its job, see workers/change-job.ts); past it, it is not sent, nor retried here.
 //  - BullMQ job attempts (src/workers) are the outer layer: they re-run a whole job later, only for
 //    retryable codes, and are counted separately (outcome.jobAttempts). Non-idempotent calls
 //    (IncrementPowerTarget, …) are never made by bos-fleet.
 import { backoffDelayMs } from './backoff.js';
 import type { Clock } from './clock.js';
-import { FleetError } from './fleet-error.js';
+import { FleetError, type ErrorContext } from './fleet-error.js';
 
 export interface RetryPolicy {
   maxAttempts: number;
@@ -71,4 +73,14 @@ export async function withRetry<T>(
       }
     }
   }
+}
+
+/** A write's time left before its window closes (see CallOptions.writeNotAfterMs), as its attempt's timeout; none left: CANCELLED, unsent. */
+export function writeWindow(method: string, leftMs: number, timeoutMs: number, ctx: ErrorContext): number {
+  if (leftMs > 0) return Math.min(timeoutMs, leftMs);
+  throw new FleetError('CANCELLED', `${method} not sent: this worker's hold on the job ran out first (the worker was stopped or slowed for longer than its lock, and another may have taken the job over)`, {
+    ...ctx,
+    mayHaveReachedMiner: false,
+    writeWindowClosed: true,
+  });
 }

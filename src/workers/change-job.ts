@@ -1,5 +1,7 @@
 // A change job's steps around the task runner: prepare (read, validate) → journal `before` in Redis →
 // apply (write, read back), and what an attempt that cannot finish them reports.
+import { DelayedError, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { JobData } from '../fleet/job.js';
 import type { RunStore } from '../fleet/run-store.js';
 import type { StopGuard } from '../fleet/journal.js';
@@ -15,7 +17,7 @@ import { failedTask, type TaskResult } from './task.js';
  * the write and the outcome, it finds the change made and still reports it as applied, with the
  * state from before it (a rollback restores that), not as "unchanged" with the new state as before.
  */
-export async function runChange(data: JobData, executor: Executor, store: RunStore, rollout?: { id: string; guard: StopGuard }): Promise<TaskResult> {
+export async function runChange(data: JobData, executor: Executor, store: RunStore, rollout?: { id: string; guard: StopGuard }, hold?: JobHold): Promise<TaskResult> {
   const started = Date.now();
   const clock = await sharedClock(data, store);
   const prepared = await executor.run({ job: data, phase: 'prepare', ...clock });
@@ -28,9 +30,53 @@ export async function runChange(data: JobData, executor: Executor, store: RunSto
   // stopped while this miner was being read is not written to (it was checked before the read).
   const kept = journaled ?? (await store.journalBefore(data.runId, data.target.minerId, p.before, rollout?.guard));
   if ('stopped' in kept) return { ...failedTask('CANCELLED', `rollout ${rollout?.id} was ${kept.stopped} before this miner was changed`), attempts: prepared.attempts, durationMs: Date.now() - started, transport: prepared.transport };
-  const before = kept.before;
-  const applied = await executor.run({ job: data, phase: 'apply', before, ...clock });
+  const applied = await applyWhileHeld(data, executor, kept.before, clock, hold);
   return { ...applied, attempts: Math.max(prepared.attempts, applied.attempts), durationMs: Date.now() - started };
+}
+
+/** How long this worker surely still holds its job (ms; Infinity: no end), or undefined once it does not. */
+export type JobHold = () => Promise<number | undefined>;
+
+const LOCK_LEFT = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PTTL', KEYS[1]) end
+return -3`;
+
+/** A job's hold: its BullMQ lock still carries this worker's token, and for how long. */
+export function lockHold(redis: Redis, job: Pick<Job, 'queueQualifiedName' | 'id'>, token: string): JobHold {
+  return async () => {
+    const ms = Number(await redis.eval(LOCK_LEFT, 1, `${job.queueQualifiedName}:${job.id}:lock`, token));
+    return ms === -1 ? Infinity : ms > 0 ? ms : undefined;
+  };
+}
+
+/**
+ * The job is no longer this worker's: it was stopped (frozen, suspended, cut off from Redis) for
+ * longer than its lock, and BullMQ gave the job to another worker, which makes the change and records
+ * its outcome. Thrown as BullMQ's DelayedError, so that BullMQ leaves the job to that worker.
+ */
+export class TakenOverError extends DelayedError {}
+
+/** Attempts of an apply whose write window closed before the write was sent, while the hold lasts. */
+const REOPENED_WINDOWS = 10;
+
+/**
+ * The apply step, its writes sent only while this worker surely holds the job: before its lock could
+ * expire (3/4 of its time left, read just before). A worker that wakes from a freeze, or whose write
+ * waited (for a connection, a thread) past that, sends nothing: it looks again, and writes with a new
+ * window while the job is still its own, or gives the job up to the worker that took it over, whose
+ * change may have been rolled back since.
+ */
+async function applyWhileHeld(data: JobData, executor: Executor, before: unknown, clock: { clockOffsetMs?: number }, hold: JobHold | undefined): Promise<TaskResult> {
+  let closed: TaskResult | undefined;
+  for (let i = 0; ; i++) {
+    const askedAt = Date.now();
+    const left = hold ? await hold() : Infinity;
+    if (left === undefined) throw new TakenOverError(`job of miner ${data.target.minerId} (run ${data.runId}) was taken over by another worker while this one was stopped for longer than its lock (frozen, suspended or cut off from Redis): its change was not sent from here`);
+    if (closed && i > REOPENED_WINDOWS) return closed; // still its own: the outcome says the write never went
+    const window = Number.isFinite(left) ? { writeNotAfterMs: askedAt + Math.floor(left * 0.75) } : {};
+    const applied = await executor.run({ job: data, phase: 'apply', before, ...clock, ...window });
+    if (applied.ok || !applied.error?.context.writeWindowClosed) return applied;
+    closed = applied;
+  }
 }
 
 /**

@@ -12,7 +12,7 @@ import { failedTask, type TaskResult } from './task.js';
 import { missingFor, type WorkerRegistry } from './registry.js';
 import { HANDED_ON, handedOnBefore, handOn } from './hand-on.js';
 import { handOnQueueName } from '../fleet/hand-on-queues.js';
-import { changeRetryable, runChange, stoppedChange } from './change-job.js';
+import { changeRetryable, lockHold, runChange, stoppedChange, TakenOverError } from './change-job.js';
 
 export interface ProcessorDeps {
   store: RunStore;
@@ -24,6 +24,8 @@ export interface ProcessorDeps {
   registry: WorkerRegistry;
   /** The miner-job queue: a job that frees a site's slot wakes a parked job of that site. */
   jobs: Queue;
+  /** Where a job given up to another worker is said (TakenOverError). */
+  notice?: (line: string) => void;
 }
 
 /** `finishedAtMs`: when the miner's part ended (default: now). */
@@ -128,7 +130,7 @@ export function pausedRecheckMs(pausedAt: string, nowMs = Date.now()): number {
 /** How soon a job this worker cannot do, where only the workers that can take it, is offered to them again. */
 export const HAND_BACK_MS = 200;
 
-export function createProcessor({ store, executor, rollouts, registry, jobs, siteLeaseMs = 120_000 }: ProcessorDeps) {
+export function createProcessor({ store, executor, rollouts, registry, jobs, notice, siteLeaseMs = 120_000 }: ProcessorDeps) {
   return async (job: Job, token?: string): Promise<{ code: string; skipped?: boolean }> => {
     const parsed = jobDataSchema.safeParse(job.data);
     const jobAttempts = job.attemptsMade + 1;
@@ -203,7 +205,10 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, sit
     let result: TaskResult;
     let endedAt: number;
     try {
-      result = data.operation === 'poll' ? await executor.run({ job: data }) : await runChange(data, executor, store, rolloutId ? { id: rolloutId, guard: rollouts.stopGuard(rolloutId) } : undefined);
+      result = data.operation === 'poll' ? await executor.run({ job: data }) : await runChange(data, executor, store, rolloutId ? { id: rolloutId, guard: rollouts.stopGuard(rolloutId) } : undefined, token ? lockHold(store.redis, job, token) : undefined);
+    } catch (err) {
+      if (err instanceof TakenOverError) notice?.(`${err.message}`);
+      throw err;
     } finally {
       // The miner's change ends here, before its site's slot goes to the next miner.
       endedAt = Date.now();

@@ -38,6 +38,8 @@ export interface TaskInput {
   before?: unknown;
   /** How far Redis's clock is ahead of this host's (ms): a reboot compares boot times on it. */
   clockOffsetMs?: number;
+  /** For 'apply': no write is sent after this time (ms since the epoch): the job's lock may be gone by then (CallOptions.writeNotAfterMs). */
+  writeNotAfterMs?: number;
 }
 
 export interface TaskResult {
@@ -64,7 +66,7 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
   const tls = siteTlsLookup(config.tlsBySite);
   const caps = { profiles: [...credentials.keys()], tlsSites: tls.sites };
 
-  const run = async ({ job, phase, before, clockOffsetMs = 0 }: TaskInput): Promise<TaskResult> => {
+  const run = async ({ job, phase, before, clockOffsetMs = 0, writeNotAfterMs }: TaskInput): Promise<TaskResult> => {
     const started = Date.now();
     const t = job.target;
     const siteTls = tls.forSite(t.site);
@@ -80,7 +82,7 @@ export function createTaskRunner(config: TaskRunnerConfig): TaskRunner {
       return { ok: false, code: error.code, attempts: 0, durationMs: 0, transport, error: error.toPlain() };
     }
     const miner = core.miner({ id: t.minerId, host: t.host, port: t.port, credentials: creds, ...(siteTls ? { tls: siteTls } : {}) });
-    const callOpts = job.timeoutMs ? { timeoutMs: job.timeoutMs } : {};
+    const callOpts = { ...(job.timeoutMs ? { timeoutMs: job.timeoutMs } : {}), ...(writeNotAfterMs !== undefined ? { writeNotAfterMs } : {}) };
     const release = miner.holdChannel(); // the job's calls share one connection
     try {
       let data: unknown;

@@ -167,7 +167,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   let closing: Promise<void> | undefined;
   // One budget of `concurrency` jobs for the run queue and the hand-on queues together.
   const slots = slotLimit(opts.concurrency);
-  const processJob = createProcessor({ store, executor, rollouts, registry, jobs: jobsQueue });
+  const takenOver = rateLimitedLog((line) => console.error(`worker: ${line}`));
+  const processJob = createProcessor({ store, executor, rollouts, registry, jobs: jobsQueue, notice: takenOver });
   const processor = (job: Job, token?: string) => slots.run(() => processJob(job, token));
   const unwritten = rateLimitedLog((line) => console.error(`worker: ${line}`));
   const minerConsumers = (queue: string, split: number[]) =>
