@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SimFleet } from '../src/sim/fleet.js';
 import { assignFaults, parseFaultSpec } from '../src/sim/faults.js';
-import { loopbackAddresses } from '../src/sim/addresses.js';
+import { listenProblem, loopbackAddresses } from '../src/sim/addresses.js';
 import { SIM_PASSWORD, SIM_USERNAME } from '../src/sim/miner.js';
 import { planFleet } from '../src/sim/plan.js';
 import { plainCall, plainClient, plainLogin } from './helpers/plain-client.js';
@@ -120,5 +120,17 @@ describe('simulated miner semantics', () => {
     expect((await fleet.state('m1')).bootedAtMs).toBeGreaterThan(before.bootedAtMs);
     up.close();
     token = t2!;
+  });
+});
+
+describe('a miner address this host cannot listen on', () => {
+  it('says why (macOS answers only on 127.0.0.1) and what to do; a taken address says to move; others pass as they are', () => {
+    const errno = (code: string) => Object.assign(new Error(`listen ${code} 127.1.0.2:50051`), { code, address: '127.1.0.2', port: 50051 });
+    expect(String(listenProblem(errno('EADDRNOTAVAIL')))).toBe(
+      'Error: sim: cannot listen on 127.1.0.2:50051: this host has no such loopback address. The simulator gives every miner its own 127.x.y.z address, as a farm gives each its own IP; Linux answers on all of 127.0.0.0/8, macOS and the BSDs only on 127.0.0.1 unless each address is added (macOS: sudo ifconfig lo0 alias 127.1.0.2 up, for every address used). Run it on Linux (a container or VM will do), or add the addresses',
+    );
+    expect(String(listenProblem(errno('EADDRINUSE')))).toContain('sim: 127.1.0.2:50051 is already in use');
+    const other = errno('EACCES');
+    expect(listenProblem(other)).toBe(other);
   });
 });

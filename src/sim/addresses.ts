@@ -31,9 +31,19 @@ export function loopbackAddresses(base: string, count: number): string[] {
   return out;
 }
 
-/** A miner's listen that failed because its address is taken, said with what to do; other errors as they are. */
+/**
+ * A miner's listen that failed because its address is taken, or is no address of this host (macOS and
+ * the BSDs answer only on 127.0.0.1 unless told; Linux on all of 127.0.0.0/8), said with what to do;
+ * other errors as they are.
+ */
 export function listenProblem(err: unknown): unknown {
   const e = err as (NodeJS.ErrnoException & { address?: string; port?: number }) | undefined;
+  const where = `${e?.address ?? '?'}:${e?.port ?? '?'}`;
+  if (e?.code === 'EADDRNOTAVAIL') {
+    return new Error(
+      `sim: cannot listen on ${where}: this host has no such loopback address. The simulator gives every miner its own 127.x.y.z address, as a farm gives each its own IP; Linux answers on all of 127.0.0.0/8, macOS and the BSDs only on 127.0.0.1 unless each address is added (macOS: sudo ifconfig lo0 alias ${e?.address ?? '127.x.y.z'} up, for every address used). Run it on Linux (a container or VM will do), or add the addresses`,
+    );
+  }
   if (e?.code !== 'EADDRINUSE') return err;
-  return new Error(`sim: ${e.address ?? '?'}:${e.port ?? '?'} is already in use (another \`bos-fleet sim\` or demo on these addresses?): pass --base with another loopback range, e.g. --base 127.200.0.1`);
+  return new Error(`sim: ${where} is already in use (another \`bos-fleet sim\` or demo on these addresses?): pass --base with another loopback range, e.g. --base 127.200.0.1`);
 }
