@@ -100,7 +100,7 @@ describe("a change's write, only while its worker holds the job", () => {
       return left;
     };
     await expect(runChange(data, ex, store, undefined, hold)).rejects.toBeInstanceOf(TakenOverError);
-    await expect(runChange(data, executor([applied]), store, undefined, async () => undefined)).rejects.toThrow(/taken over by another worker/);
+    await expect(runChange(data, executor([applied]), store, undefined, async () => undefined)).rejects.toThrow(/lost its lock while this worker was stopped/);
     expect(new TakenOverError('x')).toBeInstanceOf(DelayedError);
     expect(await store.getOutcome(data.runId, data.target.minerId)).toBeUndefined();
   });

@@ -71,7 +71,7 @@ describe('a worker frozen mid-change', () => {
 
       // The frozen worker wakes: its change is never written.
       frozen.kill('SIGCONT');
-      const givenUp = `worker: job of miner ${m.id} (run ${runId}) was taken over by another worker while this one was stopped for longer than its lock (frozen, suspended or cut off from Redis): its change was not sent from here`;
+      const givenUp = `worker: job of miner ${m.id} (run ${runId}) lost its lock while this worker was stopped for longer than the lock lasts (frozen, suspended or cut off from Redis): its change was not sent from here; the job runs again on whichever worker takes it up (another may have done it already)`;
       await until(async () => frozen.output().stderr.includes(givenUp), 10_000, 20);
       await new Promise((r) => setTimeout(r, 500)); // a write sent anyway would have landed by now
       expect(await writes()).toBe(2);

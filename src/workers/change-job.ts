@@ -50,8 +50,9 @@ export function lockHold(redis: Redis, job: Pick<Job, 'queueQualifiedName' | 'id
 
 /**
  * The job is no longer this worker's: it was stopped (frozen, suspended, cut off from Redis) for
- * longer than its lock, and BullMQ gave the job to another worker, which makes the change and records
- * its outcome. Thrown as BullMQ's DelayedError, so that BullMQ leaves the job to that worker.
+ * longer than its lock, and BullMQ's stall check gives (or gave) the job to a worker again — another
+ * one, or this one later — which makes the change and records its outcome. Thrown as BullMQ's
+ * DelayedError, so that BullMQ leaves the job as it is, to that worker.
  */
 export class TakenOverError extends DelayedError {}
 
@@ -70,7 +71,7 @@ async function applyWhileHeld(data: JobData, executor: Executor, before: unknown
   for (let i = 0; ; i++) {
     const askedAt = Date.now();
     const left = hold ? await hold() : Infinity;
-    if (left === undefined) throw new TakenOverError(`job of miner ${data.target.minerId} (run ${data.runId}) was taken over by another worker while this one was stopped for longer than its lock (frozen, suspended or cut off from Redis): its change was not sent from here`);
+    if (left === undefined) throw new TakenOverError(`job of miner ${data.target.minerId} (run ${data.runId}) lost its lock while this worker was stopped for longer than the lock lasts (frozen, suspended or cut off from Redis): its change was not sent from here; the job runs again on whichever worker takes it up (another may have done it already)`);
     if (closed && i > REOPENED_WINDOWS) return closed; // still its own: the outcome says the write never went
     const window = Number.isFinite(left) ? { writeNotAfterMs: askedAt + Math.floor(left * 0.75) } : {};
     const applied = await executor.run({ job: data, phase: 'apply', before, ...clock, ...window });
