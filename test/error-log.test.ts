@@ -75,7 +75,7 @@ describe('rate-limited error log', () => {
     }
     const refused = Object.assign(new Error('MISCONF Errors writing to the AOF file: No space left on device'), { name: 'ReplyError' });
     expect(workerErrorText(refused)).toBe(refused.message);
-    expect(workerErrorText(new Error('Missing lock for job run-1.miner-00001. moveToFinished'))).toMatch(/^Missing lock for job run-1\.miner-00001\. moveToFinished \(its lock may have run out while Redis did not answer/);
+    expect(workerErrorText(new Error('Missing lock for job run-1.miner-00001. moveToFinished'))).toMatch(/^Missing lock for job run-1\.miner-00001\. moveToFinished \(its lock may have run out while Redis, or this worker, did not answer/);
   });
 
   it('a kind is the message without the script hash and line', () => {

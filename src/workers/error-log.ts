@@ -48,7 +48,7 @@ export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, 
  */
 export function workerErrorText(err: Error): string | undefined {
   if (isConnectionDrop(err)) return undefined;
-  if (/^(could not renew lock|Missing lock) for job /.test(err.message)) return `${err.message} (its lock may have run out while Redis did not answer: then the job runs again, and its outcome is still written once)`;
+  if (/^(could not renew lock|Missing lock) for job /.test(err.message)) return `${err.message} (its lock may have run out while Redis, or this worker, did not answer — a stall, a freeze, a suspend: then the job runs again, and its outcome is still written once)`;
   return err.message;
 }
 
