@@ -127,6 +127,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // One line for all consumers each time Redis refuses writes anew, then at most every 30 s.
   const refusalLog = rateLimitedLog((line) => console.error(`worker: ${line}`), 30_000, Date.now, () => 'refused');
   let busy = 0;
+  const queueLogs = new Map<string, (line: string) => void>();
   // Each BullMQ Worker gets its own blocking connection; every one is closed by close().
   const consume = <D, R>(queue: string, processor: (job: Job<D>, token?: string) => Promise<R>, concurrency: number, extra: Partial<BullWorkerOptions> = {}) => {
     const conn = connections.length === 0 ? connection : connection.duplicate();
@@ -148,7 +149,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       stalledInterval: opts.stalledIntervalMs ?? 30_000,
       ...extra,
     });
-    const log = rateLimitedLog((line) => console.error(`worker (${queue}): ${line}`));
+    // One log per queue for all of its consumers: a freeze past the locks is one line with a count, not one per consumer.
+    const log = queueLogs.get(queue) ?? queueLogs.set(queue, rateLimitedLog((line) => console.error(`worker (${queue}): ${line}`))).get(queue)!;
     const brake = refusalBrake(w, {
       onHold: (ms, message) => refusalLog(`Redis refuses ${redisRefusal(message) === 'NOPERM' ? "this user's commands" : 'writes'} (${errorKind(message)}): taking no new jobs for ${ms / 1000} s, then trying again, longer while it refuses (jobs in flight end once it takes writes; none is lost). ${redisRefusalAdvice(message)}`),
     });
