@@ -40,7 +40,7 @@ export type JobHold = () => Promise<number | undefined>;
 const LOCK_LEFT = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PTTL', KEYS[1]) end
 return -3`;
 
-/** A job's hold: its BullMQ lock still carries this worker's token, and for how long. */
+/** A job's hold: its BullMQ lock (the key `{queue}:{jobId}:lock`, holding the worker's token) is still this worker's, and for how long. */
 export function lockHold(redis: Redis, job: Pick<Job, 'queueQualifiedName' | 'id'>, token: string): JobHold {
   return async () => {
     const ms = Number(await redis.eval(LOCK_LEFT, 1, `${job.queueQualifiedName}:${job.id}:lock`, token));
@@ -63,8 +63,8 @@ const REOPENED_WINDOWS = 10;
  * The apply step, its writes sent only while this worker surely holds the job: before its lock could
  * expire (3/4 of its time left, read just before). A worker that wakes from a freeze, or whose write
  * waited (for a connection, a thread) past that, sends nothing: it looks again, and writes with a new
- * window while the job is still its own, or gives the job up to the worker that took it over, whose
- * change may have been rolled back since.
+ * window while the job is still its own, or gives the job up (TakenOverError) — another worker may
+ * have made the change meanwhile, and a rollback undone it since.
  */
 async function applyWhileHeld(data: JobData, executor: Executor, before: unknown, clock: { clockOffsetMs?: number }, hold: JobHold | undefined): Promise<TaskResult> {
   let closed: TaskResult | undefined;
