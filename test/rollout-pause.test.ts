@@ -111,6 +111,16 @@ describe('--max-in-flight-per-site', () => {
     // A holder that stops renewing (its worker died) frees the slot after one lease.
     await new Promise((r) => setTimeout(r, 450));
     expect(await acquireSiteSlot(redis, key, 'job-3', 1, 300)).toBe(true);
+    // A job given up for a lost lock leaves its slot to the worker running the job again (the same
+    // holder: its job id), which renews it; only an unrenewed lease frees it.
+    const given = await holdSiteSlot(redis, `${key}:2`, 'job-4', 1, 300);
+    const again = await holdSiteSlot(redis, `${key}:2`, 'job-4', 1, 300);
+    if (!given || !again) throw new Error('the job running again got no slot');
+    given.leave();
+    await new Promise((r) => setTimeout(r, 700));
+    expect(await acquireSiteSlot(redis, `${key}:2`, 'job-5', 1, 300)).toBe(false);
+    await again.release(queue);
+    expect(await acquireSiteSlot(redis, `${key}:2`, 'job-5', 1, 300)).toBe(true);
     await queue.close();
   });
 

@@ -73,6 +73,11 @@ export async function acquireSiteSlot(redis: Redis, key: string, holder: string,
 export interface SiteSlot {
   /** Frees the slot and wakes the next parked job of the site. */
   release(queue: Queue): Promise<void>;
+  /**
+   * Stops renewing it, and leaves it held: its job was given up for a lost lock (TakenOverError), and
+   * the worker running the job again holds the slot under the same job id, or will, or its lease ends.
+   */
+  leave(): void;
 }
 
 export async function holdSiteSlot(redis: Redis, key: string, holder: string, limit: number, leaseMs: number): Promise<SiteSlot | undefined> {
@@ -82,6 +87,7 @@ export async function holdSiteSlot(redis: Redis, key: string, holder: string, li
   const timer = setInterval(() => void acquireSiteSlot(redis, key, holder, limit, leaseMs).catch(() => undefined), Math.max(10, Math.floor(leaseMs / 3)));
   timer.unref();
   return {
+    leave: () => clearInterval(timer),
     release: async (queue) => {
       clearInterval(timer);
       await redis.zrem(key, holder);

@@ -207,7 +207,12 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, not
     try {
       result = data.operation === 'poll' ? await executor.run({ job: data }) : await runChange(data, executor, store, rolloutId ? { id: rolloutId, guard: rollouts.stopGuard(rolloutId) } : undefined, token ? lockHold(store.redis, job, token) : undefined);
     } catch (err) {
-      if (err instanceof TakenOverError) notice?.(err.message);
+      if (err instanceof TakenOverError) {
+        notice?.(err.message);
+        // The slot is the job's (its id), and the job no longer this worker's to free it.
+        siteSlot?.leave();
+        siteSlot = undefined;
+      }
       throw err;
     } finally {
       // The miner's change ends here, before its site's slot goes to the next miner.
