@@ -6,6 +6,7 @@ import { stateDir, superviseEmbedded } from '../redis/embedded.js';
 import { resolveRedisUrl, shownRedisUrl } from '../redis/resolve.js';
 import { stallAfterMs, watchStalls } from '../redis/stall.js';
 import { checkRedisServer, redisUser } from '../redis/permissions.js';
+import { MAXCLIENTS_ADVICE, maxClientsRefusal } from '../redis/maxclients.js';
 
 /** What to do about a Redis that refused a connection: `where` is the flag or variable that named it (none: the embedded one). */
 function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined, url: string): string {
@@ -39,6 +40,9 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
   } catch (err) {
     redis.disconnect();
     const reason = (cause ?? (err as Error)).message;
+    // Accepted and closed at once: a Redis at its maxclients says why on accept, to a connection that listens.
+    const full = /Connection is closed|EPIPE|ECONNRESET/.test(reason) ? await maxClientsRefusal(url) : undefined;
+    if (full) throw new RedisUnreachableError(`cannot connect to Redis at ${shownRedisUrl(url)}: it refuses new clients (${full}): ${MAXCLIENTS_ADVICE}`);
     const hint = unreachableHint(reason, flag ? '--redis' : process.env['REDIS_URL'] ? 'REDIS_URL' : undefined, url);
     throw new RedisUnreachableError(`cannot connect to Redis at ${shownRedisUrl(url)}: ${reason} (${hint})`);
   } finally {

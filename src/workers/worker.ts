@@ -22,6 +22,7 @@ import { errorKind, rateLimitedLog, reportRedisOutages, workerErrorText } from '
 import { refusalBrake, type RefusalBrake } from './refusal-brake.js';
 import { redisRefusal, redisRefusalAdvice } from '../redis/durability.js';
 import { watchStalls } from '../redis/stall.js';
+import { roomWatch } from '../redis/maxclients.js';
 import { openQueue } from '../fleet/queue.js';
 
 export interface WorkerOptions {
@@ -128,10 +129,11 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const refusalLog = rateLimitedLog((line) => console.error(`worker: ${line}`), 30_000, Date.now, () => 'refused');
   let busy = 0;
   const queueLogs = new Map<string, (line: string) => void>();
+  const room = roomWatch(storeRedis, (line) => console.error(`worker: ${line}`));
   // Each BullMQ Worker gets its own blocking connection; every one is closed by close().
   const consume = <D, R>(queue: string, processor: (job: Job<D>, token?: string) => Promise<R>, concurrency: number, extra: Partial<BullWorkerOptions> = {}) => {
     const conn = connections.length === 0 ? connection : connection.duplicate();
-    conn.on('error', () => undefined);
+    conn.on('error', () => room.check());
     connections.push(conn);
     const counted = async (job: Job<D>, token?: string): Promise<R> => {
       busy++;
@@ -159,6 +161,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       if (brake.onError(err)) return; // said by the brake.s line
       const line = workerErrorText(err);
       if (line !== undefined) log(line);
+      else room.check(); // a connection that drops, or never opens: Redis may have no room for it
     });
     return w;
   };
@@ -224,6 +227,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     close: () =>
       (closing ??= (async () => {
         for (const b of brakes) b.stop();
+        room.stop();
         // Every consumer stops taking jobs at once: one whose close waits on Redis (or hangs after an
         // outage, taskforcesh/bullmq #4656) must not leave the others fetching new jobs meanwhile.
         await Promise.all([...[schedules, control, ...workers, ...handOnConsumers].map((w) => w.close()), orphans.stop()]);
