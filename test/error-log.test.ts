@@ -67,6 +67,16 @@ describe('rate-limited error log', () => {
     ]);
   });
 
+  it('a Redis whose password was set or changed since start is said as such, with the fix', () => {
+    const lines: string[] = [];
+    const a = new EventEmitter();
+    reportRedisOutages('worker', 'no job is lost while it is down', [a], 10_000, () => 0, (l) => lines.push(l));
+    a.emit('error', Object.assign(new Error('NOAUTH Authentication required.'), { name: 'ReplyError' }));
+    expect(lines).toEqual([
+      'worker: Redis refuses this process\'s login (NOAUTH Authentication required.): its password was set or changed since this process started, which reads --redis / REDIS_URL once: restart it with the new one (redis://:PASSWORD@host:port); retrying meanwhile — no job is lost while it is down',
+    ]);
+  });
+
   it("a worker's dropped Redis connection is left to the outage report, whichever way it dropped; Redis's refusals and lost locks are logged", () => {
     // Seen when Redis was SIGKILLed under a busy worker: "worker (jobs): write EPIPE" before "Redis unreachable (write EPIPE)".
     const errno = (message: string, code: string) => Object.assign(new Error(message), { code });

@@ -65,7 +65,13 @@ export function reportRedisOutages(who: string, whileDown: string, connections: 
     downSinceMs ??= t;
     if (t - lastMs < everyMs) return;
     lastMs = t;
-    write(`${who}: Redis unreachable (${err.message}); retrying — ${whileDown}`);
+    // Reachable, but its password changed (or was set) since this process started: it reads --redis once.
+    const auth = /^(NOAUTH|WRONGPASS)/.test(err.message);
+    write(
+      auth
+        ? `${who}: Redis refuses this process's login (${err.message}): its password was set or changed since this process started, which reads --redis / REDIS_URL once: restart it with the new one (redis://:PASSWORD@host:port); retrying meanwhile — ${whileDown}`
+        : `${who}: Redis unreachable (${err.message}); retrying — ${whileDown}`,
+    );
   };
   const onReady = () => {
     if (downSinceMs === null) return;
