@@ -4,9 +4,11 @@ import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkDurability } from '../src/redis/durability.js';
 import { serverProblem } from '../src/redis/permissions.js';
-import { runCli, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
-import { redisUrl } from './helpers/redis.js';
+import { exited, runCli, spawnCli, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
+import { redisUrl, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
 
 let admin: Redis;
 let files: FleetFiles;
@@ -53,6 +55,29 @@ describe('a Redis user restricted by ACL', () => {
     const r = await poll(elsewhere.url);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^bos-fleet: NOPERM .* — Redis refused the command\. The Redis user \(ACL\) may not do this: let it run every command on bos-fleet's keys \(ACL SETUSER USER ~\{bosfleet\}:\* \+@all, with the --prefix used\), or use another user\.$/m);
+  });
+});
+
+describe('a Redis that refuses CONFIG (as managed Redis services do)', () => {
+  it('has its persistence and eviction read from INFO: a durable one runs a worker; a volatile one is still refused', async () => {
+    const noConfig = await user('~*', '&*', '+@all', '-config');
+    const worker = spawnCli(['worker', '--redis', noConfig.url, '--credentials', files.credentials, '--prefix', uniquePrefix('noconfig')]);
+    try {
+      await until(async () => /^worker: \d+ on redis:/m.test(worker.output().stdout + worker.output().stderr) || worker.exitCode !== null, 20_000, 50);
+      expect(worker.exitCode, worker.output().stderr).toBeNull();
+      expect(worker.output().stderr).not.toContain('could not read Redis settings');
+    } finally {
+      worker.kill('SIGTERM');
+      await exited(worker);
+    }
+    const refused = { config: async () => Promise.reject(new Error('NOPERM this user has no permissions to run the \'config|get\' command')) } as unknown as Redis;
+    const volatile = await checkDurability(refused, new Map([['aof_enabled', '0'], ['maxmemory_policy', 'allkeys-lru']]));
+    expect(volatile.problems).toEqual([
+      'Redis has appendonly no: a Redis restart loses every queued job and outcome (set appendonly yes)',
+      'Redis has maxmemory-policy allkeys-lru: it may evict jobs under memory pressure (set noeviction)',
+    ]);
+    expect((await checkDurability(refused, new Map([['aof_enabled', '1'], ['maxmemory_policy', 'noeviction']]))).problems).toEqual([]);
+    expect((await checkDurability(refused)).problems).toEqual(['could not read Redis settings (CONFIG GET and INFO refused): make sure it runs with appendonly yes and maxmemory-policy noeviction']);
   });
 });
 

@@ -61,7 +61,7 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
   // bos-fleet's own Redis is started again if it goes away while this command runs.
   if (!(flag ?? process.env['REDIS_URL'])) superviseEmbedded(url);
   for (const problem of await redisHealthProblems(redis, server.info)) process.stderr.write(`bos-fleet: WARNING: ${problem}\n`);
-  const report = await checkDurability(redis);
+  const report = await checkDurability(redis, server.info);
   if (report.problems.length) {
     const banner = report.problems.map((p) => `bos-fleet: WARNING: ${p}`).join('\n');
     if (opts.refuseVolatile && !opts.allowVolatile) {

@@ -8,20 +8,22 @@ export interface DurabilityReport {
   problems: string[];
 }
 
-export async function checkDurability(redis: Redis): Promise<DurabilityReport> {
+export async function checkDurability(redis: Redis, info?: ReadonlyMap<string, string>): Promise<DurabilityReport> {
   const get = async (name: string): Promise<string | undefined> => {
     try {
       const r = (await redis.config('GET', name)) as string[];
       return r[1];
     } catch {
-      return undefined; // CONFIG disabled (managed Redis): reported as unverifiable below
+      return undefined; // CONFIG disabled (managed Redis): read from INFO below, else reported as unverifiable
     }
   };
-  const appendonly = await get('appendonly');
-  const maxmemoryPolicy = await get('maxmemory-policy');
+  // Managed Redis services often disable CONFIG but answer INFO, which shows both settings too.
+  const aof = info?.get('aof_enabled');
+  const appendonly = (await get('appendonly')) ?? (aof === undefined ? undefined : aof === '1' ? 'yes' : 'no');
+  const maxmemoryPolicy = (await get('maxmemory-policy')) ?? info?.get('maxmemory_policy');
   const problems: string[] = [];
   if (appendonly === undefined || maxmemoryPolicy === undefined) {
-    problems.push('could not read Redis settings (CONFIG GET refused): make sure it runs with appendonly yes and maxmemory-policy noeviction');
+    problems.push('could not read Redis settings (CONFIG GET and INFO refused): make sure it runs with appendonly yes and maxmemory-policy noeviction');
   } else {
     if (appendonly !== 'yes') problems.push('Redis has appendonly no: a Redis restart loses every queued job and outcome (set appendonly yes)');
     if (maxmemoryPolicy !== 'noeviction') problems.push(`Redis has maxmemory-policy ${maxmemoryPolicy}: it may evict jobs under memory pressure (set noeviction)`);
