@@ -73,6 +73,9 @@ describe('flag bounds', () => {
     expect(threads.stderr).toContain('--threads must be a whole number from 0 to 256, got "999"');
     const consumers = await runCli(['worker', '--consumers', '0']);
     expect(consumers.stderr).toContain('--consumers must be a whole number from 1 to 1000, got "0"');
+    // A lock that runs out between its renewals would hand every job to another worker mid-change.
+    const lock = await runCli(['worker', '--lock-ms', '50']);
+    expect(lock.stderr).toContain('--lock-ms must be a whole number from 1000 to 3600000, got "50"');
     // Digits only: 0x10 and 1e3 are no counts an operator means.
     for (const bad of ['0x10', '1e3', '']) {
       const r = await runCli(['worker', '--concurrency', bad]);

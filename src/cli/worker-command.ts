@@ -83,7 +83,8 @@ export function registerWorker(program: Command): void {
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}')
     .option('--max-connections <n>', 'miner channels kept open per thread between polls (least recently used idle ones closed beyond, never one a call is using; keep threads × n under the fd limit)', positiveInt('--max-connections'), DEFAULT_MAX_CONNECTIONS)
     .option('--max-receive-bytes <n>', `largest miner reply accepted, bytes (default ${DEFAULT_RECEIVE_BYTES}; at most ${MAX_RECEIVE_BYTES})`, intInRange('--max-receive-bytes', MIN_RECEIVE_BYTES, MAX_RECEIVE_BYTES))
-    .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long', positiveInt('--lock-ms'), 30_000)
+    // Below 1 s, locks would run out between their renewals (and a change's write window with them); above an hour, a dead worker's miners wait that long.
+    .option('--lock-ms <n>', 'BullMQ job lock: a job of a dead worker is re-run after about this long (1000 to 3600000)', intInRange('--lock-ms', 1_000, 3_600_000), 30_000)
     .option('--allow-volatile-redis', 'run even if Redis has appendonly no or evicts keys (jobs may be lost)')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', prefixOption, DEFAULT_PREFIX)
     .option('--report-every <duration>', 'log what was done this often, when anything was (0 = only at exit)', '60s')
