@@ -37,14 +37,17 @@ export async function runChange(data: JobData, executor: Executor, store: RunSto
 /** How long this worker surely still holds its job (ms; Infinity: no end), or undefined once it does not. */
 export type JobHold = () => Promise<number | undefined>;
 
-const LOCK_LEFT = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PTTL', KEYS[1]) end
-return -3`;
-
-/** A job's hold: its BullMQ lock (the key `{queue}:{jobId}:lock`, holding the worker's token) is still this worker's, and for how long. */
+/**
+ * A job's hold: its BullMQ lock (the key `{queue}:{jobId}:lock`, holding the worker's token) is still
+ * this worker's, and for how long. Read in a transaction of reads, not a script: Redis runs it even
+ * while it refuses writes (full memory or disk, a replica), and on every version bos-fleet supports.
+ */
 export function lockHold(redis: Redis, job: Pick<Job, 'queueQualifiedName' | 'id'>, token: string): JobHold {
+  const key = `${job.queueQualifiedName}:${job.id}:lock`;
   return async () => {
-    const ms = Number(await redis.eval(LOCK_LEFT, 1, `${job.queueQualifiedName}:${job.id}:lock`, token));
-    return ms === -1 ? Infinity : ms > 0 ? ms : undefined;
+    const [[, holder], [, ttl]] = (await redis.multi().get(key).pttl(key).exec()) as [[Error | null, string | null], [Error | null, number]];
+    if (holder !== token) return undefined;
+    return ttl === -1 ? Infinity : ttl > 0 ? ttl : undefined;
   };
 }
 
