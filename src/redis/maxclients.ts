@@ -4,6 +4,7 @@
 // worker's consumers whose connections never open would take no job without a word. Both are told here.
 import net from 'node:net';
 import type { Redis } from 'ioredis';
+import { redisInfo } from './durability.js';
 
 /** What to do about a Redis that has no room for more clients. */
 export const MAXCLIENTS_ADVICE =
@@ -45,9 +46,9 @@ export async function maxClientsRefusal(url: string): Promise<string | undefined
 
 /** Redis's clients against its maxclients, read on a connection that is up; undefined when there is room. */
 export async function clientsFull(redis: Redis): Promise<{ connected: number; max: number } | undefined> {
-  const info = await redis.info('clients');
-  const connected = Number(/connected_clients:(\d+)/.exec(info)?.[1]);
-  const max = Number(/maxclients:(\d+)/.exec(info)?.[1]);
+  const info = await redisInfo(redis, 'clients');
+  const connected = Number(info?.get('connected_clients'));
+  const max = Number(info?.get('maxclients'));
   return Number.isFinite(connected) && Number.isFinite(max) && connected >= max ? { connected, max } : undefined;
 }
 

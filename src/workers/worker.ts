@@ -152,7 +152,8 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       ...extra,
     });
     // One log per queue for all of its consumers: a freeze past the locks is one line with a count, not one per consumer.
-    const log = queueLogs.get(queue) ?? queueLogs.set(queue, rateLimitedLog((line) => console.error(`worker (${queue}): ${line}`))).get(queue)!;
+    let log = queueLogs.get(queue);
+    if (!log) queueLogs.set(queue, (log = rateLimitedLog((line) => console.error(`worker (${queue}): ${line}`))));
     const brake = refusalBrake(w, {
       onHold: (ms, message) => refusalLog(`Redis refuses ${redisRefusal(message) === 'NOPERM' ? "this user's commands" : 'writes'} (${errorKind(message)}): taking no new jobs for ${ms / 1000} s, then trying again, longer while it refuses (jobs in flight end once it takes writes; none is lost). ${redisRefusalAdvice(message)}`),
     });
