@@ -331,6 +331,33 @@ describe('worker process', () => {
   });
 });
 
+describe('worker start-up', () => {
+  it('a SIGTERM while it starts (its consumers being set up) stops it cleanly, not by the signal', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-starting-'));
+    const server = await startRedisServer({ dir });
+    const admin = new Redis(server.url);
+    let worker: ReturnType<typeof spawnCli> | undefined;
+    try {
+      // Writes held: the worker gets past its start-up checks (reads) and waits in its first write.
+      await admin.call('CLIENT', 'PAUSE', '8000', 'WRITE');
+      worker = spawnCli(['worker', '--redis', server.url, '--credentials', files.credentials]);
+      const clients = async () => String(await admin.call('CLIENT', 'LIST')).trim().split('\n').length;
+      await until(async () => (await clients()) >= 3, 8_000, 20);
+      expect(worker.output().stdout).not.toContain('worker:');
+      worker.kill('SIGTERM');
+      await until(async () => worker!.output().stdout.includes('worker: SIGTERM, finishing in-flight jobs'), 5_000);
+      await admin.call('CLIENT', 'UNPAUSE');
+      await expectExit(worker, 0);
+      expect(worker.output().stdout).toContain('worker: stopped after 0 outcomes');
+    } finally {
+      if (worker && worker.exitCode === null && worker.signalCode === null) worker.kill('SIGKILL');
+      admin.disconnect();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('connection cut mid-enqueue', () => {
   it('the enqueue goes on once Redis is back: the whole run, every job once (it was cut at the chunk the drop aborted)', async () => {
     const prefix = uniquePrefix('cut');

@@ -102,6 +102,12 @@ export function registerWorker(program: Command): void {
       const { url, redis } = await connectRedis(opts.redis, { refuseVolatile: true, allowVolatile: opts.allowVolatileRedis ?? false });
       redis.disconnect();
       const activity = watchActivity();
+      // SIGTERM, SIGINT, a hang-up (an ssh session dropped) or its output going away: it stops
+      // cleanly instead of being killed with jobs in flight (its writes to an output that is gone
+      // fail quietly: main.ts). Listened for before the consumers start and the start-up line is
+      // out: a stop sent as soon as that line shows (a service manager's, a script's) used to find
+      // no handler yet now and then, and killed the worker by SIGTERM.
+      const stop = interruptible('finishing in-flight jobs…', (reason) => console.log(`worker: ${reason}, finishing in-flight jobs…`));
       const running = await startWorker({
         onConsumer: activity.attach,
         redisUrl: url,
@@ -123,11 +129,7 @@ export function registerWorker(program: Command): void {
       // Redis filling up or unable to save is said while it happens, not only at start-up (each kind
       // at most every 10 minutes), so the worker's log warns before runs are refused.
       const health = watchRedisHealth(url, Math.min(reportEveryMs || HEALTH_EVERY_MS, HEALTH_EVERY_MS));
-      // SIGTERM, SIGINT, a hang-up (an ssh session dropped) or its output going away: it stops
-      // cleanly instead of being killed with jobs in flight (its writes to an output that is gone
-      // fail quietly: main.ts).
-      const stop = interruptible('finishing in-flight jobs…', (reason) => console.log(`worker: ${reason}, finishing in-flight jobs…`));
-      await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+      if (!stop.signal.aborted) await new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
       const closed = await closeWorker(running, (busy) =>
         console.log(`worker: Redis is unreachable or not answering: the ${busy} job${busy === 1 ? '' : 's'} in flight wait for it to record their outcomes (SIGTERM again to quit now: they run again elsewhere once their lock expires)`),
       );
