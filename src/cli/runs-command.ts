@@ -82,7 +82,7 @@ export function registerRuns(program: Command): void {
         console.log(
           `run ${r.runId}: ${r.cancelled} queued miner${r.cancelled === 1 ? '' : 's'} cancelled (outcome CANCELLED); ${r.done}/${r.total} have an outcome` +
             (left > 0 ? `, the other ${left} are being polled now and end with their own` : '') +
-            (r.neverEnqueued > 0 ? `; ${r.neverEnqueued} miners of its inventory were never enqueued (Redis refused them), so the run now counts ${r.total}` : ''),
+            (r.neverEnqueued > 0 ? `; ${r.neverEnqueued} miners of its inventory had no job (Redis refused them at enqueue, or lost them since), so the run now counts ${r.total}` : ''),
         );
       } finally {
         await queue.close();

@@ -19,7 +19,7 @@ export interface CancelResult {
   total: number;
   /**
    * Miners of the run that had no job at all (Redis refused them at enqueue, and could not record
-   * the cut then): the run is cut down to the others now, so it can finish.
+   * the cut then, or lost them since): the run is cut down to the others now, so it can finish.
    */
   neverEnqueued: number;
 }
@@ -93,19 +93,20 @@ export async function cancelRun(queue: Queue, store: RunStore, runId: string, ba
       // Never replaces an outcome written meanwhile.
       if (await store.writeOutcome(outcomeOf(parsed.data, result, attemptsUsed(job, parsed.data)))) cancelled++;
     });
-    // A run not marked fully enqueued (its producer was cancelled, or Redis refused part of it): miners
-    // with neither an outcome nor a job left were never enqueued. Cut the run down
-    // to the others, or it would wait for them forever (and never be pruned). Jobs are listed before
-    // outcomes, so a job finishing in between is seen at least once; a miner seen twice counts once.
+    // Miners with neither an outcome nor a job left were never enqueued (its producer was cancelled,
+    // or Redis refused part of it) or their jobs were lost (Redis came back without its last writes,
+    // a failover). Cut the run down to the others, or it would wait for them forever (and never be
+    // pruned). Jobs are listed before outcomes, so a job finishing in between is seen at least once;
+    // a miner seen twice counts once.
     let { done } = await store.getCounts(runId);
     let neverEnqueued = 0;
-    if (!enqueued && done < record.total) {
+    if (done < record.total) {
       const prefix = `${runId}.`;
       const known = new Set<string>();
       for (const q of queues) for (const id of await runJobIds(q, runId, [...QUEUED, 'active'])) known.add(id.slice(prefix.length));
       for (const minerId of await store.outcomeMinerIds(runId)) known.add(minerId);
       neverEnqueued = Math.max(0, record.total - known.size);
-      if (neverEnqueued > 0) await store.closeRunAt(runId, known.size, `${neverEnqueued} miners were never enqueued; the run was cancelled`);
+      if (neverEnqueued > 0) await store.closeRunAt(runId, known.size, `${neverEnqueued} miners had no job (never enqueued, or lost by Redis); the run was cancelled`);
       done = (await store.getCounts(runId)).done;
     }
     return { runId, cancelled, done, total: record.total - neverEnqueued, neverEnqueued };

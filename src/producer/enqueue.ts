@@ -98,29 +98,7 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
       throw new Error(`run ${record.runId} was cancelled while being enqueued: ${i.toLocaleString('en-US')} of ${record.total.toLocaleString('en-US')} miners were enqueued, the rest never will be`);
     }
     const chunk = inventory.targets.slice(i, i + (i === 0 ? Math.min(FIRST_CHUNK_SIZE, chunkSize) : chunkSize));
-    const jobs = chunk.map((target) => {
-      const data: JobData = {
-        runId: record.runId,
-        operation: opts.operationFor?.(target) ?? opts.operation,
-        target,
-        params: opts.paramsFor ? { ...record.params, ...opts.paramsFor(target) } : record.params,
-        ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
-        ...(opts.tlsSites && siteHasTls(opts.tlsSites, target.site) ? { tls: true } : {}),
-      };
-      return {
-        name: opts.operation,
-        data,
-        opts: {
-          jobId: jobId(record.runId, target.minerId),
-          ...(opts.priority ? { priority: opts.priority } : {}),
-          attempts: opts.jobAttempts ?? DEFAULT_JOB_ATTEMPTS,
-          backoff: { type: 'exponential', delay: opts.jobBackoffMs ?? 2_000, jitter: 0.5 },
-          removeOnComplete: { age: 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
-          removeOnFail: { age: 7 * 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
-        },
-      };
-    });
-    await addChunk(queue, store, record, i, jobs);
+    await addChunk(queue, store, record, i, runJobs(record, chunk, opts));
     i += chunk.length;
   }
   // Best effort: without the mark, a cancel only takes a moment longer to be sure nothing is still coming.
@@ -154,6 +132,32 @@ async function ensureRoom(store: RunStore, miners: number, retention: RetentionP
   if (problem) throw new RedisFullError(`${problem}. Nothing was enqueued${deleted.length ? ` (${deleted.length} old finished poll run${deleted.length === 1 ? '' : 's'} deleted to make room, not enough)` : ''}.`);
 }
 
+/** The BullMQ jobs of `targets` in `record`'s run, one per miner, with its deterministic job id. */
+export function runJobs(record: RunRecord, targets: readonly JobTarget[], opts: EnqueueOptions): { name: string; data: JobData; opts: { jobId: string } }[] {
+  return targets.map((target) => {
+    const data: JobData = {
+      runId: record.runId,
+      operation: opts.operationFor?.(target) ?? opts.operation,
+      target,
+      params: opts.paramsFor ? { ...record.params, ...opts.paramsFor(target) } : record.params,
+      ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+      ...(opts.tlsSites && siteHasTls(opts.tlsSites, target.site) ? { tls: true } : {}),
+    };
+    return {
+      name: opts.operation,
+      data,
+      opts: {
+        jobId: jobId(record.runId, target.minerId),
+        ...(opts.priority ? { priority: opts.priority } : {}),
+        attempts: opts.jobAttempts ?? DEFAULT_JOB_ATTEMPTS,
+        backoff: { type: 'exponential', delay: opts.jobBackoffMs ?? 2_000, jitter: 0.5 },
+        removeOnComplete: { age: 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
+        removeOnFail: { age: 7 * 24 * 3600, count: opts.keepFinishedJobs ?? KEEP_FINISHED_JOBS },
+      },
+    };
+  });
+}
+
 /** Attempts of a chunk cut off by the connection (each waits for ioredis to reconnect, then 0.2 s, 0.4 s … 5 s). */
 export const CHUNK_ATTEMPTS = 30;
 
@@ -162,7 +166,7 @@ export const CHUNK_ATTEMPTS = 30;
  * when its connection closes, where a single command waits for the reconnect. Job ids are
  * deterministic, so the jobs of the chunk that got in before the drop are not added twice.
  */
-async function addBulkThroughOutages(queue: Queue, jobs: Parameters<Queue['addBulk']>[0]): Promise<void> {
+export async function addBulkThroughOutages(queue: Queue, jobs: Parameters<Queue['addBulk']>[0]): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
       await queue.addBulk(jobs);

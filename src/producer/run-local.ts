@@ -10,7 +10,8 @@ import { newRunId, RunStore, type RunRecord } from '../fleet/run-store.js';
 import type { RetentionPolicy } from '../fleet/retention.js';
 import { reportRedisOutages } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
-import { BACKGROUND_PRIORITY, enqueueRun, FOREGROUND_PRIORITY } from './enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun, FOREGROUND_PRIORITY, type EnqueueOptions } from './enqueue.js';
+import { requeueLost } from './lost-jobs.js';
 import { leaveToBackground } from './cancel.js';
 import type { Inventory } from './inventory.js';
 import { waitForRun, type Progress } from './wait.js';
@@ -45,6 +46,8 @@ export interface LocalRunOptions {
    * outcomes written so far.
    */
   signal?: AbortSignal;
+  /** How long the run may go without a new outcome before lost jobs are looked for (default STILL_CHECK_MS). */
+  stillCheckMs?: number;
 }
 
 /** Fails before anything is enqueued when the inventory names an unknown credentials profile, or one with no username. */
@@ -106,24 +109,28 @@ function patientRedis(url: string, report: boolean): Redis {
   return redis;
 }
 
+/** How a run of `opts` is enqueued (its jobs' options), at `priority`. */
+function enqueueOptions(opts: LocalRunOptions, priority: number): EnqueueOptions {
+  return {
+    operation: opts.operation,
+    ...(opts.params ? { params: opts.params } : {}),
+    ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+    ...(opts.jobAttempts ? { jobAttempts: opts.jobAttempts } : {}),
+    ...(opts.jobBackoffMs !== undefined ? { jobBackoffMs: opts.jobBackoffMs } : {}),
+    ...(opts.retention ? { retention: opts.retention } : {}),
+    ...(opts.keepFinishedJobs ? { keepFinishedJobs: opts.keepFinishedJobs } : {}),
+    ...(opts.tlsBySite ? { tlsSites: Object.keys(opts.tlsBySite) } : {}),
+    ...(priority ? { priority } : {}),
+  };
+}
+
 /** The enqueue itself, for callers that checked the profiles already. */
 async function enqueueChecked(opts: LocalRunOptions, report: boolean, priority: number, runId?: string): Promise<RunRecord> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const redis = patientRedis(opts.redisUrl, report);
   const queue = openQueue(QUEUE_NAME, redis, prefix);
   try {
-    return await enqueueRun(queue, new RunStore(redis, prefix), opts.inventory, {
-      operation: opts.operation,
-      ...(runId ? { runId } : {}),
-      ...(opts.params ? { params: opts.params } : {}),
-      ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
-      ...(opts.jobAttempts ? { jobAttempts: opts.jobAttempts } : {}),
-      ...(opts.jobBackoffMs !== undefined ? { jobBackoffMs: opts.jobBackoffMs } : {}),
-      ...(opts.retention ? { retention: opts.retention } : {}),
-      ...(opts.keepFinishedJobs ? { keepFinishedJobs: opts.keepFinishedJobs } : {}),
-      ...(opts.tlsBySite ? { tlsSites: Object.keys(opts.tlsBySite) } : {}),
-      ...(priority ? { priority } : {}),
-    });
+    return await enqueueRun(queue, new RunStore(redis, prefix), opts.inventory, { ...enqueueOptions(opts, priority), ...(runId ? { runId } : {}) });
   } finally {
     await queue.close();
     redis.disconnect();
@@ -202,10 +209,19 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
       record = await enqueuing; // Redis is there: it ends at once
     }
     const store = new RunStore(redis, prefix);
-    const progress = await waitForRun(store, record.runId, record.total, {
+    const queue = openQueue(QUEUE_NAME, redis, prefix);
+    const { runId: id, total } = record;
+    // Miners whose jobs Redis lost (a crash of its host, a failover) would never get an outcome: queued again.
+    const check = async () => {
+      const lost = await requeueLost(queue, store, id, opts.inventory, enqueueOptions(opts, FOREGROUND_PRIORITY));
+      if (lost) process.stderr.write(`\nbos-fleet: run ${id}: ${lost} of its ${total} miners had neither an outcome nor a job in Redis (lost with writes Redis did not keep: its host crashed, or a failover): queued again\n`);
+    };
+    const progress = await waitForRun(store, id, total, {
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
-    });
+      check,
+      ...(opts.stillCheckMs ? { checkAfterMs: opts.stillCheckMs } : {}),
+    }).finally(() => queue.close());
     const stoppedEarly = (progress?.done ?? 0) < record.total;
     if (stoppedEarly && (await close()) === 'redis-down') throw new InterruptedWithoutRedisError(record.runId, record.total, progress?.done);
     // The miners left are left to the workers as a background poll (as --enqueue-only leaves one).

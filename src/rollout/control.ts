@@ -7,7 +7,10 @@ import { redisNowMs } from '../redis/clock.js';
 import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { operationOf } from '../workers/ops/mutation-spec.js';
-import { enqueueRun } from '../producer/enqueue.js';
+import { enqueueRun, type EnqueueOptions } from '../producer/enqueue.js';
+import { requeueLost, RunVanishedError } from '../producer/lost-jobs.js';
+import { STILL_CHECK_MS } from '../producer/wait.js';
+import type { JobTarget } from '../fleet/job.js';
 import { promoteJobs, rewakeStale, wakeParked } from './site-limit.js';
 import { allJobQueues, closeHandOnQueues } from '../fleet/hand-on-queues.js';
 import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
@@ -30,6 +33,8 @@ export interface ControlJobData {
   rolloutId: string;
   wave: number;
   seq?: number;
+  /** A gate's: the wave's outcomes at the gate before, and since when there have been that many. */
+  still?: { done: number; sinceMs: number };
 }
 
 /** Where wave `wave` starts and ends (exclusive) in the rollout's targets. */
@@ -77,8 +82,8 @@ export async function addWaveJob(control: Queue, rolloutId: string, wave: number
   await control.add('wave', { rolloutId, wave } satisfies ControlJobData, { jobId, delay: Math.max(0, delayMs), ...CONTROL_RETRY, removeOnComplete: { age: 86_400 }, removeOnFail: { age: 7 * 86_400 } });
 }
 
-export async function addGateJob(control: Queue, rolloutId: string, wave: number, seq: number | string, delayMs = GATE_POLL_MS): Promise<void> {
-  await control.add('gate', { rolloutId, wave, seq: typeof seq === 'number' ? seq : 0 } satisfies ControlJobData, {
+export async function addGateJob(control: Queue, rolloutId: string, wave: number, seq: number | string, delayMs = GATE_POLL_MS, still?: ControlJobData['still']): Promise<void> {
+  await control.add('gate', { rolloutId, wave, seq: typeof seq === 'number' ? seq : 0, ...(still ? { still } : {}) } satisfies ControlJobData, {
     jobId: `${rolloutId}.gate.${wave}.${seq}`,
     delay: delayMs,
     ...CONTROL_RETRY,
@@ -91,6 +96,40 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
   const store = new RolloutStore(deps.redis, deps.prefix);
   const runs = new RunStore(deps.redis, deps.prefix);
 
+  /** The miners of `wave` and how its jobs are enqueued (their params are the wave run's record's). */
+  async function waveRun(rec: RolloutHeader, wave: number): Promise<{ inventory: { file: string; targets: JobTarget[]; digest: string }; opts: EnqueueOptions }> {
+    const members = await store.members(rec.rolloutId);
+    if (!members) throw new UnrecoverableError(`rollout ${rec.rolloutId} has no miners recorded`);
+    const { specByMiner } = members;
+    const targets = members.targets.slice(...waveRange(rec, wave));
+    const digest = createHash('sha256').update(JSON.stringify(targets)).digest('hex');
+    return {
+      inventory: { file: `rollout ${rec.rolloutId} wave ${wave}`, targets, digest },
+      opts: {
+        operation: rec.operation,
+        runId: waveRunId(rec.rolloutId, wave),
+        ...(specByMiner ? { paramsFor: (t: JobTarget) => ({ mutation: specByMiner[t.minerId] ?? rec.spec }), operationFor: (t: JobTarget) => operationOf(specByMiner[t.minerId] ?? rec.spec) } : {}),
+        ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}),
+        ...(rec.tlsSites ? { tlsSites: rec.tlsSites } : {}),
+      },
+    };
+  }
+
+  /**
+   * The wave's miners whose jobs Redis lost (a crash of its host, a failover to a replica behind) go
+   * in again, or the wave would wait for them for ever. A change job run again is safe: its journal
+   * and read-back find a change made earlier, and a reboot is done once the miner booted after the
+   * wave asked (change-job.ts, mutation-kinds.ts).
+   */
+  async function requeueWave(rec: RolloutHeader, wave: number): Promise<void> {
+    const { inventory, opts } = await waveRun(rec, wave);
+    const lost = await requeueLost(deps.jobs, runs, waveRunId(rec.rolloutId, wave), inventory, opts).catch((err: unknown) => {
+      if (err instanceof RunVanishedError) return 0; // deleted with its rollout
+      throw err;
+    });
+    if (lost) console.error(`worker: rollout ${rec.rolloutId} wave ${wave}: ${lost} of its ${inventory.targets.length} miners had neither an outcome nor a job in Redis (lost with writes it did not keep: its host crashed, or a failover): queued again`);
+  }
+
   async function startWave(rec: RolloutHeader, wave: number): Promise<void> {
     const st = await store.status(rec.rolloutId);
     if (!st || TERMINAL.includes(st.state)) return;
@@ -99,23 +138,12 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     // Started already: a wave job delivered again, or added again by a resume.
     if (st.wave >= wave) return;
     if (st.state === 'scheduled') await store.transition(rec.rolloutId, ['scheduled'], 'running', { audit: auditEntryJson({ actor: rec.actor, action: 'rollout.running', subject: rec.rolloutId, targetDigest: rec.inventoryDigest }) });
-    const members = await store.members(rec.rolloutId);
-    if (!members) throw new UnrecoverableError(`rollout ${rec.rolloutId} has no miners recorded`);
-    const { specByMiner } = members;
-    const targets = members.targets.slice(...waveRange(rec, wave));
-    const digest = createHash('sha256').update(JSON.stringify(targets)).digest('hex');
     // A reboot is asked for when its wave starts, not when the rollout was started (with --at or
     // --pause-between, hours before): a miner that restarted by itself in between is still rebooted.
     // On Redis's clock, which the workers that read the miners' boot times share (redis/clock.ts).
     const spec = rec.spec.kind === 'reboot' ? { ...rec.spec, notBeforeMs: await redisNowMs(deps.redis) } : rec.spec;
-    await enqueueRun(deps.jobs, runs, { file: `rollout ${rec.rolloutId} wave ${wave}`, targets, digest }, {
-      operation: rec.operation,
-      runId: waveRunId(rec.rolloutId, wave),
-      params: { rolloutId: rec.rolloutId, wave, mutation: spec, ...(rec.maxInFlightPerSite ? { maxInFlightPerSite: rec.maxInFlightPerSite } : {}) },
-      ...(specByMiner ? { paramsFor: (t) => ({ mutation: specByMiner[t.minerId] ?? rec.spec }), operationFor: (t) => operationOf(specByMiner[t.minerId] ?? rec.spec) } : {}),
-      ...(rec.timeoutMs ? { timeoutMs: rec.timeoutMs } : {}),
-      ...(rec.tlsSites ? { tlsSites: rec.tlsSites } : {}),
-    });
+    const { inventory, opts } = await waveRun(rec, wave);
+    await enqueueRun(deps.jobs, runs, inventory, { ...opts, params: { rolloutId: rec.rolloutId, wave, mutation: spec, ...(rec.maxInFlightPerSite ? { maxInFlightPerSite: rec.maxInFlightPerSite } : {}) } });
     // The gate first: a worker dying in between leaves the wave unmarked, and its job, delivered
     // again, makes both again (idempotent); marked first, it would leave a wave without a gate.
     await addGateJob(deps.control, rec.rolloutId, wave, 0);
@@ -141,7 +169,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
     return true;
   }
 
-  async function gate(rec: RolloutHeader, wave: number, seq: number): Promise<void> {
+  async function gate(rec: RolloutHeader, wave: number, seq: number, still: ControlJobData['still']): Promise<void> {
     const st = await store.status(rec.rolloutId);
     if (!st || TERMINAL.includes(st.state)) return;
     // The outcomes of every wave up to this one, read once.
@@ -160,7 +188,13 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
           await wakeParked(deps.redis, deps.jobs, key, rec.maxInFlightPerSite);
         }
       }
-      return addGateJob(deps.control, rec.rolloutId, wave, seq + 1);
+      // No new outcome for a while: are its miners' jobs still there?
+      let sinceMs = still?.done === done ? still.sinceMs : Date.now();
+      if (Date.now() - sinceMs >= STILL_CHECK_MS) {
+        await requeueWave(rec, wave);
+        sinceMs = Date.now();
+      }
+      return addGateJob(deps.control, rec.rolloutId, wave, seq + 1, GATE_POLL_MS, { done, sinceMs });
     }
     // Every miner of the wave has an outcome: gate on the failures of all finished waves.
     const rate = doneAll ? failedAll / doneAll : 0;
@@ -195,7 +229,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       return;
     }
     if (job.name === 'wave') await startWave(rec, job.data.wave);
-    else if (job.name === 'gate') await gate(rec, job.data.wave, job.data.seq ?? 0);
+    else if (job.name === 'gate') await gate(rec, job.data.wave, job.data.seq ?? 0, job.data.still);
   };
 }
 

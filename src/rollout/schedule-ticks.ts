@@ -5,7 +5,8 @@ import type { Redis } from 'ioredis';
 import { isFinalFailure } from '../fleet/job.js';
 import { RunStore } from '../fleet/run-store.js';
 import { DEFAULT_RETENTION } from '../fleet/retention.js';
-import { BACKGROUND_PRIORITY, enqueueRun } from '../producer/enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun, type EnqueueOptions } from '../producer/enqueue.js';
+import { requeueLost, RunVanishedError } from '../producer/lost-jobs.js';
 import { startRollout } from './create.js';
 import { RolloutOverlapError } from './overlap.js';
 import { TERMINAL } from './store.js';
@@ -33,13 +34,36 @@ export async function recordFailedTick(redis: Redis, prefix: string, job: Job<{ 
   return true;
 }
 
+/** How a poll schedule's ticks enqueue their runs. */
+function tickPollOptions(def: ScheduleDef): EnqueueOptions {
+  return {
+    operation: 'poll',
+    series: def.scheduleId,
+    ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}),
+    ...(def.retention ? { retention: def.retention } : {}),
+    ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}),
+    priority: BACKGROUND_PRIORITY,
+  };
+}
+
+/** A run deleted meanwhile (retention, or Redis lost it) has no miners left to queue again. */
+function notIfVanished(err: unknown): number {
+  if (err instanceof RunVanishedError) return 0;
+  throw err;
+}
+
 export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jobs: Queue }) {
   const runs = new RunStore(deps.redis, deps.prefix);
   /** What of the schedule's previous run or rollout is still going, if anything. */
   const unfinished = async (def: ScheduleDef, last: string | undefined): Promise<string | undefined> => {
     const p = last ? await lastProgress(deps.redis, deps.prefix, def, last) : undefined;
-    if (!p) return undefined;
-    if ('done' in p) return p.done < p.total ? `run ${last} has ${p.total - p.done} of ${p.total} miners to go` : undefined;
+    if (!p || !last) return undefined;
+    if ('done' in p) {
+      if (p.done >= p.total) return undefined;
+      // Its miners whose jobs Redis lost (a crash of its host, a failover) go in again: without them it never ends, and every tick is skipped.
+      const lost = def.kind === 'poll' ? await requeueLost(deps.jobs, runs, last, { targets: def.targets, digest: def.inventoryDigest }, tickPollOptions(def)).catch(notIfVanished) : 0;
+      return `run ${last} has ${p.total - p.done} of ${p.total} miners to go${lost ? ` (${lost} of them had neither an outcome nor a job in Redis, lost with writes it did not keep — its host crashed, or a failover: queued again)` : ''}`;
+    }
     return TERMINAL.includes(p.state) ? undefined : `rollout ${last} is ${p.state}`;
   };
   // The rollout is started whatever happens here: a failed clean-up is said, not thrown.
@@ -81,15 +105,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     const inventory = { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest };
     if (def.kind === 'poll') {
       await markLast();
-      await enqueueRun(deps.jobs, runs, inventory, {
-        operation: 'poll',
-        runId: id,
-        series: def.scheduleId,
-        ...(def.timeoutMs ? { timeoutMs: def.timeoutMs } : {}),
-        ...(def.retention ? { retention: def.retention } : {}),
-        ...(def.tlsSites ? { tlsSites: def.tlsSites } : {}),
-        priority: BACKGROUND_PRIORITY,
-      });
+      await enqueueRun(deps.jobs, runs, inventory, { ...tickPollOptions(def), runId: id });
       return { started: id };
     }
     const r = def.rollout;

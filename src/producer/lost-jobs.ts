@@ -1,0 +1,73 @@
+// Miners of a run whose jobs are gone from Redis without an outcome: Redis came back without its last
+// writes (its host lost power: the AOF is synced every second) or a failover promoted a replica that
+// had not caught up. No worker will ever take them, so the run would wait for them for ever (a
+// foreground poll never ends, a schedule skips every tick behind it, a rollout's wave never ends).
+// Their jobs go in again.
+import type { Queue } from 'bullmq';
+import type { JobTarget } from '../fleet/job.js';
+import { handOnQueueName } from '../fleet/hand-on-queues.js';
+import { jobId } from '../fleet/keys.js';
+import type { RunStore } from '../fleet/run-store.js';
+import { addBulkThroughOutages, runJobs, type EnqueueOptions } from './enqueue.js';
+
+/** A run's record is gone from Redis: it was flushed, or replaced by a Redis without this run. */
+export class RunVanishedError extends Error {
+  constructor(readonly runId: string) {
+    super(
+      `run ${runId} is gone from Redis (its record, outcomes and jobs): Redis was flushed, or replaced by one without its data ` +
+        `(a failover to a replica that had not caught up, a restore from an older copy). Its outcomes are lost: poll again`,
+    );
+  }
+}
+
+/** Miners looked at per MULTI (one atomic read of their outcomes and jobs). */
+const BATCH = 1_000;
+/** Between the two looks at a miner (see {@link requeueLost}). */
+export const SECOND_LOOK_MS = 1_000;
+
+/**
+ * Of `targets`, those with neither an outcome in the run nor a job in any queue a miner job can be in
+ * (the run's, or a hand-on queue: hand-on-queues.ts), read atomically per batch.
+ */
+async function withoutOutcomeOrJob(queue: Queue, store: RunStore, runId: string, targets: readonly JobTarget[]): Promise<JobTarget[]> {
+  const lost: JobTarget[] = [];
+  const outcomes = store.k.outcomes(runId);
+  const queues = [queue.name, ...(await store.redis.smembers(store.k.handOnQueues)).map(handOnQueueName)];
+  const jobKeys = (minerId: string) => queues.map((name) => `${queue.opts.prefix ?? 'bull'}:${name}:${jobId(runId, minerId)}`);
+  for (let i = 0; i < targets.length; i += BATCH) {
+    const batch = targets.slice(i, i + BATCH);
+    const tx = store.redis.multi();
+    for (const t of batch) tx.hexists(outcomes, t.minerId).exists(...jobKeys(t.minerId));
+    const replies = (await tx.exec()) ?? [];
+    batch.forEach((t, j) => {
+      if (replies[2 * j]?.[1] === 0 && replies[2 * j + 1]?.[1] === 0) lost.push(t);
+    });
+  }
+  return lost;
+}
+
+/**
+ * Puts the jobs of the run's lost miners (no outcome, no job) in again, with their own job ids and the
+ * run's options, and returns how many. A miner's outcome is written before its job ends and may be
+ * deleted, so a job that is gone without one was never done; each miner is looked at twice,
+ * {@link SECOND_LOOK_MS} apart, and only one lost at both looks is added. `inventory` is the run's
+ * (its miners in their enqueue order; of a run cut short at enqueue, only those it holds count). A cancelled
+ * run adds nothing (cancel gives its miners their outcomes). `opts` are those the run was enqueued
+ * with; its params are its record's. A change's job run again is safe: see rollout/control.ts.
+ */
+export async function requeueLost(queue: Queue, store: RunStore, runId: string, inventory: { targets: readonly JobTarget[]; digest: string }, opts: EnqueueOptions): Promise<number> {
+  const record = await store.getRun(runId);
+  if (!record) throw new RunVanishedError(runId);
+  // Another inventory (a schedule added again under its id) is not this run's miners.
+  if (record.inventoryDigest !== inventory.digest) return 0;
+  if ((await store.enqueueState(runId)).cancelled) return 0;
+  const held = record.inventoryTotal === undefined ? inventory.targets : inventory.targets.slice(0, record.total);
+  const done = new Set(await store.outcomeMinerIds(runId));
+  const seen = await withoutOutcomeOrJob(queue, store, runId, held.filter((t) => !done.has(t.minerId)));
+  if (seen.length === 0) return 0;
+  await new Promise((r) => setTimeout(r, SECOND_LOOK_MS));
+  const lost = await withoutOutcomeOrJob(queue, store, runId, seen);
+  if (lost.length === 0) return 0;
+  await addBulkThroughOutages(queue, runJobs(record, lost, opts));
+  return lost.length;
+}
