@@ -1,6 +1,6 @@
 // Losing nothing: enqueue twice, a SIGKILLed worker, a restarted Redis, graceful SIGTERM.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
@@ -16,7 +16,7 @@ import { enqueueOnly } from '../src/producer/run-local.js';
 import { waitForRun } from '../src/producer/wait.js';
 import { startRedisServer } from '../src/redis/server.js';
 import { startWorker } from '../src/workers/worker.js';
-import { CLI, exited, expectExit, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
+import { CLI, exited, exitedWithin, expectExit, spawnCli, startCliFleet, type CliFleet, type FleetFiles } from './helpers/cli.js';
 import { FAST_CORE, type TestFleet } from './helpers/fleet.js';
 import { crashAndRestart, redisUrl, startCuttingProxy, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
@@ -197,6 +197,34 @@ describe('worker process', () => {
     expect(queued(counts) + (await outcomeCount(store, record.runId))).toBe(COUNT);
     expect(queued(counts)).toBeGreaterThan(0); // it stopped: the rest waits for another worker
     await queue.close();
+  });
+
+  it('a worker whose log disk is full (/dev/full) goes on working, and stops with 1 for its lost output; a command whose output is its work stops at once', async () => {
+    const prefix = uniquePrefix('enospc');
+    const store = new RunStore(redis, prefix);
+    const full = openSync('/dev/full', 'w');
+    const w = spawn(process.execPath, [CLI, 'worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '4', '--report-every', '1s'], { stdio: ['ignore', full, 'pipe'] });
+    let stderr = '';
+    w.stderr?.on('data', (d) => (stderr += d));
+    closeSync(full);
+    try {
+      await until(async () => stderr.includes('its output cannot be written (ENOSPC'), 10_000);
+      // Its start-up line was lost, not fatal: it polls.
+      const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
+      await until(async () => (await outcomeCount(store, record.runId)) >= 5);
+      await new Promise((r) => setTimeout(r, 1_200)); // a report line or two lost as well
+      expect(w.exitCode).toBeNull();
+      w.kill('SIGTERM');
+      expect(await exitedWithin(w)).toBe(1);
+      const queue = new Queue(QUEUE_NAME, { connection: redis, prefix });
+      expect(await queue.getActiveCount()).toBe(0); // its jobs in flight finished
+      await queue.close();
+    } finally {
+      if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+    }
+    const runs = spawnSync(process.execPath, [CLI, 'runs', '--redis', redisUrl(), '--prefix', prefix], { stdio: ['ignore', openSync('/dev/full', 'w'), 'pipe'], encoding: 'utf8' });
+    expect(runs.status).toBe(1);
+    expect(runs.stderr).toContain('bos-fleet: cannot write its output (ENOSPC');
   });
 
   // SIGHUP: the terminal poll runs in closed (an ssh session dropped).

@@ -11,7 +11,7 @@ import { registerWorker } from './worker-command.js';
 import { registerWatch } from './watch-command.js';
 import { redisRefusal, redisRefusalAdvice } from '../redis/durability.js';
 import { isConnectionDrop } from '../redis/connection-drop.js';
-import { exitAfterHangUp, outputLost } from './hang-up.js';
+import { exitAfterHangUp, outputFull, outputLost } from './hang-up.js';
 import { RedisUnreachableError } from './connect-redis.js';
 
 /**
@@ -44,9 +44,11 @@ registerSchedule(program);
 registerSim(program);
 
 // A reader that stops early (`bos-fleet results RUN | head`) or a terminal that hangs up ends the
-// command quietly, not with a trace — except a worker, which first finishes its jobs in flight.
-for (const out of [process.stdout, process.stderr]) {
+// command quietly, not with a trace — except a worker, which first finishes its jobs in flight. A
+// full disk under its output does not crash a worker either (outputFull).
+for (const [fd, out] of [process.stdout, process.stderr].entries()) {
   out.on('error', (err: NodeJS.ErrnoException) => {
+    if (outputFull(fd + 1, err.code)) return;
     if (err.code !== 'EPIPE' && err.code !== 'EIO') throw err;
     if (!outputLost() && !exitAfterHangUp()) process.exit(0);
   });
