@@ -7,6 +7,7 @@ import { resolveRedisUrl, shownRedisUrl } from '../redis/resolve.js';
 import { stallAfterMs, watchStalls } from '../redis/stall.js';
 import { checkRedisServer, redisUser } from '../redis/permissions.js';
 import { MAXCLIENTS_ADVICE, maxClientsRefusal } from '../redis/maxclients.js';
+import { followFailover } from '../redis/failover.js';
 
 /** What to do about a Redis that refused a connection: `where` is the flag or variable that named it (none: the embedded one). */
 function unreachableHint(reason: string, where: '--redis' | 'REDIS_URL' | undefined, url: string): string {
@@ -23,7 +24,7 @@ export class RedisUnreachableError extends Error {}
 
 export async function connectRedis(flag: string | undefined, opts: { refuseVolatile?: boolean; allowVolatile?: boolean } = {}): Promise<{ url: string; redis: Redis }> {
   const url = await resolveRedisUrl(flag);
-  const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true });
+  const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true, ...followFailover() });
   // connect() rejects with a bare "Connection is closed."; the reason (ECONNREFUSED, …) is the error event's.
   let cause: Error | undefined;
   redis.on('error', (err: Error) => (cause ??= err));

@@ -17,6 +17,7 @@ import type { Inventory } from './inventory.js';
 import { waitForRun, type Progress } from './wait.js';
 import { openQueue } from '../fleet/queue.js';
 import { closeWorker, unlessAborted, type CloseResult } from '../workers/close.js';
+import { followFailover } from '../redis/failover.js';
 
 export interface LocalRunOptions {
   redisUrl: string;
@@ -103,7 +104,7 @@ export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
  * so, once every 10 s; otherwise this process's worker already does, and this one stays quiet.
  */
 function patientRedis(url: string, report: boolean): Redis {
-  const redis = new Redis(url, { maxRetriesPerRequest: null });
+  const redis = new Redis(url, { maxRetriesPerRequest: null, ...followFailover() });
   if (report) reportRedisOutages('bos-fleet', 'nothing enqueued is lost while it is down', [redis]);
   else redis.on('error', () => undefined);
   return redis;

@@ -24,6 +24,7 @@ import { redisRefusal, redisRefusalAdvice } from '../redis/durability.js';
 import { watchStalls } from '../redis/stall.js';
 import { roomWatch } from '../redis/maxclients.js';
 import { openQueue } from '../fleet/queue.js';
+import { followFailover } from '../redis/failover.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -107,8 +108,9 @@ export function consumerSlots(concurrency: number, consumers = Math.ceil(concurr
 
 export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
-  const connection = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
-  const storeRedis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null });
+  // Each follows a failover by itself, as each consumer's duplicate does.
+  const connection = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, ...followFailover() });
+  const storeRedis = new Redis(opts.redisUrl, { maxRetriesPerRequest: null, ...followFailover() });
   reportRedisOutages('worker', 'no job is lost while it is down', [connection, storeRedis]);
   const stall = watchStalls(storeRedis, 'worker', 'jobs in flight wait for it to record their outcomes, and no job is lost');
   const executor = createExecutor(
@@ -132,7 +134,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const room = roomWatch(storeRedis, (line) => console.error(`worker: ${line}`));
   // Each BullMQ Worker gets its own blocking connection; every one is closed by close().
   const consume = <D, R>(queue: string, processor: (job: Job<D>, token?: string) => Promise<R>, concurrency: number, extra: Partial<BullWorkerOptions> = {}) => {
-    const conn = connections.length === 0 ? connection : connection.duplicate();
+    const conn = connections.length === 0 ? connection : connection.duplicate(followFailover());
     conn.on('error', () => room.check());
     connections.push(conn);
     const counted = async (job: Job<D>, token?: string): Promise<R> => {
