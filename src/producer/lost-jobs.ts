@@ -20,6 +20,11 @@ export class RunVanishedError extends Error {
   }
 }
 
+/** What is said of a run's `lost` miners of `total` queued again. */
+export function lostJobsText(lost: number, total: number): string {
+  return `${lost} of its ${total} miners had neither an outcome nor a job in Redis (lost with writes Redis did not keep: its host crashed, or a failover): queued again`;
+}
+
 /** Miners looked at per MULTI (one atomic read of their outcomes and jobs). */
 const BATCH = 1_000;
 /** Between the two looks at a miner (see {@link requeueLost}). */

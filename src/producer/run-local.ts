@@ -11,7 +11,7 @@ import type { RetentionPolicy } from '../fleet/retention.js';
 import { reportRedisOutages } from '../workers/error-log.js';
 import { startWorker } from '../workers/worker.js';
 import { BACKGROUND_PRIORITY, enqueueRun, FOREGROUND_PRIORITY, type EnqueueOptions } from './enqueue.js';
-import { requeueLost } from './lost-jobs.js';
+import { lostJobsText, requeueLost } from './lost-jobs.js';
 import { leaveToBackground } from './cancel.js';
 import type { Inventory } from './inventory.js';
 import { waitForRun, type Progress } from './wait.js';
@@ -215,7 +215,7 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
     // Miners whose jobs Redis lost (a crash of its host, a failover) would never get an outcome: queued again.
     const check = async () => {
       const lost = await requeueLost(queue, store, id, opts.inventory, enqueueOptions(opts, FOREGROUND_PRIORITY));
-      if (lost) process.stderr.write(`\nbos-fleet: run ${id}: ${lost} of its ${total} miners had neither an outcome nor a job in Redis (lost with writes Redis did not keep: its host crashed, or a failover): queued again\n`);
+      if (lost) process.stderr.write(`\nbos-fleet: run ${id}: ${lostJobsText(lost, total)}\n`);
     };
     const progress = await waitForRun(store, id, total, {
       ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { operationOf } from '../workers/ops/mutation-spec.js';
 import { enqueueRun, type EnqueueOptions } from '../producer/enqueue.js';
-import { requeueLost, RunVanishedError } from '../producer/lost-jobs.js';
+import { lostJobsText, requeueLost, RunVanishedError } from '../producer/lost-jobs.js';
 import { STILL_CHECK_MS } from '../producer/wait.js';
 import type { JobTarget } from '../fleet/job.js';
 import { promoteJobs, rewakeStale, wakeParked } from './site-limit.js';
@@ -47,11 +47,6 @@ export function waveSize(rec: Pick<RolloutHeader, 'waveEnds'>, wave: number): nu
   return end - start;
 }
 
-/**
- * Adds the job that starts `wave` after `delayMs`. Its id makes a second add a no-op while the first
- * is pending; one that already ran without starting the wave (it came while the rollout was paused,
- * under a version before held waves) does not block a new one: startWave ignores a wave started.
- */
 /** A wave's result: its miners, their outcomes by code and, of its OK ones, what the change did ({applied, unchanged}). */
 export interface WaveResult {
   index: number;
@@ -75,6 +70,11 @@ export async function waveResults(runs: RunStore, rec: Pick<RolloutHeader, 'roll
   return waves;
 }
 
+/**
+ * Adds the job that starts `wave` after `delayMs`. Its id makes a second add a no-op while the first
+ * is pending; one that already ran without starting the wave (it came while the rollout was paused,
+ * under a version before held waves) does not block a new one: startWave ignores a wave started.
+ */
 export async function addWaveJob(control: Queue, rolloutId: string, wave: number, delayMs: number, suffix = ''): Promise<void> {
   let jobId = `${rolloutId}.wave.${wave}${suffix}`;
   const state = await control.getJobState(jobId);
@@ -127,7 +127,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       if (err instanceof RunVanishedError) return 0; // deleted with its rollout
       throw err;
     });
-    if (lost) console.error(`worker: rollout ${rec.rolloutId} wave ${wave}: ${lost} of its ${inventory.targets.length} miners had neither an outcome nor a job in Redis (lost with writes it did not keep: its host crashed, or a failover): queued again`);
+    if (lost) console.error(`worker: rollout ${rec.rolloutId} wave ${wave}: ${lostJobsText(lost, inventory.targets.length)}`);
   }
 
   async function startWave(rec: RolloutHeader, wave: number): Promise<void> {

@@ -6,7 +6,7 @@ import { isFinalFailure } from '../fleet/job.js';
 import { RunStore } from '../fleet/run-store.js';
 import { DEFAULT_RETENTION } from '../fleet/retention.js';
 import { BACKGROUND_PRIORITY, enqueueRun, type EnqueueOptions } from '../producer/enqueue.js';
-import { requeueLost, RunVanishedError } from '../producer/lost-jobs.js';
+import { lostJobsText, requeueLost, RunVanishedError } from '../producer/lost-jobs.js';
 import { startRollout } from './create.js';
 import { RolloutOverlapError } from './overlap.js';
 import { TERMINAL } from './store.js';
@@ -62,7 +62,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
       if (p.done >= p.total) return undefined;
       // Its miners whose jobs Redis lost (a crash of its host, a failover) go in again: without them it never ends, and every tick is skipped.
       const lost = def.kind === 'poll' ? await requeueLost(deps.jobs, runs, last, { targets: def.targets, digest: def.inventoryDigest }, tickPollOptions(def)).catch(notIfVanished) : 0;
-      return `run ${last} has ${p.total - p.done} of ${p.total} miners to go${lost ? ` (${lost} of them had neither an outcome nor a job in Redis, lost with writes it did not keep — its host crashed, or a failover: queued again)` : ''}`;
+      return `run ${last} has ${p.total - p.done} of ${p.total} miners to go${lost ? `; ${lostJobsText(lost, p.total)}` : ''}`;
     }
     return TERMINAL.includes(p.state) ? undefined : `rollout ${last} is ${p.state}`;
   };
