@@ -192,7 +192,7 @@ describe('a rollout', () => {
   it("whose wave's queued change jobs Redis lost queues them again once the wave stands still: it completes, every miner changed once", async () => {
     const prefix = uniquePrefix('lostroll');
     const queue = openQueue(QUEUE_NAME, redis, prefix);
-    const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 1, credentials: tf.credentials, coreOptions: FAST_CORE });
+    const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 1, credentials: tf.credentials, coreOptions: FAST_CORE, stillCheckMs: 2_000 });
     const to2610 = (r: unknown) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2610;
     try {
       const rec = await startRollout(redis, powerTargetPlan(tf, 2610), prefix);

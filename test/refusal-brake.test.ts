@@ -2,10 +2,12 @@
 // instead of asking again at once, and takes them again once Redis takes writes.
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
+import type { Outcome } from '../src/fleet/outcome.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
 import { redisRefusal } from '../src/redis/durability.js';
 import { startWorker } from '../src/workers/worker.js';
 import { refusalBrake } from '../src/workers/refusal-brake.js';
+import { writeOutcomeThroughRefusals } from '../src/workers/outcome-write.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { withOwnRedis } from './helpers/own-redis.js';
 import { until } from './helpers/until.js';
@@ -59,6 +61,28 @@ describe('the refusal brake', () => {
   });
 });
 
+describe("a job's outcome", () => {
+  it('refused by a full Redis is written once Redis has room, not failed (its job would run again a minute later); other errors and a long refusal fail it', async () => {
+    await withOwnRedis('outcome', async ({ redis, queue }) => {
+      const store = new RunStore(redis, queue.opts.prefix!);
+      const outcome = (minerId: string): Outcome => ({ runId: 'r1', minerId, host: '127.0.0.1', port: 50051, operation: 'poll', status: 'ok', code: 'OK', attempts: 1, jobAttempts: 1, durationMs: 1, finishedAt: new Date().toISOString(), transport: 'plaintext' });
+      await redis.config('SET', 'maxmemory', '1');
+      try {
+        const writing = writeOutcomeThroughRefusals(store, outcome('m1'));
+        await new Promise((r) => setTimeout(r, 1_500));
+        expect(await store.getOutcome('r1', 'm1')).toBeUndefined(); // refused so far
+        await redis.config('SET', 'maxmemory', '0');
+        expect(await writing).toBe(true);
+        expect((await store.getCounts('r1')).counts).toEqual({ OK: 1 });
+        await redis.config('SET', 'maxmemory', '1');
+        await expect(writeOutcomeThroughRefusals(store, outcome('m2'), 600)).rejects.toThrow(/OOM/);
+      } finally {
+        await redis.config('SET', 'maxmemory', '0');
+      }
+    });
+  });
+});
+
 describe('a worker whose Redis fills up under it', () => {
   let tf: TestFleet;
   // Slow miners: the worker is still busy with the run when Redis fills up.
@@ -73,7 +97,9 @@ describe('a worker whose Redis fills up under it', () => {
       const lines: string[] = [];
       const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)));
       // Slots to spare: its consumers keep fetching (a worker with every slot busy fetches nothing).
-      const worker = await startWorker({ redisUrl: server.url, prefix, threads: 0, concurrency: 50, credentials: tf.credentials, coreOptions: FAST_CORE });
+      // Outcomes Redis refuses fail their jobs at once (they wait 20 s for room otherwise: outcome-write.ts),
+      // so BullMQ's own calls meet the refusals; such a job runs again once its lock (5 s here) expires.
+      const worker = await startWorker({ redisUrl: server.url, prefix, threads: 0, concurrency: 50, credentials: tf.credentials, coreOptions: FAST_CORE, outcomeRefusedWaitMs: 0, lockDurationMs: 5_000, stalledIntervalMs: 2_500 });
       const refusals = async () => Number(/errorstat_OOM:count=(\d+)/.exec(await redis.info('errorstats'))?.[1] ?? 0);
       try {
         await until(async () => (await store.getCounts(run.runId)).done >= 2, 20_000, 20);

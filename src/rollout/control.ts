@@ -92,7 +92,8 @@ export async function addGateJob(control: Queue, rolloutId: string, wave: number
   });
 }
 
-export function createControlProcessor(deps: { redis: Redis; prefix: string; jobs: Queue; control: Queue }) {
+export function createControlProcessor(deps: { redis: Redis; prefix: string; jobs: Queue; control: Queue; stillCheckMs?: number }) {
+  const stillCheckMs = deps.stillCheckMs ?? STILL_CHECK_MS;
   const store = new RolloutStore(deps.redis, deps.prefix);
   const runs = new RunStore(deps.redis, deps.prefix);
 
@@ -190,7 +191,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
       }
       // No new outcome for a while: are its miners' jobs still there?
       let sinceMs = still?.done === done ? still.sinceMs : Date.now();
-      if (Date.now() - sinceMs >= STILL_CHECK_MS) {
+      if (Date.now() - sinceMs >= stillCheckMs) {
         await requeueWave(rec, wave);
         sinceMs = Date.now();
       }

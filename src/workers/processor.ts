@@ -13,6 +13,7 @@ import { missingFor, type WorkerRegistry } from './registry.js';
 import { HANDED_ON, handedOnBefore, handOn } from './hand-on.js';
 import { handOnQueueName } from '../fleet/hand-on-queues.js';
 import { changeRetryable, lockHold, runChange, stoppedChange, TakenOverError } from './change-job.js';
+import { OUTCOME_REFUSED_WAIT_MS, writeOutcomeThroughRefusals } from './outcome-write.js';
 
 export interface ProcessorDeps {
   store: RunStore;
@@ -26,6 +27,8 @@ export interface ProcessorDeps {
   jobs: Queue;
   /** Where a job given up to another worker is said (TakenOverError). */
   notice?: (line: string) => void;
+  /** How long an outcome waits for a Redis refusing writes (outcome-write.ts). */
+  outcomeRefusedWaitMs?: number;
 }
 
 /** `finishedAtMs`: when the miner's part ended (default: now). */
@@ -110,7 +113,7 @@ export async function settleFailedJob(store: RunStore, job: Job | undefined, err
   const why = /stalled more than allowable limit/.test(err.message)
     ? `its worker stopped while on this miner more often than allowed (killed, out of memory, or cut off from Redis): ${err.message}`
     : `the job failed outside the miner's result: ${err.message}`;
-  return store.writeOutcome(outcomeOf(parsed.data, failedTask('INTERNAL', why), attemptsUsed(job, parsed.data)));
+  return writeOutcomeThroughRefusals(store, outcomeOf(parsed.data, failedTask('INTERNAL', why), attemptsUsed(job, parsed.data)));
 }
 
 /** The longest a miner job of a paused rollout waits before it looks at the rollout again. */
@@ -130,7 +133,8 @@ export function pausedRecheckMs(pausedAt: string, nowMs = Date.now()): number {
 /** How soon a job this worker cannot do, where only the workers that can take it, is offered to them again. */
 export const HAND_BACK_MS = 200;
 
-export function createProcessor({ store, executor, rollouts, registry, jobs, notice, siteLeaseMs = 120_000 }: ProcessorDeps) {
+export function createProcessor({ store, executor, rollouts, registry, jobs, notice, siteLeaseMs = 120_000, outcomeRefusedWaitMs = OUTCOME_REFUSED_WAIT_MS }: ProcessorDeps) {
+  const writeOutcome = (outcome: Outcome) => writeOutcomeThroughRefusals(store, outcome, outcomeRefusedWaitMs);
   return async (job: Job, token?: string): Promise<{ code: string; skipped?: boolean }> => {
     const parsed = jobDataSchema.safeParse(job.data);
     const jobAttempts = job.attemptsMade + 1;
@@ -140,7 +144,7 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, not
       const message = `job ${job.id}: field ${issue?.path.join('.') ?? '?'}: ${issue?.message ?? 'invalid'}`;
       if (raw?.runId && raw.target?.minerId) {
         const partial = { runId: raw.runId, operation: String(raw.operation ?? 'unknown'), target: { ...raw.target, host: String(raw.target.host ?? ''), port: Number(raw.target.port ?? 0) } } as JobData;
-        await store.writeOutcome(outcomeOf(partial, failedTask('INVALID_JOB', message), jobAttempts));
+        await writeOutcome(outcomeOf(partial, failedTask('INVALID_JOB', message), jobAttempts));
       }
       throw new UnrecoverableError(`INVALID_JOB: ${message}`);
     }
@@ -172,7 +176,7 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, not
       }
       if (await registry.olderCanRun(data)) await delay(job, token, HAND_BACK_MS);
       const result = failedTask('INVALID_JOB', `no running worker has ${missing}${data.tls ? ' (the run asked for TLS: never polled in plaintext)' : ''}: give the workers the profile (--credentials) or TLS file (--tls) this inventory needs`);
-      await store.writeOutcome(outcomeOf(data, result, jobAttempts + prior));
+      await writeOutcome(outcomeOf(data, result, jobAttempts + prior));
       throw new UnrecoverableError(`INVALID_JOB: ${result.error?.message ?? ''}`);
     }
 
@@ -187,7 +191,7 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, not
       if (st.state === 'paused') await delay(job, token, pausedRecheckMs(st.updatedAt));
       if (st.state === 'aborted' || st.state === 'halted') {
         const result = await stoppedChange(data, executor, store, `rollout ${rolloutId} was ${st.state}`);
-        await store.writeOutcome(outcomeOf(data, result, jobAttempts + prior));
+        await writeOutcome(outcomeOf(data, result, jobAttempts + prior));
         return { code: result.code };
       }
       const limit = data.params['maxInFlightPerSite'];
@@ -227,7 +231,7 @@ export function createProcessor({ store, executor, rollouts, registry, jobs, not
       // BullMQ re-runs the job after its backoff; only the final attempt writes the outcome.
       throw new Error(retryReason(final));
     }
-    await store.writeOutcome(outcomeOf(data, final, jobAttempts + prior, endedAt));
+    await writeOutcome(outcomeOf(data, final, jobAttempts + prior, endedAt));
     if (!final.ok) throw new UnrecoverableError(`${final.code}: ${final.error?.message ?? ''}`);
     return { code: final.code };
   };

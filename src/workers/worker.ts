@@ -43,6 +43,10 @@ export interface WorkerOptions {
   stalledIntervalMs?: number;
   /** Times a job may stall (its worker died) before BullMQ fails it; it then gets an INTERNAL outcome. */
   maxStalledCount?: number;
+  /** How long a rollout's wave may go without a new outcome before its lost jobs are looked for (default STILL_CHECK_MS). */
+  stillCheckMs?: number;
+  /** How long a job's outcome waits for a Redis refusing writes to take them again (default OUTCOME_REFUSED_WAIT_MS). */
+  outcomeRefusedWaitMs?: number;
   /** How long a mutation waits for a rebooted miner to come back. */
   rebootWaitMs?: number;
   /** Called with every miner-job consumer, those started later (hand-on queues) included. */
@@ -176,7 +180,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // One budget of `concurrency` jobs for the run queue and the hand-on queues together.
   const slots = slotLimit(opts.concurrency);
   const takenOver = rateLimitedLog((line) => console.error(`worker: ${line}`));
-  const processJob = createProcessor({ store, executor, rollouts, registry, jobs: jobsQueue, notice: takenOver });
+  const processJob = createProcessor({ store, executor, rollouts, registry, jobs: jobsQueue, notice: takenOver, ...(opts.outcomeRefusedWaitMs !== undefined ? { outcomeRefusedWaitMs: opts.outcomeRefusedWaitMs } : {}) });
   const processor = (job: Job, token?: string) => slots.run(() => processJob(job, token));
   const unwritten = rateLimitedLog((line) => console.error(`worker: ${line}`));
   const minerConsumers = (queue: string, split: number[]) =>
@@ -207,7 +211,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
   // process; BullMQ hands each job to exactly one of them.
   const controlQueue = openQueue(CONTROL_QUEUE, storeRedis, prefix);
-  const control = consume(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), 4);
+  const control = consume(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue, ...(opts.stillCheckMs ? { stillCheckMs: opts.stillCheckMs } : {}) }), 4);
   const rolloutLog = rateLimitedLog((line) => console.error(`worker: ${line}`));
   control.on('failed', (job, err) => {
     if (!job) return;
