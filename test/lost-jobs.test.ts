@@ -44,170 +44,154 @@ async function loseQueuedJobs(queue: Queue, runId: string, n: number): Promise<s
   return queued.map((j) => String(j.data.target.minerId));
 }
 
+/** `body` on a prefix of its own, with its run queue and run store; the queue is emptied and closed after, whatever happens. */
+async function withRunQueue(name: string, body: (r: { prefix: string; queue: Queue; store: RunStore }) => Promise<void>): Promise<void> {
+  const prefix = uniquePrefix(name);
+  const queue = openQueue(QUEUE_NAME, redis, prefix);
+  try {
+    await body({ prefix, queue, store: new RunStore(redis, prefix) });
+  } finally {
+    await queue.obliterate({ force: true });
+    await queue.close();
+  }
+}
+
 describe('requeueLost', () => {
-  it('adds again the jobs of miners with neither an outcome nor a job, as they were, and nothing else', async () => {
-    const prefix = uniquePrefix('lost');
-    const store = new RunStore(redis, prefix);
-    const queue = openQueue(QUEUE_NAME, redis, prefix);
-    const handOn = openQueue(handOnQueueName('abc'), redis, prefix);
-    try {
-      const opts = { operation: 'poll' as const, priority: BACKGROUND_PRIORITY, timeoutMs: 4_000 };
-      const record = await enqueueRun(queue, store, tf.inventory, opts);
-      const [done, ...targets] = tf.inventory.targets;
-      // One miner finished (its outcome written, its job then deleted as finished jobs are); three lost.
-      await store.writeOutcome({ runId: record.runId, minerId: done!.minerId, host: done!.host, port: done!.port, operation: 'poll', status: 'ok', code: 'OK', attempts: 1, jobAttempts: 1, durationMs: 1, finishedAt: new Date().toISOString(), transport: 'plaintext' });
-      await queue.remove(jobId(record.runId, done!.minerId));
-      const lost = targets.slice(0, 3).map((t) => t.minerId);
-      for (const m of lost) await queue.remove(jobId(record.runId, m));
-      // One handed on to the workers that can do it: its job is in their queue now, not lost.
-      const handed = targets[3]!.minerId;
-      await redis.sadd(store.k.handOnQueues, 'abc');
-      await handOn.add('poll', (await queue.getJob(jobId(record.runId, handed)))!.data, { jobId: jobId(record.runId, handed) });
-      await queue.remove(jobId(record.runId, handed));
+  it('adds again the jobs of miners with neither an outcome nor a job, as they were, and nothing else', () =>
+    withRunQueue('lost', async ({ prefix, queue, store }) => {
+      const handOn = openQueue(handOnQueueName('abc'), redis, prefix);
+      try {
+        const opts = { operation: 'poll' as const, priority: BACKGROUND_PRIORITY, timeoutMs: 4_000 };
+        const record = await enqueueRun(queue, store, tf.inventory, opts);
+        const [done, ...targets] = tf.inventory.targets;
+        // One miner finished (its outcome written, its job then deleted as finished jobs are); three lost.
+        await store.writeOutcome({ runId: record.runId, minerId: done!.minerId, host: done!.host, port: done!.port, operation: 'poll', status: 'ok', code: 'OK', attempts: 1, jobAttempts: 1, durationMs: 1, finishedAt: new Date().toISOString(), transport: 'plaintext' });
+        await queue.remove(jobId(record.runId, done!.minerId));
+        const lost = targets.slice(0, 3).map((t) => t.minerId);
+        for (const m of lost) await queue.remove(jobId(record.runId, m));
+        // One handed on to the workers that can do it: its job is in their queue now, not lost.
+        const handed = targets[3]!.minerId;
+        await redis.sadd(store.k.handOnQueues, 'abc');
+        await handOn.add('poll', (await queue.getJob(jobId(record.runId, handed)))!.data, { jobId: jobId(record.runId, handed) });
+        await queue.remove(jobId(record.runId, handed));
 
-      expect(await requeueLost(queue, store, record.runId, tf.inventory, opts)).toBe(3);
-      expect(await queue.getJob(jobId(record.runId, handed))).toBeUndefined();
-      for (const m of lost) {
-        const job = await queue.getJob(jobId(record.runId, m));
-        expect(job?.data.target.minerId).toBe(m);
-        expect(job?.opts.priority).toBe(BACKGROUND_PRIORITY);
-        expect(job?.data.timeoutMs).toBe(4_000);
+        expect(await requeueLost(queue, store, record.runId, tf.inventory, opts)).toBe(3);
+        expect(await queue.getJob(jobId(record.runId, handed))).toBeUndefined();
+        for (const m of lost) {
+          const job = await queue.getJob(jobId(record.runId, m));
+          expect(job?.data.target.minerId).toBe(m);
+          expect(job?.opts.priority).toBe(BACKGROUND_PRIORITY);
+          expect(job?.data.timeoutMs).toBe(4_000);
+        }
+        expect(await queue.getJob(jobId(record.runId, done!.minerId))).toBeUndefined(); // done: not again
+        expect(await queue.getJobCountByTypes('prioritized')).toBe(COUNT - 2);
+        expect(await requeueLost(queue, store, record.runId, tf.inventory, opts)).toBe(0);
+
+        // Not for another inventory (a schedule added again under its id), nor a cancelled run.
+        await queue.remove(jobId(record.runId, lost[0]!));
+        expect(await requeueLost(queue, store, record.runId, { ...tf.inventory, digest: 'other' }, opts)).toBe(0);
+        await store.markCancelled(record.runId);
+        expect(await requeueLost(queue, store, record.runId, tf.inventory, opts)).toBe(0);
+        // A run whose record is gone (Redis flushed, or replaced) says so.
+        await redis.del(store.k.run(record.runId));
+        await expect(requeueLost(queue, store, record.runId, tf.inventory, opts)).rejects.toThrow(RunVanishedError);
+      } finally {
+        await handOn.obliterate({ force: true });
+        await handOn.close();
       }
-      expect(await queue.getJob(jobId(record.runId, done!.minerId))).toBeUndefined(); // done: not again
-      expect(await queue.getJobCountByTypes('prioritized')).toBe(COUNT - 2);
-      expect(await requeueLost(queue, store, record.runId, tf.inventory, opts)).toBe(0);
-
-      // Not for another inventory (a schedule added again under its id), nor a cancelled run.
-      await queue.remove(jobId(record.runId, lost[0]!));
-      expect(await requeueLost(queue, store, record.runId, { ...tf.inventory, digest: 'other' }, opts)).toBe(0);
-      await store.markCancelled(record.runId);
-      expect(await requeueLost(queue, store, record.runId, tf.inventory, opts)).toBe(0);
-      // A run whose record is gone (Redis flushed, or replaced) says so.
-      await redis.del(store.k.run(record.runId));
-      await expect(requeueLost(queue, store, record.runId, tf.inventory, opts)).rejects.toThrow(RunVanishedError);
-    } finally {
-      await handOn.obliterate({ force: true });
-      await handOn.close();
-      await queue.obliterate({ force: true });
-      await queue.close();
-    }
-  });
+    }));
 });
 
 describe('cancel', () => {
-  it('ends a poll left to workers whose jobs Redis lost: the run is cut to the miners it still holds', async () => {
-    const prefix = uniquePrefix('lostcancel');
-    const store = new RunStore(redis, prefix);
-    const queue = openQueue(QUEUE_NAME, redis, prefix);
-    try {
+  it('ends a poll left to workers whose jobs Redis lost: the run is cut to the miners it still holds', () =>
+    withRunQueue('lostcancel', async ({ queue, store }) => {
       const record = await enqueueRun(queue, store, tf.inventory, { operation: 'poll', priority: BACKGROUND_PRIORITY });
       expect((await store.enqueueState(record.runId)).enqueued).toBe(true);
       await loseQueuedJobs(queue, record.runId, 2);
       const r = await cancelRun(queue, store, record.runId);
       expect(r).toMatchObject({ cancelled: COUNT - 2, neverEnqueued: 2, done: COUNT - 2, total: COUNT - 2 });
       expect((await store.getRun(record.runId))?.total).toBe(COUNT - 2);
-    } finally {
-      await queue.obliterate({ force: true });
-      await queue.close();
-    }
-  });
+    }));
 });
 
 describe('a foreground poll', () => {
-  it('whose queued jobs Redis lost still ends, every miner polled once, and says so', async () => {
-    const prefix = uniquePrefix('lostfg');
-    const queue = openQueue(QUEUE_NAME, redis, prefix);
-    const said = vi.spyOn(process.stderr, 'write');
-    try {
-      const polling = runLocal({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 2, coreOptions: FAST_CORE, stillCheckMs: 1_000 });
-      let runId = '';
-      await until(async () => {
-        const queued = await queue.getJobs(['prioritized']);
-        runId = String(queued[0]?.data.runId ?? '');
-        return queued.length >= COUNT - 2;
-      }, 10_000, 20);
-      const lost = await loseQueuedJobs(queue, runId, 3);
-      expect(lost).toHaveLength(3);
-      const { record, summary } = await polling;
-      expect(record.runId).toBe(runId);
-      expect(summary.done).toBe(COUNT);
-      expect(summary.counts).toEqual({ OK: COUNT });
-      const store = new RunStore(redis, prefix);
-      expect((await store.outcomeMinerIds(runId)).sort()).toEqual(tf.inventory.targets.map((t) => t.minerId).sort());
-      expect(said.mock.calls.map((c) => String(c[0])).join('')).toContain(`run ${runId}: 3 of its ${COUNT} miners had neither an outcome nor a job in Redis`);
-    } finally {
-      said.mockRestore();
-      await queue.obliterate({ force: true });
-      await queue.close();
-    }
-  });
+  it('whose queued jobs Redis lost still ends, every miner polled once, and says so', () =>
+    withRunQueue('lostfg', async ({ prefix, queue, store }) => {
+      const said = vi.spyOn(process.stderr, 'write');
+      try {
+        const polling = runLocal({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 2, coreOptions: FAST_CORE, stillCheckMs: 1_000 });
+        let runId = '';
+        await until(async () => {
+          const queued = await queue.getJobs(['prioritized']);
+          runId = String(queued[0]?.data.runId ?? '');
+          return queued.length >= COUNT - 2;
+        }, 10_000, 20);
+        const lost = await loseQueuedJobs(queue, runId, 3);
+        expect(lost).toHaveLength(3);
+        const { record, summary } = await polling;
+        expect(record.runId).toBe(runId);
+        expect(summary.done).toBe(COUNT);
+        expect(summary.counts).toEqual({ OK: COUNT });
+        expect((await store.outcomeMinerIds(runId)).sort()).toEqual(tf.inventory.targets.map((t) => t.minerId).sort());
+        expect(said.mock.calls.map((c) => String(c[0])).join('')).toContain(`run ${runId}: 3 of its ${COUNT} miners had neither an outcome nor a job in Redis`);
+      } finally {
+        said.mockRestore();
+      }
+    }));
 
-  it('whose run Redis lost altogether (flushed, a failover to an empty replica) ends with an error saying so, instead of waiting for ever', async () => {
-    const prefix = uniquePrefix('gonefg');
-    const queue = openQueue(QUEUE_NAME, redis, prefix);
-    try {
+  it('whose run Redis lost altogether (flushed, a failover to an empty replica) ends with an error saying so, instead of waiting for ever', () =>
+    withRunQueue('gonefg', async ({ prefix, queue }) => {
       const polling = runLocal({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 2, coreOptions: FAST_CORE, stillCheckMs: 1_000 });
       await until(async () => (await queue.getJobs(['prioritized'])).length >= COUNT - 2, 10_000, 20);
       // Every key of this prefix goes, as a flush would take them (other tests' keys stay).
       for (const key of await redis.keys(`${prefix}:*`)) await redis.del(key);
       await expect(polling).rejects.toThrow(/is gone from Redis \(its record, outcomes and jobs\).*poll again/);
-    } finally {
-      await queue.obliterate({ force: true });
-      await queue.close();
-    }
-  });
+    }));
 });
 
 describe('a poll schedule', () => {
-  it("whose last run lost jobs queues them again at its next tick, so the run ends and ticks start runs again (they were skipped for ever)", async () => {
-    const prefix = uniquePrefix('lostsched');
-    const store = new RunStore(redis, prefix);
-    const queue = openQueue(QUEUE_NAME, redis, prefix);
-    const added = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '1s', '--id', 'farm', '--redis', redisUrl(), '--prefix', prefix]);
-    expect(added.code).toBe(0);
-    const def = (await getSchedule(redis, 'farm', prefix))!;
-    // The schedule's last run, two of whose jobs Redis lost before any worker took them.
-    const runId = 'farm-1';
-    await enqueueRun(queue, store, { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest }, { operation: 'poll', runId, series: 'farm', priority: BACKGROUND_PRIORITY });
-    await redis.hset(tickKey(prefix, 'farm'), 'last', runId);
-    const lost = await loseQueuedJobs(queue, runId, 2);
-    const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 8, credentials: tf.credentials, coreOptions: FAST_CORE });
-    try {
-      await until(async () => (await store.getCounts(runId)).done === COUNT, 15_000);
-      expect((await store.getCounts(runId)).counts).toEqual({ OK: COUNT });
-      expect(await store.outcomeMinerIds(runId)).toEqual(expect.arrayContaining(lost));
-      expect(await redis.hget(tickKey(prefix, 'farm'), 'skippedReason')).toMatch(/has \d+ of 8 miners to go; 2 of its 8 miners had neither an outcome nor a job in Redis.*queued again/);
-      // And the ticks after it start runs again.
-      await until(async () => (await store.listRuns(20)).some((r) => r.runId !== runId && r.runId.startsWith('farm-')), 10_000);
-    } finally {
-      await runCli(['schedule', 'remove', 'farm', '--redis', redisUrl(), '--prefix', prefix]);
-      await w.close();
-      await queue.obliterate({ force: true });
-      await queue.close();
-    }
-  });
+  it("whose last run lost jobs queues them again at its next tick, so the run ends and ticks start runs again (they were skipped for ever)", () =>
+    withRunQueue('lostsched', async ({ prefix, queue, store }) => {
+      const added = await runCli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--every', '1s', '--id', 'farm', '--redis', redisUrl(), '--prefix', prefix]);
+      expect(added.code).toBe(0);
+      const def = (await getSchedule(redis, 'farm', prefix))!;
+      // The schedule's last run, two of whose jobs Redis lost before any worker took them.
+      const runId = 'farm-1';
+      await enqueueRun(queue, store, { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest }, { operation: 'poll', runId, series: 'farm', priority: BACKGROUND_PRIORITY });
+      await redis.hset(tickKey(prefix, 'farm'), 'last', runId);
+      const lost = await loseQueuedJobs(queue, runId, 2);
+      const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 8, credentials: tf.credentials, coreOptions: FAST_CORE });
+      try {
+        await until(async () => (await store.getCounts(runId)).done === COUNT, 15_000);
+        expect((await store.getCounts(runId)).counts).toEqual({ OK: COUNT });
+        expect(await store.outcomeMinerIds(runId)).toEqual(expect.arrayContaining(lost));
+        expect(await redis.hget(tickKey(prefix, 'farm'), 'skippedReason')).toMatch(/has \d+ of 8 miners to go; 2 of its 8 miners had neither an outcome nor a job in Redis.*queued again/);
+        // And the ticks after it start runs again.
+        await until(async () => (await store.listRuns(20)).some((r) => r.runId !== runId && r.runId.startsWith('farm-')), 10_000);
+      } finally {
+        await runCli(['schedule', 'remove', 'farm', '--redis', redisUrl(), '--prefix', prefix]);
+        await w.close();
+      }
+    }));
 });
 
 describe('a rollout', () => {
-  it("whose wave's queued change jobs Redis lost queues them again once the wave stands still: it completes, every miner changed once", async () => {
-    const prefix = uniquePrefix('lostroll');
-    const queue = openQueue(QUEUE_NAME, redis, prefix);
-    const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 1, credentials: tf.credentials, coreOptions: FAST_CORE, stillCheckMs: 2_000 });
-    const to2610 = (r: unknown) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2610;
-    try {
-      const rec = await startRollout(redis, powerTargetPlan(tf, 2610), prefix);
-      const runId = waveRunId(rec.rolloutId, 0);
-      await until(async () => (await queue.getJobs(['waiting'])).filter((j) => j.data.runId === runId).length >= COUNT - 2, 10_000, 20);
-      expect(await loseQueuedJobs(queue, runId, 2)).toHaveLength(2);
-      const report = await waitForRollout(redis, rec.rolloutId, prefix);
-      expect(report.state).toBe('completed');
-      expect(report.counts).toEqual({ OK: COUNT });
-      const writes = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', to2610);
-      expect([...writes.values()]).toEqual(tf.inventory.targets.map(() => 1));
-    } finally {
-      await w.close();
-      await queue.obliterate({ force: true });
-      await queue.close();
-    }
-  }, 40_000);
+  it("whose wave's queued change jobs Redis lost queues them again once the wave stands still: it completes, every miner changed once", () =>
+    withRunQueue('lostroll', async ({ prefix, queue }) => {
+      const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 1, credentials: tf.credentials, coreOptions: FAST_CORE, stillCheckMs: 2_000 });
+      const to2610 = (r: unknown) => (r as { powerTarget: { watt: number } }).powerTarget.watt === 2610;
+      try {
+        const rec = await startRollout(redis, powerTargetPlan(tf, 2610), prefix);
+        const runId = waveRunId(rec.rolloutId, 0);
+        await until(async () => (await queue.getJobs(['waiting'])).filter((j) => j.data.runId === runId).length >= COUNT - 2, 10_000, 20);
+        expect(await loseQueuedJobs(queue, runId, 2)).toHaveLength(2);
+        const report = await waitForRollout(redis, rec.rolloutId, prefix);
+        expect(report.state).toBe('completed');
+        expect(report.counts).toEqual({ OK: COUNT });
+        const writes = await appliedWritesPerMiner(tf.fleet, 'SetPowerTarget', to2610);
+        expect([...writes.values()]).toEqual(tf.inventory.targets.map(() => 1));
+      } finally {
+        await w.close();
+      }
+    }), 40_000);
 });

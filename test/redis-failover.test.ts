@@ -2,7 +2,6 @@
 // replica, and the connections already open stay on it (every write refused READONLY). A worker
 // follows the name to the new primary and its run ends, every miner once.
 import { mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -10,38 +9,12 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RunStore } from '../src/fleet/run-store.js';
 import { enqueueOnly } from '../src/producer/run-local.js';
 import { waitForRun } from '../src/producer/wait.js';
-import { freePort, startRedisServer, type LocalRedis } from '../src/redis/server.js';
+import { startRedisServer, type LocalRedis } from '../src/redis/server.js';
 import { FAILOVER_RECONNECTS_PER_MINUTE, followFailover } from '../src/redis/failover.js';
 import { startWorker } from '../src/workers/worker.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
-import { uniquePrefix } from './helpers/redis.js';
+import { startRedisName, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
-
-/** The primary's name: new connections go to `to`'s port; those open stay where they are (as DNS does). */
-async function startName(to: number): Promise<{ url: string; moveTo(port: number): void; close(): void }> {
-  let upstreamPort = to;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(upstreamPort, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => (sockets.delete(s), client.destroy(), upstream.destroy()));
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  const port = await freePort();
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    moveTo: (p) => void (upstreamPort = p),
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
 
 const COUNT = 40;
 let tf: TestFleet;
@@ -66,7 +39,7 @@ describe('a Redis failover', () => {
     const prefix = uniquePrefix('failover');
     const ra = new Redis(a.url);
     const rb = new Redis(b.url);
-    const name = await startName(a.port);
+    const name = await startRedisName(a.port);
     const worker = await startWorker({ redisUrl: name.url, prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
     try {
       await rb.call('REPLICAOF', '127.0.0.1', String(a.port));
@@ -94,7 +67,7 @@ describe('a Redis failover', () => {
       expect((await onB.outcomeMinerIds(record.runId)).length).toBe(COUNT);
     } finally {
       await worker.close();
-      name.close();
+      await name.close();
       ra.disconnect();
       rb.disconnect();
     }

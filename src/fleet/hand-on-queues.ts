@@ -50,6 +50,15 @@ export async function allJobQueues(main: Queue): Promise<Queue[]> {
   return [main, ...(await handOnQueues(main))];
 }
 
+/**
+ * The Redis keys a miner job of this id would have, in the run's queue and each hand-on queue (read
+ * without opening those queues): a job is somewhere iff one of them exists.
+ */
+export async function jobKeysOf(main: Queue): Promise<(id: string) => string[]> {
+  const names = [main.name, ...(await connectionOf(main).smembers(keys(prefixOf(main)).handOnQueues)).map(handOnQueueName)];
+  return (id) => names.map((name) => `${prefixOf(main)}:${name}:${id}`);
+}
+
 /** Closes the hand-on queues opened for `main` (not the shared connection). */
 export async function closeHandOnQueues(main: Queue): Promise<void> {
   const byName = opened.get(main);

@@ -5,7 +5,7 @@
 // Their jobs go in again.
 import type { Queue } from 'bullmq';
 import type { JobTarget } from '../fleet/job.js';
-import { handOnQueueName } from '../fleet/hand-on-queues.js';
+import { jobKeysOf } from '../fleet/hand-on-queues.js';
 import { jobId } from '../fleet/keys.js';
 import type { RunStore } from '../fleet/run-store.js';
 import { addBulkThroughOutages, runJobs, type EnqueueOptions } from './enqueue.js';
@@ -37,12 +37,11 @@ export const SECOND_LOOK_MS = 1_000;
 async function withoutOutcomeOrJob(queue: Queue, store: RunStore, runId: string, targets: readonly JobTarget[]): Promise<JobTarget[]> {
   const lost: JobTarget[] = [];
   const outcomes = store.k.outcomes(runId);
-  const queues = [queue.name, ...(await store.redis.smembers(store.k.handOnQueues)).map(handOnQueueName)];
-  const jobKeys = (minerId: string) => queues.map((name) => `${queue.opts.prefix ?? 'bull'}:${name}:${jobId(runId, minerId)}`);
+  const jobKeys = await jobKeysOf(queue);
   for (let i = 0; i < targets.length; i += BATCH) {
     const batch = targets.slice(i, i + BATCH);
     const tx = store.redis.multi();
-    for (const t of batch) tx.hexists(outcomes, t.minerId).exists(...jobKeys(t.minerId));
+    for (const t of batch) tx.hexists(outcomes, t.minerId).exists(...jobKeys(jobId(runId, t.minerId)));
     const replies = (await tx.exec()) ?? [];
     batch.forEach((t, j) => {
       if (replies[2 * j]?.[1] === 0 && replies[2 * j + 1]?.[1] === 0) lost.push(t);

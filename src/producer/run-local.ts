@@ -212,9 +212,10 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
     const store = new RunStore(redis, prefix);
     const queue = openQueue(QUEUE_NAME, redis, prefix);
     const { runId: id, total } = record;
+    const asEnqueued = enqueueOptions(opts, FOREGROUND_PRIORITY);
     // Miners whose jobs Redis lost (a crash of its host, a failover) would never get an outcome: queued again.
     const check = async () => {
-      const lost = await requeueLost(queue, store, id, opts.inventory, enqueueOptions(opts, FOREGROUND_PRIORITY));
+      const lost = await requeueLost(queue, store, id, opts.inventory, asEnqueued);
       if (lost) process.stderr.write(`\nbos-fleet: run ${id}: ${lostJobsText(lost, total)}\n`);
     };
     const progress = await waitForRun(store, id, total, {

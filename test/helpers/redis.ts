@@ -41,36 +41,61 @@ function firstReplyEnd(buf: Buffer): number {
   return Math.min(buf.length, len < 0 ? eol + 2 : eol + 2 + len + 2);
 }
 
-/** A TCP proxy to a Redis on loopback that can cut a connection in the middle of a pipeline's replies. */
-export async function startCuttingProxy(redisPort: number): Promise<CuttingProxy> {
-  let armed = false;
-  let cuts = 0;
+/** A TCP proxy on loopback: each new connection goes to `upstreamPort()`'s Redis, `wire` passes its bytes. */
+async function startProxy(upstreamPort: () => number, wire: (client: net.Socket, upstream: net.Socket) => void): Promise<{ url: string; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
-    const upstream = net.connect(redisPort, '127.0.0.1');
+    const upstream = net.connect(upstreamPort(), '127.0.0.1');
     for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('error', () => undefined);
       s.on('close', () => (sockets.delete(s), client.destroy(), upstream.destroy()));
     }
-    client.on('data', (d) => upstream.write(d));
-    upstream.on('data', (d) => {
-      // Cut where data holds several bulk replies: a pipeline's (a single command would just be sent again).
-      if (!armed || d[0] !== 0x24 /* $ */ || firstReplyEnd(d) >= d.length) return void client.write(d);
-      armed = false;
-      cuts++;
-      client.write(d.subarray(0, firstReplyEnd(d)), () => (client.destroy(), upstream.destroy()));
-    });
+    wire(client, upstream);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as net.AddressInfo;
   return {
     url: `redis://127.0.0.1:${port}`,
-    cutAfterFirstReply: () => void (armed = true),
-    cuts: () => cuts,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise((r) => server.close(r));
     },
   };
+}
+
+/** A TCP proxy to a Redis on loopback that can cut a connection in the middle of a pipeline's replies. */
+export async function startCuttingProxy(redisPort: number): Promise<CuttingProxy> {
+  let armed = false;
+  let cuts = 0;
+  const proxy = await startProxy(
+    () => redisPort,
+    (client, upstream) => {
+      client.on('data', (d) => upstream.write(d));
+      upstream.on('data', (d) => {
+        // Cut where data holds several bulk replies: a pipeline's (a single command would just be sent again).
+        if (!armed || d[0] !== 0x24 /* $ */ || firstReplyEnd(d) >= d.length) return void client.write(d);
+        armed = false;
+        cuts++;
+        client.write(d.subarray(0, firstReplyEnd(d)), () => (client.destroy(), upstream.destroy()));
+      });
+    },
+  );
+  return { ...proxy, cutAfterFirstReply: () => void (armed = true), cuts: () => cuts };
+}
+
+/**
+ * A Redis primary's name (a DNS name, a managed service's endpoint): new connections go to the Redis
+ * it names now (`moveTo` another port: a failover), those already open stay where they are.
+ */
+export async function startRedisName(port: number): Promise<{ url: string; moveTo(port: number): void; close(): Promise<void> }> {
+  let current = port;
+  const proxy = await startProxy(
+    () => current,
+    (client, upstream) => {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    },
+  );
+  return { ...proxy, moveTo: (p) => void (current = p) };
 }
