@@ -1,6 +1,6 @@
 // Jobs Redis lost (its host crashed before the AOF was synced, a failover to a replica behind): the
 // runs they were of still end, every miner with one outcome, instead of waiting for them for ever.
-import { Queue } from 'bullmq';
+import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { jobId, QUEUE_NAME } from '../src/fleet/keys.js';
@@ -102,6 +102,50 @@ describe('requeueLost', () => {
     }));
 });
 
+describe('a job that finished without its outcome', () => {
+  // Redis came back without its last second, which held the outcome, and the job's worker, still
+  // running, then ended the job on it: the job is finished but its miner has no outcome.
+  it('is queued again, its finished job replaced; a finished job with its outcome is not', () =>
+    withRunQueue('finished', async ({ prefix, queue, store }) => {
+      const opts = { operation: 'poll' as const, priority: BACKGROUND_PRIORITY };
+      const record = await enqueueRun(queue, store, tf.inventory, opts);
+      const [failed, ...completed] = tf.inventory.targets.map((t) => t.minerId);
+      const worker = new Worker(QUEUE_NAME, async (job) => {
+        if (job.data.target.minerId === failed) throw new UnrecoverableError('the outcome was written, then lost');
+        return { code: 'OK' };
+      }, { connection: redis, prefix, concurrency: COUNT });
+      try {
+        await until(async () => (await queue.getJobCountByTypes('completed', 'failed')) === COUNT, 10_000, 20);
+      } finally {
+        await worker.close();
+      }
+      // One of them finished in a hand-on queue (handed on, then done by the workers that could).
+      const handed = completed[2]!;
+      const handOn = openQueue(handOnQueueName('abc'), redis, prefix);
+      const handOnWorker = new Worker(handOnQueueName('abc'), async () => ({ code: 'OK' }), { connection: redis, prefix });
+      try {
+        await redis.sadd(store.k.handOnQueues, 'abc');
+        await handOn.add('poll', (await queue.getJob(jobId(record.runId, handed)))!.data, { jobId: jobId(record.runId, handed) });
+        await queue.remove(jobId(record.runId, handed));
+        await until(async () => (await handOn.getJobState(jobId(record.runId, handed))) === 'completed', 10_000, 20);
+      } finally {
+        await handOnWorker.close();
+      }
+      const withOutcome = completed.slice(3);
+      for (const m of withOutcome) {
+        const t = tf.inventory.targets.find((x) => x.minerId === m)!;
+        await store.writeOutcome({ runId: record.runId, minerId: m, host: t.host, port: t.port, operation: 'poll', status: 'ok', code: 'OK', attempts: 1, jobAttempts: 1, durationMs: 1, finishedAt: new Date().toISOString(), transport: 'plaintext' });
+      }
+      expect(await requeueLost(queue, store, record.runId, tf.inventory, opts)).toBe(4);
+      for (const m of [failed!, ...completed.slice(0, 3)]) expect(await queue.getJobState(jobId(record.runId, m))).toBe('prioritized');
+      for (const m of withOutcome) expect(await queue.getJobState(jobId(record.runId, m))).toBe('completed');
+      expect(await handOn.getJob(jobId(record.runId, handed))).toBeUndefined();
+      expect(await requeueLost(queue, store, record.runId, tf.inventory, opts)).toBe(0);
+      await handOn.obliterate({ force: true });
+      await handOn.close();
+    }));
+});
+
 describe('cancel', () => {
   it('ends a poll left to workers whose jobs Redis lost: the run is cut to the miners it still holds', () =>
     withRunQueue('lostcancel', async ({ queue, store }) => {
@@ -133,7 +177,7 @@ describe('a foreground poll', () => {
         expect(summary.done).toBe(COUNT);
         expect(summary.counts).toEqual({ OK: COUNT });
         expect((await store.outcomeMinerIds(runId)).sort()).toEqual(tf.inventory.targets.map((t) => t.minerId).sort());
-        expect(said.mock.calls.map((c) => String(c[0])).join('')).toContain(`run ${runId}: 3 of its ${COUNT} miners had neither an outcome nor a job in Redis`);
+        expect(said.mock.calls.map((c) => String(c[0])).join('')).toContain(`run ${runId}: 3 of its ${COUNT} miners had no outcome and no job still to run in Redis`);
       } finally {
         said.mockRestore();
       }
@@ -165,7 +209,7 @@ describe('a poll schedule', () => {
         await until(async () => (await store.getCounts(runId)).done === COUNT, 15_000);
         expect((await store.getCounts(runId)).counts).toEqual({ OK: COUNT });
         expect(await store.outcomeMinerIds(runId)).toEqual(expect.arrayContaining(lost));
-        expect(await redis.hget(tickKey(prefix, 'farm'), 'skippedReason')).toMatch(/has \d+ of 8 miners to go; 2 of its 8 miners had neither an outcome nor a job in Redis.*queued again/);
+        expect(await redis.hget(tickKey(prefix, 'farm'), 'skippedReason')).toMatch(/has \d+ of 8 miners to go; 2 of its 8 miners had no outcome and no job still to run in Redis.*queued again/);
         // And the ticks after it start runs again.
         await until(async () => (await store.listRuns(20)).some((r) => r.runId !== runId && r.runId.startsWith('farm-')), 10_000);
       } finally {

@@ -52,11 +52,12 @@ export async function allJobQueues(main: Queue): Promise<Queue[]> {
 
 /**
  * The Redis keys a miner job of this id would have, in the run's queue and each hand-on queue (read
- * without opening those queues): a job is somewhere iff one of them exists.
+ * without opening those queues): a job is somewhere iff one of them exists. `keys(id)[i]` is its key
+ * in `queues[i]` (by name).
  */
-export async function jobKeysOf(main: Queue): Promise<(id: string) => string[]> {
-  const names = [main.name, ...(await connectionOf(main).smembers(keys(prefixOf(main)).handOnQueues)).map(handOnQueueName)];
-  return (id) => names.map((name) => `${prefixOf(main)}:${name}:${id}`);
+export async function jobKeysOf(main: Queue): Promise<{ queues: string[]; keys: (id: string) => string[] }> {
+  const queues = [main.name, ...(await connectionOf(main).smembers(keys(prefixOf(main)).handOnQueues)).map(handOnQueueName)];
+  return { queues, keys: (id) => queues.map((name) => `${prefixOf(main)}:${name}:${id}`) };
 }
 
 /** Closes the hand-on queues opened for `main` (not the shared connection). */

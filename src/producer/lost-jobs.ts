@@ -5,7 +5,7 @@
 // Their jobs go in again.
 import type { Queue } from 'bullmq';
 import type { JobTarget } from '../fleet/job.js';
-import { jobKeysOf } from '../fleet/hand-on-queues.js';
+import { allJobQueues, jobKeysOf } from '../fleet/hand-on-queues.js';
 import { jobId } from '../fleet/keys.js';
 import type { RunStore } from '../fleet/run-store.js';
 import { addBulkThroughOutages, runJobs, type EnqueueOptions } from './enqueue.js';
@@ -22,7 +22,7 @@ export class RunVanishedError extends Error {
 
 /** What is said of a run's `lost` miners of `total` queued again. */
 export function lostJobsText(lost: number, total: number): string {
-  return `${lost} of its ${total} miners had neither an outcome nor a job in Redis (lost with writes Redis did not keep: its host crashed, or a failover): queued again`;
+  return `${lost} of its ${total} miners had no outcome and no job still to run in Redis (lost with writes Redis did not keep: its host crashed, or a failover): queued again`;
 }
 
 /** Miners looked at per MULTI (one atomic read of their outcomes and jobs). */
@@ -30,21 +30,42 @@ const BATCH = 1_000;
 /** Between the two looks at a miner (see {@link requeueLost}). */
 export const SECOND_LOOK_MS = 1_000;
 
+/** A miner with no outcome and no job still to run: `finishedIn`, the queues holding its finished job. */
+interface Lost {
+  target: JobTarget;
+  finishedIn: string[];
+}
+
 /**
- * Of `targets`, those with neither an outcome in the run nor a job in any queue a miner job can be in
- * (the run's, or a hand-on queue: hand-on-queues.ts), read atomically per batch.
+ * Of `targets`, those with no outcome in the run and no job still to run in any queue a miner job can
+ * be in (the run's, or a hand-on queue: hand-on-queues.ts): their job is gone, or finished (it has
+ * `finishedOn`). A miner's outcome is written before its job ends, so a finished job without one is
+ * one whose outcome Redis lost and whose worker, still running, then ended the job on the Redis that
+ * came back. Read atomically per batch.
  */
-async function withoutOutcomeOrJob(queue: Queue, store: RunStore, runId: string, targets: readonly JobTarget[]): Promise<JobTarget[]> {
-  const lost: JobTarget[] = [];
+async function withoutOutcomeOrJob(queue: Queue, store: RunStore, runId: string, targets: readonly JobTarget[]): Promise<Lost[]> {
+  const lost: Lost[] = [];
   const outcomes = store.k.outcomes(runId);
-  const jobKeys = await jobKeysOf(queue);
+  const where = await jobKeysOf(queue);
   for (let i = 0; i < targets.length; i += BATCH) {
     const batch = targets.slice(i, i + BATCH);
     const tx = store.redis.multi();
-    for (const t of batch) tx.hexists(outcomes, t.minerId).exists(...jobKeys(jobId(runId, t.minerId)));
-    const replies = (await tx.exec()) ?? [];
-    batch.forEach((t, j) => {
-      if (replies[2 * j]?.[1] === 0 && replies[2 * j + 1]?.[1] === 0) lost.push(t);
+    const perTarget = 1 + 2 * where.queues.length;
+    for (const t of batch) {
+      tx.hexists(outcomes, t.minerId);
+      for (const key of where.keys(jobId(runId, t.minerId))) tx.exists(key).hexists(key, 'finishedOn');
+    }
+    const replies = ((await tx.exec()) ?? []).map(([, v]) => v);
+    batch.forEach((target, j) => {
+      const at = j * perTarget;
+      if (replies[at] !== 0) return;
+      const finishedIn: string[] = [];
+      for (let q = 0; q < where.queues.length; q++) {
+        const [exists, finished] = [replies[at + 1 + 2 * q], replies[at + 2 + 2 * q]];
+        if (exists === 1 && finished !== 1) return; // still to run (or running)
+        if (exists === 1) finishedIn.push(where.queues[q] as string);
+      }
+      lost.push({ target, finishedIn });
     });
   }
   return lost;
@@ -53,8 +74,9 @@ async function withoutOutcomeOrJob(queue: Queue, store: RunStore, runId: string,
 /**
  * Puts the jobs of the run's lost miners (no outcome, no job) in again, with their own job ids and the
  * run's options, and returns how many. A miner's outcome is written before its job ends and may be
- * deleted, so a job that is gone without one was never done; each miner is looked at twice,
- * {@link SECOND_LOOK_MS} apart, and only one lost at both looks is added. `inventory` is the run's
+ * deleted, so a job that is gone or finished without one was never done (a finished one is removed
+ * first: the job id is the run's); each miner is looked at twice, {@link SECOND_LOOK_MS} apart, and
+ * only one lost at both looks is added. `inventory` is the run's
  * (its miners in their enqueue order; of a run cut short at enqueue, only those it holds count). A cancelled
  * run adds nothing (cancel gives its miners their outcomes). `opts` are those the run was enqueued
  * with; its params are its record's. A change's job run again is safe: see rollout/control.ts.
@@ -70,8 +92,16 @@ export async function requeueLost(queue: Queue, store: RunStore, runId: string, 
   const seen = await withoutOutcomeOrJob(queue, store, runId, held.filter((t) => !done.has(t.minerId)));
   if (seen.length === 0) return 0;
   await new Promise((r) => setTimeout(r, SECOND_LOOK_MS));
-  const lost = await withoutOutcomeOrJob(queue, store, runId, seen);
-  if (lost.length === 0) return 0;
-  await addBulkThroughOutages(queue, runJobs(record, lost, opts));
-  return lost.length;
+  const lost = await withoutOutcomeOrJob(queue, store, runId, seen.map((l) => l.target));
+  const finished = lost.filter((l) => l.finishedIn.length > 0);
+  const queues = finished.length ? new Map((await allJobQueues(queue)).map((q) => [q.name, q])) : undefined;
+  const again: JobTarget[] = [];
+  for (const l of lost) {
+    let removed = true;
+    for (const name of l.finishedIn) removed = (await queues?.get(name)?.remove(jobId(runId, l.target.minerId))) === 1 && removed;
+    if (removed) again.push(l.target);
+  }
+  if (again.length === 0) return 0;
+  await addBulkThroughOutages(queue, runJobs(record, again, opts));
+  return again.length;
 }
