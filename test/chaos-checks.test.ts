@@ -53,6 +53,15 @@ describe('chaos: a change phase', () => {
     expect(checkChange(facts({ outcomes, powerLoss: true, writes: (id) => (id === 'm1' ? 2 : id === 'm2' ? 1 : 0) })).violations).toHaveLength(2);
   });
 
+  it('a rollback leaves alone the miners whose rollout change was reported unchanged: no outcome, no write, still at the value it has', () => {
+    const [, o2] = facts().outcomes as Outcome[];
+    const leftAlone = new Set(['m1', 'm3']);
+    // m1 and m3 stay at 2500 W, m2 goes to 2500 W.
+    const base = { leftAlone, outcomes: [o2 as Outcome], from: new Map([['m1', 2500], ['m2', 3000], ['m3', 2500]]), writes: (id: string) => (id === 'm2' ? 1 : 0) };
+    expect(checkChange(facts(base)).violations).toEqual([]);
+    expect(checkChange(facts({ ...base, writes: () => 1 })).violations).toEqual(['m1: left alone by this phase, yet 0 outcomes, 1 writes, runs 2500 W (was 2500 W)', 'm3: left alone by this phase, yet 0 outcomes, 1 writes, runs 2500 W (was 2500 W)']);
+  });
+
   it('counts applied writes per miner between two reads of the simulator', () => {
     const w = (minerId: string, result: 'applied' | 'rejected', method = 'SetPowerTarget') => ({ minerId, method, request: {}, atMs: 0, result });
     const before = powerWrites([w('m1', 'applied')]);

@@ -38,6 +38,11 @@ export interface PhaseFacts {
   now: ReadonlyMap<string, number>;
   /** Redis may have come back without its last second of writes (--power-loss). */
   powerLoss: boolean;
+  /**
+   * Miners the phase leaves alone: in a rollback, those whose rollout change was reported `unchanged`
+   * (journal lost), which it therefore does not restore. They must get no outcome and no write.
+   */
+  leftAlone?: ReadonlySet<string>;
 }
 
 export interface Verdict {
@@ -64,6 +69,10 @@ export function checkChange(f: PhaseFacts): Verdict {
     const writes = f.writes(id);
     const from = f.from.get(id);
     const to = f.to.get(id);
+    if (f.leftAlone?.has(id)) {
+      if (outs.length || writes || f.now.get(id) !== from) violations.push(`${id}: left alone by this phase, yet ${outs.length} outcomes, ${writes} writes, runs ${f.now.get(id)} W (was ${from} W)`);
+      continue;
+    }
     if (f.now.get(id) !== to) violations.push(`${id}: runs ${f.now.get(id)} W, not its target ${to} W`);
     if (outs.length !== 1) {
       violations.push(`${id}: ${outs.length} outcomes`);

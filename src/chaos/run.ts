@@ -149,7 +149,7 @@ async function main(args: ChaosArgs, dir: string, cleanups: (() => Promise<void>
   const powerTargets = async () => new Map(await Promise.all(minerIds.map(async (id) => [id, (await sim.state(id)).powerTargetW] as const)));
   const reports: PhaseReport[] = [];
 
-  const change = async (phase: string, startArgs: string[], to: (id: string) => number): Promise<string> => {
+  const change = async (phase: string, startArgs: string[], to: (id: string) => number, leftAlone?: ReadonlySet<string>): Promise<{ id: string; journalLost: string[] }> => {
     const from = await powerTargets();
     const writesBefore = powerWrites(await sim.mutations());
     const started = Date.now();
@@ -171,18 +171,19 @@ async function main(args: ChaosArgs, dir: string, cleanups: (() => Promise<void>
     const writesAfter = powerWrites(await sim.mutations());
     const verdict = checkChange({
       minerIds, state: report?.state, outcomes, from, to: new Map(minerIds.map((m) => [m, to(m)])), now: await powerTargets(),
-      writes: (m) => writesBetween(writesBefore, writesAfter, m), powerLoss: args.powerLoss,
+      writes: (m) => writesBetween(writesBefore, writesAfter, m), powerLoss: args.powerLoss, ...(leftAlone ? { leftAlone } : {}),
     });
     const notes = verdict.journalLost.length ? [`${verdict.journalLost.length} miners' change records lost with Redis's last second (--power-loss; see appendfsync in the README): ${verdict.journalLost.slice(0, 5).join(', ')}`] : [];
+    if (leftAlone?.size) notes.push(`${leftAlone.size} miners not rolled back: their rollout change was reported unchanged (its record lost), so they stay at its value`);
     reports.push({ phase, id, ...(report ? { state: report.state } : {}), seconds: Math.round((Date.now() - started) / 1_000), events, violations: verdict.violations, notes });
     log(`${phase} ${id}: ${report?.state}, ${outcomes.length} outcomes, ${verdict.violations.length} violations`);
-    return id;
+    return { id, journalLost: verdict.journalLost };
   };
 
   if (args.scenarios.includes('rollout')) {
     const original = await powerTargets();
-    const id = await change('rollout', ['rollout', 'start', '--inventory', inventory, '--power-target', String(TARGET_W), '--waves', '10%,40%,100%'], () => TARGET_W);
-    await change('rollback', ['rollout', 'rollback', id, '--waves', '20%,100%'], (m) => original.get(m) ?? 0);
+    const rollout = await change('rollout', ['rollout', 'start', '--inventory', inventory, '--power-target', String(TARGET_W), '--waves', '10%,40%,100%'], () => TARGET_W);
+    await change('rollback', ['rollout', 'rollback', rollout.id, '--waves', '20%,100%'], (m) => original.get(m) ?? 0, new Set(rollout.journalLost));
   }
   if (args.scenarios.includes('schedule')) reports.push(await pollSchedule(args, disorder, store, { inventory, where, minerIds }));
   return reports;
@@ -225,8 +226,11 @@ if (parsed.help) console.log(USAGE);
 else {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-chaos-'));
   const cleanups: (() => Promise<void>)[] = [];
-  const cleanUp = async () => {
+  const stopAll = async () => {
     for (const c of cleanups.splice(0)) await c().catch(() => undefined);
+  };
+  const cleanUp = async () => {
+    await stopAll();
     rmSync(dir, { recursive: true, force: true });
   };
   for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
@@ -238,10 +242,16 @@ else {
   let reports: PhaseReport[] = [];
   try {
     reports = await main(parsed, dir, cleanups);
+  } catch (err) {
+    console.error(`chaos: failed; kept for a look: ${dir} (worker-*.log, redis/)`);
+    throw err;
   } finally {
-    await cleanUp();
+    await stopAll();
   }
   const violations = reports.flatMap((r) => r.violations.map((v) => `${r.phase} ${r.id}: ${v}`));
+  // What went wrong can be looked into: the workers' logs and Redis's data (redis-server --dir … --appendonly yes).
+  if (violations.length) console.log(`kept for a look: ${dir} (worker-*.log, redis/)`);
+  else rmSync(dir, { recursive: true, force: true });
   for (const r of reports) console.log(`${r.phase} ${r.id}: ${r.state ?? ''} in ${r.seconds} s, disorder ${JSON.stringify(r.events)}${r.notes.map((n) => `\n  note: ${n}`).join('')}`);
   console.log(violations.length ? `VIOLATIONS (${violations.length}):\n${violations.slice(0, 50).join('\n')}` : 'no violations');
   if (parsed.out) writeFileSync(parsed.out, JSON.stringify({ date: new Date().toISOString(), args: parsed, reports }, null, 2) + '\n');
