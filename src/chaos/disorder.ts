@@ -151,13 +151,15 @@ export class Disorder {
     }
   }
 
-  /** Events, `gapMs` apart on average, until `ms` have passed or `done()` says so. */
-  async run(ms: number, done: () => Promise<boolean>): Promise<void> {
+  /** Events, `gapMs` apart on average, until `ms` have passed or `done()` says so; returns their counts. */
+  async run(ms: number, done: () => Promise<boolean>): Promise<Events> {
+    const before = { ...this.events };
     const end = Date.now() + ms;
     while (Date.now() < end && !(await done())) {
       await sleep(this.o.gapMs * (0.5 + this.o.random()));
       await this.once();
     }
+    return Object.fromEntries(Object.entries(this.events).map(([k, n]) => [k, n - (before[k] ?? 0)]));
   }
 
   /** Workers stopped (SIGTERM, then SIGKILL after 5 s), Redis stopped, miners' faults cleared. */

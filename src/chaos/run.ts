@@ -161,9 +161,7 @@ async function main(args: ChaosArgs, dir: string, cleanups: (() => Promise<void>
       report = (await rolloutReport(redis, id)) ?? report;
       return report !== undefined && TERMINAL.includes(report.state);
     };
-    const before = { ...disorder.events };
-    await disorder.run(args.seconds * 1_000, ended);
-    const events = Object.fromEntries(Object.entries(disorder.events).map(([k, n]) => [k, n - (before[k] ?? 0)]));
+    const events = await disorder.run(args.seconds * 1_000, ended);
     log(`${phase}: disorder over (${JSON.stringify(events)}), waiting for its end`);
     for (const quiet = Date.now(); !(await ended()) && Date.now() - quiet < SETTLE_MS; ) await sleep(1_000);
     const outcomes: Outcome[] = [];
@@ -195,9 +193,7 @@ async function pollSchedule(args: ChaosArgs, disorder: Disorder, store: RunStore
   const started = Date.now();
   await cli(process.execPath, [CLI, 'schedule', 'add', 'poll', '--inventory', f.inventory, '--every', '10s', '--id', id, '--keep-runs', '10000', ...f.where]);
   log(`schedule ${id} added`);
-  const before = { ...disorder.events };
-  await disorder.run(args.seconds * 1_000, async () => false);
-  const events = Object.fromEntries(Object.entries(disorder.events).map(([k, n]) => [k, n - (before[k] ?? 0)]));
+  const events = await disorder.run(args.seconds * 1_000, async () => false);
   log(`schedule: disorder over (${JSON.stringify(events)}); 30 s more without it (a run that lost jobs is repaired at the next tick)`);
   await sleep(30_000);
   await cli(process.execPath, [CLI, 'schedule', 'remove', id, ...f.where]);
