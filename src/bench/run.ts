@@ -6,7 +6,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs as nodeParseArgs } from 'node:util';
 import { PACKAGE_ROOT } from '../core/proto.js';
 import { MAX_TIMEOUT_MS, MIN_TIMEOUT_MS } from '../fleet/job.js';
 import { startRedisServer } from '../redis/server.js';
@@ -14,6 +13,7 @@ import { SimCluster } from '../sim/cluster.js';
 import { planFleet } from '../sim/plan.js';
 import { watchedCpu, type ModeResult } from './measure.js';
 import { median, ratiosOf, type Ratios } from './ratios.js';
+import { parsedOrExit, parseFlags, UsageError, wholeNumber } from './script-args.js';
 import type { ModeConfig } from './mode.js';
 
 interface BenchArgs {
@@ -55,40 +55,24 @@ figures and the ratios (a)/(b) and (c)/(a).
   --report FILE           recompute a results file's ratios from its rounds, run nothing
   -h, --help              this text`;
 
-/** A bad flag value: the message names the flag and the value. */
-class BenchUsageError extends Error {}
 
 function parseArgs(argv: string[]): BenchArgs & { help: boolean; report?: string } {
-  let values;
-  try {
-    ({ values } = nodeParseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        sizes: { type: 'string' },
-        huge: { type: 'boolean' },
-        modes: { type: 'string' },
-        threads: { type: 'string' },
-        concurrency: { type: 'string' },
-        'timeout-ms': { type: 'string' },
-        rounds: { type: 'string' },
-        steady: { type: 'string' },
-        'blackhole-size': { type: 'string' },
-        out: { type: 'string' },
-        report: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    throw new BenchUsageError((err as Error).message);
-  }
-  const int = (flag: string, value: string, min: number, max: number): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new BenchUsageError(`--${flag} must be a whole number from ${min} to ${max}, got "${value}"`);
-    return n;
-  };
+  const values = parseFlags(argv, {
+    sizes: { type: 'string' },
+    huge: { type: 'boolean' },
+    modes: { type: 'string' },
+    threads: { type: 'string' },
+    concurrency: { type: 'string' },
+    'timeout-ms': { type: 'string' },
+    rounds: { type: 'string' },
+    steady: { type: 'string' },
+    'blackhole-size': { type: 'string' },
+    out: { type: 'string' },
+    report: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
   const ints = (flag: string, value: string | undefined, d: number[], min: number, max: number): number[] =>
-    value === undefined ? d : value.split(',').map((x) => int(flag, x, min, max));
+    value === undefined ? d : value.split(',').map((x) => wholeNumber(flag, x, min, max));
   const sizes = ints('sizes', values.sizes, [1_000, 10_000], 1, 100_000);
   const pipelineOnly: number[] = [];
   if (values.huge) {
@@ -96,7 +80,7 @@ function parseArgs(argv: string[]): BenchArgs & { help: boolean; report?: string
     pipelineOnly.push(100_000);
   }
   const modes = (values.modes ?? MODES.join(',')).split(',');
-  for (const m of modes) if (!MODES.includes(m)) throw new BenchUsageError(`--modes: unknown mode "${m}" (modes: ${MODES.join(', ')})`);
+  for (const m of modes) if (!MODES.includes(m)) throw new UsageError(`--modes: unknown mode "${m}" (modes: ${MODES.join(', ')})`);
   return {
     help: values.help ?? false,
     ...(values.report === undefined ? {} : { report: values.report }),
@@ -104,11 +88,11 @@ function parseArgs(argv: string[]): BenchArgs & { help: boolean; report?: string
     pipelineOnly,
     sizes,
     threads: ints('threads', values.threads, [0, 2], 0, 256),
-    concurrency: int('concurrency', values.concurrency ?? '200', 1, 10_000),
-    timeoutMs: int('timeout-ms', values['timeout-ms'] ?? '5000', MIN_TIMEOUT_MS, MAX_TIMEOUT_MS),
-    blackholeSize: int('blackhole-size', values['blackhole-size'] ?? '1000', 0, 100_000),
-    rounds: int('rounds', values.rounds ?? '3', 1, 50),
-    ...(values.steady === undefined ? {} : { steady: int('steady', values.steady, 0, 20) }),
+    concurrency: wholeNumber('concurrency', values.concurrency ?? '200', 1, 10_000),
+    timeoutMs: wholeNumber('timeout-ms', values['timeout-ms'] ?? '5000', MIN_TIMEOUT_MS, MAX_TIMEOUT_MS),
+    blackholeSize: wholeNumber('blackhole-size', values['blackhole-size'] ?? '1000', 0, 100_000),
+    rounds: wholeNumber('rounds', values.rounds ?? '3', 1, 50),
+    ...(values.steady === undefined ? {} : { steady: wholeNumber('steady', values.steady, 0, 20) }),
     out: values.out ?? path.join(PACKAGE_ROOT, 'bench-results', 'latest.json'),
   };
 }
@@ -262,14 +246,7 @@ function report(file: string): void {
   writeFileSync(file, JSON.stringify({ ...saved, ratios, bestRatios, pairedRatios }, null, 2) + '\n');
 }
 
-let parsed: ReturnType<typeof parseArgs>;
-try {
-  parsed = parseArgs(process.argv.slice(2));
-} catch (err) {
-  if (!(err instanceof BenchUsageError)) throw err;
-  console.error(`bench: ${err.message}\n\n${USAGE}`);
-  process.exit(2);
-}
+const parsed = parsedOrExit('bench', USAGE, () => parseArgs(process.argv.slice(2)));
 if (parsed.help) console.log(USAGE);
 else if (parsed.report !== undefined) report(parsed.report);
 else {

@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs as nodeParseArgs, promisify } from 'node:util';
+import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import type { Outcome } from '../fleet/outcome.js';
@@ -18,6 +18,7 @@ import { SimCluster } from '../sim/cluster.js';
 import type { MinerFaults } from '../sim/faults.js';
 import { SIM_PASSWORD, SIM_USERNAME } from '../sim/miner.js';
 import { inventoryCsv, planFleet } from '../sim/plan.js';
+import { parsedOrExit, parseFlags, UsageError, wholeNumber } from '../bench/script-args.js';
 import { checkChange, checkPollRun, powerWrites, writesBetween } from './checks.js';
 import { CLI, Disorder, type Events } from './disorder.js';
 
@@ -37,8 +38,6 @@ bos-fleet workers and Redis are killed, frozen and restarted at random; then che
   --out FILE           also write the report as JSON
   -h, --help           this text`;
 
-class ChaosUsageError extends Error {}
-
 interface ChaosArgs {
   miners: number;
   seconds: number;
@@ -51,39 +50,25 @@ interface ChaosArgs {
 }
 
 function parseArgs(argv: string[]): ChaosArgs & { help: boolean } {
-  let values;
-  try {
-    ({ values } = nodeParseArgs({
-      args: argv,
-      strict: true,
-      options: {
-        miners: { type: 'string' },
-        seconds: { type: 'string' },
-        seed: { type: 'string' },
-        workers: { type: 'string' },
-        scenarios: { type: 'string' },
-        'power-loss': { type: 'boolean' },
-        'miner-faults': { type: 'boolean' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    throw new ChaosUsageError((err as Error).message);
-  }
-  const int = (flag: string, value: string, min: number, max: number): number => {
-    const n = Number(value);
-    if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) throw new ChaosUsageError(`--${flag} must be a whole number from ${min} to ${max}, got "${value}"`);
-    return n;
-  };
+  const values = parseFlags(argv, {
+    miners: { type: 'string' },
+    seconds: { type: 'string' },
+    seed: { type: 'string' },
+    workers: { type: 'string' },
+    scenarios: { type: 'string' },
+    'power-loss': { type: 'boolean' },
+    'miner-faults': { type: 'boolean' },
+    out: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
   const scenarios = (values.scenarios ?? SCENARIOS.join(',')).split(',');
-  for (const s of scenarios) if (!SCENARIOS.includes(s)) throw new ChaosUsageError(`--scenarios: unknown scenario "${s}" (scenarios: ${SCENARIOS.join(', ')})`);
+  for (const s of scenarios) if (!SCENARIOS.includes(s)) throw new UsageError(`--scenarios: unknown scenario "${s}" (scenarios: ${SCENARIOS.join(', ')})`);
   return {
     help: values.help ?? false,
-    miners: int('miners', values.miners ?? '600', 10, 20_000),
-    seconds: int('seconds', values.seconds ?? '90', 10, 3_600),
-    seed: int('seed', values.seed ?? '1', 0, 2 ** 31 - 1),
-    workers: int('workers', values.workers ?? '2', 1, 8),
+    miners: wholeNumber('miners', values.miners ?? '600', 10, 20_000),
+    seconds: wholeNumber('seconds', values.seconds ?? '90', 10, 3_600),
+    seed: wholeNumber('seed', values.seed ?? '1', 0, 2 ** 31 - 1),
+    workers: wholeNumber('workers', values.workers ?? '2', 1, 8),
     scenarios,
     powerLoss: values['power-loss'] ?? false,
     minerFaults: values['miner-faults'] ?? false,
@@ -210,14 +195,7 @@ async function pollSchedule(args: ChaosArgs, disorder: Disorder, store: RunStore
   return { phase: 'poll schedule', id, seconds: Math.round((Date.now() - started) / 1_000), events, violations, notes: [`${runs.length} runs (a tick is skipped while the run before it is unfinished)`] };
 }
 
-let parsed: ReturnType<typeof parseArgs>;
-try {
-  parsed = parseArgs(process.argv.slice(2));
-} catch (err) {
-  if (!(err instanceof ChaosUsageError)) throw err;
-  console.error(`chaos: ${err.message}\n\n${USAGE}`);
-  process.exit(2);
-}
+const parsed = parsedOrExit('chaos', USAGE, () => parseArgs(process.argv.slice(2)));
 if (parsed.help) console.log(USAGE);
 else {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-chaos-'));

@@ -20,6 +20,12 @@ export class RunVanishedError extends Error {
   }
 }
 
+/** For a requeueLost whose run may be deleted meanwhile (by retention, with its rollout): nothing to queue again then. */
+export function noneIfVanished(err: unknown): number {
+  if (err instanceof RunVanishedError) return 0;
+  throw err;
+}
+
 /** What is said of a run's `lost` miners of `total` queued again. */
 export function lostJobsText(lost: number, total: number): string {
   return `${lost} of its ${total} miners had no outcome and no job still to run in Redis (lost with writes Redis did not keep: its host crashed, or a failover): queued again`;

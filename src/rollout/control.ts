@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { RunStore } from '../fleet/run-store.js';
 import { operationOf } from '../workers/ops/mutation-spec.js';
 import { enqueueRun, type EnqueueOptions } from '../producer/enqueue.js';
-import { lostJobsText, requeueLost, RunVanishedError } from '../producer/lost-jobs.js';
+import { lostJobsText, noneIfVanished, requeueLost } from '../producer/lost-jobs.js';
 import { STILL_CHECK_MS } from '../producer/wait.js';
 import type { JobTarget } from '../fleet/job.js';
 import { promoteJobs, rewakeStale, wakeParked } from './site-limit.js';
@@ -124,10 +124,7 @@ export function createControlProcessor(deps: { redis: Redis; prefix: string; job
    */
   async function requeueWave(rec: RolloutHeader, wave: number): Promise<void> {
     const { inventory, opts } = await waveRun(rec, wave);
-    const lost = await requeueLost(deps.jobs, runs, waveRunId(rec.rolloutId, wave), inventory, opts).catch((err: unknown) => {
-      if (err instanceof RunVanishedError) return 0; // deleted with its rollout
-      throw err;
-    });
+    const lost = await requeueLost(deps.jobs, runs, waveRunId(rec.rolloutId, wave), inventory, opts).catch(noneIfVanished);
     if (lost) console.error(`worker: rollout ${rec.rolloutId} wave ${wave}: ${lostJobsText(lost, inventory.targets.length)}`);
   }
 

@@ -6,7 +6,7 @@ import { isFinalFailure } from '../fleet/job.js';
 import { RunStore } from '../fleet/run-store.js';
 import { DEFAULT_RETENTION } from '../fleet/retention.js';
 import { BACKGROUND_PRIORITY, enqueueRun, type EnqueueOptions } from '../producer/enqueue.js';
-import { lostJobsText, requeueLost, RunVanishedError } from '../producer/lost-jobs.js';
+import { lostJobsText, noneIfVanished, requeueLost } from '../producer/lost-jobs.js';
 import { startRollout } from './create.js';
 import { RolloutOverlapError } from './overlap.js';
 import { TERMINAL } from './store.js';
@@ -46,12 +46,6 @@ function tickPollOptions(def: ScheduleDef): EnqueueOptions {
   };
 }
 
-/** A run deleted meanwhile (retention, or Redis lost it) has no miners left to queue again. */
-function notIfVanished(err: unknown): number {
-  if (err instanceof RunVanishedError) return 0;
-  throw err;
-}
-
 export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jobs: Queue }) {
   const runs = new RunStore(deps.redis, deps.prefix);
   /** What of the schedule's previous run or rollout is still going, if anything. */
@@ -61,7 +55,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     if ('done' in p) {
       if (p.done >= p.total) return undefined;
       // Its miners whose jobs Redis lost (a crash of its host, a failover) go in again: without them it never ends, and every tick is skipped.
-      const lost = def.kind === 'poll' ? await requeueLost(deps.jobs, runs, last, { targets: def.targets, digest: def.inventoryDigest }, tickPollOptions(def)).catch(notIfVanished) : 0;
+      const lost = def.kind === 'poll' ? await requeueLost(deps.jobs, runs, last, { targets: def.targets, digest: def.inventoryDigest }, tickPollOptions(def)).catch(noneIfVanished) : 0;
       return `run ${last} has ${p.total - p.done} of ${p.total} miners to go${lost ? `; ${lostJobsText(lost, p.total)}` : ''}`;
     }
     return TERMINAL.includes(p.state) ? undefined : `rollout ${last} is ${p.state}`;
