@@ -100,9 +100,10 @@ export function attemptsUsed(job: Pick<Job, 'attemptsMade'>, data: JobData): num
  * more often than allowed (its workers kept dying on it), or its last attempt threw something other
  * than a miner result (e.g. Redis refused the outcome). The run still gets exactly one outcome for
  * the miner — an INTERNAL one saying what happened — instead of waiting for it forever. An outcome
- * already there is kept (HSETNX). Returns whether one was written.
+ * already there is kept (HSETNX); one Redis refuses is tried again for up to `refusedWaitMs`, as the
+ * processor's own outcomes are. Returns whether one was written.
  */
-export async function settleFailedJob(store: RunStore, job: Job | undefined, err: Error): Promise<boolean> {
+export async function settleFailedJob(store: RunStore, job: Job | undefined, err: Error, refusedWaitMs = OUTCOME_REFUSED_WAIT_MS): Promise<boolean> {
   if (!job) return false;
   const final = isFinalFailure(job, err);
   // Our processor's own final failures start with their code and were written before being thrown.
@@ -113,7 +114,7 @@ export async function settleFailedJob(store: RunStore, job: Job | undefined, err
   const why = /stalled more than allowable limit/.test(err.message)
     ? `its worker stopped while on this miner more often than allowed (killed, out of memory, or cut off from Redis): ${err.message}`
     : `the job failed outside the miner's result: ${err.message}`;
-  return writeOutcomeThroughRefusals(store, outcomeOf(parsed.data, failedTask('INTERNAL', why), attemptsUsed(job, parsed.data)));
+  return writeOutcomeThroughRefusals(store, outcomeOf(parsed.data, failedTask('INTERNAL', why), attemptsUsed(job, parsed.data)), refusedWaitMs);
 }
 
 /** The longest a miner job of a paused rollout waits before it looks at the rollout again. */

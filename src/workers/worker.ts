@@ -187,7 +187,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     split.map((n) => {
       const w = consume(queue, processor, n, { maxStalledCount: opts.maxStalledCount ?? 5 });
       w.on('failed', (job, err) => {
-        settleFailedJob(store, job, err).catch((e: unknown) => unwritten(`a failed job's outcome could not be written: ${e instanceof Error ? e.message : String(e)}`));
+        settleFailedJob(store, job, err, opts.outcomeRefusedWaitMs).catch((e: unknown) => unwritten(`a failed job's outcome could not be written: ${e instanceof Error ? e.message : String(e)}`));
       });
       opts.onConsumer?.(w);
       return w;
