@@ -5,10 +5,12 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { jobId, QUEUE_NAME } from '../src/fleet/keys.js';
 import { RunStore } from '../src/fleet/run-store.js';
-import { BACKGROUND_PRIORITY, enqueueRun } from '../src/producer/enqueue.js';
+import { BACKGROUND_PRIORITY, enqueueRun, runJobs } from '../src/producer/enqueue.js';
 import { requeueLost, RunVanishedError } from '../src/producer/lost-jobs.js';
 import { cancelRun } from '../src/producer/cancel.js';
-import { runLocal } from '../src/producer/run-local.js';
+import { enqueueOnly, runLocal } from '../src/producer/run-local.js';
+import { CONTROL_QUEUE } from '../src/rollout/control.js';
+import { createKeeper, ENQUEUE_GRACE_MS, leaveToWorkers } from '../src/producer/run-keeper.js';
 import { getSchedule, tickKey } from '../src/rollout/schedules.js';
 import { openQueue } from '../src/fleet/queue.js';
 import { handOnQueueName } from '../src/fleet/hand-on-queues.js';
@@ -143,6 +145,93 @@ describe('a job that finished without its outcome', () => {
       expect(await requeueLost(queue, store, record.runId, tf.inventory, opts)).toBe(0);
       await handOn.obliterate({ force: true });
       await handOn.close();
+    }));
+});
+
+describe('a poll left to the workers (--enqueue-only)', () => {
+  it('whose queued jobs Redis lost still ends, every miner polled once: a worker queues them again; a cancelled one is let go', () =>
+    withRunQueue('lostbg', async ({ prefix, queue, store }) => {
+      const said = vi.spyOn(console, 'error');
+      const left = { redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll' as const, credentials: tf.credentials, threads: 0, concurrency: 2, timeoutMs: 4_000 };
+      const record = await enqueueOnly(left);
+      const dropped = await enqueueOnly(left);
+      const control = openQueue(CONTROL_QUEUE, redis, prefix);
+      try {
+        expect(await redis.exists(store.k.kept(record.runId))).toBe(1);
+        const lost = await loseQueuedJobs(queue, record.runId, 3);
+        expect(lost).toHaveLength(3);
+        await cancelRun(queue, store, dropped.runId);
+        const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE, stillCheckMs: 1_000 });
+        try {
+          await until(async () => (await store.getCounts(record.runId)).done >= COUNT, 30_000, 100);
+          // The run ended: its next look lets it go (its kept miners deleted), as the cancelled one's first did.
+          await until(async () => (await redis.exists(store.k.kept(record.runId), store.k.kept(dropped.runId))) === 0, 15_000, 100);
+        } finally {
+          await worker.close();
+        }
+        expect((await store.getCounts(record.runId)).counts).toEqual({ OK: COUNT });
+        expect((await store.outcomeMinerIds(record.runId)).sort()).toEqual(tf.inventory.targets.map((t) => t.minerId).sort());
+        for (const m of lost) expect((await queue.getJob(jobId(record.runId, m)))?.opts.priority).toBe(BACKGROUND_PRIORITY);
+        expect((await store.getCounts(dropped.runId)).counts).toEqual({ CANCELLED: COUNT });
+        expect(said.mock.calls.map((c) => String(c[0])).join('\n')).toContain(`worker: run ${record.runId}: 3 of its ${COUNT} miners had no outcome and no job still to run in Redis`);
+      } finally {
+        said.mockRestore();
+        await control.obliterate({ force: true });
+        await control.close();
+      }
+    }));
+});
+
+describe('the look at a poll left to the workers', () => {
+  it('looks for lost jobs only after the run went still long enough: twice as long after each look that found none', () =>
+    withRunQueue('keeplook', async ({ prefix, queue, store }) => {
+      const control = openQueue(CONTROL_QUEUE, redis, prefix);
+      try {
+        const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 2 });
+        await loseQueuedJobs(queue, record.runId, 2);
+        const keep = createKeeper({ store, jobs: queue, control, stillCheckMs: 1_000, log: () => undefined });
+        const queued = async () => (await queue.getJobs(['prioritized'])).length;
+        const look = (seq: number, stillForMs: number, quiet: number) => keep({ data: { runId: record.runId, seq, still: { done: 0, sinceMs: Date.now() - stillForMs, quiet } } });
+        // Still for 1.5 s, after a look that found none: the next is due at 2 s.
+        await look(1, 1_500, 1);
+        expect(await queued()).toBe(COUNT - 2);
+        const next = await control.getJob(`${record.runId}.keep.2`);
+        expect(next?.data.still).toMatchObject({ done: 0, quiet: 1 });
+        expect(next?.opts.delay).toBe(500);
+        await look(2, 2_500, 1);
+        expect(await queued()).toBe(COUNT);
+        expect((await control.getJob(`${record.runId}.keep.3`))?.data.still).toMatchObject({ done: 0, quiet: 0 });
+        // Found none: twice as long before the next.
+        await look(3, 2_500, 1);
+        expect((await control.getJob(`${record.runId}.keep.4`))?.data.still).toMatchObject({ done: 0, quiet: 2 });
+      } finally {
+        await control.obliterate({ force: true });
+        await control.close();
+      }
+    }));
+});
+
+describe('an --enqueue-only run whose enqueue was cut off (its process died)', () => {
+  it('is left alone while it may still be going in, then completed with the miners it never added', () =>
+    withRunQueue('keepcut', async ({ prefix, queue, store }) => {
+      const control = openQueue(CONTROL_QUEUE, redis, prefix);
+      try {
+        const opts = { operation: 'poll' as const, priority: BACKGROUND_PRIORITY };
+        const { record } = await store.createRun({ runId: 'run-cut', operation: 'poll', params: {}, inventoryFile: tf.inventory.file, inventoryDigest: tf.inventory.digest, createdAt: new Date().toISOString(), createdAtMs: Date.now(), total: COUNT });
+        await leaveToWorkers(store, control, record, tf.inventory.targets, opts);
+        await queue.addBulk(runJobs(record, tf.inventory.targets.slice(0, 3), opts));
+        const keep = createKeeper({ store, jobs: queue, control, stillCheckMs: 1_000, log: () => undefined });
+        const look = (seq: number) => keep({ data: { runId: record.runId, seq, still: { done: 0, sinceMs: Date.now() - 5_000, quiet: 0 } } });
+        await look(1);
+        expect(await queue.count()).toBe(3);
+        // A minute on, with no mark that its jobs are all in: its enqueue is taken as cut off.
+        await redis.hset(store.k.run(record.runId), 'record', JSON.stringify({ ...record, createdAtMs: Date.now() - ENQUEUE_GRACE_MS - 1 }));
+        await look(2);
+        expect((await queue.getJobs(['prioritized'])).map((j) => j.data.target.minerId).sort()).toEqual(tf.inventory.targets.map((t) => t.minerId).sort());
+      } finally {
+        await control.obliterate({ force: true });
+        await control.close();
+      }
     }));
 });
 

@@ -254,6 +254,8 @@ describe('worker process', () => {
     expect(queued(counts) + done).toBe(COUNT);
     expect(left.length).toBe(COUNT - done);
     expect(left.every((j) => j.priority === BACKGROUND_PRIORITY)).toBe(true);
+    // Left to the workers: they can put in again jobs Redis loses (producer/run-keeper.ts).
+    expect(await redis.exists(store.k.kept(runId))).toBe(1);
     const w = spawnCli(['worker', '--redis', redisUrl(), '--prefix', prefix, '--credentials', files.credentials, '--concurrency', '8']);
     await until(async () => (await outcomeCount(store, runId)) >= COUNT);
     w.kill('SIGTERM');

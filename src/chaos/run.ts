@@ -1,17 +1,18 @@
-// `npm run chaos`: a staged power-target rollout and its rollback, then a poll schedule, each carried
-// out by `bos-fleet worker` processes on a simulated fleet while workers and Redis are killed, frozen
-// and restarted at random (disorder.ts); then every miner is checked (checks.ts): each change made
-// exactly once and reported as made, each rollback restoring it, each poll run with one outcome per
-// miner. Prints what it did and any violation; exits 1 on a violation.
+// `npm run chaos`: a staged power-target rollout and its rollback, a poll schedule, then polls left
+// to the workers (`poll --enqueue-only`), each carried out by `bos-fleet worker` processes on a
+// simulated fleet while workers and Redis are killed, frozen and restarted at random (disorder.ts);
+// then every miner is checked (checks.ts): each change made exactly once and reported as made, each
+// rollback restoring it, each poll run with one outcome per miner. Prints what it did and any
+// violation; exits 1 on a violation.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import type { Outcome } from '../fleet/outcome.js';
-import { RunStore } from '../fleet/run-store.js';
+import { RunStore, type RunRecord } from '../fleet/run-store.js';
 import { rolloutReport } from '../rollout/create.js';
 import { TERMINAL, waveRunId } from '../rollout/store.js';
 import { SimCluster } from '../sim/cluster.js';
@@ -22,17 +23,18 @@ import { parsedOrExit, parseFlags, UsageError, wholeNumber } from '../bench/scri
 import { checkChange, checkPollRun, powerWrites, writesBetween } from './checks.js';
 import { CLI, Disorder, type Events } from './disorder.js';
 
-const SCENARIOS = ['rollout', 'schedule'];
+const SCENARIOS = ['rollout', 'schedule', 'background'];
 const USAGE = `usage: npm run chaos -- [options]
 
-Runs a power-target rollout and its rollback, then a poll schedule, on a simulated fleet whose
-bos-fleet workers and Redis are killed, frozen and restarted at random; then checks every miner.
+Runs a power-target rollout and its rollback, a poll schedule, then polls left to the workers
+(--enqueue-only), on a simulated fleet whose bos-fleet workers and Redis are killed, frozen and
+restarted at random; then checks every miner.
 
   --miners N           fleet size (default 600; 10 to 20,000)
   --seconds N          disorder per scenario phase, s (default 90; 10 to 3,600)
   --seed N             the random choices (default 1)
   --workers N          bos-fleet worker processes (default 2; 1 to 8)
-  --scenarios S[,S…]   of ${SCENARIOS.join(',')} (default both)
+  --scenarios S[,S…]   of ${SCENARIOS.join(',')} (default all)
   --power-loss         Redis also comes back from an AOF up to a second old, as after a power failure
   --miner-faults       miners also lose write replies, reboot and drop their connections
   --out FILE           also write the report as JSON
@@ -169,7 +171,68 @@ async function main(args: ChaosArgs, dir: string, cleanups: (() => Promise<void>
     await change('rollback', ['rollout', 'rollback', rollout.id, '--waves', '20%,100%'], (m) => original.get(m) ?? 0, new Set(rollout.journalLost));
   }
   if (args.scenarios.includes('schedule')) reports.push(await pollSchedule(args, disorder, store, { inventory, where, minerIds }));
+  if (args.scenarios.includes('background')) reports.push(await backgroundPolls(args, disorder, store, { inventory, where, minerIds, dir }));
   return reports;
+}
+
+/** Every finished poll run of `runs` checked, after waiting up to SETTLE_MS for all of them to end. */
+async function settledPollRuns(store: RunStore, runs: () => Promise<RunRecord[]>, minerIds: readonly string[], allOk: boolean): Promise<{ runs: RunRecord[]; violations: string[] }> {
+  let found = await runs();
+  for (const quiet = Date.now(); Date.now() - quiet < SETTLE_MS; await sleep(1_000)) {
+    found = await runs();
+    const counts = await Promise.all(found.map((r) => store.getCounts(r.runId)));
+    if (found.every((r, i) => (counts[i]?.done ?? 0) >= r.total)) break;
+  }
+  const violations: string[] = [];
+  for (const r of found) violations.push(...checkPollRun(r.runId, r.total, await store.getOutcomes(r.runId), minerIds, allOk));
+  return { runs: found, violations };
+}
+
+/** The workers' log lines (all phases so far) saying they queued a run's lost jobs again. */
+function requeueLines(dir: string): string[] {
+  const logs = readdirSync(dir).filter((f) => /^worker-.*\.log$/.test(f));
+  return logs.flatMap((f) => readFileSync(path.join(dir, f), 'utf8').split('\n')).filter((l) => l.includes('had no outcome and no job still to run')).map((l) => l.replace(/ \(lost with writes.*$/, ''));
+}
+
+/**
+ * Polls left to the workers (`poll --enqueue-only`), one started every 10 s under the disorder: no
+ * process waits on them, so the workers alone must queue again the jobs Redis loses (run-keeper.ts).
+ * A run Redis lost whole (its record too, with the last second) is noted, not held against them.
+ */
+async function backgroundPolls(args: ChaosArgs, disorder: Disorder, store: RunStore, f: { inventory: string; where: string[]; minerIds: string[]; dir: string }): Promise<PhaseReport> {
+  const started = Date.now();
+  const ids: string[] = [];
+  const violations: string[] = [];
+  let over = false;
+  let refused = 0;
+  const enqueuing = (async () => {
+    while (!over) {
+      try {
+        const { stdout } = await cli(process.execPath, [CLI, 'poll', '--inventory', f.inventory, '--enqueue-only', '--json', ...f.where]);
+        ids.push((JSON.parse(stdout) as { runId: string }).runId);
+        log(`background poll ${ids.at(-1)} enqueued`);
+      } catch (err) {
+        const said = String((err as { stderr?: string }).stderr || err).trim();
+        // Redis down as it starts: it says so and enqueues nothing (exit 1), as it should.
+        if (said.includes('cannot connect to Redis')) refused++;
+        else violations.push(`poll --enqueue-only failed: ${said.slice(0, 300)}`);
+      }
+      for (const until = Date.now() + 10_000; !over && Date.now() < until; ) await sleep(200);
+    }
+  })();
+  const events = await disorder.run(args.seconds * 1_000, async () => false);
+  over = true;
+  await enqueuing;
+  log(`background polls: disorder over (${JSON.stringify(events)}), waiting for their ends`);
+  const records = async () => (await Promise.all(ids.map((id) => store.getRun(id)))).filter((r): r is RunRecord => r !== undefined);
+  const { runs, violations: found } = await settledPollRuns(store, records, f.minerIds, !args.minerFaults);
+  violations.push(...found);
+  const gone = ids.filter((id) => !runs.some((r) => r.runId === id));
+  if (gone.length && !args.powerLoss) violations.push(`runs gone from Redis: ${gone.join(', ')}`);
+  log(`background polls: ${runs.length} runs, ${violations.length} violations`);
+  const requeued = requeueLines(f.dir);
+  const notes = [`${ids.length} runs enqueued${refused ? `; ${refused} refused at start with Redis down (nothing enqueued)` : ''}`, ...(gone.length ? [`${gone.length} runs lost whole with Redis's last second (--power-loss): ${gone.join(', ')}`] : []), ...(requeued.length ? [`the workers queued lost jobs again ${requeued.length} times: ${requeued.slice(0, 3).join('; ')}`] : [])];
+  return { phase: 'background polls', id: `${ids.length} runs`, seconds: Math.round((Date.now() - started) / 1_000), events, violations, notes };
 }
 
 /** A poll schedule every 10 s under the disorder, then 30 s without it; every run it started is checked. */
@@ -182,15 +245,8 @@ async function pollSchedule(args: ChaosArgs, disorder: Disorder, store: RunStore
   log(`schedule: disorder over (${JSON.stringify(events)}); 30 s more without it (a run that lost jobs is repaired at the next tick)`);
   await sleep(30_000);
   await cli(process.execPath, [CLI, 'schedule', 'remove', id, ...f.where]);
-  const violations: string[] = [];
-  let runs = (await store.listRuns(10_000)).filter((r) => r.series === id);
-  for (const quiet = Date.now(); Date.now() - quiet < SETTLE_MS; await sleep(1_000)) {
-    runs = (await store.listRuns(10_000)).filter((r) => r.series === id);
-    const counts = await Promise.all(runs.map((r) => store.getCounts(r.runId)));
-    if (runs.every((r, i) => (counts[i]?.done ?? 0) >= r.total)) break;
-  }
+  const { runs, violations } = await settledPollRuns(store, async () => (await store.listRuns(10_000)).filter((r) => r.series === id), f.minerIds, !args.minerFaults);
   if (runs.length === 0) violations.push('the schedule started no run');
-  for (const r of runs) violations.push(...checkPollRun(r.runId, r.total, await store.getOutcomes(r.runId), f.minerIds, !args.minerFaults));
   log(`schedule ${id}: ${runs.length} runs, ${violations.length} violations`);
   return { phase: 'poll schedule', id, seconds: Math.round((Date.now() - started) / 1_000), events, violations, notes: [`${runs.length} runs (a tick is skipped while the run before it is unfinished)`] };
 }

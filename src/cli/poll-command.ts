@@ -39,7 +39,7 @@ export function registerPoll(program: Command): void {
     .option('--tls <file>', 'TLS per site: JSON {"site or *": {"caFile", "certFile"?, "keyFile"?, "serverName"?}}; those sites are polled over TLS only, by any worker')
     .option('--json', 'print one JSON object {runId, total, counts, durationMs}')
     .option('--prefix <prefix>', 'Redis key prefix (one per farm sharing a Redis)', prefixOption, DEFAULT_PREFIX)
-    .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes');
+    .option('--enqueue-only', 'enqueue the jobs, print the run id, and leave the work to `bos-fleet worker` processes (which also queue again any of its jobs Redis loses)');
   retentionOptions(selectionOptions(poll), 'of `bos-fleet poll` (not of schedules)').action(async (opts: PollCliOptions) => {
     if (opts.enqueueOnly && opts.maxReceiveBytes !== undefined) {
       throw new Error('--max-receive-bytes is a setting of the workers that poll: with --enqueue-only, pass it to `bos-fleet worker`');

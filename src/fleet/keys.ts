@@ -13,6 +13,8 @@ export function keys(prefix: string = DEFAULT_PREFIX) {
     counts: (runId: string) => `${prefix}:counts:${runId}`,
     /** A change run's `before` per miner, written before the miner is written to (see RunStore.journalBefore). */
     journal: (runId: string) => `${prefix}:journal:${runId}`,
+    /** A poll run left to the workers: its miners and how its jobs were enqueued, so lost jobs can go in again (producer/run-keeper.ts). */
+    kept: (runId: string) => `${prefix}:kept:${runId}`,
     /** Ids of the workers that announced themselves; each one's record expires unless refreshed. */
     workers: `${prefix}:workers`,
     worker: (id: string) => `${prefix}:worker:${id}`,

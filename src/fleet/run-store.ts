@@ -114,12 +114,12 @@ export class RunStore {
     return doomed;
   }
 
-  /** Deletes runs whole: record, outcomes, counts, journal. */
+  /** Deletes runs whole: record, outcomes, counts, journal, kept miners. */
   async deleteRuns(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
     const del = this.redis.multi();
     // UNLINK: Redis frees a 100,000-field hash in the background instead of blocking on it.
-    for (const id of ids) del.unlink(this.k.run(id), this.k.outcomes(id), this.k.counts(id), this.k.journal(id)).zrem(this.k.runs, id);
+    for (const id of ids) del.unlink(this.k.run(id), this.k.outcomes(id), this.k.counts(id), this.k.journal(id), this.k.kept(id)).zrem(this.k.runs, id);
     await del.exec();
   }
 

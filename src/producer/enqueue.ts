@@ -37,6 +37,8 @@ export interface EnqueueOptions {
   tlsSites?: readonly string[];
   /** BullMQ priority of the run's jobs: 0 (the default: a rollout's changes) goes first, then {@link FOREGROUND_PRIORITY}, then {@link BACKGROUND_PRIORITY}. */
   priority?: number;
+  /** Runs once the run's record is in, before its first job: what must be in Redis before any job is (a lost tail of writes loses it last). */
+  beforeJobs?: (record: RunRecord) => Promise<void>;
 }
 
 /**
@@ -91,6 +93,7 @@ export async function enqueueRun(queue: Queue, store: RunStore, inventory: Inven
   }
   // Enqueued again after Redis refused part of it: whole again, the refused miners are added below.
   const record = created ? existing.record : await store.reopenRun(existing.record);
+  await opts.beforeJobs?.(record);
   const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
   for (let i = 0; i < inventory.targets.length; ) {
     // `bos-fleet cancel` while this run is still being enqueued: stop adding its jobs.

@@ -107,7 +107,8 @@ export async function requeueLost(queue: Queue, store: RunStore, runId: string, 
     for (const name of l.finishedIn) removed = (await queues?.get(name)?.remove(jobId(runId, l.target.minerId))) === 1 && removed;
     if (removed) again.push(l.target);
   }
-  if (again.length === 0) return 0;
+  // Cancelled meanwhile (its lost miners are cut from it then): nothing goes in.
+  if (again.length === 0 || (await store.enqueueState(runId)).cancelled) return 0;
   await addBulkThroughOutages(queue, runJobs(record, again, opts));
   return again.length;
 }

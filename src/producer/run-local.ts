@@ -13,6 +13,8 @@ import { startWorker } from '../workers/worker.js';
 import { BACKGROUND_PRIORITY, enqueueRun, FOREGROUND_PRIORITY, type EnqueueOptions } from './enqueue.js';
 import { lostJobsText, requeueLost } from './lost-jobs.js';
 import { leaveToBackground } from './cancel.js';
+import { leaveToWorkers } from './run-keeper.js';
+import { CONTROL_QUEUE } from '../rollout/control.js';
 import type { Inventory } from './inventory.js';
 import { waitForRun, type Progress } from './wait.js';
 import { openQueue } from '../fleet/queue.js';
@@ -96,7 +98,25 @@ function profilesWithMiners(targets: readonly { credentials: string; minerId: st
  */
 export async function enqueueOnly(opts: LocalRunOptions): Promise<RunRecord> {
   if (opts.credentials.size > 0) assertProfiles(opts.inventory, opts.credentials, opts.credentialsFile);
-  return enqueueChecked(opts, true, BACKGROUND_PRIORITY);
+  return enqueueChecked(opts, true, BACKGROUND_PRIORITY, undefined, true);
+}
+
+/**
+ * Leaves a run to the workers, who then put in again any of its jobs Redis loses (run-keeper.ts).
+ * The run is enqueued whatever happens here: a failure is said, not thrown.
+ */
+async function keptByWorkers(redis: Redis, prefix: string, record: RunRecord, opts: LocalRunOptions, priority: number): Promise<void> {
+  const control = openQueue(CONTROL_QUEUE, redis, prefix);
+  try {
+    await leaveToWorkers(new RunStore(redis, prefix), control, record, opts.inventory.targets, enqueueOptions(opts, priority));
+  } catch (err) {
+    process.stderr.write(
+      `bos-fleet: run ${record.runId}: what lets the workers queue again its jobs Redis loses could not be written (${err instanceof Error ? err.message : String(err)}); ` +
+        `the run goes on without it: should it never end, \`bos-fleet cancel ${record.runId}\` ends it\n`,
+    );
+  } finally {
+    await control.close();
+  }
 }
 
 /**
@@ -125,13 +145,15 @@ function enqueueOptions(opts: LocalRunOptions, priority: number): EnqueueOptions
   };
 }
 
-/** The enqueue itself, for callers that checked the profiles already. */
-async function enqueueChecked(opts: LocalRunOptions, report: boolean, priority: number, runId?: string): Promise<RunRecord> {
+/** The enqueue itself, for callers that checked the profiles already; `leave`: the run is left to the workers. */
+async function enqueueChecked(opts: LocalRunOptions, report: boolean, priority: number, runId?: string, leave = false): Promise<RunRecord> {
   const prefix = opts.prefix ?? DEFAULT_PREFIX;
   const redis = patientRedis(opts.redisUrl, report);
   const queue = openQueue(QUEUE_NAME, redis, prefix);
   try {
-    return await enqueueRun(queue, new RunStore(redis, prefix), opts.inventory, { ...enqueueOptions(opts, priority), ...(runId ? { runId } : {}) });
+    // Left to the workers: what lets them queue again jobs Redis loses goes in before the jobs.
+    const keep = leave ? { beforeJobs: (record: RunRecord) => keptByWorkers(redis, prefix, record, opts, priority) } : {};
+    return await enqueueRun(queue, new RunStore(redis, prefix), opts.inventory, { ...enqueueOptions(opts, priority), ...(runId ? { runId } : {}), ...keep });
   } finally {
     await queue.close();
     redis.disconnect();
@@ -231,6 +253,7 @@ export async function runLocal(opts: LocalRunOptions): Promise<{ record: RunReco
     if (stoppedEarly && opts.params?.['dryRun'] !== true) {
       const queue = openQueue(QUEUE_NAME, redis, prefix);
       await leaveToBackground(queue, record.runId).finally(() => queue.close());
+      await keptByWorkers(redis, prefix, record, opts, BACKGROUND_PRIORITY);
     }
     const summary = await store.summarize(record);
     await close();

@@ -15,6 +15,7 @@ import { DEFAULT_PREFIX, QUEUE_NAME } from '../fleet/keys.js';
 import { RunStore } from '../fleet/run-store.js';
 import { createExecutor, type Executor } from './executor.js';
 import { createProcessor, settleFailedJob } from './processor.js';
+import { createKeeper, KEEP_JOB } from '../producer/run-keeper.js';
 import { WorkerRegistry } from './registry.js';
 import { watchOrphans } from './hand-on.js';
 import { closeHandOnQueues, handOnQueueName } from '../fleet/hand-on-queues.js';
@@ -211,11 +212,16 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   // Rollout control jobs (wave starts, failure gates) and schedule ticks run in every worker
   // process; BullMQ hands each job to exactly one of them.
   const controlQueue = openQueue(CONTROL_QUEUE, storeRedis, prefix);
-  const control = consume(CONTROL_QUEUE, createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue, ...(opts.stillCheckMs ? { stillCheckMs: opts.stillCheckMs } : {}) }), 4);
+  const still = opts.stillCheckMs ? { stillCheckMs: opts.stillCheckMs } : {};
+  const rolloutStep = createControlProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue, ...still });
+  // And the looks at poll runs left to the workers (producer/run-keeper.ts).
+  const keepRun = createKeeper({ store, jobs: jobsQueue, control: controlQueue, ...still });
+  const control = consume(CONTROL_QUEUE, (job: Job, token?: string) => (job.name === KEEP_JOB ? keepRun(job) : rolloutStep(job, token)), 4);
   const rolloutLog = rateLimitedLog((line) => console.error(`worker: ${line}`));
   control.on('failed', (job, err) => {
     if (!job) return;
     const final = isFinalFailure(job, err);
+    if (job.name === KEEP_JOB) return rolloutLog(`run ${job.data.runId}: a look for its lost jobs failed: ${err.message}${final ? ' (no more looks: `bos-fleet cancel` ends the run if it never does)' : ', tried again'}`);
     rolloutLog(`rollout ${job.data.rolloutId}: ${controlStep(job)}: ${err.message} (attempt ${job.attemptsMade} of ${job.opts.attempts ?? 1}${final ? ': the rollout fails' : ', tried again'})`);
     if (final) failRollout(storeRedis, prefix, job, err).catch((e: unknown) => unwritten(`a failed rollout step could not be recorded: ${e instanceof Error ? e.message : String(e)}`));
   });
