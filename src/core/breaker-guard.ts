@@ -20,7 +20,8 @@ function admitAttempt(breaker: Breaker, ctx: ErrorContext): Exclude<Admission, '
 /** Records a failed attempt (miner faults only; a probe that failed for another reason frees its slot). */
 function settleFailure(breaker: Breaker, admission: Exclude<Admission, 'rejected'>, raw: unknown, ctx: ErrorContext): FleetError {
   const err = FleetError.from(raw, ctx);
-  const minerFault = CODE_INFO[err.code].minerFault || (err.code === 'OUTCOME_UNKNOWN' && err.context.grpcCode !== undefined);
+  // A timeout this process's own stall caused (core/stall.ts) is not the miner's.
+  const minerFault = (CODE_INFO[err.code].minerFault || (err.code === 'OUTCOME_UNKNOWN' && err.context.grpcCode !== undefined)) && !err.context.stalledMs;
   if (minerFault) breaker.failure(err.code);
   else if (admission === 'probe') breaker.release();
   return err;

@@ -18,6 +18,8 @@ export interface ErrorContext {
   transport?: 'plaintext' | 'tls';
   /** A write not sent because its window closed (CallOptions.writeNotAfterMs). */
   writeWindowClosed?: boolean;
+  /** A timeout seen this late (ms) past its deadline: this process did not run meanwhile, and the miner is not blamed (core/stall.ts). */
+  stalledMs?: number;
 }
 
 /** The plain-data form that crosses thread and process boundaries. */

@@ -7,6 +7,7 @@ import { grpcTarget, hostPort, minerChannelOptions } from './channel-options.js'
 import { withBreaker } from './breaker-guard.js';
 import type { Breaker } from './breaker.js';
 import { FleetError, type ErrorContext } from './fleet-error.js';
+import { blameStall } from './stall.js';
 import type { FleetCore } from './fleet-core.js';
 import { METHODS, formatVersion, versionAtLeast, type ApiVersion, type MethodName, type MethodSpec } from './methods.js';
 import { invokeUnary, type UnaryReply } from './rpc.js';
@@ -48,8 +49,7 @@ export interface CallOptions {
 
 const OLDEST_API: ApiVersion = { major: 1, minor: 0, patch: 0 };
 
-/** Codes that say the connection itself is bad: the pool counts them towards rebuilding the channel. */
-// A channel whose connect failed for want of a descriptor stays failed through grpc-js's reconnect backoff: rebuilt, it tries again at once.
+/** Codes that say the connection itself is bad: the pool counts them towards rebuilding the channel (one whose connect failed for want of a descriptor stays failed through grpc-js's reconnect backoff: rebuilt, it tries again at once). */
 const TRANSPORT_FAULTS: ReadonlySet<string> = new Set(['MINER_UNREACHABLE', 'MINER_TIMEOUT', 'CONNECTION_LOST', 'PROTOCOL_ERROR', 'TLS_ERROR', 'WORKER_OUT_OF_RESOURCES']);
 
 export class MinerClient {
@@ -247,9 +247,11 @@ export class MinerClient {
   ): Promise<UnaryReply<R>> {
     if (signal?.aborted) throw new FleetError('CANCELLED', 'operation aborted', { ...ctx, mayHaveReachedMiner: false });
     const channel = this.channel(); // leased: the pool closes no channel under a call
+    let dueAt = Infinity; // when the wait under way times out (performance.now()): a timeout seen long after is this process's stall (stall.ts)
     try {
       if (channel.state !== 'ready') {
         const connectMs = Math.min(this.core.options.connectTimeoutMs, timeoutMs);
+        dueAt = performance.now() + connectMs;
         if ((await channel.waitReady(connectMs)) === 'timeout') {
           // A transport fault: counted against the channel by the catch below.
           throw new FleetError('MINER_TIMEOUT', `no connection to ${hostPort(this.target.host, this.target.port)} within ${connectMs} ms`, { ...ctx, mayHaveReachedMiner: false });
@@ -258,19 +260,18 @@ export class MinerClient {
       }
       // Checked last, once connected: a write is sent now or never.
       const callMs = ctx.mutation && writeNotAfterMs !== undefined ? writeWindow(method, writeNotAfterMs - this.core.clock.now(), timeoutMs, ctx) : timeoutMs;
+      dueAt = performance.now() + callMs;
       const reply = await invokeUnary<R>(channel, method, request, callMs, token, signal, method === 'Login');
       this.core.pool.reportSuccess(channel);
       return reply;
     } catch (err) {
-      const e = FleetError.from(err, ctx);
-      if (TRANSPORT_FAULTS.has(e.code)) this.core.pool.reportFailure(channel);
+      const e = blameStall(FleetError.from(err, ctx), dueAt);
+      if (TRANSPORT_FAULTS.has(e.code) && !e.context.stalledMs) this.core.pool.reportFailure(channel);
       throw e;
     } finally {
       this.releaseChannel(channel);
     }
   }
-
-  // ---- typed methods ------------------------------------------------------------------------
 
   getMinerDetails(o?: CallOptions) { return this.call<T.MinerDetails>('GetMinerDetails', {}, o); }
   getMinerStats(o?: CallOptions) { return this.call<T.MinerStats>('GetMinerStats', {}, o); }
