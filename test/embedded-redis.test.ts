@@ -44,9 +44,19 @@ describe('embedded Redis', () => {
     expect(first.code).toBe(0);
     expect(first.stderr).toMatch(/started embedded Redis at redis:\/\/127\.0\.0\.1:\d+/);
     expect(first.stdout).toContain('no runs yet');
-    const second = await runCli(['runs'], env);
-    expect(second.code).toBe(0);
-    expect(second.stderr).toBe(''); // reused, and durable (no warning)
+    // Its AOF synced before each reply; one started by an older bos-fleet (once a second) is set so by the next command.
+    const url = (JSON.parse(readFileSync(path.join(home, 'redis', 'embedded.json'), 'utf8')) as { url: string }).url;
+    const admin = new Redis(url);
+    try {
+      expect(await admin.config('GET', 'appendfsync')).toEqual(['appendfsync', 'always']);
+      await admin.config('SET', 'appendfsync', 'everysec');
+      const second = await runCli(['runs'], env);
+      expect(second.code).toBe(0);
+      expect(second.stderr).toBe(''); // reused, and durable (no warning)
+      expect(await admin.config('GET', 'appendfsync')).toEqual(['appendfsync', 'always']);
+    } finally {
+      admin.disconnect();
+    }
 
     const missing = await runCli(['runs'], { BOS_FLEET_HOME: path.join(home, 'other'), REDIS_URL: '', PATH: '/nonexistent' });
     expect(missing.code).toBe(1);

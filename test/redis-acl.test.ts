@@ -1,11 +1,14 @@
 // A Redis user restricted by ACL: a command it may not run is named with the grant that fixes it,
 // before anything starts — BullMQ without INFO spun a core forever and never handled SIGTERM.
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkDurability } from '../src/redis/durability.js';
 import { serverProblem } from '../src/redis/permissions.js';
+import { startRedisServer } from '../src/redis/server.js';
 import { exited, runCli, spawnCli, writeFleetFiles, type FleetFiles } from './helpers/cli.js';
 import { redisUrl, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
@@ -78,6 +81,36 @@ describe('a Redis that refuses CONFIG (as managed Redis services do)', () => {
     ]);
     expect((await checkDurability(refused, new Map([['aof_enabled', '1'], ['maxmemory_policy', 'noeviction']]))).problems).toEqual([]);
     expect((await checkDurability(refused)).problems).toEqual(['could not read Redis settings (CONFIG GET and INFO refused): make sure it runs with appendonly yes and maxmemory-policy noeviction']);
+  });
+});
+
+describe('a Redis that syncs its AOF once a second', () => {
+  it('runs a worker, which says what a power failure would cost and how to avoid it; one that syncs before each reply says nothing', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bos-fleet-everysec-'));
+    const server = await startRedisServer({ dir, appendfsync: 'everysec' });
+    const direct = new Redis(server.url);
+    try {
+      const start = async () => {
+        const worker = spawnCli(['worker', '--redis', server.url, '--credentials', files.credentials]);
+        try {
+          await until(async () => /^worker: \d+ on redis:/m.test(worker.output().stdout + worker.output().stderr) || worker.exitCode !== null, 20_000, 50);
+          expect(worker.exitCode, worker.output().stderr).toBeNull();
+          return worker.output().stderr;
+        } finally {
+          worker.kill('SIGTERM');
+          await exited(worker);
+        }
+      };
+      expect(await start()).toContain('bos-fleet: note: Redis has appendfsync everysec: a power failure of its host can lose its last second or so of writes');
+      expect((await checkDurability(direct)).powerLossNote).toMatch(/appendfsync always avoids that/);
+      await direct.config('SET', 'appendfsync', 'always');
+      expect((await checkDurability(direct)).powerLossNote).toBeUndefined();
+      expect(await start()).not.toContain('appendfsync');
+    } finally {
+      direct.disconnect();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

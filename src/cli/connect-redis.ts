@@ -59,8 +59,12 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
   for (const warning of server.warnings) process.stderr.write(`bos-fleet: WARNING: ${warning}\n`);
   const stall = watchStalls(redis, 'bos-fleet', 'still waiting for it (Ctrl-C to stop)', { afterMs });
   redis.once('end', () => stall.stop());
-  // bos-fleet's own Redis is started again if it goes away while this command runs.
-  if (!(flag ?? process.env['REDIS_URL'])) superviseEmbedded(url);
+  // bos-fleet's own Redis is started again if it goes away while this command runs; one started by
+  // an older bos-fleet (its AOF synced once a second) syncs it before each reply from now on.
+  if (!(flag ?? process.env['REDIS_URL'])) {
+    superviseEmbedded(url);
+    await redis.config('SET', 'appendfsync', 'always').catch(() => undefined);
+  }
   for (const problem of await redisHealthProblems(redis, server.info)) process.stderr.write(`bos-fleet: WARNING: ${problem}\n`);
   const report = await checkDurability(redis, server.info);
   if (report.problems.length) {
@@ -71,5 +75,7 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
     }
     process.stderr.write(`${banner}\n`);
   }
+  // Said by the workers, which record the changes.
+  if (opts.refuseVolatile && report.powerLossNote) process.stderr.write(`bos-fleet: note: ${report.powerLossNote}\n`);
   return { url, redis };
 }

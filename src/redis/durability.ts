@@ -6,6 +6,18 @@ export interface DurabilityReport {
   maxmemoryPolicy: string | undefined;
   /** Empty when Redis is durable enough; otherwise one line per problem. */
   problems: string[];
+  /** What a power failure of Redis's host would cost, when its AOF is not synced before each reply (undefined otherwise, or unknown). */
+  powerLossNote?: string;
+}
+
+/** What an AOF synced once a second (or left to the OS) costs when Redis's host loses power. */
+export function powerLossNote(appendfsync: string | undefined): string | undefined {
+  if (appendfsync === undefined || appendfsync === 'always') return undefined;
+  return (
+    `Redis has appendfsync ${appendfsync}: a power failure of its host can lose its last second or so of writes — jobs (queued again by the runs' checks) and ` +
+    `the record of a change made just then (its outcome then says unchanged, and a rollback leaves that miner at the new value). appendfsync always avoids that ` +
+    `(CONFIG SET appendfsync always, and in redis.conf; bos-fleet's own Redis and docker-compose.yml use it)`
+  );
 }
 
 export async function checkDurability(redis: Redis, info?: ReadonlyMap<string, string>): Promise<DurabilityReport> {
@@ -28,7 +40,8 @@ export async function checkDurability(redis: Redis, info?: ReadonlyMap<string, s
     if (appendonly !== 'yes') problems.push('Redis has appendonly no: a Redis restart loses every queued job and outcome (set appendonly yes)');
     if (maxmemoryPolicy !== 'noeviction') problems.push(`Redis has maxmemory-policy ${maxmemoryPolicy}: it may evict jobs under memory pressure (set noeviction)`);
   }
-  return { appendonly, maxmemoryPolicy, problems };
+  const note = appendonly === 'yes' ? powerLossNote(await get('appendfsync')) : undefined;
+  return { appendonly, maxmemoryPolicy, problems, ...(note ? { powerLossNote: note } : {}) };
 }
 
 /**

@@ -72,8 +72,13 @@ function redisLogReason(dir: string): string {
 export interface StartRedisOptions {
   dir: string;
   port?: number;
-  /** Durable by default: AOF, fsync every second. */
+  /** Durable by default: AOF on. */
   appendonly?: boolean;
+  /**
+   * When the AOF reaches the disk: `always` by default, before Redis replies (a power failure of its
+   * host loses nothing it acknowledged: a change's journal record among them); `everysec` once a second.
+   */
+  appendfsync?: 'always' | 'everysec';
   /** Keep running after this process exits (the CLI's embedded Redis). */
   detached?: boolean;
 }
@@ -86,7 +91,7 @@ export async function startRedisServer(opts: StartRedisOptions): Promise<LocalRe
     '--port', String(port),
     '--dir', opts.dir,
     '--appendonly', opts.appendonly === false ? 'no' : 'yes',
-    '--appendfsync', 'everysec',
+    '--appendfsync', opts.appendfsync ?? 'always',
     '--maxmemory-policy', 'noeviction',
     '--save', '',
     '--protected-mode', 'yes',
