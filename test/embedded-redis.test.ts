@@ -159,7 +159,8 @@ describe('embedded Redis gone under a running command', () => {
       };
       await until(async () => (await done()) >= 8);
       process.kill(first.pid, 'SIGKILL');
-      await expectExit(poll, 0);
+      // Within the test's time, so that a hang shows the poll's output (it once timed out in a loaded CI run).
+      await expectExit(poll, 0, { within: 45_000 });
       const { stdout, stderr } = poll.output();
       expect(stderr).toContain(`bos-fleet: the embedded Redis (pid ${first.pid}) had stopped; started it again from its data in ${path.join(dir, 'redis')} on the same address (${first.url})`);
       expect(stderr).not.toContain('Unhandled error event');

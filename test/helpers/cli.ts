@@ -53,9 +53,11 @@ export function exitedWithin(child: ChildProcess, ms = 20_000): Promise<number |
  * mismatch shows what ended it (a signal's name) and the end of its output, so a rare failure says why.
  */
 export async function expectExit(child: ReturnType<typeof spawnCli>, code: number, opts: { within?: number } = {}): Promise<void> {
-  const got = await (opts.within === undefined ? exited(child) : exitedWithin(child, opts.within));
-  const { stdout, stderr } = child.output();
-  expect(got, `ended by ${got}; stderr: …${stderr.slice(-1500)}\nstdout: …${stdout.slice(-500)}`).toBe(code);
+  const shown = () => `stderr: …${child.output().stderr.slice(-1500)}\nstdout: …${child.output().stdout.slice(-500)}`;
+  const got = await (opts.within === undefined ? exited(child) : exitedWithin(child, opts.within)).catch((err: unknown) => {
+    throw new Error(`${err instanceof Error ? err.message : String(err)}; ${shown()}`);
+  });
+  expect(got, `ended by ${got}; ${shown()}`).toBe(code);
 }
 
 /** Writes an inventory and a credentials file for a test fleet; returns their paths. */
