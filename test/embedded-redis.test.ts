@@ -175,6 +175,8 @@ describe('embedded Redis gone under a running command', () => {
       expect((await store.getOutcomes(result.runId)).length).toBe(count);
     } finally {
       if (poll?.exitCode === null) poll.kill('SIGKILL');
+      // The Redis the poll started again, stopped after the tests even when this one failed before it was seen.
+      remember(dir);
       client?.disconnect();
       await cf.close();
     }
