@@ -46,15 +46,18 @@ async function loseQueuedJobs(queue: Queue, runId: string, n: number): Promise<s
   return queued.map((j) => String(j.data.target.minerId));
 }
 
-/** `body` on a prefix of its own, with its run queue and run store; the queue is emptied and closed after, whatever happens. */
-async function withRunQueue(name: string, body: (r: { prefix: string; queue: Queue; store: RunStore }) => Promise<void>): Promise<void> {
+/** `body` on a prefix of its own, with its run queue, control queue and run store; the queues are emptied and closed after, whatever happens. */
+async function withRunQueue(name: string, body: (r: { prefix: string; queue: Queue; control: Queue; store: RunStore }) => Promise<void>): Promise<void> {
   const prefix = uniquePrefix(name);
   const queue = openQueue(QUEUE_NAME, redis, prefix);
+  const control = openQueue(CONTROL_QUEUE, redis, prefix);
   try {
-    await body({ prefix, queue, store: new RunStore(redis, prefix) });
+    await body({ prefix, queue, control, store: new RunStore(redis, prefix) });
   } finally {
-    await queue.obliterate({ force: true });
-    await queue.close();
+    for (const q of [queue, control]) {
+      await q.obliterate({ force: true });
+      await q.close();
+    }
   }
 }
 
@@ -155,7 +158,6 @@ describe('a poll left to the workers (--enqueue-only)', () => {
       const left = { redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll' as const, credentials: tf.credentials, threads: 0, concurrency: 2, timeoutMs: 4_000 };
       const record = await enqueueOnly(left);
       const dropped = await enqueueOnly(left);
-      const control = openQueue(CONTROL_QUEUE, redis, prefix);
       try {
         expect(await redis.exists(store.k.kept(record.runId))).toBe(1);
         const lost = await loseQueuedJobs(queue, record.runId, 3);
@@ -176,62 +178,48 @@ describe('a poll left to the workers (--enqueue-only)', () => {
         expect(said.mock.calls.map((c) => String(c[0])).join('\n')).toContain(`worker: run ${record.runId}: 3 of its ${COUNT} miners had no outcome and no job still to run in Redis`);
       } finally {
         said.mockRestore();
-        await control.obliterate({ force: true });
-        await control.close();
       }
     }));
 });
 
 describe('the look at a poll left to the workers', () => {
   it('looks for lost jobs only after the run went still long enough: twice as long after each look that found none', () =>
-    withRunQueue('keeplook', async ({ prefix, queue, store }) => {
-      const control = openQueue(CONTROL_QUEUE, redis, prefix);
-      try {
-        const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 2 });
-        await loseQueuedJobs(queue, record.runId, 2);
-        const keep = createKeeper({ store, jobs: queue, control, stillCheckMs: 1_000, log: () => undefined });
-        const queued = async () => (await queue.getJobs(['prioritized'])).length;
-        const look = (seq: number, stillForMs: number, quiet: number) => keep({ data: { runId: record.runId, seq, still: { done: 0, sinceMs: Date.now() - stillForMs, quiet } } });
-        // Still for 1.5 s, after a look that found none: the next is due at 2 s.
-        await look(1, 1_500, 1);
-        expect(await queued()).toBe(COUNT - 2);
-        const next = await control.getJob(`${record.runId}.keep.2`);
-        expect(next?.data.still).toMatchObject({ done: 0, quiet: 1 });
-        expect(next?.opts.delay).toBe(500);
-        await look(2, 2_500, 1);
-        expect(await queued()).toBe(COUNT);
-        expect((await control.getJob(`${record.runId}.keep.3`))?.data.still).toMatchObject({ done: 0, quiet: 0 });
-        // Found none: twice as long before the next.
-        await look(3, 2_500, 1);
-        expect((await control.getJob(`${record.runId}.keep.4`))?.data.still).toMatchObject({ done: 0, quiet: 2 });
-      } finally {
-        await control.obliterate({ force: true });
-        await control.close();
-      }
+    withRunQueue('keeplook', async ({ prefix, queue, control, store }) => {
+      const record = await enqueueOnly({ redisUrl: redisUrl(), prefix, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 2 });
+      await loseQueuedJobs(queue, record.runId, 2);
+      const keep = createKeeper({ store, jobs: queue, control, stillCheckMs: 1_000, log: () => undefined });
+      const queued = async () => (await queue.getJobs(['prioritized'])).length;
+      const look = (seq: number, stillForMs: number, quiet: number) => keep({ data: { runId: record.runId, seq, still: { done: 0, sinceMs: Date.now() - stillForMs, quiet } } });
+      // Still for 1.5 s, after a look that found none: the next is due at 2 s.
+      await look(1, 1_500, 1);
+      expect(await queued()).toBe(COUNT - 2);
+      const next = await control.getJob(`${record.runId}.keep.2`);
+      expect(next?.data.still).toMatchObject({ done: 0, quiet: 1 });
+      expect(next?.opts.delay).toBe(500);
+      await look(2, 2_500, 1);
+      expect(await queued()).toBe(COUNT);
+      expect((await control.getJob(`${record.runId}.keep.3`))?.data.still).toMatchObject({ done: 0, quiet: 0 });
+      // Found none: twice as long before the next.
+      await look(3, 2_500, 1);
+      expect((await control.getJob(`${record.runId}.keep.4`))?.data.still).toMatchObject({ done: 0, quiet: 2 });
     }));
 });
 
 describe('an --enqueue-only run whose enqueue was cut off (its process died)', () => {
   it('is left alone while it may still be going in, then completed with the miners it never added', () =>
-    withRunQueue('keepcut', async ({ prefix, queue, store }) => {
-      const control = openQueue(CONTROL_QUEUE, redis, prefix);
-      try {
-        const opts = { operation: 'poll' as const, priority: BACKGROUND_PRIORITY };
-        const { record } = await store.createRun({ runId: 'run-cut', operation: 'poll', params: {}, inventoryFile: tf.inventory.file, inventoryDigest: tf.inventory.digest, createdAt: new Date().toISOString(), createdAtMs: Date.now(), total: COUNT });
-        await leaveToWorkers(store, control, record, tf.inventory.targets, opts);
-        await queue.addBulk(runJobs(record, tf.inventory.targets.slice(0, 3), opts));
-        const keep = createKeeper({ store, jobs: queue, control, stillCheckMs: 1_000, log: () => undefined });
-        const look = (seq: number) => keep({ data: { runId: record.runId, seq, still: { done: 0, sinceMs: Date.now() - 5_000, quiet: 0 } } });
-        await look(1);
-        expect(await queue.count()).toBe(3);
-        // A minute on, with no mark that its jobs are all in: its enqueue is taken as cut off.
-        await redis.hset(store.k.run(record.runId), 'record', JSON.stringify({ ...record, createdAtMs: Date.now() - ENQUEUE_GRACE_MS - 1 }));
-        await look(2);
-        expect((await queue.getJobs(['prioritized'])).map((j) => j.data.target.minerId).sort()).toEqual(tf.inventory.targets.map((t) => t.minerId).sort());
-      } finally {
-        await control.obliterate({ force: true });
-        await control.close();
-      }
+    withRunQueue('keepcut', async ({ queue, control, store }) => {
+      const opts = { operation: 'poll' as const, priority: BACKGROUND_PRIORITY };
+      const { record } = await store.createRun({ runId: 'run-cut', operation: 'poll', params: {}, inventoryFile: tf.inventory.file, inventoryDigest: tf.inventory.digest, createdAt: new Date().toISOString(), createdAtMs: Date.now(), total: COUNT });
+      await leaveToWorkers(store, control, record, tf.inventory.targets, opts);
+      await queue.addBulk(runJobs(record, tf.inventory.targets.slice(0, 3), opts));
+      const keep = createKeeper({ store, jobs: queue, control, stillCheckMs: 1_000, log: () => undefined });
+      const look = (seq: number) => keep({ data: { runId: record.runId, seq, still: { done: 0, sinceMs: Date.now() - 5_000, quiet: 0 } } });
+      await look(1);
+      expect(await queue.count()).toBe(3);
+      // A minute on, with no mark that its jobs are all in: its enqueue is taken as cut off.
+      await redis.hset(store.k.run(record.runId), 'record', JSON.stringify({ ...record, createdAtMs: Date.now() - ENQUEUE_GRACE_MS - 1 }));
+      await look(2);
+      expect((await queue.getJobs(['prioritized'])).map((j) => j.data.target.minerId).sort()).toEqual(tf.inventory.targets.map((t) => t.minerId).sort());
     }));
 });
 

@@ -53,8 +53,8 @@ export class Disorder {
    * power failure costs a Redis that syncs its AOF once a second, so that is how it runs then (with
    * `always`, a power failure loses nothing Redis acknowledged).
    */
-  private get fsync(): { appendfsync: 'everysec' } | Record<string, never> {
-    return this.o.powerLoss ? { appendfsync: 'everysec' } : {};
+  private get fsync(): { appendfsync: 'everysec' | 'always' } {
+    return { appendfsync: this.o.powerLoss ? 'everysec' : 'always' };
   }
 
   get url(): string {

@@ -11,6 +11,7 @@ import type { RunRecord, RunStore } from '../fleet/run-store.js';
 import type { EnqueueOptions } from './enqueue.js';
 import { lostJobsText, noneIfVanished, requeueLost } from './lost-jobs.js';
 import { STILL_CHECK_MS } from './wait.js';
+import { CONTROL_RETRY } from '../rollout/control.js';
 
 export const KEEP_JOB = 'keep';
 /** Between two looks at a kept run. */
@@ -52,7 +53,7 @@ function keptOptions(opts: EnqueueOptions): KeptOptions {
 
 async function addKeepJob(control: Queue, data: KeepJobData, delayMs = KEEP_POLL_MS): Promise<void> {
   // Kept an hour once done: a look delivered again (its worker died after adding the next) adds no second chain.
-  await control.add(KEEP_JOB, data, { jobId: `${data.runId}.keep.${data.seq}`, delay: delayMs, attempts: 12, backoff: { type: 'exponential', delay: 1_000 }, removeOnComplete: { age: 3_600 }, removeOnFail: { age: 86_400 } });
+  await control.add(KEEP_JOB, data, { jobId: `${data.runId}.keep.${data.seq}`, delay: delayMs, ...CONTROL_RETRY, removeOnComplete: { age: 3_600 }, removeOnFail: { age: 86_400 } });
 }
 
 /**
