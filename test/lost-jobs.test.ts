@@ -1,6 +1,6 @@
 // Jobs Redis lost (its host crashed before the AOF was synced, a failover to a replica behind): the
 // runs they were of still end, every miner with one outcome, instead of waiting for them for ever.
-import { Queue, UnrecoverableError, Worker } from 'bullmq';
+import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { jobId, QUEUE_NAME } from '../src/fleet/keys.js';
@@ -12,6 +12,7 @@ import { enqueueOnly, runLocal } from '../src/producer/run-local.js';
 import { CONTROL_QUEUE } from '../src/rollout/control.js';
 import { createKeeper, ENQUEUE_GRACE_MS, leaveToWorkers } from '../src/producer/run-keeper.js';
 import { getSchedule, tickKey } from '../src/rollout/schedules.js';
+import { createScheduleProcessor } from '../src/rollout/schedule-ticks.js';
 import { openQueue } from '../src/fleet/queue.js';
 import { handOnQueueName } from '../src/fleet/hand-on-queues.js';
 import { startWorker } from '../src/workers/worker.js';
@@ -291,6 +292,33 @@ describe('a poll schedule', () => {
         await until(async () => (await store.listRuns(20)).some((r) => r.runId !== runId && r.runId.startsWith('farm-')), 10_000);
       } finally {
         await runCli(['schedule', 'remove', 'farm', '--redis', redisUrl(), '--prefix', prefix]);
+        await w.close();
+      }
+    }));
+
+  it('whose tick\'s run lost jobs and that was then removed: its run still ends, a worker queues them again (no tick would)', () =>
+    withRunQueue('lostschedrm', async ({ prefix, queue, control, store }) => {
+      const cli = (args: string[]) => runCli([...args, '--redis', redisUrl(), '--prefix', prefix]);
+      // A cron that does not fire during the test: its one tick is the test's.
+      expect((await cli(['schedule', 'add', 'poll', '--inventory', files.inventory, '--cron', '0 0 1 1 *', '--id', 'farm'])).code).toBe(0);
+      const ms = Date.now();
+      const tick = createScheduleProcessor({ redis, prefix, jobs: queue, control });
+      expect(await tick({ id: `repeat:farm:${ms}`, data: { scheduleId: 'farm' }, timestamp: ms } as Job<{ scheduleId: string }>)).toEqual({ started: `farm-${ms}` });
+      const runId = `farm-${ms}`;
+      expect(await redis.exists(store.k.kept(runId))).toBe(1);
+      const lost = await loseQueuedJobs(queue, runId, 2);
+      expect(lost).toHaveLength(2);
+      expect((await cli(['schedule', 'remove', 'farm'])).code).toBe(0);
+      const said = vi.spyOn(console, 'error');
+      const w = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 8, credentials: tf.credentials, coreOptions: FAST_CORE, stillCheckMs: 1_000 });
+      try {
+        await until(async () => (await store.getCounts(runId)).done === COUNT, 30_000, 100);
+        expect((await store.getCounts(runId)).counts).toEqual({ OK: COUNT });
+        expect((await store.outcomeMinerIds(runId)).sort()).toEqual(tf.inventory.targets.map((t) => t.minerId).sort());
+        expect(said.mock.calls.map((c) => String(c[0])).join('\n')).toContain(`worker: run ${runId}: 2 of its ${COUNT} miners had no outcome and no job still to run in Redis`);
+        await until(async () => (await redis.exists(store.k.kept(runId))) === 0, 15_000, 100);
+      } finally {
+        said.mockRestore();
         await w.close();
       }
     }));

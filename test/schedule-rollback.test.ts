@@ -10,6 +10,7 @@ import { openQueue } from '../src/fleet/queue.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { readAudit } from '../src/rollout/audit.js';
 import { createScheduleProcessor } from '../src/rollout/schedule-ticks.js';
+import { CONTROL_QUEUE } from '../src/rollout/control.js';
 import { RolloutStore, TERMINAL, waveRunId } from '../src/rollout/store.js';
 import { startWorker, type RunningWorker } from '../src/workers/worker.js';
 import { runCli, startCliFleet, type CliFleet } from './helpers/cli.js';
@@ -33,13 +34,14 @@ async function setUp(prefix: string) {
   const cli = (args: string[]) => runCli([...args, '--redis', redisUrl(), '--prefix', prefix]);
   const worker: RunningWorker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency: 8, credentials: cf.tf.credentials, coreOptions: FAST_CORE });
   const jobs = openQueue(QUEUE_NAME, redis, prefix);
-  const process = createScheduleProcessor({ redis, prefix, jobs });
+  const control = openQueue(CONTROL_QUEUE, redis, prefix);
+  const process = createScheduleProcessor({ redis, prefix, jobs, control });
   // A tick as BullMQ delivers it (`delivery`: the lock token, and the job's moveToDelayed).
   const tick = (scheduleId: string, ms: number, delivery?: { token: string; moveToDelayed: (at: number) => Promise<void> }) =>
     process({ id: `repeat:${scheduleId}:${ms}`, data: { scheduleId }, timestamp: ms, moveToDelayed: delivery?.moveToDelayed } as Job<{ scheduleId: string }>, delivery?.token);
   const store = new RolloutStore(redis, prefix);
   const settled = (id: string) => until(async () => TERMINAL.includes((await store.status(id))?.state ?? 'running'), 30_000, 50);
-  return { prefix, cli, tick, store, settled, close: async () => (await worker.close(), await jobs.close()) };
+  return { prefix, cli, tick, store, settled, close: async () => (await worker.close(), await jobs.close(), await control.close()) };
 }
 
 /** Runs `body` against a worker and the schedule processor under a fresh prefix, and stops them after. */

@@ -7,6 +7,7 @@ import { RunStore } from '../fleet/run-store.js';
 import { DEFAULT_RETENTION } from '../fleet/retention.js';
 import { BACKGROUND_PRIORITY, enqueueRun, type EnqueueOptions } from '../producer/enqueue.js';
 import { lostJobsText, noneIfVanished, requeueLost } from '../producer/lost-jobs.js';
+import { leaveToWorkers } from '../producer/run-keeper.js';
 import { startRollout } from './create.js';
 import { RolloutOverlapError } from './overlap.js';
 import { TERMINAL } from './store.js';
@@ -46,7 +47,7 @@ function tickPollOptions(def: ScheduleDef): EnqueueOptions {
   };
 }
 
-export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jobs: Queue }) {
+export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jobs: Queue; control: Queue }) {
   const runs = new RunStore(deps.redis, deps.prefix);
   /** What of the schedule's previous run or rollout is still going, if anything. */
   const unfinished = async (def: ScheduleDef, last: string | undefined): Promise<string | undefined> => {
@@ -55,7 +56,9 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     if ('done' in p) {
       if (p.done >= p.total) return undefined;
       // Its miners whose jobs Redis lost (a crash of its host, a failover) go in again: without them it never ends, and every tick is skipped.
-      const lost = def.kind === 'poll' ? await requeueLost(deps.jobs, runs, last, { targets: def.targets, digest: def.inventoryDigest }, tickPollOptions(def)).catch(noneIfVanished) : 0;
+      // A run with kept miners has a keeper doing that already (run-keeper.ts); only one started before keepers has none.
+      const kept = def.kind === 'poll' && (await deps.redis.exists(runs.k.kept(last))) === 1;
+      const lost = def.kind === 'poll' && !kept ? await requeueLost(deps.jobs, runs, last, { targets: def.targets, digest: def.inventoryDigest }, tickPollOptions(def)).catch(noneIfVanished) : 0;
       return `run ${last} has ${p.total - p.done} of ${p.total} miners to go${lost ? `; ${lostJobsText(lost, p.total)}` : ''}`;
     }
     return TERMINAL.includes(p.state) ? undefined : `rollout ${last} is ${p.state}`;
@@ -99,7 +102,10 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     const inventory = { file: def.inventoryFile, targets: def.targets, digest: def.inventoryDigest };
     if (def.kind === 'poll') {
       await markLast();
-      await enqueueRun(deps.jobs, runs, inventory, { ...tickPollOptions(def), runId: id });
+      // Left to the workers as `poll --enqueue-only` is: its jobs Redis loses go in again within seconds,
+      // not at the next tick (a tick an hour away), and also once the schedule is removed.
+      const opts = tickPollOptions(def);
+      await enqueueRun(deps.jobs, runs, inventory, { ...opts, runId: id, beforeJobs: (record) => leaveToWorkers(runs, deps.control, record, def.targets, opts) });
       return { started: id };
     }
     const r = def.rollout;

@@ -225,7 +225,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     rolloutLog(`rollout ${job.data.rolloutId}: ${controlStep(job)}: ${err.message} (attempt ${job.attemptsMade} of ${job.opts.attempts ?? 1}${final ? ': the rollout fails' : ', tried again'})`);
     if (final) failRollout(storeRedis, prefix, job, err).catch((e: unknown) => unwritten(`a failed rollout step could not be recorded: ${e instanceof Error ? e.message : String(e)}`));
   });
-  const schedules = consume(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue }), 2);
+  const schedules = consume(SCHEDULE_QUEUE, createScheduleProcessor({ redis: storeRedis, prefix, jobs: jobsQueue, control: controlQueue }), 2);
   schedules.on('failed', (job, err) => {
     recordFailedTick(storeRedis, prefix, job, err).catch((e: unknown) => unwritten(`a failed schedule tick could not be recorded: ${e instanceof Error ? e.message : String(e)}`));
   });
