@@ -99,3 +99,47 @@ export async function startRedisName(port: number): Promise<{ url: string; moveT
   );
   return { ...proxy, moveTo: (p) => void (current = p) };
 }
+
+export interface HoldingProxy {
+  url: string;
+  /** Resolves once a command holding `text` (a script's) went to Redis: Redis's replies on that connection are held from then on. */
+  seen: Promise<void>;
+  /** Passes the held replies on, and holds no more. */
+  release(): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP proxy to a Redis on loopback that, once a client sends a command holding `text` (a script's
+ * text, say), holds Redis's replies on that connection until released: the command runs in Redis, and
+ * its client waits for the answer as long as the test wants (it can be frozen there).
+ */
+export async function startHoldingProxy(redisPort: number, text: string): Promise<HoldingProxy> {
+  let holding: net.Socket | undefined;
+  let released = false;
+  const held: Buffer[] = [];
+  let seen!: () => void;
+  const seenPromise = new Promise<void>((r) => (seen = r));
+  const proxy = await startProxy(
+    () => redisPort,
+    (client, upstream) => {
+      let tail = '';
+      client.on('data', (d: Buffer) => {
+        // The text may straddle two reads: the end of the one before is looked at with this one.
+        const look = tail + d.toString('latin1');
+        tail = look.slice(-text.length);
+        if (!holding && !released && look.includes(text)) (holding = client), seen();
+        upstream.write(d);
+      });
+      upstream.on('data', (d: Buffer) => (holding === client && !released ? held.push(d) : client.write(d)));
+    },
+  );
+  return {
+    ...proxy,
+    seen: seenPromise,
+    release: () => {
+      released = true;
+      for (const d of held.splice(0)) holding?.write(d);
+    },
+  };
+}
