@@ -242,7 +242,7 @@ async function pollSchedule(args: ChaosArgs, disorder: Disorder, store: RunStore
   await cli(process.execPath, [CLI, 'schedule', 'add', 'poll', '--inventory', f.inventory, '--every', '10s', '--id', id, '--keep-runs', '10000', ...f.where]);
   log(`schedule ${id} added`);
   const events = await disorder.run(args.seconds * 1_000, async () => false);
-  log(`schedule: disorder over (${JSON.stringify(events)}); 30 s more without it (a run that lost jobs is repaired at the next tick)`);
+  log(`schedule: disorder over (${JSON.stringify(events)}); 30 s more without it (a run that lost jobs has them queued again by the workers)`);
   await sleep(30_000);
   await cli(process.execPath, [CLI, 'schedule', 'remove', id, ...f.where]);
   const { runs, violations } = await settledPollRuns(store, async () => (await store.listRuns(10_000)).filter((r) => r.series === id), f.minerIds, !args.minerFaults);
