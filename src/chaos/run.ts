@@ -170,7 +170,7 @@ async function main(args: ChaosArgs, dir: string, cleanups: (() => Promise<void>
     const rollout = await change('rollout', ['rollout', 'start', '--inventory', inventory, '--power-target', String(TARGET_W), '--waves', '10%,40%,100%'], () => TARGET_W);
     await change('rollback', ['rollout', 'rollback', rollout.id, '--waves', '20%,100%'], (m) => original.get(m) ?? 0, new Set(rollout.journalLost));
   }
-  if (args.scenarios.includes('schedule')) reports.push(await pollSchedule(args, disorder, store, { inventory, where, minerIds }));
+  if (args.scenarios.includes('schedule')) reports.push(await pollSchedule(args, disorder, store, { inventory, where, minerIds, dir }));
   if (args.scenarios.includes('background')) reports.push(await backgroundPolls(args, disorder, store, { inventory, where, minerIds, dir }));
   return reports;
 }
@@ -194,6 +194,19 @@ function requeueLines(dir: string): string[] {
   return logs.flatMap((f) => readFileSync(path.join(dir, f), 'utf8').split('\n')).filter((l) => l.includes('had no outcome and no job still to run')).map((l) => l.replace(/ \(lost with writes.*$/, ''));
 }
 
+/** A phase's note of the lost jobs the workers queued again during it (`before`: the lines said before it). */
+function requeueNotes(dir: string, before: readonly string[]): string[] {
+  // Counted line by line: the same line said again (a run's lost jobs queued again twice) is a new one.
+  const seen = new Map<string, number>();
+  for (const l of before) seen.set(l, (seen.get(l) ?? 0) + 1);
+  const requeued = requeueLines(dir).filter((l) => {
+    const n = seen.get(l) ?? 0;
+    if (n > 0) seen.set(l, n - 1);
+    return n === 0;
+  });
+  return requeued.length ? [`the workers queued lost jobs again ${requeued.length} times: ${requeued.slice(0, 3).join('; ')}`] : [];
+}
+
 /**
  * Polls left to the workers (`poll --enqueue-only`), one started every 10 s under the disorder: no
  * process waits on them, so the workers alone must queue again the jobs Redis loses (run-keeper.ts).
@@ -201,6 +214,7 @@ function requeueLines(dir: string): string[] {
  */
 async function backgroundPolls(args: ChaosArgs, disorder: Disorder, store: RunStore, f: { inventory: string; where: string[]; minerIds: string[]; dir: string }): Promise<PhaseReport> {
   const started = Date.now();
+  const saidBefore = requeueLines(f.dir);
   const ids: string[] = [];
   const violations: string[] = [];
   let over = false;
@@ -230,15 +244,15 @@ async function backgroundPolls(args: ChaosArgs, disorder: Disorder, store: RunSt
   const gone = ids.filter((id) => !runs.some((r) => r.runId === id));
   if (gone.length && !args.powerLoss) violations.push(`runs gone from Redis: ${gone.join(', ')}`);
   log(`background polls: ${runs.length} runs, ${violations.length} violations`);
-  const requeued = requeueLines(f.dir);
-  const notes = [`${ids.length} runs enqueued${refused ? `; ${refused} refused at start with Redis down (nothing enqueued)` : ''}`, ...(gone.length ? [`${gone.length} runs lost whole with Redis's last second (--power-loss): ${gone.join(', ')}`] : []), ...(requeued.length ? [`the workers queued lost jobs again ${requeued.length} times: ${requeued.slice(0, 3).join('; ')}`] : [])];
+  const notes = [`${ids.length} runs enqueued${refused ? `; ${refused} refused at start with Redis down (nothing enqueued)` : ''}`, ...(gone.length ? [`${gone.length} runs lost whole with Redis's last second (--power-loss): ${gone.join(', ')}`] : []), ...requeueNotes(f.dir, saidBefore)];
   return { phase: 'background polls', id: `${ids.length} runs`, seconds: Math.round((Date.now() - started) / 1_000), events, violations, notes };
 }
 
 /** A poll schedule every 10 s under the disorder, then 30 s without it; every run it started is checked. */
-async function pollSchedule(args: ChaosArgs, disorder: Disorder, store: RunStore, f: { inventory: string; where: string[]; minerIds: string[] }): Promise<PhaseReport> {
+async function pollSchedule(args: ChaosArgs, disorder: Disorder, store: RunStore, f: { inventory: string; where: string[]; minerIds: string[]; dir: string }): Promise<PhaseReport> {
   const id = `chaos-${args.seed}`;
   const started = Date.now();
+  const saidBefore = requeueLines(f.dir);
   await cli(process.execPath, [CLI, 'schedule', 'add', 'poll', '--inventory', f.inventory, '--every', '10s', '--id', id, '--keep-runs', '10000', ...f.where]);
   log(`schedule ${id} added`);
   const events = await disorder.run(args.seconds * 1_000, async () => false);
@@ -248,7 +262,7 @@ async function pollSchedule(args: ChaosArgs, disorder: Disorder, store: RunStore
   const { runs, violations } = await settledPollRuns(store, async () => (await store.listRuns(10_000)).filter((r) => r.series === id), f.minerIds, !args.minerFaults);
   if (runs.length === 0) violations.push('the schedule started no run');
   log(`schedule ${id}: ${runs.length} runs, ${violations.length} violations`);
-  return { phase: 'poll schedule', id, seconds: Math.round((Date.now() - started) / 1_000), events, violations, notes: [`${runs.length} runs (a tick is skipped while the run before it is unfinished)`] };
+  return { phase: 'poll schedule', id, seconds: Math.round((Date.now() - started) / 1_000), events, violations, notes: [`${runs.length} runs (a tick is skipped while the run before it is unfinished)`, ...requeueNotes(f.dir, saidBefore)] };
 }
 
 const parsed = parsedOrExit('chaos', USAGE, () => parseArgs(process.argv.slice(2)));
