@@ -11,6 +11,7 @@ import { cancelRun } from '../src/producer/cancel.js';
 import { enqueueOnly, runLocal } from '../src/producer/run-local.js';
 import { CONTROL_QUEUE } from '../src/rollout/control.js';
 import { createKeeper, ENQUEUE_GRACE_MS, leaveToWorkers } from '../src/producer/run-keeper.js';
+import { redisNowMs } from '../src/redis/clock.js';
 import { getSchedule, tickKey } from '../src/rollout/schedules.js';
 import { createScheduleProcessor } from '../src/rollout/schedule-ticks.js';
 import { openQueue } from '../src/fleet/queue.js';
@@ -213,13 +214,18 @@ describe('an --enqueue-only run whose enqueue was cut off (its process died)', (
       const { record } = await store.createRun({ runId: 'run-cut', operation: 'poll', params: {}, inventoryFile: tf.inventory.file, inventoryDigest: tf.inventory.digest, createdAt: new Date().toISOString(), createdAtMs: Date.now(), total: COUNT });
       await leaveToWorkers(store, control, record, tf.inventory.targets, opts);
       await queue.addBulk(runJobs(record, tf.inventory.targets.slice(0, 3), opts));
+      const first = await control.getJob(`${record.runId}.keep.0`);
+      // Taken by Redis's clock, as every look's: hosts whose clocks disagree agree on it.
+      expect(Math.abs(first!.data.leftAtMs - (await redisNowMs(redis)))).toBeLessThan(5_000);
       const keep = createKeeper({ store, jobs: queue, control, stillCheckMs: 1_000, log: () => undefined });
-      const look = (seq: number) => keep({ data: { runId: record.runId, seq, still: { done: 0, sinceMs: Date.now() - 5_000, quiet: 0 } } });
-      await look(1);
-      expect(await queue.count()).toBe(3);
-      // A minute on, with no mark that its jobs are all in: its enqueue is taken as cut off.
+      const look = (seq: number, leftAtMs: number) => keep({ data: { runId: record.runId, seq, leftAtMs, still: { done: 0, sinceMs: Date.now() - 5_000, quiet: 0 } } });
+      // Its record made a minute ago by a host whose clock is ahead: it was left to the workers just now.
       await redis.hset(store.k.run(record.runId), 'record', JSON.stringify({ ...record, createdAtMs: Date.now() - ENQUEUE_GRACE_MS - 1 }));
-      await look(2);
+      await look(1, first!.data.leftAtMs);
+      expect(await queue.count()).toBe(3);
+      expect((await control.getJob(`${record.runId}.keep.2`))?.data.leftAtMs).toBe(first!.data.leftAtMs);
+      // A minute on, with no mark that its jobs are all in: its enqueue is taken as cut off.
+      await look(2, first!.data.leftAtMs - ENQUEUE_GRACE_MS - 1);
       expect((await queue.getJobs(['prioritized'])).map((j) => j.data.target.minerId).sort()).toEqual(tf.inventory.targets.map((t) => t.minerId).sort());
     }));
 });

@@ -12,6 +12,7 @@ import type { EnqueueOptions } from './enqueue.js';
 import { lostJobsText, noneIfVanished, requeueLost } from './lost-jobs.js';
 import { STILL_CHECK_MS } from './wait.js';
 import { CONTROL_RETRY } from '../rollout/control.js';
+import { redisNowMs } from '../redis/clock.js';
 
 export const KEEP_JOB = 'keep';
 /** Between two looks at a kept run. */
@@ -19,7 +20,7 @@ export const KEEP_POLL_MS = 5_000;
 /** The longest a run that moves no more is left between two looks for lost jobs (a run queued behind others finds none each time). */
 export const KEEP_CHECK_MAX_MS = 5 * 60_000;
 /**
- * How long after its creation a run not yet all enqueued is taken as still being enqueued. Past it, its
+ * How long after it was left to the workers a run not yet all enqueued is taken as still being enqueued. Past it, its
  * enqueue was cut off (its process died): the miners it did not add go in as lost ones do.
  */
 export const ENQUEUE_GRACE_MS = 60_000;
@@ -41,6 +42,8 @@ export type KeptOptions = z.infer<typeof keptOptionsSchema>;
 export interface KeepJobData {
   runId: string;
   seq: number;
+  /** When it was left to the workers, by Redis's clock (absent in looks queued by an older version: its record's creation then). */
+  leftAtMs?: number;
   /** The run's outcomes at the look before, since when there have been that many, and how many looks for lost jobs found none since. */
   still?: { done: number; sinceMs: number; quiet: number };
 }
@@ -66,7 +69,7 @@ export async function leaveToWorkers(store: RunStore, control: Queue, record: Ru
   const fields: string[] = ['opts', JSON.stringify(keptOptions(opts)), 'digest', record.inventoryDigest];
   for (let i = 0; i < targets.length; i += TARGETS_PER_FIELD) fields.push(`t${i / TARGETS_PER_FIELD}`, JSON.stringify(targets.slice(i, i + TARGETS_PER_FIELD)));
   await store.redis.hset(store.k.kept(record.runId), ...fields);
-  await addKeepJob(control, { runId: record.runId, seq: 0 });
+  await addKeepJob(control, { runId: record.runId, seq: 0, leftAtMs: await redisNowMs(store.redis) });
 }
 
 /** The kept miners and options of a run, in their enqueue order (undefined: none kept). */
@@ -86,7 +89,7 @@ export function createKeeper(deps: { store: RunStore; jobs: Queue; control: Queu
   const pollMs = Math.min(KEEP_POLL_MS, stillCheckMs / 2);
   const log = deps.log ?? ((line: string) => console.error(`worker: ${line}`));
   return async (job: Pick<Job<KeepJobData>, 'data'>): Promise<void> => {
-    const { runId, seq, still } = job.data;
+    const { runId, seq, still, leftAtMs } = job.data;
     const record = await store.getRun(runId);
     const { done } = await store.getCounts(runId);
     const state = await store.enqueueState(runId);
@@ -94,16 +97,18 @@ export function createKeeper(deps: { store: RunStore; jobs: Queue; control: Queu
       await store.redis.unlink(store.k.kept(runId));
       return;
     }
-    let next = still && still.done === done ? still : { done, sinceMs: Date.now(), quiet: 0 };
+    // Redis's clock, not this host's: the looks are taken by whichever worker runs, on hosts whose clocks may disagree.
+    const now = await redisNowMs(store.redis);
+    let next = still && still.done === done ? still : { done, sinceMs: now, quiet: 0 };
     // Its jobs still going in, their miners are not lost (past ENQUEUE_GRACE_MS, its enqueue is taken as cut off).
-    const enqueuing = !state.enqueued && Date.now() - record.createdAtMs < ENQUEUE_GRACE_MS;
+    const enqueuing = !state.enqueued && now - (leftAtMs ?? record.createdAtMs) < ENQUEUE_GRACE_MS;
     // After each look that finds nothing lost, twice as long before the next (up to KEEP_CHECK_MAX_MS).
-    if (!enqueuing && Date.now() - next.sinceMs >= Math.min(KEEP_CHECK_MAX_MS, stillCheckMs * 2 ** next.quiet)) {
+    if (!enqueuing && now - next.sinceMs >= Math.min(KEEP_CHECK_MAX_MS, stillCheckMs * 2 ** next.quiet)) {
       const kept = await keptOf(store, runId);
       const lost = kept ? await requeueLost(deps.jobs, store, runId, kept, kept.opts).catch(noneIfVanished) : 0;
       if (lost) log(`run ${runId}: ${lostJobsText(lost, record.total)}`);
-      next = { done, sinceMs: Date.now(), quiet: lost ? 0 : next.quiet + 1 };
+      next = { done, sinceMs: await redisNowMs(store.redis), quiet: lost ? 0 : next.quiet + 1 };
     }
-    await addKeepJob(deps.control, { runId, seq: seq + 1, still: next }, pollMs);
+    await addKeepJob(deps.control, { runId, seq: seq + 1, still: next, ...(leftAtMs ? { leftAtMs } : {}) }, pollMs);
   };
 }
