@@ -118,7 +118,11 @@ describe('a worker whose Redis fills up under it', () => {
           await redis.config('SET', 'maxmemory', '0');
         }
         // Redis has room again: every miner gets its one outcome (the brake holds at most 4 s by now).
-        await until(async () => (await store.getCounts(run.runId)).done === 40, 60_000, 50);
+        await until(async () => (await store.getCounts(run.runId)).done === 40, 60_000, 50).catch(async (err: Error) => {
+          // What a hang left where: the run's counts, BullMQ's jobs by state, and what the worker said.
+          const jobs = await queue.getJobCounts('active', 'waiting', 'prioritized', 'delayed', 'completed', 'failed');
+          throw new Error(`${err.message}: ${JSON.stringify((await store.getCounts(run.runId)).counts)}; jobs ${JSON.stringify(jobs)}; the worker said:\n${lines.slice(-30).join('\n')}`);
+        });
         const { counts } = await store.getCounts(run.runId);
         expect(counts).toEqual({ OK: 40 });
       } finally {
