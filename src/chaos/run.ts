@@ -188,22 +188,15 @@ async function settledPollRuns(store: RunStore, runs: () => Promise<RunRecord[]>
   return { runs: found, violations };
 }
 
-/** The workers' log lines (all phases so far) saying they queued a run's lost jobs again. */
-function requeueLines(dir: string): string[] {
+/** The workers' log lines saying they queued a run's lost jobs again, by log file (each only grows). */
+function requeueLines(dir: string): Map<string, string[]> {
   const logs = readdirSync(dir).filter((f) => /^worker-.*\.log$/.test(f));
-  return logs.flatMap((f) => readFileSync(path.join(dir, f), 'utf8').split('\n')).filter((l) => l.includes('had no outcome and no job still to run')).map((l) => l.replace(/ \(lost with writes.*$/, ''));
+  return new Map(logs.map((f) => [f, readFileSync(path.join(dir, f), 'utf8').split('\n').filter((l) => l.includes('had no outcome and no job still to run')).map((l) => l.replace(/ \(lost with writes.*$/, ''))]));
 }
 
 /** A phase's note of the lost jobs the workers queued again during it (`before`: the lines said before it). */
-function requeueNotes(dir: string, before: readonly string[]): string[] {
-  // Counted line by line: the same line said again (a run's lost jobs queued again twice) is a new one.
-  const seen = new Map<string, number>();
-  for (const l of before) seen.set(l, (seen.get(l) ?? 0) + 1);
-  const requeued = requeueLines(dir).filter((l) => {
-    const n = seen.get(l) ?? 0;
-    if (n > 0) seen.set(l, n - 1);
-    return n === 0;
-  });
+function requeueNotes(dir: string, before: Map<string, string[]>): string[] {
+  const requeued = [...requeueLines(dir)].flatMap(([f, lines]) => lines.slice(before.get(f)?.length ?? 0));
   return requeued.length ? [`the workers queued lost jobs again ${requeued.length} times: ${requeued.slice(0, 3).join('; ')}`] : [];
 }
 
