@@ -109,6 +109,6 @@ export function createKeeper(deps: { store: RunStore; jobs: Queue; control: Queu
       if (lost) log(`run ${runId}: ${lostJobsText(lost, record.total)}`);
       next = { done, sinceMs: await redisNowMs(store.redis), quiet: lost ? 0 : next.quiet + 1 };
     }
-    await addKeepJob(deps.control, { runId, seq: seq + 1, still: next, ...(leftAtMs ? { leftAtMs } : {}) }, pollMs);
+    await addKeepJob(deps.control, { runId, seq: seq + 1, still: next, leftAtMs }, pollMs);
   };
 }

@@ -56,9 +56,10 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     if ('done' in p) {
       if (p.done >= p.total) return undefined;
       // Its miners whose jobs Redis lost (a crash of its host, a failover) go in again: without them it never ends, and every tick is skipped.
-      // A run with kept miners has a keeper doing that already (run-keeper.ts); only one started before keepers has none.
-      const kept = def.kind === 'poll' && (await deps.redis.exists(runs.k.kept(last))) === 1;
-      const lost = def.kind === 'poll' && !kept ? await requeueLost(deps.jobs, runs, last, { targets: def.targets, digest: def.inventoryDigest }, tickPollOptions(def)).catch(noneIfVanished) : 0;
+      // (Only a poll's progress has `done`.) A run with kept miners has a keeper doing that already
+      // (run-keeper.ts); only one started before keepers has none.
+      const kept = (await deps.redis.exists(runs.k.kept(last))) === 1;
+      const lost = kept ? 0 : await requeueLost(deps.jobs, runs, last, { targets: def.targets, digest: def.inventoryDigest }, tickPollOptions(def)).catch(noneIfVanished);
       return `run ${last} has ${p.total - p.done} of ${p.total} miners to go${lost ? `; ${lostJobsText(lost, p.total)}` : ''}`;
     }
     return TERMINAL.includes(p.state) ? undefined : `rollout ${last} is ${p.state}`;
