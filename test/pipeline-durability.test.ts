@@ -433,7 +433,10 @@ describe('Redis restarted mid-run (AOF)', () => {
     own.on('error', () => undefined);
     const store = new RunStore(own);
     const logged = vi.spyOn(console, 'error').mockImplementation(() => undefined);
-    const worker = await startWorker({ redisUrl: server.url, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
+    // A job whose end the restarted Redis lacks (written after Redis's last AOF write before the kill)
+    // runs again once its lock expires and a stalled check sees it: up to 60 s with the default lock and
+    // check (this test took 60.8 s once in a loaded full run, 7–9 s otherwise).
+    const worker = await startWorker({ redisUrl: server.url, threads: 0, concurrency: 4, credentials: tf.credentials, coreOptions: FAST_CORE, lockDurationMs: 5_000, stalledIntervalMs: 2_500 });
     try {
       const record = await enqueueOnly({ redisUrl: server.url, inventory: tf.inventory, operation: 'poll', credentials: tf.credentials, threads: 0, concurrency: 4 });
       await new Promise((r) => setTimeout(r, 1_200)); // the enqueue reaches the AOF (fsync every second)
