@@ -83,6 +83,8 @@ describe("a job's outcome", () => {
   });
 });
 
+const PATIENT_CORE = { ...FAST_CORE, connectTimeoutMs: 5_000, readTimeoutMs: 5_000, loginTimeoutMs: 5_000, callBudgetMs: 20_000 };
+
 describe('a worker whose Redis fills up under it', () => {
   let tf: TestFleet;
   // Slow miners: the worker is still busy with the run when Redis fills up.
@@ -93,13 +95,19 @@ describe('a worker whose Redis fills up under it', () => {
     await withOwnRedis('brake', async ({ server, redis, queue }) => {
       const prefix = queue.opts.prefix!;
       const store = new RunStore(redis, prefix);
-      const run = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
+      // Attempts to spare: BullMQ's scripts move a job on while Redis refuses its outcome (they free
+      // memory first, and Redis refuses a script only at a command that adds data, unless it has
+      // written already), so each refused outcome can use one. A job out of attempts while Redis still
+      // refuses would lose its outcome here (a kept run's lost-jobs check queues it again; this run has
+      // none). And deadlines to spare: this test is about Redis, not slow miners (under load, 800 ms
+      // reads timed out: 31 and 35 of 40 miners MINER_TIMEOUT in two runs beside three CPU hogs).
+      const run = await enqueueRun(queue, store, tf.inventory, { operation: 'poll', jobAttempts: 20, jobBackoffMs: 200 });
       const lines: string[] = [];
       const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)));
       // Slots to spare: its consumers keep fetching (a worker with every slot busy fetches nothing).
       // Outcomes Redis refuses fail their jobs at once (they wait 20 s for room otherwise: outcome-write.ts),
       // so BullMQ's own calls meet the refusals; such a job runs again once its lock (5 s here) expires.
-      const worker = await startWorker({ redisUrl: server.url, prefix, threads: 0, concurrency: 50, credentials: tf.credentials, coreOptions: FAST_CORE, outcomeRefusedWaitMs: 0, lockDurationMs: 5_000, stalledIntervalMs: 2_500 });
+      const worker = await startWorker({ redisUrl: server.url, prefix, threads: 0, concurrency: 50, credentials: tf.credentials, coreOptions: PATIENT_CORE, outcomeRefusedWaitMs: 0, lockDurationMs: 5_000, stalledIntervalMs: 2_500 });
       const refusals = async () => Number(/errorstat_OOM:count=(\d+)/.exec(await redis.info('errorstats'))?.[1] ?? 0);
       try {
         await until(async () => (await store.getCounts(run.runId)).done >= 2, 20_000, 20);
