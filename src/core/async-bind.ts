@@ -26,12 +26,12 @@ export function slowAsyncResourceBind(): boolean {
   return get !== undefined && get !== getter() && Object.getPrototypeOf(get) !== Function.prototype;
 }
 
-let installed = false;
+let installed: boolean | undefined;
 
-/** Puts in the fast bind where this Node's is the slow one (once per thread); says whether it is in. */
+/** Puts in the fast bind where this Node's is the slow one (looked at once per thread); says whether it is in. */
 export function useFastAsyncResourceBind(): boolean {
-  if (installed) return true;
-  if (!slowAsyncResourceBind()) return false;
+  if (installed !== undefined) return installed;
+  if (!slowAsyncResourceBind()) return (installed = false);
   const resourceOf = new WeakMap<object, AsyncResource>();
   const get = deprecate(function (this: object) {
     return resourceOf.get(this);
