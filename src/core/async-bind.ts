@@ -3,11 +3,11 @@
 // the bound function's deprecated `asyncResource` property (DEP0172), and each wrapper has its
 // prototype set to a fresh function (nodejs/node #58218): 10–20 µs of CPU per call, and a warm poll's
 // CPU is 14–18% lower without it (1,000 miners, the core alone: medians of 8 polls each, taken in turn,
-// 2,045 → 1,674 ms and 2,382 → 2,042 ms). Node 24 stopped changing the wrappers' prototype; Node 25
-// dropped the property. Where the slow bind is found, the core puts in one that behaves the same
-// (same scope, `this`, arguments and `length`; the same `asyncResource` accessor, with the same DEP0172
-// warning once per process) but shares two wrappers made once, keeping each bound function's resource
-// in a WeakMap.
+// 2,045 → 1,674 ms and 2,382 → 2,042 ms). Later Node 22 and 24 releases stopped changing the wrappers'
+// prototype (22.23.5 and 24.22.3 do not); Node 25 dropped the property. Where the slow bind is found
+// (Node 20.20 here), the core puts in one that behaves the same (same scope, `this`, arguments and
+// `length`; the same `asyncResource` accessor, with the same DEP0172 warning once per process) but
+// shares two wrappers made once, keeping each bound function's resource in a WeakMap.
 import { AsyncResource } from 'node:async_hooks';
 import { deprecate } from 'node:util';
 
