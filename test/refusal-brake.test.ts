@@ -106,7 +106,8 @@ describe('a worker whose Redis fills up under it', () => {
       const spy = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)));
       // Slots to spare: its consumers keep fetching (a worker with every slot busy fetches nothing).
       // Outcomes Redis refuses fail their jobs at once (they wait 20 s for room otherwise: outcome-write.ts),
-      // so BullMQ's own calls meet the refusals; such a job runs again once its lock (5 s here) expires.
+      // so BullMQ's own calls meet the refusals; such a job runs again after its backoff (above), or, when
+      // BullMQ's own call was refused too, once its lock (5 s here) expires.
       const worker = await startWorker({ redisUrl: server.url, prefix, threads: 0, concurrency: 50, credentials: tf.credentials, coreOptions: PATIENT_CORE, outcomeRefusedWaitMs: 0, lockDurationMs: 5_000, stalledIntervalMs: 2_500 });
       const refusals = async () => Number(/errorstat_OOM:count=(\d+)/.exec(await redis.info('errorstats'))?.[1] ?? 0);
       try {
