@@ -106,6 +106,8 @@ export interface HoldingProxy {
   seen: Promise<void>;
   /** Passes the held replies on, and holds no more. */
   release(): void;
+  /** Cuts the held connection instead: its held replies are never delivered (its client reconnects through the proxy). */
+  cut(): void;
   close(): Promise<void>;
 }
 
@@ -140,6 +142,10 @@ export async function startHoldingProxy(redisPort: number, text: string): Promis
     release: () => {
       released = true;
       for (const d of held.splice(0)) holding?.write(d);
+    },
+    cut: () => {
+      held.length = 0;
+      holding?.destroy();
     },
   };
 }

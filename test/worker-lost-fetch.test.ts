@@ -1,0 +1,62 @@
+// A reply lost with the worker's Redis connection: the job that Redis fetched for the worker in it
+// goes back to the queue at once (lost-fetches.ts), not after its lock runs out and a stall check.
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QUEUE_NAME } from '../src/fleet/keys.js';
+import { openQueue } from '../src/fleet/queue.js';
+import { RunStore } from '../src/fleet/run-store.js';
+import { enqueueRun } from '../src/producer/enqueue.js';
+import { startWorker } from '../src/workers/worker.js';
+import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
+import { redisUrl, startHoldingProxy, uniquePrefix } from './helpers/redis.js';
+import { until } from './helpers/until.js';
+
+const COUNT = 12;
+let tf: TestFleet;
+let redis: Redis;
+
+beforeAll(async () => {
+  // Every reply takes 100 ms: jobs are still queued when the first one ends.
+  tf = await startTestFleet(COUNT, '127.51.0.1', () => ({ slow: { latencyMs: 100 } }));
+  redis = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+});
+afterAll(async () => {
+  redis.disconnect();
+  await tf.fleet.close();
+});
+
+describe('a reply lost with the connection', () => {
+  it('the job Redis fetched for the worker in it goes back to the queue at once: the run ends long before the lock would run out', async () => {
+    const prefix = uniquePrefix('lost-fetch');
+    // The first job's end (BullMQ's moveToFinished, which also fetches the next job) runs in Redis,
+    // and its reply never arrives: the connection is cut under it.
+    const proxy = await startHoldingProxy(Number(new URL(redisUrl()).port), `${prefix}:${QUEUE_NAME}:completed`);
+    const lines: string[] = [];
+    const worker = await startWorker({ redisUrl: proxy.url, prefix, threads: 0, concurrency: 3, consumers: 1, credentials: tf.credentials, coreOptions: FAST_CORE });
+    const queue = openQueue(QUEUE_NAME, redis, prefix);
+    const store = new RunStore(redis, prefix);
+    const error = console.error;
+    console.error = (line: string) => void lines.push(line);
+    try {
+      const record = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
+      await proxy.seen;
+      await new Promise((r) => setTimeout(r, 300));
+      proxy.cut();
+      const cutAt = Date.now();
+      // BullMQ's lock is 30 s here: without the look, the fetched job waits at least that long.
+      await until(async () => (await store.getCounts(record.runId)).done >= COUNT, 20_000);
+      expect(Date.now() - cutAt).toBeLessThan(15_000);
+      expect((await store.getCounts(record.runId)).counts).toEqual({ OK: COUNT });
+      expect((await store.getOutcomes(record.runId)).length).toBe(COUNT);
+      // The replies held were those of every job in flight (the connection's): each fetched one more.
+      const back = /(\d+) jobs? Redis gave this worker in a reply lost with the connection went back to the queue/.exec(lines.join('\n'));
+      expect(Number(back?.[1])).toBeGreaterThanOrEqual(1);
+    } finally {
+      console.error = error;
+      await worker.close();
+      await queue.obliterate({ force: true });
+      await queue.close();
+      await proxy.close();
+    }
+  });
+});
