@@ -1,5 +1,6 @@
 // A reply lost with the worker's Redis connection: the job that Redis fetched for the worker in it
 // goes back to the queue at once (lost-fetches.ts), not after its lock runs out and a stall check.
+import { DelayedError, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
@@ -7,6 +8,7 @@ import { openQueue } from '../src/fleet/queue.js';
 import { RunStore } from '../src/fleet/run-store.js';
 import { enqueueRun } from '../src/producer/enqueue.js';
 import { startWorker } from '../src/workers/worker.js';
+import { watchLostFetches } from '../src/workers/lost-fetches.js';
 import { FAST_CORE, startTestFleet, type TestFleet } from './helpers/fleet.js';
 import { redisUrl, startHoldingProxy, uniquePrefix } from './helpers/redis.js';
 import { until } from './helpers/until.js';
@@ -57,6 +59,46 @@ describe('a reply lost with the connection', () => {
       await queue.obliterate({ force: true });
       await queue.close();
       await proxy.close();
+    }
+  });
+});
+
+describe('the jobs a consumer holds as received', () => {
+  it('stay bounded when its processor delays them (no event ends those), and the looks this takes move no job being processed', async () => {
+    const prefix = uniquePrefix('lost-fetch-bound');
+    const queue = new Queue('delays', { connection: redis, prefix });
+    const conn = new Redis(redisUrl(), { maxRetriesPerRequest: null });
+    const runs = new Map<string, number>();
+    let most = 0;
+    // Each job is delayed on its first run (as a parked or handed-back job is), then completes.
+    const w = new Worker(
+      'delays',
+      async (job, token) => {
+        runs.set(String(job.id), (runs.get(String(job.id)) ?? 0) + 1);
+        most = Math.max(most, watch.tracked());
+        if (job.data.delayed) return;
+        await job.updateData({ delayed: true });
+        await job.moveToDelayed(Date.now() + 2_000, token);
+        throw new DelayedError();
+      },
+      { connection: conn, prefix, concurrency: 4 },
+    );
+    const watch = watchLostFetches(w, conn, () => undefined);
+    try {
+      await queue.addBulk(Array.from({ length: 300 }, (_, i) => ({ name: 'j', data: { delayed: false }, opts: { jobId: `j${i}` } })));
+      await until(async () => (await queue.getCompletedCount()) === 300, 30_000);
+      // 300 received before the first came back, none ended by an event: the looks kept the count near
+      // the bound (2 × 4 + 100), not at 300.
+      expect(most).toBeLessThan(200);
+      // No look took a job from under its run: each ran twice (delayed, then completed).
+      expect([...runs.values()].every((n) => n === 2)).toBe(true);
+      expect(runs.size).toBe(300);
+    } finally {
+      watch.stop();
+      await w.close();
+      await queue.obliterate({ force: true });
+      await queue.close();
+      conn.disconnect();
     }
   });
 });

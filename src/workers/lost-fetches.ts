@@ -16,6 +16,8 @@ export const LOST_FETCH_LOOK_GAP_MS = 1_000;
 export interface LostFetches {
   /** Looks now (a look in progress looks once more when it ends). */
   look(): void;
+  /** Jobs it holds as received and not ended (entries of jobs delayed by the processor are dropped by looks). */
+  tracked(): number;
   stop(): void;
 }
 
@@ -115,6 +117,7 @@ export function watchLostFetches(w: Worker, conn: Redis, said: (line: string) =>
   w.on('error', onError);
   return {
     look,
+    tracked: () => received.size,
     stop: () => {
       stopped = true;
       clearTimeout(wait);
