@@ -48,7 +48,10 @@ export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, 
  */
 export function workerErrorText(err: Error): string | undefined {
   if (isConnectionDrop(err)) return undefined;
-  if (/^(could not renew lock|Missing lock) for job /.test(err.message)) return `${err.message} (its lock may have run out while Redis, or this worker, did not answer — a stall, a freeze, a suspend: then the job runs again, and its outcome is still written once)`;
+  const ranOut = 'its lock may have run out while Redis, or this worker, did not answer — a stall, a freeze, a suspend: then the job runs again, and its outcome is still written once';
+  if (/^could not renew lock for job /.test(err.message)) return `${err.message} (${ranOut})`;
+  // Also what a command sent again after a dropped connection meets when its first send had run.
+  if (/^Missing lock for job /.test(err.message)) return `${err.message} (${ranOut}; or the connection dropped after Redis had run the command, and ioredis sent it again: the job had already moved on)`;
   return err.message;
 }
 
