@@ -9,7 +9,7 @@ export default defineConfig({
     pool: 'forks',
     // The integration tests mostly wait on real timers, processes and miners' replies: with two files
     // at once the suite used ~60% of 2 cores (300–325 s). With three it grew, as tests were added, to
-    // 276–303 s (473 tests, 2026-12-03); four at once take 245–248 s, every test passing.
+    // 276–303 s (473 tests, 2026-12-03); four at once take 245–254 s, every test passing.
     maxWorkers: 4,
     // CI (.ci/run) reads the JSON report to print its `tests: N passed, N failed` line.
     reporters: process.env['CI'] ? ['default', 'json'] : ['default'],
