@@ -16,7 +16,7 @@ export const LOST_FETCH_LOOK_GAP_MS = 1_000;
 export interface LostFetches {
   /** Looks now (a look in progress looks once more when it ends). */
   look(): void;
-  /** Jobs it holds as received and not ended (entries of jobs delayed by the processor are dropped by looks). */
+  /** Jobs it holds as received and not ended (those delayed by the processor are dropped once there are many). */
   tracked(): number;
   stop(): void;
 }
@@ -39,19 +39,37 @@ export function watchLostFetches(w: Worker, conn: Redis, said: (line: string) =>
   // Jobs this consumer received and has not ended: with the order they were received in.
   const received = new Map<string, number>();
   let seq = 0;
+  const ours = `${w.id}:`;
+  let pruning = false;
   w.on('active', (job) => {
     received.set(String(job.id), ++seq);
-    // A job the processor delays (DelayedError) ends without an event: a look drops such entries.
-    if (received.size > 2 * w.concurrency + 100) look();
+    // A job the processor delays (DelayedError) ends without an event: those entries are dropped here.
+    if (received.size > 2 * w.concurrency + 100 && !pruning) {
+      pruning = true;
+      void prune()
+        .catch(() => undefined)
+        .finally(() => (pruning = false));
+    }
   });
   const ended = (job: Job | undefined) => void (job && received.delete(String(job.id)));
   w.on('completed', ended);
   w.on('failed', ended);
-  const ours = `${w.id}:`;
   let stopped = false;
   let running: Promise<void> | undefined;
   let again = false;
   let wait: NodeJS.Timeout | undefined;
+
+  /** Drops the received jobs no longer under one of this consumer's locks (a read of their locks only). */
+  const prune = async (): Promise<void> => {
+    const before = seq;
+    const ids = [...received.keys()];
+    const locks = await locksOf(conn, w, ids);
+    await new Promise((r) => setImmediate(r));
+    ids.forEach((id, i) => {
+      const at = received.get(id);
+      if (at !== undefined && at <= before && !locks[i]?.startsWith(ours)) received.delete(id);
+    });
+  };
 
   /** Active jobs under one of this consumer's tokens that it has not received: id → lock. */
   const unreceived = async (): Promise<Map<string, string>> => {
