@@ -34,7 +34,7 @@ describe('a reply lost with the connection', () => {
     // and its reply never arrives: the connection is cut under it.
     const proxy = await startHoldingProxy(Number(new URL(redisUrl()).port), `${prefix}:${QUEUE_NAME}:completed`);
     const lines: string[] = [];
-    const worker = await startWorker({ redisUrl: proxy.url, prefix, threads: 0, concurrency: 3, consumers: 1, credentials: tf.credentials, coreOptions: FAST_CORE });
+    const worker = await startWorker({ redisUrl: proxy.url, prefix, threads: 0, concurrency: 3, consumers: 2, credentials: tf.credentials, coreOptions: FAST_CORE });
     const queue = openQueue(QUEUE_NAME, redis, prefix);
     const store = new RunStore(redis, prefix);
     const error = console.error;
@@ -80,10 +80,10 @@ describe('the jobs a consumer holds as received', () => {
       async (job, token) => {
         const n = Number(String(job.id).slice(1));
         runs.set(String(job.id), (runs.get(String(job.id)) ?? 0) + 1);
-        most = Math.max(most, watch.tracked());
+        most = Math.max(most, watch.tracked(w));
         if (job.data.delayed) return;
         if (n >= 105 && n <= 108) {
-          if (n === 108) setTimeout(() => watch.look(), 100);
+          if (n === 108) setTimeout(() => watch.look('delays'), 100);
           await new Promise((r) => setTimeout(r, 2_000));
         }
         await job.updateData({ delayed: true });
@@ -93,7 +93,8 @@ describe('the jobs a consumer holds as received', () => {
       },
       { connection: conn, prefix, concurrency: 4 },
     );
-    const watch = watchLostFetches(w, conn, () => undefined);
+    const watch = watchLostFetches(() => undefined);
+    watch.add(w, conn);
     try {
       await queue.addBulk(Array.from({ length: 300 }, (_, i) => ({ name: 'j', data: { delayed: false }, opts: { jobId: `j${i}` } })));
       await until(async () => (await queue.getCompletedCount()) === 300, 30_000);

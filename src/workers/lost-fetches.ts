@@ -6,7 +6,8 @@
 // the lock runs out and two stall checks pass (about a minute by default), so a poll's last miners
 // wait that long after a Redis blip. Each consumer looks for such jobs after it reconnects, and after
 // BullMQ says a job's lock was missing (the sign of a command run twice), and puts them back in the
-// queue at once.
+// queue at once. The consumers of one queue in a process share each look (one read of the queue's
+// active jobs and their locks).
 import { Job, type Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 
@@ -14,10 +15,12 @@ import type { Redis } from 'ioredis';
 export const LOST_FETCH_LOOK_GAP_MS = 1_000;
 
 export interface LostFetches {
-  /** Looks now (a look in progress looks once more when it ends). */
-  look(): void;
-  /** Jobs it holds as received and not ended (those delayed by the processor are dropped once there are many). */
-  tracked(): number;
+  /** Watches consumer `w`, whose commands go over `conn`, with this process's other consumers of its queue. */
+  add(w: Worker, conn: Redis): void;
+  /** Looks now at `queue`'s active jobs (a look in progress looks once more when it ends). */
+  look(queue: string): void;
+  /** Jobs `w` holds as received and not ended (those delayed by the processor are dropped once there are many). */
+  tracked(w: Worker): number;
   stop(): void;
 }
 
@@ -28,119 +31,153 @@ async function locksOf(redis: Redis, w: Worker, ids: string[]): Promise<(string 
   return locks;
 }
 
-/**
- * Watches consumer `w`, whose commands go over `conn`: jobs active under one of its tokens that it
- * never received are put back in the queue (`said` with how many). A job is lost only if two looks
- * {@link LOST_FETCH_LOOK_GAP_MS} apart find it so with the same lock, and it goes back only if that
- * lock still holds (BullMQ's own check): a job received in between, or taken back by a stall check
- * meanwhile, stays where it is.
- */
-export function watchLostFetches(w: Worker, conn: Redis, said: (line: string) => void, gapMs = LOST_FETCH_LOOK_GAP_MS): LostFetches {
-  // Jobs this consumer received and has not ended: with the order they were received in.
-  const received = new Map<string, number>();
-  let seq = 0;
-  const ours = `${w.id}:`;
-  let pruning = false;
-  w.on('active', (job) => {
-    received.set(String(job.id), ++seq);
-    // A job the processor delays (DelayedError) ends without an event: those entries are dropped here.
-    if (received.size > 2 * w.concurrency + 100 && !pruning) {
-      pruning = true;
-      void prune()
-        .catch(() => undefined)
-        .finally(() => (pruning = false));
-    }
-  });
-  const ended = (job: Job | undefined) => void (job && received.delete(String(job.id)));
-  w.on('completed', ended);
-  w.on('failed', ended);
-  let stopped = false;
-  let running: Promise<void> | undefined;
-  let again = false;
-  let wait: NodeJS.Timeout | undefined;
+interface Consumer {
+  w: Worker;
+  conn: Redis;
+  /** The jobs it received and has not ended, with the order they were received in. */
+  received: Map<string, number>;
+  pruning: boolean;
+  stop(): void;
+}
 
-  /** Drops the received jobs no longer under one of this consumer's locks (a read of their locks only). */
-  const prune = async (): Promise<void> => {
+interface QueueLooks {
+  /** Its consumers by their tokens' prefix (`${worker id}:`). */
+  consumers: Map<string, Consumer>;
+  running?: Promise<void>;
+  again: boolean;
+}
+
+/** The consumer whose token `lock` is, if it is one of `consumers`. */
+function holderOf(consumers: Map<string, Consumer>, lock: string | null): Consumer | undefined {
+  return lock ? consumers.get(lock.slice(0, lock.lastIndexOf(':') + 1)) : undefined;
+}
+
+/**
+ * Jobs active under one of a consumer's tokens that it never received are put back in the queue
+ * (`said` with the queue and how many). A job is lost only if two looks {@link LOST_FETCH_LOOK_GAP_MS}
+ * apart find it so with the same lock, and it goes back only if that lock still holds (BullMQ's own
+ * check): a job received in between, or taken back by a stall check meanwhile, stays where it is.
+ */
+export function watchLostFetches(said: (queue: string, line: string) => void, gapMs = LOST_FETCH_LOOK_GAP_MS): LostFetches {
+  const queues = new Map<string, QueueLooks>();
+  // Order of receipt, across consumers: a look drops only what was received before it read.
+  let seq = 0;
+  let stopped = false;
+  const waits = new Set<NodeJS.Timeout>();
+
+  /** Drops the jobs `c` holds as received that are no longer under one of its locks (a read of their locks only). */
+  const prune = async (c: Consumer, ours: string): Promise<void> => {
     const before = seq;
-    const ids = [...received.keys()];
-    const locks = await locksOf(conn, w, ids);
+    const ids = [...c.received.keys()];
+    const locks = await locksOf(c.conn, c.w, ids);
     await new Promise((r) => setImmediate(r));
     ids.forEach((id, i) => {
-      const at = received.get(id);
-      if (at !== undefined && at <= before && !locks[i]?.startsWith(ours)) received.delete(id);
+      const at = c.received.get(id);
+      if (at !== undefined && at <= before && !locks[i]?.startsWith(ours)) c.received.delete(id);
     });
   };
 
-  /** Active jobs under one of this consumer's tokens that it has not received: id → lock. */
-  const unreceived = async (): Promise<Map<string, string>> => {
+  /** Active jobs under one of the consumers' tokens that the consumer has not received: id → lock. */
+  const unreceived = async (q: QueueLooks): Promise<Map<string, string>> => {
+    const some = q.consumers.values().next().value;
+    if (!some) return new Map();
     const before = seq;
-    const ids = await conn.lrange(w.toKey('active'), 0, -1);
-    const locks = await locksOf(conn, w, ids);
+    const ids = await some.conn.lrange(some.w.toKey('active'), 0, -1);
+    const locks = await locksOf(some.conn, some.w, ids);
     // Replies read in the same turn as ours (a fetch's) are handed to the consumer first.
     await new Promise((r) => setImmediate(r));
     const active = new Set(ids);
     // Received before this look and no longer active: ended some other way (a delay, a lost lock).
-    for (const [id, at] of received) if (at <= before && !active.has(id)) received.delete(id);
+    for (const c of q.consumers.values()) for (const [id, at] of c.received) if (at <= before && !active.has(id)) c.received.delete(id);
     const found = new Map<string, string>();
     ids.forEach((id, i) => {
       const lock = locks[i];
-      if (lock?.startsWith(ours) && !received.has(id)) found.set(id, lock);
+      const holder = holderOf(q.consumers, lock ?? null);
+      if (lock && holder && !holder.received.has(id)) found.set(id, lock);
     });
     return found;
   };
 
-  const sweep = async (): Promise<void> => {
-    const first = await unreceived();
+  const sweep = async (name: string, q: QueueLooks): Promise<void> => {
+    const first = await unreceived(q);
     if (first.size === 0 || stopped) return;
-    await new Promise<void>((r) => (wait = setTimeout(r, gapMs)));
+    await new Promise<void>((r) => {
+      const t = setTimeout(() => (waits.delete(t), r()), gapMs);
+      waits.add(t);
+    });
     if (stopped) return;
-    const second = await unreceived();
+    const second = await unreceived(q);
     let back = 0;
     for (const [id, lock] of second) {
-      if (first.get(id) !== lock || stopped) continue;
-      const job = await Job.fromId(w, id);
+      const holder = holderOf(q.consumers, lock);
+      if (first.get(id) !== lock || !holder || stopped) continue;
+      const job = await Job.fromId(holder.w, id);
       // Its lock changed hands, or the job ended, since the look: not lost, or no longer.
       if (job && (await job.moveToWait(lock).then(() => true, () => false))) back++;
     }
-    if (back > 0) said(`${back} job${back === 1 ? '' : 's'} Redis gave this worker in a reply lost with the connection went back to the queue (they would have waited for their locks to run out and a stall check)`);
+    if (back > 0) said(name, `${back} job${back === 1 ? '' : 's'} Redis gave this worker in a reply lost with the connection went back to the queue (they would have waited for their locks to run out and a stall check)`);
   };
 
-  const look = (): void => {
-    if (stopped) return;
-    if (running) {
-      again = true;
+  const look = (name: string): void => {
+    const q = queues.get(name);
+    if (stopped || !q) return;
+    if (q.running) {
+      q.again = true;
       return;
     }
-    running = sweep()
+    q.running = sweep(name, q)
       .catch(() => undefined) // Redis gone again: the next reconnect looks again
       .finally(() => {
-        running = undefined;
-        if (again && !stopped) {
-          again = false;
-          look();
+        q.running = undefined;
+        if (q.again && !stopped) {
+          q.again = false;
+          look(name);
         }
       });
   };
 
-  // Not the first connect: a reconnect, after which ioredis sent again what had no reply.
-  let connected = conn.status === 'ready';
-  const onReady = () => {
-    if (connected) look();
-    connected = true;
-  };
-  conn.on('ready', onReady);
-  const onError = (err: Error) => {
-    if (/^Missing lock for job /.test(err.message)) look();
-  };
-  w.on('error', onError);
   return {
+    add(w, conn) {
+      const ours = `${w.id}:`;
+      const c: Consumer = { w, conn, received: new Map(), pruning: false, stop: () => undefined };
+      let q = queues.get(w.name);
+      if (!q) queues.set(w.name, (q = { consumers: new Map(), again: false }));
+      q.consumers.set(ours, c);
+      w.on('active', (job) => {
+        c.received.set(String(job.id), ++seq);
+        // A job the processor delays (DelayedError) ends without an event: those entries are dropped here.
+        if (c.received.size > 2 * w.concurrency + 100 && !c.pruning) {
+          c.pruning = true;
+          void prune(c, ours)
+            .catch(() => undefined)
+            .finally(() => (c.pruning = false));
+        }
+      });
+      const ended = (job: Job | undefined) => void (job && c.received.delete(String(job.id)));
+      w.on('completed', ended);
+      w.on('failed', ended);
+      // Not the first connect: a reconnect, after which ioredis sent again what had no reply.
+      let connected = conn.status === 'ready';
+      const onReady = () => {
+        if (connected) look(w.name);
+        connected = true;
+      };
+      conn.on('ready', onReady);
+      const onError = (err: Error) => {
+        if (/^Missing lock for job /.test(err.message)) look(w.name);
+      };
+      w.on('error', onError);
+      c.stop = () => {
+        conn.off('ready', onReady);
+        w.off('error', onError);
+      };
+    },
     look,
-    tracked: () => received.size,
+    tracked: (w) => queues.get(w.name)?.consumers.get(`${w.id}:`)?.received.size ?? 0,
     stop: () => {
       stopped = true;
-      clearTimeout(wait);
-      conn.off('ready', onReady);
-      w.off('error', onError);
+      for (const t of waits) clearTimeout(t);
+      for (const q of queues.values()) for (const c of q.consumers.values()) c.stop();
     },
   };
 }

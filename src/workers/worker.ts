@@ -26,7 +26,7 @@ import { watchStalls } from '../redis/stall.js';
 import { roomWatch } from '../redis/maxclients.js';
 import { openQueue } from '../fleet/queue.js';
 import { followFailover } from '../redis/failover.js';
-import { watchLostFetches, type LostFetches } from './lost-fetches.js';
+import { watchLostFetches } from './lost-fetches.js';
 
 export interface WorkerOptions {
   redisUrl: string;
@@ -133,11 +133,12 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
   const rollouts = new RolloutStore(storeRedis, prefix);
   const connections: Redis[] = [];
   const brakes: RefusalBrake[] = [];
-  const lostFetches: LostFetches[] = [];
   // One line for all consumers each time Redis refuses writes anew, then at most every 30 s.
   const refusalLog = rateLimitedLog((line) => console.error(`worker: ${line}`), 30_000, Date.now, () => 'refused');
   let busy = 0;
   const queueLogs = new Map<string, (line: string) => void>();
+  // Jobs fetched for a consumer in a reply lost with its connection go back to the queue (lost-fetches.ts).
+  const lostFetches = watchLostFetches((queue, line) => queueLogs.get(queue)?.(line));
   const room = roomWatch(storeRedis, (line) => console.error(`worker: ${line}`));
   // Each BullMQ Worker gets its own blocking connection; every one is closed by close().
   const consume = <D, R>(queue: string, processor: (job: Job<D>, token?: string) => Promise<R>, concurrency: number, extra: Partial<BullWorkerOptions> = {}) => {
@@ -167,7 +168,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
       onHold: (ms, message) => refusalLog(`Redis refuses ${redisRefusal(message) === 'NOPERM' ? "this user's commands" : 'writes'} (${errorKind(message)}): taking no new jobs for ${ms / 1000} s, then trying again, longer while it refuses (jobs in flight end once it takes writes; none is lost). ${redisRefusalAdvice(message)}`),
     });
     brakes.push(brake);
-    lostFetches.push(watchLostFetches(w, conn, log));
+    lostFetches.add(w, conn);
     w.on('error', (err) => {
       if (brake.onError(err)) return; // said by the brake.s line
       const line = workerErrorText(err);
@@ -243,7 +244,7 @@ export async function startWorker(opts: WorkerOptions): Promise<RunningWorker> {
     close: () =>
       (closing ??= (async () => {
         for (const b of brakes) b.stop();
-        for (const l of lostFetches) l.stop();
+        lostFetches.stop();
         room.stop();
         // Every consumer stops taking jobs at once: one whose close waits on Redis (or hangs after an
         // outage, taskforcesh/bullmq #4656) must not leave the others fetching new jobs meanwhile.
