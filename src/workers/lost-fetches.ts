@@ -84,7 +84,8 @@ export function watchLostFetches(said: (queue: string, line: string) => void, ga
     const before = seq;
     const ids = await some.conn.lrange(some.w.toKey('active'), 0, -1);
     const locks = await locksOf(some.conn, some.w, ids);
-    // Replies read in the same turn as ours (a fetch's) are handed to the consumer first.
+    // Replies read in the same turn as ours on this connection (a fetch's) reach their consumer first;
+    // a fetch answered on another consumer's connection is seen by the second look.
     await new Promise((r) => setImmediate(r));
     const active = new Set(ids);
     // Received before this look and no longer active: ended some other way (a delay, a lost lock).
