@@ -2,7 +2,7 @@
 // goes back to the queue at once (lost-fetches.ts), not after its lock runs out and a stall check.
 import { DelayedError, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { QUEUE_NAME } from '../src/fleet/keys.js';
 import { openQueue } from '../src/fleet/queue.js';
 import { RunStore } from '../src/fleet/run-store.js';
@@ -37,8 +37,7 @@ describe('a reply lost with the connection', () => {
     const worker = await startWorker({ redisUrl: proxy.url, prefix, threads: 0, concurrency: 3, consumers: 2, credentials: tf.credentials, coreOptions: FAST_CORE });
     const queue = openQueue(QUEUE_NAME, redis, prefix);
     const store = new RunStore(redis, prefix);
-    const error = console.error;
-    console.error = (line: string) => void lines.push(line);
+    const logged = vi.spyOn(console, 'error').mockImplementation((line: unknown) => void lines.push(String(line)));
     try {
       const record = await enqueueRun(queue, store, tf.inventory, { operation: 'poll' });
       await proxy.seen;
@@ -54,7 +53,7 @@ describe('a reply lost with the connection', () => {
       const back = /(\d+) jobs? Redis gave this worker in a reply lost with the connection went back to the queue/.exec(lines.join('\n'));
       expect(Number(back?.[1])).toBeGreaterThanOrEqual(1);
     } finally {
-      console.error = error;
+      logged.mockRestore();
       await worker.close();
       await queue.obliterate({ force: true });
       await queue.close();

@@ -46,12 +46,17 @@ export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, 
  * (ECONNREFUSED, EPIPE, …): reportRedisOutages says those once, in words, for all of a worker's
  * connections. A lock lost after a Redis stall (one per job in flight) is said with what it means.
  */
+/** BullMQ's error for a job ended, or moved, without its lock ("Missing lock for job ID. moveToFinished"). */
+export function isMissingLock(message: string): boolean {
+  return /^Missing lock for job /.test(message);
+}
+
 export function workerErrorText(err: Error): string | undefined {
   if (isConnectionDrop(err)) return undefined;
   const ranOut = 'its lock may have run out while Redis, or this worker, did not answer — a stall, a freeze, a suspend: then the job runs again, and its outcome is still written once';
   if (/^could not renew lock for job /.test(err.message)) return `${err.message} (${ranOut})`;
   // Also what a command sent again after a dropped connection meets when its first send had run.
-  if (/^Missing lock for job /.test(err.message)) return `${err.message} (${ranOut}; or the connection dropped after Redis had run the command, and ioredis sent it again: the job had already moved on)`;
+  if (isMissingLock(err.message)) return `${err.message} (${ranOut}; or the connection dropped after Redis had run the command, and ioredis sent it again: the job had already moved on)`;
   return err.message;
 }
 

@@ -10,6 +10,7 @@
 // active jobs and their locks).
 import { Job, type Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { isMissingLock } from './error-log.js';
 
 /** Between the two looks at the active jobs (only a job lost at both goes back). */
 export const LOST_FETCH_LOOK_GAP_MS = 1_000;
@@ -47,6 +48,14 @@ interface QueueLooks {
   again: boolean;
 }
 
+/** Drops the jobs `c` received before a read (`before`, in order of receipt) that `held` says it no longer holds. */
+function dropEnded(c: Consumer, before: number, held: (id: string) => boolean): void {
+  for (const [id, at] of c.received) if (at <= before && !held(id)) c.received.delete(id);
+}
+
+/** Lets replies read in the same turn as a look's, on its connection (a fetch's), reach their consumer first. */
+const afterTurn = () => new Promise((r) => setImmediate(r));
+
 /** The consumer whose token `lock` is, if it is one of `consumers`. */
 function holderOf(consumers: Map<string, Consumer>, lock: string | null): Consumer | undefined {
   return lock ? consumers.get(lock.slice(0, lock.lastIndexOf(':') + 1)) : undefined;
@@ -70,11 +79,9 @@ export function watchLostFetches(said: (queue: string, line: string) => void, ga
     const before = seq;
     const ids = [...c.received.keys()];
     const locks = await locksOf(c.conn, c.w, ids);
-    await new Promise((r) => setImmediate(r));
-    ids.forEach((id, i) => {
-      const at = c.received.get(id);
-      if (at !== undefined && at <= before && !locks[i]?.startsWith(ours)) c.received.delete(id);
-    });
+    await afterTurn();
+    const lockOf = new Map(ids.map((id, i) => [id, locks[i]]));
+    dropEnded(c, before, (id) => lockOf.get(id)?.startsWith(ours) === true);
   };
 
   /** Active jobs under one of the consumers' tokens that the consumer has not received: id → lock. */
@@ -84,16 +91,15 @@ export function watchLostFetches(said: (queue: string, line: string) => void, ga
     const before = seq;
     const ids = await some.conn.lrange(some.w.toKey('active'), 0, -1);
     const locks = await locksOf(some.conn, some.w, ids);
-    // Replies read in the same turn as ours on this connection (a fetch's) reach their consumer first;
-    // a fetch answered on another consumer's connection is seen by the second look.
-    await new Promise((r) => setImmediate(r));
+    // A fetch answered on another consumer's connection is seen by the second look.
+    await afterTurn();
     const active = new Set(ids);
     // Received before this look and no longer active: ended some other way (a delay, a lost lock).
-    for (const c of q.consumers.values()) for (const [id, at] of c.received) if (at <= before && !active.has(id)) c.received.delete(id);
+    for (const c of q.consumers.values()) dropEnded(c, before, (id) => active.has(id));
     const found = new Map<string, string>();
     ids.forEach((id, i) => {
-      const lock = locks[i];
-      const holder = holderOf(q.consumers, lock ?? null);
+      const lock = locks[i] ?? null;
+      const holder = holderOf(q.consumers, lock);
       if (lock && holder && !holder.received.has(id)) found.set(id, lock);
     });
     return found;
@@ -140,10 +146,30 @@ export function watchLostFetches(said: (queue: string, line: string) => void, ga
   return {
     add(w, conn) {
       const ours = `${w.id}:`;
-      const c: Consumer = { w, conn, received: new Map(), pruning: false, stop: () => undefined };
+      // Not the first connect: a reconnect, after which ioredis sent again what had no reply.
+      let connected = conn.status === 'ready';
+      const onReady = () => {
+        if (connected) look(w.name);
+        connected = true;
+      };
+      const onError = (err: Error) => {
+        if (isMissingLock(err.message)) look(w.name);
+      };
+      const c: Consumer = {
+        w,
+        conn,
+        received: new Map(),
+        pruning: false,
+        stop: () => {
+          conn.off('ready', onReady);
+          w.off('error', onError);
+        },
+      };
       let q = queues.get(w.name);
       if (!q) queues.set(w.name, (q = { consumers: new Map(), again: false }));
       q.consumers.set(ours, c);
+      conn.on('ready', onReady);
+      w.on('error', onError);
       w.on('active', (job) => {
         c.received.set(String(job.id), ++seq);
         // A job the processor delays (DelayedError) ends without an event: those entries are dropped here.
@@ -157,21 +183,6 @@ export function watchLostFetches(said: (queue: string, line: string) => void, ga
       const ended = (job: Job | undefined) => void (job && c.received.delete(String(job.id)));
       w.on('completed', ended);
       w.on('failed', ended);
-      // Not the first connect: a reconnect, after which ioredis sent again what had no reply.
-      let connected = conn.status === 'ready';
-      const onReady = () => {
-        if (connected) look(w.name);
-        connected = true;
-      };
-      conn.on('ready', onReady);
-      const onError = (err: Error) => {
-        if (/^Missing lock for job /.test(err.message)) look(w.name);
-      };
-      w.on('error', onError);
-      c.stop = () => {
-        conn.off('ready', onReady);
-        w.off('error', onError);
-      };
     },
     look,
     tracked: (w) => queues.get(w.name)?.consumers.get(`${w.id}:`)?.received.size ?? 0,
