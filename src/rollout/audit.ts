@@ -1,4 +1,5 @@
 // The audit log: an append-only Redis stream of rollout, rollback, abort and schedule changes.
+import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type { Redis } from 'ioredis';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
@@ -30,8 +31,20 @@ export function auditEntryJson(entry: Omit<AuditEntry, 'at'>): string {
   return JSON.stringify(full);
 }
 
-export async function appendAudit(redis: Redis, entry: Omit<AuditEntry, 'at'>, prefix = DEFAULT_PREFIX): Promise<void> {
-  await redis.xadd(auditKey(prefix), '*', 'entry', auditEntryJson(entry));
+// Appends entry ARGV[1] to the stream KEYS[1] unless this append's marker KEYS[2] is set already, and
+// sets it (for ARGV[2] ms). An append whose reply a dropped connection lost is sent again by ioredis on
+// the new connection: the marker makes that one entry, not two.
+const APPEND_ONCE = `
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return redis.call('XADD', KEYS[1], '*', 'entry', ARGV[1]) end
+return false`;
+
+/** How long an append's marker is kept: longer than any reconnect ioredis would still resend after. */
+const SENT_MARKER_MS = 24 * 3_600_000;
+
+/** Appends an entry, stamped now, once: a resent append (lost reply) adds nothing. Returns whether this call added it. */
+export async function appendAudit(redis: Redis, entry: Omit<AuditEntry, 'at'>, prefix = DEFAULT_PREFIX): Promise<boolean> {
+  const marker = `${auditKey(prefix)}:sent:${randomBytes(8).toString('hex')}`;
+  return (await redis.eval(APPEND_ONCE, 2, auditKey(prefix), marker, auditEntryJson(entry), String(SENT_MARKER_MS))) !== null;
 }
 
 /**

@@ -21,6 +21,34 @@ function tickMillis(job: Job): string {
   return /^\d+$/.test(last) ? last : String(job.timestamp);
 }
 
+// Counts tick ARGV[2] in field ARGV[1] of the tick hash KEYS[1] and sets the fields ARGV[4..] (when,
+// why), once per tick: the newest ARGV[3] tick times counted there are kept (field `<ARGV[1]>Ticks`)
+// and one among them is not counted again. A tick delivered twice (its worker stalled after counting
+// it) or a count whose reply a dropped connection lost (ioredis sends it again on the new one) is
+// one tick, not two.
+const COUNT_TICK = `
+local listField = ARGV[1] .. 'Ticks'
+local seen = redis.call('HGET', KEYS[1], listField) or ''
+if string.find(' ' .. seen .. ' ', ' ' .. ARGV[2] .. ' ', 1, true) then return 0 end
+local list = seen == '' and ARGV[2] or (seen .. ' ' .. ARGV[2])
+local n = select(2, string.gsub(list, ' ', ''))
+if n >= tonumber(ARGV[3]) then list = string.sub(list, string.find(list, ' ', 1, true) + 1) end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HSET', KEYS[1], listField, list, unpack(ARGV, 4))
+return 1`;
+
+/** How many counted tick times a schedule keeps per counter to know a tick counted already. */
+const TICKS_KEPT = 32;
+
+/**
+ * Counts a tick (by its time, `tickMillis`) as skipped or failed on its schedule, with its time and
+ * reason, once however often it is counted. Returns whether this call counted it.
+ */
+export async function countTick(redis: Redis, prefix: string, scheduleId: string, counter: 'skipped' | 'failed', tick: string, at: string, reason: string): Promise<boolean> {
+  const fields = [`${counter}At`, at, `${counter}Reason`, reason.slice(0, 500)];
+  return (await redis.eval(COUNT_TICK, 1, tickKey(prefix, scheduleId), counter, tick, String(TICKS_KEPT), ...fields)) === 1;
+}
+
 /**
  * A tick that failed for good (its attempts used): counted on its schedule with its time and error,
  * for `schedule list`, and said in the worker's log. A scheduled curtailment that did not start is
@@ -28,10 +56,10 @@ function tickMillis(job: Job): string {
  */
 export async function recordFailedTick(redis: Redis, prefix: string, job: Job<{ scheduleId: string }> | undefined, err: Error): Promise<boolean> {
   if (!job?.data?.scheduleId || !isFinalFailure(job, err)) return false;
-  const key = tickKey(prefix, job.data.scheduleId);
-  const at = new Date(Number(tickMillis(job))).toISOString();
+  const tick = tickMillis(job);
+  const at = new Date(Number(tick)).toISOString();
   console.error(`bos-fleet: schedule ${job.data.scheduleId}: the tick of ${at} failed after ${job.attemptsMade} attempt${job.attemptsMade === 1 ? '' : 's'}: ${err.message}`);
-  await redis.multi().hincrby(key, 'failed', 1).hset(key, 'failedAt', at, 'failedReason', err.message.slice(0, 500)).exec();
+  await countTick(redis, prefix, job.data.scheduleId, 'failed', tick, at, err.message);
   return true;
 }
 
@@ -79,7 +107,7 @@ export function createScheduleProcessor(deps: { redis: Redis; prefix: string; jo
     // schedule would change the same miners at once. The tick is skipped, counted and said.
     const { last, rolledBack } = await tickState(deps.redis, deps.prefix, def.scheduleId);
     const skip = async (why: string) => {
-      await deps.redis.multi().hincrby(tickKey(deps.prefix, def.scheduleId), 'skipped', 1).hset(tickKey(deps.prefix, def.scheduleId), 'skippedAt', new Date().toISOString(), 'skippedReason', why.slice(0, 500)).exec();
+      await countTick(deps.redis, deps.prefix, def.scheduleId, 'skipped', tickMillis(job), new Date().toISOString(), why);
       console.error(`bos-fleet: schedule ${def.scheduleId}: tick skipped, ${why}`);
       return { skipped: id };
     };
