@@ -4,6 +4,10 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendAudit, auditKey, readAudit } from '../src/rollout/audit.js';
+import { changeRolloutState } from '../src/rollout/create.js';
+import { RolloutStore } from '../src/rollout/store.js';
+import { startLockKey, withStartLock } from '../src/rollout/start-lock.js';
+import { RunStore } from '../src/fleet/run-store.js';
 import { countTick } from '../src/rollout/schedule-ticks.js';
 import { tickKey, tickState } from '../src/rollout/schedules.js';
 import { redisUrl, startHoldingProxy, uniquePrefix, type HoldingProxy } from './helpers/redis.js';
@@ -66,5 +70,67 @@ describe('a tick counted twice', () => {
     expect(kept.at(-1)).toBe('41000');
     expect(kept[0]).toBe('10000');
     await redis.del(tickKey(prefix, 'sch-1'));
+  });
+});
+
+describe("a rollout's move whose reply was lost with its connection", () => {
+  const record = (rolloutId: string) => ({
+    rolloutId,
+    operation: 'power-target' as const,
+    spec: { kind: 'power-target' as const, watts: 3_000 },
+    targets: [{ minerId: 'm1', host: '127.0.0.1', port: 50051, site: 's', tags: [], credentials: 'default' }],
+    inventoryDigest: 'd',
+    waves: [1],
+    waveEnds: [1],
+    maxFailureRate: 0.1,
+    minSample: 1,
+    pauseBetweenMs: 0,
+    startAtMs: Date.now(),
+    createdAt: new Date().toISOString(),
+    actor: 'test',
+  });
+
+  it('an abort sent again by ioredis is the abort it made, not "is aborted: cannot abort it"', async () => {
+    const prefix = uniquePrefix('resent-abort');
+    const store = new RolloutStore(redis, prefix);
+    expect(await store.create(record('ro-1'), 'paused')).toBe(true);
+    const reason = `night shift ${prefix}`;
+    const state = await withReplyLost(reason, (client) => changeRolloutState(client, 'ro-1', 'abort', 'test', prefix, reason));
+    expect(state).toBe('aborted');
+    expect(await store.status('ro-1')).toMatchObject({ state: 'aborted', reason });
+    expect((await readAudit(redis, prefix, 200, 'ro-1')).map((e) => e.action)).toEqual(['rollout.abort']);
+    // Another move from a state it is not in is still refused.
+    await expect(changeRolloutState(redis, 'ro-1', 'pause', 'test', prefix)).rejects.toThrow('rollout ro-1 is aborted: cannot pause it');
+  });
+
+  it('the wave held while paused, taken by a resume whose reply was lost, is still the resume\'s', async () => {
+    const prefix = uniquePrefix('resent-held');
+    const store = new RolloutStore(redis, prefix);
+    expect(await store.create(record('ro-2'), 'paused')).toBe(true);
+    expect(await store.holdWave('ro-2', 1)).toBe(true);
+    // The take's script is told apart by its key (only it runs on this connection with it).
+    expect(await withReplyLost('heldWave', (client) => new RolloutStore(client, prefix).takeHeldWave('ro-2'))).toBe(1);
+    expect(await store.takeHeldWave('ro-2')).toBeUndefined();
+  });
+});
+
+describe('a create or a lock whose reply was lost with its connection', () => {
+  it('a run created by a command sent again is created, and listed', async () => {
+    const prefix = uniquePrefix('resent-run');
+    const store = new RunStore(redis, prefix);
+    const record = { runId: `run-${prefix}`, operation: 'poll', params: {}, inventoryFile: 'farm.csv', inventoryDigest: 'd', createdAt: new Date().toISOString(), createdAtMs: Date.now(), total: 1 };
+    const made = await withReplyLost(record.runId, (client) => new RunStore(client, prefix).createRun(record));
+    expect(made.created).toBe(true);
+    expect((await store.listRuns()).map((r) => r.runId)).toEqual([record.runId]);
+    expect((await store.createRun(record)).created).toBe(false);
+    await store.deleteRuns([record.runId]);
+  });
+
+  it("the rollout start lock a SET took before its reply was lost is the start's, not waited out", async () => {
+    const prefix = uniquePrefix('resent-lock');
+    // Without the look, the start waits for the lock it holds until its wait (here 2 s) runs out.
+    const held = await withReplyLost(startLockKey(prefix), (client) => withStartLock(client, prefix, async () => 'started', 2_000));
+    expect(held).toBe('started');
+    expect(await redis.exists(startLockKey(prefix))).toBe(0);
   });
 });

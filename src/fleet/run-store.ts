@@ -6,6 +6,8 @@ import { keys, type Keys } from './keys.js';
 import { runsBeyond, type RetentionPolicy } from './retention.js';
 import { byMinerId, SummaryBuilder, type Outcome, type RunSummary } from './outcome.js';
 import { JOURNAL_UNLESS_STOPPED, type StopGuard } from './journal.js';
+import { CREATE_RUN, WRITE_OUTCOMES } from './run-scripts.js';
+import { randomBytes } from 'node:crypto';
 
 export interface RunRecord {
   runId: string;
@@ -32,24 +34,6 @@ export interface RunRecord {
 export function newRunId(nowMs = Date.now()): string {
   return timestampedId('run', nowMs);
 }
-
-// HSETNX each outcome (ARGV: minerId, json, code, change, minerId, json, code, change, …); only the
-// first writer of a miner's outcome bumps the counters: its code's, '_done', and for a change
-// ('applied', 'unchanged', 'would-apply'; '' for none) '_change:<change>'. Returns 1 (written) or 0
-// (already there) per outcome.
-const WRITE_OUTCOMES = `
-local written = {}
-for i = 1, #ARGV, 4 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
-    redis.call('HINCRBY', KEYS[2], ARGV[i + 2], 1)
-    redis.call('HINCRBY', KEYS[2], '_done', 1)
-    if ARGV[i + 3] ~= '' then redis.call('HINCRBY', KEYS[2], '_change:' .. ARGV[i + 3], 1) end
-    written[#written + 1] = 1
-  else
-    written[#written + 1] = 0
-  end
-end
-return written`;
 
 type WithOutcomeCommand = Redis & {
   bosFleetWriteOutcomes(outcomes: string, counts: string, ...minerJsonCode: string[]): Promise<number[]>;
@@ -82,8 +66,8 @@ export class RunStore {
 
   /** Stores the record unless the run exists; returns the stored one (the first wins). */
   async createRun(record: RunRecord): Promise<{ record: RunRecord; created: boolean }> {
-    const created = (await this.redis.hsetnx(this.k.run(record.runId), 'record', JSON.stringify(record))) === 1;
-    if (created) await this.redis.zadd(this.k.runs, 'NX', record.createdAtMs, record.runId);
+    const token = randomBytes(8).toString('hex');
+    const created = (await this.redis.eval(CREATE_RUN, 2, this.k.run(record.runId), this.k.runs, JSON.stringify(record), String(record.createdAtMs), record.runId, token)) === 1;
     const stored = await this.getRun(record.runId);
     if (!stored) throw new Error(`run ${record.runId} vanished while being created`);
     return { record: stored, created };

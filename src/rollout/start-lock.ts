@@ -22,7 +22,9 @@ export async function withStartLock<T>(redis: Redis, prefix: string, fn: () => P
   const key = startLockKey(prefix);
   const token = randomBytes(8).toString('hex');
   const deadline = Date.now() + waitMs;
-  while ((await redis.set(key, token, 'PX', LOCK_TTL_MS, 'NX')) !== 'OK') {
+  // Held already by this token: the SET took it, its reply lost with the connection, and ioredis's
+  // resend on the new one found it taken (without the look, the start waited out the lock's 30 s).
+  while ((await redis.set(key, token, 'PX', LOCK_TTL_MS, 'NX')) !== 'OK' && (await redis.get(key)) !== token) {
     if (Date.now() >= deadline) {
       throw new Error(`rollout starts kept the start lock (${key}) busy for ${Math.round(waitMs / 1000)} s: try again`);
     }

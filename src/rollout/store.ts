@@ -2,6 +2,7 @@
 // specs, apart: a 100,000-miner rollback's are ~18 MB, while the record is read on every gate check),
 // and the mutable state, changed only through guarded transitions (so several workers never move a
 // rollout twice).
+import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
@@ -59,15 +60,19 @@ export interface RolloutStatus {
   heldWave?: number;
 }
 
-// Moves the state (KEYS[1]) to ARGV[1] if it is one of ARGV[6..]: stamps updatedAt (ARGV[2]), sets
+// Moves the state (KEYS[1]) to ARGV[1] if it is one of ARGV[7..]: stamps updatedAt (ARGV[2]), sets
 // the reason to ARGV[4] (ARGV[3] 'set'), clears it ('clear') or leaves it ('keep'), and appends the
 // audit entry ARGV[5] to KEYS[2] ('' for none), all in one step: a worker dying in between never
-// leaves a state change without its reason or its audit entry. Returns 1 when moved.
+// leaves a state change without its reason or its audit entry. Returns 1 when moved — also when this
+// very move (its token ARGV[6], kept as 'lastMove') was made already: ioredis sends a command again
+// on a new connection when the old one dropped before the reply, and the move it made then is this
+// call's, not "already aborted: cannot abort it".
 const TRANSITION = `
 local cur = redis.call('HGET', KEYS[1], 'state')
-for i = 6, #ARGV do
+if cur == ARGV[1] and redis.call('HGET', KEYS[1], 'lastMove') == ARGV[6] then return 1 end
+for i = 7, #ARGV do
   if ARGV[i] == cur then
-    redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updatedAt', ARGV[2])
+    redis.call('HSET', KEYS[1], 'state', ARGV[1], 'updatedAt', ARGV[2], 'lastMove', ARGV[6])
     if ARGV[3] == 'set' then redis.call('HSET', KEYS[1], 'reason', ARGV[4]) end
     if ARGV[3] == 'clear' then redis.call('HDEL', KEYS[1], 'reason') end
     if ARGV[5] ~= '' then redis.call('XADD', KEYS[2], '*', 'entry', ARGV[5]) end
@@ -102,11 +107,19 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[6])
 if ARGV[5] ~= '' then redis.call('XADD', KEYS[4], '*', 'entry', ARGV[5]) end
 return 1`;
 
-// Takes (reads and clears) the held wave.
+// Takes (reads and clears) the held wave, for the take of token ARGV[1]: the same take sent again
+// (a reply lost with its connection) gets the wave it took, not none.
 const TAKE_HELD = `
+if redis.call('HGET', KEYS[1], 'heldTakenBy') == ARGV[1] then return redis.call('HGET', KEYS[1], 'heldTaken') end
 local w = redis.call('HGET', KEYS[1], 'heldWave')
-if w then redis.call('HDEL', KEYS[1], 'heldWave') end
+if w then
+  redis.call('HDEL', KEYS[1], 'heldWave')
+  redis.call('HSET', KEYS[1], 'heldTakenBy', ARGV[1], 'heldTaken', w)
+end
 return w`;
+
+/** One call's token: its command, sent again by ioredis after a lost reply, is known as the same call. */
+const moveToken = () => randomBytes(8).toString('hex');
 
 export class RolloutStore {
   constructor(
@@ -199,7 +212,7 @@ export class RolloutStore {
 
   /** The wave held while paused, cleared; undefined when none is. */
   async takeHeldWave(id: string): Promise<number | undefined> {
-    const w = (await this.redis.eval(TAKE_HELD, 1, this.stateKey(id))) as string | null;
+    const w = (await this.redis.eval(TAKE_HELD, 1, this.stateKey(id), moveToken())) as string | null;
     return w === null ? undefined : Number(w);
   }
 
@@ -210,7 +223,7 @@ export class RolloutStore {
    */
   async transition(id: string, from: readonly RolloutState[], to: RolloutState, opts: { reason?: string; clearReason?: boolean; audit?: string } = {}): Promise<boolean> {
     const reasonMode = opts.reason !== undefined ? 'set' : opts.clearReason ? 'clear' : 'keep';
-    return (await this.redis.eval(TRANSITION, 2, this.stateKey(id), auditKey(this.prefix), to, new Date().toISOString(), reasonMode, opts.reason ?? '', opts.audit ?? '', ...from)) === 1;
+    return (await this.redis.eval(TRANSITION, 2, this.stateKey(id), auditKey(this.prefix), to, new Date().toISOString(), reasonMode, opts.reason ?? '', opts.audit ?? '', moveToken(), ...from)) === 1;
   }
 
   async setWave(id: string, wave: number): Promise<void> {
