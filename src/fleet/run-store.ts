@@ -1,5 +1,6 @@
 // Runs and outcomes in Redis: the run record, the list of runs, and one outcome per miner per run
 // (written at most once, so a job that runs again after a stall never doubles the counts).
+import { randomBytes } from 'node:crypto';
 import { timestampedId } from './ids-and-durations.js';
 import type { Redis } from 'ioredis';
 import { keys, type Keys } from './keys.js';
@@ -7,7 +8,6 @@ import { runsBeyond, type RetentionPolicy } from './retention.js';
 import { byMinerId, SummaryBuilder, type Outcome, type RunSummary } from './outcome.js';
 import { JOURNAL_UNLESS_STOPPED, type StopGuard } from './journal.js';
 import { CREATE_RUN, WRITE_OUTCOMES } from './run-scripts.js';
-import { randomBytes } from 'node:crypto';
 
 export interface RunRecord {
   runId: string;
