@@ -126,6 +126,18 @@ describe('a create or a lock whose reply was lost with its connection', () => {
     await store.deleteRuns([record.runId]);
   });
 
+  it('an outcome written by a command sent again is written (a cancel counts it), and counted once', async () => {
+    const prefix = uniquePrefix('resent-outcome');
+    const store = new RunStore(redis, prefix);
+    const runId = `run-${prefix}`;
+    const outcome = { runId, minerId: `m-${prefix}`, host: '127.0.0.1', port: 50051, operation: 'poll', status: 'failed' as const, code: 'CANCELLED' as const, attempts: 0, jobAttempts: 0, durationMs: 0, finishedAt: new Date().toISOString(), transport: 'plaintext' as const };
+    expect(await withReplyLost(outcome.minerId, (client) => new RunStore(client, prefix).writeOutcome(outcome))).toBe(true);
+    expect(await store.getCounts(runId)).toMatchObject({ done: 1, counts: { CANCELLED: 1 } });
+    // Another outcome for the miner is still refused.
+    expect(await store.writeOutcome({ ...outcome, finishedAt: new Date(Date.now() + 1).toISOString() })).toBe(false);
+    await store.deleteRuns([runId]);
+  });
+
   it("the rollout start lock a SET took before its reply was lost is the start's, not waited out", async () => {
     const prefix = uniquePrefix('resent-lock');
     // Without the look, the start waits for the lock it holds until its wait (here 2 s) runs out.

@@ -4,7 +4,8 @@
 // HSETNX each outcome (ARGV: minerId, json, code, change, minerId, json, code, change, …); only the
 // first writer of a miner's outcome bumps the counters: its code's, '_done', and for a change
 // ('applied', 'unchanged', 'would-apply'; '' for none) '_change:<change>'. Returns 1 (written) or 0
-// (already there) per outcome.
+// (another outcome already there) per outcome; 1 also for an outcome there already byte for byte
+// (its time to the millisecond too): this very write, run again after its reply was lost.
 export const WRITE_OUTCOMES = `
 local written = {}
 for i = 1, #ARGV, 4 do
@@ -12,6 +13,8 @@ for i = 1, #ARGV, 4 do
     redis.call('HINCRBY', KEYS[2], ARGV[i + 2], 1)
     redis.call('HINCRBY', KEYS[2], '_done', 1)
     if ARGV[i + 3] ~= '' then redis.call('HINCRBY', KEYS[2], '_change:' .. ARGV[i + 3], 1) end
+    written[#written + 1] = 1
+  elseif redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     written[#written + 1] = 1
   else
     written[#written + 1] = 0
