@@ -1,8 +1,11 @@
 // What `npm run chaos` does to a running farm: its `bos-fleet worker` processes are SIGKILLed and
 // restarted or frozen (SIGSTOP) past their job locks, its Redis is SIGKILLed and restarted from its AOF,
 // frozen, or (--power-loss) brought back from an AOF up to a second old, as after a power failure of its
-// host; with --miner-faults, miners also lose write replies, reboot and drop their connections.
+// host; with --miner-faults, miners also lose write replies, reboot and drop their connections. Its
+// clients' connections to Redis are also cut at random (CLIENT KILL): a command Redis ran just before
+// loses its reply, and ioredis sends it again on the new connection.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { Redis } from 'ioredis';
 import { cpSync, existsSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../core/proto.js';
@@ -132,9 +135,23 @@ export class Disorder {
     }
   }
 
+  /** Cuts every client's connection to Redis (but this one's); none when Redis is down. */
+  private async cutConnections(): Promise<void> {
+    const r = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    try {
+      await r.connect();
+      this.count('redisConnectionsCut', Number(await r.client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes')));
+    } catch {
+      // Redis is being restarted or is frozen: no cut this time.
+    } finally {
+      r.disconnect();
+    }
+  }
+
   /** One event, at random. */
   async once(): Promise<void> {
     if (this.o.minerFaults) await this.minerEvent();
+    if (this.o.random() < 0.4) await this.cutConnections();
     const r = this.o.random();
     const i = Math.floor(this.o.random() * this.o.workers);
     const worker = this.workers[i];
