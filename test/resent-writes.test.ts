@@ -1,6 +1,7 @@
-// Writes that are not idempotent by themselves (an audit entry, a tick's count), made so: ioredis sends
-// a command again on a new connection when the old one dropped before its reply, and a tick can be
-// delivered twice. One audit entry and one count each, not two.
+// Writes made safe to run twice: ioredis sends a command again on a new connection when the old one
+// dropped before its reply (here a proxy cuts the connection under that one reply), and a schedule's
+// tick can be delivered twice. The second run changes nothing more and answers as the first did: one
+// audit entry, one count, a move or a create that says it was made, a lock that is held.
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendAudit, auditKey, readAudit } from '../src/rollout/audit.js';
