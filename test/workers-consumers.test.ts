@@ -45,7 +45,11 @@ describe('a worker with several consumers', () => {
   it('keeps at most --concurrency jobs in flight across its consumers, with more than one consumer busy, and runs every job once', async () => {
     const prefix = uniquePrefix('consumers');
     const concurrency = 20;
-    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency, consumers: 4, credentials: tf.credentials, coreOptions: FAST_CORE });
+    // Timeouts well above the replies' 120 ms: this test is about slots, not timeouts. With FAST_CORE's
+    // 800 ms, one miner ended non-OK in one full suite run (4 files at once on 2 cores; its code was not
+    // shown then: the assertion below names it now).
+    const coreOptions = { ...FAST_CORE, readTimeoutMs: 3_000, loginTimeoutMs: 3_000, callBudgetMs: 8_000 };
+    const worker = await startWorker({ redisUrl: redisUrl(), prefix, threads: 0, concurrency, consumers: 4, credentials: tf.credentials, coreOptions });
     expect(worker.workers.map((w) => w.concurrency)).toEqual([5, 5, 5, 5]);
     // Count the jobs inside the executor at once (the processor looks `run` up on every job).
     let inFlight = 0;
@@ -71,7 +75,7 @@ describe('a worker with several consumers', () => {
       const outcomes = await store.getOutcomes(record.runId);
       expect(outcomes.length).toBe(COUNT);
       expect(new Set(outcomes.map((o) => o.minerId)).size).toBe(COUNT);
-      expect(outcomes.every((o) => o.code === 'OK')).toBe(true);
+      expect(outcomes.filter((o) => o.code !== 'OK').map((o) => `${o.minerId} ${o.code} ${o.jobAttempts}: ${o.error?.message}`)).toEqual([]);
       expect(runs).toBe(COUNT);
       expect(maxInFlight).toBeLessThanOrEqual(concurrency);
       // One consumer alone holds 5: more in flight means several filled their slots side by side.
