@@ -5,9 +5,9 @@
 // clients' connections to Redis are also cut at random (CLIENT KILL): a command Redis ran just before
 // loses its reply, and ioredis sends it again on the new connection.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Redis } from 'ioredis';
 import { cpSync, existsSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import { PACKAGE_ROOT } from '../core/proto.js';
 import { startRedisServer, type LocalRedis } from '../redis/server.js';
 import type { FleetControl } from '../sim/control.js';

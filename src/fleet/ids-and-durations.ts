@@ -2,6 +2,15 @@
 import { randomBytes } from 'node:crypto';
 
 /** `<prefix>-20261124T044502Z-9a7fdf`: sortable by time, unique, and valid as a BullMQ job-id part. */
+/**
+ * One call's token, sent with a command that must not act twice: ioredis sends a command again on a
+ * new connection when the old one dropped before its reply, and the token tells that second run apart
+ * from another caller's.
+ */
+export function callToken(): string {
+  return randomBytes(8).toString('hex');
+}
+
 export function timestampedId(prefix: string, nowMs = Date.now()): string {
   const t = new Date(nowMs).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
   return `${prefix}-${t}-${randomBytes(3).toString('hex')}`;

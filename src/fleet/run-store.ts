@@ -1,7 +1,6 @@
 // Runs and outcomes in Redis: the run record, the list of runs, and one outcome per miner per run
 // (written at most once, so a job that runs again after a stall never doubles the counts).
-import { randomBytes } from 'node:crypto';
-import { timestampedId } from './ids-and-durations.js';
+import { callToken, timestampedId } from './ids-and-durations.js';
 import type { Redis } from 'ioredis';
 import { keys, type Keys } from './keys.js';
 import { runsBeyond, type RetentionPolicy } from './retention.js';
@@ -66,8 +65,7 @@ export class RunStore {
 
   /** Stores the record unless the run exists; returns the stored one (the first wins). */
   async createRun(record: RunRecord): Promise<{ record: RunRecord; created: boolean }> {
-    const token = randomBytes(8).toString('hex');
-    const created = (await this.redis.eval(CREATE_RUN, 2, this.k.run(record.runId), this.k.runs, JSON.stringify(record), String(record.createdAtMs), record.runId, token)) === 1;
+    const created = (await this.redis.eval(CREATE_RUN, 2, this.k.run(record.runId), this.k.runs, JSON.stringify(record), String(record.createdAtMs), record.runId, callToken())) === 1;
     const stored = await this.getRun(record.runId);
     if (!stored) throw new Error(`run ${record.runId} vanished while being created`);
     return { record: stored, created };

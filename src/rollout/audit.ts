@@ -1,8 +1,8 @@
 // The audit log: an append-only Redis stream of rollout, rollback, abort and schedule changes.
-import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type { Redis } from 'ioredis';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
+import { callToken } from '../fleet/ids-and-durations.js';
 
 export interface AuditEntry {
   at: string;
@@ -43,7 +43,7 @@ const SENT_MARKER_MS = 24 * 3_600_000;
 
 /** Appends an entry, stamped now, once: a resent append (lost reply) adds nothing. Returns whether this call added it. */
 export async function appendAudit(redis: Redis, entry: Omit<AuditEntry, 'at'>, prefix = DEFAULT_PREFIX): Promise<boolean> {
-  const marker = `${auditKey(prefix)}:sent:${randomBytes(8).toString('hex')}`;
+  const marker = `${auditKey(prefix)}:sent:${callToken()}`;
   return (await redis.eval(APPEND_ONCE, 2, auditKey(prefix), marker, auditEntryJson(entry), String(SENT_MARKER_MS))) !== null;
 }
 

@@ -1,7 +1,7 @@
 // One rollout start (or resume of a failed one) at a time per farm: the overlap check and the record
 // it guards are two steps, and two starts between them (two operators, a tick and a hand start)
 // would both pass the check and change one setting of the same miners side by side.
-import { randomBytes } from 'node:crypto';
+import { callToken } from '../fleet/ids-and-durations.js';
 import type { Redis } from 'ioredis';
 
 /** A holder that died lets go after this long; a start takes well under a second. */
@@ -20,7 +20,7 @@ export const startLockKey = (prefix: string) => `${prefix}:rollout-start-lock`;
 /** Runs `fn` holding the farm's rollout start lock. */
 export async function withStartLock<T>(redis: Redis, prefix: string, fn: () => Promise<T>, waitMs = WAIT_MS): Promise<T> {
   const key = startLockKey(prefix);
-  const token = randomBytes(8).toString('hex');
+  const token = callToken();
   const deadline = Date.now() + waitMs;
   // Held already by this token: the SET took it, its reply lost with the connection, and ioredis's
   // resend on the new one found it taken (without the look, the start waited out the lock's 30 s).

@@ -2,12 +2,12 @@
 // specs, apart: a 100,000-miner rollback's are ~18 MB, while the record is read on every gate check),
 // and the mutable state, changed only through guarded transitions (so several workers never move a
 // rollout twice).
-import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { JobTarget, MutationOperation } from '../fleet/job.js';
 import { DEFAULT_PREFIX } from '../fleet/keys.js';
 import type { StopGuard } from '../fleet/journal.js';
 import { auditKey } from './audit.js';
+import { callToken } from '../fleet/ids-and-durations.js';
 import type { MutationSpec } from '../workers/ops/mutation-spec.js';
 
 export type RolloutState = 'scheduled' | 'running' | 'paused' | 'halted' | 'completed' | 'aborted' | 'failed';
@@ -118,9 +118,6 @@ if w then
 end
 return w`;
 
-/** One call's token: its command, sent again by ioredis after a lost reply, is known as the same call. */
-const moveToken = () => randomBytes(8).toString('hex');
-
 export class RolloutStore {
   constructor(
     readonly redis: Redis,
@@ -212,7 +209,7 @@ export class RolloutStore {
 
   /** The wave held while paused, cleared; undefined when none is. */
   async takeHeldWave(id: string): Promise<number | undefined> {
-    const w = (await this.redis.eval(TAKE_HELD, 1, this.stateKey(id), moveToken())) as string | null;
+    const w = (await this.redis.eval(TAKE_HELD, 1, this.stateKey(id), callToken())) as string | null;
     return w === null ? undefined : Number(w);
   }
 
@@ -223,7 +220,7 @@ export class RolloutStore {
    */
   async transition(id: string, from: readonly RolloutState[], to: RolloutState, opts: { reason?: string; clearReason?: boolean; audit?: string } = {}): Promise<boolean> {
     const reasonMode = opts.reason !== undefined ? 'set' : opts.clearReason ? 'clear' : 'keep';
-    return (await this.redis.eval(TRANSITION, 2, this.stateKey(id), auditKey(this.prefix), to, new Date().toISOString(), reasonMode, opts.reason ?? '', opts.audit ?? '', moveToken(), ...from)) === 1;
+    return (await this.redis.eval(TRANSITION, 2, this.stateKey(id), auditKey(this.prefix), to, new Date().toISOString(), reasonMode, opts.reason ?? '', opts.audit ?? '', callToken(), ...from)) === 1;
   }
 
   async setWave(id: string, wave: number): Promise<void> {

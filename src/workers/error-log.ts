@@ -41,16 +41,16 @@ export function rateLimitedLog(write: (line: string) => void, everyMs = 10_000, 
   };
 }
 
-/**
- * The line a BullMQ worker's 'error' event is logged with, or undefined for a dropped connection
- * (ECONNREFUSED, EPIPE, …): reportRedisOutages says those once, in words, for all of a worker's
- * connections. A lock lost after a Redis stall (one per job in flight) is said with what it means.
- */
 /** BullMQ's error for a job ended, or moved, without its lock ("Missing lock for job ID. moveToFinished"). */
 export function isMissingLock(message: string): boolean {
   return /^Missing lock for job /.test(message);
 }
 
+/**
+ * The line a BullMQ worker's 'error' event is logged with, or undefined for a dropped connection
+ * (ECONNREFUSED, EPIPE, …): reportRedisOutages says those once, in words, for all of a worker's
+ * connections. A lock lost after a Redis stall (one per job in flight) is said with what it means.
+ */
 export function workerErrorText(err: Error): string | undefined {
   if (isConnectionDrop(err)) return undefined;
   const ranOut = 'its lock may have run out while Redis, or this worker, did not answer — a stall, a freeze, a suspend: then the job runs again, and its outcome is still written once';
