@@ -349,6 +349,8 @@ describe('worker process', () => {
       const refused = spawnCli(['worker', '--redis', volatile.url, '--credentials', files.credentials]);
       await expectExit(refused, 1);
       expect(refused.output().stderr).toMatch(/appendonly no.*\n.*refusing to run a worker/s);
+      // Each line says who speaks once (the refusal went through the CLI's error print, which adds it).
+      expect(refused.output().stderr).not.toContain('bos-fleet: bos-fleet:');
       const allowed = spawnCli(['worker', '--redis', volatile.url, '--credentials', files.credentials, '--allow-volatile-redis']);
       await until(async () => allowed.output().stdout.includes('worker:'));
       expect(allowed.output().stderr).toContain('WARNING');

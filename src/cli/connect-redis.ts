@@ -69,11 +69,11 @@ export async function connectRedis(flag: string | undefined, opts: { refuseVolat
   const report = await checkDurability(redis, server.info);
   if (report.problems.length) {
     const banner = report.problems.map((p) => `bos-fleet: WARNING: ${p}`).join('\n');
+    process.stderr.write(`${banner}\n`);
     if (opts.refuseVolatile && !opts.allowVolatile) {
       redis.disconnect();
-      throw new Error(`${banner}\nbos-fleet: refusing to run a worker on a Redis that can lose jobs; fix it or pass --allow-volatile-redis`);
+      throw new Error('refusing to run a worker on a Redis that can lose jobs; fix it or pass --allow-volatile-redis');
     }
-    process.stderr.write(`${banner}\n`);
   }
   // Said by the workers, which record the changes.
   if (opts.refuseVolatile && report.powerLossNote) process.stderr.write(`bos-fleet: note: ${report.powerLossNote}\n`);
